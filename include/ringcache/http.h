@@ -1,0 +1,103 @@
+/*
+ * http.h - the HTTP/1.1 request parser: incremental, allocation-free,
+ * independent of the server.  Pointers in a parsed request point into the
+ * caller's buffer.
+ *
+ * Return convention of the parsing functions: a positive count on success,
+ * HTTP_AGAIN when more input is needed, or a negative HTTP status (-400,
+ * -413, -414, -431, -501, -505) for a request that must be refused.
+ */
+#ifndef RINGCACHE_HTTP_H
+#define RINGCACHE_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ringcache/buf.h"
+
+#define HTTP_AGAIN (-1)
+
+enum http_method {
+	HTTP_METHOD_OTHER = 0,
+	HTTP_METHOD_GET,
+	HTTP_METHOD_HEAD,
+	HTTP_METHOD_PUT,
+	HTTP_METHOD_POST,
+	HTTP_METHOD_DELETE,
+};
+
+struct http_str {
+	const char *p;
+	uint32_t len;
+};
+
+struct http_limits {
+	uint32_t max_request_line;  /* bytes, CRLF excluded: over it -> -414 */
+	uint32_t max_head;          /* request line + headers: over it -> -431 */
+	uint32_t max_headers;       /* header fields: over it -> -431 */
+};
+
+struct http_request {
+	uint8_t method;             /* enum http_method */
+	uint8_t minor;              /* HTTP/1.<minor>: 0 or 1 */
+	bool keep_alive;            /* version default adjusted by Connection */
+	bool chunked;               /* Transfer-Encoding: chunked */
+	bool expect_continue;       /* Expect: 100-continue */
+	int64_t content_length;     /* -1 when absent */
+	struct http_str method_name;
+	struct http_str target;     /* raw request-target */
+	struct http_str path;       /* target up to '?' */
+	struct http_str query;      /* after '?', may be empty */
+	struct http_str accept_encoding;
+	struct http_str if_none_match;
+	struct http_str content_type;
+	struct http_str cache_control;
+	struct http_str x_api_key;
+	struct http_str authorization;
+	uint32_t head_len;          /* bytes of request line + headers + CRLFCRLF */
+};
+
+/*
+ * Parses the request head at the start of buf[0..len).  *scanned is the
+ * caller's state for one request: set it to 0 before the first call; the
+ * parser records how far it has looked for the end of the head so that a
+ * request arriving a byte at a time costs O(n), not O(n^2).  Returns the head
+ * length, HTTP_AGAIN, or -status.  `req` is written only on success.
+ */
+int http_parse_request(const char *buf, size_t len, size_t *scanned,
+		       const struct http_limits *lim, struct http_request *req);
+
+/* State of an incremental chunked-body decoder. */
+struct http_chunked {
+	uint32_t state;
+	uint64_t remaining;   /* bytes left in the current chunk */
+	uint64_t total;       /* decoded bytes so far */
+};
+
+static inline void http_chunked_init(struct http_chunked *c)
+{
+	c->state = 0;
+	c->remaining = 0;
+	c->total = 0;
+}
+
+/*
+ * Feeds in[0..len) to the decoder, appending decoded data to `out`.  *used
+ * is set to the input bytes consumed.  Returns 1 when the last chunk and the
+ * trailer section are complete (input after *used belongs to the next
+ * request), 0 when it needs more input (all of `in` was used), -400 for a
+ * malformed body, -413 once the decoded size would pass `max`.
+ */
+int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
+		      size_t *used, struct buf *out, uint64_t max);
+
+/* Percent-decodes p[0..n) into out (room for n bytes); returns the decoded
+ * length or -400 on a bad escape. */
+int http_decode_key(const char *p, size_t n, uint8_t *out);
+
+/* Finds `name` in an application/x-www-form-urlencoded query and parses its
+ * value as a decimal u32.  1 found, 0 absent, -400 malformed or too large. */
+int http_query_u32(struct http_str query, const char *name, uint32_t *out);
+
+#endif

@@ -1,0 +1,108 @@
+/*
+ * store.h - the per-shard L1 store: one instance per shard, owned by that
+ * shard's thread alone, so nothing here locks or uses atomics.
+ *
+ * The store maps a binary key (1..STORE_KEY_MAX bytes) to a value blob.  It
+ * does not interpret the blob: the cache layer packs the content type and
+ * the pre-compressed variants into it and keeps a few bits of its own in
+ * `flags`.  Every call takes the key's 64-bit hash (hash_bytes(), computed
+ * once by the shard that parsed the request) so the key is hashed only once.
+ * The shard selection uses the hash's top bits (see shard_of_hash()), so the
+ * store must draw its bucket index and tags from the other bits.
+ *
+ * Time is given to the store by store_tick() (seconds on the caller's clock,
+ * monotonic, never 0); expiry is decided against the last tick, which lets a
+ * unit test drive the clock by hand.
+ *
+ * Errors are -errno: -ENOENT (miss), -E2BIG (value over max_value or larger
+ * than the store could ever hold), -EINVAL (bad key length), -ENOMEM (could
+ * not make room, for example when everything is pinned).
+ */
+#ifndef RINGCACHE_STORE_H
+#define RINGCACHE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define STORE_KEY_MAX 1024u
+
+struct store;
+
+enum store_hugepages {
+	STORE_HUGEPAGES_AUTO = 0, /* hugetlb, then THP, then normal pages */
+	STORE_HUGEPAGES_ON,       /* hugetlb or fail with -ENOMEM */
+	STORE_HUGEPAGES_OFF,      /* normal pages */
+};
+
+/* What backs the arena, reported by store_stats() and logged at startup. */
+enum store_backing {
+	STORE_BACKING_HUGETLB = 0,
+	STORE_BACKING_THP,
+	STORE_BACKING_NORMAL,
+};
+
+struct store_config {
+	size_t memory;                  /* bytes this shard may use, index included */
+	size_t max_value;               /* largest value blob accepted */
+	enum store_hugepages hugepages;
+	bool prefault;                  /* touch the whole arena at creation */
+	int numa_node;                  /* -1: first touch by the calling thread */
+};
+
+/*
+ * A read-only view of an item.  The pointers stay valid until the next call
+ * that may change the store (set, delete, tick) on the same store.
+ */
+struct store_item {
+	const uint8_t *value;
+	uint32_t value_len;
+	uint32_t expires;   /* absolute time on the store clock; 0: never */
+	uint32_t etag;      /* as given to store_set() */
+	uint16_t flags;     /* as given to store_set() */
+};
+
+struct store_stats {
+	uint64_t items;
+	uint64_t key_bytes;
+	uint64_t value_bytes;
+	uint64_t arena_bytes;      /* bytes reserved for items and index */
+	uint64_t used_bytes;       /* bytes in segments/slabs holding live or dead items */
+	uint64_t evictions;        /* items dropped to make room */
+	uint64_t expirations;      /* items dropped because their TTL passed */
+	uint64_t sets, gets, hits, deletes;
+	enum store_backing backing;
+};
+
+/* Creates a store with its arena; call it from the owning (pinned) thread. */
+int store_create(struct store **out, const struct store_config *cfg);
+void store_destroy(struct store *st);
+
+/* Advances the store clock to `now` and does a bounded slice of background
+ * work (reclaiming expired items).  Call it at least once a second. */
+void store_tick(struct store *st, uint32_t now);
+
+int store_get(struct store *st, const void *key, size_t key_len, uint64_t hash,
+	      struct store_item *out);
+
+/*
+ * Stores the concatenation of iov[0..iovcnt) as the value of `key`, replacing
+ * any previous value.  ttl == 0: never expires (until evicted).
+ */
+int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
+	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint16_t flags,
+	      uint32_t etag);
+
+/* 0 if it was there, -ENOENT if not. */
+int store_delete(struct store *st, const void *key, size_t key_len, uint64_t hash);
+
+/* Drops every item stored before store time `older_than` (coherence uses it
+ * after losing its invalidation feed).  Returns the number dropped. */
+uint64_t store_flush(struct store *st, uint32_t older_than);
+
+void store_stats(const struct store *st, struct store_stats *out);
+
+const char *store_backing_name(enum store_backing b);
+
+#endif
