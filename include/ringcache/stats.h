@@ -1,0 +1,119 @@
+/*
+ * stats.h - per-shard counters and latency histograms, and their rendering
+ * as JSON (GET /stats) and Prometheus text (GET /metrics).
+ *
+ * Each shard owns one struct stats_shard and is its only writer; any shard
+ * may read all of them to answer /stats.  Counters are _Atomic uint64_t
+ * updated with a relaxed load and a relaxed store (one writer needs no
+ * read-modify-write), read with relaxed loads: never torn, also on ARM64,
+ * and cheap enough for every request.  The store's own numbers are copied in
+ * by the shard with stats_store_update() (from store_stats()), so readers
+ * never touch another shard's store.
+ *
+ * STATS_METRICS is the one table of names: it declares the fields, the JSON
+ * keys and the Prometheus names, HELP and TYPE lines, so they cannot drift.
+ *   X(name, type, help)
+ *   type COUNTER: Prometheus "ringcached_<name>_total", only ever grows;
+ *   type GAUGE:   Prometheus "ringcached_<name>", may go down.
+ * JSON uses <name> as the key in both cases.  See docs/stats.md.
+ */
+#ifndef RINGCACHE_STATS_H
+#define RINGCACHE_STATS_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ringcache/buf.h"
+#include "ringcache/hist.h"
+#include "ringcache/store.h"
+
+#define STATS_METRICS(X)                                                           \
+	X(requests, COUNTER, "Requests parsed on this shard's connections.")      \
+	X(local_requests, COUNTER,                                                 \
+	  "Requests parsed here and served by this shard's own store.")           \
+	X(forwarded_requests, COUNTER,                                             \
+	  "Requests received from other shards and served by this shard's store.") \
+	X(hits, COUNTER, "Lookups in this shard's store that found the key.")     \
+	X(misses, COUNTER, "Lookups in this shard's store that did not.")         \
+	X(not_modified, COUNTER, "Responses 304 Not Modified.")                   \
+	X(sets, COUNTER, "Values stored in this shard's store.")                  \
+	X(deletes, COUNTER, "Deletes applied to this shard's store.")             \
+	X(errors, COUNTER, "Responses with a 4xx or 5xx status.")                 \
+	X(received_bytes, COUNTER, "Bytes received from clients.")                \
+	X(sent_bytes, COUNTER, "Bytes sent to clients.")                          \
+	X(connections_accepted, COUNTER, "Client connections accepted.")          \
+	X(connections, GAUGE, "Client connections open now.")                    \
+	X(items, GAUGE, "Items in this shard's store.")                           \
+	X(value_bytes, GAUGE, "Bytes of values (all variants) in the store.")     \
+	X(arena_bytes, GAUGE, "Bytes reserved for the store's items and index.")  \
+	X(evictions, COUNTER, "Items dropped to make room.")                      \
+	X(expirations, COUNTER, "Items dropped because their TTL passed.")
+
+/* Latency histograms, same idea: X(name, kind label, help). */
+#define STATS_HISTS(X)                                                             \
+	X(lat_local, "local", "hits served by this shard's own store")            \
+	X(lat_forwarded, "forwarded", "hits served by another shard's store")
+
+struct stats_shard {
+#define STATS_FIELD(name, type, help) _Atomic uint64_t name;
+	alignas(128) STATS_METRICS(STATS_FIELD)
+#undef STATS_FIELD
+	uint64_t start_ns;  /* clock_mono_ns() at stats_init(); for uptime */
+	unsigned id;        /* the "shard" label */
+#define STATS_HIST_FIELD(name, kind, help) alignas(128) struct hist name;
+	STATS_HISTS(STATS_HIST_FIELD)
+#undef STATS_HIST_FIELD
+};
+
+/* Zeroes `s` for shard `id` and records the start time for uptime. */
+void stats_init(struct stats_shard *s, unsigned id);
+
+/* Owner only: counter += 1 / += n. */
+static inline void stats_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+static inline void stats_inc(_Atomic uint64_t *c)
+{
+	stats_add(c, 1);
+}
+
+/* Owner only, gauges: -= 1, = v. */
+static inline void stats_dec(_Atomic uint64_t *c)
+{
+	stats_add(c, (uint64_t)-1);
+}
+
+static inline void stats_set(_Atomic uint64_t *c, uint64_t v)
+{
+	atomic_store_explicit(c, v, memory_order_relaxed);
+}
+
+/* Any thread. */
+static inline uint64_t stats_get(const _Atomic uint64_t *c)
+{
+	return atomic_load_explicit((_Atomic uint64_t *)c, memory_order_relaxed);
+}
+
+/* Owner only: copies the store's items, value_bytes, arena_bytes,
+ * evictions and expirations into `s`.  Call it every tick (~1/s). */
+void stats_store_update(struct stats_shard *s, const struct store_stats *ss);
+
+/*
+ * Appends the /stats JSON for shards[0..n) to `out` (shape in docs/stats.md).
+ * Any thread.  Returns 0 or -ENOMEM (out may then hold a partial document).
+ */
+int stats_format_json(struct stats_shard *const *shards, unsigned n, struct buf *out);
+
+/*
+ * Appends the /metrics text (Prometheus exposition format 0.0.4; serve it as
+ * "text/plain; version=0.0.4; charset=utf-8") for shards[0..n) to `out`.
+ * Any thread.  Returns 0 or -ENOMEM.
+ */
+int stats_format_prometheus(struct stats_shard *const *shards, unsigned n,
+			    struct buf *out);
+
+#endif
