@@ -1,0 +1,126 @@
+/*
+ * cache.h - the cache executor: the protocol logic between the HTTP parser
+ * and the store.  It turns one parsed /cache/ request into one complete
+ * HTTP/1.1 response appended to a buffer.
+ *
+ * One struct cache per shard, called only by the shard that owns its store.
+ * A request may reach the owner through a cross-shard ring; everything
+ * cache_exec() reads is in struct cache_req (and the bytes it points at), so
+ * the forwarding shard copies exactly that into its message.
+ *
+ * The fast lane (issue 4) is decided at write time: a PUT stores the raw
+ * value with its Content-Type, a brotli and a gzip variant when they pay,
+ * and a strong ETag per representation (layout in src/cache/repr.h).  A GET
+ * only looks up, negotiates Accept-Encoding against what is stored and
+ * copies precomputed header pieces and the chosen bytes.
+ *
+ * Statuses (every response says HTTP/1.1, whatever the request's version):
+ *   GET/HEAD   200 hit (X-Cache: HIT), 304 If-None-Match matched,
+ *              404 miss (X-Cache: MISS), 406 no acceptable coding stored
+ *   PUT/POST   201 new key, 204 replaced, 400 bad Content-Type,
+ *              413 over max_value or larger than the store can hold,
+ *              507 the store could not make room, 500 anything else
+ *   DELETE     204 deleted, 404 absent
+ * Content-Length is on every response except 204 (RFC 9110 8.6 forbids it
+ * there); HEAD and 304 carry the length a GET 200 would send.
+ *
+ * Time: the executor reads the store clock from cache_tick(), which the shard
+ * calls instead of store_tick(), so TTLs and remaining max-age use the same
+ * "now" as the store's expiry decisions.
+ */
+#ifndef RINGCACHE_CACHE_H
+#define RINGCACHE_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ringcache/buf.h"
+#include "ringcache/http.h"
+#include "ringcache/store.h"
+
+struct cache;
+
+struct cache_config {
+	size_t compress_min;    /* --compress-min: smallest value given variants (256) */
+	int brotli_quality;     /* --brotli-quality, 0..11 (4) */
+	int gzip_level;         /* --gzip-level, libdeflate 1..12 (6) */
+	uint32_t default_ttl;   /* --default-ttl, seconds; 0: no expiry */
+	size_t max_value;       /* --max-value: largest raw value accepted (413 above) */
+};
+
+/*
+ * Creates the executor of one shard over its store (not owned: the shard
+ * destroys the store after the cache).  Call from the owning thread.
+ * Returns 0, -EINVAL for an out-of-range level, or -ENOMEM.
+ */
+int cache_create(struct cache **out, struct store *st, const struct cache_config *cfg);
+void cache_destroy(struct cache *c);
+
+/*
+ * Advances the store clock: calls store_tick(st, now) and remembers `now` for
+ * TTL arithmetic.  The shard calls this instead of store_tick(), at least
+ * once a second, with clock_store_now().
+ */
+void cache_tick(struct cache *c, uint32_t now);
+
+/*
+ * The largest value blob a PUT of max_value bytes can produce (raw value,
+ * both variants, representation header).  Give it to the store as its
+ * max_value; a blob the store still refuses is stored raw only.
+ */
+size_t cache_blob_max(size_t max_value);
+
+enum cache_op { CACHE_GET, CACHE_HEAD, CACHE_PUT, CACHE_DELETE };
+
+struct cache_req {
+	uint8_t op;                     /* enum cache_op; POST arrives as CACHE_PUT */
+	uint8_t minor;                  /* HTTP/1.<minor> */
+	bool keep_alive;                /* false: the response says Connection: close */
+	const uint8_t *key;             /* decoded key, 1..STORE_KEY_MAX bytes */
+	uint32_t key_len;
+	uint64_t hash;                  /* hash_bytes(key, key_len, HASH_KEY_SEED) */
+	const uint8_t *body;            /* PUT value */
+	uint32_t body_len;
+	int64_t ttl;                    /* from ?ttl=, -1: not given; 0: no expiry */
+	struct http_str content_type;   /* header values, len 0 when absent */
+	struct http_str accept_encoding;
+	struct http_str if_none_match;
+	struct http_str cache_control;
+};
+
+/* What a request did, for the shard's counters. */
+enum cache_outcome {
+	CACHE_HIT,              /* 200 */
+	CACHE_MISS,             /* 404 on GET/HEAD */
+	CACHE_NOT_MODIFIED,     /* 304 */
+	CACHE_STORED,           /* 201/204 on PUT */
+	CACHE_DELETED,          /* 204 on DELETE */
+	CACHE_ABSENT,           /* 404 on DELETE */
+	CACHE_FAILED,           /* 400, 406, 413, 500, 507 */
+};
+
+/*
+ * Executes one request on the owning shard and appends one complete response
+ * to `out`; *outcome says what happened.  Returns 0, or -ENOMEM when `out`
+ * could not grow (nothing is appended then; the store may have changed).
+ */
+int cache_exec(struct cache *c, const struct cache_req *r, struct buf *out,
+	       enum cache_outcome *outcome);
+
+/*
+ * Appends a response with no representation: the status line, Content-Length
+ * (omitted for 1xx, 204 and 304), `Connection: close` when !keep_alive or
+ * `Connection: keep-alive` for a kept-alive HTTP/1.0 request, then
+ * `extra_headers` (NULL or lines each ending in CRLF) and `body` (NULL or a
+ * short text, sent as text/plain).  For the shard's own statuses: 400, 401,
+ * 404 on unknown paths, 405, 413, 414, 431, 501, 505, /health.
+ * Returns 0 or -ENOMEM.
+ */
+int cache_respond_status(struct buf *out, int status, uint8_t minor, bool keep_alive,
+			 const char *extra_headers, const char *body);
+
+/* The reason phrase of `status` ("Not Found"), "Unknown" if not listed. */
+const char *cache_status_text(int status);
+
+#endif
