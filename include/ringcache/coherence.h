@@ -1,0 +1,213 @@
+/*
+ * coherence.h - the coherence thread: the only thread that talks to Redis
+ * (L2).  Shards never touch a socket to Redis; they hand it messages over
+ * SPSC rings and get the same messages back with the reply filled in.
+ *
+ *    shard 0 ──in[0]──▶ ┌───────────────────┐ ──cmd conn──▶ GET/PTTL/SET/DEL/
+ *    shard 0 ◀─out[0]── │ coherence thread  │               PUBLISH/registry
+ *      ...              │ (poll + eventfd)  │
+ *    shard N ──in[N]──▶ │                   │ ◀─sub conn─── SUBSCRIBE
+ *    shard N ◀─out[N]── └───────────────────┘               <prefix>invalidate
+ *
+ * A request (GET, SET, DEL, CLUSTER) is created by a shard, travels to the
+ * coherence thread, and comes back on the origin shard's out ring with
+ * `status` (and for GET/CLUSTER the value) filled in; the shard destroys it.
+ * INVALIDATE and FLUSH are created by the coherence thread and destroyed by
+ * the shard that polls them.  A message belongs to exactly one thread at a
+ * time; the ring's release/acquire pair makes its contents visible.
+ *
+ * Parking (the protocol of ring.h): the coherence thread stores its parked
+ * flag and then peeks every input ring before sleeping in poll(); a shard's
+ * coh_flush() publishes with a seq_cst store and then reads the flag, and
+ * writes the eventfd only when the thread is parked.  In the other direction
+ * the thread publishes a shard's out ring and then calls wake(arg, shard);
+ * the shard's own parking check is coh_pending().
+ *
+ * Formats in Redis, the breaker, the replay queue and the failure behaviour
+ * are described in docs/coherence.md.
+ */
+#ifndef RINGCACHE_COHERENCE_H
+#define RINGCACHE_COHERENCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define COH_KEY_MAX 1024u          /* same bound as the L1 store's keys */
+#define COH_CTYPE_MAX 1024u        /* longest Content-Type kept with a value */
+#define COH_INSTANCE_ID_MAX 128u   /* printable ASCII, no spaces */
+
+struct coh;
+
+/*
+ * Every numeric field: 0 selects the documented default, so a zeroed struct
+ * plus redis_url, nshards and advertise is a valid configuration.
+ */
+struct coh_config {
+	const char *redis_url;     /* redis://[user:password@]HOST[:PORT][/DB] */
+	const char *prefix;        /* of every key and channel; NULL: "ringcache:" */
+	const char *instance_id;   /* NULL or "": hostname-pid-random */
+	const char *advertise;     /* "HOST:PORT" recorded in the registry; NULL: "" */
+	const char *version;       /* recorded in the registry; NULL: RINGCACHE_VERSION */
+	int cpu;                   /* pin the thread to this CPU; -1: do not pin */
+	unsigned nshards;          /* 1..1024 */
+	uint32_t ring_size;        /* entries per ring, power of two; default 128 */
+	uint32_t timeout_ms;       /* deadline of each Redis operation; default 50 */
+	uint32_t connect_timeout_ms; /* connect + AUTH/SELECT/PING or SUBSCRIBE; 500 */
+	uint32_t replay_max;       /* distinct keys queued while Redis is away; 10000 */
+	uint32_t breaker_failures; /* consecutive failures that open the breaker; 5 */
+	uint32_t backoff_min_ms;   /* first reconnect delay; default 50 */
+	uint32_t backoff_max_ms;   /* reconnect delay doubles up to this; default 2000 */
+	uint32_t heartbeat_ms;     /* registry heartbeat and subscription PING; 1000 */
+	uint32_t heartbeat_ttl_ms; /* TTL of the heartbeat key; default 5000 */
+	uint32_t spin_us;          /* idle polling before parking; default 50 */
+};
+
+enum coh_op {
+	/* shard -> coherence, answered on the origin shard's out ring */
+	COH_GET = 1,        /* read key from L2 */
+	COH_SET,            /* write value+ctype with ttl, then publish an invalidation */
+	COH_DEL,            /* delete key, then publish an invalidation */
+	COH_CLUSTER,        /* live instances as JSON in value (no key) */
+	/* coherence -> shard, unsolicited */
+	COH_INVALIDATE,     /* drop key from L1 (another instance or an application changed it) */
+	COH_FLUSH,          /* drop every L1 item stored before older_than */
+};
+
+enum coh_status {
+	COH_OK = 0,         /* GET: value, ctype, ttl filled; SET/DEL: Redis acknowledged */
+	COH_MISS,           /* GET: not in Redis */
+	COH_TIMEOUT,        /* no answer within timeout_ms (a write may still be applied) */
+	COH_ERROR,          /* Redis answered with an error, or no memory */
+	COH_SKIPPED,        /* breaker open: not sent.  SET/DEL are queued for replay */
+	COH_BAD_DATA,       /* GET: wrong type or corrupt format in Redis; counted */
+};
+
+/*
+ * GET reply flag: the value may be older than a write or invalidation of the
+ * same key that arrived while the read was in flight, or the invalidation
+ * feed was down.  Answer the request with it, but do not store it in L1.
+ */
+#define COH_F_NOCACHE 0x1u
+
+/*
+ * One message.  key, ctype and value point into memory the message owns;
+ * coh_msg_destroy() frees it all.  Fields below "private" belong to the
+ * coherence thread while it holds the message.
+ */
+struct coh_msg {
+	uint8_t op;                /* enum coh_op */
+	uint8_t status;            /* enum coh_status; set in replies */
+	uint16_t flags;            /* COH_F_*; set in replies */
+	uint32_t shard;            /* origin of a request, destination of INVALIDATE/FLUSH */
+	uint32_t key_len;
+	uint32_t ctype_len;        /* 0: none given (the shard applies its default) */
+	uint32_t ttl;              /* seconds, 0: none.  SET: the value's TTL;
+	                            * GET reply: what is left of it in Redis, rounded up */
+	uint32_t older_than;       /* FLUSH: store clock (clock_store_now()) */
+	uint64_t hash;             /* hash_bytes(key, key_len, HASH_KEY_SEED) */
+	size_t value_len;
+	void *cookie;              /* the shard's; never touched by the coherence thread */
+	char *key;
+	char *ctype;
+	char *value;
+	/* private */
+	void *value_mem;           /* value allocated apart from the message, or NULL */
+	struct coh_msg *next;
+	uint64_t t_ns;
+};
+
+/*
+ * Creates a message with room for a value of value_len bytes, which the
+ * caller writes through m->value; key (1..COH_KEY_MAX bytes, 0 for CLUSTER)
+ * and ctype (0..COH_CTYPE_MAX bytes) are copied.  The caller sets ttl and
+ * cookie.  Returns NULL on bad lengths or no memory.  Any thread.
+ */
+struct coh_msg *coh_msg_create(enum coh_op op, unsigned shard, uint64_t hash,
+			       const void *key, size_t key_len,
+			       const void *ctype, size_t ctype_len, size_t value_len);
+void coh_msg_destroy(struct coh_msg *m);
+
+/*
+ * Creates the module: parses the URL, allocates the 2 * nshards rings and
+ * the eventfd, generates or checks the instance id.  Does not connect.
+ * wake(arg, shard) is called from the coherence thread after it published
+ * messages on shard's out ring; it must be cheap and must not block.
+ * Returns 0 or -EINVAL (bad URL, prefix, id, nshards, ring_size), -ENOMEM.
+ */
+int coh_create(struct coh **out, const struct coh_config *cfg,
+	       void (*wake)(void *arg, unsigned shard), void *arg);
+
+/* Starts the thread, which connects in the background.  0 or -errno
+ * (-EINVAL if cfg->cpu cannot be used). */
+int coh_start(struct coh *c);
+
+/*
+ * Stops the thread (removing this instance from the registry if Redis
+ * answers within timeout_ms), then frees everything, including messages
+ * still queued in either direction.  Call it once the shards no longer call
+ * the shard-side functions.  Accepts NULL.
+ */
+void coh_destroy(struct coh *c);
+
+/* The instance id in use (generated or given).  Any thread. */
+const char *coh_instance_id(const struct coh *c);
+
+/*
+ * Shard side.  Each is called only by shard `shard`'s thread.
+ *
+ * coh_submit() queues a request (unpublished until coh_flush()); false when
+ * the ring is full: the caller keeps the message and retries after a flush.
+ * coh_flush() publishes what was submitted and wakes the coherence thread if
+ * it is parked.  coh_poll() returns the next reply or unsolicited message,
+ * or NULL.  coh_pending() is the seq_cst peek of the shard's parking check.
+ */
+bool coh_submit(struct coh *c, unsigned shard, struct coh_msg *m);
+void coh_flush(struct coh *c, unsigned shard);
+struct coh_msg *coh_poll(struct coh *c, unsigned shard);
+bool coh_pending(struct coh *c, unsigned shard);
+
+/*
+ * Counters and gauges, one table so /stats and /metrics names cannot drift:
+ * X(field, kind, help), kind COUNTER or GAUGE.
+ */
+#define COH_STATS(X)                                                                 \
+	X(gets, COUNTER, "GET requests from shards")                                 \
+	X(get_hits, COUNTER, "GET replies with a value")                             \
+	X(get_misses, COUNTER, "GET replies: not in Redis")                          \
+	X(coalesced, COUNTER, "GETs that joined a read already in flight")          \
+	X(redis_gets, COUNTER, "GET commands sent to Redis")                         \
+	X(sets, COUNTER, "SET requests from shards")                                 \
+	X(dels, COUNTER, "DEL requests from shards")                                 \
+	X(timeouts, COUNTER, "operations past their deadline")                      \
+	X(errors, COUNTER, "error replies and lost operations")                     \
+	X(skipped, COUNTER, "requests answered SKIPPED (breaker open)")             \
+	X(bad_data, COUNTER, "values of the wrong type or format in Redis")         \
+	X(raw_values, COUNTER, "plain values written by other applications read")   \
+	X(invalidations_sent, COUNTER, "invalidations published")                   \
+	X(invalidations_received, COUNTER, "invalidations delivered to shards")     \
+	X(invalidations_own, COUNTER, "own invalidations ignored")                  \
+	X(invalidations_bad, COUNTER, "malformed invalidation messages ignored")    \
+	X(flushes, COUNTER, "subscription losses answered with FLUSH")              \
+	X(connects, COUNTER, "successful connections (command and subscription)")   \
+	X(connect_failures, COUNTER, "failed connection attempts")                  \
+	X(breaker_opens, COUNTER, "times the circuit breaker opened")               \
+	X(replay_queued, COUNTER, "writes queued for replay")                       \
+	X(replayed, COUNTER, "queued writes sent after a reconnect")                \
+	X(replay_overflow, COUNTER, "writes not queued: replay queue full")         \
+	X(instances_reaped, COUNTER, "registry entries of dead instances removed")  \
+	X(backlog, GAUGE, "messages waiting for room in a shard's ring")            \
+	X(replay_pending, GAUGE, "writes waiting in the replay queue")              \
+	X(breaker_open, GAUGE, "1 while GETs and writes are not sent to Redis")     \
+	X(subscribed, GAUGE, "1 while the invalidation feed is up")
+
+struct coh_stats {
+#define COH_STATS_FIELD(name, kind, help) uint64_t name;
+	COH_STATS(COH_STATS_FIELD)
+#undef COH_STATS_FIELD
+};
+
+/* A snapshot of the counters (relaxed loads, so not one instant).  Any thread. */
+void coh_stats(const struct coh *c, struct coh_stats *out);
+
+#endif
