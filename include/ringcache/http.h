@@ -5,7 +5,7 @@
  *
  * Return convention of the parsing functions: a positive count on success,
  * HTTP_AGAIN when more input is needed, or a negative HTTP status (-400,
- * -413, -414, -431, -501, -505) for a request that must be refused.
+ * -413, -414, -417, -431, -501, -505) for a request that must be refused.
  */
 #ifndef RINGCACHE_HTTP_H
 #define RINGCACHE_HTTP_H
@@ -64,6 +64,8 @@ struct http_request {
  * parser records how far it has looked for the end of the head so that a
  * request arriving a byte at a time costs O(n), not O(n^2).  Returns the head
  * length, HTTP_AGAIN, or -status.  `req` is written only on success.
+ * One empty line before the request line is skipped (RFC 9112 2.2) and
+ * counted in the head length.  Host is not required.
  */
 int http_parse_request(const char *buf, size_t len, size_t *scanned,
 		       const struct http_limits *lim, struct http_request *req);
@@ -87,7 +89,8 @@ static inline void http_chunked_init(struct http_chunked *c)
  * is set to the input bytes consumed.  Returns 1 when the last chunk and the
  * trailer section are complete (input after *used belongs to the next
  * request), 0 when it needs more input (all of `in` was used), -400 for a
- * malformed body, -413 once the decoded size would pass `max`.
+ * malformed body, -413 once the decoded size would pass `max`.  `out` may be
+ * NULL to discard the data; -ENOMEM if it cannot grow.
  */
 int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 		      size_t *used, struct buf *out, uint64_t max);
