@@ -109,7 +109,8 @@ void hist_snapshot_add(struct hist_snapshot *dst, const struct hist_snapshot *sr
  * The value at quantile `ppm` (parts per million, 1..1000000) by nearest rank:
  * the upper bound of the bucket holding the ceil(count * ppm / 1e6)-th
  * smallest value, capped at `max`.  So the result is never below the exact
- * value and at most 6.25% above it; HIST_PMAX gives `max` exactly.
+ * value and at most 6.25% above it; HIST_PMAX gives `max` exactly.  Ranks
+ * falling in the last bucket (values >= HIST_MAX_NS) report `max`.
  * 0 for an empty snapshot.
  */
 uint64_t hist_percentile(const struct hist_snapshot *s, uint32_t ppm);

@@ -63,12 +63,14 @@ uint64_t hist_percentile(const struct hist_snapshot *s, uint32_t ppm)
 		seen += s->counts[i];
 		if (seen < rank)
 			continue;
-		/* Capping at max makes p100 exact.  A snapshot taken while the
-		 * writer runs may hold a max older than the buckets (relaxed
-		 * loads may be reordered on ARM64): then max is below this
-		 * bucket and is ignored. */
+		/* Capping at max makes p100 exact; the last bucket also holds
+		 * everything beyond the range, so max is its only true bound.
+		 * A snapshot taken while the writer runs may hold a max older
+		 * than the buckets (relaxed loads may be reordered on ARM64):
+		 * then max is below this bucket and is ignored. */
 		uint64_t upper = hist_bucket_upper(i);
-		if (s->max >= hist_bucket_lower(i) && s->max < upper)
+		if (s->max >= hist_bucket_lower(i) &&
+		    (s->max < upper || i == HIST_BUCKETS - 1))
 			return s->max;
 		return upper;
 	}
