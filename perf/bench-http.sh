@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# bench-http.sh - ringcached (1 shard) against nginx (1 worker, `return 200`
+# with the same 100-byte body), each pinned to the same CPU, one after the
+# other, under the same wrk load pinned to another CPU; with and without
+# pipelining.  Prints requests/s, the ratio ringcached/nginx, and each
+# server's CPU time per request (utime+stime from /proc/PID/stat around the
+# run, over the requests wrk completed).  A benchmark, not a test: it passes
+# no verdict.
+#
+# usage: perf/bench-http.sh [path/to/ringcached]
+# environment (defaults in brackets):
+#   RINGCACHED   the binary                      [build-release/src/ringcached]
+#   SERVER_CPU   CPU of both servers             [last CPU we may use]
+#   CLIENT_CPU   CPU of wrk                      [first CPU we may use]
+#   WRK_ARGS     wrk load                        [-t1 -c64 -d10s]
+#   DEPTH        requests per pipelined write    [16]
+#   MODES        which runs                      ["plain pipelined"]
+#   SERVERS      which servers                   ["ringcached nginx"]
+#   RC_FLAGS     extra ringcached flags          []
+# Results also go to perf/out/bench-http-<time>.txt.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+rc_bin=${1:-${RINGCACHED:-$root/build-release/src/ringcached}}
+wrk_args=${WRK_ARGS:--t1 -c64 -d10s}
+depth=${DEPTH:-16}
+modes=${MODES:-plain pipelined}
+servers=${SERVERS:-ringcached nginx}
+
+allowed=$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')
+server_cpu=${SERVER_CPU:-${allowed##* }}
+client_cpu=${CLIENT_CPU:-${allowed%% *}}
+[ "$server_cpu" != "$client_cpu" ] ||
+	echo "warning: server and wrk share CPU $server_cpu; set SERVER_CPU/CLIENT_CPU" >&2
+
+for tool in wrk nginx taskset curl python3; do
+	command -v "$tool" >/dev/null || { echo "bench-http: $tool not found (apt-get install wrk nginx-light util-linux curl python3)" >&2; exit 1; }
+done
+case " $servers " in *" ringcached "*)
+	[ -x "$rc_bin" ] || {
+		echo "bench-http: no ringcached at $rc_bin" >&2
+		echo "  build one: meson setup build-release --buildtype=release && ninja -C build-release src/ringcached" >&2
+		exit 1
+	} ;;
+esac
+
+tmp=$(mktemp -d /tmp/bench-http.XXXXXX)
+mkdir -p "$here/out"
+out="$here/out/bench-http-$(date +%Y%m%d-%H%M%S).txt"
+pids=()
+
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		stop_pid "$p"
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "$*" | tee -a "$out"; }
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# 100 bytes, the same for both servers.
+body=$(printf 'x%.0s' $(seq 100))
+
+wait_http() {	# url: until it answers 200, at most 10 s
+	for _ in $(seq 100); do
+		[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" = 200 ] && return 0
+		sleep 0.1
+	done
+	echo "bench-http: $1 did not answer 200 within 10 s" >&2
+	return 1
+}
+
+# utime+stime in clock ticks of a process and its children (nginx's worker).
+cpu_ticks() {
+	local total=0 p s rest
+	for p in "$1" $(pgrep -P "$1"); do
+		s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+		rest=${s##*) }	# fields after "(comm)": field 3 is the first
+		set -- $rest
+		total=$((total + ${12} + ${13}))	# fields 14 and 15: utime, stime
+	done
+	echo "$total"
+}
+
+hz=$(getconf CLK_TCK)
+declare -A rps cpu_us
+
+run_wrk() {	# name mode url pid
+	local name=$1 mode=$2 url=$3 pid=$4 script before after wout reqs secs
+	script=$here/get.lua
+	[ "$mode" = pipelined ] && script=$here/pipeline.lua
+	before=$(cpu_ticks "$pid")
+	wout=$(RC_DEPTH=$depth taskset -c "$client_cpu" wrk $wrk_args -s "$script" "$url")
+	after=$(cpu_ticks "$pid")
+	{ echo "--- $name, $mode"; echo "$wout"; } >>"$out"
+	reqs=$(echo "$wout" | awk '/requests in/ { print $1 }')
+	secs=$(echo "$wout" | awk '/Requests\/sec:/ { print $2 }')
+	if echo "$wout" | grep -q 'Non-2xx'; then
+		log "warning: $name $mode: $(echo "$wout" | grep 'Non-2xx')"
+	fi
+	rps[$name,$mode]=$secs
+	cpu_us[$name,$mode]=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" \
+		'BEGIN { printf "%.2f", n ? t / hz / n * 1e6 : 0 }')
+	log "$(printf '%-11s %-10s %12s req/s  %8s us CPU/request  (%s requests, %s CPU ticks)' \
+		"$name" "$mode" "$secs" "${cpu_us[$name,$mode]}" "$reqs" "$((after - before))")"
+}
+
+start_ringcached() {
+	local port
+	port=$(free_port)
+	taskset -c "$server_cpu" "$rc_bin" --listen "127.0.0.1:$port" --shards 1 \
+		--cpuset "$server_cpu" --memory 64M ${RC_FLAGS:-} >"$tmp/ringcached.log" 2>&1 &
+	pids+=($!)
+	rc_pid=$!
+	rc_url=http://127.0.0.1:$port
+	wait_http "$rc_url/health" || { cat "$tmp/ringcached.log" >&2; exit 1; }
+	curl -s -o /dev/null -X PUT --data-binary "$body" "$rc_url/cache/bench"
+	[ "$(curl -s --max-time 2 "$rc_url/cache/bench")" = "$body" ] ||
+		{ echo "bench-http: could not preload /cache/bench" >&2; exit 1; }
+}
+
+start_nginx() {
+	local port
+	port=$(free_port)
+	mkdir -p "$tmp/nginx/logs"
+	cat >"$tmp/nginx/nginx.conf" <<-EOF
+		worker_processes 1;
+		daemon off;
+		pid $tmp/nginx/nginx.pid;
+		error_log $tmp/nginx/logs/error.log warn;
+		events { worker_connections 4096; }
+		http {
+		    access_log off;
+		    client_body_temp_path $tmp/nginx/body;
+		    proxy_temp_path $tmp/nginx/proxy;
+		    fastcgi_temp_path $tmp/nginx/fastcgi;
+		    uwsgi_temp_path $tmp/nginx/uwsgi;
+		    scgi_temp_path $tmp/nginx/scgi;
+		    keepalive_requests 1000000000;
+		    default_type application/octet-stream;
+		    server {
+		        listen 127.0.0.1:$port;
+		        location / { return 200 "$body"; }
+		    }
+		}
+	EOF
+	taskset -c "$server_cpu" nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/logs/error.log" \
+		>"$tmp/nginx.log" 2>&1 &
+	pids+=($!)
+	ng_pid=$!
+	ng_url=http://127.0.0.1:$port
+	wait_http "$ng_url/cache/bench" || { cat "$tmp/nginx.log" "$tmp/nginx/logs/error.log" >&2; exit 1; }
+}
+
+stop_pid() {	# stops one server we started and forgets it
+	local p keep=()
+	kill -TERM "$1" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	pids=("${keep[@]}")
+}
+
+print_stats() {	# url: local-hit latency percentiles from GET /stats, if served
+	local code
+	code=$(curl -s -o "$tmp/stats.json" -w '%{http_code}' --max-time 2 "$1/stats" || true)
+	if [ "$code" != 200 ]; then
+		log "ringcached GET /stats: $code (no latency percentiles)"
+		return
+	fi
+	cp "$tmp/stats.json" "${out%.txt}-stats.json"
+	python3 - "$tmp/stats.json" <<-'EOF' | tee -a "$out"
+		import json, sys
+		try:
+		    doc = json.load(open(sys.argv[1]))
+		    lat = doc["total"]["latency_ns"]
+		except (ValueError, KeyError, TypeError) as e:
+		    print("ringcached GET /stats: no total.latency_ns (%r)" % (e,))
+		    sys.exit(0)
+		for kind, q in sorted(lat.items()):
+		    keys = [k for k in ("p50", "p90", "p99", "p99.9", "max") if k in q]
+		    print("ringcached %-9s hits: %d, server-side latency %s" % (
+		        kind, q.get("count", 0),
+		        "  ".join("%s %.2f us" % (k, q[k] / 1000.0) for k in keys)))
+	EOF
+}
+
+log "bench-http: $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs"
+log "servers on CPU $server_cpu, wrk on CPU $client_cpu: wrk $wrk_args; pipelined depth $depth"
+log "ringcached: $rc_bin $("$rc_bin" --version 2>/dev/null || true)"
+log "nginx: $(nginx -v 2>&1)"
+log ""
+
+for srv in $servers; do
+	case $srv in
+	ringcached)
+		start_ringcached
+		for m in $modes; do run_wrk ringcached "$m" "$rc_url" "$rc_pid"; done
+		print_stats "$rc_url"
+		stop_pid "$rc_pid"
+		;;
+	nginx)
+		start_nginx
+		for m in $modes; do run_wrk nginx "$m" "$ng_url" "$ng_pid"; done
+		stop_pid "$ng_pid"
+		;;
+	*) echo "bench-http: unknown server $srv" >&2; exit 1 ;;
+	esac
+done
+
+log ""
+for m in $modes; do
+	r=${rps[ringcached,$m]:-} n=${rps[nginx,$m]:-}
+	[ -n "$r" ] && [ -n "$n" ] || continue
+	log "$(awk -v m="$m" -v r="$r" -v n="$n" -v cr="${cpu_us[ringcached,$m]}" -v cn="${cpu_us[nginx,$m]}" \
+		'BEGIN { printf "%-10s ringcached/nginx: %.2fx requests/s, %.2fx CPU per request\n", m, r / n, cn ? cr / cn : 0 }')"
+done
+log "full output: $out"
