@@ -1,0 +1,156 @@
+/*
+ * repr.h - the value blob: how one stored value carries its representations
+ * (identity, brotli, gzip), its Content-Type and their ETags.
+ *
+ * The store keeps 24 bytes or less of metadata per item, so the common case
+ * must cost nothing: a value with a well-known Content-Type and no variants
+ * is stored as its raw bytes alone, its type is an index in the store's 16
+ * `flags` bits and its ETag is the store's 32-bit `etag` field.  Anything
+ * more (a custom type, a variant) adds a small header to the blob.
+ *
+ * flags (store_item.flags):
+ *
+ *   15            7   6   5   4   3       0
+ *   +--------------+---+---+---+----------+
+ *   |  reserved: 0 | G | B | C |   type   |
+ *   +--------------+---+---+---+----------+
+ *   type  index into REPR_TYPES when C is clear (0: application/octet-stream)
+ *   C     REPR_F_CT: the blob carries its own Content-Type
+ *   B     REPR_F_BR: the blob carries a brotli variant
+ *   G     REPR_F_GZIP: the blob carries a gzip variant
+ *
+ * etag (store_item.etag): the identity representation's ETag.
+ *
+ * The blob when C, B and G are all clear is the raw value.  Otherwise
+ * (integers little-endian, unaligned; each group present only if its flag is):
+ *
+ *   +--------+---------+--------+---------+--------+---------+----------+-----+------+
+ *   | br_len | br_etag | gz_len | gz_etag | ct_len | ct      | identity | br  | gzip |
+ *   | u32    | u32     | u32    | u32     | u8     | ct_len  |          |     |      |
+ *   +--------+---------+--------+---------+--------+---------+----------+-----+------+
+ *    \______ B ______/  \______ G ______/  \______ C _____/
+ *
+ * identity length = blob length - header - br_len - gz_len.
+ *
+ * ETags are 32-bit hashes of each representation's bytes, seeded with the
+ * Content-Type and the coding, formatted as "xxxxxxxx" (identity),
+ * "xxxxxxxx-br" and "xxxxxxxx-gz": the suffix keeps the three distinct even
+ * if two hashes collide.
+ */
+#ifndef RINGCACHE_CACHE_REPR_H
+#define RINGCACHE_CACHE_REPR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#define REPR_F_TYPE 0x000fu
+#define REPR_F_CT   0x0010u
+#define REPR_F_BR   0x0020u
+#define REPR_F_GZIP 0x0040u
+#define REPR_F_HDR  (REPR_F_CT | REPR_F_BR | REPR_F_GZIP)
+
+#define REPR_TYPE_MAX 255u
+#define REPR_HDR_MAX  (16u + 1u + REPR_TYPE_MAX)
+#define REPR_ETAG_MAX 13u  /* "xxxxxxxx-br" with its quotes */
+
+/* Content-Types stored as an index in flags, matched byte for byte.  Index 0
+ * is the default of a PUT without Content-Type.  Exactly 16, so every value
+ * of the type bits names one. */
+#define REPR_TYPES(X)                           \
+	X("application/octet-stream")           \
+	X("application/json")                   \
+	X("text/plain")                         \
+	X("text/html")                          \
+	X("text/plain; charset=utf-8")          \
+	X("application/json; charset=utf-8")    \
+	X("text/html; charset=utf-8")           \
+	X("text/css")                           \
+	X("text/javascript")                    \
+	X("application/javascript")             \
+	X("application/xml")                    \
+	X("text/csv")                           \
+	X("image/svg+xml")                      \
+	X("image/png")                          \
+	X("image/jpeg")                         \
+	X("application/x-www-form-urlencoded")
+
+enum repr_coding { REPR_IDENTITY = 0, REPR_BR = 1, REPR_GZIP = 2, REPR_NCODINGS = 3 };
+
+struct repr_part {
+	const uint8_t *p;
+	uint32_t len;
+	uint32_t etag;
+};
+
+/* A read-only view of a stored value; valid as long as the store item is. */
+struct repr_view {
+	struct repr_part part[REPR_NCODINGS];
+	unsigned avail;         /* bit (1 << coding) for each stored coding */
+	int type;               /* index in REPR_TYPES, or -1: type_str */
+	const char *type_str;
+	uint32_t type_len;
+};
+
+/* A blob ready for store_set(): iov[0..iovcnt) with flags and etag. */
+struct repr_blob {
+	uint16_t flags;
+	uint32_t etag;
+	int iovcnt;
+	struct iovec iov[4];
+	uint8_t hdr[REPR_HDR_MAX];
+};
+
+/* Returns the index of a well-known Content-Type, or -1. */
+int repr_type_index(const char *ct, size_t len);
+
+/* The name of well-known type `i` (0..15) and its length. */
+const char *repr_type_name(unsigned i, uint32_t *len);
+
+/*
+ * Builds the blob of `value` with Content-Type ct[0..ct_len) (ct_len <=
+ * REPR_TYPE_MAX; 0: the default type) and the optional variants (NULL: none).
+ * The iovecs point at the caller's bytes and at b->hdr.
+ */
+void repr_build(struct repr_blob *b, const void *value, uint32_t len,
+		const char *ct, size_t ct_len, const void *br, uint32_t br_len,
+		const void *gz, uint32_t gz_len);
+
+/* The slow half of repr_unpack(): a blob with a header.  0 or -EINVAL. */
+int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint16_t flags,
+		    uint32_t etag, struct repr_view *v);
+
+/*
+ * Splits a stored blob into its representations.  Returns 0, or -EINVAL
+ * when the blob is not one repr_build() made (flags or lengths inconsistent).
+ */
+static inline int repr_unpack(const uint8_t *blob, uint32_t len, uint16_t flags,
+			      uint32_t etag, struct repr_view *v)
+{
+	if (__builtin_expect((flags & ~REPR_F_TYPE) == 0, 1)) {
+		v->part[REPR_IDENTITY].p = blob;
+		v->part[REPR_IDENTITY].len = len;
+		v->part[REPR_IDENTITY].etag = etag;
+		v->avail = 1u << REPR_IDENTITY;
+		v->type = flags & REPR_F_TYPE;
+		return 0;
+	}
+	return repr_unpack_hdr(blob, len, flags, etag, v);
+}
+
+/* Writes the quoted ETag of a representation to out (REPR_ETAG_MAX bytes of
+ * room); returns its length. */
+static inline size_t repr_format_etag(char *out, uint32_t etag, unsigned coding)
+{
+	static const char hex[16] = "0123456789abcdef";
+	static const char suffix[REPR_NCODINGS][4] = { "\"", "-br\"", "-gz\"" };
+	out[0] = '"';
+	for (int i = 0; i < 8; i++)
+		out[1 + i] = hex[(etag >> (28 - 4 * i)) & 15];
+	memcpy(out + 9, suffix[coding], 4);
+	return coding == REPR_IDENTITY ? 10 : 13;
+}
+
+#endif
