@@ -51,7 +51,7 @@ def bad_flags(c):
         # A valid --listen on a free port, so a value wrongly accepted makes
         # the daemon start (and time out here) instead of failing elsewhere.
         extra = [] if args[0] == "--listen" else ["--listen", "127.0.0.1:%d" % free_port()]
-        rc, out = run(args + extra)
+        rc, out = run(extra + args)
         shown = " ".join(args)
         c.eq(rc, 2, "%s exits with status 2" % shown)
         c.check(name in out, "%s: message names %s" % (shown, name), repr(out[:300]))

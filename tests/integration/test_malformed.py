@@ -19,8 +19,10 @@ PUT = b"PUT /cache/m HTTP/1.1\r\nHost: x\r\n"
 CHUNKED = PUT + b"Transfer-Encoding: chunked\r\n\r\n"
 
 # Inputs RFC 9112 lets a server accept (it may parse LF line ends and
-# unfold obs-fold, and OPTIONS * is a valid request): any answer is fine.
-MAY_SUCCEED = {"bare LF line ends", "obs-fold header", "asterisk target"}
+# unfold obs-fold, OPTIONS * is a valid request, and it sets no limit on
+# chunk extensions or trailers): any answer is fine.
+MAY_SUCCEED = {"bare LF line ends", "obs-fold header", "asterisk target",
+               "chunk extension of 1 MiB", "trailer of 1 MiB"}
 
 
 def inputs():
