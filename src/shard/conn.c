@@ -1,0 +1,710 @@
+/*
+ * conn.c - a connection's life on its shard: bytes in (multishot recv into
+ * provided buffers), requests parsed and dispatched to the owning shard's
+ * store, responses out in request order (one send in flight at a time), and
+ * the ways a connection ends.
+ *
+ * Input is parsed straight out of the kernel's provided buffer when the
+ * connection has nothing buffered (the common case: whole requests in one
+ * segment); only an incomplete tail is copied into conn->in.  A request is
+ * re-parsed from its first byte each time more of it arrives; the parser's
+ * `scanned` state keeps that linear, and bodies are only waited for, never
+ * re-read.
+ *
+ * Closing: a protocol error or "Connection: close" sets C_CLOSE_AFTER; once
+ * the last response is sent the write side is shut (FIN) and input is
+ * discarded until the client closes or a linger timeout passes, so the
+ * client reads the response instead of a reset.  An abort shuts both sides,
+ * which ends the multishot recv; the descriptor is closed and the memory
+ * freed only when no recv, send or forwarded request still refers to it.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "ringcache/clock.h"
+#include "ringcache/hash.h"
+
+#define PEND_MAX 1024                  /* responses queued per connection before input waits */
+#define OUT_MAX (8u << 20)             /* bytes queued per connection before input waits */
+#define LINGER_NS (2ull * 1000000000)  /* how long a closing connection drains input */
+
+static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+static void conn_abort(struct shard *sh, struct conn *c);
+static void conn_process(struct shard *sh, struct conn *c);
+
+static void arm_recv(struct shard *sh, struct conn *c)
+{
+	struct io_uring_sqe *sqe = shard_sqe(sh);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 0;
+	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_RECV));
+	c->flags |= C_RECV;
+}
+
+static void cancel_recv(struct shard *sh, struct conn *c)
+{
+	struct io_uring_sqe *sqe = shard_sqe(sh);
+
+	io_uring_prep_cancel64(sqe, shard_udata(c, OP_RECV), 0);
+	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_CANCEL));
+	c->flags |= C_CANCELING;
+}
+
+void conn_accept(struct shard *sh, int fd)
+{
+	const struct config *cfg = sh->srv->cfg;
+	int one = 1;
+
+	if (sh->nconns >= cfg->max_conns) {
+		close(fd);
+		return;
+	}
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->fd = fd;
+	c->idx = sh->nconns;
+	c->last_active_ns = sh->now_ns;
+	sh->conns[sh->nconns++] = c;
+	stats_inc(&sh->stats->connections_accepted);
+	stats_inc(&sh->stats->connections);
+	arm_recv(sh, c);
+}
+
+static void conn_free(struct shard *sh, struct conn *c)
+{
+	struct conn *last = sh->conns[--sh->nconns];
+
+	last->idx = c->idx;
+	sh->conns[c->idx] = last;
+	close(c->fd);
+	for (struct fwd *f = c->pend_head, *next; f; f = next) {
+		next = f->pnext;
+		if (!f->remote || f->done)
+			fwd_destroy(f);
+		/* a remote one still out is freed when it comes back */
+	}
+	buf_deinit(&c->in);
+	buf_deinit(&c->body);
+	buf_deinit(&c->out);
+	buf_deinit(&c->sending);
+	stats_dec(&sh->stats->connections);
+	free(c);
+}
+
+static void conn_maybe_free(struct shard *sh, struct conn *c)
+{
+	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING | C_DIRTY)) &&
+	    c->inflight == 0)
+		conn_free(sh, c);
+}
+
+static void conn_abort(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_CLOSED)
+		return;
+	c->flags |= C_CLOSED;
+	/* ends an armed multishot recv (close() alone would not) */
+	shutdown(c->fd, SHUT_RDWR);
+	conn_maybe_free(sh, c);
+}
+
+void shard_mark_dirty(struct shard *sh, struct conn *c)
+{
+	if (!(c->flags & C_DIRTY)) {
+		c->flags |= C_DIRTY;
+		sh->dirty[sh->ndirty++] = c;
+	}
+}
+
+/* Where the next response of `c` goes: straight to `out`, or into a slot
+ * behind the answers still outstanding. */
+static struct buf *response_buf(struct conn *c, struct fwd **slot)
+{
+	*slot = NULL;
+	if (!c->pend_head)
+		return &c->out;
+	struct fwd *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	f->conn = c;
+	f->done = true;
+	c->pend_tail->pnext = f;
+	c->pend_tail = f;
+	c->npend++;
+	*slot = f;
+	return &f->resp;
+}
+
+static void emit_status(struct shard *sh, struct conn *c, int status, uint8_t minor,
+			bool keep_alive, const char *extra, const char *body)
+{
+	struct fwd *slot;
+	struct buf *b = response_buf(c, &slot);
+
+	if (!b || cache_respond_status(b, status, minor, keep_alive, extra, body)) {
+		conn_abort(sh, c);
+		return;
+	}
+	if (status >= 400)
+		stats_inc(&sh->stats->errors);
+	if (!keep_alive)
+		c->flags |= C_CLOSE_AFTER;
+	shard_mark_dirty(sh, c);
+}
+
+/* A request that cannot be answered in kind: answer with its status and end
+ * the connection (the stream may be out of sync). */
+static void protocol_error(struct shard *sh, struct conn *c, int status)
+{
+	emit_status(sh, c, status, 1, false, NULL, NULL);
+}
+
+static void count_outcome(struct stats_shard *st, enum cache_outcome oc)
+{
+	switch (oc) {
+	case CACHE_HIT: stats_inc(&st->hits); break;
+	case CACHE_MISS: stats_inc(&st->misses); break;
+	case CACHE_NOT_MODIFIED: stats_inc(&st->hits); stats_inc(&st->not_modified); break;
+	case CACHE_STORED: stats_inc(&st->sets); break;
+	case CACHE_DELETED: stats_inc(&st->deletes); break;
+	case CACHE_ABSENT: stats_inc(&st->deletes); break;
+	case CACHE_FAILED: stats_inc(&st->errors); break;
+	}
+}
+
+static void exec_local(struct shard *sh, struct conn *c, const struct cache_req *cr)
+{
+	struct fwd *slot;
+	struct buf *b = response_buf(c, &slot);
+	enum cache_outcome oc;
+
+	if (!b || cache_exec(sh->cache, cr, b, &oc)) {
+		conn_abort(sh, c);
+		return;
+	}
+	stats_inc(&sh->stats->local_requests);
+	count_outcome(sh->stats, oc);
+	if (oc == CACHE_HIT || oc == CACHE_NOT_MODIFIED) {
+		if (c->local_hits++ == 0)
+			c->t_local = sh->now_ns;
+	}
+	shard_mark_dirty(sh, c);
+}
+
+static void exec_forward(struct shard *sh, struct conn *c, const struct cache_req *cr,
+			 unsigned owner)
+{
+	struct fwd *f = fwd_create(c, sh->id, cr);
+
+	if (!f) {
+		conn_abort(sh, c);
+		return;
+	}
+	f->t0 = sh->now_ns;
+	if (c->pend_tail)
+		c->pend_tail->pnext = f;
+	else
+		c->pend_head = f;
+	c->pend_tail = f;
+	c->npend++;
+	c->inflight++;
+	fwd_send(sh, owner, f);
+}
+
+/* Runs on the owner shard for a request another shard forwarded. */
+void conn_exec_forwarded(struct shard *sh, struct fwd *f)
+{
+	enum cache_outcome oc;
+
+	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
+		f->resp.len = 0;
+		cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
+		oc = CACHE_FAILED;
+	}
+	f->outcome = (uint8_t)oc;
+	stats_inc(&sh->stats->forwarded_requests);
+	count_outcome(sh->stats, oc);
+}
+
+static bool path_is(const struct http_str *p, const char *lit, size_t n)
+{
+	return p->len == n && memcmp(p->p, lit, n) == 0;
+}
+
+static bool authorized(struct shard *sh, const struct http_request *req)
+{
+	const struct auth *a = sh->srv->auth;
+
+	return !a || auth_check(a, req->x_api_key.p, req->x_api_key.len, req->authorization.p,
+				req->authorization.len);
+}
+
+static void serve_admin(struct shard *sh, struct conn *c, const struct http_request *req,
+			bool metrics)
+{
+	struct buf body = { 0 };
+	int rc;
+
+	if (metrics)
+		rc = stats_format_prometheus(sh->srv->stats, sh->srv->nshards, &body);
+	else
+		rc = stats_format_json(sh->srv->stats, sh->srv->nshards, &body);
+	if (rc || buf_append(&body, "", 1)) {
+		buf_deinit(&body);
+		emit_status(sh, c, 500, req->minor, req->keep_alive, NULL, NULL);
+		return;
+	}
+	emit_status(sh, c, 200, req->minor, req->keep_alive,
+		    metrics ? "Content-Type: text/plain; version=0.0.4\r\n"
+			    : "Content-Type: application/json\r\n",
+		    req->method == HTTP_METHOD_HEAD ? NULL : body.data);
+	buf_deinit(&body);
+}
+
+static const char allow_cache[] = "Allow: GET, HEAD, PUT, POST, DELETE\r\n";
+static const char allow_read[] = "Allow: GET, HEAD\r\n";
+static const char www_auth[] = "WWW-Authenticate: Bearer realm=\"ringcache\"\r\n";
+
+/* One complete request: route it, then answer it here or forward it. */
+static void dispatch(struct shard *sh, struct conn *c, const struct http_request *req,
+		     const uint8_t *body, size_t body_len)
+{
+	const struct http_str *path = &req->path;
+	uint8_t m = req->method;
+
+	stats_inc(&sh->stats->requests);
+	if (!req->keep_alive)
+		c->flags |= C_CLOSE_AFTER;
+
+	if (path->len >= 7 && memcmp(path->p, "/cache/", 7) == 0) {
+		struct cache_req cr;
+		uint32_t ttl;
+		int klen, q;
+
+		if (m == HTTP_METHOD_OTHER) {
+			emit_status(sh, c, 405, req->minor, req->keep_alive, allow_cache, NULL);
+			return;
+		}
+		if (!authorized(sh, req)) {
+			emit_status(sh, c, 401, req->minor, req->keep_alive, www_auth, NULL);
+			return;
+		}
+		klen = http_decode_key(path->p + 7, path->len - 7, sh->key_scratch);
+		if (klen < 0 || klen == 0) {
+			emit_status(sh, c, 400, req->minor, req->keep_alive, NULL, "bad key\n");
+			return;
+		}
+		if ((unsigned)klen > STORE_KEY_MAX) {
+			emit_status(sh, c, 414, req->minor, req->keep_alive, NULL, "key too long\n");
+			return;
+		}
+		q = http_query_u32(req->query, "ttl", &ttl);
+		if (q < 0) {
+			emit_status(sh, c, 400, req->minor, req->keep_alive, NULL, "bad ttl\n");
+			return;
+		}
+		memset(&cr, 0, sizeof(cr));
+		switch (m) {
+		case HTTP_METHOD_GET: cr.op = CACHE_GET; break;
+		case HTTP_METHOD_HEAD: cr.op = CACHE_HEAD; break;
+		case HTTP_METHOD_DELETE: cr.op = CACHE_DELETE; break;
+		default: cr.op = CACHE_PUT; break;
+		}
+		cr.minor = req->minor;
+		cr.keep_alive = req->keep_alive;
+		cr.key = sh->key_scratch;
+		cr.key_len = (uint32_t)klen;
+		cr.hash = hash_bytes(cr.key, cr.key_len, HASH_KEY_SEED);
+		cr.body = body;
+		cr.body_len = (uint32_t)body_len;
+		cr.ttl = q == 1 ? (int64_t)ttl : -1;
+		cr.content_type = req->content_type;
+		cr.accept_encoding = req->accept_encoding;
+		cr.if_none_match = req->if_none_match;
+		cr.cache_control = req->cache_control;
+
+		unsigned owner = hash_shard(cr.hash, sh->srv->nshards);
+		if (owner == sh->id)
+			exec_local(sh, c, &cr);
+		else
+			exec_forward(sh, c, &cr, owner);
+		return;
+	}
+	if (path_is(path, "/health", 7)) {
+		if (m != HTTP_METHOD_GET && m != HTTP_METHOD_HEAD)
+			emit_status(sh, c, 405, req->minor, req->keep_alive, allow_read, NULL);
+		else
+			emit_status(sh, c, 200, req->minor, req->keep_alive, NULL,
+				    m == HTTP_METHOD_HEAD ? NULL : "OK\n");
+		return;
+	}
+	if (path_is(path, "/stats", 6) || path_is(path, "/metrics", 8)) {
+		if (m != HTTP_METHOD_GET && m != HTTP_METHOD_HEAD)
+			emit_status(sh, c, 405, req->minor, req->keep_alive, allow_read, NULL);
+		else if (!authorized(sh, req))
+			emit_status(sh, c, 401, req->minor, req->keep_alive, www_auth, NULL);
+		else
+			serve_admin(sh, c, req, path->len == 8);
+		return;
+	}
+	emit_status(sh, c, 404, req->minor, req->keep_alive, NULL, NULL);
+}
+
+static void request_done(struct conn *c)
+{
+	c->state = RS_IDLE;
+	c->scanned = 0;
+	c->chunk_used = 0;
+	c->continue_sent = false;
+	c->body.len = 0;
+	c->req_start_ns = 0;
+}
+
+static void send_continue(struct shard *sh, struct conn *c, const struct http_request *req)
+{
+	struct fwd *slot;
+	struct buf *b;
+
+	if (!req->expect_continue || c->continue_sent || req->minor == 0)
+		return;
+	c->continue_sent = true;
+	b = response_buf(c, &slot);
+	if (!b || buf_append(b, continue_100, sizeof(continue_100) - 1)) {
+		conn_abort(sh, c);
+		return;
+	}
+	shard_mark_dirty(sh, c);
+}
+
+/*
+ * Handles the request at the start of p[0..n).  Returns the bytes it used
+ * (the whole request), 0 when the request is not complete yet, or n after
+ * a protocol error (the rest of the stream is not trusted).
+ */
+static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t n)
+{
+	const struct config *cfg = sh->srv->cfg;
+	struct http_request req;
+	int rc;
+
+	if (c->state == RS_IDLE) {
+		c->state = RS_HEAD;
+		c->req_start_ns = sh->now_ns;
+	}
+	rc = http_parse_request(p, n, &c->scanned, &sh->srv->limits, &req);
+	if (rc == HTTP_AGAIN)
+		return 0;
+	if (rc < 0) {
+		protocol_error(sh, c, -rc);
+		return n;
+	}
+	size_t head = (size_t)rc;
+
+	if (req.chunked) {
+		size_t used = 0;
+		if (c->state == RS_HEAD) {
+			http_chunked_init(&c->chunk);
+			c->state = RS_BODY;
+		}
+		rc = http_chunked_feed(&c->chunk, p + head + c->chunk_used,
+				       n - head - c->chunk_used, &used, &c->body, cfg->max_value);
+		c->chunk_used += used;
+		if (rc < 0) {
+			protocol_error(sh, c, -rc);
+			return n;
+		}
+		if (rc == 0) {
+			send_continue(sh, c, &req);
+			return 0;
+		}
+		dispatch(sh, c, &req, (const uint8_t *)c->body.data, c->body.len);
+		size_t total = head + c->chunk_used;
+		request_done(c);
+		return total;
+	}
+	if (req.content_length > 0) {
+		if ((uint64_t)req.content_length > cfg->max_value) {
+			protocol_error(sh, c, 413);
+			return n;
+		}
+		if (n - head < (uint64_t)req.content_length) {
+			c->state = RS_BODY;
+			send_continue(sh, c, &req);
+			return 0;
+		}
+	}
+	size_t blen = req.content_length > 0 ? (size_t)req.content_length : 0;
+	dispatch(sh, c, &req, (const uint8_t *)p + head, blen);
+	request_done(c);
+	return head + blen;
+}
+
+static bool conn_congested(const struct conn *c)
+{
+	return c->npend >= PEND_MAX || c->out.len >= OUT_MAX;
+}
+
+static bool conn_accepts_input(const struct conn *c)
+{
+	return !(c->flags & (C_CLOSE_AFTER | C_LINGER | C_CLOSED | C_PAUSED));
+}
+
+/* Handles complete requests in p[0..n); returns the bytes used. */
+static size_t process_bytes(struct shard *sh, struct conn *c, const char *p, size_t n)
+{
+	size_t pos = 0;
+
+	while (pos < n && conn_accepts_input(c)) {
+		size_t used = handle_one(sh, c, p + pos, n - pos);
+		if (used == 0)
+			break;
+		pos += used;
+		if (conn_congested(c))
+			c->flags |= C_PAUSED;
+	}
+	return pos;
+}
+
+/* Handles what is buffered in conn->in. */
+static void conn_process(struct shard *sh, struct conn *c)
+{
+	size_t used = process_bytes(sh, c, c->in.data, c->in.len);
+
+	buf_consume(&c->in, used);
+	if (c->flags & (C_CLOSE_AFTER | C_CLOSED))
+		c->in.len = 0;
+}
+
+static void stop_reading_if_flooded(struct shard *sh, struct conn *c)
+{
+	const struct config *cfg = sh->srv->cfg;
+	size_t limit = cfg->max_head + cfg->max_value + cfg->recv_buffer_size;
+
+	if ((c->flags & C_PAUSED) && c->in.len > limit && (c->flags & C_RECV) &&
+	    !(c->flags & (C_RECV_OFF | C_CANCELING))) {
+		c->flags |= C_RECV_OFF;
+		cancel_recv(sh, c);
+	}
+}
+
+static void recycle_buffer(struct shard *sh, unsigned bid)
+{
+	io_uring_buf_ring_add(sh->br, sh->bufs + (size_t)bid * sh->buf_size, sh->buf_size,
+			      (unsigned short)bid, io_uring_buf_ring_mask(sh->nbufs), 0);
+	/* store-release of the tail (liburing 2.3's cq_advance variant lacks it) */
+	io_uring_buf_ring_advance(sh->br, 1);
+}
+
+void conn_on_recv(struct shard *sh, struct conn *c, struct io_uring_cqe *cqe)
+{
+	int res = cqe->res;
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+
+	if (!more)
+		c->flags &= ~C_RECV;
+	if (res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		const char *data = sh->bufs + (size_t)bid * sh->buf_size;
+
+		c->last_active_ns = sh->now_ns;
+		stats_add(&sh->stats->received_bytes, (uint64_t)res);
+		if (c->flags & (C_LINGER | C_CLOSED | C_CLOSE_AFTER)) {
+			/* closing: input is read only to be discarded */
+		} else if (c->in.len == 0 && conn_accepts_input(c)) {
+			size_t used = process_bytes(sh, c, data, (size_t)res);
+			if (used < (size_t)res && !(c->flags & (C_CLOSE_AFTER | C_CLOSED)) &&
+			    buf_append(&c->in, data + used, (size_t)res - used))
+				conn_abort(sh, c);
+		} else {
+			if (buf_append(&c->in, data, (size_t)res))
+				conn_abort(sh, c);
+			else if (conn_accepts_input(c))
+				conn_process(sh, c);
+		}
+		recycle_buffer(sh, bid);
+		stop_reading_if_flooded(sh, c);
+	} else if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
+		/* EOF or error: nothing more will come */
+		if (!(c->flags & C_CLOSED)) {
+			if (c->flags & C_LINGER)
+				conn_abort(sh, c);
+			else if (res == 0 && (c->pend_head || c->out.len || (c->flags & C_SEND)))
+				c->flags |= C_CLOSE_AFTER; /* half-close: answer what was asked */
+			else
+				conn_abort(sh, c);
+		}
+		more = false;
+	}
+	if (!more && !(c->flags & (C_RECV | C_CLOSED | C_RECV_OFF)) &&
+	    (res > 0 || res == -ENOBUFS) && !(c->flags & C_CLOSE_AFTER && res <= 0))
+		arm_recv(sh, c);
+	conn_maybe_free(sh, c);
+}
+
+void conn_on_cancel(struct shard *sh, struct conn *c)
+{
+	c->flags &= ~C_CANCELING;
+	conn_maybe_free(sh, c);
+}
+
+static void start_send(struct shard *sh, struct conn *c)
+{
+	struct io_uring_sqe *sqe = shard_sqe(sh);
+
+	io_uring_prep_send(sqe, c->fd, c->sending.data + c->sent, c->sending.len - c->sent,
+			   MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_SEND));
+	c->flags |= C_SEND;
+}
+
+static void record_local_hits(struct shard *sh, struct conn *c)
+{
+	if (c->local_hits) {
+		uint64_t ns = clock_mono_ns() - c->t_local;
+		for (uint32_t i = 0; i < c->local_hits; i++)
+			hist_record(&sh->stats->lat_local, ns);
+		c->local_hits = 0;
+	}
+}
+
+/* Called once per loop iteration for each connection with new output. */
+void conn_flush(struct shard *sh, struct conn *c)
+{
+	c->flags &= ~C_DIRTY;
+	if (c->flags & C_CLOSED) {
+		conn_maybe_free(sh, c);
+		return;
+	}
+	if (!(c->flags & C_SEND) && c->out.len > 0) {
+		struct buf t = c->sending;
+		c->sending = c->out;
+		c->out = t;
+		c->out.len = 0;
+		c->sent = 0;
+		start_send(sh, c);
+		record_local_hits(sh, c);
+	}
+	if (!(c->flags & C_SEND) && c->out.len == 0 && !c->pend_head &&
+	    (c->flags & C_CLOSE_AFTER) && !(c->flags & C_LINGER)) {
+		/* everything answered: send FIN, then drain input until EOF */
+		c->flags |= C_LINGER;
+		c->linger_until_ns = sh->now_ns + LINGER_NS;
+		shutdown(c->fd, SHUT_WR);
+		if (!(c->flags & C_RECV))
+			conn_abort(sh, c);
+	}
+}
+
+static void maybe_resume(struct shard *sh, struct conn *c)
+{
+	if (!(c->flags & C_PAUSED) || conn_congested(c) || c->sending.len)
+		return;
+	c->flags &= ~C_PAUSED;
+	conn_process(sh, c);
+	if ((c->flags & C_RECV_OFF) && !(c->flags & (C_PAUSED | C_CLOSED | C_CANCELING | C_RECV))) {
+		c->flags &= ~C_RECV_OFF;
+		arm_recv(sh, c);
+	}
+}
+
+void conn_on_send(struct shard *sh, struct conn *c, int res)
+{
+	c->flags &= ~C_SEND;
+	if (res < 0 || (c->flags & C_CLOSED)) {
+		conn_abort(sh, c);
+		conn_maybe_free(sh, c);
+		return;
+	}
+	c->last_active_ns = sh->now_ns;
+	stats_add(&sh->stats->sent_bytes, (uint64_t)res);
+	c->sent += (size_t)res;
+	if (c->sent < c->sending.len) {
+		start_send(sh, c);
+		return;
+	}
+	c->sending.len = 0;
+	c->sent = 0;
+	maybe_resume(sh, c);
+	shard_mark_dirty(sh, c);
+}
+
+/* A forwarded request came back: release the responses now in order. */
+void conn_on_reply(struct shard *sh, struct fwd *f)
+{
+	struct conn *c = f->conn;
+
+	f->done = true;
+	c->inflight--;
+	if (c->flags & C_CLOSED) {
+		/* the connection is gone; its slot was left for us to free */
+		fwd_destroy(f);
+		conn_maybe_free(sh, c);
+		return;
+	}
+	while (c->pend_head && c->pend_head->done) {
+		struct fwd *h = c->pend_head;
+		c->pend_head = h->pnext;
+		if (!c->pend_head)
+			c->pend_tail = NULL;
+		c->npend--;
+		if (buf_append(&c->out, h->resp.data, h->resp.len))
+			conn_abort(sh, c);
+		if (h->remote && (h->outcome == CACHE_HIT || h->outcome == CACHE_NOT_MODIFIED))
+			hist_record(&sh->stats->lat_forwarded, clock_mono_ns() - h->t0);
+		fwd_destroy(h);
+	}
+	shard_mark_dirty(sh, c);
+	maybe_resume(sh, c);
+}
+
+/* Timeouts, checked a few times a second. */
+void conn_sweep(struct shard *sh)
+{
+	const struct config *cfg = sh->srv->cfg;
+	uint64_t idle = (uint64_t)cfg->idle_timeout * 1000000000ull;
+	uint64_t reqt = (uint64_t)cfg->request_timeout * 1000000000ull;
+
+	for (uint32_t i = 0; i < sh->nconns; i++) {
+		struct conn *c = sh->conns[i];
+		uint32_t before = sh->nconns;
+
+		if (c->flags & C_CLOSED)
+			continue;
+		if (c->flags & C_LINGER) {
+			if (sh->now_ns > c->linger_until_ns)
+				conn_abort(sh, c);
+		} else if (c->req_start_ns && sh->now_ns - c->req_start_ns > reqt &&
+			   !(c->flags & C_CLOSE_AFTER)) {
+			c->in.len = 0;
+			protocol_error(sh, c, 408);
+		} else if (!c->req_start_ns && !c->pend_head && !c->out.len &&
+			   !(c->flags & C_SEND) && sh->now_ns - c->last_active_ns > idle) {
+			conn_abort(sh, c);
+		}
+		if (sh->nconns < before)
+			i--; /* c was freed and the last connection moved into slot i */
+	}
+}
+
+void conn_close_all(struct shard *sh)
+{
+	for (uint32_t i = 0; i < sh->nconns; i++) {
+		uint32_t before = sh->nconns;
+		conn_abort(sh, sh->conns[i]);
+		if (sh->nconns < before)
+			i--;
+	}
+}

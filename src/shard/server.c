@@ -1,0 +1,258 @@
+/*
+ * server.c - building the shards, starting them together, stopping them.
+ *
+ * Startup is two barriers wide: every shard sets itself up in its own
+ * pinned thread (ring, listener, arena: created where they will be used)
+ * and waits; the main thread checks them all, logs one line per shard, and
+ * then lets them run, or stops them all if any failed, so the daemon never
+ * half-starts.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "conn.h"
+
+static void io_uring_hint(char *err, size_t errlen, const char *what, int rc)
+{
+	char val[16] = "unknown";
+	FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+
+	if (f) {
+		if (!fgets(val, sizeof(val), f))
+			snprintf(val, sizeof(val), "unknown");
+		val[strcspn(val, "\n")] = '\0';
+		fclose(f);
+	}
+	snprintf(err, errlen,
+		 "%s (%s): kernel.io_uring_disabled = %s; ringcached needs io_uring "
+		 "(set it to 0, or run outside the container/seccomp profile that blocks it)",
+		 what, strerror(-rc), val);
+}
+
+int server_create(struct server **out, const struct config *cfg, char *err, size_t errlen)
+{
+	struct cpuset cpus;
+	unsigned n;
+
+	if (cfg->cpuset.n) {
+		cpus = cfg->cpuset;
+	} else if (cpuset_allowed(&cpus)) {
+		snprintf(err, errlen, "cannot read the allowed CPU set");
+		return -EINVAL;
+	}
+	n = cfg->shards ? cfg->shards : cpus.n;
+	if (cfg->cpuset.n && cfg->shards && cfg->shards > cfg->cpuset.n) {
+		snprintf(err, errlen, "--shards %u is more than the %u CPUs of --cpuset", cfg->shards,
+			 cfg->cpuset.n);
+		return -EINVAL;
+	}
+	if ((uint64_t)cfg->memory / n < (1u << 20)) {
+		snprintf(err, errlen, "--memory: at least 1M per shard (%u shards)", n);
+		return -EINVAL;
+	}
+
+	struct server *srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return -ENOMEM;
+	srv->cfg = cfg;
+	srv->nshards = n;
+	srv->limits.max_request_line = (uint32_t)cfg->max_request_line;
+	srv->limits.max_head = (uint32_t)cfg->max_head;
+	srv->limits.max_headers = cfg->max_headers;
+	srv->shards = calloc(n, sizeof(*srv->shards));
+	srv->stats = calloc(n, sizeof(*srv->stats));
+	srv->rings = calloc((size_t)n * n, sizeof(*srv->rings));
+	if (!srv->shards || !srv->stats || !srv->rings)
+		goto nomem;
+	for (unsigned i = 0; i < n; i++) {
+		struct shard *sh = aligned_alloc(RING_LINE, (sizeof(*sh) + RING_LINE - 1) &
+								~(size_t)(RING_LINE - 1));
+		struct stats_shard *st = aligned_alloc(128, (sizeof(*st) + 127) & ~(size_t)127);
+		if (!sh || !st) {
+			free(sh);
+			free(st);
+			goto nomem;
+		}
+		memset(sh, 0, sizeof(*sh));
+		stats_init(st, i);
+		sh->id = i;
+		/* shards beyond the CPUs of the set are not pinned */
+		sh->cpu = i < cpus.n ? cpus.cpu[i] : -1;
+		sh->srv = srv;
+		sh->stats = st;
+		sh->event_fd = -1;
+		srv->shards[i] = sh;
+		srv->stats[i] = st;
+	}
+	for (unsigned i = 0; i < n * n; i++)
+		if (i / n != i % n && !(srv->rings[i] = ring_create(cfg->ring_size)))
+			goto nomem;
+	if (cfg->api_keys_file && *cfg->api_keys_file) {
+		struct auth_info info;
+		int rc = auth_create(&srv->auth, cfg->api_keys_file, &info);
+		if (rc) {
+			if (info.line)
+				snprintf(err, errlen, "--api-keys-file %s: line %u is not a valid key",
+					 cfg->api_keys_file, info.line);
+			else
+				snprintf(err, errlen, "--api-keys-file %s: %s", cfg->api_keys_file,
+					 rc == -EINVAL ? "no keys in the file" : strerror(-rc));
+			server_destroy(srv);
+			return rc;
+		}
+		if (info.group_or_other_readable)
+			fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by "
+					"group or others\n", cfg->api_keys_file);
+	}
+	*out = srv;
+	return 0;
+nomem:
+	server_destroy(srv);
+	snprintf(err, errlen, "out of memory setting up %u shards", n);
+	return -ENOMEM;
+}
+
+static void log_shard(const struct shard *sh)
+{
+	struct store_stats ss;
+
+	store_stats(sh->store, &ss);
+	fprintf(stderr,
+		"ringcached: shard %u: cpu %d, io_uring%s%s%s multishot-accept multishot-recv "
+		"buf-ring(%u x %u), arena %s %llu MiB\n",
+		sh->id, sh->cpu, sh->features.single_issuer ? " single-issuer" : "",
+		sh->features.defer_taskrun ? " defer-taskrun" : "",
+		sh->features.coop_taskrun ? " coop-taskrun" : "", sh->nbufs, sh->buf_size,
+		store_backing_name(ss.backing), (unsigned long long)(ss.arena_bytes >> 20));
+}
+
+int server_run(struct server *srv, char *err, size_t errlen)
+{
+	unsigned n = srv->nshards, started = 0;
+	int rc = 0;
+
+	pthread_barrier_init(&srv->ready, NULL, n + 1);
+	for (; started < n; started++) {
+		rc = pthread_create(&srv->shards[started]->thread, NULL, shard_main,
+				    srv->shards[started]);
+		if (rc) {
+			snprintf(err, errlen, "starting shard %u: %s", started, strerror(rc));
+			rc = -rc;
+			break;
+		}
+	}
+	if (started < n) {
+		/* the started ones wait at the barrier for n + 1 parties: never released */
+		fprintf(stderr, "ringcached: %s\n", err);
+		_exit(1);
+	}
+	pthread_barrier_wait(&srv->ready);
+	for (unsigned i = 0; i < n && !rc; i++) {
+		struct shard *sh = srv->shards[i];
+		if (!sh->error)
+			continue;
+		rc = sh->error;
+		if (!strcmp(sh->error_msg, "io_uring is not available"))
+			io_uring_hint(err, errlen, "io_uring is not available", rc);
+		else
+			snprintf(err, errlen, "shard %u: %s", i, sh->error_msg);
+	}
+	if (rc)
+		atomic_store(&srv->stop, true);
+	else
+		for (unsigned i = 0; i < n; i++)
+			log_shard(srv->shards[i]);
+	pthread_barrier_wait(&srv->ready);
+	return rc;
+}
+
+void server_stop(struct server *srv)
+{
+	atomic_store(&srv->stop, true);
+	for (unsigned i = 0; i < srv->nshards; i++) {
+		uint64_t one = 1;
+		if (srv->shards[i]->event_fd >= 0 &&
+		    write(srv->shards[i]->event_fd, &one, sizeof(one)) == -1) {
+			/* EAGAIN: a wake-up is pending already */
+		}
+	}
+	for (unsigned i = 0; i < srv->nshards; i++)
+		pthread_join(srv->shards[i]->thread, NULL);
+}
+
+/* After the threads are gone: free what is still in flight between them. */
+static void free_shard(struct server *srv, struct shard *sh)
+{
+	for (unsigned p = 0; p < srv->nshards; p++) {
+		struct fwd *f;
+		for (f = sh->backlog ? sh->backlog[p].head : NULL; f;) {
+			struct fwd *next = f->qnext;
+			fwd_destroy(f);
+			f = next;
+		}
+	}
+	for (uint32_t i = 0; sh->conns && i < sh->nconns; i++) {
+		struct conn *c = sh->conns[i];
+		for (struct fwd *f = c->pend_head, *next; f; f = next) {
+			next = f->pnext;
+			if (!f->remote || f->done)
+				fwd_destroy(f);
+		}
+		close(c->fd);
+		buf_deinit(&c->in);
+		buf_deinit(&c->body);
+		buf_deinit(&c->out);
+		buf_deinit(&c->sending);
+		free(c);
+	}
+	cache_destroy(sh->cache);
+	store_destroy(sh->store);
+	if (sh->ring.ring_fd > 0)
+		io_uring_queue_exit(&sh->ring);
+	if (sh->br)
+		munmap(sh->br, (size_t)sh->nbufs * sizeof(struct io_uring_buf));
+	if (sh->bufs)
+		munmap(sh->bufs, (size_t)sh->nbufs * sh->buf_size);
+	if (sh->event_fd >= 0)
+		close(sh->event_fd);
+	if (sh->listen_fd > 0)
+		close(sh->listen_fd);
+	free(sh->conns);
+	free(sh->dirty);
+	free(sh->backlog);
+	free(sh->touched);
+	free(sh->key_scratch);
+	free(sh);
+}
+
+void server_destroy(struct server *srv)
+{
+	if (!srv)
+		return;
+	unsigned n = srv->nshards;
+	/* messages left in rings: remote requests whose connection is gone */
+	for (unsigned i = 0; srv->rings && i < n * n; i++) {
+		struct ring *r = srv->rings[i];
+		void *f;
+		if (!r)
+			continue;
+		ring_flush(r);
+		while ((f = ring_pop(r)) != NULL)
+			fwd_destroy(f);
+		ring_destroy(r);
+	}
+	for (unsigned i = 0; srv->shards && i < n; i++)
+		if (srv->shards[i])
+			free_shard(srv, srv->shards[i]);
+	for (unsigned i = 0; srv->stats && i < n; i++)
+		free(srv->stats[i]);
+	auth_destroy(srv->auth);
+	free(srv->rings);
+	free(srv->shards);
+	free(srv->stats);
+	free(srv);
+}
