@@ -15,13 +15,17 @@
  *                  a head arriving a byte at a time is looked at once; only
  *                  when the end is there does parse_head() run again.
  *
- * Precedence, from the complete head: a leading bare CR (400), then a
+ * Precedence, from the complete head: a leading bare CR (400), a method that
+ * is not a token followed by SP within its first bytes (400), then a
  * request line over the limit (414), then a head over max_head (431), then
  * the first faulty line in order (400, 414 never, 431 for too many fields,
  * 505), then checks across fields (400 framing, 501 coding, 417 expect).
  * 414 and 431 are also known before the head ends, as soon as the bytes
  * prove them, and the same precedence holds then because a request line
  * that cannot fit in max_head is itself refused with 414 (see head_limits).
+ * The method check looks at a fixed window so that it can run on every call:
+ * it turns away TLS handshakes and other binary junk at once instead of
+ * leaving them to the idle timeout.
  *
  * Host is not required: the cache serves one origin and a missing Host
  * carries no routing meaning here, so refusing it would only break minimal
@@ -159,6 +163,25 @@ static int head_incomplete(const char *buf, size_t len, size_t start, size_t s,
 	if (len > l->head)
 		return -431;
 	return HTTP_AGAIN;
+}
+
+/*
+ * The early method check: within the first METHOD_WINDOW bytes of the
+ * request line (never more than the line limit, so that it is decided before
+ * 414 could be), the first byte that is not a tchar must be a SP, and not
+ * the first byte.  Costs a few bytes per call.
+ */
+#define METHOD_WINDOW 16
+
+static int method_early(const char *buf, size_t len, size_t start, const struct limits *l)
+{
+	size_t w = min_sz(METHOD_WINDOW, l->line);
+	size_t e = min_sz(len, start + w);
+
+	for (size_t i = start; i < e; i++)
+		if (!(ctab[(uint8_t)buf[i]] & C_TCHAR))
+			return i > start && buf[i] == ' ' ? 0 : -400;
+	return 0;
 }
 
 /*
@@ -497,6 +520,9 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 		start = 2;
 	}
 	head_limits(lim, &l);
+	rc = method_early(buf, len, start, &l);
+	if (rc)
+		return rc;
 
 	if (s > start) {
 		size_t limit = min_sz(len, l.head);

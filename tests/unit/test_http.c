@@ -1,0 +1,788 @@
+/*
+ * test_http.c - the HTTP parser: a table of valid requests and their fields,
+ * a table of refused ones and their statuses, and for every entry the same
+ * bytes split at every point (one byte at a time with one `scanned`, and in
+ * two parts), each prefix in an exact-size heap copy so that the sanitizers
+ * see any read past its end, and before a PROT_NONE page.  Then the chunked
+ * decoder split at every point, and the key and query helpers.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ringcache/http.h"
+
+static const struct http_limits LIM = { 8192, 16384, 64 };
+static const struct http_limits SMALL = { 64, 256, 4 };
+
+/* ---- valid requests ---------------------------------------------------- */
+
+struct want {
+	const char *raw;
+	int method;
+	const char *method_name;
+	int minor;
+	bool keep_alive, chunked, expect_continue;
+	long long content_length;
+	const char *path, *query;
+	const char *accept_encoding, *if_none_match, *content_type, *cache_control;
+	const char *x_api_key, *authorization;
+};
+
+#define WRK_GET "GET / HTTP/1.1\r\nHost: localhost:8080\r\n\r\n"
+
+static const struct want valid[] = {
+	{ .raw = "GET /cache/key HTTP/1.1\r\nHost: x\r\n\r\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "/cache/key", .query = "" },
+	{ .raw = WRK_GET, .method = HTTP_METHOD_GET, .method_name = "GET", .minor = 1,
+	  .keep_alive = true, .content_length = -1, .path = "/", .query = "" },
+	{ .raw = "HEAD /cache/a%20b?x=1&y HTTP/1.0\n\n", .method = HTTP_METHOD_HEAD,
+	  .method_name = "HEAD", .minor = 0, .keep_alive = false, .content_length = -1,
+	  .path = "/cache/a%20b", .query = "x=1&y" },
+	{ .raw = "PUT /cache/k?ttl=60 HTTP/1.1\r\nContent-Length: 5\r\n"
+		 "Content-Type: text/plain\r\nExpect: 100-Continue\r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 1, .keep_alive = true,
+	  .expect_continue = true, .content_length = 5, .path = "/cache/k", .query = "ttl=60",
+	  .content_type = "text/plain" },
+	{ .raw = "POST /cache/k HTTP/1.1\r\nTransfer-Encoding:  Chunked \t\r\n"
+		 "Connection: close\r\n\r\n",
+	  .method = HTTP_METHOD_POST, .method_name = "POST", .minor = 1, .keep_alive = false,
+	  .chunked = true, .content_length = -1, .path = "/cache/k", .query = "" },
+	{ .raw = "DELETE /cache/k HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+	  .method = HTTP_METHOD_DELETE, .method_name = "DELETE", .minor = 0, .keep_alive = true,
+	  .content_length = -1, .path = "/cache/k", .query = "" },
+	{ .raw = "PATCH /cache/k HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_OTHER,
+	  .method_name = "PATCH", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "/cache/k", .query = "" },
+	{ .raw = "get /x HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_OTHER, .method_name = "get",
+	  .minor = 1, .keep_alive = true, .content_length = -1, .path = "/x", .query = "" },
+	{ .raw = "\r\nGET /after-crlf HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "/after-crlf", .query = "" },
+	{ .raw = "\nGET /after-lf HTTP/1.1\n\n", .method = HTTP_METHOD_GET, .method_name = "GET",
+	  .minor = 1, .keep_alive = true, .content_length = -1, .path = "/after-lf",
+	  .query = "" },
+	{ .raw = "GET /cache/k HTTP/1.1\r\naccept-encoding: gzip, br\r\n"
+		 "IF-NONE-MATCH: \"abc\"\r\nCache-Control:no-cache\r\nx-api-key: k1\r\n"
+		 "X-Api-Key: k2\r\nAuthorization: Bearer t\r\nAccept-Encoding: zstd\r\n\r\n",
+	  .method = HTTP_METHOD_GET, .method_name = "GET", .minor = 1, .keep_alive = true,
+	  .content_length = -1, .path = "/cache/k", .query = "", .accept_encoding = "gzip, br",
+	  .if_none_match = "\"abc\"", .cache_control = "no-cache", .x_api_key = "k1",
+	  .authorization = "Bearer t" },
+	{ .raw = "GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = false, .content_length = -1,
+	  .path = "/", .query = "" },
+	{ .raw = "GET / HTTP/1.0\r\nConnection: keep-alive ,\t CLOSE\r\n\r\n",
+	  .method = HTTP_METHOD_GET, .method_name = "GET", .minor = 0, .keep_alive = false,
+	  .content_length = -1, .path = "/", .query = "" },
+	{ .raw = "GET / HTTP/1.1\r\nConnection: ,,foo, \r\n\r\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "/", .query = "" },
+	{ .raw = "PUT /cache/k HTTP/1.1\r\nContent-Length: 7\r\ncontent-length:7 \r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 1, .keep_alive = true,
+	  .content_length = 7, .path = "/cache/k", .query = "" },
+	{ .raw = "PUT /cache/k HTTP/1.1\r\nContent-Length: 999999999999999999\r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 1, .keep_alive = true,
+	  .content_length = 999999999999999999ll, .path = "/cache/k", .query = "" },
+	{ .raw = "PUT /cache/k HTTP/1.0\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 0, .keep_alive = false,
+	  .content_length = 0, .path = "/cache/k", .query = "" },
+	{ .raw = "GET /a? HTTP/1.1\nHost: a\r\nX-Empty:\r\nX-T: a\tb\xff \r\n\n",
+	  .method = HTTP_METHOD_GET, .method_name = "GET", .minor = 1, .keep_alive = true,
+	  .content_length = -1, .path = "/a", .query = "" },
+	{ .raw = "GET /p?q?r=%2F HTTP/1.1\r\nContent-Type:\t \r\n\r\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "/p", .query = "q?r=%2F", .content_type = "" },
+	{ .raw = "M-SEARCH!#$%&'*+.^_`|~ /x HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_OTHER,
+	  .method_name = "M-SEARCH!#$%&'*+.^_`|~", .minor = 1, .keep_alive = true,
+	  .content_length = -1, .path = "/x", .query = "" },
+};
+
+/* ---- refused requests -------------------------------------------------- */
+
+struct refused {
+	const char *raw;
+	int status;
+	const struct http_limits *lim;
+};
+
+static const struct refused refused[] = {
+	{ "GET  / HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1 \r\n\r\n", -400, &LIM },
+	{ " GET / HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET /\tx HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET * HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://a/ HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET /a\x7f HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET /\xc3\xa9 HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET /HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET\r\n\r\n", -400, &LIM },
+	{ "/ HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "G(T / HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET / http/1.1\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.10\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/a.1\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\rX\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\r\n\r\n", -400, &LIM },
+	{ "\r\r\nGET / HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "\rX", -400, &LIM },
+	{ "\r\n\r\nGET / HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "\n\nGET / HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nHost : a\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\n\tX: a\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nFoo\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\n: a\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nX(: a\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nX: a\x01" "b\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\n\rX: a\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\n\r\r\n\r\n", -400, &LIM },
+	/* decided by the first bytes, before the line ends */
+	{ "\x16\x03\x01\x02\x00\x01", -400, &LIM },
+	{ "hello\n", -400, &LIM },
+	{ "GET\t/ HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nContent-Length: 1a\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nContent-Length: -5\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nContent-Length: \r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nContent-Length: 1000000000000000000\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n", -400, &LIM },
+	/* the first faulty line decides */
+	{ "GET / HTTP/1.1\r\nX: \x01\r\nY : 1\r\nExpect: no\r\n\r\n", -400, &LIM },
+	{ "GET / HTTP/2.0\r\nX : 1\r\n\r\n", -505, &LIM },
+	{ "GET / HTTP/2.0\r\n\r\n", -505, &LIM },
+	{ "GET / HTTP/1.2\r\n\r\n", -505, &LIM },
+	{ "GET / HTTP/0.9\r\n\r\n", -505, &LIM },
+	{ "GET / HTTP/3.1\n\n", -505, &LIM },
+	{ "PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", -501, &LIM },
+	{ "PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", -501, &LIM },
+	{ "PUT / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n", -501, &LIM },
+	{ "PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+	  -501, &LIM },
+	{ "PUT / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", -417, &LIM },
+	{ "PUT / HTTP/1.1\r\nExpect: 100-continue, x\r\n\r\n", -417, &LIM },
+	/* limits: request line 64, head 256, 4 fields */
+	{ "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
+	  -414, &SMALL },
+	{ "G\x01T /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
+	  -400, &SMALL },
+	{ "GET /\x01" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
+	  -414, &SMALL },
+	{ "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\r\n\r\n",
+	  -414, &SMALL },
+	{ "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n", -431, &SMALL },
+	{ "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE : 5\r\n\r\n", -431, &SMALL },
+	{ "GET / HTTP/1.1\r\nA : 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n", -400, &SMALL },
+	{ "GET / HTTP/1.1\r\nX-Long: "
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789\r\n\r\n", -431, &SMALL },
+	/* over max_head decides before a faulty line */
+	{ "GET / HTTP/1.1\r\nX : bad\r\nX-Long: "
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789\r\n\r\n", -431, &SMALL },
+};
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static char *copy(const char *p, size_t n)
+{
+	char *c = malloc(n ? n : 1);
+	memcpy(c, p, n);
+	return c;
+}
+
+static bool str_is(struct http_str s, const char *want)
+{
+	if (!want)
+		return s.p == NULL && s.len == 0;
+	return s.p && s.len == strlen(want) && memcmp(s.p, want, s.len) == 0;
+}
+
+/* Same field, same place relative to each request's buffer. */
+static bool str_same(struct http_str a, const char *abase, struct http_str b, const char *bbase)
+{
+	if (!a.p || !b.p)
+		return a.p == b.p && a.len == b.len;
+	return a.p - abase == b.p - bbase && a.len == b.len;
+}
+
+static bool req_same(const struct http_request *a, const char *abase,
+		     const struct http_request *b, const char *bbase)
+{
+	return a->method == b->method && a->minor == b->minor &&
+	       a->keep_alive == b->keep_alive && a->chunked == b->chunked &&
+	       a->expect_continue == b->expect_continue &&
+	       a->content_length == b->content_length && a->head_len == b->head_len &&
+	       str_same(a->method_name, abase, b->method_name, bbase) &&
+	       str_same(a->target, abase, b->target, bbase) &&
+	       str_same(a->path, abase, b->path, bbase) &&
+	       str_same(a->query, abase, b->query, bbase) &&
+	       str_same(a->accept_encoding, abase, b->accept_encoding, bbase) &&
+	       str_same(a->if_none_match, abase, b->if_none_match, bbase) &&
+	       str_same(a->content_type, abase, b->content_type, bbase) &&
+	       str_same(a->cache_control, abase, b->cache_control, bbase) &&
+	       str_same(a->x_api_key, abase, b->x_api_key, bbase) &&
+	       str_same(a->authorization, abase, b->authorization, bbase);
+}
+
+static int parse_once(const char *p, size_t n, const struct http_limits *lim,
+		      struct http_request *r)
+{
+	size_t scanned = 0;
+	return http_parse_request(p, n, &scanned, lim, r);
+}
+
+static void check_fields(const struct want *w)
+{
+	size_t n = strlen(w->raw);
+	char *b = copy(w->raw, n);
+	struct http_request r;
+	int rc = parse_once(b, n, &LIM, &r);
+
+	CHECK_EQ(rc, (int)n);
+	if (rc != (int)n) {
+		fprintf(stderr, "  request: %s\n", w->raw);
+		free(b);
+		return;
+	}
+	CHECK_EQ(r.head_len, n);
+	CHECK_EQ(r.method, w->method);
+	CHECK(str_is(r.method_name, w->method_name));
+	CHECK_EQ(r.minor, w->minor);
+	CHECK_EQ(r.keep_alive, w->keep_alive);
+	CHECK_EQ(r.chunked, w->chunked);
+	CHECK_EQ(r.expect_continue, w->expect_continue);
+	CHECK_EQ(r.content_length, w->content_length);
+	CHECK(str_is(r.path, w->path));
+	CHECK(str_is(r.query, w->query));
+	CHECK(r.target.p == r.path.p);
+	CHECK(r.target.len == r.path.len + (r.query.p != r.path.p + r.path.len) + r.query.len);
+	CHECK(str_is(r.accept_encoding, w->accept_encoding));
+	CHECK(str_is(r.if_none_match, w->if_none_match));
+	CHECK(str_is(r.content_type, w->content_type));
+	CHECK(str_is(r.cache_control, w->cache_control));
+	CHECK(str_is(r.x_api_key, w->x_api_key));
+	CHECK(str_is(r.authorization, w->authorization));
+	free(b);
+}
+
+/*
+ * The split property for one input: every prefix fed in order with one
+ * `scanned` gives HTTP_AGAIN and then the one-shot result, which is also what
+ * a fresh parse of that prefix gives; the input in two parts gives the
+ * one-shot result; and a refused or incomplete parse never writes `req`.
+ */
+static void check_splits(const char *raw, size_t n, const struct http_limits *lim)
+{
+	struct http_request full, r, poison;
+	char *fb = copy(raw, n);
+	int want = parse_once(fb, n, lim, &full);
+	unsigned bad = 0;
+
+	CHECK(want != HTTP_AGAIN);
+	memset(&poison, 0xa5, sizeof(poison));
+
+	/* one byte at a time */
+	size_t scanned = 0;
+	size_t decided = 0;
+	for (size_t k = 1; k <= n && !decided; k++) {
+		char *b = copy(raw, k);
+		r = poison;
+		int rc = http_parse_request(b, k, &scanned, lim, &r);
+		struct http_request r1;
+		int once = parse_once(b, k, lim, &r1);
+		if (rc != once)
+			bad++;
+		if (rc == HTTP_AGAIN || rc < 0) {
+			if (memcmp(&r, &poison, sizeof(r)) != 0)
+				bad++;
+		}
+		if (rc != HTTP_AGAIN) {
+			decided = k;
+			if (rc != want || (rc > 0 && (k != n || !req_same(&r, b, &full, fb))))
+				bad++;
+		}
+		free(b);
+	}
+	if (!decided)
+		bad++;
+	if (want > 0 && decided != n)
+		bad++;
+
+	/* two parts */
+	for (size_t k = 0; k <= n; k++) {
+		char *b = copy(raw, n);
+		scanned = 0;
+		int rc = http_parse_request(b, k, &scanned, lim, &r);
+		if (rc != HTTP_AGAIN && rc != want)
+			bad++;
+		if (rc == HTTP_AGAIN) {
+			rc = http_parse_request(b, n, &scanned, lim, &r);
+			if (rc != want || (rc > 0 && !req_same(&r, b, &full, fb)))
+				bad++;
+		}
+		free(b);
+	}
+
+	/* a pipelined request behind it changes nothing */
+	if (want > 0) {
+		static const char next[] = "GET /next HTTP/1.1\r\n\r\n";
+		char *b = malloc(n + sizeof(next));
+		memcpy(b, raw, n);
+		memcpy(b + n, next, sizeof(next));
+		CHECK_EQ(parse_once(b, n + sizeof(next) - 1, lim, &r), want);
+		CHECK(req_same(&r, b, &full, fb));
+		free(b);
+	}
+	CHECK_EQ(bad, 0);
+	if (bad)
+		fprintf(stderr, "  split failures for: %.*s\n", (int)n, raw);
+	free(fb);
+}
+
+static void test_valid(void)
+{
+	for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
+		check_fields(&valid[i]);
+		check_splits(valid[i].raw, strlen(valid[i].raw), &LIM);
+	}
+}
+
+static void test_refused(void)
+{
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		const struct refused *t = &refused[i];
+		size_t n = strlen(t->raw);
+		struct http_request r;
+		int rc = parse_once(t->raw, n, t->lim, &r);
+		CHECK_EQ(rc, t->status);
+		if (rc != t->status)
+			fprintf(stderr, "  request: %s\n", t->raw);
+		check_splits(t->raw, n, t->lim);
+	}
+
+	/* a NUL in a value, which strlen cannot measure */
+	static const char nul[] = "GET / HTTP/1.1\r\nX: a\0b\r\n\r\n";
+	struct http_request r;
+	CHECK_EQ(parse_once(nul, sizeof(nul) - 1, &LIM, &r), -400);
+	check_splits(nul, sizeof(nul) - 1, &LIM);
+	static const char nul_target[] = "GET /a\0b HTTP/1.1\r\n\r\n";
+	CHECK_EQ(parse_once(nul_target, sizeof(nul_target) - 1, &LIM, &r), -400);
+	check_splits(nul_target, sizeof(nul_target) - 1, &LIM);
+}
+
+static void fill(char *p, size_t n, char c)
+{
+	memset(p, c, n);
+}
+
+/* 414 and 431 exactly at their limits, and before the line or head ends. */
+static void test_limits(void)
+{
+	struct http_request r;
+	char b[1024];
+	size_t scanned;
+
+	/* request line of exactly 64 bytes: accepted; 65: refused */
+	memcpy(b, "GET /", 5);
+	fill(b + 5, 50, 'a');
+	memcpy(b + 55, " HTTP/1.1\r\n\r\n", 13);
+	CHECK_EQ(parse_once(b, 68, &SMALL, &r), 68);
+	memcpy(b, "GET /", 5);
+	fill(b + 5, 51, 'a');
+	memcpy(b + 56, " HTTP/1.1\r\n\r\n", 13);
+	CHECK_EQ(parse_once(b, 69, &SMALL, &r), -414);
+
+	/* no LF yet: 64 bytes wait, a 65th decides, a CR 65th waits */
+	fill(b, 100, 'a');
+	memcpy(b, "GET /", 5);
+	CHECK_EQ(parse_once(b, 64, &SMALL, &r), HTTP_AGAIN);
+	CHECK_EQ(parse_once(b, 65, &SMALL, &r), -414);
+	b[64] = '\r';
+	CHECK_EQ(parse_once(b, 65, &SMALL, &r), HTTP_AGAIN);
+	CHECK_EQ(parse_once(b, 66, &SMALL, &r), -414);
+	scanned = 0;
+	CHECK_EQ(http_parse_request(b, 60, &scanned, &SMALL, &r), HTTP_AGAIN);
+	CHECK_EQ(http_parse_request(b, 65, &scanned, &SMALL, &r), HTTP_AGAIN);
+	CHECK_EQ(http_parse_request(b, 66, &scanned, &SMALL, &r), -414);
+
+	/* a request line limit above max_head still ends in 414, not 431 */
+	struct http_limits wide = { 1000, 64, 10 };
+	fill(b, 200, 'a');
+	memcpy(b, "GET /", 5);
+	CHECK_EQ(parse_once(b, 200, &wide, &r), -414);
+	memcpy(b + 70, " HTTP/1.1\r\n\r\n", 13);
+	CHECK_EQ(parse_once(b, 83, &wide, &r), -414);
+	check_splits(b, 83, &wide);
+
+	/* head of exactly 256 bytes: accepted; 257: refused, also unfinished */
+	size_t n = 0;
+	n += (size_t)sprintf(b + n, "GET / HTTP/1.1\r\nX: ");
+	size_t pad = 256 - n - 4;
+	fill(b + n, pad, 'v');
+	n += pad;
+	memcpy(b + n, "\r\n\r\n", 4);
+	n += 4;
+	CHECK_EQ(n, 256);
+	CHECK_EQ(parse_once(b, n, &SMALL, &r), 256);
+	check_splits(b, n, &SMALL);
+	memmove(b + 20, b + 19, n - 19);
+	b[19] = 'v';
+	CHECK_EQ(parse_once(b, n + 1, &SMALL, &r), -431);
+	check_splits(b, n + 1, &SMALL);
+	CHECK_EQ(parse_once(b, 256, &SMALL, &r), HTTP_AGAIN);
+	CHECK_EQ(parse_once(b, 257, &SMALL, &r), -431);
+	/* LF-only ends land on the limit the same way */
+	n = (size_t)sprintf(b, "GET / HTTP/1.1\nX: ");
+	fill(b + n, 256 - n - 2, 'v');
+	b[254] = '\n';
+	b[255] = '\n';
+	CHECK_EQ(parse_once(b, 256, &SMALL, &r), 256);
+	b[255] = 'v';
+	b[256] = '\n';
+	CHECK_EQ(parse_once(b, 257, &SMALL, &r), -431);
+
+	/* four fields are allowed, the fifth is refused */
+	static const char four[] = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
+	CHECK_EQ(parse_once(four, sizeof(four) - 1, &SMALL, &r), (int)sizeof(four) - 1);
+
+	/* never settles on an endless stream of fields */
+	fill(b, 1024, 0);
+	n = (size_t)sprintf(b, "GET / HTTP/1.1\r\n");
+	while (n + 6 <= sizeof(b)) {
+		memcpy(b + n, "A: 1\r\n", 6);
+		n += 6;
+	}
+	CHECK_EQ(parse_once(b, n, &LIM, &r), HTTP_AGAIN);
+	CHECK_EQ(parse_once(b, n, &SMALL, &r), -431);
+}
+
+/* `scanned` really resumes: the same bytes from a fresh start cost more. */
+static void test_resume(void)
+{
+	static const char req[] = "GET /cache/k HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct http_request r;
+	size_t scanned = 0;
+
+	CHECK_EQ(http_parse_request(req, 20, &scanned, &LIM, &r), HTTP_AGAIN);
+	CHECK_EQ(scanned, 20);
+	CHECK_EQ(http_parse_request(req, 30, &scanned, &LIM, &r), HTTP_AGAIN);
+	CHECK_EQ(scanned, 30);
+	CHECK_EQ(http_parse_request(req, 30, &scanned, &LIM, &r), HTTP_AGAIN);
+	CHECK_EQ(http_parse_request(req, sizeof(req) - 1, &scanned, &LIM, &r),
+		 (int)sizeof(req) - 1);
+	CHECK_EQ(http_parse_request(req, 0, &scanned, &LIM, &r), HTTP_AGAIN);
+}
+
+/* Every prefix of every valid request, ending right before a PROT_NONE page. */
+static void test_guard_page(void)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	char *map = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(map != MAP_FAILED);
+	if (map == MAP_FAILED)
+		return;
+	CHECK(mprotect(map + pg, (size_t)pg, PROT_NONE) == 0);
+	char *edge = map + pg;
+
+	for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
+		const char *raw = valid[i].raw;
+		size_t n = strlen(raw), scanned = 0;
+		struct http_request r;
+		int rc = HTTP_AGAIN;
+		for (size_t k = 1; k <= n; k++) {
+			memcpy(edge - k, raw, k);
+			rc = http_parse_request(edge - k, k, &scanned, &LIM, &r);
+			if (rc != HTTP_AGAIN)
+				break;
+			memcpy(edge - k, raw, k);
+			CHECK_EQ(parse_once(edge - k, k, &LIM, &r), HTTP_AGAIN);
+		}
+		CHECK_EQ(rc, (int)n);
+	}
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		const char *raw = refused[i].raw;
+		size_t n = strlen(raw);
+		struct http_request r;
+		for (size_t k = 1; k <= n; k++) {
+			memcpy(edge - k, raw, k);
+			int rc = parse_once(edge - k, k, refused[i].lim, &r);
+			CHECK(rc == HTTP_AGAIN || rc < 0);
+		}
+	}
+
+	/* the helpers read exactly their input, too */
+	uint8_t out[16];
+	memcpy(edge - 5, "a%20b", 5);
+	CHECK_EQ(http_decode_key(edge - 5, 5, out), 3);
+	memcpy(edge - 4, "ab%2", 4);
+	CHECK_EQ(http_decode_key(edge - 4, 4, out), -400);
+	memcpy(edge - 1, "%", 1);
+	CHECK_EQ(http_decode_key(edge - 1, 1, out), -400);
+	uint32_t v = 0;
+	memcpy(edge - 6, "ttl=12", 6);
+	CHECK_EQ(http_query_u32((struct http_str){ edge - 6, 6 }, "ttl", &v), 1);
+	CHECK_EQ(v, 12);
+	memcpy(edge - 3, "ttl", 3);
+	CHECK_EQ(http_query_u32((struct http_str){ edge - 3, 3 }, "ttl", &v), -400);
+	memcpy(edge - 5, "0\r\n\r\n", 5);
+	struct http_chunked c;
+	size_t used;
+	http_chunked_init(&c);
+	CHECK_EQ(http_chunked_feed(&c, edge - 5, 5, &used, NULL, 100), 1);
+	CHECK_EQ(used, 5);
+
+	munmap(map, (size_t)pg * 2);
+}
+
+/* ---- chunked ------------------------------------------------------------- */
+
+struct chunked_case {
+	const char *body;   /* then "NEXT" follows it */
+	int rc;             /* final result */
+	const char *decoded;
+	uint64_t max;
+};
+
+static const struct chunked_case chunked_cases[] = {
+	{ "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", 1, "hello world", 100 },
+	{ "3;name=val\nabc\nA ; x=\"y\"\r\n0123456789\r\n0\n\n", 1, "abc0123456789", 100 },
+	{ "4\r\nwiki\r\n0\r\nX-Trailer: 1\r\nY: 2\n\r\n", 1, "wiki", 100 },
+	{ "1F\r\n0123456789abcdef0123456789ABCDE\r\n0\r\n\r\n", 1,
+	  "0123456789abcdef0123456789ABCDE", 100 },
+	{ "0\r\n\r\n", 1, "", 0 },
+	{ "000\t ;ext\r\n\r\n", 1, "", 0 },
+	{ "000000000000001\r\nx\r\n0\r\n\r\n", 1, "x", 1 },
+	{ "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n", 1, "helloworld", 10 },
+	{ "0000000000000001\r\nx\r\n0\r\n\r\n", -400, "", 100 },
+	{ "\r\n", -400, "", 100 },
+	{ "x\r\n", -400, "", 100 },
+	{ ";a\r\n", -400, "", 100 },
+	{ "5 x\r\nhello\r\n0\r\n\r\n", -400, "", 100 },
+	{ "5\rx", -400, "", 100 },
+	{ "5\r\nhelloX\r\n0\r\n\r\n", -400, "hello", 100 },
+	{ "5\r\nhello\rX", -400, "hello", 100 },
+	{ "5;a\x01\r\nhello\r\n0\r\n\r\n", -400, "", 100 },
+	{ "0\r\n\rX", -400, "", 100 },
+	{ "0\r\nA\rB\r\n\r\n", -400, "", 100 },
+	{ "b\r\nhello world\r\n0\r\n\r\n", -413, "", 10 },
+	{ "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", -413, "hello", 10 },
+	{ "fffffffffffffff\r\n", -413, "", 1ull << 40 },
+};
+
+struct feed_result {
+	int rc;
+	size_t consumed;
+	struct buf out;
+};
+
+/* Feeds body[0..n) in pieces that end at the offsets in cuts[]. */
+static void feed(const char *body, size_t n, const size_t *cuts, size_t ncuts, uint64_t max,
+		 struct feed_result *fr)
+{
+	struct http_chunked c;
+	size_t off = 0;
+
+	http_chunked_init(&c);
+	memset(fr, 0, sizeof(*fr));
+	fr->rc = 0;
+	for (size_t i = 0; i <= ncuts && fr->rc == 0; i++) {
+		size_t to = i < ncuts ? cuts[i] : n;
+		size_t used = 0;
+		char *piece = copy(body + off, to - off);
+		fr->rc = http_chunked_feed(&c, piece, to - off, &used, &fr->out, max);
+		free(piece);
+		if (fr->rc == 0 && used != to - off)
+			fr->rc = 99;
+		off += used;
+	}
+	fr->consumed = off;
+}
+
+static void test_chunked(void)
+{
+	for (size_t i = 0; i < sizeof(chunked_cases) / sizeof(chunked_cases[0]); i++) {
+		const struct chunked_case *t = &chunked_cases[i];
+		char in[256];
+		size_t blen = strlen(t->body);
+		size_t n = (size_t)snprintf(in, sizeof(in), "%sNEXT", t->body);
+		struct feed_result one, split;
+		unsigned bad = 0;
+
+		feed(in, n, NULL, 0, t->max, &one);
+		CHECK_EQ(one.rc, t->rc);
+		if (t->rc == 1)
+			CHECK_EQ(one.consumed, blen);
+		CHECK_EQ(one.out.len, strlen(t->decoded));
+		CHECK(one.out.len == 0 || memcmp(one.out.data, t->decoded, one.out.len) == 0);
+		if (one.rc != t->rc)
+			fprintf(stderr, "  body: %s\n", t->body);
+
+		for (size_t k = 0; k <= n; k++) {
+			size_t cut = k;
+			feed(in, n, &cut, 1, t->max, &split);
+			if (split.rc != one.rc || split.consumed != one.consumed ||
+			    split.out.len != one.out.len ||
+			    (one.out.len && memcmp(split.out.data, one.out.data, one.out.len)))
+				bad++;
+			buf_deinit(&split.out);
+		}
+		size_t cuts[256];
+		for (size_t k = 0; k < n; k++)
+			cuts[k] = k + 1;
+		feed(in, n, cuts, n - 1, t->max, &split);
+		if (split.rc != one.rc || split.consumed != one.consumed ||
+		    split.out.len != one.out.len ||
+		    (one.out.len && memcmp(split.out.data, one.out.data, one.out.len)))
+			bad++;
+		buf_deinit(&split.out);
+		CHECK_EQ(bad, 0);
+		if (bad)
+			fprintf(stderr, "  chunked split failures: %s\n", t->body);
+		buf_deinit(&one.out);
+	}
+
+	/* discarding: out == NULL still counts and frames */
+	struct http_chunked c;
+	size_t used;
+	static const char body[] = "5\r\nhello\r\n0\r\n\r\n";
+	http_chunked_init(&c);
+	CHECK_EQ(http_chunked_feed(&c, body, sizeof(body) - 1, &used, NULL, 5), 1);
+	CHECK_EQ(c.total, 5);
+	CHECK_EQ(used, sizeof(body) - 1);
+
+	/* a size line or a trailer section cannot go on forever */
+	char big[20000];
+	memset(big, 'x', sizeof(big));
+	memcpy(big, "1;", 2);
+	http_chunked_init(&c);
+	CHECK_EQ(http_chunked_feed(&c, big, sizeof(big), &used, NULL, 100), -400);
+	memcpy(big, "0\r\nX: ", 6);
+	http_chunked_init(&c);
+	CHECK_EQ(http_chunked_feed(&c, big, sizeof(big), &used, NULL, 100), -400);
+	/* but many chunks are fine */
+	struct buf out = { 0 };
+	http_chunked_init(&c);
+	int rc = 0;
+	for (int i = 0; i < 1000 && rc == 0; i++)
+		rc = http_chunked_feed(&c, "2\r\nab\r\n", 7, &used, &out, 1u << 20);
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(http_chunked_feed(&c, "0\r\n\r\n", 5, &used, &out, 1u << 20), 1);
+	CHECK_EQ(out.len, 2000);
+	CHECK_EQ(c.total, 2000);
+	buf_deinit(&out);
+}
+
+/* ---- key and query ------------------------------------------------------- */
+
+static void test_decode_key(void)
+{
+	static const struct {
+		const char *in;
+		int rc;
+		const char *out;
+	} cases[] = {
+		{ "abc", 3, "abc" },
+		{ "", 0, "" },
+		{ "a%20b", 3, "a b" },
+		{ "%2f%2F", 2, "//" },
+		{ "%41%4a%4A", 3, "AJJ" },
+		{ "a+b", 3, "a+b" },
+		{ "%25", 1, "%" },
+		{ "%ff%FE", 2, "\xff\xfe" },
+		{ "%", -400, NULL },
+		{ "%2", -400, NULL },
+		{ "abc%", -400, NULL },
+		{ "%zz", -400, NULL },
+		{ "%2g", -400, NULL },
+		{ "%g2", -400, NULL },
+		{ "a%2", -400, NULL },
+	};
+	uint8_t out[64];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = http_decode_key(cases[i].in, strlen(cases[i].in), out);
+		CHECK_EQ(rc, cases[i].rc);
+		if (rc >= 0 && cases[i].out)
+			CHECK(memcmp(out, cases[i].out, (size_t)rc) == 0);
+	}
+	CHECK_EQ(http_decode_key("%00x", 4, out), 2);
+	CHECK(out[0] == 0 && out[1] == 'x');
+}
+
+static void test_query(void)
+{
+	static const struct {
+		const char *q;
+		int rc;
+		uint32_t v;
+	} cases[] = {
+		{ "ttl=60", 1, 60 },
+		{ "a=1&ttl=5", 1, 5 },
+		{ "ttl=0", 1, 0 },
+		{ "ttl=007", 1, 7 },
+		{ "ttl=4294967295", 1, 4294967295u },
+		{ "xttl=5&ttl=7", 1, 7 },
+		{ "ttl=5&ttl=x", 1, 5 },
+		{ "&&ttl=9&", 1, 9 },
+		{ "ttl=4294967296", -400, 0 },
+		{ "ttl=99999999999999999999999", -400, 0 },
+		{ "ttl=", -400, 0 },
+		{ "ttl", -400, 0 },
+		{ "ttl&x=1", -400, 0 },
+		{ "ttl=abc", -400, 0 },
+		{ "ttl=-1", -400, 0 },
+		{ "ttl=+1", -400, 0 },
+		{ "ttl=1 ", -400, 0 },
+		{ "ttl=1=2", -400, 0 },
+		{ "x=1", 0, 0 },
+		{ "", 0, 0 },
+		{ "ttlx=5", 0, 0 },
+		{ "TTL=5", 0, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint32_t v = 12345;
+		struct http_str q = { cases[i].q, (uint32_t)strlen(cases[i].q) };
+		int rc = http_query_u32(q, "ttl", &v);
+		CHECK_EQ(rc, cases[i].rc);
+		CHECK_EQ(v, rc == 1 ? cases[i].v : 12345);
+	}
+	uint32_t v;
+	CHECK_EQ(http_query_u32((struct http_str){ NULL, 0 }, "ttl", &v), 0);
+}
+
+int main(void)
+{
+	test_valid();
+	test_refused();
+	test_limits();
+	test_resume();
+	test_guard_page();
+	test_chunked();
+	test_decode_key();
+	test_query();
+	return check_done("http");
+}
