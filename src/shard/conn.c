@@ -106,11 +106,13 @@ static void conn_free(struct shard *sh, struct conn *c)
 
 static void conn_maybe_free(struct shard *sh, struct conn *c)
 {
-	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING | C_DIRTY)) &&
+	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING)) &&
 	    c->inflight == 0)
 		conn_free(sh, c);
 }
 
+/* Ends the connection.  Never frees it: only conn_flush() does, from the
+ * loop, so no caller is left holding a freed connection. */
 static void conn_abort(struct shard *sh, struct conn *c)
 {
 	if (c->flags & C_CLOSED)
@@ -118,7 +120,7 @@ static void conn_abort(struct shard *sh, struct conn *c)
 	c->flags |= C_CLOSED;
 	/* ends an armed multishot recv (close() alone would not) */
 	shutdown(c->fd, SHUT_RDWR);
-	conn_maybe_free(sh, c);
+	shard_mark_dirty(sh, c);
 }
 
 void shard_mark_dirty(struct shard *sh, struct conn *c)
@@ -551,13 +553,15 @@ void conn_on_recv(struct shard *sh, struct conn *c, struct io_uring_cqe *cqe)
 	if (!more && !(c->flags & (C_RECV | C_CLOSED | C_RECV_OFF)) &&
 	    (res > 0 || res == -ENOBUFS) && !(c->flags & C_CLOSE_AFTER && res <= 0))
 		arm_recv(sh, c);
-	conn_maybe_free(sh, c);
+	if (c->flags & C_CLOSED)
+		shard_mark_dirty(sh, c);
 }
 
 void conn_on_cancel(struct shard *sh, struct conn *c)
 {
 	c->flags &= ~C_CANCELING;
-	conn_maybe_free(sh, c);
+	if (c->flags & C_CLOSED)
+		shard_mark_dirty(sh, c);
 }
 
 static void start_send(struct shard *sh, struct conn *c)
@@ -585,7 +589,7 @@ void conn_flush(struct shard *sh, struct conn *c)
 {
 	c->flags &= ~C_DIRTY;
 	if (c->flags & C_CLOSED) {
-		conn_maybe_free(sh, c);
+		conn_maybe_free(sh, c); /* the one place a connection is freed */
 		return;
 	}
 	if (!(c->flags & C_SEND) && c->out.len > 0) {
@@ -625,7 +629,7 @@ void conn_on_send(struct shard *sh, struct conn *c, int res)
 	c->flags &= ~C_SEND;
 	if (res < 0 || (c->flags & C_CLOSED)) {
 		conn_abort(sh, c);
-		conn_maybe_free(sh, c);
+		shard_mark_dirty(sh, c);
 		return;
 	}
 	c->last_active_ns = sh->now_ns;
@@ -651,7 +655,7 @@ void conn_on_reply(struct shard *sh, struct fwd *f)
 	if (c->flags & C_CLOSED) {
 		/* the connection is gone; its slot was left for us to free */
 		fwd_destroy(f);
-		conn_maybe_free(sh, c);
+		shard_mark_dirty(sh, c);
 		return;
 	}
 	while (c->pend_head && c->pend_head->done) {
@@ -679,7 +683,6 @@ void conn_sweep(struct shard *sh)
 
 	for (uint32_t i = 0; i < sh->nconns; i++) {
 		struct conn *c = sh->conns[i];
-		uint32_t before = sh->nconns;
 
 		if (c->flags & C_CLOSED)
 			continue;
@@ -694,17 +697,11 @@ void conn_sweep(struct shard *sh)
 			   !(c->flags & C_SEND) && sh->now_ns - c->last_active_ns > idle) {
 			conn_abort(sh, c);
 		}
-		if (sh->nconns < before)
-			i--; /* c was freed and the last connection moved into slot i */
 	}
 }
 
 void conn_close_all(struct shard *sh)
 {
-	for (uint32_t i = 0; i < sh->nconns; i++) {
-		uint32_t before = sh->nconns;
+	for (uint32_t i = 0; i < sh->nconns; i++)
 		conn_abort(sh, sh->conns[i]);
-		if (sh->nconns < before)
-			i--;
-	}
 }
