@@ -73,6 +73,17 @@ struct store_stats {
 	uint64_t expirations;      /* items dropped because their TTL passed */
 	uint64_t sets, gets, hits, deletes;
 	enum store_backing backing;
+	/* added by the store engine (issue 3) */
+	uint64_t live_bytes;       /* headers + keys + values of live items */
+	uint64_t index_bytes;      /* part of arena_bytes the index occupies */
+	uint64_t index_slots_used; /* includes entries of dropped segments not yet reclaimed */
+	uint64_t compacted;        /* live items copied forward instead of evicted */
+	uint64_t flushed;          /* items dropped by store_flush() */
+	uint64_t displaced;        /* evictions because both index buckets were full */
+	uint64_t segment_size;
+	uint64_t segments;         /* segments for items (excluding the index's) */
+	uint64_t segments_free;
+	uint64_t page_size;        /* of the backing */
 };
 
 /* Creates a store with its arena; call it from the owning (pinned) thread. */

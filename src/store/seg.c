@@ -1,0 +1,579 @@
+/*
+ * seg.c - segments: where items are written, and how space comes back.
+ *
+ * Items are appended to the open segment ("head") of their TTL class; an
+ * overwrite or delete only marks the old copy dead and lowers its segment's
+ * live counts.  Space comes back four ways, cheapest first:
+ *
+ *   - a sealed segment whose last live item dies is freed at once;
+ *   - a segment whose items have all expired (its class list is roughly in
+ *     expiry order, so only the oldest of each class is checked) is dropped
+ *     by store_tick() without waiting for a reader;
+ *   - store_flush() drops whole segments;
+ *   - when the free list runs low, the oldest sealed segment (FIFO) is
+ *     evicted.  Before it goes, its live items get a second chance: if at
+ *     most half the segment is live (overwrites left it sparse), all of them
+ *     are copied to the head of their class (compaction: nothing is lost),
+ *     otherwise those read since they were written are copied, up to half a
+ *     segment; the rest are evicted.  Copying at most half a segment per
+ *     freed segment guarantees progress.
+ *
+ * One free segment is kept back from ordinary writes so that compaction
+ * always has somewhere to copy to.
+ *
+ * Dropped (flushed or expired) segments keep their index entries for a while
+ * as ghosts: lookups treat them as misses, and store_tick() removes them a
+ * bounded number of items at a time before the segment is freed.  That keeps
+ * store_flush() and expiry O(segments) instead of O(items).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ringcache/hash.h"
+#include "store_int.h"
+
+#define TICK_BUDGET   4096u   /* items visited per store_tick() */
+#define FREE_RESERVE  1u      /* segments kept back for compaction */
+
+/* --- lists ------------------------------------------------------------ */
+
+static inline int32_t *l_prev(struct seg *s, bool c) { return c ? &s->cprev : &s->prev; }
+static inline int32_t *l_next(struct seg *s, bool c) { return c ? &s->cnext : &s->next; }
+
+static void l_append(struct store *st, struct seg_list *l, int32_t j, bool c)
+{
+	*l_prev(&st->segs[j], c) = l->tail;
+	*l_next(&st->segs[j], c) = SEG_NONE;
+	if (l->tail != SEG_NONE)
+		*l_next(&st->segs[l->tail], c) = j;
+	else
+		l->head = j;
+	l->tail = j;
+	l->n++;
+}
+
+static void l_push(struct store *st, struct seg_list *l, int32_t j, bool c)
+{
+	*l_prev(&st->segs[j], c) = SEG_NONE;
+	*l_next(&st->segs[j], c) = l->head;
+	if (l->head != SEG_NONE)
+		*l_prev(&st->segs[l->head], c) = j;
+	else
+		l->tail = j;
+	l->head = j;
+	l->n++;
+}
+
+static void l_remove(struct store *st, struct seg_list *l, int32_t j, bool c)
+{
+	int32_t p = *l_prev(&st->segs[j], c), n = *l_next(&st->segs[j], c);
+
+	if (p != SEG_NONE)
+		*l_next(&st->segs[p], c) = n;
+	else
+		l->head = n;
+	if (n != SEG_NONE)
+		*l_prev(&st->segs[n], c) = p;
+	else
+		l->tail = p;
+	l->n--;
+}
+
+/* --- segment states ----------------------------------------------------- */
+
+int seg_setup(struct store *st)
+{
+	st->segs = calloc(st->nsegs, sizeof(*st->segs));
+	if (!st->segs)
+		return -ENOMEM;
+	st->free = st->fifo = st->reclaim = (struct seg_list){ SEG_NONE, SEG_NONE, 0 };
+	for (unsigned c = 0; c < STORE_CLASSES; c++) {
+		st->cls[c] = (struct seg_list){ SEG_NONE, SEG_NONE, 0 };
+		st->head[c] = SEG_NONE;
+	}
+	for (uint32_t j = 0; j < st->nsegs; j++) {
+		st->segs[j].nsegs = 1;
+		if (j < st->index_segs) {
+			st->segs[j].state = SEG_INDEX;
+		} else {
+			st->segs[j].state = SEG_FREE;
+			l_push(st, &st->free, (int32_t)j, false);
+		}
+	}
+	return 0;
+}
+
+void seg_teardown(struct store *st)
+{
+	free(st->segs);
+	st->segs = NULL;
+}
+
+/* Takes segment j (and its group) off whatever list its state puts it on. */
+static void unlink_seg(struct store *st, int32_t j)
+{
+	struct seg *s = &st->segs[j];
+
+	switch (s->state) {
+	case SEG_FREE:
+		l_remove(st, &st->free, j, false);
+		break;
+	case SEG_HEAD:
+		st->head[s->cls] = SEG_NONE;
+		break;
+	case SEG_SEALED:
+	case SEG_LARGE:
+		l_remove(st, &st->fifo, j, false);
+		l_remove(st, &st->cls[s->cls], j, true);
+		break;
+	case SEG_RECLAIM:
+		if (st->reclaim.head == j)
+			st->reclaim_off = 0;
+		l_remove(st, &st->reclaim, j, false);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Frees segment j and the rest of its group; it must be off every list. */
+static void release(struct store *st, int32_t j)
+{
+	uint32_t n = st->segs[j].nsegs;
+
+	for (uint32_t k = 0; k < n; k++) {
+		struct seg *s = &st->segs[j + (int32_t)k];
+		memset(s, 0, sizeof(*s));
+		s->nsegs = 1;
+		s->state = SEG_FREE;
+		l_push(st, &st->free, j + (int32_t)k, false);
+	}
+}
+
+static void open_head(struct store *st, unsigned cls)
+{
+	int32_t j = st->free.head;
+	struct seg *s = &st->segs[j];
+
+	l_remove(st, &st->free, j, false);
+	memset(s, 0, sizeof(*s));
+	s->nsegs = 1;
+	s->state = SEG_HEAD;
+	s->cls = (uint8_t)cls;
+	s->created = s->stored_min = st->now;
+	st->head[cls] = j;
+}
+
+static void seal(struct store *st, int32_t j)
+{
+	struct seg *s = &st->segs[j];
+
+	st->head[s->cls] = SEG_NONE;
+	if (s->live_items == 0) {
+		s->state = SEG_FREE;
+		release(st, j);
+		return;
+	}
+	s->state = SEG_SEALED;
+	l_append(st, &st->fifo, j, false);
+	l_append(st, &st->cls[s->cls], j, true);
+}
+
+/*
+ * Drops segment j: its live items stop counting (as expirations or as
+ * flushed) and become ghosts until the reclaim pass removes their index
+ * entries.  O(1).  Returns how many live items it held.
+ */
+static uint32_t doom(struct store *st, int32_t j, bool expired)
+{
+	struct seg *s = &st->segs[j];
+	uint32_t n = s->live_items;
+
+	unlink_seg(st, j);
+	st->items -= n;
+	st->hdr_bytes -= s->live_hdr;
+	st->key_bytes -= s->live_key;
+	st->value_bytes -= s->live_val;
+	if (expired)
+		st->expirations += n;
+	else
+		st->flushed += n;
+	s->live_items = s->live_hdr = s->live_key = s->live_val = 0;
+	s->state = SEG_RECLAIM;
+	l_append(st, &st->reclaim, j, false);
+	return n;
+}
+
+/* --- items -------------------------------------------------------------- */
+
+void seg_add_item(struct store *st, uint64_t loc, const struct item_hdr *h)
+{
+	struct seg *s = &st->segs[store_seg_of(st, loc)];
+
+	s->live_items++;
+	s->live_hdr += h->hdr_len;
+	s->live_key += h->key_len;
+	s->live_val += h->value_len;
+	if (h->expires > s->max_exp)
+		s->max_exp = h->expires;
+	st->items++;
+	st->hdr_bytes += h->hdr_len;
+	st->key_bytes += h->key_len;
+	st->value_bytes += h->value_len;
+}
+
+bool seg_drop_item(struct store *st, uint64_t loc, const struct item_hdr *h)
+{
+	int32_t j = (int32_t)store_seg_of(st, loc);
+	struct seg *s = &st->segs[j];
+
+	item_mark_dead(store_ptr(st, loc));
+	if (s->state == SEG_RECLAIM)
+		return false;
+	s->live_items--;
+	s->live_hdr -= h->hdr_len;
+	s->live_key -= h->key_len;
+	s->live_val -= h->value_len;
+	st->items--;
+	st->hdr_bytes -= h->hdr_len;
+	st->key_bytes -= h->key_len;
+	st->value_bytes -= h->value_len;
+	if (s->live_items == 0 && (s->state == SEG_SEALED || s->state == SEG_LARGE)) {
+		unlink_seg(st, j);
+		release(st, j);
+	}
+	return true;
+}
+
+static inline uint64_t seg_live_bytes(const struct seg *s)
+{
+	return (uint64_t)s->live_hdr + s->live_key + s->live_val;
+}
+
+/* The index slot of the item at loc, or NULL if it is not live. */
+static uint64_t *slot_of(struct store *st, uint64_t loc, const struct item_hdr *h)
+{
+	const uint8_t *p = store_ptr(st, loc);
+	uint64_t hash = hash_bytes(p + h->hdr_len, h->key_len, HASH_KEY_SEED);
+
+	return index_find_loc(&st->ix, (uint32_t)hash, loc);
+}
+
+/* --- eviction and compaction ---------------------------------------------- */
+
+/* Room in class cls's head for a copy, without evicting: it may use the
+ * reserved free segment.  -1 if there is none. */
+static int64_t copy_alloc(struct store *st, unsigned cls, uint64_t size)
+{
+	int32_t h = st->head[cls];
+	int64_t loc;
+
+	if (h == SEG_NONE || st->seg_size - st->segs[h].write_off < size) {
+		if (st->free.n == 0)
+			return -1;
+		if (h != SEG_NONE)
+			seal(st, h);
+		open_head(st, cls);
+		h = st->head[cls];
+	}
+	loc = (int64_t)(((uint64_t)h << st->seg_shift) + st->segs[h].write_off);
+	st->segs[h].write_off += size;
+	return loc;
+}
+
+/*
+ * Empties segment j (state VICTIM, off every list) and frees it.  With
+ * `compact`, live items get the second chance described at the top of the
+ * file; without, every live item is evicted.
+ */
+static void empty_victim(struct store *st, int32_t j, bool compact)
+{
+	struct seg *s = &st->segs[j];
+	uint64_t base = (uint64_t)j << st->seg_shift;
+	uint64_t budget = compact ? st->seg_size / 2 : 0, copied = 0;
+	bool sparse = seg_live_bytes(s) <= st->seg_size / 2;
+	struct item_hdr h;
+
+	for (uint64_t off = 0; off < s->write_off && s->live_items; off += item_total(&h)) {
+		uint64_t loc = base + off;
+		uint8_t *p = store_ptr(st, loc);
+		uint64_t *slot;
+		int64_t dst;
+
+		item_get_hdr(p, &h);
+		if (h.dead)
+			continue;
+		slot = slot_of(st, loc, &h);
+		if (!slot) {
+			item_mark_dead(p);
+			continue;
+		}
+		if (store_expired(st, h.expires)) {
+			index_remove(&st->ix, slot);
+			seg_drop_item(st, loc, &h);
+			st->expirations++;
+			continue;
+		}
+		if ((sparse || (*slot & INDEX_ACCESSED)) && copied + item_total(&h) <= budget &&
+		    (dst = copy_alloc(st, s->cls, item_total(&h))) >= 0) {
+			struct seg *d = &st->segs[store_seg_of(st, (uint64_t)dst)];
+
+			memcpy(store_ptr(st, (uint64_t)dst), p, item_total(&h));
+			index_relocate(slot, (uint64_t)dst);
+			seg_add_item(st, (uint64_t)dst, &h);
+			if (s->stored_min < d->stored_min)
+				d->stored_min = s->stored_min;
+			seg_drop_item(st, loc, &h);
+			copied += item_total(&h);
+			st->compacted++;
+			continue;
+		}
+		index_remove(&st->ix, slot);
+		seg_drop_item(st, loc, &h);
+		st->evictions++;
+	}
+	release(st, j);
+}
+
+/*
+ * Removes up to `budget` ghosts of the dropped segment at the head of the
+ * reclaim list, freeing it when done.  Returns the items visited.
+ */
+static uint32_t reclaim_some(struct store *st, uint32_t budget)
+{
+	int32_t j = st->reclaim.head;
+	struct seg *s = &st->segs[j];
+	uint64_t base = (uint64_t)j << st->seg_shift;
+	uint32_t visited = 0;
+	struct item_hdr h;
+
+	while (st->reclaim_off < s->write_off && visited < budget) {
+		uint64_t loc = base + st->reclaim_off;
+		uint8_t *p = store_ptr(st, loc);
+
+		item_get_hdr(p, &h);
+		st->reclaim_off += item_total(&h);
+		visited++;
+		if (!h.dead) {
+			uint64_t *slot = slot_of(st, loc, &h);
+			if (slot)
+				index_remove(&st->ix, slot);
+			item_mark_dead(p);
+		}
+	}
+	if (st->reclaim_off >= s->write_off) {
+		unlink_seg(st, j);
+		release(st, j);
+	}
+	return visited;
+}
+
+/* Drops segment j's group now, evicting its items without a second chance. */
+static void drop_now(struct store *st, int32_t j)
+{
+	struct seg *s;
+
+	if (st->segs[j].state == SEG_TAIL)
+		j = st->segs[j].cprev;
+	s = &st->segs[j];
+	switch (s->state) {
+	case SEG_RECLAIM:
+		if (st->reclaim.head != j) {
+			l_remove(st, &st->reclaim, j, false);
+			l_push(st, &st->reclaim, j, false);
+			st->reclaim_off = 0;
+		}
+		while (st->segs[j].state == SEG_RECLAIM)
+			reclaim_some(st, UINT32_MAX);
+		break;
+	case SEG_HEAD:
+	case SEG_SEALED:
+	case SEG_LARGE:
+		unlink_seg(st, j);
+		s->state = SEG_VICTIM;
+		empty_victim(st, j, false);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Oldest segment of a TTL class whose items have all expired, or NONE. */
+static int32_t expired_seg(struct store *st)
+{
+	for (unsigned c = 1; c < STORE_CLASSES; c++) {
+		int32_t j = st->cls[c].head;
+		if (j != SEG_NONE && store_expired(st, st->segs[j].max_exp))
+			return j;
+	}
+	return SEG_NONE;
+}
+
+/* Frees at least one segment, losing as little as it can.  false if there
+ * is nothing left to free. */
+static bool evict_one(struct store *st)
+{
+	int32_t j, oldest = SEG_NONE;
+
+	if (st->reclaim.head != SEG_NONE) {
+		drop_now(st, st->reclaim.head);
+		return true;
+	}
+	if ((j = expired_seg(st)) != SEG_NONE) {
+		doom(st, j, true);
+		drop_now(st, j);
+		return true;
+	}
+	if ((j = st->fifo.head) != SEG_NONE) {
+		bool large = st->segs[j].state == SEG_LARGE;
+
+		unlink_seg(st, j);
+		st->segs[j].state = SEG_VICTIM;
+		empty_victim(st, j, !large);
+		return true;
+	}
+	for (unsigned c = 0; c < STORE_CLASSES; c++) {
+		int32_t h = st->head[c];
+		if (h != SEG_NONE && (oldest == SEG_NONE ||
+				      st->segs[h].created < st->segs[oldest].created))
+			oldest = h;
+	}
+	if (oldest == SEG_NONE)
+		return false;
+	drop_now(st, oldest);
+	return true;
+}
+
+int64_t seg_alloc(struct store *st, unsigned cls, uint64_t size)
+{
+	for (;;) {
+		int32_t h = st->head[cls];
+
+		if (h != SEG_NONE && st->seg_size - st->segs[h].write_off >= size) {
+			uint64_t loc = ((uint64_t)h << st->seg_shift) + st->segs[h].write_off;
+			st->segs[h].write_off += size;
+			return (int64_t)loc;
+		}
+		if (h != SEG_NONE)
+			seal(st, h);
+		while (st->free.n <= FREE_RESERVE && evict_one(st))
+			;
+		if (st->head[cls] != SEG_NONE)
+			continue;   /* compaction opened one */
+		if (st->free.n == 0)
+			return -ENOMEM;
+		open_head(st, cls);
+	}
+}
+
+/* What it costs to clear segment j for a large item: its live bytes. */
+static uint64_t clear_cost(const struct store *st, int32_t j)
+{
+	const struct seg *s = &st->segs[j];
+
+	switch (s->state) {
+	case SEG_FREE:
+		return 0;
+	case SEG_TAIL:
+		s = &st->segs[s->cprev];
+		/* fall through */
+	case SEG_LARGE:
+		return 1 + seg_live_bytes(s) / s->nsegs;
+	case SEG_INDEX:
+		return UINT64_MAX / 4;
+	default:
+		return 1 + seg_live_bytes(s);
+	}
+}
+
+int64_t seg_alloc_large(struct store *st, unsigned cls, uint64_t size)
+{
+	uint64_t k = (size + st->seg_size - 1) >> st->seg_shift;
+	uint64_t cost = 0, best_cost = UINT64_MAX;
+	int64_t best = -1;
+	struct seg *s;
+
+	if (k + FREE_RESERVE > st->nsegs - st->index_segs)
+		return -E2BIG;
+	/* Slide a k-segment window down from the top; cheapest (highest) wins. */
+	for (int64_t a = (int64_t)st->nsegs - 1; a >= (int64_t)st->index_segs; a--) {
+		cost += clear_cost(st, (int32_t)a);
+		if ((uint64_t)a + k < st->nsegs)
+			cost -= clear_cost(st, (int32_t)(a + (int64_t)k));
+		if ((uint64_t)a + k <= st->nsegs && cost < best_cost) {
+			best_cost = cost;
+			best = a;
+		}
+	}
+	if (best < 0)
+		return -E2BIG;
+	for (uint64_t i = 0; i < k; i++)
+		drop_now(st, (int32_t)(best + (int64_t)i));
+	for (uint64_t i = 0; i < k; i++) {
+		int32_t j = (int32_t)(best + (int64_t)i);
+
+		l_remove(st, &st->free, j, false);
+		s = &st->segs[j];
+		memset(s, 0, sizeof(*s));
+		s->nsegs = 1;
+		s->state = SEG_TAIL;
+		s->cprev = (int32_t)best;
+	}
+	s = &st->segs[best];
+	s->state = SEG_LARGE;
+	s->nsegs = (uint32_t)k;
+	s->cls = (uint8_t)cls;
+	s->write_off = size;
+	s->created = s->stored_min = st->now;
+	l_append(st, &st->fifo, (int32_t)best, false);
+	l_append(st, &st->cls[cls], (int32_t)best, true);
+	return best << st->seg_shift;
+}
+
+/* --- index growth, background work, flush ------------------------------- */
+
+bool seg_grow_index(struct store *st)
+{
+	int32_t j = (int32_t)st->index_segs;
+
+	if (index_next_end(&st->ix) <= (uint64_t)st->index_segs << st->seg_shift)
+		return true;
+	if ((uint32_t)j + 2 * FREE_RESERVE + 1 >= st->nsegs)
+		return false;
+	drop_now(st, j);
+	l_remove(st, &st->free, j, false);
+	st->segs[j].state = SEG_INDEX;
+	st->index_segs++;
+	return true;
+}
+
+void seg_tick(struct store *st)
+{
+	uint32_t budget = TICK_BUDGET;
+	int32_t j;
+
+	while ((j = expired_seg(st)) != SEG_NONE)
+		doom(st, j, true);
+	for (unsigned c = 1; c < STORE_CLASSES; c++) {
+		int32_t h = st->head[c];
+		if (h != SEG_NONE && st->segs[h].write_off && store_expired(st, st->segs[h].max_exp))
+			doom(st, h, true);
+	}
+	while (budget && st->reclaim.head != SEG_NONE)
+		budget -= reclaim_some(st, budget);
+}
+
+uint64_t seg_flush(struct store *st, uint32_t older_than)
+{
+	uint64_t n = 0;
+
+	for (uint32_t j = st->index_segs; j < st->nsegs; j++) {
+		struct seg *s = &st->segs[j];
+
+		if ((s->state == SEG_HEAD || s->state == SEG_SEALED || s->state == SEG_LARGE) &&
+		    s->stored_min < older_than)
+			n += doom(st, (int32_t)j, false);
+	}
+	return n;
+}

@@ -1,0 +1,157 @@
+/*
+ * store_int.h - the store's internal state, shared by store.c (the public
+ * calls) and seg.c (segments: allocation, eviction, expiry, reclamation).
+ *
+ * Arena layout (one mapping, `nsegs` segments of `seg_size` bytes):
+ *
+ *   0                    index_segs * seg_size                   arena end
+ *   +-------------------+-----+-----+-----+-----+-----+-----+-----+
+ *   | index buckets --> | seg | seg | seg | seg | seg | seg | seg |
+ *   +-------------------+-----+-----+-----+-----+-----+-----+-----+
+ *     grows upward,       free segments are handed out from the top,
+ *     one segment at a    so the index rarely has to take one that
+ *     time                holds items
+ *
+ * A segment is written front to back by one TTL class (items whose TTLs are
+ * within a factor of two share segments, so a segment expires as a whole at
+ * about the time its items do).  A value that does not fit a segment takes a
+ * run of contiguous segments (a "large" group) of its own.
+ *
+ * Segment states:
+ *   FREE      on the free list
+ *   INDEX     owned by the index
+ *   HEAD      open for writes of its class (st->head[cls])
+ *   SEALED    full; on the FIFO and its class list
+ *   LARGE     first segment of a large group; on the FIFO and class list
+ *   TAIL      the rest of a large group (cprev names the group's first)
+ *   RECLAIM   dropped (flushed or expired) but its index entries are still
+ *             there: items in it are "ghosts", never served, and the
+ *             reclaim pass removes them before freeing the segment
+ *   VICTIM    being evicted or compacted right now
+ */
+#ifndef RINGCACHE_STORE_INT_H
+#define RINGCACHE_STORE_INT_H
+
+#include <stdint.h>
+
+#include "arena.h"
+#include "index.h"
+#include "item.h"
+#include "ringcache/store.h"
+
+enum seg_state {
+	SEG_FREE = 0,
+	SEG_INDEX,
+	SEG_HEAD,
+	SEG_SEALED,
+	SEG_LARGE,
+	SEG_TAIL,
+	SEG_RECLAIM,
+	SEG_VICTIM,
+};
+
+#define SEG_NONE      (-1)
+#define STORE_CLASSES 33   /* 0: no TTL; c >= 1: TTL in [2^(c-1), 2^c) */
+
+struct seg {
+	uint64_t write_off;  /* bytes written from the segment's start */
+	uint32_t live_items;
+	uint32_t live_hdr;   /* header bytes of live items */
+	uint32_t live_key;
+	uint32_t live_val;
+	uint32_t created;    /* store time the segment was opened */
+	uint32_t stored_min; /* oldest store time of anything in it (flush) */
+	uint32_t max_exp;    /* latest expiry of its items; 0 for class 0 */
+	uint32_t nsegs;      /* segments in this group (1 unless large) */
+	int32_t prev, next;   /* free list, FIFO or reclaim list */
+	int32_t cprev, cnext; /* class list; cprev: group head for TAIL */
+	uint8_t state;
+	uint8_t cls;
+};
+
+struct seg_list {
+	int32_t head, tail;
+	uint32_t n;
+};
+
+struct store {
+	struct arena arena;
+	struct index ix;
+	struct seg *segs;
+	uint32_t nsegs;
+	uint32_t seg_shift;
+	uint64_t seg_size;
+	uint32_t index_segs;   /* segments [0, index_segs) belong to the index */
+	uint32_t now;
+	uint64_t max_value;
+
+	struct seg_list free;
+	struct seg_list fifo;  /* SEALED and LARGE, oldest first */
+	struct seg_list reclaim;
+	struct seg_list cls[STORE_CLASSES];
+	int32_t head[STORE_CLASSES];
+	uint64_t reclaim_off;  /* scan cursor in reclaim.head */
+
+	/* live totals, and counters for store_stats() */
+	uint64_t items, hdr_bytes, key_bytes, value_bytes;
+	uint64_t evictions, expirations, compacted, flushed;
+	uint64_t sets, gets, hits, deletes;
+};
+
+static inline uint8_t *store_ptr(const struct store *st, uint64_t loc)
+{
+	return st->arena.base + loc;
+}
+
+static inline uint32_t store_seg_of(const struct store *st, uint64_t loc)
+{
+	return (uint32_t)(loc >> st->seg_shift);
+}
+
+static inline bool store_expired(const struct store *st, uint32_t expires)
+{
+	return expires && expires <= st->now;
+}
+
+static inline unsigned store_class(uint32_t ttl)
+{
+	return ttl ? 32u - (unsigned)__builtin_clz(ttl) : 0;
+}
+
+/* seg.c */
+int seg_setup(struct store *st);
+void seg_teardown(struct store *st);
+
+/* Room for an item of `size` bytes (size <= seg_size) in class `cls`'s head,
+ * evicting as needed.  Returns its location, or -errno. */
+int64_t seg_alloc(struct store *st, unsigned cls, uint64_t size);
+
+/* A run of segments for an item larger than a segment.  Returns its
+ * location, or -E2BIG when the store could never hold it. */
+int64_t seg_alloc_large(struct store *st, unsigned cls, uint64_t size);
+
+/* Accounts a newly written item at loc (stats, segment counters, expiry). */
+void seg_add_item(struct store *st, uint64_t loc, const struct item_hdr *h);
+
+/* Drops the item at loc, whose index slot the caller has cleared: marks it
+ * dead and takes it off the live counts (no-op for a ghost).  Returns false
+ * if it was a ghost (its segment already dropped). */
+bool seg_drop_item(struct store *st, uint64_t loc, const struct item_hdr *h);
+
+/* Whether the item at loc is a ghost (in a dropped segment). */
+static inline bool seg_is_ghost(const struct store *st, uint64_t loc)
+{
+	return st->segs[store_seg_of(st, loc)].state == SEG_RECLAIM;
+}
+
+/* Makes the index able to add one bucket (may take a segment).  false when
+ * the index is at its cap. */
+bool seg_grow_index(struct store *st);
+
+/* Bounded background work: expired segments, reclamation. */
+void seg_tick(struct store *st);
+
+/* Drops every segment holding anything stored before older_than. */
+uint64_t seg_flush(struct store *st, uint32_t older_than);
+
+#endif

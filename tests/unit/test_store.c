@@ -1,0 +1,511 @@
+/*
+ * test_store.c - the store through its public interface: get/set/delete,
+ * key and value limits, TTL on a hand-driven clock, background expiry,
+ * flush, eviction under pressure, arena reuse and fragmentation, and the
+ * arena's backing options.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "ringcache/hash.h"
+#include "ringcache/store.h"
+
+#define MiB (1ull << 20)
+
+static struct store *mk(size_t memory, size_t max_value)
+{
+	struct store_config cfg = {
+		.memory = memory,
+		.max_value = max_value,
+		.hugepages = STORE_HUGEPAGES_OFF,
+		.numa_node = -1,
+	};
+	struct store *st = NULL;
+	int r = store_create(&st, &cfg);
+
+	CHECK_EQ(r, 0);
+	if (r)
+		exit(1);
+	return st;
+}
+
+static uint64_t h(const char *k, size_t n)
+{
+	return hash_bytes(k, n, HASH_KEY_SEED);
+}
+
+static int set(struct store *st, const char *k, const void *v, size_t n, uint32_t ttl)
+{
+	struct iovec iov = { (void *)v, n };
+
+	return store_set(st, k, strlen(k), h(k, strlen(k)), &iov, 1, ttl, 7, 0xabcd1234);
+}
+
+static int get(struct store *st, const char *k, struct store_item *it)
+{
+	return store_get(st, k, strlen(k), h(k, strlen(k)), it);
+}
+
+static bool get_is(struct store *st, const char *k, const void *v, size_t n)
+{
+	struct store_item it;
+
+	return get(st, k, &it) == 0 && it.value_len == n && memcmp(it.value, v, n) == 0;
+}
+
+static void fill(uint8_t *p, size_t n, unsigned seed)
+{
+	uint32_t x = seed * 2654435761u + 1;
+
+	for (size_t i = 0; i < n; i++) {
+		x = x * 1103515245u + 12345u;
+		p[i] = (uint8_t)(x >> 16);
+	}
+}
+
+static void test_basic(void)
+{
+	struct store *st = mk(8 * MiB, 0);
+	struct store_item it;
+	struct store_stats ss;
+	struct iovec iov[3] = { { "ab", 2 }, { "", 0 }, { "cde", 3 } };
+
+	CHECK_EQ(get(st, "nope", &it), -ENOENT);
+	CHECK_EQ(set(st, "k1", "hello", 5, 0), 0);
+	CHECK_EQ(get(st, "k1", &it), 0);
+	CHECK_EQ(it.value_len, 5);
+	CHECK(memcmp(it.value, "hello", 5) == 0);
+	CHECK_EQ(it.flags, 7);
+	CHECK_EQ(it.etag, 0xabcd1234u);
+	CHECK_EQ(it.expires, 0);
+
+	/* Overwrite with a different size, flags 0 and etag 0. */
+	CHECK_EQ(store_set(st, "k1", 2, h("k1", 2), iov, 3, 0, 0, 0), 0);
+	CHECK_EQ(get(st, "k1", &it), 0);
+	CHECK_EQ(it.value_len, 5);
+	CHECK(memcmp(it.value, "abcde", 5) == 0);
+	CHECK_EQ(it.flags, 0);
+	CHECK_EQ(it.etag, 0);
+
+	/* Empty value. */
+	CHECK_EQ(set(st, "empty", "", 0, 0), 0);
+	CHECK_EQ(get(st, "empty", &it), 0);
+	CHECK_EQ(it.value_len, 0);
+
+	/* Binary key with NULs, and keys sharing a prefix. */
+	CHECK_EQ(store_set(st, "a\0b", 3, h("a\0b", 3), iov, 1, 0, 0, 0), 0);
+	CHECK_EQ(store_get(st, "a\0c", 3, h("a\0c", 3), &it), -ENOENT);
+	CHECK_EQ(store_get(st, "a\0b", 3, h("a\0b", 3), &it), 0);
+	CHECK_EQ(store_get(st, "a", 1, h("a", 1), &it), -ENOENT);
+
+	CHECK_EQ(store_delete(st, "k1", 2, h("k1", 2)), 0);
+	CHECK_EQ(store_delete(st, "k1", 2, h("k1", 2)), -ENOENT);
+	CHECK_EQ(get(st, "k1", &it), -ENOENT);
+
+	store_stats(st, &ss);
+	CHECK_EQ(ss.items, 2);
+	CHECK_EQ(ss.key_bytes, 5 + 3);
+	CHECK_EQ(ss.value_bytes, 2);
+	CHECK_EQ(ss.backing, STORE_BACKING_NORMAL);
+	CHECK(ss.arena_bytes <= 8 * MiB);
+	CHECK_EQ(ss.hits, 4);
+	store_destroy(st);
+	store_destroy(NULL);
+}
+
+static void test_key_limits(void)
+{
+	struct store *st = mk(4 * MiB, 0);
+	static char big[STORE_KEY_MAX + 1];
+	struct iovec iov = { "v", 1 };
+	struct store_item it;
+
+	memset(big, 'k', sizeof(big));
+	CHECK_EQ(store_set(st, big, 0, 0, &iov, 1, 0, 0, 0), -EINVAL);
+	CHECK_EQ(store_set(st, big, STORE_KEY_MAX + 1, 0, &iov, 1, 0, 0, 0), -EINVAL);
+	CHECK_EQ(store_get(st, big, 0, 0, &it), -EINVAL);
+	CHECK_EQ(store_delete(st, big, STORE_KEY_MAX + 1, 0), -EINVAL);
+	CHECK_EQ(store_set(st, big, STORE_KEY_MAX, h(big, STORE_KEY_MAX), &iov, 1, 0, 0, 0), 0);
+	CHECK_EQ(store_get(st, big, STORE_KEY_MAX, h(big, STORE_KEY_MAX), &it), 0);
+	CHECK_EQ(store_get(st, big, STORE_KEY_MAX - 1, h(big, STORE_KEY_MAX - 1), &it), -ENOENT);
+	for (size_t n = 1; n <= STORE_KEY_MAX; n += 37) {
+		big[0] = (char)n;
+		CHECK_EQ(store_set(st, big, n, h(big, n), &iov, 1, 0, 0, 0), 0);
+		CHECK_EQ(store_get(st, big, n, h(big, n), &it), 0);
+	}
+	store_destroy(st);
+}
+
+static void test_ttl(void)
+{
+	struct store *st = mk(8 * MiB, 0);
+	struct store_item it;
+
+	store_tick(st, 100);
+	CHECK_EQ(set(st, "t", "x", 1, 5), 0);
+	CHECK_EQ(set(st, "forever", "y", 1, 0), 0);
+	CHECK_EQ(get(st, "t", &it), 0);
+	CHECK_EQ(it.expires, 105);
+	store_tick(st, 104);
+	CHECK_EQ(get(st, "t", &it), 0);
+	store_tick(st, 105);
+	CHECK_EQ(get(st, "t", &it), -ENOENT);
+	CHECK_EQ(get(st, "forever", &it), 0);
+	/* A clock that goes back does not resurrect anything. */
+	store_tick(st, 50);
+	CHECK_EQ(get(st, "t", &it), -ENOENT);
+	/* An expired item deletes as absent. */
+	CHECK_EQ(set(st, "t2", "x", 1, 1), 0);
+	store_tick(st, 200);
+	CHECK_EQ(store_delete(st, "t2", 2, h("t2", 2)), -ENOENT);
+	/* Overwriting changes the TTL both ways. */
+	CHECK_EQ(set(st, "t3", "x", 1, 10), 0);
+	CHECK_EQ(set(st, "t3", "x", 1, 0), 0);
+	store_tick(st, 300);
+	CHECK_EQ(get(st, "t3", &it), 0);
+	CHECK_EQ(it.expires, 0);
+	/* A TTL that overflows the clock saturates instead of expiring. */
+	CHECK_EQ(set(st, "t4", "x", 1, UINT32_MAX), 0);
+	CHECK_EQ(get(st, "t4", &it), 0);
+	CHECK_EQ(it.expires, UINT32_MAX);
+	store_destroy(st);
+}
+
+/* Expired items are reclaimed by store_tick() alone, with no reads. */
+static void test_background_expiry(void)
+{
+	struct store *st = mk(16 * MiB, 0);
+	struct store_stats before, after;
+	uint8_t v[200];
+	char k[32];
+	int n = 50000;
+
+	fill(v, sizeof(v), 1);
+	store_tick(st, 10);
+	for (int i = 0; i < n; i++) {
+		snprintf(k, sizeof(k), "ttl:%d", i);
+		CHECK_EQ(set(st, k, v, sizeof(v), 30 + (unsigned)(i % 20)) == 0, 1);
+	}
+	CHECK_EQ(set(st, "keep", v, sizeof(v), 0), 0);
+	store_stats(st, &before);
+	CHECK_EQ(before.items, (uint64_t)n + 1);
+	/* The clock passes every expiry; ticks do the reclaiming in slices. */
+	for (uint32_t t = 60; t < 60 + 200; t++)
+		store_tick(st, t);
+	store_stats(st, &after);
+	CHECK_EQ(after.items, 1);
+	CHECK_EQ(after.expirations, (uint64_t)n);
+	CHECK_EQ(after.evictions, 0);
+	CHECK_EQ(after.index_slots_used, 1);
+	CHECK(after.segments_free + 1 >= after.segments - 1);
+	CHECK(get_is(st, "keep", v, sizeof(v)));
+	store_destroy(st);
+}
+
+static void test_flush(void)
+{
+	struct store *st = mk(8 * MiB, 0);
+	struct store_item it;
+	struct store_stats ss;
+	char k[32];
+
+	store_tick(st, 10);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(k, sizeof(k), "old:%d", i);
+		set(st, k, k, strlen(k), i % 2 ? 1000 : 0);
+	}
+	store_tick(st, 20);
+	CHECK_EQ(store_flush(st, 20), 1000);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(k, sizeof(k), "old:%d", i);
+		CHECK_EQ(get(st, k, &it), -ENOENT);
+	}
+	CHECK_EQ(set(st, "new", "n", 1, 0), 0);
+	/* Nothing stored before 20 remains, so this drops nothing. */
+	CHECK_EQ(store_flush(st, 20), 0);
+	CHECK_EQ(get(st, "new", &it), 0);
+	/* A key written after a flush is readable even if its old copy is a
+	 * ghost still waiting for reclamation. */
+	CHECK_EQ(set(st, "old:5", "again", 5, 0), 0);
+	CHECK(get_is(st, "old:5", "again", 5));
+	store_tick(st, 21);
+	CHECK_EQ(store_flush(st, 22), 2);
+	CHECK_EQ(get(st, "new", &it), -ENOENT);
+	for (int t = 22; t < 30; t++)
+		store_tick(st, (uint32_t)t);
+	store_stats(st, &ss);
+	CHECK_EQ(ss.items, 0);
+	CHECK_EQ(ss.flushed, 1002);
+	CHECK_EQ(ss.index_slots_used, 0);
+	store_destroy(st);
+}
+
+/* Far more data than memory: every write succeeds, the newest survive. */
+static void test_eviction(void)
+{
+	struct store *st = mk(4 * MiB, 0);
+	struct store_stats ss;
+	uint8_t v[100];
+	char k[32];
+	int n = 200000, ok = 0;
+
+	for (int i = 0; i < n; i++) {
+		snprintf(k, sizeof(k), "key:%d", i);
+		fill(v, sizeof(v), (unsigned)i);
+		CHECK_EQ(set(st, k, v, sizeof(v), 0) == 0, 1);
+	}
+	for (int i = n - 1000; i < n; i++) {
+		snprintf(k, sizeof(k), "key:%d", i);
+		fill(v, sizeof(v), (unsigned)i);
+		ok += get_is(st, k, v, sizeof(v));
+	}
+	CHECK_EQ(ok, 1000);
+	store_stats(st, &ss);
+	CHECK(ss.evictions > 0);
+	CHECK_EQ(ss.items + ss.evictions, (uint64_t)n);
+	CHECK(ss.items > 10000);
+	CHECK(ss.live_bytes + ss.index_bytes <= ss.arena_bytes);
+	printf("eviction: 4 MiB holds %llu of %d 100-byte items, %llu evicted\n",
+	       (unsigned long long)ss.items, n, (unsigned long long)ss.evictions);
+	store_destroy(st);
+}
+
+/* An item read since it was written survives FIFO eviction. */
+static void test_second_chance(void)
+{
+	struct store *st = mk(4 * MiB, 0);
+	struct store_item it;
+	uint8_t v[100];
+	char k[32];
+
+	fill(v, sizeof(v), 3);
+	CHECK_EQ(set(st, "hot", v, sizeof(v), 0), 0);
+	for (int i = 0; i < 200000; i++) {
+		snprintf(k, sizeof(k), "cold:%d", i);
+		set(st, k, v, sizeof(v), 0);
+		if (i % 1000 == 0)
+			CHECK_EQ(get(st, "hot", &it), 0);
+	}
+	CHECK(get_is(st, "hot", v, sizeof(v)));
+	CHECK_EQ(get(st, "cold:0", &it), -ENOENT);
+	store_destroy(st);
+}
+
+static void test_values(void)
+{
+	size_t max = 16 * MiB;
+	struct store *st = mk(64 * MiB, max);
+	struct store_stats ss;
+	size_t sizes[] = { 0, 1, 255, 256, 65535, 65536, 65537, (1u << 20) - 40,
+			   1u << 20, (1u << 20) + 1, 3 * MiB + 7, max - 1, max };
+	uint8_t *v = malloc(max + 1), *w = malloc(max + 1);
+	char k[32];
+
+	store_stats(st, &ss);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		snprintf(k, sizeof(k), "v:%zu", sizes[i]);
+		fill(v, sizes[i], (unsigned)i);
+		CHECK_EQ(set(st, k, v, sizes[i], 0), 0);
+		CHECK(get_is(st, k, v, sizes[i]));
+	}
+	CHECK_EQ(set(st, "toobig", v, max + 1, 0), -E2BIG);
+	/* Large values survive each other while they fit. */
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]) - 2; i++) {
+		snprintf(k, sizeof(k), "v:%zu", sizes[i]);
+		fill(v, sizes[i], (unsigned)i);
+		CHECK(get_is(st, k, v, sizes[i]));
+	}
+	/* Overwrite large with small and small with large. */
+	fill(w, 5 * MiB, 77);
+	CHECK_EQ(set(st, "v:0", w, 5 * MiB, 0), 0);
+	CHECK_EQ(set(st, "v:3145735", "s", 1, 0), 0);
+	CHECK(get_is(st, "v:0", w, 5 * MiB));
+	CHECK(get_is(st, "v:3145735", "s", 1));
+	store_destroy(st);
+
+	/* Values larger than a whole small store fail cleanly with E2BIG, and
+	 * the key's previous value does not survive the failed write. */
+	st = mk(4 * MiB, 64 * MiB);
+	CHECK_EQ(set(st, "a", "1", 1, 0), 0);
+	CHECK_EQ(set(st, "b", "2", 1, 0), 0);
+	CHECK_EQ(set(st, "a", v, 5 * MiB, 0), -E2BIG);
+	CHECK_EQ(set(st, "a", v, 64 * MiB, 0), -E2BIG);
+	CHECK(!get_is(st, "a", "1", 1));
+	CHECK(get_is(st, "b", "2", 1));
+	/* A value of most of the store evicts everything else, then works. */
+	fill(v, 3 * MiB, 5);
+	CHECK_EQ(set(st, "big", v, 3 * MiB, 0), 0);
+	CHECK(get_is(st, "big", v, 3 * MiB));
+	CHECK_EQ(set(st, "c", "3", 1, 0), 0);
+	CHECK(get_is(st, "c", "3", 1));
+	for (int i = 0; i < 50; i++) {
+		snprintf(k, sizeof(k), "big:%d", i % 3);
+		fill(v, MiB + (size_t)i * 999, (unsigned)i);
+		CHECK_EQ(set(st, k, v, MiB + (size_t)i * 999, 0), 0);
+		CHECK(get_is(st, k, v, MiB + (size_t)i * 999));
+	}
+	store_stats(st, &ss);
+	CHECK(ss.live_bytes + ss.index_bytes <= ss.arena_bytes);
+	store_destroy(st);
+	free(v);
+	free(w);
+}
+
+/* Overwriting one key forever needs no eviction: dead copies come back. */
+static void test_arena_reuse(void)
+{
+	struct store *st = mk(4 * MiB, 0);
+	struct store_stats ss;
+	uint8_t v[300];
+	char k[32];
+
+	for (int i = 0; i < 300000; i++) {
+		snprintf(k, sizeof(k), "same:%d", i % 10);
+		fill(v, 100 + (size_t)(i % 200), (unsigned)i);
+		CHECK_EQ(set(st, k, v, 100 + (size_t)(i % 200), 0) == 0, 1);
+	}
+	for (int i = 300000 - 10; i < 300000; i++) {
+		snprintf(k, sizeof(k), "same:%d", i % 10);
+		fill(v, 100 + (size_t)(i % 200), (unsigned)i);
+		CHECK(get_is(st, k, v, 100 + (size_t)(i % 200)));
+	}
+	store_stats(st, &ss);
+	CHECK_EQ(ss.items, 10);
+	CHECK_EQ(ss.evictions, 0);
+	CHECK(ss.segments_free + 2 >= ss.segments);
+	/* Deleting reclaims too. */
+	for (int i = 0; i < 10; i++) {
+		snprintf(k, sizeof(k), "same:%d", i);
+		CHECK_EQ(store_delete(st, k, strlen(k), h(k, strlen(k))), 0);
+	}
+	store_stats(st, &ss);
+	CHECK_EQ(ss.items, 0);
+	CHECK_EQ(ss.live_bytes, 0);
+	store_destroy(st);
+}
+
+/*
+ * Random overwrites with mixed sizes over a key space that fills a third of
+ * the arena: compaction keeps every key (no evictions) and the arena does
+ * not fill with dead space.
+ */
+static void test_fragmentation(void)
+{
+	struct store *st = mk(16 * MiB, 0);
+	struct store_stats ss;
+	static uint8_t v[8192];
+	uint32_t *gen;
+	unsigned nkeys = 4000, ok = 0;
+	uint64_t x = 88172645463325252ull;
+	char k[32];
+
+	gen = calloc(nkeys, sizeof(*gen));
+	for (unsigned i = 0; i < 400000; i++) {
+		unsigned key, len;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		key = (unsigned)(x % nkeys);
+		len = (unsigned)((x >> 32) % 2500) * ((x >> 60) == 0 ? 3 : 1);
+		snprintf(k, sizeof(k), "frag:%u", key);
+		fill(v, len, i);
+		gen[key] = i + 1;
+		CHECK_EQ(set(st, k, v, len, 0) == 0, 1);
+	}
+	x = 88172645463325252ull;
+	for (unsigned i = 0; i < 400000; i++) {
+		unsigned key, len;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		key = (unsigned)(x % nkeys);
+		len = (unsigned)((x >> 32) % 2500) * ((x >> 60) == 0 ? 3 : 1);
+		if (gen[key] != i + 1)
+			continue;
+		snprintf(k, sizeof(k), "frag:%u", key);
+		fill(v, len, i);
+		ok += get_is(st, k, v, len);
+	}
+	store_stats(st, &ss);
+	CHECK_EQ(ok, ss.items);
+	CHECK_EQ(ss.evictions, 0);
+	CHECK(ss.items >= nkeys * 99 / 100);
+	printf("fragmentation: live %.1f MiB, in segments %.1f MiB, arena %.1f MiB: "
+	       "live/arena %.2f, live/used %.2f, %llu copied forward\n",
+	       ss.live_bytes / 1048576.0, ss.used_bytes / 1048576.0, ss.arena_bytes / 1048576.0,
+	       (double)ss.live_bytes / ss.arena_bytes, (double)ss.live_bytes / ss.used_bytes,
+	       (unsigned long long)ss.compacted);
+	free(gen);
+	store_destroy(st);
+}
+
+static bool hugetlb_reserved(void)
+{
+	const char *paths[] = { "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages",
+				"/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages" };
+
+	for (int i = 0; i < 2; i++) {
+		FILE *f = fopen(paths[i], "r");
+		long n = 0;
+		if (f) {
+			if (fscanf(f, "%ld", &n) != 1)
+				n = 0;
+			fclose(f);
+		}
+		if (n >= (i == 0 ? 4 : 1))
+			return true;
+	}
+	return false;
+}
+
+static void test_backing(void)
+{
+	struct store_config cfg = { .memory = 8 * MiB, .hugepages = STORE_HUGEPAGES_ON,
+				    .numa_node = -1 };
+	struct store_stats ss;
+	struct store *st = NULL;
+	int r = store_create(&st, &cfg);
+
+	if (hugetlb_reserved()) {
+		CHECK_EQ(r, 0);
+		store_stats(st, &ss);
+		CHECK_EQ(ss.backing, STORE_BACKING_HUGETLB);
+		store_destroy(st);
+	} else {
+		CHECK_EQ(r, -ENOMEM);
+	}
+	cfg.hugepages = STORE_HUGEPAGES_AUTO;
+	cfg.prefault = true;
+	cfg.numa_node = 0;
+	CHECK_EQ(store_create(&st, &cfg), 0);
+	store_stats(st, &ss);
+	printf("backing with hugepages=auto: %s\n", store_backing_name(ss.backing));
+	CHECK_EQ(set(st, "k", "v", 1, 0), 0);
+	CHECK(get_is(st, "k", "v", 1));
+	store_destroy(st);
+	cfg.numa_node = 4095;
+	CHECK_EQ(store_create(&st, &cfg), -EINVAL);
+	cfg.numa_node = -1;
+	cfg.memory = 1000;
+	CHECK_EQ(store_create(&st, &cfg), -EINVAL);
+	cfg.memory = 8 * MiB;
+	cfg.max_value = (1ull << 30) + 1;
+	CHECK_EQ(store_create(&st, &cfg), -EINVAL);
+}
+
+int main(void)
+{
+	test_basic();
+	test_key_limits();
+	test_ttl();
+	test_background_expiry();
+	test_flush();
+	test_eviction();
+	test_second_chance();
+	test_values();
+	test_arena_reuse();
+	test_fragmentation();
+	test_backing();
+	return check_done("store");
+}
