@@ -1,0 +1,405 @@
+/*
+ * conn.c - one Redis connection of the coherence thread: a non-blocking TCP
+ * socket, an output buffer of RESP commands, hiredis' reply parser, and the
+ * queue of replies still awaited.
+ *
+ * Why redisReader over our own sockets rather than hiredis' async API: the
+ * thread already sleeps in one poll() on its eventfd and both sockets, and
+ * it needs things the 0.14 async API does not give: a deadline per command
+ * (the async API has none), commands appended while the connect is still in
+ * flight, several commands per bulk string without formatting copies (a
+ * stored value is sent as header + value straight from the shard's message),
+ * and full control of when a connection is torn down.  The reader is the part
+ * of hiredis worth reusing: a tested incremental RESP parser.
+ *
+ * Redis answers the commands of a connection in order, so the pending queue
+ * is a FIFO: the n-th reply belongs to the n-th entry.  An entry whose
+ * deadline passed stays in the queue (flagged) until its late reply arrives.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "coh_int.h"
+
+#define READ_CHUNK 65536
+#define READS_PER_CALL 16
+#define OUT_KEEP (1u << 20)     /* an emptied output buffer above this is freed */
+
+static int hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Copies s[0..n) percent-decoded into out (NUL-terminated). */
+static int unescape(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int ch = (unsigned char)s[i];
+		if (ch == '%') {
+			if (i + 2 >= n)
+				return -EINVAL;
+			int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+			if (hi < 0 || lo < 0)
+				return -EINVAL;
+			ch = hi * 16 + lo;
+			i += 2;
+		}
+		if (ch == 0 || o + 1 >= cap)
+			return -EINVAL;
+		out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+int coh_url_parse(const char *s, struct coh_url *u)
+{
+	struct coh_url r;
+	const char *p, *at, *end, *slash, *colon;
+
+	memset(&r, 0, sizeof(r));
+	if (!s || strncasecmp(s, "redis://", 8) != 0)
+		return -EINVAL;
+	p = s + 8;
+	end = p + strlen(p);
+	if (memchr(p, '?', (size_t)(end - p)) || memchr(p, '#', (size_t)(end - p)))
+		return -EINVAL;
+
+	at = memrchr(p, '@', (size_t)(end - p));
+	if (at) {
+		const char *sep = memchr(p, ':', (size_t)(at - p));
+		if (sep) {
+			if (unescape(p, (size_t)(sep - p), r.user, sizeof(r.user)) ||
+			    unescape(sep + 1, (size_t)(at - sep - 1), r.password, sizeof(r.password)))
+				return -EINVAL;
+		} else if (unescape(p, (size_t)(at - p), r.password, sizeof(r.password))) {
+			return -EINVAL;
+		}
+		if (!r.password[0])
+			return -EINVAL;
+		r.auth = true;
+		p = at + 1;
+	}
+
+	slash = memchr(p, '/', (size_t)(end - p));
+	if (slash && slash + 1 < end) {
+		char *dend;
+		errno = 0;
+		unsigned long db = strtoul(slash + 1, &dend, 10);
+		if (errno || *dend || slash[1] < '0' || slash[1] > '9' || db > 1000000)
+			return -EINVAL;
+		r.db = (unsigned)db;
+	}
+	if (!slash)
+		slash = end;
+
+	const char *host = p, *hend;
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', (size_t)(slash - p));
+		if (!rb)
+			return -EINVAL;
+		host = p + 1;
+		hend = rb;
+		colon = rb + 1 < slash && rb[1] == ':' ? rb + 1 : NULL;
+		if (!colon && rb + 1 != slash)
+			return -EINVAL;
+	} else {
+		colon = memrchr(p, ':', (size_t)(slash - p));
+		hend = colon ? colon : slash;
+	}
+	if (hend == host || (size_t)(hend - host) >= sizeof(r.host))
+		return -EINVAL;
+	memcpy(r.host, host, (size_t)(hend - host));
+
+	if (colon) {
+		size_t plen = (size_t)(slash - colon - 1);
+		char *pend;
+		char tmp[8];
+		if (plen == 0 || plen >= sizeof(tmp))
+			return -EINVAL;
+		memcpy(tmp, colon + 1, plen);
+		tmp[plen] = '\0';
+		unsigned long port = strtoul(tmp, &pend, 10);
+		if (*pend || tmp[0] < '0' || tmp[0] > '9' || port == 0 || port > 65535)
+			return -EINVAL;
+		snprintf(r.port, sizeof(r.port), "%lu", port);
+	} else {
+		strcpy(r.port, "6379");
+	}
+	*u = r;
+	return 0;
+}
+
+void coh_conn_init(struct coh_conn *cn, const char *name)
+{
+	memset(cn, 0, sizeof(*cn));
+	cn->fd = -1;
+	cn->name = name;
+	cn->state = COH_CONN_DOWN;
+}
+
+void coh_conn_close(struct coh_conn *cn)
+{
+	if (cn->fd != -1)
+		close(cn->fd);
+	cn->fd = -1;
+	cn->state = COH_CONN_DOWN;
+	cn->out.len = 0;
+	cn->out_off = 0;
+	if (cn->out.cap > OUT_KEEP)
+		buf_deinit(&cn->out);
+	if (cn->reader)
+		redisReaderFree(cn->reader);
+	cn->reader = NULL;
+	cn->q_head = cn->q_len = cn->q_checked = 0;
+}
+
+void coh_conn_deinit(struct coh_conn *cn)
+{
+	coh_conn_close(cn);
+	buf_deinit(&cn->out);
+	free(cn->q);
+	cn->q = NULL;
+	cn->q_cap = 0;
+}
+
+/*
+ * Name resolution uses getaddrinfo() in the coherence thread: a numeric
+ * address or an /etc/hosts name costs nothing; a DNS name that resolves
+ * slowly stalls this thread (never a shard) for that long.
+ */
+int coh_conn_open(struct coh_conn *cn, const struct coh_url *u)
+{
+	struct addrinfo hints, *res, *ai;
+	int fd = -1, err = -EHOSTUNREACH, one = 1;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if (getaddrinfo(u->host, u->port, &hints, &res) != 0)
+		return -EHOSTUNREACH;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			    ai->ai_protocol);
+		if (fd == -1) {
+			err = -errno;
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+			cn->state = COH_CONN_HANDSHAKE;
+			break;
+		}
+		if (errno == EINPROGRESS) {
+			cn->state = COH_CONN_CONNECTING;
+			break;
+		}
+		err = -errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd == -1)
+		return err;
+	cn->reader = redisReaderCreate();
+	if (!cn->reader) {
+		close(fd);
+		cn->state = COH_CONN_DOWN;
+		return -ENOMEM;
+	}
+	cn->fd = fd;
+	cn->out.len = 0;
+	cn->out_off = 0;
+	return 0;
+}
+
+int coh_conn_connected(struct coh_conn *cn)
+{
+	int soerr = 0;
+	socklen_t len = sizeof(soerr);
+
+	if (getsockopt(cn->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == -1)
+		return -errno;
+	if (soerr)
+		return -soerr;
+	cn->state = COH_CONN_HANDSHAKE;
+	return 0;
+}
+
+bool coh_conn_wants_write(const struct coh_conn *cn)
+{
+	return cn->fd != -1 &&
+	       (cn->state == COH_CONN_CONNECTING || cn->out_off < cn->out.len);
+}
+
+int coh_conn_write(struct coh_conn *cn)
+{
+	if (cn->fd == -1 || cn->state == COH_CONN_CONNECTING)
+		return 0;
+	while (cn->out_off < cn->out.len) {
+		ssize_t n = send(cn->fd, cn->out.data + cn->out_off, cn->out.len - cn->out_off,
+				 MSG_NOSIGNAL);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			return -errno;
+		}
+		cn->out_off += (size_t)n;
+	}
+	cn->out.len = 0;
+	cn->out_off = 0;
+	if (cn->out.cap > OUT_KEEP)
+		buf_deinit(&cn->out);
+	return 0;
+}
+
+int coh_conn_read(struct coh_conn *cn)
+{
+	char chunk[READ_CHUNK];
+
+	if (cn->fd == -1 || cn->state == COH_CONN_CONNECTING)
+		return 0;
+	for (int i = 0; i < READS_PER_CALL; i++) {
+		ssize_t n = recv(cn->fd, chunk, sizeof(chunk), 0);
+		if (n == 0)
+			return -ECONNRESET;
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			return -errno;
+		}
+		if (redisReaderFeed(cn->reader, chunk, (size_t)n) != REDIS_OK)
+			return -ENOMEM;
+		if ((size_t)n < sizeof(chunk))
+			return 0;
+	}
+	return 0;
+}
+
+int coh_conn_reply(struct coh_conn *cn, redisReply **out)
+{
+	void *r = NULL;
+
+	if (!cn->reader)
+		return 0;
+	if (redisReaderGetReply(cn->reader, &r) != REDIS_OK)
+		return -EPROTO;
+	if (!r)
+		return 0;
+	*out = r;
+	return 1;
+}
+
+static int put_header(struct coh_conn *cn, char type, uint64_t n)
+{
+	char tmp[24];
+	int len = snprintf(tmp, sizeof(tmp), "%c%" PRIu64 "\r\n", type, n);
+	return buf_append(&cn->out, tmp, (size_t)len);
+}
+
+int coh_conn_array(struct coh_conn *cn, unsigned n)
+{
+	return put_header(cn, '*', n);
+}
+
+int coh_conn_bulk3(struct coh_conn *cn, const void *a, size_t an, const void *b, size_t bn,
+		   const void *c, size_t cn_)
+{
+	size_t n = an + bn + cn_;
+
+	if (put_header(cn, '$', n) || buf_reserve(&cn->out, n + 2))
+		return -ENOMEM;
+	buf_append(&cn->out, a, an);
+	buf_append(&cn->out, b, bn);
+	buf_append(&cn->out, c, cn_);
+	buf_append(&cn->out, "\r\n", 2);
+	return 0;
+}
+
+int coh_conn_bulk2(struct coh_conn *cn, const void *a, size_t an, const void *b, size_t bn)
+{
+	return coh_conn_bulk3(cn, a, an, b, bn, NULL, 0);
+}
+
+int coh_conn_bulk(struct coh_conn *cn, const void *p, size_t n)
+{
+	return coh_conn_bulk2(cn, p, n, NULL, 0);
+}
+
+int coh_conn_bulk_u64(struct coh_conn *cn, uint64_t v)
+{
+	char tmp[24];
+	int len = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
+	return coh_conn_bulk(cn, tmp, (size_t)len);
+}
+
+int coh_conn_reserve(struct coh_conn *cn, uint32_t n)
+{
+	if (cn->q_cap - cn->q_len < n) {
+		uint32_t cap = cn->q_cap ? cn->q_cap : 64;
+		while (cap - cn->q_len < n)
+			cap *= 2;
+		struct coh_pend *q = malloc(sizeof(*q) * cap);
+		if (!q)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < cn->q_len; i++)
+			q[i] = cn->q[(cn->q_head + i) & (cn->q_cap - 1)];
+		free(cn->q);
+		cn->q = q;
+		cn->q_cap = cap;
+		cn->q_head = 0;
+	}
+	return 0;
+}
+
+int coh_conn_push(struct coh_conn *cn, uint8_t kind, uint8_t flags, uint64_t deadline, void *p)
+{
+	if (coh_conn_reserve(cn, 1))
+		return -ENOMEM;
+	struct coh_pend *e = &cn->q[(cn->q_head + cn->q_len) & (cn->q_cap - 1)];
+	e->kind = kind;
+	e->flags = flags;
+	e->deadline = deadline;
+	e->p = p;
+	cn->q_len++;
+	return 0;
+}
+
+struct coh_pend *coh_conn_at(struct coh_conn *cn, uint32_t i)
+{
+	return i < cn->q_len ? &cn->q[(cn->q_head + i) & (cn->q_cap - 1)] : NULL;
+}
+
+struct coh_pend *coh_conn_front(struct coh_conn *cn)
+{
+	return coh_conn_at(cn, 0);
+}
+
+void coh_conn_pop(struct coh_conn *cn)
+{
+	if (!cn->q_len)
+		return;
+	cn->q_head = (cn->q_head + 1) & (cn->q_cap - 1);
+	cn->q_len--;
+	if (cn->q_checked)
+		cn->q_checked--;
+}

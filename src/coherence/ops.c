@@ -1,0 +1,573 @@
+/*
+ * ops.c - what the coherence thread does with the shards' requests and with
+ * Redis' answers: GETs coalesced per key, write-through SET/DEL each followed
+ * by a PUBLISH of the invalidation, the replay queue of writes made while the
+ * link was down, and the invalidations that arrive on the subscription.
+ *
+ * A GET costs two pipelined commands, GET and PTTL, so a promoted value keeps
+ * the TTL it has left in Redis instead of living forever in L1.  Every later
+ * GET for the same key joins the one in flight until it completes; a write or
+ * an invalidation of that key detaches it (later GETs send a fresh read, and
+ * its waiters are told not to cache what may predate the write).
+ *
+ * The replay queue keeps at most one write per key, the latest (by `seq`,
+ * the order the thread first saw the writes), so replaying it in queue order
+ * leaves Redis as the shards last wrote it.  A write that does not fit is
+ * dropped and counted; if it was a SET, the owning shard is told to drop its
+ * L1 copy, since Redis will never hold that value.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coh_int.h"
+#include "ringcache/hash.h"
+
+static void reply(struct coh *c, struct coh_msg *m, enum coh_status st)
+{
+	m->status = (uint8_t)st;
+	switch (st) {
+	case COH_TIMEOUT: COH_ADD(c, timeouts, 1); break;
+	case COH_ERROR: COH_ADD(c, errors, 1); break;
+	case COH_SKIPPED: COH_ADD(c, skipped, 1); break;
+	default: break;
+	}
+	coh_send(c, m);
+}
+
+int coh_key_bulk(struct coh *c, struct coh_conn *cn, const char *key, size_t len)
+{
+	return coh_conn_bulk2(cn, c->prefix, c->prefix_len, key, len);
+}
+
+/* --- GET --- */
+
+static void get_detach(struct coh *c, struct coh_get *g)
+{
+	if (g->in_table) {
+		coh_kt_remove(&c->gets, &g->node);
+		g->in_table = false;
+	}
+}
+
+/* Answers every waiter with a status that carries no value. */
+static void get_answer(struct coh *c, struct coh_get *g, enum coh_status st)
+{
+	struct coh_msg *m = g->waiters, *next;
+
+	get_detach(c, g);
+	g->waiters = NULL;
+	g->tail = &g->waiters;
+	g->answered = true;
+	for (; m; m = next) {
+		next = m->next;
+		reply(c, m, st);
+	}
+}
+
+/* A write or invalidation of this key: a read in flight may predate it. */
+static void supersede(struct coh *c, uint64_t hash, const char *key, size_t len)
+{
+	struct coh_kt_node *n = coh_kt_find(&c->gets, hash, key, (uint32_t)len);
+
+	if (n) {
+		struct coh_get *g = coh_container_of(n, struct coh_get, node);
+		g->nocache = true;
+		get_detach(c, g);
+	}
+}
+
+static void get_request(struct coh *c, struct coh_msg *m)
+{
+	struct coh_conn *cn = &c->cmd;
+	struct coh_kt_node *n;
+	struct coh_get *g;
+
+	COH_ADD(c, gets, 1);
+	if (!c->link_up) {
+		reply(c, m, COH_SKIPPED);
+		return;
+	}
+	n = coh_kt_find(&c->gets, m->hash, m->key, m->key_len);
+	if (n) {
+		g = coh_container_of(n, struct coh_get, node);
+		*g->tail = m;
+		g->tail = &m->next;
+		COH_ADD(c, coalesced, 1);
+		return;
+	}
+	g = calloc(1, sizeof(*g));
+	if (!g || coh_conn_reserve(cn, 2)) {
+		free(g);
+		reply(c, m, COH_ERROR);
+		return;
+	}
+	int rc = coh_conn_array(cn, 2);
+	rc |= coh_conn_bulk(cn, "GET", 3);
+	rc |= coh_key_bulk(c, cn, m->key, m->key_len);
+	rc |= coh_conn_array(cn, 2);
+	rc |= coh_conn_bulk(cn, "PTTL", 4);
+	rc |= coh_key_bulk(c, cn, m->key, m->key_len);
+	if (rc) {
+		free(g);
+		c->trip = true;    /* a half-written command: the connection must go */
+		reply(c, m, COH_ERROR);
+		return;
+	}
+	g->node.hash = m->hash;
+	g->node.key = m->key;
+	g->node.key_len = m->key_len;
+	g->waiters = m;
+	g->tail = &m->next;
+	g->epoch = c->sub_epoch;
+	g->in_table = true;
+	coh_kt_insert(&c->gets, &g->node);
+	coh_conn_push(cn, COH_P_GET, 0, c->now + c->timeout_ns, g);
+	coh_conn_push(cn, COH_P_PTTL, 0, 0, g);
+	COH_ADD(c, redis_gets, 1);
+}
+
+static uint32_t ttl_seconds(long long pttl)
+{
+	if (pttl == -1)
+		return 0;
+	if (pttl <= 0)
+		return 1;
+	long long s = (pttl + 999) / 1000;
+	return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+}
+
+static void get_complete(struct coh *c, struct coh_get *g, const redisReply *pttl)
+{
+	redisReply *v = g->value;
+	enum coh_status st;
+	size_t coff = 0, clen = 0, voff = 0;
+	uint32_t ttl = 0;
+
+	if (g->answered)
+		goto done;
+	get_detach(c, g);
+	if (!v || v->type == REDIS_REPLY_NIL) {
+		st = v ? COH_MISS : COH_ERROR;
+	} else if (v->type == REDIS_REPLY_ERROR) {
+		st = !strncmp(v->str, "WRONGTYPE", 9) ? COH_BAD_DATA : COH_ERROR;
+	} else if (v->type != REDIS_REPLY_STRING) {
+		st = COH_BAD_DATA;
+	} else {
+		int d = coh_value_decode(v->str, v->len, &coff, &clen, &voff);
+		if (d < 0) {
+			st = COH_BAD_DATA;
+		} else if (pttl->type != REDIS_REPLY_INTEGER) {
+			st = COH_ERROR;
+		} else if (pttl->integer == -2) {
+			st = COH_MISS;    /* expired or deleted between GET and PTTL */
+		} else {
+			st = COH_OK;
+			ttl = ttl_seconds(pttl->integer);
+			if (d == 1)
+				COH_ADD(c, raw_values, 1);
+		}
+	}
+	if (st == COH_ERROR) {
+		coh_fail(c);
+	} else {
+		coh_succeed(c);
+	}
+	if (st == COH_BAD_DATA)
+		COH_ADD(c, bad_data, 1);
+	if (st != COH_OK) {
+		if (st == COH_MISS || st == COH_BAD_DATA)
+			for (struct coh_msg *m = g->waiters; m; m = m->next)
+				COH_ADD(c, get_misses, 1);
+		get_answer(c, g, st);
+		goto done;
+	}
+
+	uint16_t flags = g->nocache || g->epoch != c->sub_epoch ? COH_F_NOCACHE : 0;
+	struct coh_msg *first = g->waiters, *m, *next;
+	g->waiters = NULL;
+	g->answered = true;
+	/* Copies for the others first: once sent, a message is its shard's. */
+	for (m = first->next; m; m = next) {
+		next = m->next;
+		char *mem = malloc(v->len + 1);
+		if (!mem) {
+			reply(c, m, COH_ERROR);
+			continue;
+		}
+		memcpy(mem, v->str, v->len);
+		mem[v->len] = '\0';
+		m->value_mem = mem;
+		m->value = mem + voff;
+		m->value_len = v->len - voff;
+		if (clen)
+			m->ctype = mem + coff;
+		m->ctype_len = (uint32_t)clen;
+		m->ttl = ttl;
+		m->flags = flags;
+		COH_ADD(c, get_hits, 1);
+		reply(c, m, COH_OK);
+	}
+	first->value_mem = v->str;    /* hiredis allocated it with malloc() */
+	first->value = v->str + voff;
+	first->value_len = v->len - voff;
+	if (clen)
+		first->ctype = v->str + coff;
+	first->ctype_len = (uint32_t)clen;
+	first->ttl = ttl;
+	first->flags = flags;
+	v->str = NULL;
+	COH_ADD(c, get_hits, 1);
+	reply(c, first, COH_OK);
+done:
+	if (g->value)
+		freeReplyObject(g->value);
+	free(g);
+}
+
+/* --- SET / DEL --- */
+
+static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
+{
+	struct coh_conn *cn = &c->cmd;
+	char hdr[COH_MAGIC_LEN + COH_CTYPE_MAX + 1];
+	char inval[COH_MAGIC_LEN + COH_INSTANCE_ID_MAX + 1];
+	int rc;
+
+	if (coh_conn_reserve(cn, 2))
+		return -ENOMEM;
+	if (m->op == COH_SET) {
+		size_t hn = coh_value_header(hdr, m->ctype, m->ctype_len);
+		rc = coh_conn_array(cn, m->ttl ? 5 : 3);
+		rc |= coh_conn_bulk(cn, "SET", 3);
+		rc |= coh_key_bulk(c, cn, m->key, m->key_len);
+		rc |= coh_conn_bulk2(cn, hdr, hn, m->value, m->value_len);
+		if (m->ttl) {
+			rc |= coh_conn_bulk(cn, "PX", 2);
+			rc |= coh_conn_bulk_u64(cn, (uint64_t)m->ttl * 1000);
+		}
+	} else {
+		rc = coh_conn_array(cn, 2);
+		rc |= coh_conn_bulk(cn, "DEL", 3);
+		rc |= coh_key_bulk(c, cn, m->key, m->key_len);
+	}
+	memcpy(inval, COH_INVAL_MAGIC, COH_MAGIC_LEN);
+	memcpy(inval + COH_MAGIC_LEN, c->id, c->id_len);
+	inval[COH_MAGIC_LEN + c->id_len] = '\0';
+	rc |= coh_conn_array(cn, 3);
+	rc |= coh_conn_bulk(cn, "PUBLISH", 7);
+	rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
+	rc |= coh_conn_bulk2(cn, inval, COH_MAGIC_LEN + c->id_len + 1, m->key, m->key_len);
+	if (rc) {
+		c->trip = true;
+		return -ENOMEM;
+	}
+	/* Redis runs a connection's commands in order: the PUBLISH follows the write. */
+	coh_conn_push(cn, COH_P_WRITE, flags, c->now + c->timeout_ns, m);
+	coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
+	COH_ADD(c, invalidations_sent, 1);
+	return 0;
+}
+
+static void replay_add(struct coh *c, struct coh_msg *m)
+{
+	struct coh_kt_node *n = coh_kt_find(&c->replay_tab, m->hash, m->key, m->key_len);
+	struct coh_replay *r;
+
+	if (n) {
+		r = coh_container_of(n, struct coh_replay, node);
+		if (r->m->seq > m->seq) {
+			coh_msg_destroy(m);    /* a newer write of the key is queued */
+			return;
+		}
+		coh_msg_destroy(r->m);
+		r->m = m;
+		r->node.key = m->key;
+		COH_ADD(c, replay_queued, 1);
+		return;
+	}
+	if (c->replay_len >= c->replay_max || !(r = malloc(sizeof(*r)))) {
+		COH_ADD(c, replay_overflow, 1);
+		if (m->op == COH_SET) {
+			struct coh_msg *inv = coh_msg_create(COH_INVALIDATE,
+							     hash_shard(m->hash, c->nshards), m->hash,
+							     m->key, m->key_len, NULL, 0, 0);
+			if (inv)
+				coh_send(c, inv);
+		}
+		coh_msg_destroy(m);
+		return;
+	}
+	r->m = m;
+	r->next = NULL;
+	r->node.hash = m->hash;
+	r->node.key = m->key;
+	r->node.key_len = m->key_len;
+	coh_kt_insert(&c->replay_tab, &r->node);
+	*c->replay_tail = r;
+	c->replay_tail = &r->next;
+	c->replay_len++;
+	COH_ADD(c, replay_queued, 1);
+	COH_SET(c, replay_pending, c->replay_len);
+}
+
+void coh_replay_start(struct coh *c)
+{
+	struct coh_replay *r = c->replay, *next;
+
+	c->replay = NULL;
+	c->replay_tail = &c->replay;
+	c->replay_len = 0;
+	for (; r; r = next) {
+		next = r->next;
+		coh_kt_remove(&c->replay_tab, &r->node);
+		struct coh_msg *m = r->m;
+		free(r);
+		if (c->trip || send_write(c, m, 0))
+			replay_add(c, m);    /* the link is going down: keep it */
+		else
+			COH_ADD(c, replayed, 1);
+	}
+	COH_SET(c, replay_pending, c->replay_len);
+}
+
+void coh_replay_drop_all(struct coh *c)
+{
+	struct coh_replay *r = c->replay, *next;
+
+	for (; r; r = next) {
+		next = r->next;
+		coh_msg_destroy(r->m);
+		free(r);
+	}
+	c->replay = NULL;
+	c->replay_tail = &c->replay;
+	c->replay_len = 0;
+}
+
+static void write_request(struct coh *c, struct coh_msg *m)
+{
+	if (m->op == COH_SET)
+		COH_ADD(c, sets, 1);
+	else
+		COH_ADD(c, dels, 1);
+	m->seq = ++c->write_seq;
+	supersede(c, m->hash, m->key, m->key_len);
+	if (!c->link_up) {
+		struct coh_msg *copy = coh_msg_copy(m);
+		reply(c, m, COH_SKIPPED);
+		if (copy)
+			replay_add(c, copy);
+		else
+			COH_ADD(c, replay_overflow, 1);
+		return;
+	}
+	if (send_write(c, m, COH_PF_SHARD))
+		reply(c, m, COH_ERROR);
+}
+
+static void write_reply(struct coh *c, const struct coh_pend *e, const redisReply *r)
+{
+	struct coh_msg *m = e->p;
+	bool ok = r->type != REDIS_REPLY_ERROR;
+
+	if (e->flags & COH_PF_EXPIRED) {
+		coh_msg_destroy(m);    /* late, but answered: nothing to replay */
+		return;
+	}
+	if (ok)
+		coh_succeed(c);
+	else
+		coh_fail(c);
+	if (e->flags & COH_PF_SHARD) {
+		reply(c, m, ok ? COH_OK : COH_ERROR);
+	} else {
+		if (!ok)
+			COH_ADD(c, errors, 1);
+		coh_msg_destroy(m);
+	}
+}
+
+/* --- dispatch --- */
+
+void coh_request(struct coh *c, struct coh_msg *m)
+{
+	m->status = COH_OK;
+	m->flags = 0;
+	m->next = NULL;
+	switch (m->op) {
+	case COH_GET:
+		get_request(c, m);
+		break;
+	case COH_SET:
+	case COH_DEL:
+		write_request(c, m);
+		break;
+	case COH_CLUSTER:
+		if (c->cmd.state == COH_CONN_READY && !c->trip)
+			coh_cluster_send(c, m);
+		else
+			reply(c, m, COH_SKIPPED);
+		break;
+	default:
+		reply(c, m, COH_ERROR);
+		break;
+	}
+}
+
+void coh_cmd_reply(struct coh *c, struct coh_pend *p, redisReply *r)
+{
+	struct coh_get *g;
+
+	switch (p->kind) {
+	case COH_P_GET:
+		g = p->p;
+		if (!g->value) {
+			g->value = r;
+			return;
+		}
+		break;
+	case COH_P_PTTL:
+		get_complete(c, p->p, r);
+		break;
+	case COH_P_WRITE:
+		write_reply(c, p, r);
+		break;
+	case COH_P_HEARTBEAT:
+		if (!(p->flags & COH_PF_EXPIRED)) {
+			if (r->type == REDIS_REPLY_ERROR)
+				coh_fail(c);
+			else
+				coh_succeed(c);
+		}
+		break;
+	case COH_P_CLUSTER:
+		if (p->p)
+			coh_cluster_reply(c, p->p, r);
+		break;
+	case COH_P_REAP_KEYS:
+	case COH_P_REAP_EXISTS:
+	case COH_P_REAP_DEL:
+		coh_registry_reply(c, p, r);
+		break;
+	default:
+		break;
+	}
+	freeReplyObject(r);
+}
+
+void coh_pend_expire(struct coh *c, struct coh_pend *p)
+{
+	struct coh_msg *m;
+	struct coh_get *g;
+
+	switch (p->kind) {
+	case COH_P_GET:
+		g = p->p;
+		if (!g->answered) {
+			get_answer(c, g, COH_TIMEOUT);
+			coh_fail(c);
+		}
+		break;
+	case COH_P_WRITE:
+		if (p->flags & COH_PF_SHARD) {
+			/* The shard gets its answer now; a copy stays for the replay
+			 * queue in case the link breaks before Redis answers. */
+			m = p->p;
+			p->p = coh_msg_copy(m);
+			p->flags &= (uint8_t)~COH_PF_SHARD;
+			reply(c, m, COH_TIMEOUT);
+		} else {
+			COH_ADD(c, timeouts, 1);
+		}
+		coh_fail(c);
+		break;
+	case COH_P_CLUSTER:
+		if (p->p)
+			reply(c, p->p, COH_TIMEOUT);
+		p->p = NULL;
+		coh_fail(c);
+		break;
+	case COH_P_HEARTBEAT:
+		COH_ADD(c, timeouts, 1);
+		coh_fail(c);
+		break;
+	default:
+		break;
+	}
+}
+
+void coh_pend_abandon(struct coh *c, struct coh_pend *p)
+{
+	struct coh_msg *m;
+	struct coh_get *g;
+
+	switch (p->kind) {
+	case COH_P_GET:
+		g = p->p;
+		if (!g->answered)
+			get_answer(c, g, COH_ERROR);
+		break;
+	case COH_P_PTTL:
+		g = p->p;
+		if (!g->answered)
+			get_answer(c, g, COH_ERROR);
+		if (g->value)
+			freeReplyObject(g->value);
+		free(g);
+		break;
+	case COH_P_WRITE:
+		m = p->p;
+		if (!m)
+			break;
+		if (p->flags & COH_PF_SHARD) {
+			/* Not confirmed: SKIPPED means "queued for replay". */
+			struct coh_msg *copy = coh_msg_copy(m);
+			reply(c, m, COH_SKIPPED);
+			if (copy)
+				replay_add(c, copy);
+		} else {
+			replay_add(c, m);
+		}
+		break;
+	case COH_P_CLUSTER:
+		if (p->p)
+			reply(c, p->p, COH_ERROR);
+		break;
+	case COH_P_REAP_EXISTS:
+		free(p->p);
+		break;
+	default:
+		break;
+	}
+}
+
+/* --- invalidations received --- */
+
+void coh_sub_message(struct coh *c, redisReply *r)
+{
+	const redisReply *pl = r->element[2];
+	const char *id, *key;
+	size_t id_len, key_len;
+
+	if (pl->type != REDIS_REPLY_STRING ||
+	    coh_inval_decode(pl->str, pl->len, &id, &id_len, &key, &key_len) < 0) {
+		COH_ADD(c, invalidations_bad, 1);
+		return;
+	}
+	if (id && id_len == c->id_len && !memcmp(id, c->id, id_len)) {
+		COH_ADD(c, invalidations_own, 1);
+		return;
+	}
+	uint64_t h = hash_bytes(key, key_len, HASH_KEY_SEED);
+	supersede(c, h, key, key_len);
+	struct coh_msg *m = coh_msg_create(COH_INVALIDATE, hash_shard(h, c->nshards), h,
+					   key, key_len, NULL, 0, 0);
+	if (!m) {
+		/* Cannot deliver it: treat the feed as lost, so a FLUSH follows. */
+		coh_sub_lost(c);
+		return;
+	}
+	COH_ADD(c, invalidations_received, 1);
+	coh_send(c, m);
+}
