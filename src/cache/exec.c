@@ -40,12 +40,20 @@ _Static_assert((int)NEGOTIATE_BR == (int)REPR_BR && (int)NEGOTIATE_GZIP == (int)
 /* A scratch buffer grown past this is freed after the write that needed it. */
 #define SCRATCH_KEEP (1u << 20)
 
+/* Longest Accept-Encoding value remembered (browsers send ~25 bytes). */
+#define AE_MEMO_MAX 96
+
 struct cache {
 	struct store *st;
 	struct compress *z;
 	struct cache_config cfg;
 	uint32_t now;           /* store clock, from cache_tick() */
 	struct buf scratch;     /* compressed variants of the write in progress */
+	/* The last Accept-Encoding value weighed: clients repeat theirs, so a
+	 * byte compare replaces the parse.  ae_len 0: nothing remembered. */
+	uint32_t ae_len;
+	struct negotiate_weights ae_weights;
+	char ae[AE_MEMO_MAX];
 };
 
 static const struct resp_seg hit_head =
@@ -130,6 +138,16 @@ static int reserve(struct buf *out, size_t n)
 	return 0;
 }
 
+static int choose_coding(struct cache *c, const struct http_str *ae, unsigned avail)
+{
+	if (ae->len != c->ae_len || memcmp(ae->p, c->ae, ae->len) != 0) {
+		negotiate_weigh(ae->p, ae->len, &c->ae_weights);
+		c->ae_len = ae->len <= AE_MEMO_MAX ? ae->len : 0;
+		memcpy(c->ae, ae->p, c->ae_len);
+	}
+	return negotiate_pick(&c->ae_weights, avail);
+}
+
 static int respond_error(const struct cache_req *r, struct buf *out, int status,
 			 const char *extra, const char *body, enum cache_outcome *outcome)
 {
@@ -160,7 +178,7 @@ static int exec_get(struct cache *c, const struct cache_req *r, struct buf *out,
 
 	unsigned coding = REPR_IDENTITY;
 	if (r->accept_encoding.len) {
-		int nc = negotiate_encoding(r->accept_encoding.p, r->accept_encoding.len, v.avail);
+		int nc = choose_coding(c, &r->accept_encoding, v.avail);
 		if (nc < 0)
 			return respond_error(r, out, 406, v.avail != 1 ? vary_line : NULL,
 					     "no acceptable content-coding\n", outcome);

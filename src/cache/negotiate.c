@@ -90,62 +90,107 @@ static int member_q(const char *p, const char *end)
 	return q;
 }
 
+/* Which q slot a coding token names: 0..2 (a negotiate_coding), 3 for "*",
+ * -1 for anything else.  Tokens are compared case-insensitively by OR-ing
+ * 0x20 into each byte, which maps no other byte allowed in a token onto a
+ * lowercase letter or '-'. */
+#define SLOT_STAR 3
+
+static inline uint32_t lower4(const char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v | 0x20202020u;
+}
+
+static int coding_slot(const char *t, size_t n)
+{
+	uint32_t gzip;
+	memcpy(&gzip, "gzip", 4);
+	switch (n) {
+	case 1:
+		return *t == '*' ? SLOT_STAR : -1;
+	case 2:
+		return (t[0] | 0x20) == 'b' && (t[1] | 0x20) == 'r' ? NEGOTIATE_BR : -1;
+	case 4:
+		return lower4(t) == gzip ? NEGOTIATE_GZIP : -1;
+	case 6:
+		return (t[0] | 0x20) == 'x' && t[1] == '-' && lower4(t + 2) == gzip ?
+			       NEGOTIATE_GZIP : -1;
+	case 8:
+		return token_eq(t, n, "identity") ? NEGOTIATE_IDENTITY : -1;
+	default:
+		return -1;
+	}
+}
+
+/* Bytes that end a coding token: ',' ';' SP HTAB. */
+static const uint8_t token_end[256] = { [','] = 1, [';'] = 1, [' '] = 1, ['\t'] = 1 };
+
+void negotiate_weigh(const char *s, size_t n, struct negotiate_weights *w)
+{
+	int q[4] = { Q_UNSET, Q_UNSET, Q_UNSET, Q_UNSET };
+	const char *p = s, *end = s + n;
+
+	while (p < end) {
+		while (p < end && (is_ows(*p) || *p == ','))
+			p++;
+		const char *t = p;
+		while (p < end && !token_end[(uint8_t)*p])
+			p++;
+		int slot = coding_slot(t, (size_t)(p - t));
+		p = skip_ows(p, end);
+		int mq = Q_MAX;
+		if (p < end && *p != ',') {
+			/* parameters, or junk that makes the member malformed */
+			const char *m_end = memchr(p, ',', (size_t)(end - p));
+			if (!m_end)
+				m_end = end;
+			const char *pe = m_end;
+			while (pe > p && is_ows(pe[-1]))
+				pe--;
+			mq = member_q(p, pe);
+			p = m_end;
+		}
+		if (slot >= 0 && mq >= 0 && q[slot] == Q_UNSET)
+			q[slot] = mq;
+	}
+
+	int q_star = q[SLOT_STAR];
+	for (int c = 0; c < 3; c++) {
+		if (q[c] == Q_UNSET)
+			q[c] = q_star != Q_UNSET ? q_star : (c == NEGOTIATE_IDENTITY ? 1 : 0);
+		w->q[c] = (int16_t)q[c];
+	}
+}
+
+int negotiate_pick(const struct negotiate_weights *w, unsigned avail)
+{
+	/* ties: br, then gzip, then identity */
+	int best = NEGOTIATE_NONE, best_q = 0;
+	if ((avail & (1u << NEGOTIATE_BR)) && w->q[NEGOTIATE_BR] > best_q) {
+		best = NEGOTIATE_BR;
+		best_q = w->q[NEGOTIATE_BR];
+	}
+	if ((avail & (1u << NEGOTIATE_GZIP)) && w->q[NEGOTIATE_GZIP] > best_q) {
+		best = NEGOTIATE_GZIP;
+		best_q = w->q[NEGOTIATE_GZIP];
+	}
+	if (w->q[NEGOTIATE_IDENTITY] > best_q)
+		best = NEGOTIATE_IDENTITY;
+	return best;
+}
+
 int negotiate_encoding(const char *s, size_t n, unsigned avail)
 {
-	int q[3] = { Q_UNSET, Q_UNSET, Q_UNSET }, q_star = Q_UNSET;
+	struct negotiate_weights w;
 
 	/* Without parameters every listed coding has q=1 and identity can only
 	 * be excluded by a q=0: nothing to parse when identity is all we have. */
 	if (n == 0 || (avail == 1u << NEGOTIATE_IDENTITY && !memchr(s, ';', n)))
 		return NEGOTIATE_IDENTITY;
-
-	const char *p = s, *end = s + n;
-	while (p < end) {
-		const char *m = skip_ows(p, end);
-		const char *m_end = memchr(m, ',', (size_t)(end - m));
-		if (!m_end)
-			m_end = end;
-		p = m_end < end ? m_end + 1 : end;
-
-		const char *t = m;
-		while (t < m_end && *t != ';' && !is_ows(*t))
-			t++;
-		size_t tlen = (size_t)(t - m);
-		if (tlen == 0)
-			continue;
-		int *slot;
-		if (token_eq(m, tlen, "br"))
-			slot = &q[NEGOTIATE_BR];
-		else if (token_eq(m, tlen, "gzip") || token_eq(m, tlen, "x-gzip"))
-			slot = &q[NEGOTIATE_GZIP];
-		else if (token_eq(m, tlen, "identity"))
-			slot = &q[NEGOTIATE_IDENTITY];
-		else if (tlen == 1 && *m == '*')
-			slot = &q_star;
-		else
-			continue;
-		const char *pe = m_end;
-		while (pe > t && is_ows(pe[-1]))
-			pe--;
-		int mq = member_q(skip_ows(t, pe), pe);
-		if (mq >= 0 && *slot == Q_UNSET)
-			*slot = mq;
-	}
-
-	for (int c = 0; c < 3; c++) {
-		if (q[c] == Q_UNSET)
-			q[c] = q_star != Q_UNSET ? q_star : (c == NEGOTIATE_IDENTITY ? 1 : 0);
-	}
-	static const int order[3] = { NEGOTIATE_BR, NEGOTIATE_GZIP, NEGOTIATE_IDENTITY };
-	int best = NEGOTIATE_NONE, best_q = 0;
-	for (int i = 0; i < 3; i++) {
-		int c = order[i];
-		if ((avail & (1u << c)) && q[c] > best_q) {
-			best = c;
-			best_q = q[c];
-		}
-	}
-	return best;
+	negotiate_weigh(s, n, &w);
+	return negotiate_pick(&w, avail);
 }
 
 /* The opaque-tag of an entity-tag without its W/ prefix. */

@@ -35,6 +35,18 @@ enum negotiate_coding {
 int negotiate_encoding(const char *s, size_t n, unsigned avail);
 
 /*
+ * The two halves of negotiate_encoding(), for a caller that remembers the
+ * weights of a header value it has seen (clients repeat theirs on every
+ * request): weigh() parses, pick() chooses among what is stored.
+ */
+struct negotiate_weights {
+	int16_t q[3];           /* per coding, thousandths, after the rules above */
+};
+
+void negotiate_weigh(const char *s, size_t n, struct negotiate_weights *w);
+int negotiate_pick(const struct negotiate_weights *w, unsigned avail);
+
+/*
  * If-None-Match s[0..n) against the quoted entity-tag etag[0..elen) of the
  * selected representation, with the weak comparison RFC 9110 requires for
  * this field (a W/ prefix is ignored on either side).  "*" matches.  A

@@ -141,14 +141,25 @@ static inline int repr_unpack(const uint8_t *blob, uint32_t len, uint16_t flags,
 }
 
 /* Writes the quoted ETag of a representation to out (REPR_ETAG_MAX bytes of
- * room); returns its length. */
+ * room); returns its length.  On the hit path: the eight hex digits are made
+ * in one register (each nibble spread to its own byte, then the ASCII offset
+ * added per byte), not looked up one by one. */
 static inline size_t repr_format_etag(char *out, uint32_t etag, unsigned coding)
 {
-	static const char hex[16] = "0123456789abcdef";
 	static const char suffix[REPR_NCODINGS][4] = { "\"", "-br\"", "-gz\"" };
+	uint64_t x = etag;
+
+	x = (x & 0x000000000000ffffull) | ((x & 0x00000000ffff0000ull) << 16);
+	x = (x & 0x000000ff000000ffull) | ((x & 0x0000ff000000ff00ull) << 8);
+	x = (x & 0x000f000f000f000full) | ((x & 0x00f000f000f000f0ull) << 4);
+	/* byte k holds nibble k; a byte of 10..15 gets 'a' - '0' - 10 more */
+	uint64_t letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+	x += 0x3030303030303030ull + letters * (uint64_t)('a' - '0' - 10);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	x = __builtin_bswap64(x);     /* nibble 7 (the first digit) to the lowest address */
+#endif
 	out[0] = '"';
-	for (int i = 0; i < 8; i++)
-		out[1 + i] = hex[(etag >> (28 - 4 * i)) & 15];
+	memcpy(out + 1, &x, 8);
 	memcpy(out + 9, suffix[coding], 4);
 	return coding == REPR_IDENTITY ? 10 : 13;
 }

@@ -106,6 +106,22 @@ static void test_encoding(void)
 				cases[i].avail);
 	}
 
+	/* weigh() then pick() is negotiate_encoding() without the shortcut. */
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct negotiate_weights w;
+		negotiate_weigh(cases[i].ae, strlen(cases[i].ae), &w);
+		CHECK_EQ(negotiate_pick(&w, cases[i].avail), cases[i].want);
+	}
+	struct negotiate_weights w;
+	negotiate_weigh("br;q=0.25, *;q=0.5", 18, &w);
+	CHECK_EQ(w.q[BR], 250);
+	CHECK_EQ(w.q[GZ], 500);
+	CHECK_EQ(w.q[ID], 500);
+	negotiate_weigh("gzip", 4, &w);
+	CHECK_EQ(w.q[BR], 0);
+	CHECK_EQ(w.q[GZ], 1000);
+	CHECK_EQ(w.q[ID], 1);
+
 	/* Not NUL-terminated: only n bytes count. */
 	CHECK_EQ(negotiate_encoding("gzipXXX", 4, ALL), GZ);
 	CHECK_EQ(negotiate_encoding("br;q=0.5", 2, ALL), BR);

@@ -4,6 +4,7 @@
  * already-compressed types.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,6 +175,16 @@ static void test_etags(void)
 	CHECK(memcmp(s, "\"ffffffff-br\"", 13) == 0);
 	CHECK_EQ(repr_format_etag(s, 0, REPR_GZIP), 13);
 	CHECK(memcmp(s, "\"00000000-gz\"", 13) == 0);
+
+	/* The digit formatting against printf, across the 32-bit range. */
+	unsigned wrong = 0;
+	for (uint64_t e = 0; e <= UINT32_MAX; e += 65521) {
+		char want[16];
+		repr_format_etag(s, (uint32_t)e, REPR_BR);
+		snprintf(want, sizeof(want), "\"%08x-br\"", (unsigned)e);
+		wrong += memcmp(s, want, 13) != 0;
+	}
+	CHECK_EQ(wrong, 0);
 
 	/* Same bytes, same type: same tag (stable across shards and restarts). */
 	repr_build(&a, "payload", 7, "text/plain", 10, NULL, 0, NULL, 0);
