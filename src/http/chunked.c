@@ -127,6 +127,7 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 				goto out;
 			}
 			c->remaining -= n;
+			c->total += n;
 			i += n;
 			if (c->remaining == 0)
 				st = S_DATA_CR;
@@ -216,7 +217,6 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 			rc = -413;
 			goto out;
 		}
-		c->total += c->remaining;
 		st = S_DATA;
 		count = 0;
 	}

@@ -673,6 +673,12 @@ static void test_chunked(void)
 	CHECK_EQ(c.total, 5);
 	CHECK_EQ(used, sizeof(body) - 1);
 
+	/* total counts bytes decoded, not bytes announced */
+	http_chunked_init(&c);
+	CHECK_EQ(http_chunked_feed(&c, "5\r\nhel", 6, &used, NULL, 5), 0);
+	CHECK_EQ(c.total, 3);
+	CHECK_EQ(c.remaining, 2);
+
 	/* a size line or a trailer section cannot go on forever */
 	char big[20000];
 	memset(big, 'x', sizeof(big));
