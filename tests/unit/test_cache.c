@@ -1,0 +1,883 @@
+/*
+ * test_cache.c - the cache executor over a real store: statuses, headers,
+ * negotiation with decoded br/gzip bodies, ETags and 304, TTLs driven by a
+ * hand-set store clock, and the responses of cache_respond_status().
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <brotli/decode.h>
+#include <libdeflate.h>
+
+#include "check.h"
+#include "ringcache/cache.h"
+#include "ringcache/hash.h"
+
+#define MAX_VALUE (1u << 20)
+
+struct resp {
+	int status;
+	char head[8192];        /* status line and fields, NUL-terminated */
+	size_t head_len;
+	char *body;             /* malloc'd copy, NUL-terminated */
+	size_t body_len;
+	size_t total;           /* bytes of the response in the buffer */
+};
+
+static struct store *st;
+static struct cache *cache;
+static uint32_t now = 1000;
+
+static void resp_free(struct resp *r)
+{
+	free(r->body);
+	r->body = NULL;
+}
+
+/* The value of header `name` (first occurrence), or NULL. */
+static const char *hdr(const struct resp *r, const char *name, size_t *len)
+{
+	size_t nl = strlen(name);
+	const char *line = strstr(r->head, "\r\n");
+	while (line && line[2] != '\0') {
+		line += 2;
+		const char *eol = strstr(line, "\r\n");
+		if (!eol)
+			break;
+		if ((size_t)(eol - line) > nl && line[nl] == ':' &&
+		    strncasecmp(line, name, nl) == 0) {
+			const char *v = line + nl + 1;
+			while (*v == ' ')
+				v++;
+			*len = (size_t)(eol - v);
+			return v;
+		}
+		line = eol;
+	}
+	return NULL;
+}
+
+static bool hdr_is(const struct resp *r, const char *name, const char *want)
+{
+	size_t len;
+	const char *v = hdr(r, name, &len);
+	return v && len == strlen(want) && memcmp(v, want, len) == 0;
+}
+
+static bool has_hdr(const struct resp *r, const char *name)
+{
+	size_t len;
+	return hdr(r, name, &len) != NULL;
+}
+
+/* Copies a header value into out (NUL-terminated); "" if absent. */
+static void hdr_copy(const struct resp *r, const char *name, char *out, size_t cap)
+{
+	size_t len;
+	const char *v = hdr(r, name, &len);
+	if (!v || len >= cap)
+		len = 0;
+	memcpy(out, v ? v : "", len);
+	out[len] = '\0';
+}
+
+/* Parses one response at p[0..n); the body is framed by Content-Length
+ * unless the request was HEAD or the status has none. */
+static int parse_resp(const char *p, size_t n, bool head_req, struct resp *r)
+{
+	memset(r, 0, sizeof(*r));
+	const char *end = memmem(p, n, "\r\n\r\n", 4);
+	if (!end || n < 13 || memcmp(p, "HTTP/1.1 ", 9) != 0)
+		return -1;
+	r->status = atoi(p + 9);
+	r->head_len = (size_t)(end - p) + 2;
+	if (r->head_len >= sizeof(r->head))
+		return -1;
+	memcpy(r->head, p, r->head_len);
+	r->head[r->head_len] = '\0';
+	size_t cl_len = 0;
+	const char *cl = hdr(r, "Content-Length", &cl_len);
+	size_t body = 0;
+	if (!head_req && r->status != 204 && r->status != 304 && r->status >= 200) {
+		if (!cl)
+			return -1;
+		body = strtoul(cl, NULL, 10);
+	}
+	size_t off = r->head_len + 2;
+	if (off + body > n)
+		return -1;
+	r->body = malloc(body + 1);
+	memcpy(r->body, p + off, body);
+	r->body[body] = '\0';
+	r->body_len = body;
+	r->total = off + body;
+	return 0;
+}
+
+static struct cache_req mkreq(uint8_t op, const char *key)
+{
+	struct cache_req r;
+	memset(&r, 0, sizeof(r));
+	r.op = op;
+	r.minor = 1;
+	r.keep_alive = true;
+	r.key = (const uint8_t *)key;
+	r.key_len = (uint32_t)strlen(key);
+	r.hash = hash_bytes(key, r.key_len, HASH_KEY_SEED);
+	r.ttl = -1;
+	return r;
+}
+
+static struct http_str hs(const char *s)
+{
+	return (struct http_str){ s, s ? (uint32_t)strlen(s) : 0 };
+}
+
+/* Runs a request and parses its response, which must be the whole output. */
+static enum cache_outcome run(const struct cache_req *r, struct resp *rs)
+{
+	struct buf out = { 0 };
+	enum cache_outcome oc = CACHE_FAILED;
+	CHECK_EQ(cache_exec(cache, r, &out, &oc), 0);
+	CHECK_EQ(parse_resp(out.data, out.len, r->op == CACHE_HEAD, rs), 0);
+	CHECK_EQ(rs->total, out.len);
+	buf_deinit(&out);
+	return oc;
+}
+
+static int put(const char *key, const void *val, size_t len, const char *ct, struct resp *rs)
+{
+	struct cache_req r = mkreq(CACHE_PUT, key);
+	r.body = val;
+	r.body_len = (uint32_t)len;
+	r.content_type = hs(ct);
+	struct resp tmp;
+	struct resp *o = rs ? rs : &tmp;
+	run(&r, o);
+	int status = o->status;
+	if (!rs)
+		resp_free(&tmp);
+	return status;
+}
+
+static int get_ae(const char *key, const char *ae, struct resp *rs)
+{
+	struct cache_req r = mkreq(CACHE_GET, key);
+	r.accept_encoding = hs(ae);
+	run(&r, rs);
+	return rs->status;
+}
+
+static char *text_value(size_t n)
+{
+	static const char *words[] = { "{\"id\":", "\"name\":\"ringcache\",", "\"tags\":[\"a\",\"b\"],",
+				       "\"count\":", "42,", "\"ok\":true}," };
+	char *v = malloc(n + 1);
+	size_t i = 0;
+	unsigned k = 0;
+	while (i < n) {
+		const char *w = words[k++ % 6];
+		size_t l = strlen(w);
+		if (l > n - i)
+			l = n - i;
+		memcpy(v + i, w, l);
+		i += l;
+	}
+	v[n] = '\0';
+	return v;
+}
+
+static uint8_t *random_value(size_t n, uint64_t seed)
+{
+	uint8_t *v = malloc(n);
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		v[i] = (uint8_t)(seed >> 56);
+	}
+	return v;
+}
+
+static void test_put_get_delete(void)
+{
+	struct resp rs, g;
+	const char *val = "hello, ringcache";
+
+	CHECK_EQ(put("k1", val, strlen(val), NULL, &rs), 201);
+	CHECK(hdr_is(&rs, "Content-Length", "0"));
+	char etag[64];
+	hdr_copy(&rs, "ETag", etag, sizeof(etag));
+	CHECK(etag[0] == '"' && strlen(etag) == 10);
+	resp_free(&rs);
+
+	struct cache_req r = mkreq(CACHE_GET, "k1");
+	CHECK_EQ(run(&r, &g), CACHE_HIT);
+	CHECK_EQ(g.status, 200);
+	CHECK(strncmp(g.head, "HTTP/1.1 200 OK\r\n", 17) == 0);
+	CHECK(hdr_is(&g, "X-Cache", "HIT"));
+	CHECK(hdr_is(&g, "Content-Type", "application/octet-stream"));
+	CHECK(hdr_is(&g, "ETag", etag));
+	CHECK(!has_hdr(&g, "Vary"));
+	CHECK(!has_hdr(&g, "Content-Encoding"));
+	CHECK(!has_hdr(&g, "Cache-Control"));
+	CHECK(!has_hdr(&g, "Connection"));
+	CHECK_EQ(g.body_len, strlen(val));
+	CHECK(memcmp(g.body, val, strlen(val)) == 0);
+
+	/* A small value with the default type adds nothing to the blob. */
+	struct store_item it;
+	CHECK_EQ(store_get(st, "k1", 2, r.hash, &it), 0);
+	CHECK_EQ(it.value_len, strlen(val));
+
+	/* HEAD: byte-identical headers, no body. */
+	struct resp h;
+	r.op = CACHE_HEAD;
+	CHECK_EQ(run(&r, &h), CACHE_HIT);
+	CHECK_EQ(h.head_len, g.head_len);
+	CHECK(strcmp(h.head, g.head) == 0);
+	CHECK_EQ(h.total, h.head_len + 2);
+	resp_free(&h);
+	resp_free(&g);
+
+	/* Replacing: 204 without Content-Length, new ETag. */
+	CHECK_EQ(put("k1", "other", 5, NULL, &rs), 204);
+	CHECK(!has_hdr(&rs, "Content-Length"));
+	char etag2[64];
+	hdr_copy(&rs, "ETag", etag2, sizeof(etag2));
+	CHECK(strcmp(etag, etag2) != 0);
+	resp_free(&rs);
+
+	r = mkreq(CACHE_DELETE, "k1");
+	CHECK_EQ(run(&r, &rs), CACHE_DELETED);
+	CHECK_EQ(rs.status, 204);
+	CHECK(!has_hdr(&rs, "Content-Length"));
+	resp_free(&rs);
+	CHECK_EQ(run(&r, &rs), CACHE_ABSENT);
+	CHECK_EQ(rs.status, 404);
+	CHECK(hdr_is(&rs, "Content-Length", "0"));
+	resp_free(&rs);
+
+	r = mkreq(CACHE_GET, "k1");
+	CHECK_EQ(run(&r, &rs), CACHE_MISS);
+	CHECK_EQ(rs.status, 404);
+	CHECK(hdr_is(&rs, "X-Cache", "MISS"));
+	CHECK(hdr_is(&rs, "Content-Length", "0"));
+	resp_free(&rs);
+	r.op = CACHE_HEAD;
+	CHECK_EQ(run(&r, &rs), CACHE_MISS);
+	CHECK_EQ(rs.status, 404);
+	resp_free(&rs);
+
+	/* Empty value. */
+	CHECK_EQ(put("empty", "", 0, NULL, NULL), 201);
+	CHECK_EQ(get_ae("empty", NULL, &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Length", "0"));
+	CHECK_EQ(rs.body_len, 0);
+	resp_free(&rs);
+}
+
+static void test_connection(void)
+{
+	struct resp rs;
+	put("conn", "v", 1, NULL, NULL);
+
+	struct cache_req r = mkreq(CACHE_GET, "conn");
+	r.keep_alive = false;
+	run(&r, &rs);
+	CHECK(hdr_is(&rs, "Connection", "close"));
+	resp_free(&rs);
+
+	r.minor = 0;
+	r.keep_alive = true;
+	run(&r, &rs);
+	CHECK(strncmp(rs.head, "HTTP/1.1 200 OK", 15) == 0);
+	CHECK(hdr_is(&rs, "Connection", "keep-alive"));
+	resp_free(&rs);
+
+	r.keep_alive = false;
+	run(&r, &rs);
+	CHECK(hdr_is(&rs, "Connection", "close"));
+	resp_free(&rs);
+
+	/* Misses and writes carry it too. */
+	r = mkreq(CACHE_GET, "no-such-key");
+	r.keep_alive = false;
+	run(&r, &rs);
+	CHECK_EQ(rs.status, 404);
+	CHECK(hdr_is(&rs, "Connection", "close"));
+	resp_free(&rs);
+	r = mkreq(CACHE_PUT, "conn");
+	r.minor = 0;
+	run(&r, &rs);
+	CHECK_EQ(rs.status, 204);
+	CHECK(hdr_is(&rs, "Connection", "keep-alive"));
+	resp_free(&rs);
+}
+
+static void test_content_type(void)
+{
+	struct resp rs;
+	struct store_item it;
+
+	CHECK_EQ(put("json", "{\"a\":1}", 7, "application/json", NULL), 201);
+	CHECK_EQ(get_ae("json", NULL, &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Type", "application/json"));
+	resp_free(&rs);
+	/* Well-known type: still no header in the blob. */
+	CHECK_EQ(store_get(st, "json", 4, hash_bytes("json", 4, HASH_KEY_SEED), &it), 0);
+	CHECK_EQ(it.value_len, 7);
+
+	const char *ct = "application/vnd.example+json; profile=\"x\"";
+	CHECK_EQ(put("custom", "xyz", 3, ct, NULL), 201);
+	CHECK_EQ(get_ae("custom", "gzip", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Type", ct));
+	CHECK_EQ(rs.body_len, 3);
+	CHECK(memcmp(rs.body, "xyz", 3) == 0);
+	resp_free(&rs);
+
+	/* Surrounding whitespace is not part of the type. */
+	CHECK_EQ(put("ws", "x", 1, "  text/plain \t", NULL), 201);
+	CHECK_EQ(get_ae("ws", NULL, &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Type", "text/plain"));
+	resp_free(&rs);
+
+	/* The same bytes under another type are another representation. */
+	char e1[64], e2[64];
+	put("t1", "same", 4, "text/plain", &rs);
+	hdr_copy(&rs, "ETag", e1, sizeof(e1));
+	resp_free(&rs);
+	put("t2", "same", 4, "text/html", &rs);
+	hdr_copy(&rs, "ETag", e2, sizeof(e2));
+	resp_free(&rs);
+	CHECK(strcmp(e1, e2) != 0);
+
+	struct cache_req r = mkreq(CACHE_PUT, "bad");
+	r.content_type = hs("text/plain\x01");
+	CHECK_EQ(run(&r, &rs), CACHE_FAILED);
+	CHECK_EQ(rs.status, 400);
+	resp_free(&rs);
+	char longct[300];
+	memset(longct, 'a', sizeof(longct) - 1);
+	longct[sizeof(longct) - 1] = '\0';
+	r.content_type = hs(longct);
+	run(&r, &rs);
+	CHECK_EQ(rs.status, 400);
+	resp_free(&rs);
+}
+
+static bool br_equals(const struct resp *rs, const void *val, size_t n)
+{
+	size_t out_len = n;
+	uint8_t *out = malloc(n + 1);
+	bool ok = BrotliDecoderDecompress(rs->body_len, (const uint8_t *)rs->body, &out_len,
+					  out) == BROTLI_DECODER_RESULT_SUCCESS &&
+		  out_len == n && memcmp(out, val, n) == 0;
+	free(out);
+	return ok;
+}
+
+static bool gzip_equals(const struct resp *rs, const void *val, size_t n)
+{
+	struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+	uint8_t *out = malloc(n + 1);
+	size_t out_len = 0;
+	bool ok = libdeflate_gzip_decompress(d, rs->body, rs->body_len, out, n + 1, &out_len) ==
+			  LIBDEFLATE_SUCCESS &&
+		  out_len == n && memcmp(out, val, n) == 0;
+	free(out);
+	libdeflate_free_decompressor(d);
+	return ok;
+}
+
+static void test_variants(void)
+{
+	struct resp rs;
+	size_t n = 10000;
+	char *val = text_value(n);
+	char e_id[64], e_br[64], e_gz[64];
+
+	CHECK_EQ(put("text", val, n, "application/json", NULL), 201);
+
+	/* No Accept-Encoding: identity, but Vary because variants exist. */
+	CHECK_EQ(get_ae("text", NULL, &rs), 200);
+	CHECK(!has_hdr(&rs, "Content-Encoding"));
+	CHECK(hdr_is(&rs, "Vary", "Accept-Encoding"));
+	CHECK(hdr_is(&rs, "Content-Type", "application/json"));
+	CHECK_EQ(rs.body_len, n);
+	CHECK(memcmp(rs.body, val, n) == 0);
+	hdr_copy(&rs, "ETag", e_id, sizeof(e_id));
+	resp_free(&rs);
+
+	CHECK_EQ(get_ae("text", "br", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "br"));
+	CHECK(hdr_is(&rs, "Vary", "Accept-Encoding"));
+	CHECK(hdr_is(&rs, "Content-Type", "application/json"));
+	CHECK(rs.body_len * 10 <= n * 9);
+	CHECK(br_equals(&rs, val, n));
+	hdr_copy(&rs, "ETag", e_br, sizeof(e_br));
+	resp_free(&rs);
+
+	CHECK_EQ(get_ae("text", "gzip", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
+	CHECK(hdr_is(&rs, "Vary", "Accept-Encoding"));
+	CHECK(gzip_equals(&rs, val, n));
+	hdr_copy(&rs, "ETag", e_gz, sizeof(e_gz));
+	resp_free(&rs);
+
+	CHECK(strcmp(e_id, e_br) != 0 && strcmp(e_id, e_gz) != 0 && strcmp(e_br, e_gz) != 0);
+
+	/* HEAD of the br representation: same headers, no body. */
+	struct cache_req r = mkreq(CACHE_HEAD, "text");
+	r.accept_encoding = hs("br");
+	struct resp h, g;
+	run(&r, &h);
+	r.op = CACHE_GET;
+	run(&r, &g);
+	CHECK(strcmp(h.head, g.head) == 0);
+	CHECK_EQ(h.body_len, 0);
+	resp_free(&h);
+	resp_free(&g);
+
+	struct {
+		const char *ae;
+		const char *want;       /* Content-Encoding, "" identity, NULL 406 */
+	} cases[] = {
+		{ "gzip, deflate, br", "br" },
+		{ "br;q=0.5, gzip", "gzip" },
+		{ "br;q=0.5, gzip;q=0.5", "br" },
+		{ "gzip;q=0.8, identity", "" },
+		{ "identity;q=0.5, gzip;q=0.5, br;q=0.4", "gzip" },
+		{ "BR", "br" },
+		{ "x-gzip", "gzip" },
+		{ "br;q=0, gzip;q=0", "" },
+		{ "*", "br" },
+		{ "*;q=0.5, gzip", "gzip" },
+		{ "deflate", "" },
+		{ "identity;q=0", NULL },
+		{ "*;q=0", NULL },
+		{ "*;q=0, identity", "" },
+		{ "identity;q=0, gzip;q=0.1", "gzip" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int status = get_ae("text", cases[i].ae, &rs);
+		if (!cases[i].want) {
+			CHECK_EQ(status, 406);
+			CHECK(hdr_is(&rs, "Vary", "Accept-Encoding"));
+		} else if (!*cases[i].want) {
+			CHECK_EQ(status, 200);
+			CHECK(!has_hdr(&rs, "Content-Encoding"));
+			CHECK(rs.body_len == n && memcmp(rs.body, val, n) == 0);
+		} else {
+			CHECK_EQ(status, 200);
+			CHECK(hdr_is(&rs, "Content-Encoding", cases[i].want));
+		}
+		if (cases[i].want && !hdr_is(&rs, "Content-Encoding", cases[i].want) &&
+		    *cases[i].want)
+			fprintf(stderr, "  Accept-Encoding: %s\n", cases[i].ae);
+		resp_free(&rs);
+	}
+
+	/* Same length, another meaning: the executor's memory of the last
+	 * Accept-Encoding must not answer for a different value. */
+	CHECK_EQ(get_ae("text", "x-gzip", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
+	resp_free(&rs);
+	CHECK_EQ(get_ae("text", "br;q=0", &rs), 200);
+	CHECK(!has_hdr(&rs, "Content-Encoding"));
+	resp_free(&rs);
+	CHECK_EQ(get_ae("text", "br;q=0", &rs), 200);
+	CHECK(!has_hdr(&rs, "Content-Encoding"));
+	resp_free(&rs);
+	char longae[200];
+	memset(longae, ' ', sizeof(longae));
+	memcpy(longae + sizeof(longae) - 5, ",gzip", 5);
+	struct cache_req lr = mkreq(CACHE_GET, "text");
+	lr.accept_encoding = (struct http_str){ longae, sizeof(longae) };
+	run(&lr, &rs);
+	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
+	resp_free(&rs);
+	run(&lr, &rs);
+	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
+	resp_free(&rs);
+
+	/* A plain value under "identity;q=0" has nothing to offer either. */
+	put("plain", "p", 1, NULL, NULL);
+	CHECK_EQ(get_ae("plain", "identity;q=0", &rs), 406);
+	CHECK(!has_hdr(&rs, "Vary"));
+	resp_free(&rs);
+	CHECK_EQ(get_ae("plain", "br, gzip", &rs), 200);
+	CHECK(!has_hdr(&rs, "Content-Encoding"));
+	resp_free(&rs);
+
+	/* Below --compress-min: no variants. */
+	CHECK_EQ(put("short", val, 255, NULL, NULL), 201);
+	CHECK_EQ(get_ae("short", "br", &rs), 200);
+	CHECK(!has_hdr(&rs, "Content-Encoding") && !has_hdr(&rs, "Vary"));
+	resp_free(&rs);
+	CHECK_EQ(put("short", val, 256, NULL, NULL), 204);
+	CHECK_EQ(get_ae("short", "br", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "br"));
+	CHECK(br_equals(&rs, val, 256));
+	resp_free(&rs);
+
+	/* Already-compressed types are stored raw; SVG is text. */
+	CHECK_EQ(put("png", val, n, "image/png", NULL), 201);
+	CHECK_EQ(get_ae("png", "br, gzip", &rs), 200);
+	CHECK(!has_hdr(&rs, "Content-Encoding") && !has_hdr(&rs, "Vary"));
+	resp_free(&rs);
+	CHECK_EQ(put("zip", val, n, "Application/Zip", NULL), 201);
+	CHECK_EQ(get_ae("zip", "gzip", &rs), 200);
+	CHECK(!has_hdr(&rs, "Content-Encoding"));
+	resp_free(&rs);
+	CHECK_EQ(put("svg", val, n, "image/svg+xml", NULL), 201);
+	CHECK_EQ(get_ae("svg", "gzip", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
+	CHECK(gzip_equals(&rs, val, n));
+	resp_free(&rs);
+
+	/* Incompressible bytes: no variant saves 10%. */
+	uint8_t *rnd = random_value(4096, 7);
+	CHECK_EQ(put("random", rnd, 4096, NULL, NULL), 201);
+	CHECK_EQ(get_ae("random", "br, gzip", &rs), 200);
+	CHECK(!has_hdr(&rs, "Content-Encoding") && !has_hdr(&rs, "Vary"));
+	CHECK(rs.body_len == 4096 && memcmp(rs.body, rnd, 4096) == 0);
+	resp_free(&rs);
+	free(rnd);
+	free(val);
+}
+
+static void test_conditional(void)
+{
+	struct resp rs;
+	size_t n = 5000;
+	char *val = text_value(n);
+	char e_id[64], e_br[64], inm[256];
+
+	put("cond", val, n, NULL, NULL);
+	get_ae("cond", NULL, &rs);
+	hdr_copy(&rs, "ETag", e_id, sizeof(e_id));
+	resp_free(&rs);
+	get_ae("cond", "br", &rs);
+	hdr_copy(&rs, "ETag", e_br, sizeof(e_br));
+	size_t br_len = rs.body_len;
+	resp_free(&rs);
+
+	struct cache_req r = mkreq(CACHE_GET, "cond");
+	r.if_none_match = hs(e_id);
+	CHECK_EQ(run(&r, &rs), CACHE_NOT_MODIFIED);
+	CHECK_EQ(rs.status, 304);
+	CHECK(hdr_is(&rs, "ETag", e_id));
+	CHECK(hdr_is(&rs, "Vary", "Accept-Encoding"));
+	CHECK(!has_hdr(&rs, "Content-Type"));
+	CHECK(!has_hdr(&rs, "Content-Encoding"));
+	char len[32];
+	snprintf(len, sizeof(len), "%zu", n);
+	CHECK(hdr_is(&rs, "Content-Length", len));
+	CHECK_EQ(rs.total, rs.head_len + 2);
+	resp_free(&rs);
+
+	/* The br representation has its own tag. */
+	r.accept_encoding = hs("br");
+	CHECK_EQ(run(&r, &rs), CACHE_HIT);
+	CHECK_EQ(rs.status, 200);
+	resp_free(&rs);
+	r.if_none_match = hs(e_br);
+	CHECK_EQ(run(&r, &rs), CACHE_NOT_MODIFIED);
+	CHECK(hdr_is(&rs, "ETag", e_br));
+	snprintf(len, sizeof(len), "%zu", br_len);
+	CHECK(hdr_is(&rs, "Content-Length", len));
+	resp_free(&rs);
+
+	/* Lists, weak prefixes, "*". */
+	r.accept_encoding = hs(NULL);
+	snprintf(inm, sizeof(inm), "\"nope\", W/%s , \"x,y\"", e_id);
+	r.if_none_match = hs(inm);
+	CHECK_EQ(run(&r, &rs), CACHE_NOT_MODIFIED);
+	resp_free(&rs);
+	snprintf(inm, sizeof(inm), "\"x,%s\"", e_id + 1);
+	r.if_none_match = hs(inm);
+	CHECK_EQ(run(&r, &rs), CACHE_HIT);
+	resp_free(&rs);
+	r.if_none_match = hs("*");
+	CHECK_EQ(run(&r, &rs), CACHE_NOT_MODIFIED);
+	resp_free(&rs);
+	r.if_none_match = hs("\"00000000\"");
+	CHECK_EQ(run(&r, &rs), CACHE_HIT);
+	CHECK_EQ(rs.body_len, n);
+	resp_free(&rs);
+
+	/* HEAD with a match is a 304 too; "*" on a miss is a miss. */
+	r.op = CACHE_HEAD;
+	r.if_none_match = hs(e_id);
+	CHECK_EQ(run(&r, &rs), CACHE_NOT_MODIFIED);
+	resp_free(&rs);
+	r = mkreq(CACHE_GET, "absent");
+	r.if_none_match = hs("*");
+	CHECK_EQ(run(&r, &rs), CACHE_MISS);
+	resp_free(&rs);
+
+	/* A value without variants: 304 without Vary. */
+	put("cond-plain", "abc", 3, NULL, &rs);
+	hdr_copy(&rs, "ETag", e_id, sizeof(e_id));
+	resp_free(&rs);
+	r = mkreq(CACHE_GET, "cond-plain");
+	r.if_none_match = hs(e_id);
+	CHECK_EQ(run(&r, &rs), CACHE_NOT_MODIFIED);
+	CHECK(!has_hdr(&rs, "Vary"));
+	resp_free(&rs);
+	free(val);
+}
+
+static void tick(uint32_t t)
+{
+	now = t;
+	cache_tick(cache, now);
+}
+
+static void test_ttl(void)
+{
+	struct resp rs;
+	struct cache_req r = mkreq(CACHE_PUT, "ttl");
+	r.body = (const uint8_t *)"v";
+	r.body_len = 1;
+	r.ttl = 100;
+	r.cache_control = hs("max-age=5");
+	CHECK_EQ(run(&r, &rs), CACHE_STORED);
+	resp_free(&rs);
+
+	CHECK_EQ(get_ae("ttl", NULL, &rs), 200);
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=100"));
+	resp_free(&rs);
+	tick(now + 30);
+	CHECK_EQ(get_ae("ttl", NULL, &rs), 200);
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=70"));
+	resp_free(&rs);
+	tick(now + 71);
+	CHECK_EQ(get_ae("ttl", NULL, &rs), 404);
+	resp_free(&rs);
+
+	/* Cache-Control: max-age when ?ttl= is absent. */
+	r.ttl = -1;
+	r.cache_control = hs("public, max-age=\"50\"");
+	run(&r, &rs);
+	resp_free(&rs);
+	CHECK_EQ(get_ae("ttl", NULL, &rs), 200);
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=50"));
+	resp_free(&rs);
+
+	/* ?ttl=0: no expiry, no Cache-Control. */
+	r.ttl = 0;
+	run(&r, &rs);
+	resp_free(&rs);
+	CHECK_EQ(get_ae("ttl", NULL, &rs), 200);
+	CHECK(!has_hdr(&rs, "Cache-Control"));
+	resp_free(&rs);
+
+	/* 304 keeps Cache-Control. */
+	r.ttl = 10;
+	r.cache_control = hs(NULL);
+	run(&r, &rs);
+	char etag[64];
+	hdr_copy(&rs, "ETag", etag, sizeof(etag));
+	resp_free(&rs);
+	struct cache_req g = mkreq(CACHE_GET, "ttl");
+	g.if_none_match = hs(etag);
+	CHECK_EQ(run(&g, &rs), CACHE_NOT_MODIFIED);
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=10"));
+	resp_free(&rs);
+}
+
+static void test_default_ttl(void)
+{
+	struct store *st2;
+	struct cache *c2;
+	struct store_config sc = { .memory = 16u << 20, .max_value = cache_blob_max(MAX_VALUE),
+				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
+	struct cache_config cc = { .compress_min = 256, .brotli_quality = 4, .gzip_level = 6,
+				   .default_ttl = 60, .max_value = MAX_VALUE };
+	CHECK_EQ(store_create(&st2, &sc), 0);
+	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
+	cache_tick(c2, 500);
+
+	struct cache_req r = mkreq(CACHE_PUT, "d");
+	struct buf out = { 0 };
+	enum cache_outcome oc;
+	CHECK_EQ(cache_exec(c2, &r, &out, &oc), 0);
+	out.len = 0;
+	r.op = CACHE_GET;
+	CHECK_EQ(cache_exec(c2, &r, &out, &oc), 0);
+	CHECK_EQ(oc, CACHE_HIT);
+	CHECK(memmem(out.data, out.len, "\r\nCache-Control: max-age=60\r\n", 29) != NULL);
+	buf_deinit(&out);
+	cache_destroy(c2);
+	store_destroy(st2);
+}
+
+static void test_limits(void)
+{
+	struct resp rs;
+	size_t n = MAX_VALUE + 1;
+	uint8_t *big = calloc(1, n);
+
+	struct cache_req r = mkreq(CACHE_PUT, "big");
+	r.body = big;
+	r.body_len = (uint32_t)n;
+	CHECK_EQ(run(&r, &rs), CACHE_FAILED);
+	CHECK_EQ(rs.status, 413);
+	resp_free(&rs);
+	r.body_len = MAX_VALUE;
+	CHECK_EQ(run(&r, &rs), CACHE_STORED);
+	CHECK_EQ(rs.status, 201);
+	resp_free(&rs);
+	CHECK_EQ(get_ae("big", "gzip", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
+	CHECK(gzip_equals(&rs, big, MAX_VALUE));
+	resp_free(&rs);
+	free(big);
+}
+
+/* A store whose largest blob fits the value but not its variants: the
+ * value is stored raw. */
+static void test_variants_dropped_when_too_big(void)
+{
+	struct store *st2;
+	struct cache *c2;
+	size_t n = 20000;
+	char *val = text_value(n);
+	struct store_config sc = { .memory = 16u << 20, .max_value = n + 64,
+				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
+	struct cache_config cc = { .compress_min = 256, .brotli_quality = 4, .gzip_level = 6,
+				   .max_value = n };
+	CHECK_EQ(store_create(&st2, &sc), 0);
+	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
+	cache_tick(c2, 500);
+
+	struct cache_req r = mkreq(CACHE_PUT, "d");
+	r.body = (const uint8_t *)val;
+	r.body_len = (uint32_t)n;
+	struct buf out = { 0 };
+	enum cache_outcome oc;
+	struct resp rs;
+	CHECK_EQ(cache_exec(c2, &r, &out, &oc), 0);
+	CHECK_EQ(oc, CACHE_STORED);
+	out.len = 0;
+	r.op = CACHE_GET;
+	r.accept_encoding = hs("br");
+	CHECK_EQ(cache_exec(c2, &r, &out, &oc), 0);
+	CHECK_EQ(oc, CACHE_HIT);
+	CHECK_EQ(parse_resp(out.data, out.len, false, &rs), 0);
+	CHECK(!has_hdr(&rs, "Content-Encoding"));
+	CHECK(rs.body_len == n && memcmp(rs.body, val, n) == 0);
+	resp_free(&rs);
+	buf_deinit(&out);
+	cache_destroy(c2);
+	store_destroy(st2);
+	free(val);
+}
+
+static void test_respond_status(void)
+{
+	struct buf out = { 0 };
+	struct resp rs;
+
+	CHECK_EQ(cache_respond_status(&out, 400, 1, false, NULL, "bad request\n"), 0);
+	CHECK_EQ(parse_resp(out.data, out.len, false, &rs), 0);
+	CHECK_EQ(rs.total, out.len);
+	CHECK(strncmp(rs.head, "HTTP/1.1 400 Bad Request\r\n", 26) == 0);
+	CHECK(hdr_is(&rs, "Content-Length", "12"));
+	CHECK(hdr_is(&rs, "Connection", "close"));
+	CHECK(hdr_is(&rs, "Content-Type", "text/plain; charset=utf-8"));
+	CHECK(strcmp(rs.body, "bad request\n") == 0);
+	resp_free(&rs);
+
+	out.len = 0;
+	CHECK_EQ(cache_respond_status(&out, 405, 0, true, "Allow: GET\r\n", NULL), 0);
+	CHECK_EQ(parse_resp(out.data, out.len, false, &rs), 0);
+	CHECK_EQ(rs.total, out.len);
+	CHECK_EQ(rs.status, 405);
+	CHECK(hdr_is(&rs, "Content-Length", "0"));
+	CHECK(hdr_is(&rs, "Connection", "keep-alive"));
+	CHECK(hdr_is(&rs, "Allow", "GET"));
+	CHECK(!has_hdr(&rs, "Content-Type"));
+	resp_free(&rs);
+
+	out.len = 0;
+	CHECK_EQ(cache_respond_status(&out, 204, 1, true, NULL, "ignored"), 0);
+	CHECK_EQ(out.len, strlen("HTTP/1.1 204 No Content\r\n\r\n"));
+	CHECK(memcmp(out.data, "HTTP/1.1 204 No Content\r\n\r\n", out.len) == 0);
+
+	out.len = 0;
+	CHECK_EQ(cache_respond_status(&out, 100, 1, false, NULL, NULL), 0);
+	CHECK_EQ(out.len, strlen("HTTP/1.1 100 Continue\r\n\r\n"));
+	CHECK(memcmp(out.data, "HTTP/1.1 100 Continue\r\n\r\n", out.len) == 0);
+
+	/* Appends after what is there. */
+	out.len = 0;
+	buf_append(&out, "X", 1);
+	CHECK_EQ(cache_respond_status(&out, 200, 1, true, NULL, "ok\n"), 0);
+	CHECK(out.data[0] == 'X');
+	CHECK_EQ(parse_resp(out.data + 1, out.len - 1, false, &rs), 0);
+	CHECK_EQ(rs.total, out.len - 1);
+	resp_free(&rs);
+	buf_deinit(&out);
+
+	CHECK(strcmp(cache_status_text(404), "Not Found") == 0);
+	CHECK(strcmp(cache_status_text(507), "Insufficient Storage") == 0);
+	CHECK(strcmp(cache_status_text(299), "Unknown") == 0);
+}
+
+static void test_pipelined_appends(void)
+{
+	struct buf out = { 0 };
+	enum cache_outcome oc;
+	struct resp a, b;
+
+	put("p1", "one", 3, NULL, NULL);
+	struct cache_req r = mkreq(CACHE_GET, "p1");
+	CHECK_EQ(cache_exec(cache, &r, &out, &oc), 0);
+	r = mkreq(CACHE_GET, "p-missing");
+	CHECK_EQ(cache_exec(cache, &r, &out, &oc), 0);
+	CHECK_EQ(parse_resp(out.data, out.len, false, &a), 0);
+	CHECK_EQ(parse_resp(out.data + a.total, out.len - a.total, false, &b), 0);
+	CHECK_EQ(a.status, 200);
+	CHECK(strcmp(a.body, "one") == 0);
+	CHECK_EQ(b.status, 404);
+	CHECK_EQ(a.total + b.total, out.len);
+	resp_free(&a);
+	resp_free(&b);
+	buf_deinit(&out);
+}
+
+int main(void)
+{
+	struct store_config sc = { .memory = 32u << 20, .max_value = cache_blob_max(MAX_VALUE),
+				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
+	struct cache_config cc = { .compress_min = 256, .brotli_quality = 4, .gzip_level = 6,
+				   .default_ttl = 0, .max_value = MAX_VALUE };
+	struct cache *bad;
+
+	CHECK_EQ(store_create(&st, &sc), 0);
+	CHECK_EQ(cache_create(&cache, st, &cc), 0);
+	cc.brotli_quality = 12;
+	CHECK_EQ(cache_create(&bad, st, &cc), -EINVAL);
+	cache_destroy(NULL);
+	tick(now);
+
+	test_put_get_delete();
+	test_connection();
+	test_content_type();
+	test_variants();
+	test_conditional();
+	test_ttl();
+	test_default_ttl();
+	test_limits();
+	test_variants_dropped_when_too_big();
+	test_respond_status();
+	test_pipelined_appends();
+
+	cache_destroy(cache);
+	store_destroy(st);
+	return check_done("test_cache");
+}
