@@ -1,0 +1,186 @@
+/*
+ * bench-store.c - the store alone, in process, no network: nanoseconds per
+ * set, get (hit and miss), overwrite and delete at a given key count, and
+ * the memory each item costs (resident-set growth and the store's own
+ * accounting).  Keys and hashes are made before the clock starts, so the
+ * figures are the store's cost only (hashing is reported on its own line).
+ *
+ *   bench-store [-n KEYS] [-k KEYLEN] [-v VALUELEN] [-m MEMORY_MIB] [-H auto|on|off]
+ *
+ * Defaults: 1M keys named key:N, 100-byte values, memory sized to hold
+ * them all, hugepages off.  -k 16 pads keys to 16 bytes (the 10M-key
+ * figure of issue 3: bench-store -n 10000000 -k 16 -m 1600).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ringcache/hash.h"
+#include "ringcache/store.h"
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long rss_kib(void)
+{
+	long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+			rss = 0;
+		fclose(f);
+	}
+	return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void report(const char *what, double secs, size_t n)
+{
+	printf("  %-22s %8.1f ns/op  (%.2f M ops/s)\n", what, secs * 1e9 / (double)n,
+	       (double)n / secs / 1e6);
+}
+
+int main(int argc, char **argv)
+{
+	size_t n = 1000000, klen_min = 0, vlen = 100, mem_mib = 0;
+	enum store_hugepages hp = STORE_HUGEPAGES_OFF;
+	int opt;
+
+	while ((opt = getopt(argc, argv, "n:k:v:m:H:")) != -1) {
+		switch (opt) {
+		case 'n': n = strtoull(optarg, NULL, 10); break;
+		case 'k': klen_min = strtoull(optarg, NULL, 10); break;
+		case 'v': vlen = strtoull(optarg, NULL, 10); break;
+		case 'm': mem_mib = strtoull(optarg, NULL, 10); break;
+		case 'H':
+			hp = !strcmp(optarg, "on") ? STORE_HUGEPAGES_ON :
+			     !strcmp(optarg, "auto") ? STORE_HUGEPAGES_AUTO : STORE_HUGEPAGES_OFF;
+			break;
+		default:
+			fprintf(stderr, "usage: %s [-n KEYS] [-k KEYLEN] [-v VALUELEN] "
+				"[-m MEMORY_MIB] [-H auto|on|off]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (n == 0 || klen_min > 64)
+		return 2;
+	if (!mem_mib)
+		mem_mib = (n * (vlen + 48 + klen_min) >> 20) + 64;
+
+	/* Keys: key:N padded with '.' to klen_min, 64 bytes apart. */
+	char *keys = malloc(n * 64);
+	uint8_t *klens = malloc(n);
+	uint64_t *hashes = malloc(n * sizeof(*hashes));
+	uint32_t *order = malloc(n * sizeof(*order));
+	uint8_t *value = malloc(vlen + 1);
+	if (!keys || !klens || !hashes || !order || !value)
+		return 1;
+	memset(value, 'v', vlen);
+	for (size_t i = 0; i < n; i++) {
+		char *k = keys + i * 64;
+		int l = snprintf(k, 64, "key:%zu", i);
+		while ((size_t)l < klen_min)
+			k[l++] = '.';
+		klens[i] = (uint8_t)l;
+		order[i] = (uint32_t)i;
+	}
+	uint64_t x = 0x2545f4914f6cdd1dull;
+	for (size_t i = n - 1; i > 0; i--) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		size_t j = x % (i + 1);
+		uint32_t t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+
+	double t0 = now_s();
+	for (size_t i = 0; i < n; i++)
+		hashes[i] = hash_bytes(keys + i * 64, klens[i], HASH_KEY_SEED);
+	double t_hash = now_s() - t0;
+
+	struct store_config cfg = { .memory = mem_mib << 20, .max_value = 16u << 20,
+				    .hugepages = hp, .numa_node = -1 };
+	struct store *st;
+	int r = store_create(&st, &cfg);
+	if (r < 0) {
+		fprintf(stderr, "store_create: %s\n", strerror(-r));
+		return 1;
+	}
+	struct store_stats ss;
+	struct store_item it;
+	struct iovec iov = { value, vlen };
+	size_t hits = 0;
+
+	store_stats(st, &ss);
+	printf("bench-store: %zu keys (key:N, at least %zu bytes), %zu-byte values, %zu MiB store, "
+	       "%s pages, %llu KiB segments\n", n, klen_min, vlen, mem_mib,
+	       store_backing_name(ss.backing), (unsigned long long)ss.segment_size >> 10);
+	report("hash_bytes (key)", t_hash, n);
+
+	long rss0 = rss_kib();
+	t0 = now_s();
+	for (size_t i = 0; i < n; i++)
+		store_set(st, keys + i * 64, klens[i], hashes[i], &iov, 1, 0, 1, (uint32_t)i);
+	report("set (insert)", now_s() - t0, n);
+	long rss1 = rss_kib();
+
+	t0 = now_s();
+	for (size_t i = 0; i < n; i++) {
+		size_t j = order[i];
+		hits += store_get(st, keys + j * 64, klens[j], hashes[j], &it) == 0;
+	}
+	report("get hit (random)", now_s() - t0, n);
+
+	t0 = now_s();
+	for (size_t i = 0; i < n; i++) {
+		size_t j = order[i];
+		store_get(st, keys + j * 64, klens[j], hashes[j] ^ 0x5a5a5a5au, &it);
+	}
+	report("get miss (random)", now_s() - t0, n);
+
+	store_stats(st, &ss);
+	printf("  memory: %llu items, RSS growth %.1f bytes/item; store accounting "
+	       "%.1f bytes/item (payload %.1f, header %.1f, index %.1f)\n",
+	       (unsigned long long)ss.items, (double)(rss1 - rss0) * 1024 / (double)n,
+	       (double)(ss.live_bytes + ss.index_bytes) / (double)ss.items,
+	       (double)(ss.key_bytes + ss.value_bytes) / (double)ss.items,
+	       (double)(ss.live_bytes - ss.key_bytes - ss.value_bytes) / (double)ss.items,
+	       (double)ss.index_bytes / (double)ss.items);
+	if (hits != n || ss.evictions)
+		printf("  note: %zu of %zu hit, %llu evicted (memory too small for all keys)\n",
+		       hits, n, (unsigned long long)ss.evictions);
+
+	t0 = now_s();
+	for (size_t i = 0; i < n; i++) {
+		size_t j = order[i];
+		store_set(st, keys + j * 64, klens[j], hashes[j], &iov, 1, 0, 1, (uint32_t)i);
+	}
+	report("set (overwrite random)", now_s() - t0, n);
+
+	t0 = now_s();
+	for (size_t i = 0; i < n; i++) {
+		size_t j = order[i];
+		store_delete(st, keys + j * 64, klens[j], hashes[j]);
+	}
+	report("delete (random)", now_s() - t0, n);
+
+	store_stats(st, &ss);
+	printf("  after: %llu items, %llu evictions, %llu compacted\n",
+	       (unsigned long long)ss.items, (unsigned long long)ss.evictions,
+	       (unsigned long long)ss.compacted);
+	store_destroy(st);
+	free(keys);
+	free(klens);
+	free(hashes);
+	free(order);
+	free(value);
+	return 0;
+}
