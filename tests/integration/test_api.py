@@ -75,6 +75,7 @@ def head(c, srv):
 
 def ttl(c, srv):
     c.section("?ttl=")
+    t_put = time.monotonic()
     r = srv.request("PUT", "/cache/ttl1?ttl=1", b"short-lived")
     c.within(r.status, WRITE_OK, "PUT /cache/ttl1?ttl=1 -> 201/204")
     r = srv.request("GET", "/cache/ttl1")
@@ -82,11 +83,22 @@ def ttl(c, srv):
             "the query is not part of the key: GET /cache/ttl1 -> 200", repr(r))
     srv.request("PUT", "/cache/ttl-long?ttl=3600", b"stays")
     srv.request("PUT", "/cache/no-ttl", b"stays")
-    t0 = time.monotonic()
-    gone = wait_for(lambda: srv.request("GET", "/cache/ttl1").status == 404, timeout=6.0,
-                    interval=0.1)
+    seen = []
+
+    def expired():
+        st = srv.request("GET", "/cache/ttl1").status
+        seen.append((time.monotonic() - t_put, st))
+        return st == 404
+    gone = wait_for(expired, timeout=6.0, interval=0.05)
     c.check(gone, "key with ttl=1 reads 404 within 6 s")
-    c.note("expired after %.2f s" % (time.monotonic() - t0))
+    first_404 = next((t for t, st in seen if st == 404), None)
+    c.note("first 404 %.2f s after the PUT was sent" % (first_404 or -1))
+    # A 404 whose response arrived less than 1 s after the PUT was sent was
+    # decided less than 1 s after the server stored the key: the key lived
+    # less than its TTL.  The issue does not pin the granularity, so warn.
+    c.warn(first_404 is None or first_404 >= 1.0,
+           "a ttl=1 key is not dropped before 1 s has passed",
+           "404 %.3f s after the PUT was sent" % (first_404 or -1))
     c.eq(srv.request("GET", "/cache/ttl-long").status, 200, "key with ttl=3600 still there")
     c.eq(srv.request("GET", "/cache/no-ttl").status, 200, "key without ttl still there")
 

@@ -101,9 +101,8 @@ def main(c):
                 except OSError as e:
                     got = ("<%r>" % (e,)).encode()
         status = got[9:12] if got.startswith(b"HTTP/1.") else b""
-        if what in MAY_SUCCEED:
-            c.note("%s: answered %r" % (what, got[:40]))
-        else:
+        c.note("%s: answered %r" % (what, got.split(b"\r\n", 1)[0][:60]))
+        if what not in MAY_SUCCEED:
             c.check(not status.startswith(b"2"), "%s: no 2xx answer" % what, repr(got[:120]))
         c.check(srv.healthy(), "%s: server still answers /health" % what,
                 "answered %r" % got[:120])
