@@ -47,7 +47,7 @@ struct cache {
 	struct store *st;
 	struct compress *z;
 	struct cache_config cfg;
-	uint32_t now;           /* store clock, from cache_tick() */
+	uint32_t now;           /* store clock, from cache_tick(); 1 until then */
 	struct buf scratch;     /* compressed variants of the write in progress */
 	/* The last Accept-Encoding value weighed: clients repeat theirs, so a
 	 * byte compare replaces the parse.  ae_len 0: nothing remembered. */
@@ -105,6 +105,7 @@ int cache_create(struct cache **out, struct store *st, const struct cache_config
 	}
 	c->st = st;
 	c->cfg = *cfg;
+	c->now = 1;
 	if (c->cfg.max_value > UINT32_MAX)
 		c->cfg.max_value = UINT32_MAX;
 	*out = c;
