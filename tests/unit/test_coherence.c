@@ -1,0 +1,979 @@
+/*
+ * test_coherence.c - the coherence module against a real redis-server on a
+ * free loopback port.  Test threads play the shards: they submit requests,
+ * park on an eventfd the module's wake callback rings (the same Dekker
+ * protocol the daemon's shards use), and poll replies.  A separate hiredis
+ * connection looks at Redis directly to check what the module wrote.
+ *
+ * Covered: the formats (URL, value frame, invalidation frame, JSON check),
+ * write-through, GET hit/miss/raw/bad data, coalescing counted with INFO
+ * commandstats, NOCACHE on a read overtaken by a write, backlog when a
+ * shard's ring is full, invalidations between two instances and from a bare
+ * PUBLISH, own messages ignored, the registry and reaping, GET /cluster,
+ * SIGSTOP (timeouts, breaker, fail fast, FLUSH, replay) and kill + restart.
+ * Nothing asserts on time; every wait is bounded.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "check.h"
+#include "coherence/coh_int.h"
+#include "ringcache/clock.h"
+#include "ringcache/coherence.h"
+#include "ringcache/hash.h"
+
+#define NSHARDS 2
+#define WAIT_MS 10000
+
+/* --- redis-server --- */
+
+static pid_t redis_pid = -1;
+static int redis_port;
+
+static int free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+	if (fd != -1 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+		port = ntohs(a.sin_port);
+	if (fd != -1)
+		close(fd);
+	return port;
+}
+
+static void redis_kill(void)
+{
+	if (redis_pid > 0) {
+		kill(redis_pid, SIGCONT);
+		kill(redis_pid, SIGKILL);
+		waitpid(redis_pid, NULL, 0);
+	}
+	redis_pid = -1;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static redisContext *redis_connect(void)
+{
+	struct timeval tv = { 1, 0 };
+	redisContext *rc = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
+	if (rc && rc->err) {
+		redisFree(rc);
+		return NULL;
+	}
+	if (rc)
+		redisSetTimeout(rc, tv);
+	return rc;
+}
+
+/* Starts redis-server on redis_port and waits (at most 10 s) until it answers PING. */
+static int redis_start(void)
+{
+	char port[16];
+
+	snprintf(port, sizeof(port), "%d", redis_port);
+	redis_pid = fork();
+	if (redis_pid == -1)
+		return -1;
+	if (redis_pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);   /* never outlive the test */
+		int null = open("/dev/null", 1);
+		if (null != -1) {
+			dup2(null, 1);
+			dup2(null, 2);
+		}
+		execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+		       "--save", "", "--appendonly", "no", (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(redis_pid, NULL, WNOHANG) == redis_pid) {
+			redis_pid = -1;
+			return -1;
+		}
+		redisContext *rc = redis_connect();
+		if (rc) {
+			redisReply *r = redisCommand(rc, "PING");
+			bool ok = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
+			if (r)
+				freeReplyObject(r);
+			redisFree(rc);
+			if (ok)
+				return 0;
+		}
+		sleep_ms(50);
+	}
+	return -1;
+}
+
+static redisContext *direct;
+
+static redisReply *cmd(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(direct, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+static long long cmd_int(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(direct, fmt, ap);
+	va_end(ap);
+	long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -999;
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+static void cmd_ok(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(direct, fmt, ap);
+	va_end(ap);
+	CHECK(r && r->type != REDIS_REPLY_ERROR);
+	if (r)
+		freeReplyObject(r);
+}
+
+static void direct_reconnect(void)
+{
+	if (direct)
+		redisFree(direct);
+	direct = redis_connect();
+}
+
+static long long get_calls(void)
+{
+	redisReply *r = cmd("INFO commandstats");
+	long long calls = 0;
+	if (r && r->type == REDIS_REPLY_STRING) {
+		const char *p = strstr(r->str, "cmdstat_get:calls=");
+		if (p)
+			calls = atoll(p + strlen("cmdstat_get:calls="));
+	}
+	if (r)
+		freeReplyObject(r);
+	return calls;
+}
+
+/* --- shards played by the test --- */
+
+struct tshard {
+	struct coh *c;
+	unsigned id;
+	int efd;
+	_Atomic int parked;
+	struct coh_msg *unsol[256];   /* INVALIDATE/FLUSH seen while waiting for replies */
+	unsigned nunsol;
+};
+
+struct tinst {
+	struct coh *c;
+	struct tshard sh[NSHARDS];
+};
+
+static void t_wake(void *arg, unsigned shard)
+{
+	struct tinst *t = arg;
+	struct tshard *s = &t->sh[shard];
+	static const uint64_t one = 1;
+
+	if (atomic_load_explicit(&s->parked, memory_order_seq_cst)) {
+		ssize_t n = write(s->efd, &one, sizeof(one));
+		(void)n;
+	}
+}
+
+static uint64_t now_ms(void)
+{
+	return clock_mono_ns() / 1000000ull;
+}
+
+/* The next message for this shard, parking like a shard does; NULL after ms. */
+static struct coh_msg *t_await(struct tshard *s, unsigned ms)
+{
+	uint64_t deadline = now_ms() + ms;
+
+	for (;;) {
+		struct coh_msg *m = coh_poll(s->c, s->id);
+		if (m)
+			return m;
+		atomic_store_explicit(&s->parked, 1, memory_order_seq_cst);
+		if (!coh_pending(s->c, s->id)) {
+			uint64_t now = now_ms();
+			if (now >= deadline) {
+				atomic_store_explicit(&s->parked, 0, memory_order_relaxed);
+				return NULL;
+			}
+			struct pollfd p = { s->efd, POLLIN, 0 };
+			if (poll(&p, 1, (int)(deadline - now)) > 0) {
+				uint64_t v;
+				ssize_t n = read(s->efd, &v, sizeof(v));
+				(void)n;
+			}
+		}
+		atomic_store_explicit(&s->parked, 0, memory_order_relaxed);
+	}
+}
+
+static void t_stash(struct tshard *s, struct coh_msg *m)
+{
+	if (s->nunsol < sizeof(s->unsol) / sizeof(s->unsol[0]))
+		s->unsol[s->nunsol++] = m;
+	else
+		coh_msg_destroy(m);
+}
+
+static void t_submit(struct tshard *s, struct coh_msg *m)
+{
+	while (!coh_submit(s->c, s->id, m)) {
+		coh_flush(s->c, s->id);
+		sched_yield();
+	}
+}
+
+/* Sends m and returns its reply (the same message), stashing unsolicited ones. */
+static struct coh_msg *t_call(struct tshard *s, struct coh_msg *m)
+{
+	if (!m)
+		return NULL;
+	m->cookie = m;
+	t_submit(s, m);
+	coh_flush(s->c, s->id);
+	for (;;) {
+		struct coh_msg *r = t_await(s, WAIT_MS);
+		if (!r)
+			return NULL;
+		if (r->op == COH_INVALIDATE || r->op == COH_FLUSH) {
+			t_stash(s, r);
+			continue;
+		}
+		CHECK(r == m && r->cookie == m);
+		return r;
+	}
+}
+
+/*
+ * Waits for an unsolicited message of op, with key[0..klen) if key is given
+ * and, for FLUSH, older_than > after (older ones are dropped); NULL after ms.
+ */
+static struct coh_msg *t_unsol(struct tshard *s, uint8_t op, const char *key, size_t klen,
+			       uint32_t after, unsigned ms)
+{
+	uint64_t deadline = now_ms() + ms;
+
+	for (;;) {
+		for (unsigned i = 0; i < s->nunsol; i++) {
+			struct coh_msg *m = s->unsol[i];
+			if (m->op == COH_FLUSH && op == COH_FLUSH && m->older_than <= after) {
+				coh_msg_destroy(m);
+				memmove(&s->unsol[i], &s->unsol[i + 1], (s->nunsol - i - 1) * sizeof(m));
+				s->nunsol--;
+				i--;
+				continue;
+			}
+			if (m->op == op && (!key || (m->key_len == klen &&
+						     !memcmp(m->key, key, klen)))) {
+				memmove(&s->unsol[i], &s->unsol[i + 1], (s->nunsol - i - 1) * sizeof(m));
+				s->nunsol--;
+				return m;
+			}
+		}
+		uint64_t now = now_ms();
+		if (now >= deadline)
+			return NULL;
+		struct coh_msg *m = t_await(s, (unsigned)(deadline - now));
+		if (!m)
+			return NULL;
+		t_stash(s, m);
+	}
+}
+
+static struct coh_msg *t_unsolicited(struct tshard *s, uint8_t op, const char *key, unsigned ms)
+{
+	return t_unsol(s, op, key, key ? strlen(key) : 0, 0, ms);
+}
+
+static void t_drop_unsolicited(struct tshard *s)
+{
+	for (unsigned i = 0; i < s->nunsol; i++)
+		coh_msg_destroy(s->unsol[i]);
+	s->nunsol = 0;
+}
+
+static unsigned shard_of(const char *key)
+{
+	return hash_shard(hash_bytes(key, strlen(key), HASH_KEY_SEED), NSHARDS);
+}
+
+static struct coh_msg *msg(enum coh_op op, const char *key, const char *ctype, const char *value,
+			   uint32_t ttl)
+{
+	size_t kl = key ? strlen(key) : 0, cl = ctype ? strlen(ctype) : 0;
+	size_t vl = value ? strlen(value) : 0;
+	struct coh_msg *m = coh_msg_create(op, key ? shard_of(key) : 0,
+					   key ? hash_bytes(key, kl, HASH_KEY_SEED) : 0,
+					   key, kl, ctype, cl, vl);
+	if (m && vl)
+		memcpy(m->value, value, vl);
+	if (m)
+		m->ttl = ttl;
+	return m;
+}
+
+/* Runs one request on the key's shard and returns the reply status (-1: none). */
+static int t_do(struct tinst *t, struct coh_msg *m, struct coh_msg **keep)
+{
+	if (!m)
+		return -1;
+	struct coh_msg *r = t_call(&t->sh[m->shard], m);
+	if (!r)
+		return -1;
+	int st = r->status;
+	if (keep)
+		*keep = r;
+	else
+		coh_msg_destroy(r);
+	return st;
+}
+
+static struct coh_stats stats_of(struct tinst *t)
+{
+	struct coh_stats s;
+	coh_stats(t->c, &s);
+	return s;
+}
+
+/* Polls a counter until `field cmp` holds (at most WAIT_MS); yields its value. */
+#define WAIT_STAT(t, field, cmp)                                                     \
+	({                                                                           \
+		uint64_t wait_deadline_ = now_ms() + WAIT_MS;                         \
+		struct coh_stats ws_;                                                \
+		for (;;) {                                                           \
+			ws_ = stats_of(t);                                           \
+			if ((ws_.field cmp) || now_ms() >= wait_deadline_)           \
+				break;                                               \
+			sleep_ms(5);                                                 \
+		}                                                                    \
+		ws_.field;                                                           \
+	})
+
+static char url[64];
+
+static int t_create(struct tinst *t, const char *id, struct coh_config *cfg)
+{
+	memset(t, 0, sizeof(*t));
+	cfg->redis_url = url;
+	cfg->instance_id = id;
+	cfg->nshards = NSHARDS;
+	cfg->cpu = -1;
+	if (!cfg->advertise)
+		cfg->advertise = "127.0.0.1:1234";
+	int rc = coh_create(&t->c, cfg, t_wake, t);
+	if (rc)
+		return rc;
+	for (unsigned s = 0; s < NSHARDS; s++) {
+		t->sh[s].c = t->c;
+		t->sh[s].id = s;
+		t->sh[s].efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	}
+	return coh_start(t->c);
+}
+
+static void t_destroy(struct tinst *t)
+{
+	coh_destroy(t->c);
+	for (unsigned s = 0; s < NSHARDS; s++) {
+		t_drop_unsolicited(&t->sh[s]);
+		close(t->sh[s].efd);
+	}
+	t->c = NULL;
+}
+
+static void wait_up(struct tinst *t)
+{
+	uint64_t v = WAIT_STAT(t, breaker_open, == 0);
+	CHECK_EQ(v, 0);
+}
+
+/* --- tests that need no server --- */
+
+static void test_formats(void)
+{
+	struct coh_url u;
+
+	CHECK_EQ(coh_url_parse("redis://127.0.0.1:6380/3", &u), 0);
+	CHECK(!strcmp(u.host, "127.0.0.1") && !strcmp(u.port, "6380") && u.db == 3 && !u.auth);
+	CHECK_EQ(coh_url_parse("redis://localhost", &u), 0);
+	CHECK(!strcmp(u.port, "6379") && u.db == 0);
+	CHECK_EQ(coh_url_parse("redis://bob:p%40ss:w@[::1]:7000/", &u), 0);
+	CHECK(!strcmp(u.host, "::1") && !strcmp(u.port, "7000"));
+	CHECK(u.auth && !strcmp(u.user, "bob") && !strcmp(u.password, "p@ss:w"));
+	CHECK_EQ(coh_url_parse("redis://:secret@h:1", &u), 0);
+	CHECK(u.auth && !u.user[0] && !strcmp(u.password, "secret"));
+	CHECK_EQ(coh_url_parse("redis://secret@h", &u), 0);
+	CHECK(u.auth && !strcmp(u.password, "secret"));
+	CHECK_EQ(coh_url_parse("http://h:1", &u), -EINVAL);
+	CHECK_EQ(coh_url_parse("redis://h:0", &u), -EINVAL);
+	CHECK_EQ(coh_url_parse("redis://h:70000", &u), -EINVAL);
+	CHECK_EQ(coh_url_parse("redis://:1", &u), -EINVAL);
+	CHECK_EQ(coh_url_parse("redis://h:1/x", &u), -EINVAL);
+	CHECK_EQ(coh_url_parse("redis://h:1?db=2", &u), -EINVAL);
+	CHECK_EQ(coh_url_parse("redis://u:%4@h", &u), -EINVAL);
+	CHECK_EQ(coh_url_parse(NULL, &u), -EINVAL);
+
+	char hdr[COH_MAGIC_LEN + COH_CTYPE_MAX + 1];
+	size_t hn = coh_value_header(hdr, "text/plain", 10), co, cl, vo;
+	char framed[64];
+	memcpy(framed, hdr, hn);
+	memcpy(framed + hn, "v\nx", 3);
+	CHECK_EQ(coh_value_decode(framed, hn + 3, &co, &cl, &vo), 0);
+	CHECK(cl == 10 && !memcmp(framed + co, "text/plain", 10) && vo == hn);
+	CHECK_EQ(coh_value_decode("hello", 5, &co, &cl, &vo), 1);
+	CHECK_EQ(vo, 0);
+	CHECK_EQ(coh_value_decode("\0RCV", 4, &co, &cl, &vo), 1);      /* too short for the magic */
+	CHECK_EQ(coh_value_decode("\0RCV1text", 9, &co, &cl, &vo), -EINVAL);
+	CHECK_EQ(coh_value_decode("\0RCV1a\x01\n", 8, &co, &cl, &vo), -EINVAL);
+	CHECK_EQ(coh_value_decode("\0RCV1\n", 6, &co, &cl, &vo), 0);
+	CHECK(cl == 0 && vo == 6);
+	CHECK(!coh_ctype_valid("a\nb", 3));
+
+	const char *id, *key;
+	size_t idl, kl;
+	CHECK_EQ(coh_inval_decode("user:42", 7, &id, &idl, &key, &kl), 0);
+	CHECK(id == NULL && kl == 7 && !memcmp(key, "user:42", 7));
+	CHECK_EQ(coh_inval_decode("\0RCI1inst\0k\0y", 13, &id, &idl, &key, &kl), 1);
+	CHECK(idl == 4 && !memcmp(id, "inst", 4) && kl == 3 && !memcmp(key, "k\0y", 3));
+	CHECK_EQ(coh_inval_decode("\0RCI1inst", 9, &id, &idl, &key, &kl), -EINVAL);
+	CHECK_EQ(coh_inval_decode("\0RCI1inst\0", 10, &id, &idl, &key, &kl), -EINVAL);
+	CHECK_EQ(coh_inval_decode("", 0, &id, &idl, &key, &kl), -EINVAL);
+
+#define JV(s) coh_json_object_valid(s, strlen(s))
+	CHECK(JV("{\"a\":[1,-2.5e3,\"x\\u00e9\\n\",true,null,{}],\"b\":{\"c\":false}}"));
+	CHECK(JV(" {} "));
+	CHECK(!JV("{}}"));
+	CHECK(!JV("[1]"));
+	CHECK(!JV("{\"a\":}"));
+	CHECK(!JV("{\"a\":\"\x01\"}"));
+	CHECK(!JV("{\"a\":1"));
+	CHECK(!JV("{\"a\":01x}"));
+	CHECK(!JV("{\"a\":\"\\q\"}"));
+#undef JV
+
+	struct coh_msg *m = coh_msg_create(COH_GET, 0, 0, "", 0, NULL, 0, 0);
+	CHECK(m == NULL);
+	m = coh_msg_create(COH_SET, 0, 0, "k", 1, "a\r\nb", 4, 1);
+	CHECK(m == NULL);
+	m = coh_msg_create(COH_CLUSTER, 0, 0, NULL, 0, NULL, 0, 0);
+	CHECK(m != NULL);
+	coh_msg_destroy(m);
+	coh_msg_destroy(NULL);
+
+	struct coh_config cfg = { .redis_url = "redis://h:1", .nshards = 1, .cpu = -1 };
+	struct coh *c = NULL;
+	cfg.nshards = 0;
+	CHECK_EQ(coh_create(&c, &cfg, NULL, NULL), -EINVAL);
+	cfg.nshards = 1;
+	cfg.ring_size = 3;
+	CHECK_EQ(coh_create(&c, &cfg, NULL, NULL), -EINVAL);
+	cfg.ring_size = 0;
+	cfg.instance_id = "has space";
+	CHECK_EQ(coh_create(&c, &cfg, NULL, NULL), -EINVAL);
+	cfg.instance_id = NULL;
+	cfg.redis_url = "redis://";
+	CHECK_EQ(coh_create(&c, &cfg, NULL, NULL), -EINVAL);
+	cfg.redis_url = "redis://h:1";
+	CHECK_EQ(coh_create(&c, &cfg, NULL, NULL), 0);
+	CHECK(c && strlen(coh_instance_id(c)) > 0);
+	coh_destroy(c);         /* never started */
+	coh_destroy(NULL);
+}
+
+/* --- the main flows --- */
+
+static void test_write_through_and_reads(struct tinst *a)
+{
+	struct coh_msg *r;
+
+	CHECK_EQ(t_do(a, msg(COH_SET, "k1", "text/plain", "hello", 100), NULL), COH_OK);
+	redisReply *v = cmd("GET ringcache:k1");
+	CHECK(v && v->type == REDIS_REPLY_STRING && v->len == 21 &&
+	      !memcmp(v->str, "\0RCV1text/plain\nhello", 21));
+	if (v)
+		freeReplyObject(v);
+	long long pttl = cmd_int("PTTL ringcache:k1");
+	CHECK(pttl > 0 && pttl <= 100000);
+
+	CHECK_EQ(t_do(a, msg(COH_GET, "k1", NULL, NULL, 0), &r), COH_OK);
+	if (r) {
+		CHECK(r->value_len == 5 && !memcmp(r->value, "hello", 5));
+		CHECK(r->ctype_len == 10 && !memcmp(r->ctype, "text/plain", 10));
+		CHECK(r->ttl >= 1 && r->ttl <= 100);
+		CHECK_EQ(r->flags, 0);
+		coh_msg_destroy(r);
+	}
+
+	/* no TTL, no content type, binary value */
+	struct coh_msg *m = coh_msg_create(COH_SET, shard_of("k2"), hash_bytes("k2", 2, HASH_KEY_SEED),
+					   "k2", 2, NULL, 0, 3);
+	memcpy(m->value, "a\0b", 3);
+	CHECK_EQ(t_do(a, m, NULL), COH_OK);
+	CHECK_EQ(cmd_int("PTTL ringcache:k2"), -1);
+	CHECK_EQ(t_do(a, msg(COH_GET, "k2", NULL, NULL, 0), &r), COH_OK);
+	if (r) {
+		CHECK(r->value_len == 3 && !memcmp(r->value, "a\0b", 3) && r->ctype_len == 0);
+		CHECK_EQ(r->ttl, 0);
+		coh_msg_destroy(r);
+	}
+
+	CHECK_EQ(t_do(a, msg(COH_GET, "absent", NULL, NULL, 0), NULL), COH_MISS);
+
+	/* a plain value another application wrote */
+	cmd_ok("SET ringcache:raw %b", "plain", (size_t)5);
+	CHECK_EQ(t_do(a, msg(COH_GET, "raw", NULL, NULL, 0), &r), COH_OK);
+	if (r) {
+		CHECK(r->value_len == 5 && !memcmp(r->value, "plain", 5) && r->ctype_len == 0);
+		coh_msg_destroy(r);
+	}
+	CHECK_EQ(stats_of(a).raw_values, 1);
+
+	/* bad data: wrong type, corrupt frame */
+	cmd_ok("HSET ringcache:hash f v");
+	cmd_ok("SET ringcache:corrupt %b", "\0RCV1text", (size_t)9);
+	uint64_t bad = stats_of(a).bad_data;
+	CHECK_EQ(t_do(a, msg(COH_GET, "hash", NULL, NULL, 0), NULL), COH_BAD_DATA);
+	CHECK_EQ(t_do(a, msg(COH_GET, "corrupt", NULL, NULL, 0), NULL), COH_BAD_DATA);
+	CHECK_EQ(stats_of(a).bad_data, bad + 2);
+
+	CHECK_EQ(t_do(a, msg(COH_DEL, "k1", NULL, NULL, 0), NULL), COH_OK);
+	CHECK_EQ(cmd_int("EXISTS ringcache:k1"), 0);
+	CHECK_EQ(t_do(a, msg(COH_GET, "k1", NULL, NULL, 0), NULL), COH_MISS);
+}
+
+static void test_invalidation(struct tinst *a, struct tinst *b)
+{
+	struct coh_msg *m;
+	uint64_t own = stats_of(a).invalidations_own;
+
+	/* A writes: B is told, A ignores its own message */
+	CHECK_EQ(t_do(a, msg(COH_SET, "shared", NULL, "1", 0), NULL), COH_OK);
+	m = t_unsolicited(&b->sh[shard_of("shared")], COH_INVALIDATE, "shared", WAIT_MS);
+	CHECK(m != NULL);
+	if (m) {
+		CHECK_EQ(m->shard, shard_of("shared"));
+		CHECK_EQ(m->hash, hash_bytes("shared", 6, HASH_KEY_SEED));
+		coh_msg_destroy(m);
+	}
+	uint64_t seen = WAIT_STAT(a, invalidations_own, > own);
+	CHECK(seen > own);
+	/* A bare-key marker on the same shard: anything for "shared" would be before it. */
+	cmd_ok("PUBLISH ringcache:invalidate shared-marker");
+	struct tshard *as = &a->sh[shard_of("shared-marker")];
+	m = t_unsolicited(as, COH_INVALIDATE, "shared-marker", WAIT_MS);
+	CHECK(m != NULL);
+	coh_msg_destroy(m);
+	if (shard_of("shared-marker") == shard_of("shared")) {
+		CHECK(t_unsolicited(as, COH_INVALIDATE, "shared", 0) == NULL);
+	}
+
+	/* an application publishes a bare key: every instance, the owning shard */
+	const char *key = "user:42";
+	unsigned owner = shard_of(key);
+	cmd_ok("PUBLISH ringcache:invalidate %s", key);
+	for (int i = 0; i < 2; i++) {
+		struct tinst *t = i ? b : a;
+		m = t_unsolicited(&t->sh[owner], COH_INVALIDATE, key, WAIT_MS);
+		CHECK(m != NULL);
+		if (m) {
+			CHECK_EQ(m->shard, owner);
+			CHECK(m->key_len == 7 && !memcmp(m->key, key, 7));
+			coh_msg_destroy(m);
+		}
+	}
+	/* framed by some other instance; and malformed */
+	uint64_t badinv = stats_of(a).invalidations_bad;
+	cmd_ok("PUBLISH ringcache:invalidate %b", "\0RCI1other-1\0k\0bin", (size_t)18);
+	m = t_unsol(&a->sh[hash_shard(hash_bytes("k\0bin", 5, HASH_KEY_SEED), NSHARDS)],
+		    COH_INVALIDATE, "k\0bin", 5, 0, WAIT_MS);
+	CHECK(m && m->key_len == 5 && !memcmp(m->key, "k\0bin", 5));
+	coh_msg_destroy(m);
+	cmd_ok("PUBLISH ringcache:invalidate %b", "\0RCI1no-key", (size_t)11);
+	uint64_t nb = WAIT_STAT(a, invalidations_bad, > badinv);
+	CHECK_EQ(nb, badinv + 1);
+
+	/* DEL on B invalidates A */
+	CHECK_EQ(t_do(b, msg(COH_DEL, "shared", NULL, NULL, 0), NULL), COH_OK);
+	m = t_unsolicited(&a->sh[shard_of("shared")], COH_INVALIDATE, "shared", WAIT_MS);
+	CHECK(m != NULL);
+	coh_msg_destroy(m);
+}
+
+struct burst {
+	struct tinst *t;
+	unsigned shard;
+	unsigned n;
+	const char *key;
+	_Atomic unsigned submitted;
+	unsigned ok, wrong;
+};
+
+static void *burst_thread(void *arg)
+{
+	struct burst *bu = arg;
+	struct tshard *s = &bu->t->sh[bu->shard];
+	size_t kl = strlen(bu->key);
+	uint64_t h = hash_bytes(bu->key, kl, HASH_KEY_SEED);
+
+	for (unsigned i = 0; i < bu->n; i++) {
+		/* the origin shard is whoever asks; hash routing is the caller's business */
+		struct coh_msg *m = coh_msg_create(COH_GET, bu->shard, h, bu->key, kl, NULL, 0, 0);
+		t_submit(s, m);
+	}
+	coh_flush(s->c, s->id);
+	atomic_store(&bu->submitted, bu->n);
+	for (unsigned got = 0; got < bu->n;) {
+		struct coh_msg *r = t_await(s, WAIT_MS);
+		if (!r)
+			break;
+		if (r->op == COH_GET) {
+			got++;
+			if (r->status == COH_OK && r->value_len == 6 && !memcmp(r->value, "shared", 6))
+				bu->ok++;
+			else
+				bu->wrong++;
+		}
+		coh_msg_destroy(r);
+	}
+	return NULL;
+}
+
+/* 75 GETs from two shards while Redis is paused: one Redis GET, 75 answers. */
+static void test_coalescing(void)
+{
+	struct tinst t;
+	struct coh_config cfg = { .timeout_ms = 5000, .ring_size = 128 };
+
+	CHECK_EQ(t_create(&t, "coalesce", &cfg), 0);
+	wait_up(&t);
+	cmd_ok("SET ringcache:hot %b", "shared", (size_t)6);
+	cmd_ok("CONFIG RESETSTAT");
+
+	kill(redis_pid, SIGSTOP);
+	struct burst b[2] = {
+		{ .t = &t, .shard = 0, .n = 40, .key = "hot" },
+		{ .t = &t, .shard = 1, .n = 35, .key = "hot" },
+	};
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		pthread_create(&th[i], NULL, burst_thread, &b[i]);
+	uint64_t gets = WAIT_STAT(&t, gets, >= 75);
+	CHECK_EQ(gets, 75);
+	kill(redis_pid, SIGCONT);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	CHECK_EQ(b[0].ok + b[1].ok, 75);
+	CHECK_EQ(b[0].wrong + b[1].wrong, 0);
+	struct coh_stats s = stats_of(&t);
+	CHECK_EQ(s.redis_gets, 1);
+	CHECK_EQ(s.coalesced, 74);
+	CHECK_EQ(get_calls(), 1);
+
+	/* A write overtakes a read in flight: the reply must not be cached. */
+	kill(redis_pid, SIGSTOP);
+	struct coh_msg *g = msg(COH_GET, "hot", NULL, NULL, 0);
+	struct tshard *sh = &t.sh[g->shard];
+	t_submit(sh, g);
+	coh_flush(t.c, sh->id);
+	WAIT_STAT(&t, gets, >= 76);
+	struct coh_msg *w = msg(COH_SET, "hot", NULL, "newer", 0);
+	t_submit(sh, w);
+	coh_flush(t.c, sh->id);
+	WAIT_STAT(&t, sets, >= 1);
+	kill(redis_pid, SIGCONT);
+	struct coh_msg *r1 = t_await(sh, WAIT_MS), *r2 = t_await(sh, WAIT_MS);
+	CHECK(r1 == g && r2 == w);
+	if (r1 == g) {
+		CHECK_EQ(r1->status, COH_OK);
+		CHECK(r1->flags & COH_F_NOCACHE);
+	}
+	if (r2 == w)
+		CHECK_EQ(r2->status, COH_OK);
+	coh_msg_destroy(r1);
+	coh_msg_destroy(r2);
+	t_destroy(&t);
+}
+
+/* A shard that does not poll: replies wait in the backlog, none is lost. */
+static void test_backlog(void)
+{
+	struct tinst t;
+	struct coh_config cfg = { .ring_size = 2 };
+	enum { N = 20 };
+
+	CHECK_EQ(t_create(&t, "backlog", &cfg), 0);
+	wait_up(&t);
+	struct tshard *s = &t.sh[0];
+	for (unsigned i = 0; i < N; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "bl%u", i);
+		struct coh_msg *m = coh_msg_create(COH_GET, 0, hash_bytes(key, strlen(key), HASH_KEY_SEED),
+						   key, strlen(key), NULL, 0, 0);
+		t_submit(s, m);
+		coh_flush(t.c, 0);
+	}
+	uint64_t bl = WAIT_STAT(&t, backlog, >= N - 2);
+	CHECK_EQ(bl, N - 2);
+	unsigned got = 0;
+	struct coh_msg *m;
+	while (got < N && (m = t_await(s, WAIT_MS))) {
+		if (m->op == COH_GET && m->status == COH_MISS)
+			got++;
+		coh_msg_destroy(m);
+	}
+	CHECK_EQ(got, N);
+	bl = WAIT_STAT(&t, backlog, == 0);
+	CHECK_EQ(bl, 0);
+	t_destroy(&t);
+}
+
+static bool hexists(const char *field)
+{
+	return cmd_int("HEXISTS ringcache:instances %s", field) == 1;
+}
+
+static void test_registry(struct tinst *a, struct tinst *b)
+{
+	redisReply *r = cmd("HGET ringcache:instances inst-a");
+	CHECK(r && r->type == REDIS_REPLY_STRING);
+	if (r && r->type == REDIS_REPLY_STRING) {
+		CHECK(strstr(r->str, "\"id\":\"inst-a\"") != NULL);
+		CHECK(strstr(r->str, "\"address\":\"127.0.0.1:1234\"") != NULL);
+		CHECK(strstr(r->str, "\"version\":\"") != NULL);
+		CHECK(strstr(r->str, "\"started\":") != NULL);
+		CHECK(coh_json_object_valid(r->str, r->len));
+	}
+	if (r)
+		freeReplyObject(r);
+	long long pttl = cmd_int("PTTL ringcache:instance:inst-a");
+	CHECK(pttl > 0);
+
+	/* a dead instance (no heartbeat) is reaped; one with a heartbeat stays */
+	uint64_t reaped = stats_of(a).instances_reaped + stats_of(b).instances_reaped;
+	cmd_ok("SET ringcache:instance:alive-1 x PX 60000");
+	cmd_ok("HSET ringcache:instances alive-1 %s", "{\"id\":\"alive-1\"}");
+	cmd_ok("HSET ringcache:instances dead-1 %s", "{\"id\":\"dead-1\"}");
+	cmd_ok("HSET ringcache:instances junk %s", "not json");
+	for (int i = 0; i < WAIT_MS / 20 && (hexists("dead-1") || hexists("junk")); i++)
+		sleep_ms(20);
+	/* either instance may have reaped them */
+	CHECK_EQ(stats_of(a).instances_reaped + stats_of(b).instances_reaped, reaped + 2);
+	CHECK(!hexists("dead-1"));
+	CHECK(!hexists("junk"));
+	CHECK(hexists("alive-1"));
+	CHECK(hexists("inst-a"));
+
+	/* GET /cluster */
+	cmd_ok("HSET ringcache:instances junk2 %s", "{broken");
+	cmd_ok("SET ringcache:instance:junk2 x PX 60000");
+	struct coh_msg *m;
+	CHECK_EQ(t_do(a, msg(COH_CLUSTER, NULL, NULL, NULL, 0), &m), COH_OK);
+	if (m) {
+		CHECK(coh_json_object_valid(m->value, m->value_len));
+		char *s = strndup(m->value, m->value_len);
+		CHECK(strstr(s, "\"self\":\"inst-a\"") != NULL);
+		CHECK(strstr(s, "\"id\":\"inst-a\"") != NULL);
+		CHECK(strstr(s, "\"id\":\"inst-b\"") != NULL);
+		CHECK(strstr(s, "\"id\":\"alive-1\"") != NULL);
+		CHECK(strstr(s, "broken") == NULL);
+		/* sorted by id */
+		CHECK(strstr(s, "alive-1") < strstr(s, "\"id\":\"inst-a\""));
+		free(s);
+		coh_msg_destroy(m);
+	}
+	cmd_ok("DEL ringcache:instance:alive-1 ringcache:instance:junk2");
+	cmd_ok("HDEL ringcache:instances alive-1 junk2");
+}
+
+/* Redis hangs: deadlines, the breaker, fail-fast, then FLUSH and replay. */
+static void test_sigstop(struct tinst *a)
+{
+	struct coh_msg *r;
+	uint32_t before = clock_store_now();
+	uint64_t opens = stats_of(a).breaker_opens;
+
+	CHECK_EQ(t_do(a, msg(COH_SET, "gone", NULL, "x", 0), NULL), COH_OK);
+	t_drop_unsolicited(&a->sh[0]);
+	t_drop_unsolicited(&a->sh[1]);
+
+	kill(redis_pid, SIGSTOP);
+	/* breaker_failures is 3: three timeouts open it */
+	for (int i = 0; i < 3; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "slow%d", i);
+		int st = t_do(a, msg(COH_GET, key, NULL, NULL, 0), NULL);
+		CHECK(st == COH_TIMEOUT || st == COH_SKIPPED);
+	}
+	uint64_t open = WAIT_STAT(a, breaker_open, == 1);
+	CHECK_EQ(open, 1);
+	CHECK(stats_of(a).breaker_opens > opens);
+	CHECK(stats_of(a).timeouts >= 1);
+	CHECK_EQ(t_do(a, msg(COH_GET, "k2", NULL, NULL, 0), NULL), COH_SKIPPED);
+
+	/* writes while open: SKIPPED and queued (the later write of a key wins) */
+	CHECK_EQ(t_do(a, msg(COH_SET, "during", "text/x", "first", 0), NULL), COH_SKIPPED);
+	CHECK_EQ(t_do(a, msg(COH_SET, "during", "text/x", "second", 0), NULL), COH_SKIPPED);
+	CHECK_EQ(t_do(a, msg(COH_DEL, "gone", NULL, NULL, 0), NULL), COH_SKIPPED);
+	CHECK_EQ(stats_of(a).replay_pending, 2);
+
+	/* the subscription's PING goes unanswered: it counts as lost */
+	uint64_t sub = WAIT_STAT(a, subscribed, == 0);
+	CHECK_EQ(sub, 0);
+	uint64_t flushes = stats_of(a).flushes;
+	kill(redis_pid, SIGCONT);
+
+	for (unsigned s = 0; s < NSHARDS; s++) {
+		r = t_unsol(&a->sh[s], COH_FLUSH, NULL, 0, before, WAIT_MS);
+		CHECK(r != NULL);
+		if (r) {
+			CHECK_EQ(r->shard, s);
+			CHECK(r->older_than > before);
+			coh_msg_destroy(r);
+		}
+	}
+	CHECK_EQ(stats_of(a).flushes, flushes + 1);
+	uint64_t replayed = WAIT_STAT(a, replayed, >= 2);
+	CHECK(replayed >= 2);
+	wait_up(a);
+	/* the replayed writes are in Redis (acknowledged by now: a GET round trip follows them) */
+	CHECK_EQ(t_do(a, msg(COH_GET, "during", NULL, NULL, 0), &r), COH_OK);
+	if (r) {
+		CHECK(r->value_len == 6 && !memcmp(r->value, "second", 6));
+		CHECK(r->ctype_len == 6 && !memcmp(r->ctype, "text/x", 6));
+		coh_msg_destroy(r);
+	}
+	CHECK_EQ(cmd_int("EXISTS ringcache:gone"), 0);
+	CHECK_EQ(stats_of(a).replay_pending, 0);
+}
+
+/* Redis dies and comes back empty on the same port. */
+static void test_restart(struct tinst *a, struct tinst *b)
+{
+	struct coh_msg *r;
+	uint32_t before = clock_store_now();
+
+	t_drop_unsolicited(&a->sh[0]);
+	t_drop_unsolicited(&a->sh[1]);
+	redis_kill();
+	uint64_t open = WAIT_STAT(a, breaker_open, == 1);
+	CHECK_EQ(open, 1);
+	CHECK_EQ(t_do(a, msg(COH_GET, "k2", NULL, NULL, 0), NULL), COH_SKIPPED);
+	CHECK_EQ(t_do(a, msg(COH_SET, "after", NULL, "v", 0), NULL), COH_SKIPPED);
+
+	CHECK_EQ(redis_start(), 0);
+	direct_reconnect();
+	for (unsigned s = 0; s < NSHARDS; s++) {
+		r = t_unsol(&a->sh[s], COH_FLUSH, NULL, 0, before, WAIT_MS);
+		CHECK(r && r->older_than > before);
+		coh_msg_destroy(r);
+		r = t_unsol(&b->sh[s], COH_FLUSH, NULL, 0, before, WAIT_MS);
+		CHECK(r != NULL);
+		coh_msg_destroy(r);
+	}
+	wait_up(a);
+	wait_up(b);
+	CHECK_EQ(t_do(a, msg(COH_GET, "after", NULL, NULL, 0), &r), COH_OK);
+	if (r) {
+		CHECK(r->value_len == 1 && r->value[0] == 'v');
+		coh_msg_destroy(r);
+	}
+	/* the registry is rebuilt by the heartbeats */
+	for (int i = 0; i < 200 && !(hexists("inst-a") && hexists("inst-b")); i++)
+		sleep_ms(20);
+	CHECK(hexists("inst-a") && hexists("inst-b"));
+	/* and B sees A's writes again */
+	CHECK_EQ(t_do(a, msg(COH_SET, "after", NULL, "w", 0), NULL), COH_OK);
+	r = t_unsolicited(&b->sh[shard_of("after")], COH_INVALIDATE, "after", WAIT_MS);
+	CHECK(r != NULL);
+	coh_msg_destroy(r);
+}
+
+int main(void)
+{
+	struct tinst a, b;
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	test_formats();
+
+	redis_port = free_port();
+	if (redis_port <= 0 || redis_start() != 0) {
+		fprintf(stderr, "test_coherence: cannot start redis-server, skipping the L2 tests\n");
+		redis_kill();
+		check_done("coherence");
+		return check_failed ? 1 : 77;
+	}
+	atexit(redis_kill);
+	direct = redis_connect();
+	CHECK(direct != NULL);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d", redis_port);
+
+	/* before instances A and B exist: these pause Redis on their own */
+	test_coalescing();
+	test_backlog();
+
+	/* heartbeat 300 ms: the subscription is declared lost 300-600 ms into a
+	 * hang, long after the 50 ms deadline of a GET sent at its start */
+	struct coh_config ca = { .heartbeat_ms = 300, .heartbeat_ttl_ms = 900,
+				 .breaker_failures = 3, .connect_timeout_ms = 200,
+				 .backoff_max_ms = 200 };
+	struct coh_config cb = ca;
+	CHECK_EQ(t_create(&a, "inst-a", &ca), 0);
+	CHECK_EQ(t_create(&b, "inst-b", &cb), 0);
+	wait_up(&a);
+	wait_up(&b);
+
+	test_write_through_and_reads(&a);
+	test_invalidation(&a, &b);
+	test_registry(&a, &b);
+	test_sigstop(&a);
+	test_restart(&a, &b);
+
+	/* clean shutdown removes the instance's entry */
+	t_destroy(&b);
+	CHECK(!hexists("inst-b"));
+	CHECK_EQ(cmd_int("EXISTS ringcache:instance:inst-b"), 0);
+	t_destroy(&a);
+	CHECK(!hexists("inst-a"));
+
+	redisFree(direct);
+	redis_kill();
+	return check_done("coherence");
+}
