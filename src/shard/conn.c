@@ -38,6 +38,7 @@ static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 static void conn_abort(struct shard *sh, struct conn *c);
 static void conn_process(struct shard *sh, struct conn *c);
+static void send_ready(struct shard *sh, struct conn *c);
 
 static void arm_recv(struct shard *sh, struct conn *c)
 {
@@ -521,6 +522,8 @@ void conn_on_recv(struct shard *sh, struct conn *c, struct io_uring_cqe *cqe)
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		const char *data = sh->bufs + (size_t)bid * sh->buf_size;
 
+		/* the server-side latency of what this completes starts here */
+		sh->now_ns = clock_mono_ns();
 		c->last_active_ns = sh->now_ns;
 		stats_add(&sh->stats->received_bytes, (uint64_t)res);
 		if (c->flags & (C_LINGER | C_CLOSED | C_CLOSE_AFTER)) {
@@ -538,6 +541,9 @@ void conn_on_recv(struct shard *sh, struct conn *c, struct io_uring_cqe *cqe)
 		}
 		recycle_buffer(sh, bid);
 		stop_reading_if_flooded(sh, c);
+		/* queue the send now rather than after every other completion */
+		if (!(c->flags & C_CLOSED))
+			send_ready(sh, c);
 	} else if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
 		/* EOF or error: nothing more will come */
 		if (!(c->flags & C_CLOSED)) {
@@ -584,14 +590,9 @@ static void record_local_hits(struct shard *sh, struct conn *c)
 	}
 }
 
-/* Called once per loop iteration for each connection with new output. */
-void conn_flush(struct shard *sh, struct conn *c)
+/* Starts sending what is ready, unless a send is in flight already. */
+static void send_ready(struct shard *sh, struct conn *c)
 {
-	c->flags &= ~C_DIRTY;
-	if (c->flags & C_CLOSED) {
-		conn_maybe_free(sh, c); /* the one place a connection is freed */
-		return;
-	}
 	if (!(c->flags & C_SEND) && c->out.len > 0) {
 		struct buf t = c->sending;
 		c->sending = c->out;
@@ -601,6 +602,17 @@ void conn_flush(struct shard *sh, struct conn *c)
 		start_send(sh, c);
 		record_local_hits(sh, c);
 	}
+}
+
+/* Called once per loop iteration for each connection with new output. */
+void conn_flush(struct shard *sh, struct conn *c)
+{
+	c->flags &= ~C_DIRTY;
+	if (c->flags & C_CLOSED) {
+		conn_maybe_free(sh, c); /* the one place a connection is freed */
+		return;
+	}
+	send_ready(sh, c);
 	if (!(c->flags & C_SEND) && c->out.len == 0 && !c->pend_head &&
 	    (c->flags & C_CLOSE_AFTER) && !(c->flags & C_LINGER)) {
 		/* everything answered: send FIN, then drain input until EOF */

@@ -47,7 +47,7 @@ static int setup_ring(struct shard *sh)
 {
 	/* Richest first; each step drops what an older kernel rejects. */
 	static const unsigned flag_sets[] = {
-		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
 		IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
 		0,
 	};
@@ -290,10 +290,29 @@ static void periodic(struct shard *sh)
 	stats_store_update(sh->stats, &ss);
 }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
 /* One enter: submit, then reap without waiting (spinning) or park. */
 static void enter(struct shard *sh, bool spin)
 {
 	if (spin) {
+		/*
+		 * Spin in user space: with TASKRUN_FLAG the kernel raises
+		 * IORING_SQ_TASKRUN when completions wait for us to enter, so an
+		 * empty poll costs no system call.
+		 */
+		if (!io_uring_sq_ready(&sh->ring) && !io_uring_cq_ready(&sh->ring) &&
+		    !(IO_URING_READ_ONCE(*sh->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+			cpu_relax();
+			return;
+		}
 		io_uring_submit_and_get_events(&sh->ring);
 		return;
 	}
