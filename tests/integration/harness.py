@@ -96,10 +96,27 @@ class Checks:
 
     def exit(self):
         for srv in self.servers:
-            srv.stop()
+            if srv.proc is None:
+                continue
+            rc = srv.stop()
+            # A server that died by itself, did not stop on SIGTERM, or had a
+            # sanitizer report in its log (ASan/UBSan builds) is a failure even
+            # if every request was answered.
+            self.check(not srv.exited_early, "%s was running until the test stopped it"
+                       % srv.describe(), "exit status %r" % rc)
+            if not srv.exited_early:
+                self.check(rc in (0, -signal.SIGTERM),
+                           "%s stopped cleanly on SIGTERM" % srv.describe(),
+                           "exit status %r" % rc)
+            reports = [ln for ln in srv.log_text().splitlines() if SANITIZER_RE.search(ln)]
+            self.check(not reports, "%s: no sanitizer reports in its log" % srv.describe(),
+                       "; ".join(reports[:3]))
         if self.failed:
             for srv in self.servers:
                 srv.dump_log()
+        else:
+            for srv in self.servers:
+                srv.remove_log()
         print("\n%s: %d passed, %d failed, %d warnings"
               % (self.name, self.passed, len(self.failed), len(self.warned)), flush=True)
         for f in self.failed:
@@ -107,6 +124,10 @@ class Checks:
         for w in self.warned:
             print("  warning: %s" % w)
         sys.exit(1 if self.failed else 0)
+
+
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
+                          r"SUMMARY: UndefinedBehaviorSanitizer")
 
 
 def _short(v, n=200):
@@ -141,6 +162,8 @@ class Server:
         self.proc = None
         self.log = None
         self.logpath = None
+        self.stop_status = None
+        self.exited_early = False
         if checks is not None:
             checks.servers.append(self)
 
@@ -152,6 +175,8 @@ class Server:
         last = None
         for _ in range(3):
             self.port = free_port()
+            self.stop_status = None
+            self.exited_early = False
             fd, self.logpath = tempfile.mkstemp(prefix="ringcached-", suffix=".log")
             self.log = os.fdopen(fd, "w+b")
             argv = [self.binary, "--listen", "127.0.0.1:%d" % self.port] + self.flags
@@ -166,6 +191,7 @@ class Server:
                 self.dump_log()
                 if "exited" not in str(e) or "in use" not in self.log_text():
                     break
+                self.remove_log()
         raise last
 
     def _wait_healthy(self):
@@ -197,8 +223,11 @@ class Server:
             return False
 
     def stop(self):
-        if self.proc is None:
-            return None
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit status
+        (negative: killed by that signal; -9 means SIGTERM was not enough).
+        exited_early tells whether the process had ended before this."""
+        if self.proc is None or self.stop_status is not None:
+            return self.stop_status
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -206,7 +235,23 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
-        return self.proc.returncode
+        else:
+            self.exited_early = True
+        self.stop_status = self.proc.returncode
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        return self.stop_status
+
+    def describe(self):
+        return "ringcached %s" % " ".join(self.flags)
+
+    def remove_log(self):
+        if self.logpath is not None:
+            try:
+                os.unlink(self.logpath)
+            except OSError:
+                pass
 
     def log_text(self):
         if self.logpath is None:
