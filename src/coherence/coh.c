@@ -414,7 +414,7 @@ static bool handshake_reply(struct coh *c, struct coh_conn *cn, const struct coh
 static void cmd_replies(struct coh *c)
 {
 	redisReply *r;
-	int rc;
+	int rc = 0;
 
 	while (c->cmd.fd != -1 && (rc = coh_conn_reply(&c->cmd, &r)) > 0) {
 		struct coh_pend *p = coh_conn_front(&c->cmd);
@@ -439,7 +439,7 @@ static void cmd_replies(struct coh *c)
 static void sub_replies(struct coh *c)
 {
 	redisReply *r;
-	int rc;
+	int rc = 0;
 
 	while (c->sub.fd != -1 && (rc = coh_conn_reply(&c->sub, &r)) > 0) {
 		if (is_push(r, "message", 3)) {
