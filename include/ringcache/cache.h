@@ -115,7 +115,7 @@ int cache_exec(struct cache *c, const struct cache_req *r, struct buf *out,
  * `extra_headers` (NULL or lines each ending in CRLF) and `body` (NULL or a
  * short text, sent as text/plain).  For the shard's own statuses: 400, 401,
  * 404 on unknown paths, 405, 413, 414, 431, 501, 505, /health.
- * Returns 0 or -ENOMEM.
+ * Returns 0, -EINVAL for a status outside 100..999, or -ENOMEM.
  */
 int cache_respond_status(struct buf *out, int status, uint8_t minor, bool keep_alive,
 			 const char *extra_headers, const char *body);
