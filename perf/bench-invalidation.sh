@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# bench-invalidation.sh - the L2 figures of issue 5 (docs/coherence.md,
+# docs/benchmarks.md): two ringcached instances, A and B, on one
+# redis-server, all on loopback.
+#   - invalidation propagation: time from a DELETE's response on A to B
+#     answering 404, p50/p99 over KEYS keys;
+#   - miss latency through L2 (B's L1 miss answered from Redis) next to a
+#     direct GET of the same key from Redis, in the same run.
+# The measuring is done by perf/bench-invalidation.py.  A benchmark, not a
+# test: it passes no verdict.
+#
+# usage: perf/bench-invalidation.sh [path/to/ringcached]
+# environment (defaults in brackets):
+#   RINGCACHED   the binary                      [build-release/src/ringcached]
+#   KEYS         keys per figure                 [1000]
+#   RC_FLAGS     extra flags for both instances  [--shards 1 --memory 64M --hugepages off]
+#   REDIS_SERVER redis-server binary             [redis-server]
+# Results also go to perf/out/bench-invalidation-<time>.txt.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+rc_bin=${1:-${RINGCACHED:-$root/build-release/src/ringcached}}
+keys=${KEYS:-1000}
+rc_flags=${RC_FLAGS:---shards 1 --memory 64M --hugepages off}
+redis_server=${REDIS_SERVER:-redis-server}
+
+for tool in "$redis_server" curl python3; do
+	command -v "$tool" >/dev/null || { echo "bench-invalidation: $tool not found" >&2; exit 1; }
+done
+[ -x "$rc_bin" ] || {
+	echo "bench-invalidation: no ringcached at $rc_bin" >&2
+	echo "  build one: meson setup build-release --buildtype=release && ninja -C build-release src/ringcached" >&2
+	exit 1
+}
+"$rc_bin" --help 2>&1 | grep -q -- '--redis' ||
+	{ echo "bench-invalidation: $rc_bin has no --redis flag" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/bench-invalidation.XXXXXX)
+mkdir -p "$here/out"
+out="$here/out/bench-invalidation-$(date +%Y%m%d-%H%M%S).txt"
+pids=()
+
+stop_pid() {
+	kill -TERM "$1" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		stop_pid "$p"
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "$*" | tee -a "$out"; }
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() {	# url: until it answers 200, at most 10 s
+	for _ in $(seq 100); do
+		[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" = 200 ] && return 0
+		sleep 0.1
+	done
+	echo "bench-invalidation: $1 did not answer 200 within 10 s" >&2
+	return 1
+}
+
+wait_redis() {	# port: until it answers PING, at most 10 s
+	for _ in $(seq 100); do
+		python3 - "$1" <<-'EOF' && return 0
+			import socket, sys
+			try:
+			    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+			    s.sendall(b"PING\r\n")
+			    sys.exit(0 if s.recv(64).startswith(b"+PONG") else 1)
+			except OSError:
+			    sys.exit(1)
+		EOF
+		sleep 0.1
+	done
+	echo "bench-invalidation: redis-server on port $1 did not answer within 10 s" >&2
+	return 1
+}
+
+redis_port=$(free_port)
+"$redis_server" --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+	>"$tmp/redis.log" 2>&1 &
+pids+=($!)
+wait_redis "$redis_port" || { cat "$tmp/redis.log" >&2; exit 1; }
+
+start_instance() {	# name: starts it, sets port_<name>
+	local name=$1 port
+	port=$(free_port)
+	# shellcheck disable=SC2086
+	"$rc_bin" --listen "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port" \
+		--instance-id "bench-$name" $rc_flags >"$tmp/$name.log" 2>&1 &
+	pids+=($!)
+	wait_http "http://127.0.0.1:$port/health" || { cat "$tmp/$name.log" >&2; exit 1; }
+	eval "port_$name=$port"
+}
+start_instance a
+start_instance b
+# both subscribed and registered before the first measurement
+for _ in $(seq 100); do
+	code=$(curl -s -o "$tmp/cluster.json" -w '%{http_code}' --max-time 1 \
+		"http://127.0.0.1:$port_a/cluster" || true)
+	[ "$code" = 200 ] && grep -q bench-b "$tmp/cluster.json" && break
+	sleep 0.1
+done
+
+log "bench-invalidation: $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, $keys keys"
+log "ringcached $("$rc_bin" --version 2>&1 | head -1), flags: $rc_flags; $("$redis_server" --version | cut -d' ' -f1-3)"
+python3 "$here/bench-invalidation.py" --a "127.0.0.1:$port_a" --b "127.0.0.1:$port_b" \
+	--redis "127.0.0.1:$redis_port" --keys "$keys" | tee -a "$out"
+log "results: $out"
