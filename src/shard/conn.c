@@ -188,14 +188,86 @@ static void count_outcome(struct stats_shard *st, enum cache_outcome oc)
 	}
 }
 
-static void exec_local(struct shard *sh, struct conn *c, const struct cache_req *cr)
+/* Queues f, an answer that will come later, in c's pending FIFO. */
+static void pend_async(struct conn *c, struct fwd *f)
 {
-	struct fwd *slot;
-	struct buf *b = response_buf(c, &slot);
+	if (c->pend_tail)
+		c->pend_tail->pnext = f;
+	else
+		c->pend_head = f;
+	c->pend_tail = f;
+	c->npend++;
+	c->inflight++;
+}
+
+/* Drops the newest pending slot (the one response_buf() just made). */
+static void unpend_tail(struct conn *c, struct fwd *slot)
+{
+	struct fwd **pp = &c->pend_head;
+
+	while (*pp != slot)
+		pp = &(*pp)->pnext;
+	*pp = NULL;
+	c->pend_tail = NULL;
+	for (struct fwd *f = c->pend_head; f; f = f->pnext)
+		c->pend_tail = f;
+	c->npend--;
+	fwd_destroy(slot);
+}
+
+/*
+ * With --redis, a write, a delete or an L1 miss continues at the coherence
+ * thread: the request is copied into a fwd that waits in the pending FIFO
+ * until l2.c completes it.
+ */
+static void exec_local_l2(struct shard *sh, struct conn *c, const struct cache_req *cr)
+{
+	struct fwd *f = fwd_create(c, sh->id, cr);
 	enum cache_outcome oc;
 
+	if (!f) {
+		conn_abort(sh, c);
+		return;
+	}
+	f->remote = false;
+	f->t0 = sh->now_ns;
+	pend_async(c, f);
+	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
+		f->resp.len = 0;
+		cache_respond_status(&f->resp, 500, cr->minor, false, NULL, NULL);
+		oc = CACHE_FAILED;
+	}
+	f->outcome = (uint8_t)oc;
+	stats_inc(&sh->stats->local_requests);
+	count_outcome(sh->stats, oc);
+	if (!l2_begin(sh, f, oc))
+		conn_on_reply(sh, f);
+}
+
+static void exec_local(struct shard *sh, struct conn *c, const struct cache_req *cr)
+{
+	bool l2 = sh->srv->coh != NULL;
+	struct fwd *slot;
+	struct buf *b;
+	enum cache_outcome oc;
+	size_t start;
+
+	if (l2 && cr->op != CACHE_GET && cr->op != CACHE_HEAD) {
+		exec_local_l2(sh, c, cr);
+		return;
+	}
+	b = response_buf(c, &slot);
+	start = b ? b->len : 0;
 	if (!b || cache_exec(sh->cache, cr, b, &oc)) {
 		conn_abort(sh, c);
+		return;
+	}
+	if (oc == CACHE_MISS && l2) {
+		/* take the 404 back: Redis may have the key */
+		b->len = start;
+		if (slot)
+			unpend_tail(c, slot);
+		exec_local_l2(sh, c, cr);
 		return;
 	}
 	stats_inc(&sh->stats->local_requests);
@@ -217,18 +289,13 @@ static void exec_forward(struct shard *sh, struct conn *c, const struct cache_re
 		return;
 	}
 	f->t0 = sh->now_ns;
-	if (c->pend_tail)
-		c->pend_tail->pnext = f;
-	else
-		c->pend_head = f;
-	c->pend_tail = f;
-	c->npend++;
-	c->inflight++;
+	pend_async(c, f);
 	fwd_send(sh, owner, f);
 }
 
-/* Runs on the owner shard for a request another shard forwarded. */
-void conn_exec_forwarded(struct shard *sh, struct fwd *f)
+/* Runs on the owner shard for a request another shard forwarded.  True when
+ * the answer now waits for Redis (l2.c sends it back later). */
+bool conn_exec_forwarded(struct shard *sh, struct fwd *f)
 {
 	enum cache_outcome oc;
 
@@ -240,6 +307,35 @@ void conn_exec_forwarded(struct shard *sh, struct fwd *f)
 	f->outcome = (uint8_t)oc;
 	stats_inc(&sh->stats->forwarded_requests);
 	count_outcome(sh->stats, oc);
+	return l2_begin(sh, f, oc);
+}
+
+/* GET /cluster: the live instances, from the coherence thread's registry. */
+static void serve_cluster(struct shard *sh, struct conn *c, const struct http_request *req)
+{
+	struct cache_req cr;
+	struct fwd *f;
+
+	if (!sh->srv->coh) {
+		emit_status(sh, c, 404, req->minor, req->keep_alive, NULL,
+			    "no --redis: this instance runs L1 only\n");
+		return;
+	}
+	memset(&cr, 0, sizeof(cr));
+	cr.minor = req->minor;
+	cr.keep_alive = req->keep_alive;
+	f = fwd_create(c, sh->id, &cr);
+	if (!f) {
+		conn_abort(sh, c);
+		return;
+	}
+	f->remote = false;
+	pend_async(c, f);
+	if (!l2_cluster(sh, f)) {
+		cache_respond_status(&f->resp, 503, req->minor, req->keep_alive, NULL,
+				     "redis unavailable\n");
+		conn_on_reply(sh, f);
+	}
 }
 
 static bool path_is(const struct http_str *p, const char *lit, size_t n)
@@ -352,6 +448,15 @@ static void dispatch(struct shard *sh, struct conn *c, const struct http_request
 		else
 			emit_status(sh, c, 200, req->minor, req->keep_alive, NULL,
 				    m == HTTP_METHOD_HEAD ? NULL : "OK\n");
+		return;
+	}
+	if (path_is(path, "/cluster", 8)) {
+		if (m != HTTP_METHOD_GET && m != HTTP_METHOD_HEAD)
+			emit_status(sh, c, 405, req->minor, req->keep_alive, allow_read, NULL);
+		else if (!authorized(sh, req))
+			emit_status(sh, c, 401, req->minor, req->keep_alive, www_auth, NULL);
+		else
+			serve_cluster(sh, c, req);
 		return;
 	}
 	if (path_is(path, "/stats", 6) || path_is(path, "/metrics", 8)) {

@@ -131,8 +131,7 @@ bool fwd_drain(struct shard *sh)
 			any = true;
 			if (f->reply) {
 				conn_on_reply(sh, f);
-			} else {
-				conn_exec_forwarded(sh, f);
+			} else if (!conn_exec_forwarded(sh, f)) {
 				f->reply = true;
 				fwd_send(sh, f->origin, f);
 			}

@@ -33,6 +33,62 @@ static void io_uring_hint(char *err, size_t errlen, const char *what, int rc)
 		 what, strerror(-rc), val);
 }
 
+static void wake_shard(void *arg, unsigned shard)
+{
+	struct server *srv = arg;
+
+	shard_wake(srv->shards[shard]);
+}
+
+/* The coherence thread's CPU: --coherence-cpu, else the first CPU we may use
+ * that no shard is pinned to, else unpinned. */
+static int coherence_cpu(const struct server *srv)
+{
+	struct cpuset allowed;
+
+	if (srv->cfg->coherence_cpu != UINT32_MAX)
+		return (int)srv->cfg->coherence_cpu;
+	if (cpuset_allowed(&allowed))
+		return -1;
+	for (unsigned i = 0; i < allowed.n; i++) {
+		bool used = false;
+		for (unsigned s = 0; s < srv->nshards; s++)
+			used |= srv->shards[s]->cpu == allowed.cpu[i];
+		if (!used)
+			return allowed.cpu[i];
+	}
+	return -1;
+}
+
+static int setup_coherence(struct server *srv, const struct cpuset *cpus, char *err,
+			   size_t errlen)
+{
+	const struct config *cfg = srv->cfg;
+	struct coh_config cc;
+	int rc;
+
+	(void)cpus;
+	snprintf(srv->advertise, sizeof(srv->advertise), "%s:%u", cfg->listen.host,
+		 cfg->listen.port);
+	memset(&cc, 0, sizeof(cc));
+	cc.redis_url = cfg->redis;
+	cc.prefix = cfg->redis_prefix;
+	cc.instance_id = cfg->instance_id;
+	cc.advertise = srv->advertise;
+	cc.cpu = coherence_cpu(srv);
+	cc.nshards = srv->nshards;
+	cc.ring_size = cfg->ring_size;
+	cc.timeout_ms = cfg->redis_timeout;
+	rc = coh_create(&srv->coh, &cc, wake_shard, srv);
+	if (rc) {
+		snprintf(err, errlen, "--redis %s: %s", cfg->redis,
+			 rc == -EINVAL ? "not a valid redis://[user:password@]HOST[:PORT][/DB] URL"
+				       : strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
 int server_create(struct server **out, const struct config *cfg, char *err, size_t errlen)
 {
 	struct cpuset cpus;
@@ -108,6 +164,13 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 			fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by "
 					"group or others\n", cfg->api_keys_file);
 	}
+	if (cfg->redis && *cfg->redis) {
+		int rc = setup_coherence(srv, &cpus, err, errlen);
+		if (rc) {
+			server_destroy(srv);
+			return rc;
+		}
+	}
 	*out = srv;
 	return 0;
 nomem:
@@ -167,6 +230,14 @@ int server_run(struct server *srv, char *err, size_t errlen)
 		for (unsigned i = 0; i < n; i++)
 			log_shard(srv->shards[i]);
 	pthread_barrier_wait(&srv->ready);
+	if (!rc && srv->coh) {
+		rc = coh_start(srv->coh);
+		if (rc)
+			snprintf(err, errlen, "starting the coherence thread: %s", strerror(-rc));
+		else
+			fprintf(stderr, "ringcached: coherence: instance %s, redis %s\n",
+				coh_instance_id(srv->coh), srv->cfg->redis);
+	}
 	return rc;
 }
 
@@ -209,6 +280,12 @@ static void free_shard(struct server *srv, struct shard *sh)
 		buf_deinit(&c->sending);
 		free(c);
 	}
+	while (sh->l2_len) {
+		coh_msg_destroy(sh->l2_queue[sh->l2_head]);
+		sh->l2_head = (sh->l2_head + 1) % sh->l2_cap;
+		sh->l2_len--;
+	}
+	free(sh->l2_queue);
 	cache_destroy(sh->cache);
 	store_destroy(sh->store);
 	if (sh->ring.ring_fd > 0)
@@ -234,6 +311,8 @@ void server_destroy(struct server *srv)
 	if (!srv)
 		return;
 	unsigned n = srv->nshards;
+	/* first the coherence thread, which may still ring the shards */
+	coh_destroy(srv->coh);
 	/* messages left in rings: remote requests whose connection is gone */
 	for (unsigned i = 0; srv->rings && i < n * n; i++) {
 		struct ring *r = srv->rings[i];

@@ -317,7 +317,8 @@ static void enter(struct shard *sh, bool spin)
 		return;
 	}
 	atomic_store_explicit(&sh->parked, 1, memory_order_seq_cst);
-	if (fwd_pending(sh) || atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
+	if (fwd_pending(sh) || l2_pending(sh) ||
+	    atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
 		atomic_store_explicit(&sh->parked, 0, memory_order_relaxed);
 		io_uring_submit_and_get_events(&sh->ring);
 		return;
@@ -337,7 +338,9 @@ static void loop(struct shard *sh)
 	while (!atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
 		bool work = fwd_drain(sh);
 
+		work |= l2_drain(sh);
 		work |= fwd_flush(sh);
+		l2_flush(sh);
 		for (uint32_t i = 0; i < sh->ndirty; i++)
 			conn_flush(sh, sh->dirty[i]);
 		work |= sh->ndirty > 0;

@@ -27,6 +27,7 @@
 #include "ringcache/auth.h"
 #include "ringcache/buf.h"
 #include "ringcache/cache.h"
+#include "ringcache/coherence.h"
 #include "ringcache/config.h"
 #include "ringcache/http.h"
 #include "ringcache/ring.h"
@@ -44,6 +45,8 @@ struct server {
 	struct ring **rings;            /* nshards * nshards, [from * n + to] */
 	struct stats_shard **stats;     /* one per shard, for /stats and /metrics */
 	struct auth *auth;              /* NULL: no API keys configured */
+	struct coh *coh;                /* NULL: L1 only (no --redis) */
+	char advertise[80];             /* HOST:PORT recorded in the registry */
 	_Atomic bool stop;
 	pthread_barrier_t ready;
 	struct http_limits limits;
@@ -101,6 +104,11 @@ struct shard {
 
 	uint8_t *key_scratch;           /* decoded key of the request being handled */
 
+	/* messages for the coherence thread its ring had no room for (l2.c) */
+	struct coh_msg **l2_queue;
+	uint32_t l2_head, l2_len, l2_cap;
+	bool l2_touched;
+
 	uint64_t now_ns;                /* taken once per loop iteration */
 	uint32_t now_s;                 /* store clock */
 	uint64_t last_work_ns;
@@ -128,7 +136,14 @@ void conn_sweep(struct shard *sh);
 void conn_close_all(struct shard *sh);
 void conn_on_reply(struct shard *sh, struct fwd *f);
 void conn_on_cancel(struct shard *sh, struct conn *c);
-void conn_exec_forwarded(struct shard *sh, struct fwd *f);
+bool conn_exec_forwarded(struct shard *sh, struct fwd *f);
+
+/* l2.c: the Redis L2, through the coherence thread. */
+bool l2_begin(struct shard *sh, struct fwd *f, enum cache_outcome oc);
+bool l2_cluster(struct shard *sh, struct fwd *f);
+bool l2_drain(struct shard *sh);
+void l2_flush(struct shard *sh);
+bool l2_pending(struct shard *sh);
 
 /* forward.c: requests for keys another shard owns. */
 struct fwd *fwd_create(struct conn *c, unsigned origin, const struct cache_req *r);

@@ -1,0 +1,302 @@
+/*
+ * l2.c - a shard's side of the Redis L2 (with --redis): what the owner shard
+ * of a key does after its L1 store answered, and what it does with the
+ * coherence thread's messages.
+ *
+ * Only the owner shard of a key talks to the coherence thread about it, over
+ * that shard's pair of rings (coherence.h).  The request waiting for Redis is
+ * a struct fwd: a forwarded one already is; a local one gets a copy made by
+ * fwd_create(), queued in its connection's pending FIFO.  When the answer
+ * comes back the response is completed and the fwd goes where a forwarded
+ * reply goes: to its origin shard, or straight to conn_on_reply().
+ *
+ *   PUT     L1 set, then COH_SET    -> answered after Redis: X-L2: ok|skipped|...
+ *   DELETE  L1 delete, then COH_DEL -> answered after Redis: X-L2: ...
+ *   GET     L1 miss, then COH_GET   -> value: stored in L1 (unless COH_F_NOCACHE or
+ *                                      L1 got a newer value meanwhile), served with
+ *                                      X-Cache: HIT-L2; none: 404 X-Cache: MISS
+ *   INVALIDATE / FLUSH from coherence: drop the key / everything older
+ *
+ * L1 hits never reach this file: they are answered before any Redis work.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "ringcache/coherence.h"
+
+static const char *l2_status_name(uint8_t status)
+{
+	switch (status) {
+	case COH_OK: return "ok";
+	case COH_MISS: return "miss";
+	case COH_TIMEOUT: return "timeout";
+	case COH_SKIPPED: return "skipped";
+	case COH_BAD_DATA: return "bad-data";
+	default: return "error";
+	}
+}
+
+/*
+ * Adds a header line to a complete response that has no body (PUT, DELETE
+ * and miss responses): before the blank line that ends the head.
+ */
+static int add_header(struct buf *b, const char *name, const char *value)
+{
+	size_t nl = strlen(name), vl = strlen(value), add = nl + 2 + vl + 2;
+
+	if (b->len < 4 || memcmp(b->data + b->len - 4, "\r\n\r\n", 4) != 0)
+		return -EINVAL;
+	if (buf_reserve(b, add))
+		return -ENOMEM;
+	char *p = b->data + b->len - 2;
+	memcpy(p, name, nl);
+	memcpy(p + nl, ": ", 2);
+	memcpy(p + nl + 2, value, vl);
+	memcpy(p + nl + 2 + vl, "\r\n\r\n", 4);
+	b->len += add;
+	return 0;
+}
+
+/* Turns the executor's "X-Cache: HIT" into "X-Cache: HIT-L2". */
+static void mark_hit_l2(struct buf *b)
+{
+	static const char hit[] = "\r\nX-Cache: HIT\r\n";
+	size_t n = sizeof(hit) - 1, scan = b->len < 64 ? b->len : 64;
+
+	for (size_t i = 0; i + n <= scan; i++) {
+		if (memcmp(b->data + i, hit, n) == 0 && buf_reserve(b, 3) == 0) {
+			char *at = b->data + i + n - 2;
+			memmove(at + 3, at, b->len - (size_t)(at - b->data));
+			memcpy(at, "-L2", 3);
+			b->len += 3;
+			return;
+		}
+	}
+}
+
+/* Hands m to the coherence thread now, or queues it behind the ones the
+ * ring had no room for.  False only when there is no memory to queue it. */
+static bool submit(struct shard *sh, struct coh_msg *m)
+{
+	if (sh->l2_len == 0 && coh_submit(sh->srv->coh, sh->id, m)) {
+		sh->l2_touched = true;
+		return true;
+	}
+	if (sh->l2_len == sh->l2_cap) {
+		uint32_t cap = sh->l2_cap ? sh->l2_cap * 2 : 64;
+		struct coh_msg **q = malloc(cap * sizeof(*q));
+		if (!q)
+			return false;
+		for (uint32_t i = 0; i < sh->l2_len; i++)
+			q[i] = sh->l2_queue[(sh->l2_head + i) % sh->l2_cap];
+		free(sh->l2_queue);
+		sh->l2_queue = q;
+		sh->l2_head = 0;
+		sh->l2_cap = cap;
+	}
+	sh->l2_queue[(sh->l2_head + sh->l2_len++) % sh->l2_cap] = m;
+	return true;
+}
+
+/* Publishes this iteration's messages to the coherence thread. */
+void l2_flush(struct shard *sh)
+{
+	struct coh *coh = sh->srv->coh;
+
+	if (!coh)
+		return;
+	while (sh->l2_len && coh_submit(coh, sh->id, sh->l2_queue[sh->l2_head])) {
+		sh->l2_head = (sh->l2_head + 1) % sh->l2_cap;
+		sh->l2_len--;
+		sh->l2_touched = true;
+	}
+	if (sh->l2_touched) {
+		sh->l2_touched = false;
+		coh_flush(coh, sh->id);
+	}
+}
+
+bool l2_pending(struct shard *sh)
+{
+	return sh->srv->coh && coh_pending(sh->srv->coh, sh->id);
+}
+
+static uint32_t remaining_ttl(struct shard *sh, const struct cache_req *r)
+{
+	struct store_item it;
+
+	if (store_get(sh->store, r->key, r->key_len, r->hash, &it) || !it.expires)
+		return 0;
+	return it.expires > sh->now_s ? it.expires - sh->now_s : 1;
+}
+
+/*
+ * Called on the owner shard right after cache_exec() answered `f` into
+ * f->resp.  True when the request now waits for Redis (the caller must not
+ * complete it); false when the response is final.
+ */
+bool l2_begin(struct shard *sh, struct fwd *f, enum cache_outcome oc)
+{
+	const struct cache_req *r = &f->req;
+	struct coh_msg *m;
+
+	if (!sh->srv->coh)
+		return false;
+	switch (r->op) {
+	case CACHE_PUT:
+		if (oc != CACHE_STORED)
+			return false;
+		m = coh_msg_create(COH_SET, sh->id, r->hash, r->key, r->key_len, r->content_type.p,
+				   r->content_type.len, r->body_len);
+		if (!m)
+			return false;
+		if (r->body_len)
+			memcpy(m->value, r->body, r->body_len);
+		m->ttl = remaining_ttl(sh, r);
+		break;
+	case CACHE_DELETE:
+		m = coh_msg_create(COH_DEL, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
+		break;
+	case CACHE_GET:
+	case CACHE_HEAD:
+		if (oc != CACHE_MISS)
+			return false;
+		m = coh_msg_create(COH_GET, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
+		break;
+	default:
+		return false;
+	}
+	if (!m)
+		return false;
+	m->cookie = f;
+	if (!submit(sh, m)) {
+		coh_msg_destroy(m);
+		add_header(&f->resp, "X-L2", "error");
+		return false;
+	}
+	return true;
+}
+
+/* Asks the coherence thread for the live instances (GET /cluster). */
+bool l2_cluster(struct shard *sh, struct fwd *f)
+{
+	struct coh_msg *m;
+
+	if (!sh->srv->coh)
+		return false;
+	m = coh_msg_create(COH_CLUSTER, sh->id, 0, NULL, 0, NULL, 0, 0);
+	if (!m)
+		return false;
+	m->cookie = f;
+	if (!submit(sh, m)) {
+		coh_msg_destroy(m);
+		return false;
+	}
+	return true;
+}
+
+/* Stores a value Redis returned, then answers the GET from L1. */
+static void promote(struct shard *sh, struct fwd *f, const struct coh_msg *m)
+{
+	struct cache_req put = f->req;
+	struct store_item it;
+	struct buf scratch = { 0 };
+	enum cache_outcome oc;
+	bool fresh_l1 = store_get(sh->store, f->req.key, f->req.key_len, f->req.hash, &it) == 0;
+	bool keep = !(m->flags & COH_F_NOCACHE);
+
+	if (!fresh_l1) {
+		put.op = CACHE_PUT;
+		put.body = (const uint8_t *)m->value;
+		put.body_len = (uint32_t)m->value_len;
+		put.ttl = m->ttl;   /* 0: none in Redis, so none here */
+		put.content_type.p = m->ctype;
+		put.content_type.len = m->ctype_len;
+		put.cache_control.len = 0;
+		put.if_none_match.len = 0;
+		if (cache_exec(sh->cache, &put, &scratch, &oc) || oc != CACHE_STORED) {
+			/* too large for L1, or no room: a miss, honestly reported */
+			buf_deinit(&scratch);
+			return;
+		}
+		buf_deinit(&scratch);
+	}
+	f->resp.len = 0;
+	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
+		f->resp.len = 0;
+		cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
+		return;
+	}
+	if (!fresh_l1) {
+		mark_hit_l2(&f->resp);
+		if (!keep)
+			store_delete(sh->store, f->req.key, f->req.key_len, f->req.hash);
+	}
+	f->outcome = (uint8_t)oc;
+}
+
+static void finish(struct shard *sh, struct fwd *f, struct coh_msg *m)
+{
+	switch (m->op) {
+	case COH_GET:
+		if (m->status == COH_OK)
+			promote(sh, f, m);
+		else if (m->status != COH_MISS)
+			add_header(&f->resp, "X-L2", l2_status_name(m->status));
+		break;
+	case COH_SET:
+	case COH_DEL:
+		add_header(&f->resp, "X-L2", l2_status_name(m->status));
+		break;
+	case COH_CLUSTER: {
+		struct buf body = { 0 };
+		f->resp.len = 0;
+		if (m->status == COH_OK && buf_append(&body, m->value, m->value_len) == 0 &&
+		    buf_append(&body, "", 1) == 0)
+			cache_respond_status(&f->resp, 200, f->req.minor, f->req.keep_alive,
+					     "Content-Type: application/json\r\n", body.data);
+		else
+			cache_respond_status(&f->resp, 503, f->req.minor, f->req.keep_alive,
+					     "X-L2: unavailable\r\n", "redis unavailable\n");
+		buf_deinit(&body);
+		break;
+	}
+	}
+}
+
+/* Handles what the coherence thread sent this shard; true if anything. */
+bool l2_drain(struct shard *sh)
+{
+	struct coh *coh = sh->srv->coh;
+	struct coh_msg *m;
+	bool any = false;
+
+	if (!coh)
+		return false;
+	while ((m = coh_poll(coh, sh->id)) != NULL) {
+		any = true;
+		switch (m->op) {
+		case COH_INVALIDATE:
+			store_delete(sh->store, m->key, m->key_len, m->hash);
+			break;
+		case COH_FLUSH:
+			store_flush(sh->store, m->older_than);
+			break;
+		default: {
+			struct fwd *f = m->cookie;
+			finish(sh, f, m);
+			if (f->remote) {
+				f->reply = true;
+				fwd_send(sh, f->origin, f);
+			} else {
+				conn_on_reply(sh, f);
+			}
+			break;
+		}
+		}
+		coh_msg_destroy(m);
+	}
+	return any;
+}
