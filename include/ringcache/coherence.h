@@ -114,7 +114,7 @@ struct coh_msg {
 	/* private */
 	void *value_mem;           /* value allocated apart from the message, or NULL */
 	struct coh_msg *next;
-	uint64_t t_ns;
+	uint64_t seq;               /* order of writes, for the replay queue */
 };
 
 /*
