@@ -596,14 +596,18 @@ static void test_invalidation(struct tinst *a, struct tinst *b)
 	uint64_t seen = WAIT_STAT(a, invalidations_own, > own);
 	CHECK(seen > own);
 	/* A bare-key marker on the same shard: anything for "shared" would be before it. */
-	cmd_ok("PUBLISH ringcache:invalidate shared-marker");
-	struct tshard *as = &a->sh[shard_of("shared-marker")];
-	m = t_unsolicited(as, COH_INVALIDATE, "shared-marker", WAIT_MS);
+	char marker[32];
+	for (int i = 0;; i++) {
+		snprintf(marker, sizeof(marker), "marker-%d", i);
+		if (shard_of(marker) == shard_of("shared"))
+			break;
+	}
+	cmd_ok("PUBLISH ringcache:invalidate %s", marker);
+	struct tshard *as = &a->sh[shard_of("shared")];
+	m = t_unsolicited(as, COH_INVALIDATE, marker, WAIT_MS);
 	CHECK(m != NULL);
 	coh_msg_destroy(m);
-	if (shard_of("shared-marker") == shard_of("shared")) {
-		CHECK(t_unsolicited(as, COH_INVALIDATE, "shared", 0) == NULL);
-	}
+	CHECK(t_unsolicited(as, COH_INVALIDATE, "shared", 0) == NULL);
 
 	/* an application publishes a bare key: every instance, the owning shard */
 	const char *key = "user:42";
@@ -823,6 +827,38 @@ static void test_registry(struct tinst *a, struct tinst *b)
 	cmd_ok("HDEL ringcache:instances alive-1 junk2");
 }
 
+/* AUTH user password and SELECT from the URL; a wrong password never comes up. */
+static void test_auth_select(void)
+{
+	struct tinst t;
+	struct coh_config cfg = { .prefix = "authtest:", .backoff_max_ms = 100 };
+	char good[128];
+	char saved[64];
+
+	cmd_ok("ACL SETUSER bob on >s3cr%%t ~* &* +@all");
+	strcpy(saved, url);
+	snprintf(good, sizeof(good), "redis://bob:s3cr%%25t@127.0.0.1:%d/2", redis_port);
+	strcpy(url, good);
+	CHECK_EQ(t_create(&t, "auth-ok", &cfg), 0);
+	wait_up(&t);
+	CHECK_EQ(t_do(&t, msg(COH_SET, "k", NULL, "v", 0), NULL), COH_OK);
+	CHECK_EQ(cmd_int("EXISTS authtest:k"), 0);
+	cmd_ok("SELECT 2");
+	CHECK_EQ(cmd_int("EXISTS authtest:k"), 1);
+	cmd_ok("SELECT 0");
+	t_destroy(&t);
+
+	snprintf(url, sizeof(url), "redis://bob:wrong@127.0.0.1:%d", redis_port);
+	CHECK_EQ(t_create(&t, "auth-bad", &cfg), 0);
+	uint64_t fails = WAIT_STAT(&t, connect_failures, >= 4);
+	CHECK(fails >= 4);
+	CHECK_EQ(stats_of(&t).breaker_open, 1);
+	CHECK_EQ(t_do(&t, msg(COH_GET, "k", NULL, NULL, 0), NULL), COH_SKIPPED);
+	t_destroy(&t);
+	strcpy(url, saved);
+	cmd_ok("ACL DELUSER bob");
+}
+
 /* Redis hangs: deadlines, the breaker, fail-fast, then FLUSH and replay. */
 static void test_sigstop(struct tinst *a)
 {
@@ -963,6 +999,7 @@ int main(void)
 	test_write_through_and_reads(&a);
 	test_invalidation(&a, &b);
 	test_registry(&a, &b);
+	test_auth_select();
 	test_sigstop(&a);
 	test_restart(&a, &b);
 
