@@ -56,6 +56,8 @@ struct cache {
 	char ae[AE_MEMO_MAX];
 };
 
+/* X-Cache stays the line after the status line of hits and 304s: the shard
+ * finds it within the first 64 bytes to mark a value promoted from L2. */
 static const struct resp_seg hit_head =
 	RESP_SEG_INIT("HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nContent-Length: ");
 static const struct resp_seg nm_head =

@@ -828,6 +828,29 @@ static void test_respond_status(void)
 	CHECK(strcmp(cache_status_text(299), "Unknown") == 0);
 }
 
+/* The shard marks L2 promotions by finding X-Cache: HIT near the start. */
+static void test_x_cache_position(void)
+{
+	struct buf out = { 0 };
+	enum cache_outcome oc;
+	static const char hit[] = "\r\nX-Cache: HIT\r\n";
+	char etag[64];
+	struct resp rs;
+
+	put("xc", "value", 5, "text/x-long-custom-type-name-for-this-test", &rs);
+	hdr_copy(&rs, "ETag", etag, sizeof(etag));
+	resp_free(&rs);
+	struct cache_req r = mkreq(CACHE_GET, "xc");
+	CHECK_EQ(cache_exec(cache, &r, &out, &oc), 0);
+	CHECK(memmem(out.data, out.len < 64 ? out.len : 64, hit, sizeof(hit) - 1) != NULL);
+	out.len = 0;
+	r.if_none_match = hs(etag);
+	CHECK_EQ(cache_exec(cache, &r, &out, &oc), 0);
+	CHECK_EQ(oc, CACHE_NOT_MODIFIED);
+	CHECK(memmem(out.data, out.len < 64 ? out.len : 64, hit, sizeof(hit) - 1) != NULL);
+	buf_deinit(&out);
+}
+
 static void test_pipelined_appends(void)
 {
 	struct buf out = { 0 };
@@ -876,6 +899,7 @@ int main(void)
 	test_variants_dropped_when_too_big();
 	test_respond_status();
 	test_pipelined_appends();
+	test_x_cache_position();
 
 	cache_destroy(cache);
 	store_destroy(st);
