@@ -15,17 +15,21 @@
  *                  a head arriving a byte at a time is looked at once; only
  *                  when the end is there does parse_head() run again.
  *
- * Precedence, from the complete head: a leading bare CR (400), a method that
- * is not a token followed by SP within its first bytes (400), then a
- * request line over the limit (414), then a head over max_head (431), then
- * the first faulty line in order (400, 414 never, 431 for too many fields,
- * 505), then checks across fields (400 framing, 501 coding, 417 expect).
- * 414 and 431 are also known before the head ends, as soon as the bytes
- * prove them, and the same precedence holds then because a request line
- * that cannot fit in max_head is itself refused with 414 (see head_limits).
- * The method check looks at a fixed window so that it can run on every call:
- * it turns away TLS handshakes and other binary junk at once instead of
- * leaving them to the idle timeout.
+ * Precedence, from the complete head: a leading bare CR (400); a method that
+ * is not a token followed by SP within its first 16 bytes (400); a request
+ * line over the limit (414); a head over max_head (431); the first faulty
+ * line in order (400 or 505 for the request line, 400 for a field, 431 for
+ * one field too many); then checks across fields (400 framing, 501 coding,
+ * 417 expectation).  The first three and 431 are also decided before the
+ * head ends, as soon as the bytes prove them; the order still holds then
+ * because a request line that cannot fit in max_head is refused with 414
+ * (see head_limits), and because the method check looks at a fixed window.
+ * That check runs on every call, cheaply, so that a TLS handshake or other
+ * binary junk is turned away at once rather than left to the idle timeout.
+ *
+ * Speed: the common head is parsed where it lies, without a separate search
+ * for line ends; values and paths, most of a head's bytes, are checked 8 at
+ * a time; field names are dispatched on length and compared a word at a time.
  *
  * Host is not required: the cache serves one origin and a missing Host
  * carries no routing meaning here, so refusing it would only break minimal
@@ -40,10 +44,11 @@ enum {
 	C_TCHAR = 1,  /* token: method and field names */
 	C_TARGET = 2, /* request-target: visible ASCII */
 	C_VALUE = 4,  /* field value: VCHAR, obs-text, SP, HTAB */
+	C_PATH = 8,   /* request-target before '?' */
 };
 
-#define T_ (C_TCHAR | C_TARGET | C_VALUE)
-#define V_ (C_TARGET | C_VALUE)
+#define T_ (C_TCHAR | C_TARGET | C_VALUE | C_PATH)
+#define V_ (C_TARGET | C_VALUE | C_PATH)
 
 static const uint8_t ctab[256] = {
 	['\t'] = C_VALUE, [' '] = C_VALUE,
@@ -51,7 +56,7 @@ static const uint8_t ctab[256] = {
 	['\''] = T_, ['('] = V_, [')'] = V_, ['*'] = T_, ['+'] = T_, [','] = V_,
 	['-'] = T_, ['.'] = T_, ['/'] = V_,
 	['0' ... '9'] = T_,
-	[':'] = V_, [';'] = V_, ['<'] = V_, ['='] = V_, ['>'] = V_, ['?'] = V_,
+	[':'] = V_, [';'] = V_, ['<'] = V_, ['='] = V_, ['>'] = V_, ['?'] = C_TARGET | C_VALUE,
 	['@'] = V_,
 	['A' ... 'Z'] = T_,
 	['['] = V_, ['\\'] = V_, [']'] = V_, ['^'] = T_, ['_'] = T_, ['`'] = T_,
@@ -96,10 +101,23 @@ static inline size_t min_sz(size_t a, size_t b)
 	return a < b ? a : b;
 }
 
-/* ASCII case-insensitive compare against a lowercase literal, for bytes
- * already known to be tchars (for which |0x20 only folds letters). */
+/*
+ * Compares a field name with a literal of lowercase letters and '-', for
+ * bytes already known to be tchars: setting bit 5 folds a letter and maps
+ * no other tchar onto a letter or '-', so one OR per word does the folding.
+ * Names of 8 bytes or more are compared as two overlapping words.
+ */
 static inline bool lower_eq(const char *p, const char *lit, size_t n)
 {
+	if (n >= 8) {
+		const uint64_t m = 0x2020202020202020ull;
+		uint64_t a, b, c, d;
+		memcpy(&a, p, 8);
+		memcpy(&b, lit, 8);
+		memcpy(&c, p + n - 8, 8);
+		memcpy(&d, lit + n - 8, 8);
+		return (a | m) == b && (c | m) == d;
+	}
 	for (size_t i = 0; i < n; i++)
 		if (((uint8_t)p[i] | 0x20) != (uint8_t)lit[i])
 			return false;
@@ -124,6 +142,39 @@ static inline bool value_eq(const char *p, size_t n, const char *lit, size_t lit
 static inline bool is_ows(char c)
 {
 	return c == ' ' || c == '\t';
+}
+
+/*
+ * Returns the first byte of [x, limit) that is not a field-value byte.
+ * Values are most of a head's bytes, so they go 8 at a time: a word is
+ * clean when no byte is below 0x20 or equal to 0x7f (the classic "has a
+ * byte less than n" test, exact about presence, and its lowest flagged byte
+ * is the first offender on a little-endian load).  HTAB is the one byte
+ * below 0x20 that belongs, so it is stepped over.
+ */
+static inline const char *scan_value(const char *x, const char *limit)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+
+	while (limit - x >= 8) {
+		uint64_t w, d;
+		memcpy(&w, x, 8);
+		d = w ^ (0x7f * ones);
+		uint64_t bad = ((w - 0x20 * ones) & ~w & highs) | ((d - ones) & ~d & highs);
+		if (!bad) {
+			x += 8;
+			continue;
+		}
+		x += __builtin_ctzll(bad) >> 3;
+		if (*x != '\t')
+			return x;
+		x++;
+	}
+#endif
+	while (x < limit && (ctab[(uint8_t)*x] & C_VALUE))
+		x++;
+	return x;
 }
 
 /*
@@ -229,42 +280,98 @@ static uint8_t method_of(const char *p, size_t n)
 	return HTTP_METHOD_OTHER;
 }
 
-/* Request line p[0..n), line end excluded. */
-static int parse_request_line(const char *p, size_t n, struct http_request *r)
+/* Returns the first byte of [x, limit) that is not a tchar; four bytes a
+ * round so that the bound is checked once per four. */
+static inline const char *scan_token(const char *x, const char *limit)
 {
-	const char *e = p + n, *q = p;
+	while (limit - x >= 4) {
+		if (!(ctab[(uint8_t)x[0]] & C_TCHAR))
+			return x;
+		if (!(ctab[(uint8_t)x[1]] & C_TCHAR))
+			return x + 1;
+		if (!(ctab[(uint8_t)x[2]] & C_TCHAR))
+			return x + 2;
+		if (!(ctab[(uint8_t)x[3]] & C_TCHAR))
+			return x + 3;
+		x += 4;
+	}
+	while (x < limit && (ctab[(uint8_t)*x] & C_TCHAR))
+		x++;
+	return x;
+}
 
-	while (q < e && (ctab[(uint8_t)*q] & C_TCHAR))
-		q++;
-	if (q == p || q == e || *q != ' ')
+/*
+ * Returns the first byte of [x, limit) that cannot be in a path: outside
+ * 0x21..0x7e, or '?'.  Eight at a time as in scan_value(); a byte >= 0x7f
+ * is caught by its high bit or by the carry of adding 1, which only spills
+ * upward and so never hides a lower offender.
+ */
+static inline const char *scan_path(const char *x, const char *limit)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+
+	while (limit - x >= 8) {
+		uint64_t w, d;
+		memcpy(&w, x, 8);
+		d = w ^ ('?' * ones);
+		uint64_t bad = ((w - 0x21 * ones) & ~w & highs) | ((w | (w + ones)) & highs) |
+			       ((d - ones) & ~d & highs);
+		if (bad)
+			return x + (__builtin_ctzll(bad) >> 3);
+		x += 8;
+	}
+#endif
+	while (x < limit && (ctab[(uint8_t)*x] & C_PATH))
+		x++;
+	return x;
+}
+
+/*
+ * The request line at p, looked at no further than w.  Returns 0 with
+ * *next past its LF, -505 for a well-formed line of another version, or
+ * -400 for anything else, including a line that does not end before w:
+ * the caller tells those apart (incomplete, 414, 400) on its slow path.
+ */
+static int parse_request_line(const char *p, const char *w, struct http_request *r,
+			      const char **next)
+{
+	const char *q = scan_token(p, w);
+
+	if (q == p || q == w || *q != ' ')
 		return -400;
 	r->method_name.p = p;
 	r->method_name.len = (uint32_t)(q - p);
 	r->method = method_of(p, (size_t)(q - p));
 
 	const char *t = ++q;
-	while (q < e && (ctab[(uint8_t)*q] & C_TARGET))
-		q++;
-	if (q == t || q == e || *q != ' ' || *t != '/')
-		return -400;
-	size_t tlen = (size_t)(q - t);
-	r->target.p = t;
-	r->target.len = (uint32_t)tlen;
-	const char *qm = memchr(t, '?', tlen);
-	if (qm) {
-		r->path.p = t;
-		r->path.len = (uint32_t)(qm - t);
-		r->query.p = qm + 1;
-		r->query.len = (uint32_t)(q - qm - 1);
+	q = scan_path(q, w);
+	r->path.p = t;
+	r->path.len = (uint32_t)(q - t);
+	if (q < w && *q == '?') {
+		const char *qs = ++q;
+		while (q < w && (ctab[(uint8_t)*q] & C_TARGET))
+			q++;
+		r->query.p = qs;
+		r->query.len = (uint32_t)(q - qs);
 	} else {
-		r->path = r->target;
 		r->query.p = q;
 		r->query.len = 0;
 	}
+	if (q == t || q == w || *q != ' ' || *t != '/')
+		return -400;
+	r->target.p = t;
+	r->target.len = (uint32_t)(q - t);
 
 	q++;
-	if (e - q != 8 || memcmp(q, "HTTP/", 5) != 0 || q[5] < '0' || q[5] > '9' ||
+	if (w - q < 9 || memcmp(q, "HTTP/", 5) != 0 || q[5] < '0' || q[5] > '9' ||
 	    q[6] != '.' || q[7] < '0' || q[7] > '9')
+		return -400;
+	if (q[8] == '\n')
+		*next = q + 9;
+	else if (q[8] == '\r' && w - q >= 10 && q[9] == '\n')
+		*next = q + 10;
+	else
 		return -400;
 	if (q[5] != '1' || q[7] > '1')
 		return -505;
@@ -322,29 +429,45 @@ static inline void keep_first(struct http_str *s, const char *v, size_t n)
 }
 
 /*
- * One field line p[0..n), line end excluded.  Dispatches on the name's length
- * and first letter so that a field we ignore costs one switch.
+ * One field line starting at p, scanned once: the name up to ':', then the
+ * value up to the first byte that is not a value byte, which must start the
+ * line end.  Dispatches on the name's length and first letter so that a
+ * field we ignore costs one switch.  Returns 0 with *next past the line's
+ * LF, HTTP_AGAIN if the line does not end before `limit`, or -status.
  */
-static int parse_field(const char *p, size_t n, struct http_request *r, struct fields *f)
+static int parse_field(const char *p, const char *limit, struct http_request *r,
+		       struct fields *f, const char **next)
 {
-	const char *e = p + n, *q = p;
+	const char *q = scan_token(p, limit);
 
-	while (q < e && (ctab[(uint8_t)*q] & C_TCHAR))
-		q++;
+	if (q == limit)
+		return HTTP_AGAIN;
 	/* an empty name covers obs-fold; anything but ':' after it covers
 	 * whitespace before the colon */
-	if (q == p || q == e || *q != ':')
+	if (q == p || *q != ':')
 		return -400;
 	size_t nlen = (size_t)(q - p);
 
-	const char *v = q + 1, *ve = e;
-	while (v < ve && is_ows(*v))
+	const char *v = q + 1;
+	while (v < limit && is_ows(*v))
 		v++;
+	const char *x = scan_value(v, limit);
+	if (x == limit)
+		return HTTP_AGAIN;
+	if (*x == '\n') {
+		*next = x + 1;
+	} else if (*x == '\r') {
+		if (x + 1 == limit)
+			return HTTP_AGAIN;
+		if (x[1] != '\n')
+			return -400;
+		*next = x + 2;
+	} else {
+		return -400;
+	}
+	const char *ve = x;
 	while (ve > v && is_ows(ve[-1]))
 		ve--;
-	for (const char *x = v; x < ve; x++)
-		if (!(ctab[(uint8_t)*x] & C_VALUE))
-			return -400;
 	size_t vn = (size_t)(ve - v);
 
 	switch (nlen) {
@@ -438,20 +561,30 @@ static int finish_fields(struct http_request *r, const struct fields *f)
 static int parse_head(const char *buf, size_t len, size_t start, const struct limits *l,
 		      struct http_request *r)
 {
-	bool complete;
-	size_t rl = request_line_len(buf, len, start, l, &complete);
+	const char *p = buf + start, *line = NULL;
 
-	if (rl > l->line)
-		return -414;
-	if (!complete)
-		return head_incomplete(buf, len, start, 0, l);
-
-	memset(r, 0, sizeof(*r));
+	/* parse_request_line() sets the request line's fields, finish_fields()
+	 * the flags: only what the fields may leave alone starts at zero */
 	r->content_length = -1;
-	int err = parse_request_line(buf + start, rl, r);
+	r->accept_encoding = r->if_none_match = r->content_type = (struct http_str){ 0 };
+	r->cache_control = r->x_api_key = r->authorization = (struct http_str){ 0 };
+	int err = parse_request_line(p, p + min_sz(len - start, l->line + 2), r, &line);
+	if (err || (size_t)(line - p) - 1 - (line[-2] == '\r') > l->line) {
+		/* the slow path: the line was refused, is incomplete or too long,
+		 * and those are told apart in precedence order; a complete, short
+		 * line failing the early method check failed above too */
+		bool complete;
+		size_t rl = request_line_len(buf, len, start, l, &complete);
+		int early = method_early(buf, len, start, l);
+		if (early)
+			return early;
+		if (rl > l->line)
+			return -414;
+		if (!complete)
+			return head_incomplete(buf, len, start, 0, l);
+		line = p + rl + (p[rl] == '\r' ? 2 : 1);
+	}
 
-	const char *line = buf + start + rl;
-	line += *line == '\r' ? 2 : 1;
 	const char *end = buf + len, *limit = buf + min_sz(len, l->head);
 	struct fields f = { 0 };
 	size_t nfields = 0;
@@ -471,18 +604,23 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 				break;
 			}
 		}
+		if (!err && ++nfields > l->fields)
+			err = -431;
+		if (!err) {
+			const char *next;
+			int rc = parse_field(line, limit, r, &f, &next);
+			if (rc == 0) {
+				line = next;
+				continue;
+			}
+			if (rc == HTTP_AGAIN)
+				return len > l->head ? -431 : HTTP_AGAIN;
+			err = rc;
+		}
+		/* after an error, only the end of the head matters */
 		const char *lf = line < limit ? memchr(line, '\n', (size_t)(limit - line)) : NULL;
 		if (!lf)
 			return len > l->head ? -431 : HTTP_AGAIN;
-		if (!err) {
-			size_t n = (size_t)(lf - line);
-			if (n && lf[-1] == '\r')
-				n--;
-			if (++nfields > l->fields)
-				err = -431;
-			else
-				err = parse_field(line, n, r, &f);
-		}
 		line = lf + 1;
 	}
 
@@ -520,12 +658,12 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 		start = 2;
 	}
 	head_limits(lim, &l);
-	rc = method_early(buf, len, start, &l);
-	if (rc)
-		return rc;
 
 	if (s > start) {
 		size_t limit = min_sz(len, l.head);
+		rc = method_early(buf, len, start, &l);
+		if (rc)
+			return rc;
 		if (s >= limit || !find_end(buf, s, limit)) {
 			rc = head_incomplete(buf, len, start, s, &l);
 			if (rc == HTTP_AGAIN)
@@ -538,6 +676,6 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 	if (rc == HTTP_AGAIN)
 		*scanned = len;
 	else if (rc > 0)
-		*req = r;
+		memcpy(req, &r, sizeof(r));
 	return rc;
 }

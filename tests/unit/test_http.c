@@ -478,6 +478,87 @@ static void test_limits(void)
 	CHECK_EQ(parse_once(b, n, &SMALL, &r), -431);
 }
 
+/*
+ * Values and paths are scanned 8 bytes at a time: every byte class at every
+ * offset of a long value and a long path, against a byte-at-a-time oracle.
+ */
+static void test_wide_scans(void)
+{
+	static const uint8_t value_ok[] = { '\t', ' ', '!', '~', 0x80, 0xff, '"' };
+	static const uint8_t value_bad[] = { 0, 1, 0x1f, 0x7f, '\r', '\n' };
+	static const uint8_t path_bad[] = { 0, '\t', 0x1f, 0x7f, 0x80, 0xff };
+	struct http_request r;
+	char b[256];
+
+	for (size_t off = 0; off < 40; off++) {
+		const char *pre = "GET / HTTP/1.1\r\nX-Api-Key: ";
+		size_t n = strlen(pre);
+		memcpy(b, pre, n);
+		for (size_t i = 0; i < sizeof(value_ok) + sizeof(value_bad); i++) {
+			bool ok = i < sizeof(value_ok);
+			uint8_t c = ok ? value_ok[i] : value_bad[i - sizeof(value_ok)];
+			memset(b + n, 'v', 40);
+			b[n + off] = (char)c;
+			memcpy(b + n + 40, "\r\n\r\n", 4);
+			int rc = parse_once(b, n + 44, &LIM, &r);
+			if (c == '\n' && off == 39) {
+				/* the field just ends early, with a bare LF */
+				CHECK_EQ(rc, (int)(n + 42));
+				continue;
+			}
+			/* a LF inside ends the field early, and the rest of
+			 * the value becomes a line without a colon */
+			CHECK_EQ(rc, ok ? (int)(n + 44) : -400);
+			if (ok && rc > 0) {
+				/* OWS at either end is trimmed */
+				size_t lead = off == 0 && (c == ' ' || c == '\t');
+				size_t trail = off == 39 && (c == ' ' || c == '\t');
+				CHECK_EQ(r.x_api_key.len, 40 - lead - trail);
+			}
+		}
+	}
+
+	for (size_t off = 0; off < 40; off++) {
+		char *p = b;
+		memcpy(p, "GET /", 5);
+		memset(p + 5, 'p', 40);
+		memcpy(p + 45, " HTTP/1.1\r\n\r\n", 13);
+		for (size_t i = 0; i < sizeof(path_bad); i++) {
+			p[5 + off] = (char)path_bad[i];
+			CHECK_EQ(parse_once(p, 58, &LIM, &r), -400);
+		}
+		p[5 + off] = '?';
+		CHECK_EQ(parse_once(p, 58, &LIM, &r), 58);
+		CHECK_EQ(r.path.len, 1 + off);
+		CHECK_EQ(r.query.len, 39 - off);
+		CHECK(r.query.p == p + 6 + off);
+		CHECK_EQ(r.target.len, 41);
+	}
+}
+
+/* Field names match whatever their case, and only exactly. */
+static void test_field_names(void)
+{
+	static const char upper[] = "PUT /k HTTP/1.1\r\nCONTENT-LENGTH: 5\r\n"
+				    "X-API-KEY: a\r\nIf-None-MATCH: b\r\n\r\n";
+	static const char near[] = "PUT /k HTTP/1.1\r\nContent_Length: x\r\n"
+				   "Content-Lengthy: x\r\nX-Api-Keys: a\r\nTransfer-Encodinf: x\r\n"
+				   "Expect_: x\r\nContent~Length: x\r\n\r\n";
+	static const char te[] = "PUT /k HTTP/1.1\r\nTRANSFER-ENCODING: CHUNKED\r\n\r\n";
+	struct http_request r;
+
+	CHECK_EQ(parse_once(upper, sizeof(upper) - 1, &LIM, &r), (int)sizeof(upper) - 1);
+	CHECK_EQ(r.content_length, 5);
+	CHECK(str_is(r.x_api_key, "a"));
+	CHECK(str_is(r.if_none_match, "b"));
+	CHECK_EQ(parse_once(near, sizeof(near) - 1, &LIM, &r), (int)sizeof(near) - 1);
+	CHECK_EQ(r.content_length, -1);
+	CHECK(r.x_api_key.p == NULL);
+	CHECK(!r.chunked && !r.expect_continue);
+	CHECK_EQ(parse_once(te, sizeof(te) - 1, &LIM, &r), (int)sizeof(te) - 1);
+	CHECK(r.chunked);
+}
+
 /* `scanned` really resumes: the same bytes from a fresh start cost more. */
 static void test_resume(void)
 {
@@ -785,6 +866,8 @@ int main(void)
 	test_valid();
 	test_refused();
 	test_limits();
+	test_wide_scans();
+	test_field_names();
 	test_resume();
 	test_guard_page();
 	test_chunked();
