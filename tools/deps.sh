@@ -3,7 +3,7 @@
 RINGCACHE_PACKAGES=(
 	meson ninja-build pkg-config gcc clang
 	liburing-dev libhiredis-dev libdeflate-dev libbrotli-dev libnuma-dev
-	redis-server nginx-light wrk python3 curl procps valgrind
+	redis-server nginx-light wrk python3 curl procps valgrind brotli
 )
 
 ringcache_install_deps() {
