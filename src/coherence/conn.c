@@ -6,11 +6,13 @@
  * Why redisReader over our own sockets rather than hiredis' async API: the
  * thread already sleeps in one poll() on its eventfd and both sockets, and
  * it needs things the 0.14 async API does not give: a deadline per command
- * (the async API has none), commands appended while the connect is still in
- * flight, several commands per bulk string without formatting copies (a
- * stored value is sent as header + value straight from the shard's message),
- * and full control of when a connection is torn down.  The reader is the part
- * of hiredis worth reusing: a tested incremental RESP parser.
+ * (the async API has none), a bulk string assembled from parts (a stored
+ * value is its frame header plus the shard's bytes, copied once into the
+ * output buffer; redisAsyncCommandArgv would want the frame contiguous, one
+ * more copy of the value, and then formats it again), and full control of
+ * when a connection is torn down and what happens to its pending commands.
+ * The reader is the part of hiredis worth reusing: a tested incremental RESP
+ * parser.
  *
  * Redis answers the commands of a connection in order, so the pending queue
  * is a FIFO: the n-th reply belongs to the n-th entry.  An entry whose
