@@ -113,7 +113,8 @@ int cache_exec(struct cache *c, const struct cache_req *r, struct buf *out,
  * (omitted for 1xx, 204 and 304), `Connection: close` when !keep_alive or
  * `Connection: keep-alive` for a kept-alive HTTP/1.0 request, then
  * `extra_headers` (NULL or lines each ending in CRLF) and `body` (NULL or a
- * short text, sent as text/plain).  For the shard's own statuses: 400, 401,
+ * NUL-terminated text, sent as text/plain unless extra_headers has its own
+ * Content-Type).  For the shard's own statuses: 400, 401,
  * 404 on unknown paths, 405, 413, 414, 431, 501, 505, /health.
  * Returns 0, -EINVAL for a status outside 100..999, or -ENOMEM.
  */

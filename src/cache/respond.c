@@ -87,7 +87,8 @@ int cache_respond_status(struct buf *out, int status, uint8_t minor, bool keep_a
 		p = resp_put_u32(p, (uint32_t)body_len);
 		p = resp_put(p, "\r\n", 2);
 	}
-	if (body_len)
+	/* text/plain unless the caller names its own type */
+	if (body_len && !(extra_len && strstr(extra_headers, "Content-Type:")))
 		p = resp_put(p, text_type, sizeof(text_type) - 1);
 	if (extra_len)
 		p = resp_put(p, extra_headers, extra_len);

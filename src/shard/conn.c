@@ -351,6 +351,48 @@ static bool authorized(struct shard *sh, const struct http_request *req)
 				req->authorization.len);
 }
 
+/*
+ * The coherence thread's counters (coherence.h: COH_STATS), after the
+ * shards': a "l2" object closing the /stats JSON, or ringcached_l2_* samples
+ * in /metrics.
+ */
+static int format_l2_stats(struct coh *coh, bool metrics, struct buf *out)
+{
+	struct coh_stats cs;
+	char line[256];
+	int n, rc = 0;
+
+	coh_stats(coh, &cs);
+	if (!metrics) {
+		while (out->len && out->data[out->len - 1] == '\n')
+			out->len--;
+		if (!out->len || out->data[out->len - 1] != '}')
+			return -EINVAL;
+		out->len--;
+		rc |= buf_append(out, ",\"l2\":{", 7);
+	}
+	bool first = true;
+#define L2_FORMAT(name, kind, help)                                                          \
+	if (metrics)                                                                         \
+		n = snprintf(line, sizeof(line),                                             \
+			     "# HELP ringcached_l2_" #name "%s " help "\n"                      \
+			     "# TYPE ringcached_l2_" #name "%s %s\n"                            \
+			     "ringcached_l2_" #name "%s %llu\n",                                \
+			     #kind[0] == 'C' ? "_total" : "", #kind[0] == 'C' ? "_total" : "", \
+			     #kind[0] == 'C' ? "counter" : "gauge",                           \
+			     #kind[0] == 'C' ? "_total" : "", (unsigned long long)cs.name);   \
+	else                                                                                 \
+		n = snprintf(line, sizeof(line), "%s\"" #name "\":%llu", first ? "" : ",",     \
+			     (unsigned long long)cs.name);                                    \
+	first = false;                                                                       \
+	rc |= buf_append(out, line, (size_t)n);
+	COH_STATS(L2_FORMAT)
+#undef L2_FORMAT
+	if (!metrics)
+		rc |= buf_append(out, "}}\n", 3);
+	return rc ? -ENOMEM : 0;
+}
+
 static void serve_admin(struct shard *sh, struct conn *c, const struct http_request *req,
 			bool metrics)
 {
@@ -361,6 +403,8 @@ static void serve_admin(struct shard *sh, struct conn *c, const struct http_requ
 		rc = stats_format_prometheus(sh->srv->stats, sh->srv->nshards, &body);
 	else
 		rc = stats_format_json(sh->srv->stats, sh->srv->nshards, &body);
+	if (!rc && sh->srv->coh)
+		rc = format_l2_stats(sh->srv->coh, metrics, &body);
 	if (rc || buf_append(&body, "", 1)) {
 		buf_deinit(&body);
 		emit_status(sh, c, 500, req->minor, req->keep_alive, NULL, NULL);
