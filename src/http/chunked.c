@@ -37,6 +37,7 @@ enum {
 	S_FIELD,      /* inside a trailer field line, skipped */
 	S_FIELD_LF,   /* CR seen inside a trailer field line */
 	S_END_LF,     /* CR of the final empty line seen */
+	S_DONE,       /* complete: further calls consume nothing */
 };
 
 #define MAX_SIZE_DIGITS 15
@@ -60,9 +61,9 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 {
 	uint32_t st = c->state & 15, count = c->state >> 4;
 	size_t i = 0;
-	int rc = 0;
+	int rc = st == S_DONE;
 
-	while (i < len) {
+	while (i < len && !rc) {
 		uint8_t ch = (uint8_t)in[i];
 
 		switch (st) {
@@ -161,6 +162,7 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 				st = S_END_LF;
 			} else if (ch == '\n') {
 				i++;
+				st = S_DONE;
 				rc = 1;
 				goto out;
 			} else {
@@ -186,6 +188,7 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 				goto out;
 			}
 			i++;
+			st = S_DONE;
 			rc = 1;
 			goto out;
 		}

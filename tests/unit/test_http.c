@@ -753,6 +753,9 @@ static void test_chunked(void)
 	CHECK_EQ(http_chunked_feed(&c, body, sizeof(body) - 1, &used, NULL, 5), 1);
 	CHECK_EQ(c.total, 5);
 	CHECK_EQ(used, sizeof(body) - 1);
+	/* once complete, it stays complete and consumes nothing */
+	CHECK_EQ(http_chunked_feed(&c, "5\r\n", 3, &used, NULL, 5), 1);
+	CHECK_EQ(used, 0);
 
 	/* total counts bytes decoded, not bytes announced */
 	http_chunked_init(&c);
