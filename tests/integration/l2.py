@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from harness import Checks, Server, free_port, keys_per_shard, wait_for
+from harness import SANITIZER_RE, Checks, Server, free_port, keys_per_shard, wait_for
 
 REDIS_START_TIMEOUT = 10.0
 REDIS_IO_TIMEOUT = 5.0
@@ -324,6 +324,12 @@ def run(name, body):
             c.failed.append("exception: %r" % (e,))
         if redis.paused:
             redis.resume()
+        # c.exit() looks at the logs of the servers still running; the
+        # killed ones get the same sanitizer check here.
+        for srv in getattr(c, "killed", []):
+            reports = [ln for ln in srv.log_text().splitlines() if SANITIZER_RE.search(ln)]
+            c.check(not reports, "%s (killed by the test): no sanitizer reports in its log"
+                    % srv.describe(), "; ".join(reports[:3]))
         if c.failed:
             for srv in getattr(c, "killed", []):
                 srv.dump_log()
