@@ -17,6 +17,7 @@
 #   MODES        which runs                      ["plain pipelined"]
 #   SERVERS      which servers                   ["ringcached nginx"]
 #   RC_FLAGS     extra ringcached flags          []
+#   ROUNDS       repetitions; ratios' median     [1]
 # Results also go to perf/out/bench-http-<time>.txt.
 set -euo pipefail
 
@@ -25,6 +26,7 @@ root=$(cd "$here/.." && pwd)
 rc_bin=${1:-${RINGCACHED:-$root/build-release/src/ringcached}}
 wrk_args=${WRK_ARGS:--t1 -c64 -d10s}
 depth=${DEPTH:-16}
+rounds=${ROUNDS:-1}
 modes=${MODES:-plain pipelined}
 servers=${SERVERS:-ringcached nginx}
 
@@ -173,15 +175,15 @@ stop_pid() {	# stops one server we started and forgets it
 	pids=("${keep[@]}")
 }
 
-print_stats() {	# url: local-hit latency percentiles from GET /stats, if served
-	local code
+print_stats() {	# url mode: hit latency percentiles from GET /stats, if served
+	local code mode=$2
 	code=$(curl -s -o "$tmp/stats.json" -w '%{http_code}' --max-time 2 "$1/stats" || true)
 	if [ "$code" != 200 ]; then
 		log "ringcached GET /stats: $code (no latency percentiles)"
 		return
 	fi
 	cp "$tmp/stats.json" "${out%.txt}-stats.json"
-	python3 - "$tmp/stats.json" <<-'EOF' | tee -a "$out"
+	python3 - "$tmp/stats.json" "$mode" <<-'EOF' | tee -a "$out"
 		import json, sys
 		try:
 		    doc = json.load(open(sys.argv[1]))
@@ -190,9 +192,11 @@ print_stats() {	# url: local-hit latency percentiles from GET /stats, if served
 		    print("ringcached GET /stats: no total.latency_ns (%r)" % (e,))
 		    sys.exit(0)
 		for kind, q in sorted(lat.items()):
+		    if not q.get("count"):
+		        continue
 		    keys = [k for k in ("p50", "p90", "p99", "p99.9", "max") if k in q]
-		    print("ringcached %-9s hits: %d, server-side latency %s" % (
-		        kind, q.get("count", 0),
+		    print("ringcached %-9s %-9s hits: %d, server-side latency %s" % (
+		        sys.argv[2], kind, q.get("count", 0),
 		        "  ".join("%s %.2f us" % (k, q[k] / 1000.0) for k in keys)))
 	EOF
 }
@@ -203,28 +207,45 @@ log "ringcached: $rc_bin $("$rc_bin" --version 2>/dev/null || true)"
 log "nginx: $(nginx -v 2>&1)"
 log ""
 
-for srv in $servers; do
-	case $srv in
-	ringcached)
-		start_ringcached
-		for m in $modes; do run_wrk ringcached "$m" "$rc_url" "$rc_pid"; done
-		print_stats "$rc_url"
-		stop_pid "$rc_pid"
-		;;
-	nginx)
-		start_nginx
-		for m in $modes; do run_wrk nginx "$m" "$ng_url" "$ng_pid"; done
-		stop_pid "$ng_pid"
-		;;
-	*) echo "bench-http: unknown server $srv" >&2; exit 1 ;;
-	esac
+# Each round runs every mode on every server, one after the other, with a
+# fresh ringcached per mode so its /stats percentiles belong to that mode.
+# With ROUNDS > 1 the summary gives each round's ratios and their median:
+# this VM's timings drift, and only same-round comparisons mean anything.
+declare -A ratio_rps ratio_cpu
+for round in $(seq "$rounds"); do
+	[ "$rounds" -gt 1 ] && log "== round $round"
+	for m in $modes; do
+		for srv in $servers; do
+			case $srv in
+			ringcached)
+				start_ringcached
+				run_wrk ringcached "$m" "$rc_url" "$rc_pid"
+				print_stats "$rc_url" "$m"
+				stop_pid "$rc_pid"
+				;;
+			nginx)
+				start_nginx
+				run_wrk nginx "$m" "$ng_url" "$ng_pid"
+				stop_pid "$ng_pid"
+				;;
+			*) echo "bench-http: unknown server $srv" >&2; exit 1 ;;
+			esac
+		done
+		r=${rps[ringcached,$m]:-} n=${rps[nginx,$m]:-}
+		if [ -n "$r" ] && [ -n "$n" ]; then
+			ratio_rps[$m]+=" $(awk -v r="$r" -v n="$n" 'BEGIN { printf "%.2f", r / n }')"
+			ratio_cpu[$m]+=" $(awk -v cr="${cpu_us[ringcached,$m]}" -v cn="${cpu_us[nginx,$m]}" \
+				'BEGIN { printf "%.2f", cn ? cr / cn : 0 }')"
+		fi
+	done
 done
 
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 log ""
 for m in $modes; do
-	r=${rps[ringcached,$m]:-} n=${rps[nginx,$m]:-}
-	[ -n "$r" ] && [ -n "$n" ] || continue
-	log "$(awk -v m="$m" -v r="$r" -v n="$n" -v cr="${cpu_us[ringcached,$m]}" -v cn="${cpu_us[nginx,$m]}" \
-		'BEGIN { printf "%-10s ringcached/nginx: %.2fx requests/s, %.2fx CPU per request\n", m, r / n, cn ? cr / cn : 0 }')"
+	[ -n "${ratio_rps[$m]:-}" ] || continue
+	log "$(printf '%-10s ringcached/nginx: %sx requests/s, %sx CPU per request (median of:%s |%s)' \
+		"$m" "$(echo "${ratio_rps[$m]}" | median)" "$(echo "${ratio_cpu[$m]}" | median)" \
+		"${ratio_rps[$m]}" "${ratio_cpu[$m]}")"
 done
 log "full output: $out"
