@@ -43,6 +43,7 @@ struct cache;
 
 struct cache_config {
 	size_t compress_min;    /* --compress-min: smallest value given variants (256) */
+	size_t compress_max;    /* --compress-max: largest one (0: no limit) */
 	int brotli_quality;     /* --brotli-quality, 0..11 (4) */
 	int gzip_level;         /* --gzip-level, libdeflate 1..12 (6) */
 	uint32_t default_ttl;   /* --default-ttl, seconds; 0: no expiry */

@@ -53,6 +53,8 @@
 	  "size of each provided receive buffer")                                  \
 	X("compress-min", SIZE, compress_min, "256", "SIZE",                       \
 	  "smallest value stored with br/gzip variants")                           \
+	X("compress-max", SIZE, compress_max, "1M", "SIZE",                        \
+	  "largest value given variants (compression holds its shard)")           \
 	X("brotli-quality", U32, brotli_quality, "4", "0-11",                      \
 	  "brotli quality for stored variants")                                    \
 	X("gzip-level", U32, gzip_level, "6", "1-12",                              \

@@ -20,6 +20,7 @@
  *   <value bytes>                                             not for HEAD
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,6 +108,8 @@ int cache_create(struct cache **out, struct store *st, const struct cache_config
 	}
 	c->st = st;
 	c->cfg = *cfg;
+	if (!c->cfg.compress_max)
+		c->cfg.compress_max = SIZE_MAX;
 	c->now = 1;
 	if (c->cfg.max_value > UINT32_MAX)
 		c->cfg.max_value = UINT32_MAX;
@@ -279,7 +282,8 @@ static void make_variants(struct cache *c, const struct cache_req *r, const char
 	size_t n = r->body_len;
 
 	memset(var, 0, sizeof(*var));
-	if (n == 0 || n < c->cfg.compress_min || compress_type_is_compressed(ct, ct_len))
+	if (n == 0 || n < c->cfg.compress_min || n > c->cfg.compress_max ||
+	    compress_type_is_compressed(ct, ct_len))
 		return;
 	size_t cap = (size_t)((uint64_t)n * 9 / 10);
 	if (cap == 0 || buf_reserve(&c->scratch, 2 * cap) != 0)

@@ -177,6 +177,7 @@ static int setup_store(struct shard *sh)
 	};
 	struct cache_config cc = {
 		.compress_min = cfg->compress_min,
+		.compress_max = cfg->compress_max,
 		.brotli_quality = (int)cfg->brotli_quality,
 		.gzip_level = (int)cfg->gzip_level,
 		.default_ttl = cfg->default_ttl,

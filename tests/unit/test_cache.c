@@ -715,6 +715,46 @@ static void test_default_ttl(void)
 	store_destroy(st2);
 }
 
+/* --compress-max: a compressible value above it is stored raw, so a huge
+ * write does not hold its shard while brotli runs. */
+static void test_compress_max(void)
+{
+	struct store *st2;
+	struct cache *c2;
+	struct store_config sc = { .memory = 16u << 20, .max_value = cache_blob_max(MAX_VALUE),
+				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
+	struct cache_config cc = { .compress_min = 256, .compress_max = 4096, .brotli_quality = 4,
+				   .gzip_level = 6, .max_value = MAX_VALUE };
+	CHECK_EQ(store_create(&st2, &sc), 0);
+	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
+	cache_tick(c2, 500);
+
+	const char *names[2] = { "small", "large" };
+	size_t sizes[2] = { 4096, 4097 };
+	for (int i = 0; i < 2; i++) {
+		char *val = text_value(sizes[i]);
+		struct cache_req r = mkreq(CACHE_PUT, names[i]);
+		struct buf out = { 0 };
+		enum cache_outcome oc;
+		r.body = (const uint8_t *)val;
+		r.body_len = (uint32_t)sizes[i];
+		CHECK_EQ(cache_exec(c2, &r, &out, &oc), 0);
+		CHECK_EQ(oc, CACHE_STORED);
+		out.len = 0;
+		r = mkreq(CACHE_GET, names[i]);
+		r.accept_encoding.p = "gzip";
+		r.accept_encoding.len = 4;
+		CHECK_EQ(cache_exec(c2, &r, &out, &oc), 0);
+		CHECK_EQ(oc, CACHE_HIT);
+		bool gz = memmem(out.data, out.len, "Content-Encoding: gzip", 22) != NULL;
+		CHECK_EQ(gz, i == 0);
+		buf_deinit(&out);
+		free(val);
+	}
+	cache_destroy(c2);
+	store_destroy(st2);
+}
+
 static void test_limits(void)
 {
 	struct resp rs;
@@ -896,6 +936,7 @@ int main(void)
 	test_ttl();
 	test_default_ttl();
 	test_limits();
+	test_compress_max();
 	test_variants_dropped_when_too_big();
 	test_respond_status();
 	test_pipelined_appends();
