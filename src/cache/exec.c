@@ -217,7 +217,8 @@ static int exec_get(struct cache *c, const struct cache_req *r, struct buf *out,
 	p = resp_put_seg(p, &tail_seg[not_modified ? v.avail != 1 : tail_index(coding, v.avail)]);
 	if (it.expires) {
 		p = resp_put_seg(p, &max_age_seg);
-		p = resp_put_u32(p, it.expires > c->now ? it.expires - c->now : 0);
+		/* the extra second put_ttl() added is not promised to caches */
+		p = resp_put_u32(p, it.expires > c->now + 1 ? it.expires - c->now - 1 : 0);
 		p = resp_put(p, "\r\n", 2);
 	}
 	p = resp_put_seg(p, &resp_conn_tail[conn]);
@@ -253,8 +254,13 @@ static int put_type(const struct cache_req *r, const char **ct, size_t *ct_len)
 	return 0;
 }
 
-/* ?ttl= first, then Cache-Control: max-age, then the default; clamped so
- * the store's now + ttl cannot wrap. */
+/*
+ * ?ttl= first, then Cache-Control: max-age, then the default; clamped so
+ * the store's now + ttl cannot wrap.  The store clock counts whole seconds,
+ * so a TTL of N taken at face value would live between N-1 and N seconds;
+ * one more second makes it live at least N (and at most N+1, plus the
+ * shard's tick interval).  A TTL of 0 (none) stays 0.
+ */
 static uint32_t put_ttl(const struct cache *c, const struct cache_req *r)
 {
 	uint64_t ttl = c->cfg.default_ttl;
@@ -265,6 +271,8 @@ static uint32_t put_ttl(const struct cache *c, const struct cache_req *r)
 	else if (r->cache_control.len &&
 		 negotiate_max_age(r->cache_control.p, r->cache_control.len, &max_age))
 		ttl = max_age;
+	if (ttl)
+		ttl++;
 	uint32_t room = UINT32_MAX - c->now;
 	return ttl > room ? room : (uint32_t)ttl;
 }

@@ -129,7 +129,8 @@ static uint32_t remaining_ttl(struct shard *sh, const struct cache_req *r)
 
 	if (store_get(sh->store, r->key, r->key_len, r->hash, &it) || !it.expires)
 		return 0;
-	return it.expires > sh->now_s ? it.expires - sh->now_s : 1;
+	/* what the client asked for: put_ttl() in exec.c added one second */
+	return it.expires > sh->now_s + 1 ? it.expires - sh->now_s - 1 : 1;
 }
 
 /*

@@ -675,6 +675,21 @@ static void test_ttl(void)
 	CHECK(!has_hdr(&rs, "Cache-Control"));
 	resp_free(&rs);
 
+	/* A TTL of N lives at least N whole seconds of the store clock (the
+	 * write may land late in its second) and is gone one second later. */
+	r.ttl = 5;
+	r.cache_control = hs(NULL);
+	run(&r, &rs);
+	resp_free(&rs);
+	uint32_t written = now;
+	tick(written + 5);
+	CHECK_EQ(get_ae("ttl", NULL, &rs), 200);
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=0"));
+	resp_free(&rs);
+	tick(written + 6);
+	CHECK_EQ(get_ae("ttl", NULL, &rs), 404);
+	resp_free(&rs);
+
 	/* 304 keeps Cache-Control. */
 	r.ttl = 10;
 	r.cache_control = hs(NULL);
