@@ -417,3 +417,19 @@ def show(r):
         return repr(r)
     return "%d %s %s body=%r" % (r.status, r.reason,
                                  " ".join("%s: %s;" % hv for hv in r.headers), r.body[:120])
+
+
+def l2_stats(srv):
+    """The coherence counters of GET /stats ("l2"), or {} when absent."""
+    import json
+    try:
+        doc = json.loads(srv.request("GET", "/stats").body)
+    except (OSError, ValueError):
+        return {}
+    v = doc.get("l2") if isinstance(doc, dict) else None
+    return v if isinstance(v, dict) else {}
+
+
+def stats_delta(before, after):
+    return {k: after[k] - before.get(k, 0) for k in after
+            if isinstance(after[k], int) and after[k] != before.get(k, 0)}

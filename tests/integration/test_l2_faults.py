@@ -16,8 +16,8 @@ usage: test_l2_faults.py [path/to/ringcached]
 import time
 
 from harness import wait_for
-from l2 import (PREFIX, WRITE_OK, Marker, poll_get, run, show, start_instance, timed,
-                wait_l2_ready)
+from l2 import (PREFIX, WRITE_OK, Marker, l2_stats, poll_get, run, show, start_instance,
+                stats_delta, timed, wait_l2_ready)
 
 READY_TIMEOUT = 10.0       # a fresh instance's connections are up
 RECONNECT_TIMEOUT = 15.0   # backoff is at most 2 s, handshake 500 ms
@@ -122,6 +122,19 @@ def reconnect(c, a, b, what):
                 % (what, name, RECONNECT_TIMEOUT))
         if dt is not None:
             c.note("%s ready after %.2f s" % (name, dt))
+        st = l2_stats(srv)
+        c.check(st.get("subscribed") == 1 and st.get("breaker_open") == 0,
+                "%s: %s's /stats says subscribed, breaker closed" % (what, name), repr(st))
+
+
+def counted(c, what, before, srv, name, want):
+    """want: {counter: minimum increase} since `before`."""
+    d = stats_delta(before, l2_stats(srv))
+    short = {k: d.get(k, 0) for k in want}
+    c.check(all(d.get(k, 0) >= n for k, n in want.items()),
+            "%s: %s counted %s" % (what, name, ", ".join("%s +%d" % kv for kv in sorted(want.items()))),
+            "got %r" % short)
+    c.note("%s: %s's l2 counters moved by %r" % (what, name, d))
 
 
 # --- SIGSTOP --------------------------------------------------------------------
@@ -132,6 +145,7 @@ def paused(c, redis, a, b):
     l1_on(c, a, "hot-p", b"hot", "a")
     put_settled(c, redis, a, b, "stale-p", b"old")
     l1_on(c, b, "stale-p", b"old", "b")
+    sa, sb = l2_stats(a), l2_stats(b)
 
     redis.pause()
     try:
@@ -161,6 +175,10 @@ def paused(c, redis, a, b):
     r = put(a, "after-p", b"x")
     c.check(r.status in WRITE_OK and r.header("X-L2") == "ok", "a PUT after recovery -> X-L2: ok",
             show(r))
+    # Paused longer than the subscription's PING period: both lost it.
+    counted(c, "pause", sa, a, "a", {"timeouts": 1, "breaker_opens": 1, "skipped": 1,
+                                     "replay_queued": 1, "replayed": 1, "flushes": 1})
+    counted(c, "pause", sb, b, "b", {"flushes": 1})
 
 
 # --- kill and restart ---------------------------------------------------------------
@@ -173,6 +191,7 @@ def restarted(c, redis, a, b):
     l1_on(c, b, "stale-r", b"old", "b")
     put_settled(c, redis, a, b, "del-r", b"doomed")
     l1_on(c, b, "del-r", b"doomed", "b")
+    sa, sb = l2_stats(a), l2_stats(b)
 
     redis.kill()
     t0 = time.monotonic()
@@ -211,6 +230,10 @@ def restarted(c, redis, a, b):
     c.check(r.status == 404,
             "a dropped hot-r, stored before the outage and absent from the new Redis (FLUSH)",
             show(r))
+
+    counted(c, "restart", sa, a, "a", {"skipped": 1, "replay_queued": 2, "replayed": 2,
+                                       "flushes": 1, "connect_failures": 1})
+    counted(c, "restart", sb, b, "b", {"flushes": 1})
 
     def both_registered():
         h = redis.cmd("HGETALL", PREFIX + "instances") or []
