@@ -27,10 +27,15 @@ static void io_uring_hint(char *err, size_t errlen, const char *what, int rc)
 		val[strcspn(val, "\n")] = '\0';
 		fclose(f);
 	}
-	snprintf(err, errlen,
-		 "%s (%s): kernel.io_uring_disabled = %s; ringcached needs io_uring "
-		 "(set it to 0, or run outside the container/seccomp profile that blocks it)",
-		 what, strerror(-rc), val);
+	if (!strcmp(val, "0"))
+		snprintf(err, errlen,
+			 "%s (%s): kernel.io_uring_disabled = 0, so a seccomp profile or the "
+			 "container runtime refuses io_uring_setup; ringcached needs io_uring",
+			 what, strerror(-rc));
+	else
+		snprintf(err, errlen,
+			 "%s (%s): kernel.io_uring_disabled = %s; ringcached needs io_uring "
+			 "(sysctl -w kernel.io_uring_disabled=0)", what, strerror(-rc), val);
 }
 
 static void wake_shard(void *arg, unsigned shard)
