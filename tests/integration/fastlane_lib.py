@@ -1,0 +1,179 @@
+"""Helpers of the fast-lane integration tests (issue 4): decoding br and
+gzip bodies, values of a chosen compressibility, reading /stats and
+/metrics.  The daemon and the client side are harness.py's.
+
+br bodies are decoded with the brotli command-line tool (Debian package
+`brotli`), run with a timeout; gzip bodies with python's gzip module.
+"""
+
+import gzip
+import json
+import random
+import re
+import shutil
+import subprocess
+import zlib
+
+DECODE_TIMEOUT = 10.0
+
+
+def brotli_cli():
+    """Path of the brotli tool, or None when it is not installed."""
+    return shutil.which("brotli")
+
+
+def unbrotli(data):
+    """The decoded bytes of a brotli stream; raises ValueError when the
+    tool rejects it (the message carries its stderr)."""
+    tool = brotli_cli()
+    if tool is None:
+        raise ValueError("the brotli command-line tool is not installed (apt-get install brotli)")
+    p = subprocess.run([tool, "-d", "-c"], input=data, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=DECODE_TIMEOUT)
+    if p.returncode != 0:
+        raise ValueError("brotli -d exited %d: %s"
+                         % (p.returncode, p.stderr.decode("utf-8", "replace").strip()))
+    return p.stdout
+
+
+def gunzip(data):
+    """The decoded bytes of one gzip member; raises ValueError if it is not
+    valid gzip (bad magic, bad CRC, trailing bytes)."""
+    if data[:2] != b"\x1f\x8b":
+        raise ValueError("no gzip magic: %r" % data[:4])
+    try:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = d.decompress(data) + d.flush()
+        if not d.eof:
+            raise ValueError("gzip stream is truncated")
+        if d.unused_data:
+            raise ValueError("%d bytes after the gzip member" % len(d.unused_data))
+        # gzip.decompress checks the CRC and length trailer as well
+        if gzip.decompress(data) != out:
+            raise ValueError("gzip and zlib disagree")
+        return out
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError("not valid gzip: %s" % e)
+
+
+def decode(body, coding):
+    """body decoded per its Content-Encoding (None: identity)."""
+    if coding is None:
+        return body
+    if coding.lower() == "br":
+        return unbrotli(body)
+    if coding.lower() in ("gzip", "x-gzip"):
+        return gunzip(body)
+    raise ValueError("unexpected Content-Encoding %r" % coding)
+
+
+def json_value(size, seed=1):
+    """A JSON document of exactly `size` bytes (size >= 4) that compresses
+    well: an array of similar records, padded in the last string."""
+    rnd = random.Random(seed)
+    recs = []
+    out = b"[]"
+    i = 0
+    while True:
+        rec = {"id": i, "name": "user-%d" % rnd.randrange(1000),
+               "email": "user%d@example.com" % rnd.randrange(1000),
+               "active": rnd.random() < 0.5, "tags": ["alpha", "beta", "gamma"][:rnd.randrange(4)]}
+        trial = json.dumps(recs + [rec], separators=(",", ":")).encode()
+        if len(trial) > size - 12:
+            break
+        recs.append(rec)
+        out = trial
+        i += 1
+    pad = size - len(out) - (len(b',""') if recs else len(b'""'))
+    if pad < 0:
+        raise ValueError("json_value needs size >= 4")
+    filler = json.dumps("x" * pad).encode()
+    body = out[:-1] + (b"," if recs else b"") + filler + b"]"
+    assert len(body) == size, (len(body), size)
+    return body
+
+
+def text_value(size):
+    """`size` bytes of repetitive ASCII text: compresses by far more than 10%."""
+    unit = b"the quick brown fox jumps over the lazy dog; "
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def random_value(size, seed=7):
+    """`size` bytes that no compressor shrinks (seeded, so reproducible)."""
+    return random.Random(seed).randbytes(size)
+
+
+def skewed_value(size, alphabet, seed):
+    """`size` printable bytes drawn from `alphabet` symbols: between
+    incompressible and very compressible, to find values where only one of
+    the two codings saves 10 %."""
+    rnd = random.Random(seed)
+    return bytes(32 + rnd.randrange(alphabet) for _ in range(size))
+
+
+# --- /stats and /metrics --------------------------------------------------------
+
+def get_stats(srv, headers=None):
+    """(response, parsed JSON or None)."""
+    r = srv.request("GET", "/stats", headers=headers)
+    try:
+        return r, json.loads(r.body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return r, None
+
+
+METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)(?: \d+)?$')
+LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)')
+
+
+def parse_labels(text):
+    out = {}
+    pos = 0
+    while pos < len(text):
+        m = LABEL.match(text, pos)
+        if not m:
+            raise ValueError("bad label set %r" % text)
+        out[m.group(1)] = m.group(2)
+        pos = m.end()
+    return out
+
+
+def parse_metrics(text):
+    """Prometheus text format 0.0.4 -> (samples, types, helps, bad_lines).
+    samples: list of (name, {labels}, float value) in order;
+    types: {family: type}; helps: {family: text}."""
+    samples, types, helps, bad = [], {}, {}, []
+    for ln in text.split("\n"):
+        if not ln:
+            continue
+        if ln.startswith("# TYPE "):
+            parts = ln.split()
+            if len(parts) != 4:
+                bad.append(ln)
+                continue
+            types[parts[2]] = parts[3]
+            continue
+        if ln.startswith("# HELP "):
+            parts = ln.split(None, 3)
+            helps[parts[2]] = parts[3] if len(parts) > 3 else ""
+            continue
+        if ln.startswith("#"):
+            continue
+        m = METRIC_LINE.match(ln)
+        if not m:
+            bad.append(ln)
+            continue
+        try:
+            labels = parse_labels(m.group(3) or "")
+            v = m.group(4)
+            value = float("inf") if v == "+Inf" else float(v)
+        except ValueError:
+            bad.append(ln)
+            continue
+        samples.append((m.group(1), labels, value))
+    return samples, types, helps, bad
+
+
+def le_value(le):
+    return float("inf") if le == "+Inf" else float(le)
