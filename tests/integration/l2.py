@@ -287,7 +287,7 @@ def kill9(c, srv):
         srv.log = None
     if srv in c.servers:
         c.servers.remove(srv)
-    c.killed = getattr(c, "killed", []) + [srv]
+    c.killed.append(srv)
 
 
 def timed(fn, *args, **kw):
@@ -302,10 +302,24 @@ def timed(fn, *args, **kw):
 
 # --- running a test -----------------------------------------------------------------
 
+def _log_lines(srv):
+    try:
+        return srv.log_text().splitlines()
+    except OSError:
+        return []
+
+
+# harness.SANITIZER_RE does not match ThreadSanitizer's "WARNING:" lines.
+def _reports(srv):
+    return [ln for ln in _log_lines(srv)
+            if SANITIZER_RE.search(ln) or "WARNING: ThreadSanitizer" in ln]
+
+
 def run(name, body):
     """Like harness.run_main(), with a redis-server: body(c, redis).  Redis
     and every ringcached are stopped on any exit, SIGTERM included."""
     c = Checks(name)
+    c.killed = []
     redis = Redis()
 
     def on_term(signum, frame):
@@ -324,28 +338,29 @@ def run(name, body):
             c.failed.append("exception: %r" % (e,))
         if redis.paused:
             redis.resume()
-        # c.exit() looks at the logs of the servers still running; the
-        # killed ones get the same sanitizer check here.
-        for srv in getattr(c, "killed", []):
-            reports = [ln for ln in srv.log_text().splitlines() if SANITIZER_RE.search(ln)]
-            c.check(not reports, "%s (killed by the test): no sanitizer reports in its log"
-                    % srv.describe(), "; ".join(reports[:3]))
+        # Stop the instances while Redis is still up, so a clean stop can
+        # remove its registry entry; c.exit() then checks how they stopped
+        # and their logs.  The killed ones, which c.exit() does not see,
+        # get the sanitizer check here.
+        for srv in c.servers:
+            srv.stop()
+        for srv in c.servers + c.killed:
+            rep = _reports(srv)
+            c.check(not rep, "%s%s: no sanitizer or ThreadSanitizer reports in its log"
+                    % (srv.describe(), " (killed by the test)" if srv in c.killed else ""),
+                    "; ".join(rep[:3]))
         if c.failed:
-            for srv in getattr(c, "killed", []):
+            for srv in c.killed:
                 srv.dump_log()
             redis.dump_log()
         else:
-            for srv in getattr(c, "killed", []):
+            for srv in c.killed:
                 srv.remove_log()
     except SystemExit:
         for srv in c.servers:
             srv.stop()
         redis.cleanup()
         raise
-    # Stop the instances while Redis is still up, so a clean stop can
-    # remove its registry entry; c.exit() then checks how they stopped.
-    for srv in c.servers:
-        srv.stop()
     redis.cleanup()
     c.exit()
     sys.exit(1)

@@ -350,6 +350,30 @@ def bad_data(c, redis, a, b):
     c.check(a.healthy() and b.healthy(), "a and b still answer /health with 200")
 
 
+# --- prefix -------------------------------------------------------------------
+
+def prefix(c, redis, a, b):
+    c.section("--redis-prefix other: keeps a second fleet apart on the same Redis")
+    p = start_instance(c, redis, "p", ["--redis-prefix", "other:"])
+    c.check(wait_l2_ready(p, "p", READY_TIMEOUT) is not None, "p answers PUTs with X-L2: ok")
+    r = put(p, "pfx:1", b"fleet-two")
+    c.check(r.status in WRITE_OK and r.header("X-L2") == "ok", "PUT /cache/pfx:1 on p", show(r))
+    c.eq(redis.cmd("GET", "other:pfx:1"), b"\0RCV1\nfleet-two", "Redis holds other:pfx:1")
+    c.eq(redis.cmd("EXISTS", PREFIX + "pfx:1"), 0, "and no ringcache:pfx:1")
+    c.eq(get(a, "pfx:1").status, 404, "a (prefix ringcache:) does not see pfx:1")
+    c.check(b"p" in (redis.cmd("HKEYS", "other:instances") or []), "p registers in other:instances")
+    c.check("p" not in registry_entries(redis), "and not in ringcache:instances")
+    put_settled(c, redis, a, b, "pfx:2", b"fleet-one")
+    redis.cmd("SET", "other:pfx:2", "p's own")
+    hit(c, get(p, "pfx:2"), b"p's own", "HIT-L2", "p reads other:pfx:2")
+    get(p, "pfx:2")
+    m = Marker(redis, [a, b])
+    put(a, "pfx:2", b"fleet-one-v2")
+    c.check(m.fire(), "a and b handled a's write of pfx:2")
+    hit(c, get(p, "pfx:2"), b"p's own", "HIT", "p ignores ringcache:invalidate")
+    p.stop()
+
+
 # --- registry -----------------------------------------------------------------
 
 def registry_entries(redis):
@@ -458,6 +482,7 @@ def main(c, redis):
     coalescing(c, redis, a, b)
     invalidation(c, redis, a, b)
     bad_data(c, redis, a, b)
+    prefix(c, redis, a, b)
     registry(c, redis, a, b, t_start)
 
 

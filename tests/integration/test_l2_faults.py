@@ -204,6 +204,9 @@ def restarted(c, redis, a, b):
             "down: DELETE /cache/del-r -> 200/204 with X-L2: skipped|timeout|error",
             "%s after %.3f s" % (show(r), dt))
     c.eq(get(a, "del-r").status, 404, "down: a answers 404 for del-r")
+    r, dt = timed(a.request, "GET", "/cluster")
+    c.check(not isinstance(r, Exception) and r.status == 503 and dt <= MISS_BOUND,
+            "down: GET /cluster -> 503 within %.0f s" % MISS_BOUND, "%s after %.3f s" % (show(r), dt))
     r = get(b, "stale-r")
     c.note("b during the outage: GET /cache/stale-r -> %s" % show(r))
 
