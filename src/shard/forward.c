@@ -39,7 +39,8 @@ struct fwd *fwd_create(struct conn *c, unsigned origin, const struct cache_req *
 	f->req = *r;
 
 	uint8_t *p = f->data;
-	memcpy(p, r->key, r->key_len);
+	if (r->key_len)
+		memcpy(p, r->key, r->key_len);
 	f->req.key = p;
 	p += r->key_len;
 	if (r->body_len)
