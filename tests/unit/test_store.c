@@ -438,6 +438,26 @@ static void test_fragmentation(void)
 	       (unsigned long long)ss.compacted);
 	free(gen);
 	store_destroy(st);
+
+	/* A key space twice the arena: eviction is unavoidable, but the arena
+	 * stays mostly live data rather than dead copies and gaps. */
+	st = mk(16 * MiB, 0);
+	nkeys = 2 * 16 * 1024 * 1024 / 1450;
+	for (unsigned i = 0; i < 400000; i++) {
+		unsigned key, len;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		key = (unsigned)(x % nkeys);
+		len = (unsigned)((x >> 32) % 2500) * ((x >> 60) == 0 ? 3 : 1);
+		snprintf(k, sizeof(k), "frag:%u", key);
+		CHECK_EQ(set(st, k, v, len, 0) == 0, 1);
+	}
+	store_stats(st, &ss);
+	CHECK(ss.evictions > 0);
+	CHECK(ss.live_bytes * 10 >= ss.arena_bytes * 7);
+	printf("fragmentation, key space 2x the arena: live/arena %.2f, live/used %.2f\n",
+	       (double)ss.live_bytes / ss.arena_bytes, (double)ss.live_bytes / ss.used_bytes);
+	store_destroy(st);
 }
 
 static bool hugetlb_reserved(void)
