@@ -17,7 +17,7 @@
 #include "store_int.h"
 
 #define DEFAULT_MAX_VALUE (16ull << 20)
-#define VALUE_LIMIT       (1ull << 30)
+#define VALUE_LIMIT       UINT32_MAX   /* the item header holds 32 bits */
 #define MIN_MEMORY        (1ull << 20)
 #define SEG_SHIFT_MIN     16u   /* 64 KiB */
 #define SEG_SHIFT_MAX     20u   /* 1 MiB */

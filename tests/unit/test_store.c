@@ -510,7 +510,7 @@ static void test_backing(void)
 	cfg.memory = 1000;
 	CHECK_EQ(store_create(&st, &cfg), -EINVAL);
 	cfg.memory = 8 * MiB;
-	cfg.max_value = (1ull << 30) + 1;
+	cfg.max_value = (size_t)UINT32_MAX + 1;
 	CHECK_EQ(store_create(&st, &cfg), -EINVAL);
 }
 
