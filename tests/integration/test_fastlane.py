@@ -11,8 +11,8 @@ import re
 import subprocess
 import time
 
-from harness import Server, binary_path, build_request, free_port, keys_per_shard, run_main, \
-    wait_for
+from harness import Server, binary_path, build_request, chunked, free_port, keys_per_shard, \
+    run_main, wait_for
 from fastlane_lib import brotli_cli, decode, json_value, random_value, skewed_value, text_value
 
 FLAGS = ["--shards", "2", "--memory", "64M"]
@@ -549,6 +549,94 @@ def x_cache(c, srv):
             "GET after DELETE -> 404 X-Cache: MISS", show(r))
 
 
+# --- both shards, one connection ------------------------------------------------------
+
+def across_shards(c, srv):
+    c.section("local and forwarded keys on one connection: same representations")
+    keys = keys_per_shard("xs-", 2, 1)
+    value = json_value(8192, seed=9)
+    big = text_value(1 << 20)
+    with srv.connect() as conn:
+        for s in (0, 1):
+            k = keys[s][0]
+            what = "key of shard %d" % s
+            r = conn.roundtrip("PUT", "/cache/%s?ttl=300" % k, value,
+                               [("Content-Type", "application/json; charset=utf-8")])
+            c.eq(r.status, 201, "%s: PUT -> 201" % what)
+            tag = r.header("ETag")
+            for ae, want in ((None, "identity"), ("br", "br"), ("gzip", "gzip"),
+                             ("gzip;q=0.9, br;q=0.8", "gzip"), ("*;q=0", 406)):
+                h = [] if ae is None else [("Accept-Encoding", ae)]
+                r = conn.roundtrip("GET", "/cache/" + k, headers=h)
+                w = "%s, Accept-Encoding %s" % (what, ae)
+                if want == 406:
+                    c.eq(r.status, 406, "%s -> 406" % w)
+                    continue
+                check_repr(c, r, value, want, True, w)
+                c.eq(r.header("Content-Type"), "application/json; charset=utf-8",
+                     "%s: Content-Type" % w)
+                c.eq(r.header("X-Cache"), "HIT", "%s: X-Cache: HIT" % w)
+                ma = max_age(r)
+                c.check(ma is not None and 0 < ma <= 300, "%s: max-age in (0, 300]" % w, show(r))
+                if want == "identity":
+                    c.eq(r.header("ETag"), tag, "%s: ETag is the PUT's" % w)
+                hd = conn.roundtrip("HEAD", "/cache/" + k, headers=h)
+                c.check(strip_max_age(hd.raw_head) == strip_max_age(r.raw_head),
+                        "%s: HEAD head is GET's" % w, "GET %r\n      HEAD %r"
+                        % (r.raw_head, hd.raw_head))
+                nm = conn.roundtrip("GET", "/cache/" + k, headers=h + [("If-None-Match",
+                                                                         r.header("ETag"))])
+                check_304(c, nm, r, r.header("ETag"), True, True, w)
+            r = conn.roundtrip("GET", "/cache/xs-missing-%d" % s)
+            c.eq(r.status, 404, "%s-style miss -> 404" % what)
+            r = conn.roundtrip("PUT", "/cache/" + k + "-big", big, [("Content-Type", "text/plain")])
+            c.eq(r.status, 201, "%s: PUT 1 MB text -> 201" % what)
+            for ae in ("br", "gzip"):
+                r = conn.roundtrip("GET", "/cache/" + k + "-big", headers=[("Accept-Encoding", ae)])
+                check_repr(c, r, big, ae, True, "%s: 1 MB text, %s" % (what, ae))
+            r = conn.roundtrip("PUT", "/cache/" + k + "-chunked",
+                               chunked(value, (100, 3000, 1)),
+                               [("Content-Type", "application/json"),
+                                ("Transfer-Encoding", "chunked")])
+            c.eq(r.status, 201, "%s: chunked PUT -> 201" % what)
+            r = conn.roundtrip("GET", "/cache/" + k + "-chunked", headers=[("Accept-Encoding", "br")])
+            check_repr(c, r, value, "br", True, "%s: value sent chunked, br" % what)
+
+
+def ae_parsing(c, srv):
+    c.section("Accept-Encoding values in turn on one connection (no stale parse)")
+    value = json_value(4096, seed=10)
+    put(srv, "turn", value, "application/json")
+    # pairs of the same length that select different codings
+    seq = [("gzip;q=0.5, br;q=0.4", "gzip"), ("gzip;q=0.4, br;q=0.5", "br"),
+           ("gzip;q=0.5, br;q=0.4", "gzip"), ("br", "br"), ("gzip", "gzip"),
+           ("*;q=0", 406), ("*;q=1", "br"), ("br;q=0", "identity"), ("br;q=1", "br"),
+           (None, "identity"), ("br", "br"), ("", "identity"), ("gzip", "gzip"),
+           ("identity;q=0", 406), ("identity;q=1", "identity")]
+    with srv.connect() as conn:
+        for _ in range(2):
+            for ae, want in seq:
+                h = [] if ae is None else [("Accept-Encoding", ae)]
+                r = conn.roundtrip("GET", "/cache/turn", headers=h)
+                what = "in turn: Accept-Encoding %r" % ae
+                if want == 406:
+                    c.eq(r.status, 406, "%s -> 406" % what)
+                else:
+                    c.check(r.status == 200 and coding_of(r) == want, "%s -> %s" % (what, want),
+                            show(r))
+    c.section("long Accept-Encoding values")
+    ae = ", ".join("x-coding-%d;q=0.9" % i for i in range(200)) + ", br;q=0.5"
+    check_repr(c, get(srv, "turn", ae), value, "br", True,
+               "200 unknown codings then br;q=0.5 (%d bytes)" % len(ae))
+    ae = ", ".join("x-coding-%d;q=0.9" % i for i in range(200)) + ", br;q=0, gzip;q=0.1"
+    check_repr(c, get(srv, "turn", ae), value, "gzip", True,
+               "200 unknown codings then br;q=0, gzip;q=0.1 (%d bytes)" % len(ae))
+    tag = get(srv, "turn", "gzip").header("ETag")
+    inm = ", ".join('"%08x"' % i for i in range(300)) + ", " + tag
+    r = get(srv, "turn", "gzip", [("If-None-Match", inm)])
+    c.eq(r.status, 304, "If-None-Match with 300 other tags then the gzip tag -> 304")
+
+
 # --- flags ------------------------------------------------------------------------------
 
 def run(args):
@@ -605,6 +693,23 @@ def flags(c):
         c.eq(rc, 2, "%s exits with status 2" % shown)
         c.check(args[0] in out, "%s: message names %s" % (shown, args[0]), repr(out[:300]))
 
+    c.section("a value that fits the store only without its variants is stored raw")
+    srv = Server(["--shards", "1", "--memory", "1M", "--max-value", "2M"], checks=c).start()
+    stored = None
+    for n in (1000000, 950000, 900000, 850000, 800000, 700000):
+        value = json_value(n, seed=11)
+        r = put(srv, "huge", value, "application/json")
+        c.within(r.status, WRITE_OK | {413}, "--memory 1M: PUT %d-byte JSON -> 201/204/413" % n)
+        if r.status in WRITE_OK:
+            stored = value
+            break
+    if c.check(stored is not None, "--memory 1M: some JSON value of 700-1000 KB is stored"):
+        r = get(srv, "huge", "br, gzip")
+        c.note("%d bytes stored, served as %s (%d bytes)" % (len(stored), coding_of(r), len(r.body)))
+        check_repr(c, r, stored, coding_of(r), coding_of(r) != "identity" or
+                   r.header("Vary") is not None, "--memory 1M: the largest stored JSON, br, gzip")
+    srv.stop()
+
     c.section("--default-ttl 30")
     srv = Server(FLAGS + ["--default-ttl", "30"], checks=c).start()
     t0 = time.monotonic()
@@ -638,6 +743,8 @@ def main(c):
     head(c, srv)
     ttl(c, srv)
     x_cache(c, srv)
+    across_shards(c, srv)
+    ae_parsing(c, srv)
     c.check(srv.alive(), "server process still running after all of the above")
     srv.stop()
     flags(c)
