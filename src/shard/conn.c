@@ -454,6 +454,11 @@ static void dispatch(struct shard *sh, struct conn *c, const struct http_request
 			emit_status(sh, c, 414, req->minor, req->keep_alive, NULL, "key too long\n");
 			return;
 		}
+		if (l2_key_reserved(sh, sh->key_scratch, (size_t)klen)) {
+			emit_status(sh, c, 400, req->minor, req->keep_alive, NULL,
+				    "key reserved for the instance registry in Redis\n");
+			return;
+		}
 		q = http_query_u32(req->query, "ttl", &ttl);
 		if (q < 0) {
 			emit_status(sh, c, 400, req->minor, req->keep_alive, NULL, "bad ttl\n");

@@ -18,6 +18,14 @@
  *   INVALIDATE / FLUSH from coherence: drop the key / everything older
  *
  * L1 hits never reach this file: they are answered before any Redis work.
+ *
+ * Coalescing: the owner shard is the only one that asks Redis about a key,
+ * so it keeps its outstanding reads in a small table (struct l2_get).  A miss
+ * for a key already being read waits behind that read instead of sending
+ * another: 75 concurrent misses make one Redis GET, and all 75 answers say
+ * HIT-L2.  (The coherence thread coalesces too, but a second miss that
+ * reaches it after Redis answered and before this shard stored the value
+ * would start a new read; only the owner can close that window.)
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +33,69 @@
 
 #include "conn.h"
 #include "ringcache/coherence.h"
+
+/* One Redis read in flight for a key, and the requests waiting for it. */
+struct l2_get {
+	struct l2_get *next;            /* bucket chain */
+	uint64_t hash;
+	struct fwd *first;              /* the request that sent COH_GET: its key */
+	struct fwd *last;               /* waiters chain through fwd->qnext */
+};
+
+#define L2_GET_BUCKETS 1024u            /* power of two */
+
+static struct l2_get **get_slot(struct shard *sh, uint64_t hash, const uint8_t *key,
+				uint32_t key_len)
+{
+	struct l2_get **pp = &sh->l2_gets[(hash >> 20) & (L2_GET_BUCKETS - 1)];
+
+	for (; *pp; pp = &(*pp)->next) {
+		const struct cache_req *r = &(*pp)->first->req;
+		if ((*pp)->hash == hash && r->key_len == key_len &&
+		    memcmp(r->key, key, key_len) == 0)
+			break;
+	}
+	return pp;
+}
+
+int l2_setup(struct shard *sh)
+{
+	if (!sh->srv->coh)
+		return 0;
+	sh->l2_gets = calloc(L2_GET_BUCKETS, sizeof(*sh->l2_gets));
+	return sh->l2_gets ? 0 : -ENOMEM;
+}
+
+void l2_teardown(struct shard *sh)
+{
+	while (sh->l2_len) {
+		coh_msg_destroy(sh->l2_queue[sh->l2_head]);
+		sh->l2_head = (sh->l2_head + 1) % sh->l2_cap;
+		sh->l2_len--;
+	}
+	free(sh->l2_queue);
+	sh->l2_queue = NULL;
+	for (unsigned b = 0; sh->l2_gets && b < L2_GET_BUCKETS; b++)
+		for (struct l2_get *g = sh->l2_gets[b], *next; g; g = next) {
+			next = g->next;
+			free(g);
+		}
+	free(sh->l2_gets);
+	sh->l2_gets = NULL;
+}
+
+/*
+ * Keys whose Redis name is the registry's (<prefix>instances and
+ * <prefix>instance:<id>): with --redis they are refused, or a PUT would
+ * overwrite the fleet's registry.
+ */
+bool l2_key_reserved(const struct shard *sh, const uint8_t *key, size_t len)
+{
+	if (!sh->srv->coh)
+		return false;
+	return (len == 9 && memcmp(key, "instances", 9) == 0) ||
+	       (len >= 9 && memcmp(key, "instance:", 9) == 0);
+}
 
 static const char *l2_status_name(uint8_t status)
 {
@@ -133,6 +204,40 @@ static uint32_t remaining_ttl(struct shard *sh, const struct cache_req *r)
 	return it.expires > sh->now_s + 1 ? it.expires - sh->now_s - 1 : 1;
 }
 
+/* An L1 miss: join the read of this key in flight, or start one. */
+static bool begin_get(struct shard *sh, struct fwd *f)
+{
+	const struct cache_req *r = &f->req;
+	struct l2_get **pp = get_slot(sh, r->hash, r->key, r->key_len);
+	struct l2_get *g = *pp;
+	struct coh_msg *m;
+
+	f->qnext = NULL;
+	if (g) {
+		g->last->qnext = f;
+		g->last = f;
+		return true;
+	}
+	g = calloc(1, sizeof(*g));
+	m = coh_msg_create(COH_GET, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
+	if (!g || !m) {
+		free(g);
+		coh_msg_destroy(m);
+		return false;
+	}
+	g->hash = r->hash;
+	g->first = g->last = f;
+	m->cookie = g;
+	if (!submit(sh, m)) {
+		free(g);
+		coh_msg_destroy(m);
+		add_header(&f->resp, "X-L2", "error");
+		return false;
+	}
+	*pp = g;
+	return true;
+}
+
 /*
  * Called on the owner shard right after cache_exec() answered `f` into
  * f->resp.  True when the request now waits for Redis (the caller must not
@@ -164,8 +269,7 @@ bool l2_begin(struct shard *sh, struct fwd *f, enum cache_outcome oc)
 	case CACHE_HEAD:
 		if (oc != CACHE_MISS)
 			return false;
-		m = coh_msg_create(COH_GET, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
-		break;
+		return begin_get(sh, f);
 	default:
 		return false;
 	}
@@ -198,55 +302,88 @@ bool l2_cluster(struct shard *sh, struct fwd *f)
 	return true;
 }
 
-/* Stores a value Redis returned, then answers the GET from L1. */
-static void promote(struct shard *sh, struct fwd *f, const struct coh_msg *m)
+/* Sends a completed request on: to its origin shard, or to its connection. */
+static void complete(struct shard *sh, struct fwd *f)
 {
-	struct cache_req put = f->req;
-	struct store_item it;
-	struct buf scratch = { 0 };
-	enum cache_outcome oc;
-	bool fresh_l1 = store_get(sh->store, f->req.key, f->req.key_len, f->req.hash, &it) == 0;
-	bool keep = !(m->flags & COH_F_NOCACHE);
-
-	if (!fresh_l1) {
-		put.op = CACHE_PUT;
-		put.body = (const uint8_t *)m->value;
-		put.body_len = (uint32_t)m->value_len;
-		put.ttl = m->ttl;   /* 0: none in Redis, so none here */
-		put.content_type.p = m->ctype;
-		put.content_type.len = m->ctype_len;
-		put.cache_control.len = 0;
-		put.if_none_match.len = 0;
-		if (cache_exec(sh->cache, &put, &scratch, &oc) || oc != CACHE_STORED) {
-			/* too large for L1, or no room: a miss, honestly reported */
-			buf_deinit(&scratch);
-			return;
-		}
-		buf_deinit(&scratch);
+	if (f->remote) {
+		f->reply = true;
+		fwd_send(sh, f->origin, f);
+	} else {
+		conn_on_reply(sh, f);
 	}
-	f->resp.len = 0;
-	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
-		f->resp.len = 0;
-		cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
-		return;
-	}
-	if (!fresh_l1) {
-		mark_hit_l2(&f->resp);
-		if (!keep)
-			store_delete(sh->store, f->req.key, f->req.key_len, f->req.hash);
-	}
-	f->outcome = (uint8_t)oc;
 }
 
-static void finish(struct shard *sh, struct fwd *f, struct coh_msg *m)
+/* Stores the value Redis returned in L1; false if L1 would not take it. */
+static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct coh_msg *m)
+{
+	struct cache_req put = f->req;
+	struct buf scratch = { 0 };
+	enum cache_outcome oc;
+	int rc;
+
+	put.op = CACHE_PUT;
+	put.body = (const uint8_t *)m->value;
+	put.body_len = (uint32_t)m->value_len;
+	put.ttl = m->ttl;   /* 0: none in Redis, so none here */
+	put.content_type.p = m->ctype;
+	put.content_type.len = m->ctype_len;
+	put.cache_control.len = 0;
+	put.if_none_match.len = 0;
+	rc = cache_exec(sh->cache, &put, &scratch, &oc);
+	buf_deinit(&scratch);
+	return rc == 0 && oc == CACHE_STORED;
+}
+
+/*
+ * The read of g's key came back: store the value in L1 (unless L1 got a
+ * newer one meanwhile, or the coherence thread says it may be stale), answer
+ * every waiter from L1, then forget the read.
+ */
+static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg *m)
+{
+	const struct cache_req *key = &g->first->req;
+	struct store_item it;
+	bool served_l2 = false;
+
+	*get_slot(sh, g->hash, key->key, key->key_len) = g->next;
+	if (m->status == COH_OK &&
+	    store_get(sh->store, key->key, key->key_len, key->hash, &it) != 0)
+		served_l2 = store_from_l2(sh, g->first, m);
+
+	/* the key's bytes live in g->first, which complete() may free: copy */
+	uint8_t keybuf[STORE_KEY_MAX];
+	uint32_t key_len = key->key_len;
+	uint64_t hash = key->hash;
+	memcpy(keybuf, key->key, key_len);
+
+	for (struct fwd *f = g->first, *next; f; f = next) {
+		enum cache_outcome oc;
+		next = f->qnext;
+		f->qnext = NULL;
+		if (m->status == COH_OK) {
+			f->resp.len = 0;
+			if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
+				f->resp.len = 0;
+				cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
+			} else {
+				f->outcome = (uint8_t)oc;
+				if (served_l2)
+					mark_hit_l2(&f->resp);
+			}
+		} else if (m->status != COH_MISS) {
+			add_header(&f->resp, "X-L2", l2_status_name(m->status));
+		}
+		complete(sh, f);
+	}
+	if (served_l2 && (m->flags & COH_F_NOCACHE))
+		store_delete(sh->store, keybuf, key_len, hash);
+	free(g);
+}
+
+/* A write, a delete or the cluster list came back: finish f's response. */
+static void finish(struct fwd *f, const struct coh_msg *m)
 {
 	switch (m->op) {
-	case COH_GET:
-		if (m->status == COH_OK)
-			promote(sh, f, m);
-		else if (m->status != COH_MISS)
-			add_header(&f->resp, "X-L2", l2_status_name(m->status));
-		break;
 	case COH_SET:
 	case COH_DEL:
 		add_header(&f->resp, "X-L2", l2_status_name(m->status));
@@ -285,17 +422,13 @@ bool l2_drain(struct shard *sh)
 		case COH_FLUSH:
 			store_flush(sh->store, m->older_than);
 			break;
-		default: {
-			struct fwd *f = m->cookie;
-			finish(sh, f, m);
-			if (f->remote) {
-				f->reply = true;
-				fwd_send(sh, f->origin, f);
-			} else {
-				conn_on_reply(sh, f);
-			}
+		case COH_GET:
+			finish_get(sh, m->cookie, m);
 			break;
-		}
+		default:
+			finish(m->cookie, m);
+			complete(sh, m->cookie);
+			break;
 		}
 		coh_msg_destroy(m);
 	}

@@ -285,12 +285,7 @@ static void free_shard(struct server *srv, struct shard *sh)
 		buf_deinit(&c->sending);
 		free(c);
 	}
-	while (sh->l2_len) {
-		coh_msg_destroy(sh->l2_queue[sh->l2_head]);
-		sh->l2_head = (sh->l2_head + 1) % sh->l2_cap;
-		sh->l2_len--;
-	}
-	free(sh->l2_queue);
+	l2_teardown(sh);
 	cache_destroy(sh->cache);
 	store_destroy(sh->store);
 	if (sh->ring.ring_fd > 0)

@@ -231,6 +231,8 @@ static int setup(struct shard *sh)
 	/* ring first, so a missing io_uring is the first thing reported */
 	if ((rc = setup_ring(sh)) || (rc = setup_buffers(sh)) || (rc = setup_listener(sh)))
 		return rc;
+	if (l2_setup(sh))
+		return fail(sh, -ENOMEM, "L2 state%s: %s", "");
 	/* the arena is first touched here, by the pinned thread: NUMA-local */
 	return setup_store(sh);
 }

@@ -37,6 +37,7 @@
 struct shard;
 struct conn;
 struct fwd;
+struct l2_get;
 
 struct server {
 	const struct config *cfg;
@@ -108,6 +109,7 @@ struct shard {
 	struct coh_msg **l2_queue;
 	uint32_t l2_head, l2_len, l2_cap;
 	bool l2_touched;
+	struct l2_get **l2_gets;        /* Redis reads in flight, by key */
 
 	uint64_t now_ns;                /* taken once per loop iteration */
 	uint32_t now_s;                 /* store clock */
@@ -139,6 +141,9 @@ void conn_on_cancel(struct shard *sh, struct conn *c);
 bool conn_exec_forwarded(struct shard *sh, struct fwd *f);
 
 /* l2.c: the Redis L2, through the coherence thread. */
+int l2_setup(struct shard *sh);
+void l2_teardown(struct shard *sh);
+bool l2_key_reserved(const struct shard *sh, const uint8_t *key, size_t len);
 bool l2_begin(struct shard *sh, struct fwd *f, enum cache_outcome oc);
 bool l2_cluster(struct shard *sh, struct fwd *f);
 bool l2_drain(struct shard *sh);

@@ -127,7 +127,7 @@ class Checks:
 
 
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
-                          r"SUMMARY: UndefinedBehaviorSanitizer")
+                          r"SUMMARY: UndefinedBehaviorSanitizer|WARNING: ThreadSanitizer")
 
 
 def _short(v, n=200):
