@@ -69,26 +69,28 @@ def decode(body, coding):
 
 def json_value(size, seed=1):
     """A JSON document of exactly `size` bytes (size >= 4) that compresses
-    well: an array of similar records, padded in the last string."""
+    well: an array of similar records, padded in a last string."""
+    if size < 4:
+        raise ValueError("json_value needs size >= 4")
     rnd = random.Random(seed)
-    recs = []
-    out = b"[]"
+    parts = []
+    used = 2                            # the brackets
     i = 0
     while True:
-        rec = {"id": i, "name": "user-%d" % rnd.randrange(1000),
-               "email": "user%d@example.com" % rnd.randrange(1000),
-               "active": rnd.random() < 0.5, "tags": ["alpha", "beta", "gamma"][:rnd.randrange(4)]}
-        trial = json.dumps(recs + [rec], separators=(",", ":")).encode()
-        if len(trial) > size - 12:
+        rec = json.dumps({"id": i, "name": "user-%d" % rnd.randrange(1000),
+                          "email": "user%d@example.com" % rnd.randrange(1000),
+                          "active": rnd.random() < 0.5,
+                          "tags": ["alpha", "beta", "gamma"][:rnd.randrange(4)]},
+                         separators=(",", ":")).encode()
+        # room left for this record, its comma and a padding string ',""'
+        if used + len(rec) + 1 + 3 > size:
             break
-        recs.append(rec)
-        out = trial
+        parts.append(rec)
+        used += len(rec) + (1 if len(parts) > 1 else 0)
         i += 1
-    pad = size - len(out) - (len(b',""') if recs else len(b'""'))
-    if pad < 0:
-        raise ValueError("json_value needs size >= 4")
-    filler = json.dumps("x" * pad).encode()
-    body = out[:-1] + (b"," if recs else b"") + filler + b"]"
+    pad = size - used - (3 if parts else 2)
+    parts.append(b'"' + b"x" * pad + b'"')
+    body = b"[" + b",".join(parts) + b"]"
     assert len(body) == size, (len(body), size)
     return body
 
