@@ -39,6 +39,10 @@
 
 #define TICK_BUDGET   4096u   /* items visited per store_tick() */
 #define FREE_RESERVE  1u      /* segments kept back for compaction */
+#define LOW_WATER     (FREE_RESERVE + 1)  /* background eviction starts here */
+#define STEP_FACTOR   4u      /* victim bytes looked at per byte written */
+#define STEP_MIN      256u
+#define COPY_MAX(st)  ((st)->seg_size / 4 * 3)
 
 /* --- lists ------------------------------------------------------------ */
 
@@ -92,6 +96,7 @@ int seg_setup(struct store *st)
 	if (!st->segs)
 		return -ENOMEM;
 	st->free = st->fifo = st->reclaim = (struct seg_list){ SEG_NONE, SEG_NONE, 0 };
+	st->bg.seg = SEG_NONE;
 	for (unsigned c = 0; c < STORE_CLASSES; c++) {
 		st->cls[c] = (struct seg_list){ SEG_NONE, SEG_NONE, 0 };
 		st->head[c] = SEG_NONE;
@@ -286,26 +291,42 @@ static int64_t copy_alloc(struct store *st, unsigned cls, uint64_t size)
 	return loc;
 }
 
-/*
- * Empties segment j (state VICTIM, off every list) and frees it.  With
- * `compact`, live items get the second chance described at the top of the
- * file; without, every live item is evicted.
- */
-static void empty_victim(struct store *st, int32_t j, bool compact)
+static void victim_begin(struct store *st, struct victim *v, int32_t j, bool compact)
 {
 	struct seg *s = &st->segs[j];
-	uint64_t base = (uint64_t)j << st->seg_shift;
-	uint64_t budget = compact ? st->seg_size / 4 * 3 : 0, copied = 0;
-	bool sparse = seg_live_bytes(s) <= budget;
+
+	unlink_seg(st, j);
+	s->state = SEG_VICTIM;
+	v->seg = j;
+	v->off = 0;
+	v->copied = 0;
+	v->compact = compact && s->nsegs == 1;
+	v->sparse = seg_live_bytes(s) <= COPY_MAX(st);
+}
+
+/*
+ * Empties victim v until `budget` bytes of it have been looked at; frees
+ * the segment and returns true once nothing live is left.  With compaction
+ * on, live items get the second chance described at the top of the file;
+ * without, every live item is evicted.
+ */
+static bool victim_work(struct store *st, struct victim *v, uint64_t budget)
+{
+	int32_t j = v->seg;
+	struct seg *s = &st->segs[j];
+	uint64_t base = (uint64_t)j << st->seg_shift, scanned = 0;
 	struct item_hdr h;
 
-	for (uint64_t off = 0; off < s->write_off && s->live_items; off += item_total(&h)) {
-		uint64_t loc = base + off;
+	while (v->off < s->write_off && s->live_items && scanned < budget) {
+		uint64_t loc = base + v->off;
 		uint8_t *p = store_ptr(st, loc);
-		uint64_t *slot;
+		uint64_t *slot, total;
 		int64_t dst;
 
 		item_get_hdr(p, &h);
+		total = item_total(&h);
+		v->off += total;
+		scanned += total;
 		if (h.dead)
 			continue;
 		slot = slot_of(st, loc, &h);
@@ -319,17 +340,18 @@ static void empty_victim(struct store *st, int32_t j, bool compact)
 			st->expirations++;
 			continue;
 		}
-		if ((sparse || (*slot & INDEX_ACCESSED)) && copied + item_total(&h) <= budget &&
-		    (dst = copy_alloc(st, s->cls, item_total(&h))) >= 0) {
+		if (v->compact && (v->sparse || (*slot & INDEX_ACCESSED)) &&
+		    v->copied + total <= COPY_MAX(st) &&
+		    (dst = copy_alloc(st, s->cls, total)) >= 0) {
 			struct seg *d = &st->segs[store_seg_of(st, (uint64_t)dst)];
 
-			memcpy(store_ptr(st, (uint64_t)dst), p, item_total(&h));
+			memcpy(store_ptr(st, (uint64_t)dst), p, total);
 			index_relocate(slot, (uint64_t)dst);
 			seg_add_item(st, (uint64_t)dst, &h);
 			if (s->stored_min < d->stored_min)
 				d->stored_min = s->stored_min;
 			seg_drop_item(st, loc, &h);
-			copied += item_total(&h);
+			v->copied += total;
 			st->compacted++;
 			continue;
 		}
@@ -337,7 +359,11 @@ static void empty_victim(struct store *st, int32_t j, bool compact)
 		seg_drop_item(st, loc, &h);
 		st->evictions++;
 	}
+	if (v->off < s->write_off && s->live_items)
+		return false;
+	v->seg = SEG_NONE;
 	release(st, j);
+	return true;
 }
 
 /*
@@ -373,9 +399,13 @@ static uint32_t reclaim_some(struct store *st, uint32_t budget)
 	return visited;
 }
 
-/* Drops segment j's group now, evicting its items without a second chance. */
+/*
+ * Drops segment j's group now, evicting its items without a second chance:
+ * no copies, so no segment changes state behind the caller's back.
+ */
 static void drop_now(struct store *st, int32_t j)
 {
+	struct victim v;
 	struct seg *s;
 
 	if (st->segs[j].state == SEG_TAIL)
@@ -394,9 +424,12 @@ static void drop_now(struct store *st, int32_t j)
 	case SEG_HEAD:
 	case SEG_SEALED:
 	case SEG_LARGE:
-		unlink_seg(st, j);
-		s->state = SEG_VICTIM;
-		empty_victim(st, j, false);
+		victim_begin(st, &v, j, false);
+		victim_work(st, &v, UINT64_MAX);
+		break;
+	case SEG_VICTIM:   /* only st->bg stays a victim between calls */
+		st->bg.compact = false;
+		victim_work(st, &st->bg, UINT64_MAX);
 		break;
 	default:
 		break;
@@ -423,6 +456,11 @@ static bool evict_one(struct store *st, bool compact)
 {
 	int32_t j, oldest = SEG_NONE;
 
+	if (st->bg.seg != SEG_NONE) {
+		st->bg.compact &= compact;
+		victim_work(st, &st->bg, UINT64_MAX);
+		return true;
+	}
 	if (st->reclaim.head != SEG_NONE) {
 		drop_now(st, st->reclaim.head);
 		return true;
@@ -433,11 +471,8 @@ static bool evict_one(struct store *st, bool compact)
 		return true;
 	}
 	if ((j = st->fifo.head) != SEG_NONE) {
-		bool large = st->segs[j].state == SEG_LARGE;
-
-		unlink_seg(st, j);
-		st->segs[j].state = SEG_VICTIM;
-		empty_victim(st, j, compact && !large);
+		victim_begin(st, &st->bg, j, compact);
+		victim_work(st, &st->bg, UINT64_MAX);
 		return true;
 	}
 	for (unsigned c = 0; c < STORE_CLASSES; c++) {
@@ -472,11 +507,42 @@ static void make_room(struct store *st)
 	}
 }
 
+/*
+ * Background eviction, paid for by each write: when the free list is down
+ * to LOW_WATER, look at `budget` more bytes of the current victim (starting
+ * one if needed).  Writes then rarely find the free list at the reserve and
+ * wait for a whole segment to be emptied.
+ */
+static void evict_step(struct store *st, uint64_t budget)
+{
+	int32_t j;
+
+	if (st->free.n > LOW_WATER)
+		return;
+	if (st->bg.seg == SEG_NONE) {
+		if (st->reclaim.head != SEG_NONE) {
+			reclaim_some(st, (uint32_t)(budget / 64 + 1));
+			return;
+		}
+		if ((j = expired_seg(st)) != SEG_NONE) {
+			doom(st, j, true);
+			return;
+		}
+		if ((j = st->fifo.head) == SEG_NONE)
+			return;
+		victim_begin(st, &st->bg, j, true);
+	}
+	victim_work(st, &st->bg, budget);
+}
+
 int64_t seg_alloc(struct store *st, unsigned cls, uint64_t size)
 {
-	int32_t h = st->head[cls];
+	int32_t h;
 	uint64_t loc;
 
+	/* Before taking space: the step may seal this class's head. */
+	evict_step(st, STEP_FACTOR * size + STEP_MIN);
+	h = st->head[cls];
 	if (h == SEG_NONE || st->seg_size - st->segs[h].write_off < size) {
 		if (h != SEG_NONE)
 			seal(st, h);
@@ -594,6 +660,7 @@ void seg_tick(struct store *st)
 	}
 	while (budget && st->reclaim.head != SEG_NONE)
 		budget -= reclaim_some(st, budget);
+	evict_step(st, st->seg_size / 4);
 }
 
 uint64_t seg_flush(struct store *st, uint32_t older_than)
@@ -603,9 +670,12 @@ uint64_t seg_flush(struct store *st, uint32_t older_than)
 	for (uint32_t j = st->index_segs; j < st->nsegs; j++) {
 		struct seg *s = &st->segs[j];
 
-		if ((s->state == SEG_HEAD || s->state == SEG_SEALED || s->state == SEG_LARGE) &&
-		    s->stored_min < older_than)
+		if ((s->state == SEG_HEAD || s->state == SEG_SEALED || s->state == SEG_LARGE ||
+		     s->state == SEG_VICTIM) && s->stored_min < older_than) {
+			if (st->bg.seg == (int32_t)j)
+				st->bg.seg = SEG_NONE;
 			n += doom(st, (int32_t)j, false);
+		}
 	}
 	return n;
 }

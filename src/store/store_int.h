@@ -27,11 +27,13 @@
  *   RECLAIM   dropped (flushed or expired) but its index entries are still
  *             there: items in it are "ghosts", never served, and the
  *             reclaim pass removes them before freeing the segment
- *   VICTIM    being evicted or compacted right now
+ *   VICTIM    being emptied (st->bg, or a drop in progress): its items
+ *             are still served until the scan reaches them
  */
 #ifndef RINGCACHE_STORE_INT_H
 #define RINGCACHE_STORE_INT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "arena.h"
@@ -74,6 +76,15 @@ struct seg_list {
 	uint32_t n;
 };
 
+/* A segment being emptied, with where the scan is. */
+struct victim {
+	int32_t seg;      /* SEG_NONE when there is none */
+	bool compact;     /* give live items their second chance */
+	bool sparse;      /* at most 3/4 live when chosen: copy every live item */
+	uint64_t off;     /* next item to look at */
+	uint64_t copied;  /* bytes copied forward so far */
+};
+
 struct store {
 	struct arena arena;
 	struct index ix;
@@ -91,6 +102,7 @@ struct store {
 	struct seg_list cls[STORE_CLASSES];
 	int32_t head[STORE_CLASSES];
 	uint64_t reclaim_off;  /* scan cursor in reclaim.head */
+	struct victim bg;      /* emptied a slice per write, ahead of need */
 
 	/* live totals, and counters for store_stats() */
 	uint64_t items, hdr_bytes, key_bytes, value_bytes;
