@@ -6,6 +6,7 @@
  * figures are the store's cost only (hashing is reported on its own line).
  *
  *   bench-store [-n KEYS] [-k KEYLEN] [-v VALUELEN] [-m MEMORY_MIB] [-H auto|on|off]
+ *   bench-store -F X [-m MEMORY_MIB]     (fragmentation, below)
  *
  * Defaults: 1M keys named key:N, 100-byte values, memory sized to hold
  * them all, hugepages off.  -k 16 pads keys to 16 bytes (the 10M-key
@@ -55,28 +56,75 @@ static void report(const char *what, double secs, size_t n)
 	       (double)n / secs / 1e6);
 }
 
+/*
+ * -F X: random overwrites with mixed value sizes (0-2.5 KB, one in sixteen
+ * up to 7.5 KB) over a key space of X times the arena, then the share of
+ * the arena that holds live data and how many keys survived.
+ */
+static int fragmentation(double times, size_t mem_mib)
+{
+	struct store_config cfg = { .memory = mem_mib << 20, .hugepages = STORE_HUGEPAGES_OFF,
+				    .numa_node = -1 };
+	static uint8_t v[8192];
+	struct iovec iov = { v, 0 };
+	struct store_stats ss;
+	struct store *st;
+	unsigned nkeys = (unsigned)(times * (double)(mem_mib << 20) / 1450);
+	uint64_t x = 88172645463325252ull;
+	char k[32];
+
+	if (store_create(&st, &cfg) < 0 || nkeys == 0)
+		return 1;
+	memset(v, 'f', sizeof(v));
+	for (unsigned i = 0; i < 50 * nkeys + 1000000; i++) {
+		unsigned key, len;
+		int kl;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		key = (unsigned)(x % nkeys);
+		len = (unsigned)((x >> 32) % 2500) * ((x >> 60) == 0 ? 3 : 1);
+		kl = snprintf(k, sizeof(k), "frag:%u", key);
+		iov.iov_len = len;
+		store_set(st, k, (size_t)kl, hash_bytes(k, (size_t)kl, HASH_KEY_SEED), &iov, 1, 0, 0, 0);
+	}
+	store_stats(st, &ss);
+	printf("fragmentation: key space %.2fx of a %zu MiB arena, %u keys, %u overwrites: "
+	       "%llu keys cached, live/arena %.2f, live/used %.2f, %llu evicted, %llu copied\n",
+	       times, mem_mib, nkeys, 50 * nkeys + 1000000, (unsigned long long)ss.items,
+	       (double)ss.live_bytes / (double)ss.arena_bytes,
+	       (double)ss.live_bytes / (double)ss.used_bytes, (unsigned long long)ss.evictions,
+	       (unsigned long long)ss.compacted);
+	store_destroy(st);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	size_t n = 1000000, klen_min = 0, vlen = 100, mem_mib = 0;
 	enum store_hugepages hp = STORE_HUGEPAGES_OFF;
+	double frag = 0;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:k:v:m:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:k:v:m:H:F:")) != -1) {
 		switch (opt) {
 		case 'n': n = strtoull(optarg, NULL, 10); break;
 		case 'k': klen_min = strtoull(optarg, NULL, 10); break;
 		case 'v': vlen = strtoull(optarg, NULL, 10); break;
 		case 'm': mem_mib = strtoull(optarg, NULL, 10); break;
+		case 'F': frag = strtod(optarg, NULL); break;
 		case 'H':
 			hp = !strcmp(optarg, "on") ? STORE_HUGEPAGES_ON :
 			     !strcmp(optarg, "auto") ? STORE_HUGEPAGES_AUTO : STORE_HUGEPAGES_OFF;
 			break;
 		default:
 			fprintf(stderr, "usage: %s [-n KEYS] [-k KEYLEN] [-v VALUELEN] "
-				"[-m MEMORY_MIB] [-H auto|on|off]\n", argv[0]);
+				"[-m MEMORY_MIB] [-H auto|on|off] [-F KEYSPACE_TIMES_ARENA]\n",
+				argv[0]);
 			return 2;
 		}
 	}
+	if (frag > 0)
+		return fragmentation(frag, mem_mib ? mem_mib : 64);
 	if (n == 0 || klen_min > 64)
 		return 2;
 	if (!mem_mib)
