@@ -94,7 +94,10 @@ def auth(c, tmp):
 
     c.section("requests without a valid key")
     denied(c, srv.request("GET", "/cache/a"), "GET /cache/a without a key", value)
-    denied(c, srv.request("HEAD", "/cache/a"), "HEAD /cache/a without a key")
+    r = srv.request("HEAD", "/cache/a")
+    denied(c, r, "HEAD /cache/a without a key")
+    g = srv.request("GET", "/cache/a")
+    c.eq(r.raw_head, g.raw_head, "HEAD's 401 head is GET's")
     denied(c, srv.request("GET", "/cache/missing"), "GET of a missing key without a key")
     r = srv.request("PUT", "/cache/b", b"intruder")
     denied(c, r, "PUT /cache/b without a key")
@@ -330,6 +333,22 @@ def check_percentiles(c, h, what):
             "%s: 0 < p50 <= p90 <= p99 <= p99.9 <= max" % what, repr(h))
 
 
+def poll_stats(srv, cond, timeout=5.0):
+    """Polls /stats until cond(doc) holds; (held, last doc)."""
+    last = [None]
+
+    def probe():
+        last[0] = get_stats(srv)[1]
+        return last[0] is not None and cond(last[0])
+    return bool(wait_for(probe, timeout, 0.2)), last[0]
+
+
+def totals(doc, *names):
+    if doc is None:
+        return "no document"
+    return ", ".join("%s %s" % (n, [p.get(n) for p in doc["per_shard"]]) for n in names)
+
+
 def delta(a, b, name):
     return b["total"][name] - a["total"][name]
 
@@ -396,6 +415,9 @@ def stats(c):
             "connections_accepted grew by at least 2 (the client and /stats)")
     c.check(s1["total"]["connections"] >= 1,
             "connections >= 1 (the client's is open)", repr(s1["total"]["connections"]))
+    served = delta(s0, s1, "local_requests") + delta(s0, s1, "forwarded_requests")
+    c.eq(served, nreq, "local_requests + forwarded_requests grew by exactly the %d /cache/ "
+         "requests (each served by one store)" % nreq)
     c.check(delta(s0, s1, "forwarded_requests") >= hits // 2,
             "forwarded_requests grew by at least %d (half of the keys are on the other shard)"
             % (hits // 2), "grew by %d" % delta(s0, s1, "forwarded_requests"))
@@ -416,10 +438,10 @@ def stats(c):
         c.note("%s hits (ns): %s" % (kind, lat[kind]))
 
     c.section("the store figures: items and value_bytes (variants included)")
-    s2 = wait_for(lambda: (lambda d: d if d and d["total"]["items"] == len(allkeys) else None)(
-        get_stats(srv)[1]), 5.0, 0.2)
-    c.check(s2 is not None, "total.items reaches %d within 5 s" % len(allkeys))
-    if s2 is not None:
+    ok, s2 = poll_stats(srv, lambda d: d["total"]["items"] == len(allkeys))
+    c.check(ok, "total.items reaches %d within 5 s" % len(allkeys),
+            "per shard: " + totals(s2, "items", "sets", "value_bytes"))
+    if ok:
         for s in (0, 1):
             c.eq(s2["per_shard"][s]["items"], 3, "shard %d: items is 3" % s)
         raw = sum(len(v) for v in values.values())
@@ -453,12 +475,12 @@ def stats(c):
            "shard's store')", "grew by %d" % delta(s4, s4b, "deletes"))
     gone = wait_for(lambda: srv.request("GET", "/cache/st-exp").status == 404, 5.0, 0.1)
     c.check(gone, "the ttl=1 key is gone within 5 s")
-    s5 = wait_for(lambda: (lambda d: d if d and d["total"]["expirations"] >= 1 else None)(
-        get_stats(srv)[1]), 5.0, 0.2)
-    c.check(s5 is not None, "expirations >= 1 within 5 s after the key expired")
-    s6 = wait_for(lambda: (lambda d: d if d and d["total"]["items"] == len(allkeys) - 1 else None)(
-        get_stats(srv)[1]), 5.0, 0.2)
-    c.check(s6 is not None, "items falls to %d (one deleted, one expired)" % (len(allkeys) - 1))
+    ok, s5 = poll_stats(srv, lambda d: d["total"]["expirations"] >= 1)
+    c.check(ok, "expirations >= 1 within 5 s after the key expired",
+            "per shard: " + totals(s5, "expirations", "items"))
+    ok, s6 = poll_stats(srv, lambda d: d["total"]["items"] == len(allkeys) - 1)
+    c.check(ok, "items falls to %d (one deleted, one expired)" % (len(allkeys) - 1),
+            "per shard: " + totals(s6, "items", "deletes", "expirations"))
 
     metrics(c, srv, cl)
     cl.close()
@@ -560,10 +582,9 @@ def evictions(c):
         if r.status not in WRITE_OK:
             c.check(False, "PUT big%d -> 201/204" % i, repr(r))
             break
-    s = wait_for(lambda: (lambda d: d if d and d["total"]["evictions"] > 0 else None)(
-        get_stats(srv)[1]), 5.0, 0.2)
-    c.check(s is not None, "evictions > 0 within 5 s")
-    if s is not None:
+    ok, s = poll_stats(srv, lambda d: d["total"]["evictions"] > 0)
+    c.check(ok, "evictions > 0 within 5 s", "per shard: " + totals(s, "evictions", "items", "sets"))
+    if ok:
         c.check(s["total"]["items"] < 24, "items < 24 (%d)" % s["total"]["items"])
         c.eq(s["total"]["sets"], 24, "sets is 24")
     srv.stop()
