@@ -229,6 +229,25 @@ BOTH = [
     (" , br ,, ", "br"),
     ("gzip, deflate, br", "br"),
     ("gzip, deflate, br, zstd", "br"),
+    # qvalue grammar (RFC 9110 12.4.2): "0." and "1." are valid; more than
+    # three decimals, a leading dot or zero, or quotes are not
+    ("br;q=0., gzip", "gzip"),
+    ("gzip;q=1., br;q=0.9", "gzip"),
+    ("br;q=1.001, gzip;q=0.5", "gzip"),
+    ("br;q=0.5000, gzip;q=0.4", "gzip"),
+    ("br;q=.5, gzip;q=0.4", "gzip"),
+    ("br;q=01, gzip;q=0.5", "gzip"),
+    ('br;q="0.5", gzip;q=0.4', "gzip"),
+    ("br; q=0.3, gzip; q=0.4", "gzip"),
+    ("br\t;\tq=0.1, gzip;q=0.2", "gzip"),
+    ("BR;Q=0", "identity"),
+    ("gzip;q=0.2, br;q=0.2, identity;q=0.2", "br"),
+    ("br;q=0.5, gzip;q=0.5, identity", "identity"),
+    ("identity;q=0.5, *;q=0", "identity"),
+    ("br;q=0.9, *;q=1", "gzip"),
+    ("*;q=0.2, gzip;q=0.1, br;q=0.1", "identity"),
+    ("x-gzip;q=0.5, br;q=0.4", "gzip"),
+    ("gzip;q=0.3, x-gzip;q=0.9, br;q=0.5", "br"),
 ]
 
 # the same for a value without variants
