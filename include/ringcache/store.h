@@ -71,7 +71,7 @@ struct store_stats {
 	uint64_t used_bytes;       /* bytes in segments/slabs holding live or dead items */
 	uint64_t evictions;        /* items dropped to make room */
 	uint64_t expirations;      /* items dropped because their TTL passed */
-	uint64_t sets, gets, hits, deletes;
+	uint64_t sets, gets, hits, deletes; /* calls; deletes: those that removed an item */
 	enum store_backing backing;
 	/* added by the store engine (issue 3) */
 	uint64_t live_bytes;       /* headers + keys + values of live items */
@@ -104,6 +104,11 @@ int store_get(struct store *st, const void *key, size_t key_len, uint64_t hash,
 int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint16_t flags,
 	      uint32_t etag);
+
+/* Whether `key` has a live item.  Unlike store_get() it counts no get or
+ * hit and does not mark the item as read (eviction's second chance), so a
+ * writer can ask before replacing a value.  (Added by the store engine.) */
+bool store_contains(struct store *st, const void *key, size_t key_len, uint64_t hash);
 
 /* 0 if it was there, -ENOENT if not. */
 int store_delete(struct store *st, const void *key, size_t key_len, uint64_t hash);

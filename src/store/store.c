@@ -159,6 +159,13 @@ int store_get(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	return 0;
 }
 
+bool store_contains(struct store *st, const void *key, size_t key_len, uint64_t hash)
+{
+	struct item_hdr h;
+
+	return key_ok(key_len) && lookup(st, key, key_len, hash, &h) != NULL;
+}
+
 /* Removes the key's live item, if any; 0 if there was one. */
 static int remove_key(struct store *st, const void *key, size_t key_len, uint64_t hash)
 {
@@ -252,10 +259,14 @@ int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
 
 int store_delete(struct store *st, const void *key, size_t key_len, uint64_t hash)
 {
+	int r;
+
 	if (!key_ok(key_len))
 		return -EINVAL;
-	st->deletes++;
-	return remove_key(st, key, key_len, hash);
+	r = remove_key(st, key, key_len, hash);
+	if (r == 0)
+		st->deletes++;
+	return r;
 }
 
 uint64_t store_flush(struct store *st, uint32_t older_than)

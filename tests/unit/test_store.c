@@ -101,8 +101,19 @@ static void test_basic(void)
 	CHECK_EQ(store_get(st, "a\0b", 3, h("a\0b", 3), &it), 0);
 	CHECK_EQ(store_get(st, "a", 1, h("a", 1), &it), -ENOENT);
 
+	store_stats(st, &ss);
+	CHECK(store_contains(st, "k1", 2, h("k1", 2)));
+	CHECK(!store_contains(st, "k2", 2, h("k2", 2)));
+	CHECK(!store_contains(st, "", 0, 0));
+	{
+		struct store_stats s2;
+		store_stats(st, &s2);
+		CHECK_EQ(s2.gets, ss.gets);
+		CHECK_EQ(s2.hits, ss.hits);
+	}
 	CHECK_EQ(store_delete(st, "k1", 2, h("k1", 2)), 0);
 	CHECK_EQ(store_delete(st, "k1", 2, h("k1", 2)), -ENOENT);
+	CHECK(!store_contains(st, "k1", 2, h("k1", 2)));
 	CHECK_EQ(get(st, "k1", &it), -ENOENT);
 
 	store_stats(st, &ss);
@@ -151,7 +162,9 @@ static void test_ttl(void)
 	CHECK_EQ(it.expires, 105);
 	store_tick(st, 104);
 	CHECK_EQ(get(st, "t", &it), 0);
+	CHECK(store_contains(st, "t", 1, h("t", 1)));
 	store_tick(st, 105);
+	CHECK(!store_contains(st, "t", 1, h("t", 1)));
 	CHECK_EQ(get(st, "t", &it), -ENOENT);
 	CHECK_EQ(get(st, "forever", &it), 0);
 	/* A clock that goes back does not resurrect anything. */
