@@ -11,19 +11,21 @@
  *     by store_tick() without waiting for a reader;
  *   - store_flush() drops whole segments;
  *   - when the free list runs low, the oldest sealed segment (FIFO) is
- *     evicted.  Before it goes, its live items get a second
- *     chance: if at most 3/4 of the segment is live (overwrites left it
- *     sparse), all of them are copied to the head of their class
- *     (compaction: nothing is lost), otherwise those read since they were
- *     written are copied, up to 3/4 of a segment; the rest are evicted.
- *     Copying at most 3/4 of a segment per freed segment guarantees
- *     progress.  Under uniform random overwrites of mixed sizes this keeps
- *     every key while they fill up to ~78% of the arena, and ~84% of the
- *     arena live when the key space is larger than the arena (measured in
- *     docs/store.md; with 1/2 instead of 3/4 those were 68% and 76%).
+ *     evicted.  Before it goes, its live items get a second chance: if at
+ *     most 3/4 of the segment is live (overwrites left it sparse), all of
+ *     them are copied to the head of their class (compaction: nothing is
+ *     lost), otherwise those read since they were written are copied, up
+ *     to 3/4 of a segment; the rest are evicted.  Copying at most 3/4 of a
+ *     segment per freed segment guarantees progress.  Under uniform random
+ *     overwrites of mixed sizes this keeps nearly every key while they fill
+ *     up to ~78% of the arena, and ~80% of the arena live when the key space
+ *     is larger than the arena (docs/store.md; with 1/2 instead of 3/4 those
+ *     were 68% and 76%).
  *
- * One free segment is kept back from ordinary writes so that compaction
- * always has somewhere to copy to.
+ * The victim is emptied a slice per write (evict_step) once the free list
+ * is down to LOW_WATER, so a write rarely has to empty a whole segment
+ * itself.  One free segment is kept back from ordinary writes so that
+ * compaction always has somewhere to copy to.
  *
  * Dropped (flushed or expired) segments keep their index entries for a while
  * as ghosts: lookups treat them as misses, and store_tick() removes them a
