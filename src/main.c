@@ -7,9 +7,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "ringcache_version.h"
 #include "shard/shard.h"
+
+/*
+ * Each connection is a descriptor: lift the soft limit on open files to the
+ * hard one (systemd's LimitNOFILE= sets that), and say when it is below what
+ * --max-conns allows, since accepts then fail with EMFILE (counted in
+ * accept_errors; the listener retries a quarter second later).
+ */
+static void raise_nofile(const struct config *cfg, unsigned nshards)
+{
+	struct rlimit rl;
+	unsigned long long want = (unsigned long long)cfg->max_conns * nshards + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+		fprintf(stderr,
+			"ringcached: open files limited to %llu, below --max-conns x shards "
+			"(%llu): raise LimitNOFILE / ulimit -n\n",
+			(unsigned long long)rl.rlim_cur, want);
+}
 
 int main(int argc, char **argv)
 {
@@ -45,6 +71,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ringcached: %s\n", err);
 		return rc == -EINVAL ? 2 : 1;
 	}
+	raise_nofile(&cfg, srv->nshards);
 	rc = server_run(srv, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ringcached: %s\n", err);

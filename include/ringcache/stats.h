@@ -43,6 +43,8 @@
 	X(received_bytes, COUNTER, "Bytes received from clients.")                \
 	X(sent_bytes, COUNTER, "Bytes sent to clients.")                          \
 	X(connections_accepted, COUNTER, "Client connections accepted.")          \
+	X(accept_errors, COUNTER,                                                  \
+	  "Accepts that failed (EMFILE, ENFILE...) or were over --max-conns.")    \
 	X(connections, GAUGE, "Client connections open now.")                    \
 	X(items, GAUGE, "Items in this shard's store.")                           \
 	X(value_bytes, GAUGE, "Bytes of values (all variants) in the store.")     \

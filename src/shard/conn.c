@@ -17,6 +17,15 @@
  * client reads the response instead of a reset.  An abort shuts both sides,
  * which ends the multishot recv; the descriptor is closed and the memory
  * freed only when no recv, send or forwarded request still refers to it.
+ *
+ * A client that half-closes (FIN after its last request) still gets every
+ * answer, including those of requests buffered while input was paused.
+ *
+ * Back-pressure: when a connection has PEND_MAX responses or OUT_MAX bytes
+ * waiting (in `out` and in the pending FIFO), parsing pauses; when its
+ * buffered input passes one request's worth the recv is cancelled too, and
+ * re-armed once the backlog is sent.  A client that reads nothing for
+ * --idle-timeout while a send is in flight is disconnected.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -33,6 +42,7 @@
 #define PEND_MAX 1024                  /* responses queued per connection before input waits */
 #define OUT_MAX (8u << 20)             /* bytes queued per connection before input waits */
 #define LINGER_NS (2ull * 1000000000)  /* how long a closing connection drains input */
+#define CHUNK_SLACK (64u << 10)        /* chunked framing allowed beyond 2 x --max-value */
 
 static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -44,6 +54,10 @@ static void arm_recv(struct shard *sh, struct conn *c)
 {
 	struct io_uring_sqe *sqe = shard_sqe(sh);
 
+	if (!sqe) {
+		conn_abort(sh, c);
+		return;
+	}
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = 0;
@@ -51,10 +65,25 @@ static void arm_recv(struct shard *sh, struct conn *c)
 	c->flags |= C_RECV;
 }
 
+/*
+ * The one place a recv is (re)armed: when the connection still wants input
+ * and has no recv armed or being cancelled.  Called wherever one of those
+ * conditions may have changed.
+ */
+static void recv_update(struct shard *sh, struct conn *c)
+{
+	if (!(c->flags & (C_RECV | C_CANCELING | C_RECV_OFF | C_EOF | C_CLOSED)))
+		arm_recv(sh, c);
+}
+
 static void cancel_recv(struct shard *sh, struct conn *c)
 {
 	struct io_uring_sqe *sqe = shard_sqe(sh);
 
+	if (!sqe) {
+		conn_abort(sh, c);
+		return;
+	}
 	io_uring_prep_cancel64(sqe, shard_udata(c, OP_RECV), 0);
 	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_CANCEL));
 	c->flags |= C_CANCELING;
@@ -66,6 +95,7 @@ void conn_accept(struct shard *sh, int fd)
 	int one = 1;
 
 	if (sh->nconns >= cfg->max_conns) {
+		stats_inc(&sh->stats->accept_errors);
 		close(fd);
 		return;
 	}
@@ -91,11 +121,10 @@ static void conn_free(struct shard *sh, struct conn *c)
 	last->idx = c->idx;
 	sh->conns[c->idx] = last;
 	close(c->fd);
+	/* inflight is 0: every slot is back home, and only this FIFO holds it */
 	for (struct fwd *f = c->pend_head, *next; f; f = next) {
 		next = f->pnext;
-		if (!f->remote || f->done)
-			fwd_destroy(f);
-		/* a remote one still out is freed when it comes back */
+		fwd_destroy(f);
 	}
 	buf_deinit(&c->in);
 	buf_deinit(&c->body);
@@ -151,8 +180,16 @@ static struct buf *response_buf(struct conn *c, struct fwd **slot)
 	return &f->resp;
 }
 
-static void emit_status(struct shard *sh, struct conn *c, int status, uint8_t minor,
-			bool keep_alive, const char *extra, const char *body)
+/* Counts the bytes of a response written into a pending slot. */
+static void slot_filled(struct conn *c, const struct fwd *slot)
+{
+	if (slot)
+		c->pend_bytes += slot->resp.len;
+}
+
+/* A response of its own: `body` is sent, or for HEAD only its length. */
+static void emit_response(struct shard *sh, struct conn *c, int status, uint8_t minor,
+			  bool keep_alive, const char *extra, const char *body, bool head)
 {
 	struct fwd *slot;
 	struct buf *b = response_buf(c, &slot);
@@ -161,6 +198,9 @@ static void emit_status(struct shard *sh, struct conn *c, int status, uint8_t mi
 		conn_abort(sh, c);
 		return;
 	}
+	if (head && body && status >= 200 && status != 204 && status != 304)
+		b->len -= strlen(body); /* the headers GET would send, no body */
+	slot_filled(c, slot);
 	if (status >= 400)
 		stats_inc(&sh->stats->errors);
 	if (!keep_alive)
@@ -168,22 +208,39 @@ static void emit_status(struct shard *sh, struct conn *c, int status, uint8_t mi
 	shard_mark_dirty(sh, c);
 }
 
-/* A request that cannot be answered in kind: answer with its status and end
- * the connection (the stream may be out of sync). */
-static void protocol_error(struct shard *sh, struct conn *c, int status)
+static void emit_status(struct shard *sh, struct conn *c, int status, uint8_t minor,
+			bool keep_alive, const char *extra, const char *body)
 {
-	emit_status(sh, c, status, 1, false, NULL, NULL);
+	emit_response(sh, c, status, minor, keep_alive, extra, body, false);
 }
 
-static void count_outcome(struct stats_shard *st, enum cache_outcome oc)
+/* A request that cannot be answered in kind: answer with its status and end
+ * the connection (the stream may be out of sync).  `err` is an HTTP status
+ * from the parser, or an errno (out of memory: 500). */
+static void protocol_error(struct shard *sh, struct conn *c, int err)
 {
+	emit_status(sh, c, err >= 400 && err <= 599 ? err : 500, 1, false, NULL, NULL);
+}
+
+/*
+ * Counts what the store answered (docs/stats.md).  A miss is a 404, so an
+ * error too, unless Redis gets asked next: l2.c counts the 404 then.
+ */
+static void count_outcome(struct shard *sh, enum cache_outcome oc)
+{
+	struct stats_shard *st = sh->stats;
+
 	switch (oc) {
 	case CACHE_HIT: stats_inc(&st->hits); break;
-	case CACHE_MISS: stats_inc(&st->misses); break;
+	case CACHE_MISS:
+		stats_inc(&st->misses);
+		if (!sh->srv->coh)
+			stats_inc(&st->errors);
+		break;
 	case CACHE_NOT_MODIFIED: stats_inc(&st->hits); stats_inc(&st->not_modified); break;
 	case CACHE_STORED: stats_inc(&st->sets); break;
 	case CACHE_DELETED: stats_inc(&st->deletes); break;
-	case CACHE_ABSENT: stats_inc(&st->deletes); break;
+	case CACHE_ABSENT: stats_inc(&st->errors); break;
 	case CACHE_FAILED: stats_inc(&st->errors); break;
 	}
 }
@@ -200,17 +257,12 @@ static void pend_async(struct conn *c, struct fwd *f)
 	c->inflight++;
 }
 
-/* Drops the newest pending slot (the one response_buf() just made). */
-static void unpend_tail(struct conn *c, struct fwd *slot)
+/* Drops the newest pending slot (the one response_buf() just made behind
+ * `prev`, never the head: a slot is made only behind an outstanding answer). */
+static void unpend_tail(struct conn *c, struct fwd *prev, struct fwd *slot)
 {
-	struct fwd **pp = &c->pend_head;
-
-	while (*pp != slot)
-		pp = &(*pp)->pnext;
-	*pp = NULL;
-	c->pend_tail = NULL;
-	for (struct fwd *f = c->pend_head; f; f = f->pnext)
-		c->pend_tail = f;
+	prev->pnext = NULL;
+	c->pend_tail = prev;
 	c->npend--;
 	fwd_destroy(slot);
 }
@@ -235,11 +287,12 @@ static void exec_local_l2(struct shard *sh, struct conn *c, const struct cache_r
 	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
 		f->resp.len = 0;
 		cache_respond_status(&f->resp, 500, cr->minor, false, NULL, NULL);
+		f->close = true;
 		oc = CACHE_FAILED;
 	}
 	f->outcome = (uint8_t)oc;
 	stats_inc(&sh->stats->local_requests);
-	count_outcome(sh->stats, oc);
+	count_outcome(sh, oc);
 	if (!l2_begin(sh, f, oc))
 		conn_on_reply(sh, f);
 }
@@ -247,7 +300,7 @@ static void exec_local_l2(struct shard *sh, struct conn *c, const struct cache_r
 static void exec_local(struct shard *sh, struct conn *c, const struct cache_req *cr)
 {
 	bool l2 = sh->srv->coh != NULL;
-	struct fwd *slot;
+	struct fwd *prev = c->pend_tail, *slot;
 	struct buf *b;
 	enum cache_outcome oc;
 	size_t start;
@@ -257,21 +310,32 @@ static void exec_local(struct shard *sh, struct conn *c, const struct cache_req 
 		return;
 	}
 	b = response_buf(c, &slot);
-	start = b ? b->len : 0;
-	if (!b || cache_exec(sh->cache, cr, b, &oc)) {
+	if (!b) {
 		conn_abort(sh, c);
 		return;
+	}
+	start = b->len;
+	if (cache_exec(sh->cache, cr, b, &oc)) {
+		/* out of memory for the response: say so, then close */
+		b->len = start;
+		if (cache_respond_status(b, 500, cr->minor, false, NULL, NULL)) {
+			conn_abort(sh, c);
+			return;
+		}
+		oc = CACHE_FAILED;
+		c->flags |= C_CLOSE_AFTER;
 	}
 	if (oc == CACHE_MISS && l2) {
 		/* take the 404 back: Redis may have the key */
 		b->len = start;
 		if (slot)
-			unpend_tail(c, slot);
+			unpend_tail(c, prev, slot);
 		exec_local_l2(sh, c, cr);
 		return;
 	}
+	slot_filled(c, slot);
 	stats_inc(&sh->stats->local_requests);
-	count_outcome(sh->stats, oc);
+	count_outcome(sh, oc);
 	if (oc == CACHE_HIT || oc == CACHE_NOT_MODIFIED) {
 		if (c->local_hits++ == 0)
 			c->t_local = sh->now_ns;
@@ -302,11 +366,12 @@ bool conn_exec_forwarded(struct shard *sh, struct fwd *f)
 	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
 		f->resp.len = 0;
 		cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
+		f->close = true;
 		oc = CACHE_FAILED;
 	}
 	f->outcome = (uint8_t)oc;
 	stats_inc(&sh->stats->forwarded_requests);
-	count_outcome(sh->stats, oc);
+	count_outcome(sh, oc);
 	return l2_begin(sh, f, oc);
 }
 
@@ -410,10 +475,10 @@ static void serve_admin(struct shard *sh, struct conn *c, const struct http_requ
 		emit_status(sh, c, 500, req->minor, req->keep_alive, NULL, NULL);
 		return;
 	}
-	emit_status(sh, c, 200, req->minor, req->keep_alive,
-		    metrics ? "Content-Type: text/plain; version=0.0.4\r\n"
-			    : "Content-Type: application/json\r\n",
-		    req->method == HTTP_METHOD_HEAD ? NULL : body.data);
+	emit_response(sh, c, 200, req->minor, req->keep_alive,
+		      metrics ? "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+			      : "Content-Type: application/json\r\n",
+		      body.data, req->method == HTTP_METHOD_HEAD);
 	buf_deinit(&body);
 }
 
@@ -495,8 +560,8 @@ static void dispatch(struct shard *sh, struct conn *c, const struct http_request
 		if (m != HTTP_METHOD_GET && m != HTTP_METHOD_HEAD)
 			emit_status(sh, c, 405, req->minor, req->keep_alive, allow_read, NULL);
 		else
-			emit_status(sh, c, 200, req->minor, req->keep_alive, NULL,
-				    m == HTTP_METHOD_HEAD ? NULL : "OK\n");
+			emit_response(sh, c, 200, req->minor, req->keep_alive, NULL, "OK\n",
+				      m == HTTP_METHOD_HEAD);
 		return;
 	}
 	if (path_is(path, "/cluster", 8)) {
@@ -543,6 +608,7 @@ static void send_continue(struct shard *sh, struct conn *c, const struct http_re
 		conn_abort(sh, c);
 		return;
 	}
+	slot_filled(c, slot);
 	shard_mark_dirty(sh, c);
 }
 
@@ -583,6 +649,11 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 			protocol_error(sh, c, -rc);
 			return n;
 		}
+		if (c->chunk_used > 2 * cfg->max_value + CHUNK_SLACK) {
+			/* the encoded body is kept until it ends: bound the framing too */
+			protocol_error(sh, c, 413);
+			return n;
+		}
 		if (rc == 0) {
 			send_continue(sh, c, &req);
 			return 0;
@@ -611,7 +682,15 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 
 static bool conn_congested(const struct conn *c)
 {
-	return c->npend >= PEND_MAX || c->out.len >= OUT_MAX;
+	return c->npend >= PEND_MAX || c->out.len + c->pend_bytes >= OUT_MAX;
+}
+
+/* After EOF: once buffered requests are parsed (input not paused), what is
+ * left can never complete, so close after the last answer. */
+static void eof_settle(struct conn *c)
+{
+	if ((c->flags & C_EOF) && !(c->flags & C_PAUSED))
+		c->flags |= C_CLOSE_AFTER;
 }
 
 static bool conn_accepts_input(const struct conn *c)
@@ -700,26 +779,27 @@ void conn_on_recv(struct shard *sh, struct conn *c, struct io_uring_cqe *cqe)
 			send_ready(sh, c);
 	} else if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
 		/* EOF or error: nothing more will come */
-		if (!(c->flags & C_CLOSED)) {
-			if (c->flags & C_LINGER)
-				conn_abort(sh, c);
-			else if (res == 0 && (c->pend_head || c->out.len || (c->flags & C_SEND)))
-				c->flags |= C_CLOSE_AFTER; /* half-close: answer what was asked */
-			else
-				conn_abort(sh, c);
-		}
+		c->flags |= C_EOF;
 		more = false;
+		if (c->flags & (C_CLOSED | C_LINGER))
+			conn_abort(sh, c);
+		else if (res == 0 && (c->pend_head || c->out.len || (c->flags & C_SEND) ||
+				      ((c->flags & C_PAUSED) && c->in.len)))
+			eof_settle(c); /* half-close: answer what was asked */
+		else
+			conn_abort(sh, c);
 	}
-	if (!more && !(c->flags & (C_RECV | C_CLOSED | C_RECV_OFF)) &&
-	    (res > 0 || res == -ENOBUFS) && !(c->flags & C_CLOSE_AFTER && res <= 0))
-		arm_recv(sh, c);
-	if (c->flags & C_CLOSED)
+	/* ended by ENOBUFS, a cancel or the kernel: re-armed if still wanted */
+	if (!more)
+		recv_update(sh, c);
+	if (c->flags & (C_CLOSED | C_CLOSE_AFTER))
 		shard_mark_dirty(sh, c);
 }
 
 void conn_on_cancel(struct shard *sh, struct conn *c)
 {
 	c->flags &= ~C_CANCELING;
+	recv_update(sh, c); /* resumed while the cancel was in flight */
 	if (c->flags & C_CLOSED)
 		shard_mark_dirty(sh, c);
 }
@@ -728,6 +808,11 @@ static void start_send(struct shard *sh, struct conn *c)
 {
 	struct io_uring_sqe *sqe = shard_sqe(sh);
 
+	if (!sqe) {
+		conn_abort(sh, c);
+		return;
+	}
+	c->send_ns = sh->now_ns;
 	io_uring_prep_send(sqe, c->fd, c->sending.data + c->sent, c->sending.len - c->sent,
 			   MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_SEND));
@@ -784,10 +869,12 @@ static void maybe_resume(struct shard *sh, struct conn *c)
 		return;
 	c->flags &= ~C_PAUSED;
 	conn_process(sh, c);
-	if ((c->flags & C_RECV_OFF) && !(c->flags & (C_PAUSED | C_CLOSED | C_CANCELING | C_RECV))) {
+	if (!(c->flags & C_PAUSED)) {
 		c->flags &= ~C_RECV_OFF;
-		arm_recv(sh, c);
+		eof_settle(c);
 	}
+	recv_update(sh, c);
+	shard_mark_dirty(sh, c);
 }
 
 void conn_on_send(struct shard *sh, struct conn *c, int res)
@@ -819,17 +906,20 @@ void conn_on_reply(struct shard *sh, struct fwd *f)
 	f->done = true;
 	c->inflight--;
 	if (c->flags & C_CLOSED) {
-		/* the connection is gone; its slot was left for us to free */
-		fwd_destroy(f);
+		/* the connection is gone: conn_free() frees the FIFO, f included */
 		shard_mark_dirty(sh, c);
 		return;
 	}
+	if (f->close)
+		c->flags |= C_CLOSE_AFTER;
+	c->pend_bytes += f->resp.len;
 	while (c->pend_head && c->pend_head->done) {
 		struct fwd *h = c->pend_head;
 		c->pend_head = h->pnext;
 		if (!c->pend_head)
 			c->pend_tail = NULL;
 		c->npend--;
+		c->pend_bytes -= h->resp.len;
 		if (buf_append(&c->out, h->resp.data, h->resp.len))
 			conn_abort(sh, c);
 		if (h->remote && (h->outcome == CACHE_HIT || h->outcome == CACHE_NOT_MODIFIED))
@@ -855,6 +945,8 @@ void conn_sweep(struct shard *sh)
 		if (c->flags & C_LINGER) {
 			if (sh->now_ns > c->linger_until_ns)
 				conn_abort(sh, c);
+		} else if ((c->flags & C_SEND) && sh->now_ns - c->send_ns > idle) {
+			conn_abort(sh, c); /* the client stopped reading */
 		} else if (c->req_start_ns && sh->now_ns - c->req_start_ns > reqt &&
 			   !(c->flags & C_CLOSE_AFTER)) {
 			c->in.len = 0;

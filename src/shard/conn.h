@@ -30,6 +30,7 @@ enum conn_flags {
 	C_PAUSED = 1 << 6,       /* too much queued output: input waits */
 	C_RECV_OFF = 1 << 7,     /* recv cancelled for back-pressure */
 	C_CANCELING = 1 << 8,    /* a cancel of the recv is in flight */
+	C_EOF = 1 << 9,          /* the client sent FIN (or the recv failed): no more input */
 };
 
 enum req_state { RS_IDLE = 0, RS_HEAD, RS_BODY };
@@ -50,6 +51,7 @@ struct fwd {
 	bool reply;                     /* travelling back to the origin */
 	bool done;                      /* resp is complete */
 	bool remote;                    /* executed by another shard */
+	bool close;                     /* resp says "Connection: close" (a 500) */
 	uint8_t outcome;                /* enum cache_outcome, set by the owner */
 	uint64_t t0;                    /* origin's time the request completed */
 	struct buf resp;
@@ -64,6 +66,7 @@ struct conn {
 	uint8_t state;                  /* enum req_state */
 	bool continue_sent;
 	uint32_t npend;
+	size_t pend_bytes;              /* response bytes waiting in the pending FIFO */
 	uint32_t inflight;              /* fwds out at other shards */
 	size_t scanned;                 /* parser state of the current head */
 	size_t chunk_used;              /* chunked: encoded bytes consumed after the head */
@@ -75,6 +78,7 @@ struct conn {
 	size_t sent;
 	struct fwd *pend_head, *pend_tail;
 	uint64_t last_active_ns;
+	uint64_t send_ns;               /* when the send in flight was queued */
 	uint64_t req_start_ns;          /* first byte of an incomplete request; 0: none */
 	uint64_t linger_until_ns;
 	uint64_t t_local;               /* completion time of the unflushed local hits */

@@ -269,7 +269,10 @@ bool l2_begin(struct shard *sh, struct fwd *f, enum cache_outcome oc)
 	case CACHE_HEAD:
 		if (oc != CACHE_MISS)
 			return false;
-		return begin_get(sh, f);
+		if (begin_get(sh, f))
+			return true;
+		stats_inc(&sh->stats->errors); /* the 404 goes out now */
+		return false;
 	default:
 		return false;
 	}
@@ -365,14 +368,20 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 			if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
 				f->resp.len = 0;
 				cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
-			} else {
-				f->outcome = (uint8_t)oc;
-				if (served_l2)
-					mark_hit_l2(&f->resp);
+				f->close = true;
+				oc = CACHE_FAILED;
+			} else if (served_l2) {
+				mark_hit_l2(&f->resp);
 			}
-		} else if (m->status != COH_MISS) {
-			add_header(&f->resp, "X-L2", l2_status_name(m->status));
+			f->outcome = (uint8_t)oc;
+		} else {
+			oc = CACHE_MISS;
+			if (m->status != COH_MISS)
+				add_header(&f->resp, "X-L2", l2_status_name(m->status));
 		}
+		/* the 404 an L1 miss deferred (conn.c count_outcome) */
+		if (oc == CACHE_MISS || oc == CACHE_FAILED)
+			stats_inc(&sh->stats->errors);
 		complete(sh, f);
 	}
 	if (served_l2 && (m->flags & COH_F_NOCACHE))

@@ -237,10 +237,14 @@ static int setup(struct shard *sh)
 	return setup_store(sh);
 }
 
+/* Without an SQE, or after an accept error, periodic() tries again. */
 static void arm_accept(struct shard *sh)
 {
 	struct io_uring_sqe *sqe = shard_sqe(sh);
 
+	sh->accept_armed = sqe != NULL;
+	if (!sqe)
+		return;
 	io_uring_prep_multishot_accept(sqe, sh->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, shard_udata(sh, OP_ACCEPT));
 }
@@ -249,6 +253,9 @@ static void arm_event(struct shard *sh)
 {
 	struct io_uring_sqe *sqe = shard_sqe(sh);
 
+	sh->event_armed = sqe != NULL;
+	if (!sqe)
+		return;
 	io_uring_prep_read(sqe, sh->event_fd, &sh->event_buf, sizeof(sh->event_buf), 0);
 	io_uring_sqe_set_data64(sqe, shard_udata(sh, OP_EVENT));
 }
@@ -262,8 +269,17 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 	case OP_ACCEPT:
 		if (cqe->res >= 0)
 			conn_accept(sh, cqe->res);
-		if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping)
-			arm_accept(sh);
+		else
+			stats_inc(&sh->stats->accept_errors);
+		if (!(cqe->flags & IORING_CQE_F_MORE)) {
+			sh->accept_armed = false;
+			/*
+			 * An error (EMFILE, ENFILE, ENOMEM) would come straight
+			 * back if re-armed now: periodic() retries a sweep later.
+			 */
+			if (cqe->res >= 0 && !sh->stopping)
+				arm_accept(sh);
+		}
 		break;
 	case OP_RECV:
 		conn_on_recv(sh, p, cqe);
@@ -272,6 +288,7 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 		conn_on_send(sh, p, cqe->res);
 		break;
 	case OP_EVENT:
+		sh->event_armed = false;
 		if (!sh->stopping)
 			arm_event(sh);
 		break;
@@ -289,6 +306,10 @@ static void periodic(struct shard *sh)
 	sh->now_s = clock_store_now();
 	cache_tick(sh->cache, sh->now_s);
 	conn_sweep(sh);
+	if (!sh->accept_armed)
+		arm_accept(sh);
+	if (!sh->event_armed)
+		arm_event(sh);
 	store_stats(sh->store, &ss);
 	stats_store_update(sh->stats, &ss);
 }

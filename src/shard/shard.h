@@ -81,6 +81,8 @@ struct shard {
 	struct io_uring ring;
 	struct shard_features features;
 	int listen_fd;
+	bool accept_armed;              /* a multishot accept is armed */
+	bool event_armed;               /* a read of event_fd (the doorbell) is armed */
 	uint64_t event_buf;
 
 	/* provided receive buffers (buffer group 0) */
@@ -172,11 +174,16 @@ static inline uint64_t shard_udata(void *p, enum shard_op op)
 	return (uint64_t)(uintptr_t)p | (uint64_t)op;
 }
 
+/*
+ * The next SQE.  When the SQ is full, what is queued is submitted first
+ * (completions stay queued for the loop).  NULL only when the kernel takes
+ * nothing (CQ overflow backed up): callers then end what needed the SQE.
+ */
 static inline struct io_uring_sqe *shard_sqe(struct shard *sh)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&sh->ring);
-	if (!sqe) {
-		/* SQ full: submit what is queued (completions stay queued) */
+
+	for (int i = 0; !sqe && i < 3; i++) {
 		io_uring_submit(&sh->ring);
 		sqe = io_uring_get_sqe(&sh->ring);
 	}
