@@ -316,7 +316,6 @@ static int exec_put(struct cache *c, const struct cache_req *r, struct buf *out,
 	size_t ct_len = 0;
 	struct variants var;
 	struct repr_blob blob;
-	struct store_item old;
 
 	if (r->body_len > c->cfg.max_value)
 		return respond_error(r, out, 413, NULL, "value too large\n", outcome);
@@ -329,7 +328,7 @@ static int exec_put(struct cache *c, const struct cache_req *r, struct buf *out,
 	make_variants(c, r, ct, ct_len, &var);
 	repr_build(&blob, r->body, r->body_len, ct, ct_len, var.br, var.br_len, var.gz,
 		   var.gz_len);
-	bool existed = store_get(c->st, r->key, r->key_len, r->hash, &old) == 0;
+	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
 	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
 			   blob.flags, blob.etag);
 	if (rc == -E2BIG && (var.br || var.gz)) {

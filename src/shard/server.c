@@ -163,7 +163,7 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 				snprintf(err, errlen, "--api-keys-file %s: %s", cfg->api_keys_file,
 					 rc == -EINVAL ? "no keys in the file" : strerror(-rc));
 			server_destroy(srv);
-			return rc;
+			return -EINVAL; /* a bad flag value: exit status 2, as for the rest */
 		}
 		if (info.group_or_other_readable)
 			fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by "
