@@ -662,7 +662,10 @@ void seg_tick(struct store *st)
 	}
 	while (budget && st->reclaim.head != SEG_NONE)
 		budget -= reclaim_some(st, budget);
-	evict_step(st, st->seg_size / 4);
+	/* No evict_step() here: eviction happens only for a write that needs
+	 * the room.  An idle store keeps what it holds, even at its low-water
+	 * mark (a value filling all but the reserve would otherwise be evicted
+	 * by the next tick). */
 }
 
 uint64_t seg_flush(struct store *st, uint32_t older_than)

@@ -367,6 +367,64 @@ static void test_values(void)
 	free(w);
 }
 
+/*
+ * store_tick() expires and reclaims; it never evicts a live item on its own.
+ * Ticks of an idle store used to start an eviction victim once the free list
+ * was at its low-water mark, so a value filling most of the store (or the
+ * oldest segment of a full one) vanished within a second with no write
+ * needing the room.
+ */
+static void test_tick_does_not_evict(void)
+{
+	struct store *st = mk(MiB, 2 * MiB);
+	struct store_stats ss;
+	uint8_t *v = malloc(MiB);
+	uint8_t small[100];
+	char k[32];
+	size_t n = MiB;
+	int kept = 0, nkeys = 30000;
+
+	/* The largest value a 1 MiB store takes: every segment but the index's
+	 * and the reserve, so the free list is below its low-water mark. */
+	fill(v, MiB, 9);
+	while (n > 0 && set(st, "big", v, n, 0) != 0)
+		n -= 4096;
+	CHECK(n >= MiB / 2);
+	store_stats(st, &ss);
+	CHECK(ss.segments_free <= 2);
+	for (uint32_t t = 2; t < 10; t++)
+		store_tick(st, t);
+	CHECK(get_is(st, "big", v, n));
+	store_stats(st, &ss);
+	CHECK_EQ(ss.evictions, 0);
+	CHECK_EQ(ss.items, 1);
+	store_destroy(st);
+
+	/* A full store of small items: idle ticks keep every item there is. */
+	st = mk(MiB, 0);
+	for (int i = 0; i < nkeys; i++) {
+		snprintf(k, sizeof(k), "s:%d", i);
+		fill(small, sizeof(small), (unsigned)i);
+		CHECK_EQ(set(st, k, small, sizeof(small), 0), 0);
+	}
+	store_stats(st, &ss);
+	CHECK(ss.evictions > 0);
+	uint64_t items = ss.items, evictions = ss.evictions;
+	for (uint32_t t = 2; t < 10; t++)
+		store_tick(st, t);
+	store_stats(st, &ss);
+	CHECK_EQ(ss.evictions, evictions);
+	CHECK_EQ(ss.items, items);
+	for (int i = 0; i < nkeys; i++) {
+		snprintf(k, sizeof(k), "s:%d", i);
+		fill(small, sizeof(small), (unsigned)i);
+		kept += get_is(st, k, small, sizeof(small));
+	}
+	CHECK_EQ((uint64_t)kept, items);
+	store_destroy(st);
+	free(v);
+}
+
 /* Overwriting one key forever needs no eviction: dead copies come back. */
 static void test_arena_reuse(void)
 {
@@ -537,6 +595,7 @@ int main(void)
 	test_eviction();
 	test_second_chance();
 	test_values();
+	test_tick_does_not_evict();
 	test_arena_reuse();
 	test_fragmentation();
 	test_backing();
