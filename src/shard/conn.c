@@ -595,6 +595,26 @@ static void request_done(struct conn *c)
 	c->req_start_ns = 0;
 }
 
+/*
+ * A request whose body has not all arrived yet: when it could only get a
+ * 401, answer now and close, rather than wait for a body (up to
+ * --max-value) from a client without a key, or send it "100 Continue".
+ * True when the request was refused.
+ */
+static bool refuse_early(struct shard *sh, struct conn *c, const struct http_request *req)
+{
+	const struct http_str *p = &req->path;
+	bool guarded = (p->len >= 7 && memcmp(p->p, "/cache/", 7) == 0) ||
+		       path_is(p, "/stats", 6) || path_is(p, "/metrics", 8) ||
+		       path_is(p, "/cluster", 8);
+
+	if (!guarded || authorized(sh, req))
+		return false;
+	stats_inc(&sh->stats->requests);
+	emit_status(sh, c, 401, req->minor, false, www_auth, NULL);
+	return true;
+}
+
 static void send_continue(struct shard *sh, struct conn *c, const struct http_request *req)
 {
 	struct fwd *slot;
@@ -638,7 +658,8 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 
 	if (req.chunked) {
 		size_t used = 0;
-		if (c->state == RS_HEAD) {
+		bool first = c->state == RS_HEAD;
+		if (first) {
 			http_chunked_init(&c->chunk);
 			c->state = RS_BODY;
 		}
@@ -655,6 +676,8 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 			return n;
 		}
 		if (rc == 0) {
+			if (first && refuse_early(sh, c, &req))
+				return n;
 			send_continue(sh, c, &req);
 			return 0;
 		}
@@ -669,6 +692,8 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 			return n;
 		}
 		if (n - head < (uint64_t)req.content_length) {
+			if (c->state == RS_HEAD && refuse_early(sh, c, &req))
+				return n;
 			c->state = RS_BODY;
 			send_continue(sh, c, &req);
 			return 0;

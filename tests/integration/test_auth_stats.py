@@ -182,6 +182,20 @@ def auth(c, tmp):
         c.eq(r.status, 200, "GET %s with X-API-Key key 1 -> 200" % path)
         r = srv.request("GET", path, headers=[("Authorization", "Bearer " + k2)])
         c.eq(r.status, 200, "GET %s with Authorization: Bearer key 2 -> 200" % path)
+    c.section("a body without a key is refused before it is sent")
+    for hdrs, what in (("Content-Length: 1000000\r\nExpect: 100-continue\r\n",
+                        "Expect: 100-continue"),
+                       ("Content-Length: 1000000\r\n", "Content-Length, body not sent"),
+                       ("Transfer-Encoding: chunked\r\n", "chunked, no chunk sent")):
+        with srv.connect() as cl:
+            cl.send(("PUT /cache/early HTTP/1.1\r\nHost: x\r\n%s\r\n" % hdrs).encode())
+            r = cl.read_response()
+            c.eq(r.status, 401, "PUT with %s and no key -> 401 before the body" % what)
+            c.check(r.has_token("Connection", "close"), "... with Connection: close", show(r))
+            c.check(cl.closed_by_peer(), "... and the connection is closed")
+    r = srv.request("GET", "/cache/early", headers=[("X-API-Key", k1)])
+    c.eq(r.status, 404, "nothing was stored by the refused PUTs")
+
     r, doc = get_stats(srv, [("X-API-Key", k1)])
     c.check(doc is not None and doc.get("total", {}).get("errors", 0) > 0,
             "/stats with a key is the JSON document and counts the 401s as errors", show(r))
