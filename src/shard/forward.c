@@ -153,6 +153,15 @@ bool fwd_pending(struct shard *sh)
 	return false;
 }
 
+/* Messages still waiting for room in a ring to a peer. */
+bool fwd_backlogged(const struct shard *sh)
+{
+	for (unsigned to = 0; to < sh->srv->nshards; to++)
+		if (sh->backlog[to].head)
+			return true;
+	return false;
+}
+
 void shard_wake(struct shard *sh)
 {
 	uint64_t one = 1;

@@ -341,7 +341,8 @@ static void enter(struct shard *sh, bool spin)
 		return;
 	}
 	atomic_store_explicit(&sh->parked, 1, memory_order_seq_cst);
-	if (fwd_pending(sh) || l2_pending(sh) ||
+	/* never park on a backlog: the peer draining the ring would not ring us */
+	if (fwd_pending(sh) || l2_pending(sh) || fwd_backlogged(sh) || sh->l2_len ||
 	    atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
 		atomic_store_explicit(&sh->parked, 0, memory_order_relaxed);
 		io_uring_submit_and_get_events(&sh->ring);

@@ -159,6 +159,7 @@ void fwd_send(struct shard *sh, unsigned to, struct fwd *f);
 bool fwd_flush(struct shard *sh);
 bool fwd_drain(struct shard *sh);
 bool fwd_pending(struct shard *sh);
+bool fwd_backlogged(const struct shard *sh);
 
 /* user_data of each SQE: a pointer with the operation in its low 3 bits */
 enum shard_op {
