@@ -59,6 +59,7 @@ class Checks:
         self.passed = 0
         self.failed = []
         self.warned = []
+        self.skipped = []
         self.servers = []
 
     def check(self, cond, what, detail=None):
@@ -87,6 +88,13 @@ class Checks:
             print("WARN  %s" % what, flush=True)
             if detail is not None:
                 print("      %s" % detail, flush=True)
+
+    def skip(self, what, why):
+        """A check that does not apply to this run: printed with the reason
+        and listed at the end, counted neither as passed nor as failed."""
+        self.skipped.append("%s (%s)" % (what, why))
+        print("SKIP  %s" % what, flush=True)
+        print("      not checked: %s" % why, flush=True)
 
     def note(self, text):
         print("      %s" % text, flush=True)
@@ -117,17 +125,38 @@ class Checks:
         else:
             for srv in self.servers:
                 srv.remove_log()
-        print("\n%s: %d passed, %d failed, %d warnings"
-              % (self.name, self.passed, len(self.failed), len(self.warned)), flush=True)
+        print("\n%s: %d passed, %d failed, %d warnings%s"
+              % (self.name, self.passed, len(self.failed), len(self.warned),
+                 ", %d not applicable (skipped)" % len(self.skipped) if self.skipped else ""),
+              flush=True)
         for f in self.failed:
             print("  failed: %s" % f)
         for w in self.warned:
             print("  warning: %s" % w)
+        for s in self.skipped:
+            print("  skipped: %s" % s)
         sys.exit(1 if self.failed else 0)
 
 
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
                           r"SUMMARY: UndefinedBehaviorSanitizer|WARNING: ThreadSanitizer")
+
+# Sanitizer runtimes that hold memory of their own in the process (shadow
+# memory, quarantine of freed blocks, allocator metadata), by the entry point
+# their instrumentation calls: an import (.dynstr) when the runtime is a
+# shared library (gcc), a symbol when it is linked in (clang).
+SHADOW_SANITIZERS = ((b"__asan_init", "AddressSanitizer"),
+                     (b"__hwasan_init", "HWAddressSanitizer"),
+                     (b"__msan_init", "MemorySanitizer"),
+                     (b"__tsan_init", "ThreadSanitizer"))
+
+
+def shadow_sanitizers(binary):
+    """The names of the sanitizers in SHADOW_SANITIZERS built into `binary`
+    (empty for a normal build; UBSan alone holds no memory of note)."""
+    with open(binary, "rb") as f:
+        data = f.read()
+    return [name for sym, name in SHADOW_SANITIZERS if b"\0" + sym + b"\0" in data]
 
 
 def _short(v, n=200):
