@@ -1,8 +1,8 @@
 /*
  * conn.c - a connection's life on its shard: bytes in (multishot recv into
- * provided buffers), requests parsed and dispatched to the owning shard's
- * store, responses out in request order (one send in flight at a time), and
- * the ways a connection ends.
+ * provided buffers), requests parsed and handed to route.c, responses out in
+ * request order (one send in flight at a time), and the ways a connection
+ * ends.
  *
  * Input is parsed straight out of the kernel's provided buffer when the
  * connection has nothing buffered (the common case: whole requests in one
@@ -37,7 +37,6 @@
 
 #include "conn.h"
 #include "ringcache/clock.h"
-#include "ringcache/hash.h"
 
 #define PEND_MAX 1024                  /* responses queued per connection before input waits */
 #define OUT_MAX (8u << 20)             /* bytes queued per connection before input waits */
@@ -46,7 +45,6 @@
 
 static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-static void conn_abort(struct shard *sh, struct conn *c);
 static void conn_process(struct shard *sh, struct conn *c);
 static void send_ready(struct shard *sh, struct conn *c);
 
@@ -143,7 +141,7 @@ static void conn_maybe_free(struct shard *sh, struct conn *c)
 
 /* Ends the connection.  Never frees it: only conn_flush() does, from the
  * loop, so no caller is left holding a freed connection. */
-static void conn_abort(struct shard *sh, struct conn *c)
+void conn_abort(struct shard *sh, struct conn *c)
 {
 	if (c->flags & C_CLOSED)
 		return;
@@ -163,7 +161,7 @@ void shard_mark_dirty(struct shard *sh, struct conn *c)
 
 /* Where the next response of `c` goes: straight to `out`, or into a slot
  * behind the answers still outstanding. */
-static struct buf *response_buf(struct conn *c, struct fwd **slot)
+struct buf *conn_response_buf(struct conn *c, struct fwd **slot)
 {
 	*slot = NULL;
 	if (!c->pend_head)
@@ -181,18 +179,18 @@ static struct buf *response_buf(struct conn *c, struct fwd **slot)
 }
 
 /* Counts the bytes of a response written into a pending slot. */
-static void slot_filled(struct conn *c, const struct fwd *slot)
+void conn_slot_filled(struct conn *c, const struct fwd *slot)
 {
 	if (slot)
 		c->pend_bytes += slot->resp.len;
 }
 
 /* A response of its own: `body` is sent, or for HEAD only its length. */
-static void emit_response(struct shard *sh, struct conn *c, int status, uint8_t minor,
-			  bool keep_alive, const char *extra, const char *body, bool head)
+void conn_emit(struct shard *sh, struct conn *c, int status, uint8_t minor, bool keep_alive,
+	       const char *extra, const char *body, bool head)
 {
 	struct fwd *slot;
-	struct buf *b = response_buf(c, &slot);
+	struct buf *b = conn_response_buf(c, &slot);
 
 	if (!b || cache_respond_status(b, status, minor, keep_alive, extra, body)) {
 		conn_abort(sh, c);
@@ -200,7 +198,7 @@ static void emit_response(struct shard *sh, struct conn *c, int status, uint8_t 
 	}
 	if (head && body && status >= 200 && status != 204 && status != 304)
 		b->len -= strlen(body); /* the headers GET would send, no body */
-	slot_filled(c, slot);
+	conn_slot_filled(c, slot);
 	if (status >= 400)
 		stats_inc(&sh->stats->errors);
 	if (!keep_alive)
@@ -208,381 +206,12 @@ static void emit_response(struct shard *sh, struct conn *c, int status, uint8_t 
 	shard_mark_dirty(sh, c);
 }
 
-static void emit_status(struct shard *sh, struct conn *c, int status, uint8_t minor,
-			bool keep_alive, const char *extra, const char *body)
-{
-	emit_response(sh, c, status, minor, keep_alive, extra, body, false);
-}
-
 /* A request that cannot be answered in kind: answer with its status and end
  * the connection (the stream may be out of sync).  `err` is an HTTP status
  * from the parser, or an errno (out of memory: 500). */
 static void protocol_error(struct shard *sh, struct conn *c, int err)
 {
-	emit_status(sh, c, err >= 400 && err <= 599 ? err : 500, 1, false, NULL, NULL);
-}
-
-/*
- * Counts what the store answered (docs/stats.md).  A miss is a 404, so an
- * error too, unless Redis gets asked next: l2.c counts the 404 then.
- */
-static void count_outcome(struct shard *sh, enum cache_outcome oc)
-{
-	struct stats_shard *st = sh->stats;
-
-	switch (oc) {
-	case CACHE_HIT: stats_inc(&st->hits); break;
-	case CACHE_MISS:
-		stats_inc(&st->misses);
-		if (!sh->srv->coh)
-			stats_inc(&st->errors);
-		break;
-	case CACHE_NOT_MODIFIED: stats_inc(&st->hits); stats_inc(&st->not_modified); break;
-	case CACHE_STORED: stats_inc(&st->sets); break;
-	case CACHE_DELETED: stats_inc(&st->deletes); break;
-	case CACHE_ABSENT: stats_inc(&st->errors); break;
-	case CACHE_FAILED: stats_inc(&st->errors); break;
-	}
-}
-
-/* Queues f, an answer that will come later, in c's pending FIFO. */
-static void pend_async(struct conn *c, struct fwd *f)
-{
-	if (c->pend_tail)
-		c->pend_tail->pnext = f;
-	else
-		c->pend_head = f;
-	c->pend_tail = f;
-	c->npend++;
-	c->inflight++;
-}
-
-/* Drops the newest pending slot (the one response_buf() just made behind
- * `prev`, never the head: a slot is made only behind an outstanding answer). */
-static void unpend_tail(struct conn *c, struct fwd *prev, struct fwd *slot)
-{
-	prev->pnext = NULL;
-	c->pend_tail = prev;
-	c->npend--;
-	fwd_destroy(slot);
-}
-
-/*
- * With --redis, a write, a delete or an L1 miss continues at the coherence
- * thread: the request is copied into a fwd that waits in the pending FIFO
- * until l2.c completes it.
- */
-static void exec_local_l2(struct shard *sh, struct conn *c, const struct cache_req *cr)
-{
-	struct fwd *f = fwd_create(c, sh->id, cr);
-	enum cache_outcome oc;
-
-	if (!f) {
-		conn_abort(sh, c);
-		return;
-	}
-	f->remote = false;
-	f->t0 = sh->now_ns;
-	pend_async(c, f);
-	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
-		f->resp.len = 0;
-		cache_respond_status(&f->resp, 500, cr->minor, false, NULL, NULL);
-		f->close = true;
-		oc = CACHE_FAILED;
-	}
-	f->outcome = (uint8_t)oc;
-	stats_inc(&sh->stats->local_requests);
-	count_outcome(sh, oc);
-	if (!l2_begin(sh, f, oc))
-		conn_on_reply(sh, f);
-}
-
-static void exec_local(struct shard *sh, struct conn *c, const struct cache_req *cr)
-{
-	bool l2 = sh->srv->coh != NULL;
-	struct fwd *prev = c->pend_tail, *slot;
-	struct buf *b;
-	enum cache_outcome oc;
-	size_t start;
-
-	if (l2 && cr->op != CACHE_GET && cr->op != CACHE_HEAD) {
-		exec_local_l2(sh, c, cr);
-		return;
-	}
-	b = response_buf(c, &slot);
-	if (!b) {
-		conn_abort(sh, c);
-		return;
-	}
-	start = b->len;
-	if (cache_exec(sh->cache, cr, b, &oc)) {
-		/* out of memory for the response: say so, then close */
-		b->len = start;
-		if (cache_respond_status(b, 500, cr->minor, false, NULL, NULL)) {
-			conn_abort(sh, c);
-			return;
-		}
-		oc = CACHE_FAILED;
-		c->flags |= C_CLOSE_AFTER;
-	}
-	if (oc == CACHE_MISS && l2) {
-		/* take the 404 back: Redis may have the key */
-		b->len = start;
-		if (slot)
-			unpend_tail(c, prev, slot);
-		exec_local_l2(sh, c, cr);
-		return;
-	}
-	slot_filled(c, slot);
-	stats_inc(&sh->stats->local_requests);
-	count_outcome(sh, oc);
-	if (oc == CACHE_HIT || oc == CACHE_NOT_MODIFIED) {
-		if (c->local_hits++ == 0)
-			c->t_local = sh->now_ns;
-	}
-	shard_mark_dirty(sh, c);
-}
-
-static void exec_forward(struct shard *sh, struct conn *c, const struct cache_req *cr,
-			 unsigned owner)
-{
-	struct fwd *f = fwd_create(c, sh->id, cr);
-
-	if (!f) {
-		conn_abort(sh, c);
-		return;
-	}
-	f->t0 = sh->now_ns;
-	pend_async(c, f);
-	fwd_send(sh, owner, f);
-}
-
-/* Runs on the owner shard for a request another shard forwarded.  True when
- * the answer now waits for Redis (l2.c sends it back later). */
-bool conn_exec_forwarded(struct shard *sh, struct fwd *f)
-{
-	enum cache_outcome oc;
-
-	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
-		f->resp.len = 0;
-		cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
-		f->close = true;
-		oc = CACHE_FAILED;
-	}
-	f->outcome = (uint8_t)oc;
-	stats_inc(&sh->stats->forwarded_requests);
-	count_outcome(sh, oc);
-	return l2_begin(sh, f, oc);
-}
-
-/* GET /cluster: the live instances, from the coherence thread's registry. */
-static void serve_cluster(struct shard *sh, struct conn *c, const struct http_request *req)
-{
-	struct cache_req cr;
-	struct fwd *f;
-
-	if (!sh->srv->coh) {
-		emit_status(sh, c, 404, req->minor, req->keep_alive, NULL,
-			    "no --redis: this instance runs L1 only\n");
-		return;
-	}
-	memset(&cr, 0, sizeof(cr));
-	cr.minor = req->minor;
-	cr.keep_alive = req->keep_alive;
-	f = fwd_create(c, sh->id, &cr);
-	if (!f) {
-		conn_abort(sh, c);
-		return;
-	}
-	f->remote = false;
-	pend_async(c, f);
-	if (!l2_cluster(sh, f)) {
-		cache_respond_status(&f->resp, 503, req->minor, req->keep_alive, NULL,
-				     "redis unavailable\n");
-		conn_on_reply(sh, f);
-	}
-}
-
-static bool path_is(const struct http_str *p, const char *lit, size_t n)
-{
-	return p->len == n && memcmp(p->p, lit, n) == 0;
-}
-
-static bool authorized(struct shard *sh, const struct http_request *req)
-{
-	const struct auth *a = sh->srv->auth;
-
-	return !a || auth_check(a, req->x_api_key.p, req->x_api_key.len, req->authorization.p,
-				req->authorization.len);
-}
-
-/*
- * The coherence thread's counters (coherence.h: COH_STATS), after the
- * shards': a "l2" object closing the /stats JSON, or ringcached_l2_* samples
- * in /metrics.
- */
-static int format_l2_stats(struct coh *coh, bool metrics, struct buf *out)
-{
-	struct coh_stats cs;
-	char line[256];
-	int n, rc = 0;
-
-	coh_stats(coh, &cs);
-	if (!metrics) {
-		while (out->len && out->data[out->len - 1] == '\n')
-			out->len--;
-		if (!out->len || out->data[out->len - 1] != '}')
-			return -EINVAL;
-		out->len--;
-		rc |= buf_append(out, ",\"l2\":{", 7);
-	}
-	bool first = true;
-#define L2_FORMAT(name, kind, help)                                                          \
-	if (metrics)                                                                         \
-		n = snprintf(line, sizeof(line),                                             \
-			     "# HELP ringcached_l2_" #name "%s " help "\n"                      \
-			     "# TYPE ringcached_l2_" #name "%s %s\n"                            \
-			     "ringcached_l2_" #name "%s %llu\n",                                \
-			     #kind[0] == 'C' ? "_total" : "", #kind[0] == 'C' ? "_total" : "", \
-			     #kind[0] == 'C' ? "counter" : "gauge",                           \
-			     #kind[0] == 'C' ? "_total" : "", (unsigned long long)cs.name);   \
-	else                                                                                 \
-		n = snprintf(line, sizeof(line), "%s\"" #name "\":%llu", first ? "" : ",",     \
-			     (unsigned long long)cs.name);                                    \
-	first = false;                                                                       \
-	rc |= buf_append(out, line, (size_t)n);
-	COH_STATS(L2_FORMAT)
-#undef L2_FORMAT
-	if (!metrics)
-		rc |= buf_append(out, "}}\n", 3);
-	return rc ? -ENOMEM : 0;
-}
-
-static void serve_admin(struct shard *sh, struct conn *c, const struct http_request *req,
-			bool metrics)
-{
-	struct buf body = { 0 };
-	int rc;
-
-	if (metrics)
-		rc = stats_format_prometheus(sh->srv->stats, sh->srv->nshards, &body);
-	else
-		rc = stats_format_json(sh->srv->stats, sh->srv->nshards, &body);
-	if (!rc && sh->srv->coh)
-		rc = format_l2_stats(sh->srv->coh, metrics, &body);
-	if (rc || buf_append(&body, "", 1)) {
-		buf_deinit(&body);
-		emit_status(sh, c, 500, req->minor, req->keep_alive, NULL, NULL);
-		return;
-	}
-	emit_response(sh, c, 200, req->minor, req->keep_alive,
-		      metrics ? "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-			      : "Content-Type: application/json\r\n",
-		      body.data, req->method == HTTP_METHOD_HEAD);
-	buf_deinit(&body);
-}
-
-static const char allow_cache[] = "Allow: GET, HEAD, PUT, POST, DELETE\r\n";
-static const char allow_read[] = "Allow: GET, HEAD\r\n";
-static const char www_auth[] = "WWW-Authenticate: Bearer realm=\"ringcache\"\r\n";
-
-/* One complete request: route it, then answer it here or forward it. */
-static void dispatch(struct shard *sh, struct conn *c, const struct http_request *req,
-		     const uint8_t *body, size_t body_len)
-{
-	const struct http_str *path = &req->path;
-	uint8_t m = req->method;
-
-	stats_inc(&sh->stats->requests);
-	if (!req->keep_alive)
-		c->flags |= C_CLOSE_AFTER;
-
-	if (path->len >= 7 && memcmp(path->p, "/cache/", 7) == 0) {
-		struct cache_req cr;
-		uint32_t ttl;
-		int klen, q;
-
-		if (m == HTTP_METHOD_OTHER) {
-			emit_status(sh, c, 405, req->minor, req->keep_alive, allow_cache, NULL);
-			return;
-		}
-		if (!authorized(sh, req)) {
-			emit_status(sh, c, 401, req->minor, req->keep_alive, www_auth, NULL);
-			return;
-		}
-		klen = http_decode_key(path->p + 7, path->len - 7, sh->key_scratch);
-		if (klen < 0 || klen == 0) {
-			emit_status(sh, c, 400, req->minor, req->keep_alive, NULL, "bad key\n");
-			return;
-		}
-		if ((unsigned)klen > STORE_KEY_MAX) {
-			emit_status(sh, c, 414, req->minor, req->keep_alive, NULL, "key too long\n");
-			return;
-		}
-		if (l2_key_reserved(sh, sh->key_scratch, (size_t)klen)) {
-			emit_status(sh, c, 400, req->minor, req->keep_alive, NULL,
-				    "key reserved for the instance registry in Redis\n");
-			return;
-		}
-		q = http_query_u32(req->query, "ttl", &ttl);
-		if (q < 0) {
-			emit_status(sh, c, 400, req->minor, req->keep_alive, NULL, "bad ttl\n");
-			return;
-		}
-		memset(&cr, 0, sizeof(cr));
-		switch (m) {
-		case HTTP_METHOD_GET: cr.op = CACHE_GET; break;
-		case HTTP_METHOD_HEAD: cr.op = CACHE_HEAD; break;
-		case HTTP_METHOD_DELETE: cr.op = CACHE_DELETE; break;
-		default: cr.op = CACHE_PUT; break;
-		}
-		cr.minor = req->minor;
-		cr.keep_alive = req->keep_alive;
-		cr.key = sh->key_scratch;
-		cr.key_len = (uint32_t)klen;
-		cr.hash = hash_bytes(cr.key, cr.key_len, HASH_KEY_SEED);
-		cr.body = body;
-		cr.body_len = (uint32_t)body_len;
-		cr.ttl = q == 1 ? (int64_t)ttl : -1;
-		cr.content_type = req->content_type;
-		cr.accept_encoding = req->accept_encoding;
-		cr.if_none_match = req->if_none_match;
-		cr.cache_control = req->cache_control;
-
-		unsigned owner = hash_shard(cr.hash, sh->srv->nshards);
-		if (owner == sh->id)
-			exec_local(sh, c, &cr);
-		else
-			exec_forward(sh, c, &cr, owner);
-		return;
-	}
-	if (path_is(path, "/health", 7)) {
-		if (m != HTTP_METHOD_GET && m != HTTP_METHOD_HEAD)
-			emit_status(sh, c, 405, req->minor, req->keep_alive, allow_read, NULL);
-		else
-			emit_response(sh, c, 200, req->minor, req->keep_alive, NULL, "OK\n",
-				      m == HTTP_METHOD_HEAD);
-		return;
-	}
-	if (path_is(path, "/cluster", 8)) {
-		if (m != HTTP_METHOD_GET && m != HTTP_METHOD_HEAD)
-			emit_status(sh, c, 405, req->minor, req->keep_alive, allow_read, NULL);
-		else if (!authorized(sh, req))
-			emit_status(sh, c, 401, req->minor, req->keep_alive, www_auth, NULL);
-		else
-			serve_cluster(sh, c, req);
-		return;
-	}
-	if (path_is(path, "/stats", 6) || path_is(path, "/metrics", 8)) {
-		if (m != HTTP_METHOD_GET && m != HTTP_METHOD_HEAD)
-			emit_status(sh, c, 405, req->minor, req->keep_alive, allow_read, NULL);
-		else if (!authorized(sh, req))
-			emit_status(sh, c, 401, req->minor, req->keep_alive, www_auth, NULL);
-		else
-			serve_admin(sh, c, req, path->len == 8);
-		return;
-	}
-	emit_status(sh, c, 404, req->minor, req->keep_alive, NULL, NULL);
+	conn_emit(sh, c, err >= 400 && err <= 599 ? err : 500, 1, false, NULL, NULL, false);
 }
 
 static void request_done(struct conn *c)
@@ -595,26 +224,6 @@ static void request_done(struct conn *c)
 	c->req_start_ns = 0;
 }
 
-/*
- * A request whose body has not all arrived yet: when it could only get a
- * 401, answer now and close, rather than wait for a body (up to
- * --max-value) from a client without a key, or send it "100 Continue".
- * True when the request was refused.
- */
-static bool refuse_early(struct shard *sh, struct conn *c, const struct http_request *req)
-{
-	const struct http_str *p = &req->path;
-	bool guarded = (p->len >= 7 && memcmp(p->p, "/cache/", 7) == 0) ||
-		       path_is(p, "/stats", 6) || path_is(p, "/metrics", 8) ||
-		       path_is(p, "/cluster", 8);
-
-	if (!guarded || authorized(sh, req))
-		return false;
-	stats_inc(&sh->stats->requests);
-	emit_status(sh, c, 401, req->minor, false, www_auth, NULL);
-	return true;
-}
-
 static void send_continue(struct shard *sh, struct conn *c, const struct http_request *req)
 {
 	struct fwd *slot;
@@ -623,12 +232,12 @@ static void send_continue(struct shard *sh, struct conn *c, const struct http_re
 	if (!req->expect_continue || c->continue_sent || req->minor == 0)
 		return;
 	c->continue_sent = true;
-	b = response_buf(c, &slot);
+	b = conn_response_buf(c, &slot);
 	if (!b || buf_append(b, continue_100, sizeof(continue_100) - 1)) {
 		conn_abort(sh, c);
 		return;
 	}
-	slot_filled(c, slot);
+	conn_slot_filled(c, slot);
 	shard_mark_dirty(sh, c);
 }
 
@@ -676,12 +285,12 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 			return n;
 		}
 		if (rc == 0) {
-			if (first && refuse_early(sh, c, &req))
+			if (first && route_refuse_early(sh, c, &req))
 				return n;
 			send_continue(sh, c, &req);
 			return 0;
 		}
-		dispatch(sh, c, &req, (const uint8_t *)c->body.data, c->body.len);
+		route_request(sh, c, &req, (const uint8_t *)c->body.data, c->body.len);
 		size_t total = head + c->chunk_used;
 		request_done(c);
 		return total;
@@ -692,7 +301,7 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 			return n;
 		}
 		if (n - head < (uint64_t)req.content_length) {
-			if (c->state == RS_HEAD && refuse_early(sh, c, &req))
+			if (c->state == RS_HEAD && route_refuse_early(sh, c, &req))
 				return n;
 			c->state = RS_BODY;
 			send_continue(sh, c, &req);
@@ -700,7 +309,7 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 		}
 	}
 	size_t blen = req.content_length > 0 ? (size_t)req.content_length : 0;
-	dispatch(sh, c, &req, (const uint8_t *)p + head, blen);
+	route_request(sh, c, &req, (const uint8_t *)p + head, blen);
 	request_done(c);
 	return head + blen;
 }

@@ -85,4 +85,16 @@ struct conn {
 	uint32_t local_hits;            /* local hits queued since the last send */
 };
 
+/* conn.c, for route.c: answering on a connection, in request order */
+void conn_abort(struct shard *sh, struct conn *c);
+struct buf *conn_response_buf(struct conn *c, struct fwd **slot);
+void conn_slot_filled(struct conn *c, const struct fwd *slot);
+void conn_emit(struct shard *sh, struct conn *c, int status, uint8_t minor, bool keep_alive,
+	       const char *extra, const char *body, bool head);
+
+/* route.c: a request whose head (and body) arrived */
+void route_request(struct shard *sh, struct conn *c, const struct http_request *req,
+		   const uint8_t *body, size_t body_len);
+bool route_refuse_early(struct shard *sh, struct conn *c, const struct http_request *req);
+
 #endif

@@ -129,9 +129,9 @@ void server_destroy(struct server *srv);
 /* shard.c: the thread and its loop. */
 void *shard_main(void *arg);
 void shard_wake(struct shard *sh);
-void shard_mark_dirty(struct shard *sh, struct conn *c);
 
 /* conn.c: connections. */
+void shard_mark_dirty(struct shard *sh, struct conn *c);
 void conn_accept(struct shard *sh, int fd);
 void conn_on_recv(struct shard *sh, struct conn *c, struct io_uring_cqe *cqe);
 void conn_on_send(struct shard *sh, struct conn *c, int res);
