@@ -5,8 +5,11 @@
  * The store maps a binary key (1..STORE_KEY_MAX bytes) to a value blob.  It
  * does not interpret the blob: the cache layer packs the content type and
  * the pre-compressed variants into it and keeps a few bits of its own in
- * `flags`.  Every call takes the key's 64-bit hash (hash_bytes(), computed
- * once by the shard that parsed the request) so the key is hashed only once.
+ * `flags`: 8 bits, opaque to the store, kept in one header byte when
+ * non-zero (one byte, not two, keeps every item's metadata within 24 bytes:
+ * see src/store/item.h).  Every call takes the key's 64-bit hash
+ * (hash_bytes(), computed once by the shard that parsed the request) so the
+ * key is hashed only once.
  * The shard selection uses the hash's top bits (see shard_of_hash()), so the
  * store must draw its bucket index and tags from the other bits.
  *
@@ -60,7 +63,7 @@ struct store_item {
 	uint32_t value_len;
 	uint32_t expires;   /* absolute time on the store clock; 0: never */
 	uint32_t etag;      /* as given to store_set() */
-	uint16_t flags;     /* as given to store_set() */
+	uint8_t flags;      /* as given to store_set(); 8 bits, opaque to the store */
 };
 
 struct store_stats {
@@ -102,7 +105,7 @@ int store_get(struct store *st, const void *key, size_t key_len, uint64_t hash,
  * any previous value.  ttl == 0: never expires (until evicted).
  */
 int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
-	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint16_t flags,
+	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint8_t flags,
 	      uint32_t etag);
 
 /* Whether `key` has a live item.  Unlike store_get() it counts no get or

@@ -23,6 +23,8 @@ static const struct repr_type types[] = {
 
 _Static_assert(sizeof(types) / sizeof(types[0]) == REPR_F_TYPE + 1,
 	       "REPR_TYPES must fill the type bits of flags exactly");
+_Static_assert((REPR_F_TYPE | REPR_F_HDR) <= UINT8_MAX,
+	       "the store keeps 8 bits of flags");
 
 /* Distinct seeds per coding: equal bytes in two codings still get two tags. */
 #define ETAG_SEED 0x6574616772657072ull
@@ -82,7 +84,7 @@ void repr_build(struct repr_blob *b, const void *value, uint32_t len,
 	}
 	if (type >= 0) {
 		type_name = repr_type_name((unsigned)type, &type_name_len);
-		b->flags = (uint16_t)type;
+		b->flags = (uint8_t)type;
 	} else {
 		type_name = ct;
 		type_name_len = (uint32_t)ct_len;
@@ -119,7 +121,7 @@ void repr_build(struct repr_blob *b, const void *value, uint32_t len,
 	b->iovcnt = n;
 }
 
-int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint16_t flags,
+int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint8_t flags,
 		    uint32_t etag, struct repr_view *v)
 {
 	const uint8_t *p = blob, *end = blob + len;

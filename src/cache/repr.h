@@ -4,16 +4,17 @@
  *
  * The store keeps 24 bytes or less of metadata per item, so the common case
  * must cost nothing: a value with a well-known Content-Type and no variants
- * is stored as its raw bytes alone, its type is an index in the store's 16
+ * is stored as its raw bytes alone, its type is an index in the store's 8
  * `flags` bits and its ETag is the store's 32-bit `etag` field.  Anything
  * more (a custom type, a variant) adds a small header to the blob.
  *
  * flags (store_item.flags):
  *
- *   15            7   6   5   4   3       0
- *   +--------------+---+---+---+----------+
- *   |  reserved: 0 | G | B | C |   type   |
- *   +--------------+---+---+---+----------+
+ *     7   6   5   4   3       0
+ *   +---+---+---+---+----------+
+ *   | 0 | G | B | C |   type   |
+ *   +---+---+---+---+----------+
+ *   0     reserved, always clear
  *   type  index into REPR_TYPES when C is clear (0: application/octet-stream)
  *   C     REPR_F_CT: the blob carries its own Content-Type
  *   B     REPR_F_BR: the blob carries a brotli variant
@@ -46,10 +47,10 @@
 #include <string.h>
 #include <sys/uio.h>
 
-#define REPR_F_TYPE 0x000fu
-#define REPR_F_CT   0x0010u
-#define REPR_F_BR   0x0020u
-#define REPR_F_GZIP 0x0040u
+#define REPR_F_TYPE 0x0fu
+#define REPR_F_CT   0x10u
+#define REPR_F_BR   0x20u
+#define REPR_F_GZIP 0x40u
 #define REPR_F_HDR  (REPR_F_CT | REPR_F_BR | REPR_F_GZIP)
 
 #define REPR_TYPE_MAX 255u
@@ -96,7 +97,7 @@ struct repr_view {
 
 /* A blob ready for store_set(): iov[0..iovcnt) with flags and etag. */
 struct repr_blob {
-	uint16_t flags;
+	uint8_t flags;
 	uint32_t etag;
 	int iovcnt;
 	struct iovec iov[4];
@@ -119,14 +120,14 @@ void repr_build(struct repr_blob *b, const void *value, uint32_t len,
 		const void *gz, uint32_t gz_len);
 
 /* The slow half of repr_unpack(): a blob with a header.  0 or -EINVAL. */
-int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint16_t flags,
+int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint8_t flags,
 		    uint32_t etag, struct repr_view *v);
 
 /*
  * Splits a stored blob into its representations.  Returns 0, or -EINVAL
  * when the blob is not one repr_build() made (flags or lengths inconsistent).
  */
-static inline int repr_unpack(const uint8_t *blob, uint32_t len, uint16_t flags,
+static inline int repr_unpack(const uint8_t *blob, uint32_t len, uint8_t flags,
 			      uint32_t etag, struct repr_view *v)
 {
 	if (__builtin_expect((flags & ~REPR_F_TYPE) == 0, 1)) {

@@ -15,11 +15,13 @@
  *   1-4 bytes     value length, little-endian
  *   [4 bytes]     expiry, absolute store time
  *   [4 bytes]     etag
- *   [2 bytes]     flags
+ *   [1 byte]      flags (8 bits, opaque to the store)
  *   key bytes, then value bytes
  *
- * A 10-byte key with a 100-byte value, an etag and flags takes a 9-byte
- * header (13 with an expiry); the largest header is 16 bytes.  Multi-byte
+ * A 10-byte key with a 100-byte value, an etag and flags takes an 8-byte
+ * header (12 with an expiry); the largest header (4-byte value length,
+ * expiry, etag and flags) is 15 bytes.  With the index slot's 8.98 bytes that
+ * keeps every item's metadata within 24 bytes (23.98 at most).  Multi-byte
  * fields are stored little-endian through memcpy, which is a plain load on
  * x86-64 and ARM64 whatever the alignment.
  */
@@ -34,7 +36,7 @@
 #define ITEM_HAS_EXP   0x02u
 #define ITEM_HAS_ETAG  0x04u
 #define ITEM_HAS_FLAGS 0x08u
-#define ITEM_HDR_MAX   16u
+#define ITEM_HDR_MAX   15u
 
 /* An item's decoded header. */
 struct item_hdr {
@@ -42,7 +44,7 @@ struct item_hdr {
 	uint32_t value_len;
 	uint32_t expires;
 	uint32_t etag;
-	uint16_t flags;
+	uint8_t flags;
 	uint8_t hdr_len;
 	bool dead;
 };
@@ -59,21 +61,21 @@ static inline unsigned item_vlen_bytes(uint32_t value_len)
 }
 
 static inline unsigned item_hdr_len(uint32_t value_len, uint32_t expires, uint32_t etag,
-				    uint16_t flags)
+				    uint8_t flags)
 {
 	return 2 + item_vlen_bytes(value_len) + (expires ? 4 : 0) + (etag ? 4 : 0) +
-	       (flags ? 2 : 0);
+	       (flags ? 1 : 0);
 }
 
 static inline uint64_t item_size(uint32_t key_len, uint32_t value_len, uint32_t expires,
-				 uint32_t etag, uint16_t flags)
+				 uint32_t etag, uint8_t flags)
 {
 	return (uint64_t)item_hdr_len(value_len, expires, etag, flags) + key_len + value_len;
 }
 
 /* Writes the header at p and returns its length; the key and value follow. */
 static inline unsigned item_put_hdr(uint8_t *p, uint32_t key_len, uint32_t value_len,
-				    uint32_t expires, uint32_t etag, uint16_t flags)
+				    uint32_t expires, uint32_t etag, uint8_t flags)
 {
 	unsigned vb = item_vlen_bytes(value_len);
 	uint32_t k = key_len - 1;
@@ -92,10 +94,8 @@ static inline unsigned item_put_hdr(uint8_t *p, uint32_t key_len, uint32_t value
 		memcpy(p + n, &etag, 4);
 		n += 4;
 	}
-	if (flags) {
-		memcpy(p + n, &flags, 2);
-		n += 2;
-	}
+	if (flags)
+		p[n++] = flags;
 	return n;
 }
 
@@ -120,10 +120,8 @@ static inline void item_get_hdr(const uint8_t *p, struct item_hdr *h)
 		memcpy(&h->etag, p + n, 4);
 		n += 4;
 	}
-	if (fmt & ITEM_HAS_FLAGS) {
-		memcpy(&h->flags, p + n, 2);
-		n += 2;
-	}
+	if (fmt & ITEM_HAS_FLAGS)
+		h->flags = p[n++];
 	h->hdr_len = (uint8_t)n;
 	h->dead = fmt & ITEM_DEAD;
 }
@@ -139,7 +137,7 @@ static inline const uint8_t *item_key(const uint8_t *p)
 	uint8_t fmt = p[0];
 
 	return p + 2 + ((fmt >> 4) & 3u) + 1 + ((fmt & ITEM_HAS_EXP) ? 4 : 0) +
-	       ((fmt & ITEM_HAS_ETAG) ? 4 : 0) + ((fmt & ITEM_HAS_FLAGS) ? 2 : 0);
+	       ((fmt & ITEM_HAS_ETAG) ? 4 : 0) + ((fmt & ITEM_HAS_FLAGS) ? 1 : 0);
 }
 
 static inline uint64_t item_total(const struct item_hdr *h)

@@ -192,7 +192,7 @@ static void drop_displaced(struct store *st, uint64_t loc)
 }
 
 int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
-	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint16_t flags,
+	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint8_t flags,
 	      uint32_t etag)
 {
 	uint64_t total = 0, size;

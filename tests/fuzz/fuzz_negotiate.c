@@ -66,7 +66,7 @@ static void check_max_age(const char *s, size_t n)
 		FUZZ_ASSERT(v <= (1u << 31));
 }
 
-static void check_blob(const uint8_t *blob, size_t n, uint16_t flags)
+static void check_blob(const uint8_t *blob, size_t n, uint8_t flags)
 {
 	struct repr_view v;
 	if (repr_unpack(blob, (uint32_t)n, flags, 0, &v) != 0)
@@ -107,7 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	default:
 		check_blob((const uint8_t *)copy, n,
-			   (uint16_t)(param & 0x7fu) | (uint16_t)((mode & 0x80u) << 8));
+			   (uint8_t)((param & 0x7fu) | (mode & 0x80u)));
 		break;
 	}
 	free(copy);

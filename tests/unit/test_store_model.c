@@ -22,7 +22,7 @@ struct ref {
 	uint32_t expires;
 	uint32_t stored;
 	uint32_t etag;
-	uint16_t flags;
+	uint8_t flags;
 };
 
 static uint64_t rs;
@@ -97,7 +97,7 @@ static void model_run(const struct run *r)
 		if (c < 45000) {
 			uint32_t len = pick_len(r->max_value);
 			uint32_t ttl = rnd() % 3 ? 0 : (uint32_t)(1 + rnd() % 40);
-			uint16_t flags = (uint16_t)(rnd() % 3 ? rnd() : 0);
+			uint8_t flags = (uint8_t)(rnd() % 3 ? rnd() : 0);
 			uint32_t etag = (uint32_t)(rnd() % 4 ? rnd() : 0);
 			struct iovec iov[2];
 			uint32_t cut = len ? (uint32_t)(rnd() % len) : 0;
