@@ -368,6 +368,55 @@ static void test_values(void)
 }
 
 /*
+ * The largest item header is 15 bytes (format, key length, 4-byte value
+ * length, expiry, etag, 1-byte flags), so with the 8.98-byte index slot no
+ * item carries more than 24 bytes of metadata (issue 3).  A value blob of
+ * 16 MiB or more needs the 4-byte length; with a TTL, an etag and flags with
+ * every bit set it must round-trip whole, and the store must account exactly
+ * 15 header bytes for it.
+ */
+static void test_largest_header(void)
+{
+	size_t sizes[] = { 16 * MiB, 16 * MiB + 1, 20 * MiB + 3 };
+	uint8_t flags[] = { 0xff, 0x80, 0x01 };
+	struct store *st = mk(128 * MiB, 32 * MiB);
+	uint8_t *v = malloc(20 * MiB + 3);
+	struct store_stats ss;
+	struct store_item it;
+	char k[32];
+
+	store_tick(st, 1000);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		struct iovec iov = { v, sizes[i] };
+		uint32_t etag = 0xdeadbeefu + (uint32_t)i;
+		int n = snprintf(k, sizeof(k), "large:%zu", i);
+
+		fill(v, sizes[i], 100 + (unsigned)i);
+		CHECK_EQ(store_set(st, k, (size_t)n, h(k, (size_t)n), &iov, 1, 3600, flags[i],
+				   etag), 0);
+		store_stats(st, &ss);
+		CHECK_EQ(ss.items, 1);
+		CHECK_EQ(ss.live_bytes, 15 + (uint64_t)n + sizes[i]);
+		CHECK_EQ(get(st, k, &it), 0);
+		CHECK_EQ(it.value_len, sizes[i]);
+		CHECK(memcmp(it.value, v, sizes[i]) == 0);
+		CHECK_EQ(it.expires, 1000 + 3600);
+		CHECK_EQ(it.etag, etag);
+		CHECK_EQ(it.flags, flags[i]);
+		CHECK_EQ(store_delete(st, k, (size_t)n, h(k, (size_t)n)), 0);
+	}
+	/* The same key with a 100-byte value, etag and flags and no TTL: an
+	 * 8-byte header (format, key length, 1-byte length, etag, flags). */
+	CHECK_EQ(store_set(st, "k", 1, h("k", 1), &(struct iovec){ v, 100 }, 1, 0, 0x42, 1), 0);
+	store_stats(st, &ss);
+	CHECK_EQ(ss.live_bytes, 8 + 1 + 100);
+	CHECK_EQ(get(st, "k", &it), 0);
+	CHECK_EQ(it.flags, 0x42);
+	store_destroy(st);
+	free(v);
+}
+
+/*
  * store_tick() expires and reclaims; it never evicts a live item on its own.
  * Ticks of an idle store used to start an eviction victim once the free list
  * was at its low-water mark, so a value filling most of the store (or the
@@ -595,6 +644,7 @@ int main(void)
 	test_eviction();
 	test_second_chance();
 	test_values();
+	test_largest_header();
 	test_tick_does_not_evict();
 	test_arena_reuse();
 	test_fragmentation();

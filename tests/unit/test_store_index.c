@@ -2,7 +2,8 @@
  * test_store_index.c - the store's index on its own (src/store/index.c):
  * insert/find/remove, growth by splitting while entries stay findable,
  * forced collisions, tag collisions decided by the key bytes, and the load
- * it reaches without dropping entries.
+ * it reaches without dropping entries; and the item header's layout
+ * (src/store/item.h), whose key bytes the index compares.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,49 @@ static void test_keys_decide(void)
 	free(mem);
 }
 
+/* The header's layout: the largest is ITEM_HDR_MAX = 15 bytes (4-byte value
+ * length, expiry, etag, 1-byte flags) and decodes to what was written; each
+ * optional field costs its size only when non-zero. */
+static void test_item_header(void)
+{
+	uint8_t p[ITEM_HDR_MAX + 8];
+	struct item_hdr hd;
+
+	CHECK_EQ(ITEM_HDR_MAX, 15);
+	CHECK_EQ(item_hdr_len(UINT32_MAX, 1, 1, 1), ITEM_HDR_MAX);
+	CHECK_EQ(item_hdr_len(1u << 24, 1, 1, 1), ITEM_HDR_MAX);
+	CHECK_EQ(item_hdr_len((1u << 24) - 1, 1, 1, 1), 14);
+	CHECK_EQ(item_hdr_len(100, 0, 1, 1), 8);
+	CHECK_EQ(item_hdr_len(100, 1, 1, 1), 12);
+	CHECK_EQ(item_hdr_len(100, 0, 0, 0xff), 4);
+	CHECK_EQ(item_hdr_len(100, 0, 0, 0), 3);
+
+	memset(p, 0xaa, sizeof(p));
+	CHECK_EQ(item_put_hdr(p, 1024, 1u << 24, 0x01020304u, 0xdeadbeefu, 0xff), 15);
+	CHECK_EQ(p[15], 0xaa);
+	item_get_hdr(p, &hd);
+	CHECK_EQ(hd.hdr_len, 15);
+	CHECK_EQ(hd.key_len, 1024);
+	CHECK_EQ(hd.value_len, 1u << 24);
+	CHECK_EQ(hd.expires, 0x01020304u);
+	CHECK_EQ(hd.etag, 0xdeadbeefu);
+	CHECK_EQ(hd.flags, 0xff);
+	CHECK(!hd.dead);
+	CHECK_EQ(item_key_len(p), 1024);
+	CHECK(item_key(p) == p + 15);
+	CHECK_EQ(item_total(&hd), 15 + 1024 + (1u << 24));
+
+	/* Flags alone, top bit set: one byte after the 1-byte length. */
+	CHECK_EQ(item_put_hdr(p, 1, 7, 0, 0, 0x80), 4);
+	item_get_hdr(p, &hd);
+	CHECK_EQ(hd.hdr_len, 4);
+	CHECK_EQ(hd.value_len, 7);
+	CHECK_EQ(hd.expires, 0);
+	CHECK_EQ(hd.etag, 0);
+	CHECK_EQ(hd.flags, 0x80);
+	CHECK(item_key(p) == p + 4);
+}
+
 /* Items whose index is capped stay correct: inserts past the cap displace
  * instead of growing, and what is found is always right. */
 static void test_capped(void)
@@ -192,5 +236,6 @@ int main(void)
 	test_collisions();
 	test_keys_decide();
 	test_capped();
+	test_item_header();
 	return check_done("store_index");
 }
