@@ -22,7 +22,8 @@
  * answer, including those of requests buffered while input was paused.
  *
  * Back-pressure: when a connection has PEND_MAX responses or OUT_MAX bytes
- * waiting (in `out` and in the pending FIFO), parsing pauses; when its
+ * waiting (in `out` and in the pending FIFO), or INFLIGHT_MAX requests out
+ * at other shards or at Redis, parsing pauses; when its
  * buffered input passes one request's worth the recv is cancelled too, and
  * re-armed once the backlog is sent.  A client that reads nothing for
  * --idle-timeout while a send is in flight is disconnected.
@@ -40,6 +41,7 @@
 
 #define PEND_MAX 1024                  /* responses queued per connection before input waits */
 #define OUT_MAX (8u << 20)             /* bytes queued per connection before input waits */
+#define INFLIGHT_MAX 64                /* requests out at other shards or Redis, per connection */
 #define LINGER_NS (2ull * 1000000000)  /* how long a closing connection drains input */
 #define CHUNK_SLACK (64u << 10)        /* chunked framing allowed beyond 2 x --max-value */
 
@@ -314,9 +316,16 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 	return head + blen;
 }
 
+/*
+ * Whether input must wait.  An answer still out at another shard has no
+ * size yet, so their number is bounded too: a client that pipelines GETs of
+ * large values and reads nothing makes this connection hold at most OUT_MAX
+ * plus INFLIGHT_MAX answers, not PEND_MAX of them.
+ */
 static bool conn_congested(const struct conn *c)
 {
-	return c->npend >= PEND_MAX || c->out.len + c->pend_bytes >= OUT_MAX;
+	return c->npend >= PEND_MAX || c->inflight >= INFLIGHT_MAX ||
+	       c->out.len + c->pend_bytes >= OUT_MAX;
 }
 
 /* After EOF: once buffered requests are parsed (input not paused), what is
