@@ -43,7 +43,7 @@
 	  "largest request head (431 above)")                                      \
 	X("max-headers", U32, max_headers, "100", "N",                             \
 	  "most header fields in a request (431 above)")                           \
-	X("spin-us", U32, spin_us, "50", "MICROSECONDS",                           \
+	X("spin-us", U32, spin_us, "20", "MICROSECONDS",                           \
 	  "how long an idle shard polls before it parks")                          \
 	X("ring-size", U32, ring_size, "128", "N",                                 \
 	  "entries per cross-shard ring (power of two)")                           \
