@@ -55,7 +55,11 @@
 /* Latency histograms, same idea: X(name, kind label, help). */
 #define STATS_HISTS(X)                                                             \
 	X(lat_local, "local", "hits served by this shard's own store")            \
-	X(lat_forwarded, "forwarded", "hits served by another shard's store")
+	X(lat_forwarded, "forwarded", "hits served by another shard's store")     \
+	X(lat_local_all, "local_all",                                              \
+	  "every /cache/ request this shard's store answered (misses, writes, L2)") \
+	X(lat_forwarded_all, "forwarded_all",                                      \
+	  "every /cache/ request another shard's store answered")
 
 struct stats_shard {
 #define STATS_FIELD(name, type, help) _Atomic uint64_t name;

@@ -462,13 +462,16 @@ static void start_send(struct shard *sh, struct conn *c)
 	c->flags |= C_SEND;
 }
 
-static void record_local_hits(struct shard *sh, struct conn *c)
+/* The local answers in this send: their server-side latency ends here. */
+static void record_local(struct shard *sh, struct conn *c)
 {
-	if (c->local_hits) {
+	if (c->local_reqs) {
 		uint64_t ns = clock_mono_ns() - c->t_local;
 		for (uint32_t i = 0; i < c->local_hits; i++)
 			hist_record(&sh->stats->lat_local, ns);
-		c->local_hits = 0;
+		for (uint32_t i = 0; i < c->local_reqs; i++)
+			hist_record(&sh->stats->lat_local_all, ns);
+		c->local_hits = c->local_reqs = 0;
 	}
 }
 
@@ -482,7 +485,7 @@ static void send_ready(struct shard *sh, struct conn *c)
 		c->out.len = 0;
 		c->sent = 0;
 		start_send(sh, c);
-		record_local_hits(sh, c);
+		record_local(sh, c);
 	}
 }
 
@@ -565,8 +568,15 @@ void conn_on_reply(struct shard *sh, struct fwd *f)
 		c->pend_bytes -= h->resp.len;
 		if (buf_append(&c->out, h->resp.data, h->resp.len))
 			conn_abort(sh, c);
-		if (h->remote && (h->outcome == CACHE_HIT || h->outcome == CACHE_NOT_MODIFIED))
-			hist_record(&sh->stats->lat_forwarded, clock_mono_ns() - h->t0);
+		if (h->t0) {
+			/* answered by another shard or after Redis: queued for sending now */
+			uint64_t ns = clock_mono_ns() - h->t0;
+			hist_record(h->remote ? &sh->stats->lat_forwarded_all
+					      : &sh->stats->lat_local_all, ns);
+			if (h->remote &&
+			    (h->outcome == CACHE_HIT || h->outcome == CACHE_NOT_MODIFIED))
+				hist_record(&sh->stats->lat_forwarded, ns);
+		}
 		fwd_destroy(h);
 	}
 	shard_mark_dirty(sh, c);

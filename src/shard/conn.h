@@ -81,8 +81,9 @@ struct conn {
 	uint64_t send_ns;               /* when the send in flight was queued */
 	uint64_t req_start_ns;          /* first byte of an incomplete request; 0: none */
 	uint64_t linger_until_ns;
-	uint64_t t_local;               /* completion time of the unflushed local hits */
-	uint32_t local_hits;            /* local hits queued since the last send */
+	uint64_t t_local;               /* completion time of the unflushed local answers */
+	uint32_t local_reqs;            /* local answers queued since the last send */
+	uint32_t local_hits;            /* of which hits */
 };
 
 /* conn.c, for route.c: answering on a connection, in request order */

@@ -139,10 +139,10 @@ static void exec_local(struct shard *sh, struct conn *c, const struct cache_req 
 	conn_slot_filled(c, slot);
 	stats_inc(&sh->stats->local_requests);
 	count_outcome(sh, oc);
-	if (oc == CACHE_HIT || oc == CACHE_NOT_MODIFIED) {
-		if (c->local_hits++ == 0)
-			c->t_local = sh->now_ns;
-	}
+	if (c->local_reqs++ == 0)
+		c->t_local = sh->now_ns;
+	if (oc == CACHE_HIT || oc == CACHE_NOT_MODIFIED)
+		c->local_hits++;
 	shard_mark_dirty(sh, c);
 }
 

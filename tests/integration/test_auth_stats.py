@@ -29,7 +29,7 @@ COUNTERS = ["requests", "local_requests", "forwarded_requests", "hits", "misses"
             "evictions", "expirations"]
 GAUGES = ["connections", "items", "value_bytes", "arena_bytes"]
 PERCENTILES = ["p50", "p90", "p99", "p99.9", "max"]
-KINDS = ["local", "forwarded"]
+KINDS = ["local", "forwarded", "local_all", "forwarded_all"]
 
 
 def show(r):
@@ -382,7 +382,7 @@ def stats(c):
         return
     check_doc_shape(c, s0, 2, "fresh server")
     for kind in KINDS:
-        c.eq(s0["total"]["latency_ns"][kind]["count"], 0, "fresh server: no %s hit samples" % kind)
+        c.eq(s0["total"]["latency_ns"][kind]["count"], 0, "fresh server: no %s latency samples" % kind)
 
     keys = keys_per_shard("st-", 2, 3)
     allkeys = keys[0] + keys[1]
@@ -447,9 +447,18 @@ def stats(c):
          "local hit latency: %d new samples (the keys of the client's shard)" % (hits // 2))
     c.eq(lat["forwarded"]["count"] - s0["total"]["latency_ns"]["forwarded"]["count"], hits // 2,
          "forwarded hit latency: %d new samples (the other shard's keys)" % (hits // 2))
+    def grew(kind):
+        return lat[kind]["count"] - s0["total"]["latency_ns"][kind]["count"]
+    c.eq(grew("local_all"), delta(s0, s1, "local_requests"),
+         "local_all latency: a sample per /cache/ request the client's shard answered "
+         "(PUTs, hits and misses)")
+    c.eq(grew("forwarded_all"), delta(s0, s1, "forwarded_requests"),
+         "forwarded_all latency: a sample per /cache/ request the other shard answered")
+    c.eq(grew("local_all") + grew("forwarded_all"), nreq,
+         "local_all + forwarded_all: one sample per /cache/ request (%d)" % nreq)
     for kind in KINDS:
         check_percentiles(c, lat[kind], "total %s latency" % kind)
-        c.note("%s hits (ns): %s" % (kind, lat[kind]))
+        c.note("%s (ns): %s" % (kind, lat[kind]))
 
     c.section("the store figures: items and value_bytes (variants included)")
     ok, s2 = poll_stats(srv, lambda d: d["total"]["items"] == len(allkeys))
