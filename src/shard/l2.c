@@ -78,6 +78,14 @@ void l2_teardown(struct shard *sh)
 	for (unsigned b = 0; sh->l2_gets && b < L2_GET_BUCKETS; b++)
 		for (struct l2_get *g = sh->l2_gets[b], *next; g; g = next) {
 			next = g->next;
+			/* a waiter from another shard is referenced from here only
+			 * (its origin frees only what came back); ours from our
+			 * connections, which free_shard() frees */
+			for (struct fwd *f = g->first, *fn; f; f = fn) {
+				fn = f->qnext;
+				if (f->remote)
+					fwd_destroy(f);
+			}
 			free(g);
 		}
 	free(sh->l2_gets);

@@ -204,6 +204,7 @@ int server_run(struct server *srv, char *err, size_t errlen)
 	int rc = 0;
 
 	pthread_barrier_init(&srv->ready, NULL, n + 1);
+	atomic_store(&srv->closing, n);
 	for (; started < n; started++) {
 		rc = pthread_create(&srv->shards[started]->thread, NULL, shard_main,
 				    srv->shards[started]);

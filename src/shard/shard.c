@@ -267,7 +267,9 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 
 	switch ((enum shard_op)(ud & 7)) {
 	case OP_ACCEPT:
-		if (cqe->res >= 0)
+		if (cqe->res >= 0 && sh->stopping)
+			close(cqe->res);
+		else if (cqe->res >= 0)
 			conn_accept(sh, cqe->res);
 		else
 			stats_inc(&sh->stats->accept_errors);
@@ -390,21 +392,41 @@ static void loop(struct shard *sh)
 	}
 }
 
+/*
+ * Stopping: every connection is shut, and the shard keeps draining its rings
+ * until its own connections are freed (their forwarded requests and Redis
+ * operations answered) and every other shard's are too, since those may
+ * still wait for this shard's store.  Bounded: TEARDOWN_ROUNDS x 20 ms.
+ * What is still out then is freed by server_destroy().
+ */
+#define TEARDOWN_ROUNDS 100
+
 static void teardown(struct shard *sh)
 {
+	bool counted = true;
+
 	sh->stopping = true;
 	if (sh->listen_fd > 0) {
 		close(sh->listen_fd);
 		sh->listen_fd = -1;
 	}
 	if (sh->ring.ring_fd > 0) {
-		/* let in-flight operations end so every connection can be freed */
 		conn_close_all(sh);
-		for (int i = 0; i < 50 && sh->nconns; i++) {
+		for (int i = 0; i < TEARDOWN_ROUNDS; i++) {
 			sh->now_ns = clock_mono_ns();
+			fwd_drain(sh);
+			l2_drain(sh);
+			fwd_flush(sh);
+			l2_flush(sh);
 			for (uint32_t k = 0; k < sh->ndirty; k++)
 				conn_flush(sh, sh->dirty[k]);
 			sh->ndirty = 0;
+			if (counted && !sh->nconns) {
+				counted = false;
+				atomic_fetch_sub_explicit(&sh->srv->closing, 1, memory_order_acq_rel);
+			}
+			if (!counted && !atomic_load_explicit(&sh->srv->closing, memory_order_acquire))
+				break;
 			struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 20000000 };
 			struct io_uring_cqe *cqe;
 			io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
@@ -416,6 +438,8 @@ static void teardown(struct shard *sh)
 			io_uring_cq_advance(&sh->ring, seen);
 		}
 	}
+	if (counted) /* never started, or gave up: others need not wait for us */
+		atomic_fetch_sub_explicit(&sh->srv->closing, 1, memory_order_acq_rel);
 }
 
 void *shard_main(void *arg)

@@ -49,6 +49,7 @@ struct server {
 	struct coh *coh;                /* NULL: L1 only (no --redis) */
 	char advertise[80];             /* HOST:PORT recorded in the registry */
 	_Atomic bool stop;
+	_Atomic unsigned closing;       /* shards still ending connections (teardown) */
 	pthread_barrier_t ready;
 	struct http_limits limits;
 };

@@ -17,6 +17,7 @@ real binary: the defects fixed in e7b8256, one case each.
     `accept_errors` counts them, retries are paced by the sweep, and new
     connections are served once descriptors are free
  8. HEAD /health, /stats, /metrics: GET's Content-Length, no body
+ 9. SIGTERM while clients pipeline across both shards: exit 0, nothing leaked
 
 Cases 1 and 2 run twice: with the default --max-value (input is only
 paused: requests wait in the connection's buffer) and with --max-value 8K
@@ -593,6 +594,38 @@ def head_admin(c):
     srv.stop()
 
 
+# --- 9: SIGTERM with requests in flight ------------------------------------------------
+
+def stop_in_flight(c):
+    """Stopped while clients pipeline across both shards: the daemon exits 0
+    within the harness's stop timeout, and (sanitized builds) frees every
+    connection and message: the harness fails the run on any sanitizer or
+    leak report in the log."""
+    for rnd in range(3):
+        srv = Server(["--shards", "2", "--memory", "64M"], checks=c).start()
+        by_shard = keys_per_shard("stop-", NSHARDS, 8)
+        keys = [k for ks in by_shard.values() for k in ks]
+        put_values(c, srv, keys, 4096)
+        rng = random.Random(90 + rnd)
+        socks = []
+        for j in range(8):
+            reqs = []
+            for i in range(300):
+                k = rng.choice(keys)
+                if i % 4 == 0:
+                    reqs.append(build_request("PUT", "/cache/" + k, value_of(k, 4096)))
+                else:
+                    reqs.append(build_request("GET", "/cache/" + k))
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=IO_TIMEOUT)
+            s.sendall(b"".join(reqs))
+            socks.append(s)
+        status = srv.stop()
+        c.eq(status, 0, "round %d: SIGTERM with 8 connections x 300 pipelined requests in "
+             "flight: exit status 0" % rnd)
+        for s in socks:
+            s.close()
+
+
 def main(c):
     guarded(c, "1+2. deep pipeline, input paused (default --max-value)", deep_pipeline,
             ["--shards", "2", "--memory", "64M"], "paused")
@@ -605,6 +638,7 @@ def main(c):
             close_while_sending)
     guarded(c, "7. accept errors (RLIMIT_NOFILE %d)" % NOFILE, accept_errors)
     guarded(c, "8. HEAD /health, /stats, /metrics", head_admin)
+    guarded(c, "9. SIGTERM with requests in flight", stop_in_flight)
 
 
 if __name__ == "__main__":
