@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# bench-write-stall.sh - what write-time compression does to the other
+# requests of its shard (issue 4), measured rather than derived.
+#
+# ringcached runs with one shard pinned to one CPU.  One client (wrk -t1 -c1,
+# pinned to another CPU) GETs a preloaded 100-byte value, one request per
+# round trip, in phases, each against a fresh ringcached so its /stats
+# histograms belong to that phase alone:
+#   a     GETs alone
+#   b     GETs while a second client (wrk -t1 -c1, same client CPU) PUTs 4 KB
+#         JSON values in a closed loop (one PUT in flight, next one at once)
+#   c     the same with 64 KB JSON values
+#   d     64 KB PUTs with --compress-max 16K: stored raw, no compression, the
+#         same bytes over the same sockets (the control for c)
+# The PUT client starts a second before the GET run and ends a second after.
+# Prints per phase: the GET client's p50/p99/p99.9/max and requests/s, the
+# server's own local-hit latency from GET /stats (p50/p99/p99.9/max: from the
+# completion that delivered the request to its response's submission, so it
+# does not include time spent waiting behind another request), PUTs/s stored
+# during the GET run (`sets` from /stats before and after), the shard's CPU
+# use, whether a PUT value got a br variant, and the CPU other processes
+# used meanwhile (other people's load spoils the row).  With ROUNDS > 1,
+# also the median over rounds.  A benchmark, not a test: it passes no verdict.
+#
+# usage: perf/bench-write-stall.sh [path/to/ringcached]
+# environment (defaults in brackets):
+#   RINGCACHED   the binary                      [build-release/src/ringcached]
+#   SERVER_CPU   CPU of ringcached               [last CPU we may use]
+#   CLIENT_CPU   CPU of both wrk clients         [first CPU we may use]
+#   DURATION     seconds of GETs per phase       [10]
+#   PHASES       which phases, in order          ["a b c d"]
+#   ROUNDS       repetitions of all phases       [1]
+#   RC_FLAGS     extra ringcached flags          []
+# Results also go to perf/out/bench-write-stall-<time>.txt.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+rc_bin=${1:-${RINGCACHED:-$root/build-release/src/ringcached}}
+duration=${DURATION:-10}
+phases=${PHASES:-a b c d}
+rounds=${ROUNDS:-1}
+lua=$here/write-stall.lua
+
+allowed=$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')
+server_cpu=${SERVER_CPU:-${allowed##* }}
+client_cpu=${CLIENT_CPU:-${allowed%% *}}
+[ "$server_cpu" != "$client_cpu" ] ||
+	echo "warning: server and clients share CPU $server_cpu; set SERVER_CPU/CLIENT_CPU" >&2
+
+for tool in wrk taskset curl python3 timeout; do
+	command -v "$tool" >/dev/null || { echo "bench-write-stall: $tool not found (apt-get install wrk util-linux curl python3 coreutils)" >&2; exit 1; }
+done
+[ -x "$rc_bin" ] || {
+	echo "bench-write-stall: no ringcached at $rc_bin" >&2
+	echo "  build one: meson setup build-release --buildtype=release && ninja -C build-release src/ringcached" >&2
+	exit 1
+}
+
+tmp=$(mktemp -d /tmp/bench-write-stall.XXXXXX)
+mkdir -p "$here/out"
+out="$here/out/bench-write-stall-$(date +%Y%m%d-%H%M%S).txt"
+pids=()
+
+stop_pid() {	# stops one process we started and forgets it
+	kill -TERM "$1" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	forget_pid "$1"
+}
+
+forget_pid() {	# a process that has ended
+	local p keep=()
+	for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	pids=("${keep[@]}")
+}
+
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		stop_pid "$p"
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "$*" | tee -a "$out"; }
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() {	# url: until it answers 200, at most 10 s
+	for _ in $(seq 100); do
+		[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" = 200 ] && return 0
+		sleep 0.1
+	done
+	echo "bench-write-stall: $1 did not answer 200 within 10 s" >&2
+	return 1
+}
+
+cpu_ticks() {	# utime+stime of a process, in clock ticks
+	local s rest
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	rest=${s##*) }	# fields after "(comm)": field 3 is the first
+	set -- $rest
+	echo $((${12} + ${13}))	# fields 14 and 15: utime, stime
+}
+hz=$(getconf CLK_TCK)
+
+# Other people's load spoils the figures; each phase reports it: the CPU
+# time the machine spent busy that neither ringcached nor our clients used.
+busy_ticks() {	# all CPUs, every state but idle and iowait
+	local _cpu user nice sys idle iowait rest
+	read -r _cpu user nice sys idle iowait rest </proc/stat
+	set -- $rest
+	echo $((user + nice + sys + ${1:-0} + ${2:-0} + ${3:-0}))	# + irq softirq steal
+}
+children_ticks() {	# utime+stime of this shell's ended and waited-for children
+	local s rest
+	s=$(cat /proc/$$/stat)
+	rest=${s##*) }
+	set -- $rest
+	echo $((${14} + ${15}))	# fields 16 and 17: cutime, cstime
+}
+
+body=$(printf 'x%.0s' $(seq 100))
+
+start_ringcached() {	# extra flags...
+	local port
+	port=$(free_port)
+	taskset -c "$server_cpu" "$rc_bin" --listen "127.0.0.1:$port" --shards 1 \
+		--cpuset "$server_cpu" --memory 64M ${RC_FLAGS:-} "$@" >"$tmp/ringcached.log" 2>&1 &
+	pids+=($!)
+	rc_pid=$!
+	rc_url=http://127.0.0.1:$port
+	wait_http "$rc_url/health" || { cat "$tmp/ringcached.log" >&2; exit 1; }
+	curl -s -o /dev/null -X PUT --data-binary "$body" "$rc_url/cache/bench"
+	[ "$(curl -s --max-time 2 "$rc_url/cache/bench")" = "$body" ] ||
+		{ echo "bench-write-stall: could not preload /cache/bench" >&2; exit 1; }
+}
+
+stats_to() {	# file: GET /stats into it
+	curl -s -f --max-time 5 -o "$1" "$rc_url/stats" ||
+		{ echo "bench-write-stall: GET /stats failed" >&2; exit 1; }
+}
+
+# A wrk run never outlives its -d by much; timeout is the backstop.
+run_wrk() {	# out-file seconds env... -- : one wrk client on the client CPU
+	local f=$1 secs=$2
+	shift 2
+	env "$@" timeout -k 5 $((secs + 30)) taskset -c "$client_cpu" \
+		wrk -t1 -c1 -d"${secs}s" --timeout 5s -s "$lua" "$rc_url" >"$f" 2>&1
+}
+
+results=$tmp/results.tsv
+: >"$results"
+
+run_phase() {	# round phase
+	local round=$1 ph=$2 size=0 flags=() put_pid= t0 t1 ce
+	case $ph in
+	a) ;;
+	b) size=4096 ;;
+	c) size=65536 ;;
+	d) size=65536 flags=(--compress-max 16K) ;;
+	*) echo "bench-write-stall: unknown phase $ph" >&2; exit 1 ;;
+	esac
+	start_ringcached "${flags[@]}"
+	local b0 s0 c0 w0 b1 s1 c1 w1
+	b0=$(busy_ticks) s0=$(cpu_ticks "$rc_pid") c0=$(children_ticks) w0=$(date +%s%N)
+	if [ "$size" -gt 0 ]; then
+		run_wrk "$tmp/put.out" $((duration + 2)) RC_PUT_SIZE=$size &
+		put_pid=$!
+		pids+=($put_pid)
+		sleep 1
+	fi
+	stats_to "$tmp/before.json"
+	t0=$(cpu_ticks "$rc_pid")
+	run_wrk "$tmp/get.out" "$duration" || { cat "$tmp/get.out" >&2; exit 1; }
+	t1=$(cpu_ticks "$rc_pid")
+	stats_to "$tmp/after.json"
+	ce=-
+	if [ -n "$put_pid" ]; then
+		wait "$put_pid" || { cat "$tmp/put.out" >&2; exit 1; }
+		forget_pid "$put_pid"
+		# the value of a key the PUT client wrote: did it get a br variant?
+		ce=$(curl -s --max-time 2 -H 'Accept-Encoding: br' -D - -o /dev/null "$rc_url/cache/stall-1" |
+			tr -d '\r' | awk -F': ' 'tolower($1) == "content-encoding" { print $2 }')
+		ce=${ce:-identity}
+	fi
+	b1=$(busy_ticks) s1=$(cpu_ticks "$rc_pid") c1=$(children_ticks) w1=$(date +%s%N)
+	other=$(awk -v t=$(((b1 - b0) - (s1 - s0) - (c1 - c0))) -v hz="$hz" -v ns=$((w1 - w0)) \
+		'BEGIN { v = 100 * t / hz / (ns / 1e9); printf "%.0f", v < 0 ? 0 : v }')
+	{
+		echo "--- round $round, phase $ph (PUT size $size, flags: ${flags[*]:-none})"
+		cat "$tmp/get.out"
+		[ -z "$put_pid" ] || { echo "- PUT client:"; cat "$tmp/put.out"; }
+		echo "- /stats after:"; cat "$tmp/after.json"; echo
+	} >>"$out"
+	python3 - "$round" "$ph" "$size" "$tmp/get.out" "$tmp/before.json" "$tmp/after.json" \
+		"$((t1 - t0))" "$hz" "$ce" "$other" "${put_pid:+$tmp/put.out}" >>"$results" <<-'EOF'
+		import json, re, sys
+		rnd, ph, size, getf, bef, aft, ticks, hz, ce, other = sys.argv[1:11]
+		putf = sys.argv[11] if len(sys.argv) > 11 else ""
+		def stall(f):
+		    for line in open(f):
+		        if line.startswith("stall:"):
+		            return {k: v for k, v in re.findall(r"(\w+)=(\S+)", line)}
+		    sys.exit("bench-write-stall: no stall: line in " + f)
+		g = stall(getf)
+		secs = int(g["duration_us"]) / 1e6
+		b, a = json.load(open(bef))["total"], json.load(open(aft))["total"]
+		loc = a["latency_ns"]["local"]
+		bad = int(g["non2xx"]) + int(g["errors"])
+		if putf:
+		    p = stall(putf)
+		    bad += int(p["non2xx"]) + int(p["errors"])
+		print("\t".join(str(x) for x in (
+		    rnd, ph, size, int(g["requests"]) / secs,
+		    g["p50"], g["p99"], g["p999"], g["max"],
+		    loc["p50"] / 1000, loc["p99"] / 1000, loc["p99.9"] / 1000, loc["max"] / 1000,
+		    (a["sets"] - b["sets"]) / secs, 100.0 * int(ticks) / int(hz) / secs, ce, bad, other)))
+	EOF
+	stop_pid "$rc_pid"
+}
+
+log "bench-write-stall: $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs"
+log "ringcached on CPU $server_cpu (--shards 1 ${RC_FLAGS:-}), both wrk clients on CPU $client_cpu;" \
+	"${duration}s of GETs per phase"
+log "ringcached: $rc_bin $("$rc_bin" --version 2>/dev/null || true)"
+log ""
+for round in $(seq "$rounds"); do
+	for ph in $phases; do
+		run_phase "$round" "$ph"
+	done
+done
+
+python3 - "$results" <<-'EOF' | tee -a "$out"
+	import statistics, sys
+	rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+	what = {"a": "GETs alone", "b": "+ 4 KB PUTs", "c": "+ 64 KB PUTs",
+	        "d": "+ 64 KB PUTs raw (--compress-max 16K)"}
+	head = ("phase", "GET/s", "cli p50", "p99", "p99.9", "max",
+	        "srv p50", "p99", "p99.9", "max", "PUT/s", "CPU%", "PUT enc", "other%")
+	print("latencies in microseconds; cli = wrk (GET client), srv = /stats local hits;")
+	print("CPU% = ringcached's CPU use; other% = CPU (% of one) used by anything but")
+	print("ringcached and the two clients during the phase: above a few %, distrust the row")
+	fmt = "%-6s %8s %8s %8s %8s %8s | %7s %7s %7s %8s | %7s %5s %8s %6s"
+	def show(r, label):
+	    n = [float(x) for x in r[3:14]]
+	    print(fmt % ((label, "%.0f" % n[0]) + tuple("%.0f" % x for x in n[1:5]) +
+	                 tuple("%.2f" % x for x in n[5:8]) + ("%.0f" % n[8],) +
+	                 ("%.0f" % n[9], "%.0f" % n[10], r[14], r[16])))
+	print(fmt % head)
+	rounds = sorted({r[0] for r in rows}, key=int)
+	for rnd in rounds:
+	    for r in rows:
+	        if r[0] == rnd:
+	            show(r, r[1] + ("" if len(rounds) == 1 else "/" + rnd))
+	if len(rounds) > 1:
+	    print("median over %d rounds:" % len(rounds))
+	    for ph in dict.fromkeys(r[1] for r in rows):
+	        rs = [r for r in rows if r[1] == ph]
+	        med = [ph, ph, rs[0][2]] + ["%g" % statistics.median(float(r[i]) for r in rs)
+	                                    for i in range(3, 14)] + [rs[-1][14], "0",
+	                                    "%g" % statistics.median(float(r[16]) for r in rs)]
+	        show(med, ph)
+	for ph, w in what.items():
+	    if any(r[1] == ph for r in rows):
+	        print("  %s: %s" % (ph, w))
+	bad = sum(int(r[15]) for r in rows)
+	if bad:
+	    print("warning: %d non-2xx responses or socket errors (see the full output)" % bad)
+EOF
+log "full output: $out"
