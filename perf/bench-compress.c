@@ -7,6 +7,9 @@
  * `meson test`.
  *
  *   bench-compress [brotli-quality [gzip-level]]      (defaults 4 and 6)
+ *
+ * It tunes malloc as ringcached does (compress_tune_malloc); set
+ * BENCH_GLIBC_DEFAULTS=1 to measure with glibc's defaults instead.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -112,6 +115,9 @@ int main(int argc, char **argv)
 	int level = argc > 2 ? atoi(argv[2]) : 6;
 	static const size_t sizes[] = { 1024, 4096, 16384, 65536, 262144, 1048576 };
 	struct compress *z;
+
+	if (!getenv("BENCH_GLIBC_DEFAULTS"))
+		compress_tune_malloc(); /* as ringcached does */
 
 	if (compress_create(&z, quality, level) != 0) {
 		fprintf(stderr, "bad quality %d or level %d\n", quality, level);

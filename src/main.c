@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 
 #include "ringcache_version.h"
+#include "cache/compress.h"
 #include "shard/shard.h"
 
 /*
@@ -59,6 +60,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	compress_tune_malloc();
 	/* Every thread inherits this mask; only main takes the signals. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);

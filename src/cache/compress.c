@@ -8,6 +8,7 @@
  * value does not pay for the 4 MiB tables of the default window.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,22 @@
 #include <libdeflate.h>
 
 #include "cache/compress.h"
+
+/*
+ * The encoders allocate their working memory (hundreds of KB to a few MB)
+ * on every call and free it after.  With glibc's defaults those blocks are
+ * mmap()ed and unmapped, or trimmed off the thread's heap, each time, and
+ * the next call faults the pages back in: for 64 KB values that was most of
+ * a write's cost (perf/bench-write-stall.sh, docs/fastlane.md).  Blocks
+ * under 8 MiB come from the heap and freed memory stays there up to 64 MiB:
+ * the peak is unchanged, it is only no longer returned between writes.
+ * Larger blocks (the bodies of big values) are still mapped and unmapped.
+ */
+void compress_tune_malloc(void)
+{
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
 
 struct compress {
 	struct libdeflate_compressor *gz;

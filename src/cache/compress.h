@@ -15,6 +15,10 @@ struct compress;
 int compress_create(struct compress **out, int brotli_quality, int gzip_level);
 void compress_destroy(struct compress *z);
 
+/* Process-wide, before threads start: keeps the compressors' working memory
+ * mapped between writes (compress.c says why). */
+void compress_tune_malloc(void);
+
 /* Compresses in[0..n) into out[0..cap); returns the compressed length, or 0
  * when the result does not fit in cap (or n is 0). */
 size_t compress_br(struct compress *z, const void *in, size_t n, void *out, size_t cap);
