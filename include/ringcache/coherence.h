@@ -89,6 +89,7 @@ enum coh_status {
  * feed was down.  Answer the request with it, but do not store it in L1.
  */
 #define COH_F_NOCACHE 0x1u
+#define COH_F_EXISTED 0x2u   /* DEL: Redis had the key */
 
 /*
  * One message.  key, ctype and value point into memory the message owns;

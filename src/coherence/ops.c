@@ -379,6 +379,8 @@ static void write_reply(struct coh *c, const struct coh_pend *e, const redisRepl
 		coh_succeed(c);
 	else
 		coh_fail(c);
+	if (ok && m->op == COH_DEL && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+		m->flags |= COH_F_EXISTED;
 	if (e->flags & COH_PF_SHARD) {
 		reply(c, m, ok ? COH_OK : COH_ERROR);
 	} else {

@@ -272,6 +272,8 @@ bool l2_begin(struct shard *sh, struct fwd *f, enum cache_outcome oc)
 		break;
 	case CACHE_DELETE:
 		m = coh_msg_create(COH_DEL, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
+		if (!m && oc == CACHE_ABSENT)
+			stats_inc(&sh->stats->errors); /* the 404 goes out now */
 		break;
 	case CACHE_GET:
 	case CACHE_HEAD:
@@ -290,6 +292,8 @@ bool l2_begin(struct shard *sh, struct fwd *f, enum cache_outcome oc)
 	if (!submit(sh, m)) {
 		coh_msg_destroy(m);
 		add_header(&f->resp, "X-L2", "error");
+		if (oc == CACHE_ABSENT)
+			stats_inc(&sh->stats->errors);
 		return false;
 	}
 	return true;
@@ -398,11 +402,28 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 }
 
 /* A write, a delete or the cluster list came back: finish f's response. */
-static void finish(struct fwd *f, const struct coh_msg *m)
+static void finish(struct shard *sh, struct fwd *f, const struct coh_msg *m)
 {
 	switch (m->op) {
-	case COH_SET:
 	case COH_DEL:
+		if (f->outcome == CACHE_ABSENT && m->status == COH_OK &&
+		    (m->flags & COH_F_EXISTED)) {
+			/* not in L1 but in Redis: it was there, and now it is gone */
+			struct buf b = { 0 };
+			if (cache_respond_status(&b, 204, f->req.minor, f->req.keep_alive, NULL,
+						 NULL) == 0) {
+				buf_deinit(&f->resp);
+				f->resp = b;
+				f->outcome = CACHE_DELETED;
+			} else {
+				buf_deinit(&b); /* no memory: the 404 stands */
+			}
+		}
+		if (f->outcome == CACHE_ABSENT)
+			stats_inc(&sh->stats->errors); /* the 404 deferred by count_outcome */
+		add_header(&f->resp, "X-L2", l2_status_name(m->status));
+		break;
+	case COH_SET:
 		add_header(&f->resp, "X-L2", l2_status_name(m->status));
 		break;
 	case COH_CLUSTER: {
@@ -443,7 +464,7 @@ bool l2_drain(struct shard *sh)
 			finish_get(sh, m->cookie, m);
 			break;
 		default:
-			finish(m->cookie, m);
+			finish(sh, m->cookie, m);
 			complete(sh, m->cookie);
 			break;
 		}

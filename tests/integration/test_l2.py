@@ -260,6 +260,17 @@ def invalidation(c, redis, a, b):
     c.note("b answered 404 after %.1f ms" % (dt * 1000))
     c.eq(get(a, "inv:del").status, 404, "a answers 404 for inv:del")
 
+    c.section("DELETE of a key only Redis holds")
+    redis.cmd("SET", PREFIX + "inv:l2only", "only in redis")
+    r = b.request("DELETE", "/cache/inv:l2only")
+    c.check(r.status == 204 and r.header("X-L2") == "ok",
+            "DELETE /cache/inv:l2only (not in b's L1) on b -> 204, X-L2: ok", show(r))
+    c.eq(redis.cmd("EXISTS", PREFIX + "inv:l2only"), 0, "the key is gone from Redis")
+    r = b.request("DELETE", "/cache/inv:l2only")
+    c.check(r.status == 404 and r.header("X-L2") == "ok",
+            "DELETE again (in neither) -> 404, X-L2: ok", show(r))
+    c.eq(get(b, "inv:l2only").status, 404, "GET /cache/inv:l2only on b -> 404")
+
     c.section("invalidation by overwrite")
     put_settled(c, redis, a, b, "inv:ow", b"old-value")
     l1_on(c, b, "inv:ow", b"old-value", "b")
