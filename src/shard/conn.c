@@ -492,21 +492,27 @@ static void send_ready(struct shard *sh, struct conn *c)
 /* Called once per loop iteration for each connection with new output. */
 void conn_flush(struct shard *sh, struct conn *c)
 {
+	/*
+	 * C_DIRTY stays set until the end: an abort in here (a failed send,
+	 * the FIN of a connection with no recv) must not put `c` in sh->dirty
+	 * a second time, which the loop is walking and which has room for
+	 * each connection once.
+	 */
+	if (!(c->flags & C_CLOSED)) {
+		send_ready(sh, c);
+		if (!(c->flags & (C_SEND | C_CLOSED)) && c->out.len == 0 && !c->pend_head &&
+		    (c->flags & C_CLOSE_AFTER) && !(c->flags & C_LINGER)) {
+			/* everything answered: send FIN, then drain input until EOF */
+			c->flags |= C_LINGER;
+			c->linger_until_ns = sh->now_ns + LINGER_NS;
+			shutdown(c->fd, SHUT_WR);
+			if (!(c->flags & C_RECV))
+				conn_abort(sh, c);
+		}
+	}
 	c->flags &= ~C_DIRTY;
-	if (c->flags & C_CLOSED) {
+	if (c->flags & C_CLOSED)
 		conn_maybe_free(sh, c); /* the one place a connection is freed */
-		return;
-	}
-	send_ready(sh, c);
-	if (!(c->flags & C_SEND) && c->out.len == 0 && !c->pend_head &&
-	    (c->flags & C_CLOSE_AFTER) && !(c->flags & C_LINGER)) {
-		/* everything answered: send FIN, then drain input until EOF */
-		c->flags |= C_LINGER;
-		c->linger_until_ns = sh->now_ns + LINGER_NS;
-		shutdown(c->fd, SHUT_WR);
-		if (!(c->flags & C_RECV))
-			conn_abort(sh, c);
-	}
 }
 
 static void maybe_resume(struct shard *sh, struct conn *c)
@@ -569,13 +575,16 @@ void conn_on_reply(struct shard *sh, struct fwd *f)
 		if (buf_append(&c->out, h->resp.data, h->resp.len))
 			conn_abort(sh, c);
 		if (h->t0) {
-			/* answered by another shard or after Redis: queued for sending now */
+			/* a store's answer (another shard's, Redis', or ours that
+			 * waited behind them): queued for sending now */
 			uint64_t ns = clock_mono_ns() - h->t0;
+			bool hit = !h->l2 && (h->outcome == CACHE_HIT ||
+					      h->outcome == CACHE_NOT_MODIFIED);
 			hist_record(h->remote ? &sh->stats->lat_forwarded_all
 					      : &sh->stats->lat_local_all, ns);
-			if (h->remote &&
-			    (h->outcome == CACHE_HIT || h->outcome == CACHE_NOT_MODIFIED))
-				hist_record(&sh->stats->lat_forwarded, ns);
+			if (hit)
+				hist_record(h->remote ? &sh->stats->lat_forwarded
+						      : &sh->stats->lat_local, ns);
 		}
 		fwd_destroy(h);
 	}

@@ -52,6 +52,7 @@ struct fwd {
 	bool done;                      /* resp is complete */
 	bool remote;                    /* executed by another shard */
 	bool close;                     /* resp says "Connection: close" (a 500) */
+	bool l2;                        /* went to Redis: not an L1 hit, whatever its outcome */
 	uint8_t outcome;                /* enum cache_outcome, set by the owner */
 	uint64_t t0;                    /* origin's time the request completed */
 	struct buf resp;
@@ -67,7 +68,7 @@ struct conn {
 	bool continue_sent;
 	uint32_t npend;
 	size_t pend_bytes;              /* response bytes waiting in the pending FIFO */
-	uint32_t inflight;              /* fwds out at other shards */
+	uint32_t inflight;              /* fwds out at other shards or the coherence thread */
 	size_t scanned;                 /* parser state of the current head */
 	size_t chunk_used;              /* chunked: encoded bytes consumed after the head */
 	struct http_chunked chunk;

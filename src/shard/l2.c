@@ -78,15 +78,7 @@ void l2_teardown(struct shard *sh)
 	for (unsigned b = 0; sh->l2_gets && b < L2_GET_BUCKETS; b++)
 		for (struct l2_get *g = sh->l2_gets[b], *next; g; g = next) {
 			next = g->next;
-			/* a waiter from another shard is referenced from here only
-			 * (its origin frees only what came back); ours from our
-			 * connections, which free_shard() frees */
-			for (struct fwd *f = g->first, *fn; f; f = fn) {
-				fn = f->qnext;
-				if (f->remote)
-					fwd_destroy(f);
-			}
-			free(g);
+			free(g); /* its waiters belong to their connections (free_shard) */
 		}
 	free(sh->l2_gets);
 	sh->l2_gets = NULL;
@@ -279,6 +271,7 @@ bool l2_begin(struct shard *sh, struct fwd *f, enum cache_outcome oc)
 	case CACHE_HEAD:
 		if (oc != CACHE_MISS)
 			return false;
+		f->l2 = true; /* an L1 miss: whatever Redis answers, not an L1 hit */
 		if (begin_get(sh, f))
 			return true;
 		stats_inc(&sh->stats->errors); /* the 404 goes out now */

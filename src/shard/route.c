@@ -143,10 +143,16 @@ static void exec_local(struct shard *sh, struct conn *c, const struct cache_req 
 	conn_slot_filled(c, slot);
 	stats_inc(&sh->stats->local_requests);
 	count_outcome(sh, oc);
-	if (c->local_reqs++ == 0)
-		c->t_local = sh->now_ns;
-	if (oc == CACHE_HIT || oc == CACHE_NOT_MODIFIED)
-		c->local_hits++;
+	if (slot) {
+		/* behind an answer still out: timed when conn_on_reply releases it */
+		slot->t0 = sh->now_ns;
+		slot->outcome = (uint8_t)oc;
+	} else {
+		if (c->local_reqs++ == 0)
+			c->t_local = sh->now_ns;
+		if (oc == CACHE_HIT || oc == CACHE_NOT_MODIFIED)
+			c->local_hits++;
+	}
 	shard_mark_dirty(sh, c);
 }
 
@@ -318,7 +324,7 @@ void route_request(struct shard *sh, struct conn *c, const struct http_request *
 			return;
 		}
 		klen = http_decode_key(path->p + 7, path->len - 7, sh->key_scratch);
-		if (klen < 0 || klen == 0) {
+		if (klen <= 0) {
 			emit_status(sh, c, 400, req->minor, req->keep_alive, NULL, "bad key\n");
 			return;
 		}

@@ -261,23 +261,21 @@ void server_stop(struct server *srv)
 		pthread_join(srv->shards[i]->thread, NULL);
 }
 
-/* After the threads are gone: free what is still in flight between them. */
-static void free_shard(struct server *srv, struct shard *sh)
+/*
+ * After the threads are gone: free what is still in flight between them.
+ * Every fwd is owned by the pending FIFO of the connection that made it,
+ * from fwd_create() to its release in conn_on_reply(); rings, backlogs,
+ * Redis waiter lists and the coherence thread's messages only borrow it.
+ * So the connections free every fwd, and nothing else frees any.
+ */
+static void free_shard(struct shard *sh)
 {
-	for (unsigned p = 0; p < srv->nshards; p++) {
-		struct fwd *f;
-		for (f = sh->backlog ? sh->backlog[p].head : NULL; f;) {
-			struct fwd *next = f->qnext;
-			fwd_destroy(f);
-			f = next;
-		}
-	}
+	l2_teardown(sh);
 	for (uint32_t i = 0; sh->conns && i < sh->nconns; i++) {
 		struct conn *c = sh->conns[i];
 		for (struct fwd *f = c->pend_head, *next; f; f = next) {
 			next = f->pnext;
-			if (!f->remote || f->done)
-				fwd_destroy(f);
+			fwd_destroy(f);
 		}
 		close(c->fd);
 		buf_deinit(&c->in);
@@ -286,7 +284,6 @@ static void free_shard(struct server *srv, struct shard *sh)
 		buf_deinit(&c->sending);
 		free(c);
 	}
-	l2_teardown(sh);
 	cache_destroy(sh->cache);
 	store_destroy(sh->store);
 	if (sh->ring.ring_fd > 0)
@@ -314,20 +311,12 @@ void server_destroy(struct server *srv)
 	unsigned n = srv->nshards;
 	/* first the coherence thread, which may still ring the shards */
 	coh_destroy(srv->coh);
-	/* messages left in rings: remote requests whose connection is gone */
-	for (unsigned i = 0; srv->rings && i < n * n; i++) {
-		struct ring *r = srv->rings[i];
-		void *f;
-		if (!r)
-			continue;
-		ring_flush(r);
-		while ((f = ring_pop(r)) != NULL)
-			fwd_destroy(f);
-		ring_destroy(r);
-	}
+	/* messages left in rings are fwds: their connections free them (free_shard) */
+	for (unsigned i = 0; srv->rings && i < n * n; i++)
+		ring_destroy(srv->rings[i]);
 	for (unsigned i = 0; srv->shards && i < n; i++)
 		if (srv->shards[i])
-			free_shard(srv, srv->shards[i]);
+			free_shard(srv->shards[i]);
 	for (unsigned i = 0; srv->stats && i < n; i++)
 		free(srv->stats[i]);
 	auth_destroy(srv->auth);
