@@ -8,10 +8,12 @@
  * half-starts.
  */
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -94,6 +96,40 @@ static int setup_coherence(struct server *srv, const struct cpuset *cpus, char *
 	return 0;
 }
 
+/*
+ * The shards' listeners share the port through SO_REUSEPORT, which would
+ * also let a second ringcached (same user) bind it and silently take half of
+ * the connections, with its own cache.  So before they bind, one plain bind
+ * of the address must succeed: it fails while anyone listens there.
+ */
+static int listen_probe(const struct config_addr *a, char *err, size_t errlen)
+{
+	struct addrinfo hints, *res = NULL;
+	char port[8];
+	int one = 1, fd, rc = 0;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%u", a->port);
+	if (getaddrinfo(a->host, port, &hints, &res))
+		return 0; /* the shards report it, with the resolver's words */
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0) {
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, res->ai_addr, res->ai_addrlen) == -1 && errno == EADDRINUSE) {
+			snprintf(err, errlen,
+				 "--listen %s:%u: address already in use (another ringcached "
+				 "or another server listens there)", a->host, a->port);
+			rc = -EADDRINUSE;
+		}
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
 int server_create(struct server **out, const struct config *cfg, char *err, size_t errlen)
 {
 	struct cpuset cpus;
@@ -115,6 +151,9 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 		snprintf(err, errlen, "--memory: at least 1M per shard (%u shards)", n);
 		return -EINVAL;
 	}
+	int prc = listen_probe(&cfg->listen, err, errlen);
+	if (prc)
+		return prc;
 
 	struct server *srv = calloc(1, sizeof(*srv));
 	if (!srv)

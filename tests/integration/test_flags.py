@@ -111,11 +111,30 @@ def absent_cpu(c):
             "  ... and says which CPU", repr(out[:300]))
 
 
+def port_in_use(c):
+    c.section("--listen on a port another instance serves")
+    srv = Server(["--shards", "2", "--memory", "16M"], checks=c).start()
+    addr = "127.0.0.1:%d" % srv.port
+    rc, out = run(["--listen", addr, "--shards", "2", "--memory", "16M"])
+    c.eq(rc, 1, "a second ringcached on %s exits with status 1 (SO_REUSEPORT would have let it "
+         "take half of the connections)" % addr)
+    c.check("--listen" in out and "in use" in out, "  ... saying --listen's address is in use",
+            repr(out[-300:]))
+    c.check(srv.healthy(), "the first instance still serves")
+    for i in range(8):
+        r = srv.request("PUT", "/cache/k%d" % i, b"v")
+        c.check(r.status in (201, 204), "PUT /cache/k%d on the first instance" % i, repr(r))
+    got = [srv.request("GET", "/cache/k%d" % i).status for i in range(8)]
+    c.eq(got, [200] * 8, "every new connection reaches the first instance's cache")
+    srv.stop()
+
+
 def main(c):
     bad_flags(c)
     help_and_version(c)
     startup_log(c)
     absent_cpu(c)
+    port_in_use(c)
 
 
 if __name__ == "__main__":
