@@ -18,6 +18,10 @@ real binary: the defects fixed in e7b8256, one case each.
     connections are served once descriptors are free
  8. HEAD /health, /stats, /metrics: GET's Content-Length, no body
  9. SIGTERM while clients pipeline across both shards: exit 0, nothing leaked
+10. clients that half-close right after their request, with a small
+    --max-conns (fixed in 06d9ab6: the FIN path put a connection in the
+    shard's dirty list twice, a heap overflow of that max-conns-sized
+    array under ASan): every client answered, server healthy
 
 Cases 1 and 2 run twice: with the default --max-value (input is only
 paused: requests wait in the connection's buffer) and with --max-value 8K
@@ -40,7 +44,7 @@ import subprocess
 import threading
 import time
 
-from harness import (IO_TIMEOUT, shadow_sanitizers, ProtocolError, Server, build_request, key_shard,
+from harness import (IO_TIMEOUT, SANITIZER_RE, shadow_sanitizers, ProtocolError, Server, build_request, key_shard,
                      keys_per_shard, request, run_main, wait_for)
 
 WRITE_OK = {201, 204}
@@ -626,6 +630,86 @@ def stop_in_flight(c):
             s.close()
 
 
+# --- 10: half-closing clients with a small --max-conns --------------------------------------
+
+HALF_CLOSE_ROUNDS = 20
+HALF_CLOSE_TRIES = 40           # a client refused over --max-conns connects again
+
+
+def half_close_client(port):
+    """Connects, sends GET /health, shutdown(SHUT_WR).  Returns the socket,
+    or None when connect/send failed."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+        s.sendall(build_request("GET", "/health"))
+        s.shutdown(socket.SHUT_WR)
+        return s
+    except OSError:
+        return None
+
+
+def read_to_eof(s):
+    """Everything until EOF: (bytes, None), or (bytes so far, error)."""
+    data = b""
+    try:
+        while True:
+            d = s.recv(1 << 16)
+            if not d:
+                return data, None
+            data += d
+    except OSError as e:  # a timeout, or a reset (refused over --max-conns)
+        return data, e
+    finally:
+        s.close()
+
+
+def half_closing(c, nshards, max_conns):
+    """Rounds of `max_conns` clients that send GET /health, half-close, and
+    read the answer.  A connection the daemon refuses over --max-conns
+    (closed with nothing sent: the previous round's may not be freed yet)
+    is tried again; every client must get 200 OK, then EOF."""
+    srv = Server(["--shards", str(nshards), "--max-conns", str(max_conns), "--memory", "16M"],
+                 checks=c).start()
+    bad, refused = [], 0
+    for rnd in range(HALF_CLOSE_ROUNDS):
+        waiting = max_conns
+        for _ in range(HALF_CLOSE_TRIES):
+            socks = [half_close_client(srv.port) for _ in range(waiting)]
+            again = 0
+            for s in socks:
+                if s is None:
+                    again += 1
+                    continue
+                data, err = read_to_eof(s)
+                if not data and isinstance(err, (ConnectionResetError, type(None))):
+                    again += 1          # refused: closed before any answer
+                elif not (data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nOK\n")
+                          and err is None):
+                    bad.append("round %d: %r, %r" % (rnd, data[:80], err))
+            refused += again
+            waiting = again
+            if not waiting or not srv.alive():
+                break
+            time.sleep(0.02)
+        if waiting:
+            bad.append("round %d: %d clients without an answer after %d tries"
+                       % (rnd, waiting, HALF_CLOSE_TRIES))
+        if not srv.alive():
+            bad.append("round %d: the daemon died" % rnd)
+            break
+    c.check(not bad, "--shards %d --max-conns %d: %d rounds of %d clients (GET /health, "
+            "shutdown(SHUT_WR)): each got 200 OK, then EOF" % (nshards, max_conns,
+                                                              HALF_CLOSE_ROUNDS, max_conns),
+            "; ".join(bad[:3]))
+    c.note("connections refused over --max-conns and retried: %d" % refused)
+    c.check(wait_for(srv.healthy, 5, 0.05), "--max-conns %d: server healthy afterwards" % max_conns)
+    status = srv.stop()
+    c.eq(status, 0, "--max-conns %d: SIGTERM -> exit status 0" % max_conns)
+    reports = [ln for ln in srv.log_text().splitlines() if SANITIZER_RE.search(ln)]
+    c.check(not reports, "--max-conns %d: no sanitizer report in the log (the double entry in "
+            "the dirty list overflowed it)" % max_conns, "; ".join(reports[:3]))
+
+
 def main(c):
     guarded(c, "1+2. deep pipeline, input paused (default --max-value)", deep_pipeline,
             ["--shards", "2", "--memory", "64M"], "paused")
@@ -639,6 +723,8 @@ def main(c):
     guarded(c, "7. accept errors (RLIMIT_NOFILE %d)" % NOFILE, accept_errors)
     guarded(c, "8. HEAD /health, /stats, /metrics", head_admin)
     guarded(c, "9. SIGTERM with requests in flight", stop_in_flight)
+    guarded(c, "10. half-closing clients, --shards 1 --max-conns 1", half_closing, 1, 1)
+    guarded(c, "10. half-closing clients, --shards 2 --max-conns 8", half_closing, 2, 8)
 
 
 if __name__ == "__main__":
