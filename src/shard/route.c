@@ -399,21 +399,29 @@ void route_request(struct shard *sh, struct conn *c, const struct http_request *
 }
 
 /*
- * A request whose body has not all arrived yet: when it could only get a
- * 401, answer now and close, rather than wait for a body (up to
- * --max-value) from a client without a key, or send it "100 Continue".
- * True when the request was refused.
+ * A request whose body has not all arrived yet: when its answer cannot
+ * depend on the body (405 for the method, 401 without a key), answer now
+ * and close, rather than wait for a body of up to --max-value, or send it
+ * "100 Continue".  True when the request was refused.
  */
 bool route_refuse_early(struct shard *sh, struct conn *c, const struct http_request *req)
 {
 	const struct http_str *p = &req->path;
-	bool guarded = (p->len >= 7 && memcmp(p->p, "/cache/", 7) == 0) ||
-		       path_is(p, "/stats", 6) || path_is(p, "/metrics", 8) ||
-		       path_is(p, "/cluster", 8);
+	uint8_t m = req->method;
+	bool cache = p->len >= 7 && memcmp(p->p, "/cache/", 7) == 0;
+	bool admin = path_is(p, "/stats", 6) || path_is(p, "/metrics", 8) ||
+		     path_is(p, "/cluster", 8);
+	bool read_only = admin || path_is(p, "/health", 7);
 
-	if (!guarded || authorized(sh, req))
+	/* the checks of route_request(), in its order */
+	if (cache && m == HTTP_METHOD_OTHER)
+		emit_status(sh, c, 405, req->minor, false, allow_cache, NULL);
+	else if (read_only && m != HTTP_METHOD_GET && m != HTTP_METHOD_HEAD)
+		emit_status(sh, c, 405, req->minor, false, allow_read, NULL);
+	else if ((cache || admin) && !authorized(sh, req))
+		emit_status(sh, c, 401, req->minor, false, www_auth, NULL);
+	else
 		return false;
 	stats_inc(&sh->stats->requests);
-	emit_status(sh, c, 401, req->minor, false, www_auth, NULL);
 	return true;
 }

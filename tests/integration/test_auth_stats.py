@@ -195,6 +195,16 @@ def auth(c, tmp):
             c.check(cl.closed_by_peer(), "... and the connection is closed")
     r = srv.request("GET", "/cache/early", headers=[("X-API-Key", k1)])
     c.eq(r.status, 404, "nothing was stored by the refused PUTs")
+    for line, want, what in (("FOO /cache/early", 405, "an unknown method on /cache/"),
+                             ("POST /stats", 405, "POST /stats"),
+                             ("PUT /health", 405, "PUT /health")):
+        with srv.connect() as cl:
+            cl.send(("%s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" % line)
+                    .encode())
+            r = cl.read_response()
+            c.eq(r.status, want, "%s with a body not sent yet and no key -> %d, as when complete"
+                 % (what, want))
+            c.check(cl.closed_by_peer(), "... and the connection is closed")
 
     r, doc = get_stats(srv, [("X-API-Key", k1)])
     c.check(doc is not None and doc.get("total", {}).get("errors", 0) > 0,
