@@ -20,9 +20,9 @@
 #   ROUNDS       repetitions; ratios' median     [1]
 # Results also go to perf/out/bench-http-<time>.txt.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
+bench="bench-http"
 rc_bin=${1:-${RINGCACHED:-$root/build-release/src/ringcached}}
 wrk_args=${WRK_ARGS:--t1 -c64 -d10s}
 depth=${DEPTH:-16}
@@ -30,69 +30,11 @@ rounds=${ROUNDS:-1}
 modes=${MODES:-plain pipelined}
 servers=${SERVERS:-ringcached nginx}
 
-allowed=$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')
-server_cpu=${SERVER_CPU:-${allowed##* }}
-client_cpu=${CLIENT_CPU:-${allowed%% *}}
-[ "$server_cpu" != "$client_cpu" ] ||
-	echo "warning: server and wrk share CPU $server_cpu; set SERVER_CPU/CLIENT_CPU" >&2
+choose_cpus wrk
+need_tools "apt-get install wrk nginx-light util-linux curl python3" wrk nginx taskset curl python3
+case " $servers " in *" ringcached "*) need_ringcached ;; esac
+bench_start
 
-for tool in wrk nginx taskset curl python3; do
-	command -v "$tool" >/dev/null || { echo "bench-http: $tool not found (apt-get install wrk nginx-light util-linux curl python3)" >&2; exit 1; }
-done
-case " $servers " in *" ringcached "*)
-	[ -x "$rc_bin" ] || {
-		echo "bench-http: no ringcached at $rc_bin" >&2
-		echo "  build one: meson setup build-release --buildtype=release && ninja -C build-release src/ringcached" >&2
-		exit 1
-	} ;;
-esac
-
-tmp=$(mktemp -d /tmp/bench-http.XXXXXX)
-mkdir -p "$here/out"
-out="$here/out/bench-http-$(date +%Y%m%d-%H%M%S).txt"
-pids=()
-
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		stop_pid "$p"
-	done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "$*" | tee -a "$out"; }
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# 100 bytes, the same for both servers.
-body=$(printf 'x%.0s' $(seq 100))
-
-wait_http() {	# url: until it answers 200, at most 10 s
-	for _ in $(seq 100); do
-		[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" = 200 ] && return 0
-		sleep 0.1
-	done
-	echo "bench-http: $1 did not answer 200 within 10 s" >&2
-	return 1
-}
-
-# utime+stime in clock ticks of a process and its children (nginx's worker).
-cpu_ticks() {
-	local total=0 p s rest
-	for p in "$1" $(pgrep -P "$1"); do
-		s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-		rest=${s##*) }	# fields after "(comm)": field 3 is the first
-		set -- $rest
-		total=$((total + ${12} + ${13}))	# fields 14 and 15: utime, stime
-	done
-	echo "$total"
-}
-
-hz=$(getconf CLK_TCK)
 declare -A rps cpu_us
 
 run_wrk() {	# name mode url pid
@@ -115,21 +57,7 @@ run_wrk() {	# name mode url pid
 		"$name" "$mode" "$secs" "${cpu_us[$name,$mode]}" "$reqs" "$((after - before))")"
 }
 
-start_ringcached() {
-	local port
-	port=$(free_port)
-	taskset -c "$server_cpu" "$rc_bin" --listen "127.0.0.1:$port" --shards 1 \
-		--cpuset "$server_cpu" --memory 64M ${RC_FLAGS:-} >"$tmp/ringcached.log" 2>&1 &
-	pids+=($!)
-	rc_pid=$!
-	rc_url=http://127.0.0.1:$port
-	wait_http "$rc_url/health" || { cat "$tmp/ringcached.log" >&2; exit 1; }
-	curl -s -o /dev/null -X PUT --data-binary "$body" "$rc_url/cache/bench"
-	[ "$(curl -s --max-time 2 "$rc_url/cache/bench")" = "$body" ] ||
-		{ echo "bench-http: could not preload /cache/bench" >&2; exit 1; }
-}
-
-start_nginx() {
+start_nginx() {	# serves $body (lib.sh), the value ringcached serves
 	local port
 	port=$(free_port)
 	mkdir -p "$tmp/nginx/logs"
@@ -160,19 +88,6 @@ start_nginx() {
 	ng_pid=$!
 	ng_url=http://127.0.0.1:$port
 	wait_http "$ng_url/cache/bench" || { cat "$tmp/nginx.log" "$tmp/nginx/logs/error.log" >&2; exit 1; }
-}
-
-stop_pid() {	# stops one server we started and forgets it
-	local p keep=()
-	kill -TERM "$1" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-	for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-	pids=("${keep[@]}")
 }
 
 print_stats() {	# url mode: hit latency percentiles from GET /stats, if served

@@ -17,64 +17,20 @@
 #   REDIS_SERVER redis-server binary             [redis-server]
 # Results also go to perf/out/bench-invalidation-<time>.txt.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
+bench="bench-invalidation"
 rc_bin=${1:-${RINGCACHED:-$root/build-release/src/ringcached}}
 keys=${KEYS:-1000}
 rc_flags=${RC_FLAGS:---shards 1 --memory 64M --hugepages off}
 redis_server=${REDIS_SERVER:-redis-server}
 
-for tool in "$redis_server" curl python3; do
-	command -v "$tool" >/dev/null || { echo "bench-invalidation: $tool not found" >&2; exit 1; }
-done
-[ -x "$rc_bin" ] || {
-	echo "bench-invalidation: no ringcached at $rc_bin" >&2
-	echo "  build one: meson setup build-release --buildtype=release && ninja -C build-release src/ringcached" >&2
-	exit 1
-}
+need_tools "" "$redis_server" curl python3
+need_ringcached
 "$rc_bin" --help 2>&1 | grep -q -- '--redis' ||
 	{ echo "bench-invalidation: $rc_bin has no --redis flag" >&2; exit 1; }
 
-tmp=$(mktemp -d /tmp/bench-invalidation.XXXXXX)
-mkdir -p "$here/out"
-out="$here/out/bench-invalidation-$(date +%Y%m%d-%H%M%S).txt"
-pids=()
-
-stop_pid() {
-	kill -TERM "$1" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-}
-
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		stop_pid "$p"
-	done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "$*" | tee -a "$out"; }
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() {	# url: until it answers 200, at most 10 s
-	for _ in $(seq 100); do
-		[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" = 200 ] && return 0
-		sleep 0.1
-	done
-	echo "bench-invalidation: $1 did not answer 200 within 10 s" >&2
-	return 1
-}
+bench_start
 
 wait_redis() {	# port: until it answers PING, at most 10 s
 	for _ in $(seq 100); do

@@ -33,85 +33,19 @@
 #   RC_FLAGS     extra ringcached flags          []
 # Results also go to perf/out/bench-write-stall-<time>.txt.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
+bench="bench-write-stall"
 rc_bin=${1:-${RINGCACHED:-$root/build-release/src/ringcached}}
 duration=${DURATION:-10}
 phases=${PHASES:-a b c d}
 rounds=${ROUNDS:-1}
 lua=$here/write-stall.lua
 
-allowed=$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')
-server_cpu=${SERVER_CPU:-${allowed##* }}
-client_cpu=${CLIENT_CPU:-${allowed%% *}}
-[ "$server_cpu" != "$client_cpu" ] ||
-	echo "warning: server and clients share CPU $server_cpu; set SERVER_CPU/CLIENT_CPU" >&2
-
-for tool in wrk taskset curl python3 timeout; do
-	command -v "$tool" >/dev/null || { echo "bench-write-stall: $tool not found (apt-get install wrk util-linux curl python3 coreutils)" >&2; exit 1; }
-done
-[ -x "$rc_bin" ] || {
-	echo "bench-write-stall: no ringcached at $rc_bin" >&2
-	echo "  build one: meson setup build-release --buildtype=release && ninja -C build-release src/ringcached" >&2
-	exit 1
-}
-
-tmp=$(mktemp -d /tmp/bench-write-stall.XXXXXX)
-mkdir -p "$here/out"
-out="$here/out/bench-write-stall-$(date +%Y%m%d-%H%M%S).txt"
-pids=()
-
-stop_pid() {	# stops one process we started and forgets it
-	kill -TERM "$1" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-	forget_pid "$1"
-}
-
-forget_pid() {	# a process that has ended
-	local p keep=()
-	for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-	pids=("${keep[@]}")
-}
-
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		stop_pid "$p"
-	done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "$*" | tee -a "$out"; }
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() {	# url: until it answers 200, at most 10 s
-	for _ in $(seq 100); do
-		[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)" = 200 ] && return 0
-		sleep 0.1
-	done
-	echo "bench-write-stall: $1 did not answer 200 within 10 s" >&2
-	return 1
-}
-
-cpu_ticks() {	# utime+stime of a process, in clock ticks
-	local s rest
-	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-	rest=${s##*) }	# fields after "(comm)": field 3 is the first
-	set -- $rest
-	echo $((${12} + ${13}))	# fields 14 and 15: utime, stime
-}
-hz=$(getconf CLK_TCK)
+choose_cpus clients
+need_tools "apt-get install wrk util-linux curl python3 coreutils" wrk taskset curl python3 timeout
+need_ringcached
+bench_start
 
 # Other people's load spoils the figures; each phase reports it: the CPU
 # time the machine spent busy that neither ringcached nor our clients used.
@@ -127,22 +61,6 @@ children_ticks() {	# utime+stime of this shell's ended and waited-for children
 	rest=${s##*) }
 	set -- $rest
 	echo $((${14} + ${15}))	# fields 16 and 17: cutime, cstime
-}
-
-body=$(printf 'x%.0s' $(seq 100))
-
-start_ringcached() {	# extra flags...
-	local port
-	port=$(free_port)
-	taskset -c "$server_cpu" "$rc_bin" --listen "127.0.0.1:$port" --shards 1 \
-		--cpuset "$server_cpu" --memory 64M ${RC_FLAGS:-} "$@" >"$tmp/ringcached.log" 2>&1 &
-	pids+=($!)
-	rc_pid=$!
-	rc_url=http://127.0.0.1:$port
-	wait_http "$rc_url/health" || { cat "$tmp/ringcached.log" >&2; exit 1; }
-	curl -s -o /dev/null -X PUT --data-binary "$body" "$rc_url/cache/bench"
-	[ "$(curl -s --max-time 2 "$rc_url/cache/bench")" = "$body" ] ||
-		{ echo "bench-write-stall: could not preload /cache/bench" >&2; exit 1; }
 }
 
 stats_to() {	# file: GET /stats into it
