@@ -44,6 +44,14 @@
 #define INFLIGHT_MAX 64                /* requests out at other shards or Redis, per connection */
 #define LINGER_NS (2ull * 1000000000)  /* how long a closing connection drains input */
 #define CHUNK_SLACK (64u << 10)        /* chunked framing allowed beyond 2 x --max-value */
+#define BUF_KEEP (256u << 10)          /* a drained buffer larger than this is freed */
+
+/* A large value's buffers are not kept for the rest of the connection's life. */
+static void buf_trim(struct buf *b)
+{
+	if (b->len == 0 && b->cap > BUF_KEEP)
+		buf_deinit(b);
+}
 
 static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -223,6 +231,7 @@ static void request_done(struct conn *c)
 	c->chunk_used = 0;
 	c->continue_sent = false;
 	c->body.len = 0;
+	buf_trim(&c->body);
 	c->req_start_ns = 0;
 }
 
@@ -365,6 +374,7 @@ static void conn_process(struct shard *sh, struct conn *c)
 	buf_consume(&c->in, used);
 	if (c->flags & (C_CLOSE_AFTER | C_CLOSED))
 		c->in.len = 0;
+	buf_trim(&c->in);
 }
 
 static void stop_reading_if_flooded(struct shard *sh, struct conn *c)
@@ -546,6 +556,7 @@ void conn_on_send(struct shard *sh, struct conn *c, int res)
 	}
 	c->sending.len = 0;
 	c->sent = 0;
+	buf_trim(&c->sending); /* becomes `out` at the next send */
 	maybe_resume(sh, c);
 	shard_mark_dirty(sh, c);
 }
