@@ -54,6 +54,26 @@ struct fwd *fwd_create(struct conn *c, unsigned origin, const struct cache_req *
 	return f;
 }
 
+/*
+ * Runs f's request against this shard's cache into f->resp (emptied first).
+ * Out of memory: a 500 that closes the connection (f->close).  Sets and
+ * returns f->outcome.
+ */
+enum cache_outcome fwd_exec(struct shard *sh, struct fwd *f)
+{
+	enum cache_outcome oc;
+
+	f->resp.len = 0;
+	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
+		f->resp.len = 0;
+		cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
+		f->close = true;
+		oc = CACHE_FAILED;
+	}
+	f->outcome = (uint8_t)oc;
+	return oc;
+}
+
 void fwd_destroy(struct fwd *f)
 {
 	if (!f)

@@ -369,16 +369,9 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 		next = f->qnext;
 		f->qnext = NULL;
 		if (m->status == COH_OK) {
-			f->resp.len = 0;
-			if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
-				f->resp.len = 0;
-				cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
-				f->close = true;
-				oc = CACHE_FAILED;
-			} else if (served_l2) {
+			oc = fwd_exec(sh, f);
+			if (served_l2 && !f->close)
 				mark_hit_l2(&f->resp);
-			}
-			f->outcome = (uint8_t)oc;
 		} else {
 			oc = CACHE_MISS;
 			if (m->status != COH_MISS)

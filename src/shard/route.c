@@ -91,13 +91,7 @@ static void exec_local_l2(struct shard *sh, struct conn *c, const struct cache_r
 	f->remote = false;
 	f->t0 = sh->now_ns;
 	pend_async(c, f);
-	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
-		f->resp.len = 0;
-		cache_respond_status(&f->resp, 500, cr->minor, false, NULL, NULL);
-		f->close = true;
-		oc = CACHE_FAILED;
-	}
-	f->outcome = (uint8_t)oc;
+	oc = fwd_exec(sh, f);
 	stats_inc(&sh->stats->local_requests);
 	count_outcome(sh, oc);
 	if (!l2_begin(sh, f, oc))
@@ -174,15 +168,8 @@ static void exec_forward(struct shard *sh, struct conn *c, const struct cache_re
  * the answer now waits for Redis (l2.c sends it back later). */
 bool conn_exec_forwarded(struct shard *sh, struct fwd *f)
 {
-	enum cache_outcome oc;
+	enum cache_outcome oc = fwd_exec(sh, f);
 
-	if (cache_exec(sh->cache, &f->req, &f->resp, &oc)) {
-		f->resp.len = 0;
-		cache_respond_status(&f->resp, 500, f->req.minor, false, NULL, NULL);
-		f->close = true;
-		oc = CACHE_FAILED;
-	}
-	f->outcome = (uint8_t)oc;
 	stats_inc(&sh->stats->forwarded_requests);
 	count_outcome(sh, oc);
 	return l2_begin(sh, f, oc);

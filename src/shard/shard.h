@@ -155,6 +155,7 @@ bool l2_pending(struct shard *sh);
 
 /* forward.c: requests for keys another shard owns. */
 struct fwd *fwd_create(struct conn *c, unsigned origin, const struct cache_req *r);
+enum cache_outcome fwd_exec(struct shard *sh, struct fwd *f);
 void fwd_destroy(struct fwd *f);
 void fwd_send(struct shard *sh, unsigned to, struct fwd *f);
 bool fwd_flush(struct shard *sh);
