@@ -45,7 +45,7 @@ static struct cache_req mkreq(uint8_t op, const char *key)
 	r.keep_alive = true;
 	r.key = (const uint8_t *)key;
 	r.key_len = (uint32_t)strlen(key);
-	r.hash = hash_bytes(key, r.key_len, HASH_KEY_SEED);
+	r.hash = hash_key(key, r.key_len);
 	r.ttl = -1;
 	return r;
 }

@@ -85,7 +85,7 @@ static int fragmentation(double times, size_t mem_mib)
 		len = (unsigned)((x >> 32) % 2500) * ((x >> 60) == 0 ? 3 : 1);
 		kl = snprintf(k, sizeof(k), "frag:%u", key);
 		iov.iov_len = len;
-		store_set(st, k, (size_t)kl, hash_bytes(k, (size_t)kl, HASH_KEY_SEED), &iov, 1, 0, 0, 0);
+		store_set(st, k, (size_t)kl, hash_key(k, (size_t)kl), &iov, 1, 0, 0, 0);
 	}
 	store_stats(st, &ss);
 	printf("fragmentation: key space %.2fx of a %zu MiB arena, %u keys, %u overwrites: "
@@ -158,7 +158,7 @@ int main(int argc, char **argv)
 
 	double t0 = now_s();
 	for (size_t i = 0; i < n; i++)
-		hashes[i] = hash_bytes(keys + i * 64, klens[i], HASH_KEY_SEED);
+		hashes[i] = hash_key(keys + i * 64, klens[i]);
 	double t_hash = now_s() - t0;
 
 	struct store_config cfg = { .memory = mem_mib << 20, .max_value = 16u << 20,

@@ -11,6 +11,7 @@
 
 #include "ringcache_version.h"
 #include "cache/compress.h"
+#include "ringcache/hash.h"
 #include "shard/shard.h"
 
 /*
@@ -60,6 +61,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	/* before any thread: every shard and the coherence thread read it */
+	if (cfg.hash_seed.fixed) {
+		hash_key_seed = cfg.hash_seed.value;
+	} else if ((rc = hash_key_seed_random()) != 0) {
+		fprintf(stderr, "ringcached: --hash-seed random: getrandom: %s\n", strerror(-rc));
+		return 1;
+	}
 	compress_tune_malloc();
 	/* Every thread inherits this mask; only main takes the signals. */
 	sigemptyset(&sigs);

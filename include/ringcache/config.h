@@ -4,7 +4,8 @@
  *
  * X(flag, kind, field, default, meta, help)
  *   kind: SIZE (bytes, suffix K/M/G), U32, STR, BOOL (no value), HUGEPAGES,
- *         CPUSET (taskset syntax), ADDR (HOST:PORT)
+ *         CPUSET (taskset syntax), ADDR (HOST:PORT), SEED ("random" or a
+ *         64-bit number, decimal or 0x hex)
  */
 #ifndef RINGCACHE_CONFIG_H
 #define RINGCACHE_CONFIG_H
@@ -72,9 +73,17 @@
 	X("coherence-cpu", U32, coherence_cpu, "4294967295", "N",                  \
 	  "CPU of the coherence thread (default: one outside the shards)")         \
 	X("instance-id", STR, instance_id, "", "ID",                               \
-	  "this instance's id in the registry (default: generated)")
+	  "this instance's id in the registry (default: generated)")                \
+	X("hash-seed", SEED, hash_seed, "random", "random|N",                      \
+	  "key hash seed; keep it random (a known seed lets clients aim keys at one shard)")
 
 enum config_hugepages { CONFIG_HUGEPAGES_AUTO, CONFIG_HUGEPAGES_ON, CONFIG_HUGEPAGES_OFF };
+
+/* --hash-seed: drawn at start unless fixed. */
+struct config_seed {
+	bool fixed;
+	uint64_t value;
+};
 
 struct config_addr {
 	char host[64];
@@ -88,6 +97,7 @@ struct config_addr {
 #define CONFIG_TYPE_HUGEPAGES enum config_hugepages
 #define CONFIG_TYPE_CPUSET struct cpuset
 #define CONFIG_TYPE_ADDR struct config_addr
+#define CONFIG_TYPE_SEED struct config_seed
 
 struct config {
 #define CONFIG_FIELD(flag, kind, field, def, meta, help) CONFIG_TYPE_##kind field;

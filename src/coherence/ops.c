@@ -561,7 +561,7 @@ void coh_sub_message(struct coh *c, redisReply *r)
 		COH_ADD(c, invalidations_own, 1);
 		return;
 	}
-	uint64_t h = hash_bytes(key, key_len, HASH_KEY_SEED);
+	uint64_t h = hash_key(key, key_len);
 	supersede(c, h, key, key_len);
 	struct coh_msg *m = coh_msg_create(COH_INVALIDATE, hash_shard(h, c->nshards), h,
 					   key, key_len, NULL, 0, 0);

@@ -12,7 +12,7 @@
 
 #include "ringcache/config.h"
 
-enum kind { K_SIZE, K_U32, K_STR, K_BOOL, K_HUGEPAGES, K_CPUSET, K_ADDR };
+enum kind { K_SIZE, K_U32, K_STR, K_BOOL, K_HUGEPAGES, K_CPUSET, K_ADDR, K_SEED };
 
 struct option_desc {
 	const char *flag;
@@ -95,6 +95,26 @@ static int parse_addr(const char *s, struct config_addr *out)
 	return 0;
 }
 
+static int parse_seed(const char *s, struct config_seed *out)
+{
+	char *end;
+
+	if (!strcmp(s, "random")) {
+		out->fixed = false;
+		out->value = 0;
+		return 0;
+	}
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 0);
+	if (errno || *end)
+		return -EINVAL;
+	out->fixed = true;
+	out->value = v;
+	return 0;
+}
+
 static int set_value(struct config *cfg, const struct option_desc *o, const char *v)
 {
 	void *field = (char *)cfg + o->offset;
@@ -133,6 +153,8 @@ static int set_value(struct config *cfg, const struct option_desc *o, const char
 		return cpuset_parse(v, field);
 	case K_ADDR:
 		return parse_addr(v, field);
+	case K_SEED:
+		return parse_seed(v, field);
 	}
 	return -EINVAL;
 }

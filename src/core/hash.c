@@ -6,7 +6,9 @@
  * fine on x86-64 and ARM64 alike; the result depends on byte order, which is
  * little-endian on every platform we ship.
  */
+#include <errno.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "ringcache/hash.h"
 
@@ -49,4 +51,17 @@ uint64_t hash_bytes(const void *data, size_t n, uint64_t seed)
 		h = fold(t ^ K1 ^ ((uint64_t)n << 56), h ^ K3);
 	}
 	return fold(h ^ K0, h ^ K2 ^ (h >> 32));
+}
+
+uint64_t hash_key_seed = HASH_KEY_SEED_DEFAULT;
+
+int hash_key_seed_random(void)
+{
+	uint64_t seed;
+	ssize_t n = getrandom(&seed, sizeof(seed), 0);
+
+	if (n != (ssize_t)sizeof(seed))
+		return n == -1 ? -errno : -EIO;
+	hash_key_seed = seed;
+	return 0;
 }

@@ -340,7 +340,7 @@ void route_request(struct shard *sh, struct conn *c, const struct http_request *
 		cr.keep_alive = req->keep_alive;
 		cr.key = sh->key_scratch;
 		cr.key_len = (uint32_t)klen;
-		cr.hash = hash_bytes(cr.key, cr.key_len, HASH_KEY_SEED);
+		cr.hash = hash_key(cr.key, cr.key_len);
 		cr.body = body;
 		cr.body_len = (uint32_t)body_len;
 		cr.ttl = q == 1 ? (int64_t)ttl : -1;

@@ -266,7 +266,7 @@ static inline uint64_t seg_live_bytes(const struct seg *s)
 static uint64_t *slot_of(struct store *st, uint64_t loc, const struct item_hdr *h)
 {
 	const uint8_t *p = store_ptr(st, loc);
-	uint64_t hash = hash_bytes(p + h->hdr_len, h->key_len, HASH_KEY_SEED);
+	uint64_t hash = hash_key(p + h->hdr_len, h->key_len);
 
 	return index_find_loc(&st->ix, (uint32_t)hash, loc);
 }

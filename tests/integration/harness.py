@@ -184,8 +184,11 @@ class Server:
     stdout and stderr go to one log file, printed by dump_log() when a test
     fails.  stop() is idempotent: SIGTERM, then SIGKILL after STOP_TIMEOUT."""
 
-    def __init__(self, flags=None, binary=None, checks=None):
+    def __init__(self, flags=None, binary=None, checks=None, hash_seed=None):
         self.binary = binary or binary_path()
+        # key_shard() below mirrors the daemon's key hash, which needs its
+        # seed; "random" leaves the daemon's own secret seed in place.
+        self.hash_seed = str(HASH_KEY_SEED) if hash_seed is None else hash_seed
         self.flags = list(DEFAULT_FLAGS if flags is None else flags)
         self.port = None
         self.proc = None
@@ -208,7 +211,8 @@ class Server:
             self.exited_early = False
             fd, self.logpath = tempfile.mkstemp(prefix="ringcached-", suffix=".log")
             self.log = os.fdopen(fd, "w+b")
-            argv = [self.binary, "--listen", "127.0.0.1:%d" % self.port] + self.flags
+            argv = ([self.binary, "--listen", "127.0.0.1:%d" % self.port,
+                     "--hash-seed", self.hash_seed] + self.flags)
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                          stdout=self.log, stderr=subprocess.STDOUT)
             try:

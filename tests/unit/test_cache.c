@@ -126,7 +126,7 @@ static struct cache_req mkreq(uint8_t op, const char *key)
 	r.keep_alive = true;
 	r.key = (const uint8_t *)key;
 	r.key_len = (uint32_t)strlen(key);
-	r.hash = hash_bytes(key, r.key_len, HASH_KEY_SEED);
+	r.hash = hash_key(key, r.key_len);
 	r.ttl = -1;
 	return r;
 }
@@ -326,7 +326,7 @@ static void test_content_type(void)
 	CHECK(hdr_is(&rs, "Content-Type", "application/json"));
 	resp_free(&rs);
 	/* Well-known type: still no header in the blob. */
-	CHECK_EQ(store_get(st, "json", 4, hash_bytes("json", 4, HASH_KEY_SEED), &it), 0);
+	CHECK_EQ(store_get(st, "json", 4, hash_key("json", 4), &it), 0);
 	CHECK_EQ(it.value_len, 7);
 
 	const char *ct = "application/vnd.example+json; profile=\"x\"";

@@ -332,7 +332,7 @@ static void t_drop_unsolicited(struct tshard *s)
 
 static unsigned shard_of(const char *key)
 {
-	return hash_shard(hash_bytes(key, strlen(key), HASH_KEY_SEED), NSHARDS);
+	return hash_shard(hash_key(key, strlen(key)), NSHARDS);
 }
 
 static struct coh_msg *msg(enum coh_op op, const char *key, const char *ctype, const char *value,
@@ -341,7 +341,7 @@ static struct coh_msg *msg(enum coh_op op, const char *key, const char *ctype, c
 	size_t kl = key ? strlen(key) : 0, cl = ctype ? strlen(ctype) : 0;
 	size_t vl = value ? strlen(value) : 0;
 	struct coh_msg *m = coh_msg_create(op, key ? shard_of(key) : 0,
-					   key ? hash_bytes(key, kl, HASH_KEY_SEED) : 0,
+					   key ? hash_key(key, kl) : 0,
 					   key, kl, ctype, cl, vl);
 	if (m && vl)
 		memcpy(m->value, value, vl);
@@ -543,7 +543,7 @@ static void test_write_through_and_reads(struct tinst *a)
 	}
 
 	/* no TTL, no content type, binary value */
-	struct coh_msg *m = coh_msg_create(COH_SET, shard_of("k2"), hash_bytes("k2", 2, HASH_KEY_SEED),
+	struct coh_msg *m = coh_msg_create(COH_SET, shard_of("k2"), hash_key("k2", 2),
 					   "k2", 2, NULL, 0, 3);
 	memcpy(m->value, "a\0b", 3);
 	CHECK_EQ(t_do(a, m, NULL), COH_OK);
@@ -590,7 +590,7 @@ static void test_invalidation(struct tinst *a, struct tinst *b)
 	CHECK(m != NULL);
 	if (m) {
 		CHECK_EQ(m->shard, shard_of("shared"));
-		CHECK_EQ(m->hash, hash_bytes("shared", 6, HASH_KEY_SEED));
+		CHECK_EQ(m->hash, hash_key("shared", 6));
 		coh_msg_destroy(m);
 	}
 	uint64_t seen = WAIT_STAT(a, invalidations_own, > own);
@@ -626,7 +626,7 @@ static void test_invalidation(struct tinst *a, struct tinst *b)
 	/* framed by some other instance; and malformed */
 	uint64_t badinv = stats_of(a).invalidations_bad;
 	cmd_ok("PUBLISH ringcache:invalidate %b", "\0RCI1other-1\0k\0bin", (size_t)18);
-	m = t_unsol(&a->sh[hash_shard(hash_bytes("k\0bin", 5, HASH_KEY_SEED), NSHARDS)],
+	m = t_unsol(&a->sh[hash_shard(hash_key("k\0bin", 5), NSHARDS)],
 		    COH_INVALIDATE, "k\0bin", 5, 0, WAIT_MS);
 	CHECK(m && m->key_len == 5 && !memcmp(m->key, "k\0bin", 5));
 	coh_msg_destroy(m);
@@ -655,7 +655,7 @@ static void *burst_thread(void *arg)
 	struct burst *bu = arg;
 	struct tshard *s = &bu->t->sh[bu->shard];
 	size_t kl = strlen(bu->key);
-	uint64_t h = hash_bytes(bu->key, kl, HASH_KEY_SEED);
+	uint64_t h = hash_key(bu->key, kl);
 
 	for (unsigned i = 0; i < bu->n; i++) {
 		/* the origin shard is whoever asks; hash routing is the caller's business */
@@ -749,7 +749,7 @@ static void test_backlog(void)
 	for (unsigned i = 0; i < N; i++) {
 		char key[16];
 		snprintf(key, sizeof(key), "bl%u", i);
-		struct coh_msg *m = coh_msg_create(COH_GET, 0, hash_bytes(key, strlen(key), HASH_KEY_SEED),
+		struct coh_msg *m = coh_msg_create(COH_GET, 0, hash_key(key, strlen(key)),
 						   key, strlen(key), NULL, 0, 0);
 		t_submit(s, m);
 		coh_flush(t.c, 0);

@@ -30,6 +30,26 @@ static void defaults(void)
 	CHECK_EQ(c.hugepages, CONFIG_HUGEPAGES_AUTO);
 	CHECK(!c.prefault);
 	CHECK(!strcmp(c.redis_prefix, "ringcache:"));
+	CHECK(!c.hash_seed.fixed);
+}
+
+/* --hash-seed: "random" (the default) or a fixed 64-bit number. */
+static void hash_seed(void)
+{
+	struct config c;
+	char err[256];
+
+	CHECK_EQ(parse(&c, err, "--hash-seed", "0x72696e6763616368", NULL), CONFIG_OK);
+	CHECK(c.hash_seed.fixed);
+	CHECK_EQ(c.hash_seed.value, 0x72696e6763616368ull);
+	CHECK_EQ(parse(&c, err, "--hash-seed=18446744073709551615", NULL, NULL), CONFIG_OK);
+	CHECK_EQ(c.hash_seed.value, UINT64_MAX);
+	CHECK_EQ(parse(&c, err, "--hash-seed", "random", NULL), CONFIG_OK);
+	CHECK(!c.hash_seed.fixed);
+	CHECK_EQ(parse(&c, err, "--hash-seed", "18446744073709551616", NULL), -EINVAL);
+	CHECK(strstr(err, "--hash-seed") != NULL);
+	CHECK_EQ(parse(&c, err, "--hash-seed", "-1", NULL), -EINVAL);
+	CHECK_EQ(parse(&c, err, "--hash-seed", "12abc", NULL), -EINVAL);
 }
 
 static void values(void)
@@ -126,5 +146,6 @@ int main(void)
 	values();
 	errors();
 	cpusets();
+	hash_seed();
 	return check_done("config");
 }

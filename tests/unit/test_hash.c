@@ -14,28 +14,28 @@
 static void stable(void)
 {
 	/* Pinned values: a change of hash or seed remaps every fleet's keys. */
-	CHECK_EQ(hash_bytes("", 0, HASH_KEY_SEED), hash_bytes("", 0, HASH_KEY_SEED));
-	CHECK(hash_bytes("user:42", 7, HASH_KEY_SEED) != hash_bytes("user:43", 7, HASH_KEY_SEED));
+	CHECK_EQ(hash_bytes("", 0, HASH_KEY_SEED_DEFAULT), hash_bytes("", 0, HASH_KEY_SEED_DEFAULT));
+	CHECK(hash_bytes("user:42", 7, HASH_KEY_SEED_DEFAULT) != hash_bytes("user:43", 7, HASH_KEY_SEED_DEFAULT));
 	CHECK(hash_bytes("a", 1, 1) != hash_bytes("a", 1, 2));
 	printf("pinned: %016llx %016llx\n",
-	       (unsigned long long)hash_bytes("user:42", 7, HASH_KEY_SEED),
-	       (unsigned long long)hash_bytes("0123456789abcdef0123", 20, HASH_KEY_SEED));
-	CHECK_EQ(hash_bytes("user:42", 7, HASH_KEY_SEED), 0x1dabb49b646b5a4bull);
-	CHECK_EQ(hash_bytes("0123456789abcdef0123", 20, HASH_KEY_SEED), 0x23c0fd0265ad1957ull);
+	       (unsigned long long)hash_bytes("user:42", 7, HASH_KEY_SEED_DEFAULT),
+	       (unsigned long long)hash_bytes("0123456789abcdef0123", 20, HASH_KEY_SEED_DEFAULT));
+	CHECK_EQ(hash_bytes("user:42", 7, HASH_KEY_SEED_DEFAULT), 0x1dabb49b646b5a4bull);
+	CHECK_EQ(hash_bytes("0123456789abcdef0123", 20, HASH_KEY_SEED_DEFAULT), 0x23c0fd0265ad1957ull);
 	/* every length near the 8- and 16-byte steps hashes all its bytes */
 	char buf[40];
 	memset(buf, 'x', sizeof(buf));
 	for (size_t n = 1; n < sizeof(buf); n++) {
-		uint64_t h = hash_bytes(buf, n, HASH_KEY_SEED);
+		uint64_t h = hash_bytes(buf, n, HASH_KEY_SEED_DEFAULT);
 		buf[n - 1] = 'y';
-		CHECK(hash_bytes(buf, n, HASH_KEY_SEED) != h);
+		CHECK(hash_bytes(buf, n, HASH_KEY_SEED_DEFAULT) != h);
 		buf[n - 1] = 'x';
-		CHECK(hash_bytes(buf, n, HASH_KEY_SEED) != hash_bytes(buf, n - 1, HASH_KEY_SEED));
+		CHECK(hash_bytes(buf, n, HASH_KEY_SEED_DEFAULT) != hash_bytes(buf, n - 1, HASH_KEY_SEED_DEFAULT));
 	}
 	/* unaligned input gives the same hash */
 	char a[32] = "unaligned-key-0123", b[33];
 	memcpy(b + 1, a, sizeof(a));
-	CHECK_EQ(hash_bytes(a, 18, HASH_KEY_SEED), hash_bytes(b + 1, 18, HASH_KEY_SEED));
+	CHECK_EQ(hash_bytes(a, 18, HASH_KEY_SEED_DEFAULT), hash_bytes(b + 1, 18, HASH_KEY_SEED_DEFAULT));
 }
 
 /* Keys "key:N" over n shards: each shard within 6 standard deviations of
@@ -47,7 +47,7 @@ static void spread(unsigned n, unsigned keys)
 
 	for (unsigned i = 0; i < keys; i++) {
 		int len = snprintf(key, sizeof(key), "key:%u", i);
-		unsigned s = hash_shard(hash_bytes(key, (size_t)len, HASH_KEY_SEED), n);
+		unsigned s = hash_shard(hash_bytes(key, (size_t)len, HASH_KEY_SEED_DEFAULT), n);
 		if (s >= n) {
 			CHECK(s < n);
 			return;
@@ -87,7 +87,7 @@ static void independent(void)
 
 	for (unsigned i = 0; i < 400000; i++) {
 		int len = snprintf(key, sizeof(key), "key:%u", i);
-		uint64_t h = hash_bytes(key, (size_t)len, HASH_KEY_SEED);
+		uint64_t h = hash_bytes(key, (size_t)len, HASH_KEY_SEED_DEFAULT);
 		if (hash_shard(h, 4) != 1)
 			continue;
 		buckets[h & 15]++;
@@ -97,9 +97,26 @@ static void independent(void)
 		CHECK(buckets[b] > total / 16 * 9 / 10 && buckets[b] < total / 16 * 11 / 10);
 }
 
+/* The daemon's seed is drawn per process: two draws differ (odds of a clash
+ * 2^-64), and hash_key() follows the seed, so the same key maps elsewhere. */
+static void random_seed(void)
+{
+	CHECK_EQ(hash_key_seed, HASH_KEY_SEED_DEFAULT);
+	CHECK_EQ(hash_key("user:42", 7), hash_bytes("user:42", 7, HASH_KEY_SEED_DEFAULT));
+	CHECK_EQ(hash_key_seed_random(), 0);
+	uint64_t first = hash_key_seed;
+	CHECK(first != HASH_KEY_SEED_DEFAULT);
+	CHECK_EQ(hash_key("user:42", 7), hash_bytes("user:42", 7, first));
+	CHECK(hash_key("user:42", 7) != hash_bytes("user:42", 7, HASH_KEY_SEED_DEFAULT));
+	CHECK_EQ(hash_key_seed_random(), 0);
+	CHECK(hash_key_seed != first);
+	hash_key_seed = HASH_KEY_SEED_DEFAULT;
+}
+
 int main(void)
 {
 	stable();
+	random_seed();
 	mapping();
 	independent();
 	return check_done("hash");

@@ -34,7 +34,7 @@ static struct store *mk(size_t memory, size_t max_value)
 
 static uint64_t h(const char *k, size_t n)
 {
-	return hash_bytes(k, n, HASH_KEY_SEED);
+	return hash_key(k, n);
 }
 
 static int set(struct store *st, const char *k, const void *v, size_t n, uint32_t ttl)

@@ -88,7 +88,7 @@ static void model_run(const struct run *r)
 	for (unsigned op = 0; op < r->ops; op++) {
 		unsigned k = (unsigned)(rnd() % r->nkeys);
 		size_t klen = (size_t)snprintf(key, sizeof(key), "m:%u:%u", k, k % 7 ? 0 : k * 977);
-		uint64_t h = hash_bytes(key, klen, HASH_KEY_SEED);
+		uint64_t h = hash_key(key, klen);
 		struct ref *e = &ref[k];
 		bool valid = e->present && (!e->expires || now < e->expires);
 		uint64_t c = rnd() % 100000;
@@ -160,7 +160,7 @@ static void model_run(const struct run *r)
 		bool valid = e->present && (!e->expires || now < e->expires);
 		struct store_item it;
 
-		if (store_get(st, key, klen, hash_bytes(key, klen, HASH_KEY_SEED), &it) == 0) {
+		if (store_get(st, key, klen, hash_key(key, klen), &it) == 0) {
 			make_value(buf, e->len, e->version);
 			if (!valid)
 				resurrected++;
