@@ -73,6 +73,7 @@ int main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -92,8 +93,11 @@ int main(int argc, char **argv)
 	fprintf(stderr, "ringcached %s: listening on %s:%u with %u shards\n", RINGCACHE_VERSION,
 		cfg.listen.host, cfg.listen.port, srv->nshards);
 
+	/* SIGHUP's default action would kill the daemon with no drain and no
+	 * registry goodbye: it has no meaning yet, so it is logged and ignored. */
 	while (sigwait(&sigs, &sig) == 0 && sig != SIGINT && sig != SIGTERM)
-		;
+		if (sig == SIGHUP)
+			fprintf(stderr, "ringcached: SIGHUP ignored (nothing to reload)\n");
 	fprintf(stderr, "ringcached: signal %d, stopping\n", sig);
 	server_stop(srv);
 	server_destroy(srv);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "listen.h"
 
 static void io_uring_hint(char *err, size_t errlen, const char *what, int rc)
 {
@@ -96,40 +97,6 @@ static int setup_coherence(struct server *srv, const struct cpuset *cpus, char *
 	return 0;
 }
 
-/*
- * The shards' listeners share the port through SO_REUSEPORT, which would
- * also let a second ringcached (same user) bind it and silently take half of
- * the connections, with its own cache.  So before they bind, one plain bind
- * of the address must succeed: it fails while anyone listens there.
- */
-static int listen_probe(const struct config_addr *a, char *err, size_t errlen)
-{
-	struct addrinfo hints, *res = NULL;
-	char port[8];
-	int one = 1, fd, rc = 0;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%u", a->port);
-	if (getaddrinfo(a->host, port, &hints, &res))
-		return 0; /* the shards report it, with the resolver's words */
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0) {
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, res->ai_addr, res->ai_addrlen) == -1 && errno == EADDRINUSE) {
-			snprintf(err, errlen,
-				 "--listen %s:%u: address already in use (another ringcached "
-				 "or another server listens there)", a->host, a->port);
-			rc = -EADDRINUSE;
-		}
-		close(fd);
-	}
-	freeaddrinfo(res);
-	return rc;
-}
-
 int server_create(struct server **out, const struct config *cfg, char *err, size_t errlen)
 {
 	struct cpuset cpus;
@@ -151,13 +118,16 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 		snprintf(err, errlen, "--memory: at least 1M per shard (%u shards)", n);
 		return -EINVAL;
 	}
-	int prc = listen_probe(&cfg->listen, err, errlen);
-	if (prc)
-		return prc;
+	int claim = listen_claim(&cfg->listen, err, errlen);
+	if (claim < 0)
+		return claim;
 
 	struct server *srv = calloc(1, sizeof(*srv));
-	if (!srv)
+	if (!srv) {
+		close(claim);
 		return -ENOMEM;
+	}
+	srv->listen_claim = claim;
 	srv->cfg = cfg;
 	srv->nshards = n;
 	srv->limits.max_request_line = (uint32_t)cfg->max_request_line;
@@ -359,6 +329,8 @@ void server_destroy(struct server *srv)
 	for (unsigned i = 0; srv->stats && i < n; i++)
 		free(srv->stats[i]);
 	auth_destroy(srv->auth);
+	if (srv->listen_claim >= 0)
+		close(srv->listen_claim);
 	free(srv->rings);
 	free(srv->shards);
 	free(srv->stats);

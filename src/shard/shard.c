@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "listen.h"
 #include "ringcache/clock.h"
 
 #define SQ_ENTRIES 4096
@@ -128,37 +129,12 @@ static int setup_buffers(struct shard *sh)
 
 static int setup_listener(struct shard *sh)
 {
-	const struct config_addr *a = &sh->srv->cfg->listen;
-	struct addrinfo hints, *res = NULL;
-	char port[8];
-	int one = 1, fd, rc;
+	int fd = listen_socket(&sh->srv->cfg->listen, sh->error_msg, sizeof(sh->error_msg));
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%u", a->port);
-	rc = getaddrinfo(a->host, port, &hints, &res);
-	if (rc) {
-		snprintf(sh->error_msg, sizeof(sh->error_msg), "--listen %s: %s", a->host,
-			 gai_strerror(rc));
-		sh->error = -EINVAL;
-		return -EINVAL;
+	if (fd < 0) {
+		sh->error = fd;
+		return fd;
 	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1 ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) == -1 || listen(fd, 4096) == -1) {
-		rc = -errno;
-		if (fd != -1)
-			close(fd);
-		freeaddrinfo(res);
-		snprintf(sh->error_msg, sizeof(sh->error_msg), "--listen %s:%u: %s", a->host,
-			 a->port, strerror(-rc));
-		sh->error = rc;
-		return rc;
-	}
-	freeaddrinfo(res);
 	sh->listen_fd = fd;
 	return 0;
 }

@@ -48,6 +48,7 @@ struct server {
 	struct auth *auth;              /* NULL: no API keys configured */
 	struct coh *coh;                /* NULL: L1 only (no --redis) */
 	char advertise[80];             /* HOST:PORT recorded in the registry */
+	int listen_claim;               /* holds --listen's port for this process (listen.h) */
 	_Atomic bool stop;
 	_Atomic unsigned closing;       /* shards still ending connections (teardown) */
 	pthread_barrier_t ready;

@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""SIGHUP does not kill the daemon (issue 11, defect 7).
+
+Its default action ended the process at once (exit 129): no drain of the
+requests in flight, no goodbye in the Redis registry.  Until it gets a
+meaning it is ignored, with a line in the log.
+
+usage: test_sighup.py [path/to/ringcached]
+"""
+
+import signal
+
+from harness import Server, run_main, wait_for
+
+
+def body(c):
+    with Server(["--shards", "2", "--memory", "16M"], checks=c).start() as srv:
+        c.eq(srv.request("PUT", "/cache/k", body=b"kept").status, 201, "PUT before SIGHUP")
+        for _ in range(3):
+            srv.proc.send_signal(signal.SIGHUP)
+        c.check(wait_for(lambda: srv.log_text().count("SIGHUP") >= 3, 5.0),
+                "each SIGHUP is logged", srv.log_text()[-300:])
+        c.check(srv.alive(), "the daemon is still running after three SIGHUPs")
+        r = srv.request("GET", "/cache/k")
+        c.check(r.status == 200 and r.body == b"kept", "and still serves its cache (L1 kept)",
+                repr(r))
+
+
+if __name__ == "__main__":
+    run_main("test_sighup", body)
