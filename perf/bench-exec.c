@@ -25,6 +25,7 @@
 
 #include "ringcache/cache.h"
 #include "ringcache/hash.h"
+#include "ringcache/http_render.h"
 
 static struct cache *cache;
 static unsigned long calls;
@@ -41,8 +42,6 @@ static struct cache_req mkreq(uint8_t op, const char *key)
 	struct cache_req r;
 	memset(&r, 0, sizeof(r));
 	r.op = op;
-	r.minor = 1;
-	r.keep_alive = true;
 	r.key = (const uint8_t *)key;
 	r.key_len = (uint32_t)strlen(key);
 	r.hash = hash_key(key, r.key_len);
@@ -53,25 +52,26 @@ static struct cache_req mkreq(uint8_t op, const char *key)
 static int put(const char *key, const char *val, size_t n, const char *ct)
 {
 	struct cache_req r = mkreq(CACHE_PUT, key);
-	struct buf out = { 0 };
-	enum cache_outcome oc;
+	struct reply rep;
 	r.body = (const uint8_t *)val;
 	r.body_len = (uint32_t)n;
 	r.content_type = (struct http_str){ ct, (uint32_t)strlen(ct) };
-	int rc = cache_exec(cache, &r, &out, &oc);
-	buf_deinit(&out);
-	return rc == 0 && oc == CACHE_STORED ? 0 : -1;
+	return cache_exec(cache, &r, &rep) == CACHE_STORED ? 0 : -1;
 }
 
-/* N hits of one request into one reused buffer, as a shard's send buffer. */
+/* N hits of one request, executed and rendered into one reused buffer, as a
+ * shard does into its send buffer. */
 static size_t hits(const struct cache_req *r, struct buf *out, unsigned long n,
 		   const char *expect_encoding)
 {
+	static const struct http_answer_to to = { .minor = 1, .keep_alive = true };
 	enum cache_outcome oc = CACHE_FAILED;
+	struct reply rep;
 	size_t len = 0;
 	for (unsigned long i = 0; i < n; i++) {
 		out->len = 0;
-		cache_exec(cache, r, out, &oc);
+		oc = cache_exec(cache, r, &rep);
+		http_render(out, &rep, &to);
 	}
 	calls += n;
 	len = out->len;

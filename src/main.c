@@ -12,7 +12,7 @@
 #include "ringcache_version.h"
 #include "cache/compress.h"
 #include "ringcache/hash.h"
-#include "shard/shard.h"
+#include "shard/server.h"
 
 /*
  * Each connection is a descriptor: lift the soft limit on open files to the

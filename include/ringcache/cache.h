@@ -1,7 +1,7 @@
 /*
- * cache.h - the cache executor: the protocol logic between the HTTP parser
- * and the store.  It turns one parsed /cache/ request into one complete
- * HTTP/1.1 response appended to a buffer.
+ * cache.h - the cache executor: the semantics of /cache/ between the parsed
+ * request and the store.  It turns one request into one struct reply
+ * (reply.h); the connection's protocol renders it.
  *
  * One struct cache per shard, called only by the shard that owns its store.
  * A request may reach the owner through a cross-shard ring; everything
@@ -12,17 +12,17 @@
  * value with its Content-Type, a brotli and a gzip variant when they pay,
  * and a strong ETag per representation (layout in src/cache/repr.h).  A GET
  * only looks up, negotiates Accept-Encoding against what is stored and
- * copies precomputed header pieces and the chosen bytes.
+ * points the reply at the chosen bytes.
  *
- * Statuses (every response says HTTP/1.1, whatever the request's version):
- *   GET/HEAD   200 hit (X-Cache: HIT), 304 If-None-Match matched,
- *              404 miss (X-Cache: MISS), 406 no acceptable coding stored
- *   PUT/POST   201 new key, 204 replaced, 400 bad Content-Type,
- *              413 over max_value or larger than the store can hold,
- *              507 the store could not make room, 500 anything else
+ * Replies:
+ *   GET/HEAD   200 hit (cache HIT), 304 If-None-Match matched,
+ *              404 miss (cache MISS), 406 no acceptable coding stored
+ *   PUT/POST   201 new key, 204 replaced (both with the ETag),
+ *              400 bad Content-Type, 413 over max_value or larger than the
+ *              store can hold, 507 the store could not make room, 500 else
  *   DELETE     204 deleted, 404 absent
- * Content-Length is on every response except 204 (RFC 9110 8.6 forbids it
- * there); HEAD and 304 carry the length a GET 200 would send.
+ * A hit's body and type point into the store: render the reply before the
+ * store changes (reply.h).
  *
  * Time: the executor reads the store clock from cache_tick(), which the shard
  * calls instead of store_tick(), so TTLs and remaining max-age use the same
@@ -37,6 +37,7 @@
 
 #include "ringcache/buf.h"
 #include "ringcache/http.h"
+#include "ringcache/reply.h"
 #include "ringcache/store.h"
 
 struct cache;
@@ -76,8 +77,6 @@ enum cache_op { CACHE_GET, CACHE_HEAD, CACHE_PUT, CACHE_DELETE };
 
 struct cache_req {
 	uint8_t op;                     /* enum cache_op; POST arrives as CACHE_PUT */
-	uint8_t minor;                  /* HTTP/1.<minor> */
-	bool keep_alive;                /* false: the response says Connection: close */
 	const uint8_t *key;             /* decoded key, 1..STORE_KEY_MAX bytes */
 	uint32_t key_len;
 	uint64_t hash;                  /* hash_bytes(key, key_len, HASH_KEY_SEED) */
@@ -102,27 +101,9 @@ enum cache_outcome {
 };
 
 /*
- * Executes one request on the owning shard and appends one complete response
- * to `out`; *outcome says what happened.  Returns 0, or -ENOMEM when `out`
- * could not grow (nothing is appended then; the store may have changed).
+ * Executes one request on the owning shard and describes its answer in
+ * *out.  Never fails: an error is a reply too (CACHE_FAILED).
  */
-int cache_exec(struct cache *c, const struct cache_req *r, struct buf *out,
-	       enum cache_outcome *outcome);
-
-/*
- * Appends a response with no representation: the status line, Content-Length
- * (omitted for 1xx, 204 and 304), `Connection: close` when !keep_alive or
- * `Connection: keep-alive` for a kept-alive HTTP/1.0 request, then
- * `extra_headers` (NULL or lines each ending in CRLF) and `body` (NULL or a
- * NUL-terminated text, sent as text/plain unless extra_headers has its own
- * Content-Type).  For the shard's own statuses: 400, 401,
- * 404 on unknown paths, 405, 413, 414, 431, 501, 505, /health.
- * Returns 0, -EINVAL for a status outside 100..999, or -ENOMEM.
- */
-int cache_respond_status(struct buf *out, int status, uint8_t minor, bool keep_alive,
-			 const char *extra_headers, const char *body);
-
-/* The reason phrase of `status` ("Not Found"), "Unknown" if not listed. */
-const char *cache_status_text(int status);
+enum cache_outcome cache_exec(struct cache *c, const struct cache_req *r, struct reply *out);
 
 #endif

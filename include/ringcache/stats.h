@@ -40,6 +40,12 @@
 	X(sets, COUNTER, "Values stored in this shard's store.")                  \
 	X(deletes, COUNTER, "Deletes applied to this shard's store.")             \
 	X(errors, COUNTER, "Responses with a 4xx or 5xx status.")                 \
+	X(responses_2xx, COUNTER, "Responses with a 2xx status.")                 \
+	X(responses_3xx, COUNTER, "Responses with a 3xx status.")                 \
+	X(responses_4xx, COUNTER, "Responses with a 4xx status.")                 \
+	X(responses_5xx, COUNTER, "Responses with a 5xx status.")                 \
+	X(l2_refused, COUNTER,                                                     \
+	  "Values read from Redis that L1 would not keep (answered X-L2: bad-data).") \
 	X(received_bytes, COUNTER, "Bytes received from clients.")                \
 	X(sent_bytes, COUNTER, "Bytes sent to clients.")                          \
 	X(connections_accepted, COUNTER, "Client connections accepted.")          \
@@ -109,17 +115,44 @@ static inline uint64_t stats_get(const _Atomic uint64_t *c)
 void stats_store_update(struct stats_shard *s, const struct store_stats *ss);
 
 /*
- * Appends the /stats JSON for shards[0..n) to `out` (shape in docs/stats.md).
- * Any thread.  Returns 0 or -ENOMEM (out may then hold a partial document).
+ * A table of counters kept outside the shards (the coherence thread's
+ * COH_STATS), rendered by the same code as the shards': in JSON an object
+ * "<name>":{...} after "per_shard", in Prometheus "ringcached_<name>_<field>"
+ * (with "_total" for counters).  Build `fields` from the table's X-macro with
+ * STATS_FIELD_DESC, and `values` in the same order.
  */
-int stats_format_json(struct stats_shard *const *shards, unsigned n, struct buf *out);
+enum stats_kind { STATS_COUNTER, STATS_GAUGE };
+
+struct stats_field {
+	const char *name;
+	enum stats_kind kind;
+	const char *help;
+};
+
+#define STATS_FIELD_DESC(name, kind, help) { #name, STATS_##kind, help },
+
+struct stats_table {
+	const char *name;
+	const struct stats_field *fields;
+	unsigned n;
+	const uint64_t *values;
+};
+
+/*
+ * Appends the /stats JSON for shards[0..n) and the tables extra[0..nextra)
+ * to `out` (shape in docs/stats.md).  Any thread.  Returns 0 or -ENOMEM
+ * (out may then hold a partial document).
+ */
+int stats_format_json(struct stats_shard *const *shards, unsigned n,
+		      const struct stats_table *extra, unsigned nextra, struct buf *out);
 
 /*
  * Appends the /metrics text (Prometheus exposition format 0.0.4; serve it as
- * "text/plain; version=0.0.4; charset=utf-8") for shards[0..n) to `out`.
- * Any thread.  Returns 0 or -ENOMEM.
+ * "text/plain; version=0.0.4; charset=utf-8") for shards[0..n) and the
+ * tables extra[0..nextra) to `out`.  Any thread.  Returns 0 or -ENOMEM.
  */
 int stats_format_prometheus(struct stats_shard *const *shards, unsigned n,
+			    const struct stats_table *extra, unsigned nextra,
 			    struct buf *out);
 
 #endif

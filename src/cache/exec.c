@@ -1,23 +1,13 @@
 /*
- * exec.c - the cache executor: one parsed /cache/ request in, one response
- * out, on the shard that owns the key.
+ * exec.c - the cache executor: one parsed /cache/ request in, one struct
+ * reply out, on the shard that owns the key.
  *
  * Writes do the work: a PUT picks the Content-Type, compresses the variants
  * that pay, hashes every representation for its ETag and packs it all into
- * one blob (repr.c).  Reads only look up, negotiate and copy.  A GET hit is
+ * one blob (repr.c).  Reads only look up, negotiate and point: a GET hit is
  * one store_get(), an inline unpack (a bit test for plain values), at most
- * one Accept-Encoding scan, and a response built from padded header pieces
- * (respond.h) around two numbers, the ETag and the value, in room reserved
- * once.
- *
- * The response to a hit:
- *
- *   HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nContent-Length: <n>      hit_head
- *   \r\nContent-Type: <type>\r\nETag: "<etag>"                 type_seg[i]
- *   \r\n | \r\nVary... | \r\nContent-Encoding: br\r\nVary...   tail_seg[j]
- *   Cache-Control: max-age=<remaining>\r\n                    only with a TTL
- *   \r\n | Connection: keep-alive\r\n\r\n | Connection: close   resp_conn_tail
- *   <value bytes>                                             not for HEAD
+ * one Accept-Encoding scan, and a reply whose body and Content-Type point
+ * into the store.  The protocol's renderer (http_render) writes it.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -28,15 +18,14 @@
 #include "cache/compress.h"
 #include "cache/negotiate.h"
 #include "cache/repr.h"
-#include "cache/respond.h"
 
 _Static_assert((int)NEGOTIATE_BR == (int)REPR_BR && (int)NEGOTIATE_GZIP == (int)REPR_GZIP &&
 		       (int)NEGOTIATE_IDENTITY == (int)REPR_IDENTITY,
 	       "negotiate and repr number the codings alike");
-
-/* Header room of any response besides a custom Content-Type and the body,
- * RESP_SEG of over-copy slack included. */
-#define HEAD_ROOM 512
+_Static_assert((int)REPLY_BR == (int)REPR_BR && (int)REPLY_GZIP == (int)REPR_GZIP &&
+		       (int)REPLY_IDENTITY == (int)REPR_IDENTITY,
+	       "reply and repr number the codings alike");
+_Static_assert(REPR_ETAG_MAX < REPLY_ETAG_MAX, "a formatted ETag fits in a reply");
 
 /* A scratch buffer grown past this is freed after the write that needed it. */
 #define SCRATCH_KEEP (1u << 20)
@@ -57,44 +46,17 @@ struct cache {
 	char ae[AE_MEMO_MAX];
 };
 
-/* X-Cache stays the line after the status line of hits and 304s: the shard
- * finds it within the first 64 bytes to mark a value promoted from L2. */
-static const struct resp_seg hit_head =
-	RESP_SEG_INIT("HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nContent-Length: ");
-static const struct resp_seg nm_head =
-	RESP_SEG_INIT("HTTP/1.1 304 Not Modified\r\nX-Cache: HIT\r\nContent-Length: ");
-static const struct resp_seg miss_head =
-	RESP_SEG_INIT("HTTP/1.1 404 Not Found\r\nX-Cache: MISS\r\nContent-Length: 0\r\n");
-static const struct resp_seg absent_head =
-	RESP_SEG_INIT("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n");
-static const struct resp_seg created_head =
-	RESP_SEG_INIT("HTTP/1.1 201 Created\r\nContent-Length: 0\r\nETag: ");
-static const struct resp_seg replaced_head = RESP_SEG_INIT("HTTP/1.1 204 No Content\r\nETag: ");
-static const struct resp_seg deleted_head = RESP_SEG_INIT("HTTP/1.1 204 No Content\r\n");
-static const struct resp_seg etag_seg = RESP_SEG_INIT("\r\nETag: ");
-static const struct resp_seg type_open = RESP_SEG_INIT("\r\nContent-Type: ");
-static const struct resp_seg max_age_seg = RESP_SEG_INIT("Cache-Control: max-age=");
-
-static const struct resp_seg type_seg[REPR_F_TYPE + 1] = {
-#define TYPE_SEG(s) RESP_SEG_INIT("\r\nContent-Type: " s "\r\nETag: "),
-	REPR_TYPES(TYPE_SEG)
-#undef TYPE_SEG
+/* Content-Types by their index in the store's flags (repr.h). */
+static const struct {
+	const char *s;
+	uint32_t len;
+} type_names[REPR_F_TYPE + 1] = {
+#define TYPE_NAME(s) { s, sizeof(s) - 1 },
+	REPR_TYPES(TYPE_NAME)
+#undef TYPE_NAME
 };
 
-/* After the ETag of a 200: indexed by tail_index(). */
-static const struct resp_seg tail_seg[4] = {
-	RESP_SEG_INIT("\r\n"),
-	RESP_SEG_INIT("\r\nVary: Accept-Encoding\r\n"),
-	RESP_SEG_INIT("\r\nContent-Encoding: br\r\nVary: Accept-Encoding\r\n"),
-	RESP_SEG_INIT("\r\nContent-Encoding: gzip\r\nVary: Accept-Encoding\r\n"),
-};
-
-static inline unsigned tail_index(unsigned coding, unsigned avail)
-{
-	return coding != REPR_IDENTITY ? coding + 1 : avail != 1u << REPR_IDENTITY;
-}
-
-static const char vary_line[] = "Vary: Accept-Encoding\r\n";
+static const char allow_cache[] = "Allow: GET, HEAD, PUT, POST, DELETE\r\n";
 
 int cache_create(struct cache **out, struct store *st, const struct cache_config *cfg)
 {
@@ -137,13 +99,6 @@ size_t cache_blob_max(size_t max_value)
 	return REPR_HDR_MAX + max_value + 2 * (max_value / 10 * 9 + 9);
 }
 
-static int reserve(struct buf *out, size_t n)
-{
-	if (out->cap - out->len < n)
-		return buf_reserve(out, n);
-	return 0;
-}
-
 static int choose_coding(struct cache *c, const struct http_str *ae, unsigned avail)
 {
 	if (ae->len != c->ae_len || memcmp(ae->p, c->ae, ae->len) != 0) {
@@ -154,79 +109,62 @@ static int choose_coding(struct cache *c, const struct http_str *ae, unsigned av
 	return negotiate_pick(&c->ae_weights, avail);
 }
 
-static int respond_error(const struct cache_req *r, struct buf *out, int status,
-			 const char *extra, const char *body, enum cache_outcome *outcome)
+static enum cache_outcome fail(struct reply *out, int status, const char *text)
 {
-	*outcome = CACHE_FAILED;
-	return cache_respond_status(out, status, r->minor, r->keep_alive, extra, body);
+	reply_status(out, status, text);
+	return CACHE_FAILED;
 }
 
-static int exec_get(struct cache *c, const struct cache_req *r, struct buf *out,
-		    enum cache_outcome *outcome)
+static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
+				   struct reply *out)
 {
-	unsigned conn = resp_conn(r->keep_alive, r->minor);
 	struct store_item it;
 	struct repr_view v;
-	char *p;
 
 	if (store_get(c->st, r->key, r->key_len, r->hash, &it) != 0) {
-		if (reserve(out, HEAD_ROOM))
-			return -ENOMEM;
-		p = out->data + out->len;
-		p = resp_put_seg(p, &miss_head);
-		p = resp_put_seg(p, &resp_conn_tail[conn]);
-		out->len = (size_t)(p - out->data);
-		*outcome = CACHE_MISS;
-		return 0;
+		reply_status(out, 404, NULL);
+		out->cache = REPLY_CACHE_MISS;
+		return CACHE_MISS;
 	}
 	if (repr_unpack(it.value, it.value_len, it.flags, it.etag, &v) != 0)
-		return respond_error(r, out, 500, NULL, "stored value is damaged\n", outcome);
+		return fail(out, 500, "stored value is damaged\n");
 
 	unsigned coding = REPR_IDENTITY;
 	if (r->accept_encoding.len) {
 		int nc = choose_coding(c, &r->accept_encoding, v.avail);
-		if (nc < 0)
-			return respond_error(r, out, 406, v.avail != 1 ? vary_line : NULL,
-					     "no acceptable content-coding\n", outcome);
+		if (nc < 0) {
+			fail(out, 406, "no acceptable content-coding\n");
+			out->vary = v.avail != 1;
+			return CACHE_FAILED;
+		}
 		coding = (unsigned)nc;
 	}
 	const struct repr_part *part = &v.part[coding];
-	char etag[REPR_ETAG_MAX + 3] = "";
-	size_t etag_len = repr_format_etag(etag, part->etag, coding);
+
+	memset(out, 0, offsetof(struct reply, etag));
+	out->etag_len = (uint8_t)repr_format_etag(out->etag, part->etag, coding);
 	bool not_modified = r->if_none_match.len &&
 			    negotiate_etag_match(r->if_none_match.p, r->if_none_match.len,
-						 etag, etag_len);
-	bool body = r->op == CACHE_GET && !not_modified;
-
-	if (reserve(out, HEAD_ROOM + (v.type < 0 ? v.type_len : 0) + (body ? part->len : 0)))
-		return -ENOMEM;
-	p = out->data + out->len;
-	p = resp_put_seg(p, not_modified ? &nm_head : &hit_head);
-	p = resp_put_u32(p, part->len);
-	if (not_modified) {
-		p = resp_put_seg(p, &etag_seg);
-	} else if (v.type >= 0) {
-		p = resp_put_seg(p, &type_seg[v.type]);
+						 out->etag, out->etag_len);
+	out->status = not_modified ? 304 : 200;
+	out->cache = REPLY_CACHE_HIT;
+	out->coding = (uint8_t)coding;
+	out->vary = v.avail != 1u << REPR_IDENTITY;
+	if (v.type >= 0) {
+		out->type = type_names[v.type].s;
+		out->type_len = type_names[v.type].len;
 	} else {
-		p = resp_put_seg(p, &type_open);
-		p = resp_put(p, v.type_str, v.type_len);
-		p = resp_put_seg(p, &etag_seg);
+		out->type = v.type_str;
+		out->type_len = v.type_len;
 	}
-	memcpy(p, etag, sizeof(etag));
-	p += etag_len;
-	p = resp_put_seg(p, &tail_seg[not_modified ? v.avail != 1 : tail_index(coding, v.avail)]);
+	out->body = part->p;
+	out->body_len = part->len;
 	if (it.expires) {
-		p = resp_put_seg(p, &max_age_seg);
+		out->has_max_age = true;
 		/* the extra second put_ttl() added is not promised to caches */
-		p = resp_put_u32(p, it.expires > c->now + 1 ? it.expires - c->now - 1 : 0);
-		p = resp_put(p, "\r\n", 2);
+		out->max_age = it.expires > c->now + 1 ? it.expires - c->now - 1 : 0;
 	}
-	p = resp_put_seg(p, &resp_conn_tail[conn]);
-	if (body)
-		p = resp_put(p, part->p, part->len);
-	out->len = (size_t)(p - out->data);
-	*outcome = not_modified ? CACHE_NOT_MODIFIED : CACHE_HIT;
-	return 0;
+	return not_modified ? CACHE_NOT_MODIFIED : CACHE_HIT;
 }
 
 /* The request's Content-Type without surrounding whitespace.  0, or -EINVAL
@@ -309,8 +247,8 @@ static void make_variants(struct cache *c, const struct cache_req *r, const char
 	}
 }
 
-static int exec_put(struct cache *c, const struct cache_req *r, struct buf *out,
-		    enum cache_outcome *outcome)
+static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
+				   struct reply *out)
 {
 	const char *ct = NULL;
 	size_t ct_len = 0;
@@ -318,11 +256,9 @@ static int exec_put(struct cache *c, const struct cache_req *r, struct buf *out,
 	struct repr_blob blob;
 
 	if (r->body_len > c->cfg.max_value)
-		return respond_error(r, out, 413, NULL, "value too large\n", outcome);
+		return fail(out, 413, "value too large\n");
 	if (put_type(r, &ct, &ct_len) != 0)
-		return respond_error(r, out, 400, NULL, "bad Content-Type\n", outcome);
-	if (reserve(out, HEAD_ROOM))
-		return -ENOMEM;
+		return fail(out, 400, "bad Content-Type\n");
 	uint32_t ttl = put_ttl(c, r);
 
 	make_variants(c, r, ct, ct_len, &var);
@@ -343,54 +279,41 @@ static int exec_put(struct cache *c, const struct cache_req *r, struct buf *out,
 	case 0:
 		break;
 	case -E2BIG:
-		return respond_error(r, out, 413, NULL, "value too large for the store\n", outcome);
+		return fail(out, 413, "value too large for the store\n");
 	case -ENOMEM:
-		return respond_error(r, out, 507, NULL, "no room in the store\n", outcome);
+		return fail(out, 507, "no room in the store\n");
 	case -EINVAL:
-		return respond_error(r, out, 400, NULL, "bad key\n", outcome);
+		return fail(out, 400, "bad key\n");
 	default:
-		return respond_error(r, out, 500, NULL, "store failure\n", outcome);
+		return fail(out, 500, "store failure\n");
 	}
-
-	char etag[REPR_ETAG_MAX + 3];
-	size_t etag_len = repr_format_etag(etag, blob.etag, REPR_IDENTITY);
-	char *p = out->data + out->len;
-	p = resp_put_seg(p, existed ? &replaced_head : &created_head);
-	p = resp_put(p, etag, etag_len);
-	p = resp_put(p, "\r\n", 2);
-	p = resp_put_seg(p, &resp_conn_tail[resp_conn(r->keep_alive, r->minor)]);
-	out->len = (size_t)(p - out->data);
-	*outcome = CACHE_STORED;
-	return 0;
+	reply_status(out, existed ? 204 : 201, NULL);
+	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob.etag, REPR_IDENTITY);
+	return CACHE_STORED;
 }
 
-static int exec_delete(struct cache *c, const struct cache_req *r, struct buf *out,
-		       enum cache_outcome *outcome)
+static enum cache_outcome exec_delete(struct cache *c, const struct cache_req *r,
+				      struct reply *out)
 {
-	if (reserve(out, HEAD_ROOM))
-		return -ENOMEM;
 	bool existed = store_delete(c->st, r->key, r->key_len, r->hash) == 0;
-	char *p = out->data + out->len;
-	p = resp_put_seg(p, existed ? &deleted_head : &absent_head);
-	p = resp_put_seg(p, &resp_conn_tail[resp_conn(r->keep_alive, r->minor)]);
-	out->len = (size_t)(p - out->data);
-	*outcome = existed ? CACHE_DELETED : CACHE_ABSENT;
-	return 0;
+
+	reply_status(out, existed ? 204 : 404, NULL);
+	return existed ? CACHE_DELETED : CACHE_ABSENT;
 }
 
-int cache_exec(struct cache *c, const struct cache_req *r, struct buf *out,
-	       enum cache_outcome *outcome)
+enum cache_outcome cache_exec(struct cache *c, const struct cache_req *r, struct reply *out)
 {
 	switch (r->op) {
 	case CACHE_GET:
 	case CACHE_HEAD:
-		return exec_get(c, r, out, outcome);
+		return exec_get(c, r, out);
 	case CACHE_PUT:
-		return exec_put(c, r, out, outcome);
+		return exec_put(c, r, out);
 	case CACHE_DELETE:
-		return exec_delete(c, r, out, outcome);
+		return exec_delete(c, r, out);
 	default:
-		return respond_error(r, out, 405, "Allow: GET, HEAD, PUT, POST, DELETE\r\n",
-				     "method not allowed\n", outcome);
+		fail(out, 405, "method not allowed\n");
+		out->headers = allow_cache;
+		return CACHE_FAILED;
 	}
 }

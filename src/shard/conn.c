@@ -11,19 +11,21 @@
  * `scanned` state keeps that linear, and bodies are only waited for, never
  * re-read.
  *
- * Closing: a protocol error or "Connection: close" sets C_CLOSE_AFTER; once
- * the last response is sent the write side is shut (FIN) and input is
- * discarded until the client closes or a linger timeout passes, so the
- * client reads the response instead of a reset.  An abort shuts both sides,
- * which ends the multishot recv; the descriptor is closed and the memory
- * freed only when no recv, send or forwarded request still refers to it.
+ * Closing: an answer that ends the connection (a protocol error, "Connection:
+ * close") sets pipe.close; once the last answer is sent the write side is
+ * shut (FIN) and input is discarded until the client closes or a linger
+ * timeout passes, so the client reads the response instead of a reset.  An
+ * abort shuts both sides, which ends the multishot recv and any send; the
+ * connection is freed as soon as the kernel holds no operation on it.
+ * Answers still outstanding at other shards or at Redis do not keep it: their
+ * messages are orphaned and freed where they come back (fwd.c).
  *
  * A client that half-closes (FIN after its last request) still gets every
  * answer, including those of requests buffered while input was paused.
  *
- * Back-pressure: when a connection has PEND_MAX responses or OUT_MAX bytes
- * waiting (in `out` and in the pending FIFO), or INFLIGHT_MAX requests out
- * at other shards or at Redis, parsing pauses; when its
+ * Back-pressure: when a connection has PEND_MAX answers queued, OUT_MAX bytes
+ * of answers not yet sent (in flight, in `out` and in the pipeline), or
+ * INFLIGHT_MAX requests out at other shards or at Redis, parsing pauses; when its
  * buffered input passes one request's worth the recv is cancelled too, and
  * re-armed once the backlog is sent.  A client that reads nothing for
  * --idle-timeout while a send is in flight is disconnected.
@@ -37,7 +39,11 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "fwd.h"
+#include "route.h"
+#include "shard.h"
 #include "ringcache/clock.h"
+#include "ringcache/stats.h"
 
 #define PEND_MAX 1024                  /* responses queued per connection before input waits */
 #define OUT_MAX (8u << 20)             /* bytes queued per connection before input waits */
@@ -55,15 +61,15 @@ static void buf_trim(struct buf *b)
 
 static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-static void conn_process(struct shard *sh, struct conn *c);
-static void send_ready(struct shard *sh, struct conn *c);
+static void conn_process(struct conn *c);
+static void send_ready(struct conn *c);
 
-static void arm_recv(struct shard *sh, struct conn *c)
+static void arm_recv(struct conn *c)
 {
-	struct io_uring_sqe *sqe = shard_sqe(sh);
+	struct io_uring_sqe *sqe = shard_sqe(c->sh);
 
 	if (!sqe) {
-		conn_abort(sh, c);
+		conn_abort(c);
 		return;
 	}
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
@@ -78,18 +84,18 @@ static void arm_recv(struct shard *sh, struct conn *c)
  * and has no recv armed or being cancelled.  Called wherever one of those
  * conditions may have changed.
  */
-static void recv_update(struct shard *sh, struct conn *c)
+static void recv_update(struct conn *c)
 {
 	if (!(c->flags & (C_RECV | C_CANCELING | C_RECV_OFF | C_EOF | C_CLOSED)))
-		arm_recv(sh, c);
+		arm_recv(c);
 }
 
-static void cancel_recv(struct shard *sh, struct conn *c)
+static void cancel_recv(struct conn *c)
 {
-	struct io_uring_sqe *sqe = shard_sqe(sh);
+	struct io_uring_sqe *sqe = shard_sqe(c->sh);
 
 	if (!sqe) {
-		conn_abort(sh, c);
+		conn_abort(c);
 		return;
 	}
 	io_uring_prep_cancel64(sqe, shard_udata(c, OP_RECV), 0);
@@ -97,12 +103,11 @@ static void cancel_recv(struct shard *sh, struct conn *c)
 	c->flags |= C_CANCELING;
 }
 
-void conn_accept(struct shard *sh, int fd)
+void conn_create(struct shard *sh, int fd)
 {
-	const struct config *cfg = sh->srv->cfg;
 	int one = 1;
 
-	if (sh->nconns >= cfg->max_conns) {
+	if (sh->nconns >= sh->cfg->max_conns) {
 		stats_inc(&sh->stats->accept_errors);
 		close(fd);
 		return;
@@ -113,115 +118,74 @@ void conn_accept(struct shard *sh, int fd)
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->sh = sh;
 	c->fd = fd;
 	c->idx = sh->nconns;
 	c->last_active_ns = sh->now_ns;
+	pipeline_init(&c->pipe, sh->stats, fwd_release, fwd_orphan);
 	sh->conns[sh->nconns++] = c;
 	stats_inc(&sh->stats->connections_accepted);
 	stats_inc(&sh->stats->connections);
-	arm_recv(sh, c);
+	arm_recv(c);
 }
 
-static void conn_free(struct shard *sh, struct conn *c)
+void conn_destroy(struct conn *c)
 {
+	struct shard *sh = c->sh;
 	struct conn *last = sh->conns[--sh->nconns];
 
 	last->idx = c->idx;
 	sh->conns[c->idx] = last;
 	close(c->fd);
-	/* inflight is 0: every slot is back home, and only this FIFO holds it */
-	for (struct fwd *f = c->pend_head, *next; f; f = next) {
-		next = f->pnext;
-		fwd_destroy(f);
-	}
+	pipeline_deinit(&c->pipe);
 	buf_deinit(&c->in);
 	buf_deinit(&c->body);
-	buf_deinit(&c->out);
 	buf_deinit(&c->sending);
 	stats_dec(&sh->stats->connections);
 	free(c);
 }
 
-static void conn_maybe_free(struct shard *sh, struct conn *c)
+/* The kernel holds no operation on c any more: free it. */
+static void conn_maybe_free(struct conn *c)
 {
-	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING)) &&
-	    c->inflight == 0)
-		conn_free(sh, c);
+	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING)))
+		conn_destroy(c);
 }
 
-/* Ends the connection.  Never frees it: only conn_flush() does, from the
- * loop, so no caller is left holding a freed connection. */
-void conn_abort(struct shard *sh, struct conn *c)
+void conn_abort(struct conn *c)
 {
 	if (c->flags & C_CLOSED)
 		return;
 	c->flags |= C_CLOSED;
-	/* ends an armed multishot recv (close() alone would not) */
+	/* ends an armed multishot recv and a send in flight (close() would not) */
 	shutdown(c->fd, SHUT_RDWR);
-	shard_mark_dirty(sh, c);
+	shard_dirty(c->sh, c);
 }
 
-void shard_mark_dirty(struct shard *sh, struct conn *c)
+void conn_answer(struct conn *c, const struct reply *r, const struct pipeline_req *q)
 {
-	if (!(c->flags & C_DIRTY)) {
-		c->flags |= C_DIRTY;
-		sh->dirty[sh->ndirty++] = c;
-	}
-}
-
-/* Where the next response of `c` goes: straight to `out`, or into a slot
- * behind the answers still outstanding. */
-struct buf *conn_response_buf(struct conn *c, struct fwd **slot)
-{
-	*slot = NULL;
-	if (!c->pend_head)
-		return &c->out;
-	struct fwd *f = calloc(1, sizeof(*f));
-	if (!f)
-		return NULL;
-	f->conn = c;
-	f->done = true;
-	c->pend_tail->pnext = f;
-	c->pend_tail = f;
-	c->npend++;
-	*slot = f;
-	return &f->resp;
-}
-
-/* Counts the bytes of a response written into a pending slot. */
-void conn_slot_filled(struct conn *c, const struct fwd *slot)
-{
-	if (slot)
-		c->pend_bytes += slot->resp.len;
-}
-
-/* A response of its own: `body` is sent, or for HEAD only its length. */
-void conn_emit(struct shard *sh, struct conn *c, int status, uint8_t minor, bool keep_alive,
-	       const char *extra, const char *body, bool head)
-{
-	struct fwd *slot;
-	struct buf *b = conn_response_buf(c, &slot);
-
-	if (!b || cache_respond_status(b, status, minor, keep_alive, extra, body)) {
-		conn_abort(sh, c);
+	if (pipeline_answer(&c->pipe, r, q)) {
+		conn_abort(c);
 		return;
 	}
-	if (head && body && status >= 200 && status != 204 && status != 304)
-		b->len -= strlen(body); /* the headers GET would send, no body */
-	conn_slot_filled(c, slot);
-	if (status >= 400)
-		stats_inc(&sh->stats->errors);
-	if (!keep_alive)
-		c->flags |= C_CLOSE_AFTER;
-	shard_mark_dirty(sh, c);
+	shard_dirty(c->sh, c);
+}
+
+void conn_wait(struct conn *c, struct slot *s, const struct pipeline_req *q)
+{
+	pipeline_wait(&c->pipe, s, q);
 }
 
 /* A request that cannot be answered in kind: answer with its status and end
- * the connection (the stream may be out of sync).  `err` is an HTTP status
- * from the parser, or an errno (out of memory: 500). */
-static void protocol_error(struct shard *sh, struct conn *c, int err)
+ * the connection (the stream may be out of sync).  `status` comes from the
+ * parser (anything outside 400..599 is answered 500). */
+static void protocol_error(struct conn *c, int status)
 {
-	conn_emit(sh, c, err >= 400 && err <= 599 ? err : 500, 1, false, NULL, NULL, false);
+	struct pipeline_req q = { .to = { .minor = 1, .keep_alive = false } };
+	struct reply r;
+
+	reply_status(&r, status >= 400 && status <= 599 ? status : 500, NULL);
+	conn_answer(c, &r, &q);
 }
 
 static void request_done(struct conn *c)
@@ -235,21 +199,26 @@ static void request_done(struct conn *c)
 	c->req_start_ns = 0;
 }
 
-static void send_continue(struct shard *sh, struct conn *c, const struct http_request *req)
+static void send_continue(struct conn *c, const struct http_request *req)
 {
-	struct fwd *slot;
-	struct buf *b;
-
 	if (!req->expect_continue || c->continue_sent || req->minor == 0)
 		return;
 	c->continue_sent = true;
-	b = conn_response_buf(c, &slot);
-	if (!b || buf_append(b, continue_100, sizeof(continue_100) - 1)) {
-		conn_abort(sh, c);
+	if (pipeline_interim(&c->pipe, continue_100, sizeof(continue_100) - 1)) {
+		conn_abort(c);
 		return;
 	}
-	conn_slot_filled(c, slot);
-	shard_mark_dirty(sh, c);
+	shard_dirty(c->sh, c);
+}
+
+/* A whole request: nothing after one that said "Connection: close" is
+ * parsed, even while its answer is still being made elsewhere. */
+static void conn_route(struct conn *c, const struct http_request *req, const uint8_t *body,
+		       size_t body_len)
+{
+	if (!req->keep_alive)
+		c->pipe.close = true;
+	route_request(c, req, body, body_len);
 }
 
 /*
@@ -257,9 +226,10 @@ static void send_continue(struct shard *sh, struct conn *c, const struct http_re
  * (the whole request), 0 when the request is not complete yet, or n after
  * a protocol error (the rest of the stream is not trusted).
  */
-static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t n)
+static size_t handle_one(struct conn *c, const char *p, size_t n)
 {
-	const struct config *cfg = sh->srv->cfg;
+	struct shard *sh = c->sh;
+	const struct config *cfg = sh->cfg;
 	struct http_request req;
 	int rc;
 
@@ -271,7 +241,7 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 	if (rc == HTTP_AGAIN)
 		return 0;
 	if (rc < 0) {
-		protocol_error(sh, c, -rc);
+		protocol_error(c, -rc);
 		return n;
 	}
 	size_t head = (size_t)rc;
@@ -287,40 +257,40 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
 				       n - head - c->chunk_used, &used, &c->body, cfg->max_value);
 		c->chunk_used += used;
 		if (rc < 0) {
-			protocol_error(sh, c, -rc);
+			protocol_error(c, -rc);
 			return n;
 		}
 		if (c->chunk_used > 2 * cfg->max_value + CHUNK_SLACK) {
 			/* the encoded body is kept until it ends: bound the framing too */
-			protocol_error(sh, c, 413);
+			protocol_error(c, 413);
 			return n;
 		}
 		if (rc == 0) {
-			if (first && route_refuse_early(sh, c, &req))
+			if (first && route_refuse_early(c, &req))
 				return n;
-			send_continue(sh, c, &req);
+			send_continue(c, &req);
 			return 0;
 		}
-		route_request(sh, c, &req, (const uint8_t *)c->body.data, c->body.len);
+		conn_route(c, &req, (const uint8_t *)c->body.data, c->body.len);
 		size_t total = head + c->chunk_used;
 		request_done(c);
 		return total;
 	}
 	if (req.content_length > 0) {
 		if ((uint64_t)req.content_length > cfg->max_value) {
-			protocol_error(sh, c, 413);
+			protocol_error(c, 413);
 			return n;
 		}
 		if (n - head < (uint64_t)req.content_length) {
-			if (c->state == RS_HEAD && route_refuse_early(sh, c, &req))
+			if (c->state == RS_HEAD && route_refuse_early(c, &req))
 				return n;
 			c->state = RS_BODY;
-			send_continue(sh, c, &req);
+			send_continue(c, &req);
 			return 0;
 		}
 	}
 	size_t blen = req.content_length > 0 ? (size_t)req.content_length : 0;
-	route_request(sh, c, &req, (const uint8_t *)p + head, blen);
+	conn_route(c, &req, (const uint8_t *)p + head, blen);
 	request_done(c);
 	return head + blen;
 }
@@ -333,8 +303,8 @@ static size_t handle_one(struct shard *sh, struct conn *c, const char *p, size_t
  */
 static bool conn_congested(const struct conn *c)
 {
-	return c->npend >= PEND_MAX || c->inflight >= INFLIGHT_MAX ||
-	       c->out.len + c->pend_bytes >= OUT_MAX;
+	return c->pipe.queued >= PEND_MAX || c->pipe.waiting >= INFLIGHT_MAX ||
+	       c->sending.len - c->sent + pipeline_bytes(&c->pipe) >= OUT_MAX;
 }
 
 /* After EOF: once buffered requests are parsed (input not paused), what is
@@ -342,21 +312,27 @@ static bool conn_congested(const struct conn *c)
 static void eof_settle(struct conn *c)
 {
 	if ((c->flags & C_EOF) && !(c->flags & C_PAUSED))
-		c->flags |= C_CLOSE_AFTER;
+		c->pipe.close = true;
+}
+
+/* No more requests will be parsed: close once every answer is sent. */
+static bool conn_closing(const struct conn *c)
+{
+	return c->pipe.close || (c->flags & (C_LINGER | C_CLOSED));
 }
 
 static bool conn_accepts_input(const struct conn *c)
 {
-	return !(c->flags & (C_CLOSE_AFTER | C_LINGER | C_CLOSED | C_PAUSED));
+	return !conn_closing(c) && !(c->flags & C_PAUSED);
 }
 
 /* Handles complete requests in p[0..n); returns the bytes used. */
-static size_t process_bytes(struct shard *sh, struct conn *c, const char *p, size_t n)
+static size_t process_bytes(struct conn *c, const char *p, size_t n)
 {
 	size_t pos = 0;
 
 	while (pos < n && conn_accepts_input(c)) {
-		size_t used = handle_one(sh, c, p + pos, n - pos);
+		size_t used = handle_one(c, p + pos, n - pos);
 		if (used == 0)
 			break;
 		pos += used;
@@ -367,38 +343,31 @@ static size_t process_bytes(struct shard *sh, struct conn *c, const char *p, siz
 }
 
 /* Handles what is buffered in conn->in. */
-static void conn_process(struct shard *sh, struct conn *c)
+static void conn_process(struct conn *c)
 {
-	size_t used = process_bytes(sh, c, c->in.data, c->in.len);
+	size_t used = process_bytes(c, c->in.data, c->in.len);
 
 	buf_consume(&c->in, used);
-	if (c->flags & (C_CLOSE_AFTER | C_CLOSED))
+	if (c->pipe.close || (c->flags & C_CLOSED))
 		c->in.len = 0;
 	buf_trim(&c->in);
 }
 
-static void stop_reading_if_flooded(struct shard *sh, struct conn *c)
+static void stop_reading_if_flooded(struct conn *c)
 {
-	const struct config *cfg = sh->srv->cfg;
+	const struct config *cfg = c->sh->cfg;
 	size_t limit = cfg->max_head + cfg->max_value + cfg->recv_buffer_size;
 
 	if ((c->flags & C_PAUSED) && c->in.len > limit && (c->flags & C_RECV) &&
 	    !(c->flags & (C_RECV_OFF | C_CANCELING))) {
 		c->flags |= C_RECV_OFF;
-		cancel_recv(sh, c);
+		cancel_recv(c);
 	}
 }
 
-static void recycle_buffer(struct shard *sh, unsigned bid)
+void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 {
-	io_uring_buf_ring_add(sh->br, sh->bufs + (size_t)bid * sh->buf_size, sh->buf_size,
-			      (unsigned short)bid, io_uring_buf_ring_mask(sh->nbufs), 0);
-	/* store-release of the tail (liburing 2.3's cq_advance variant lacks it) */
-	io_uring_buf_ring_advance(sh->br, 1);
-}
-
-void conn_on_recv(struct shard *sh, struct conn *c, struct io_uring_cqe *cqe)
-{
+	struct shard *sh = c->sh;
 	int res = cqe->res;
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 
@@ -412,201 +381,161 @@ void conn_on_recv(struct shard *sh, struct conn *c, struct io_uring_cqe *cqe)
 		sh->now_ns = clock_mono_ns();
 		c->last_active_ns = sh->now_ns;
 		stats_add(&sh->stats->received_bytes, (uint64_t)res);
-		if (c->flags & (C_LINGER | C_CLOSED | C_CLOSE_AFTER)) {
+		if (conn_closing(c)) {
 			/* closing: input is read only to be discarded */
 		} else if (c->in.len == 0 && conn_accepts_input(c)) {
-			size_t used = process_bytes(sh, c, data, (size_t)res);
-			if (used < (size_t)res && !(c->flags & (C_CLOSE_AFTER | C_CLOSED)) &&
+			size_t used = process_bytes(c, data, (size_t)res);
+			if (used < (size_t)res && !conn_closing(c) &&
 			    buf_append(&c->in, data + used, (size_t)res - used))
-				conn_abort(sh, c);
+				conn_abort(c);
 		} else {
 			if (buf_append(&c->in, data, (size_t)res))
-				conn_abort(sh, c);
+				conn_abort(c);
 			else if (conn_accepts_input(c))
-				conn_process(sh, c);
+				conn_process(c);
 		}
-		recycle_buffer(sh, bid);
-		stop_reading_if_flooded(sh, c);
+		shard_recycle_buffer(sh, bid);
+		stop_reading_if_flooded(c);
 		/* queue the send now rather than after every other completion */
 		if (!(c->flags & C_CLOSED))
-			send_ready(sh, c);
+			send_ready(c);
 	} else if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
 		/* EOF or error: nothing more will come */
 		c->flags |= C_EOF;
 		more = false;
 		if (c->flags & (C_CLOSED | C_LINGER))
-			conn_abort(sh, c);
-		else if (res == 0 && (c->pend_head || c->out.len || (c->flags & C_SEND) ||
+			conn_abort(c);
+		else if (res == 0 && (!pipeline_idle(&c->pipe) || (c->flags & C_SEND) ||
 				      ((c->flags & C_PAUSED) && c->in.len)))
 			eof_settle(c); /* half-close: answer what was asked */
 		else
-			conn_abort(sh, c);
+			conn_abort(c);
 	}
 	/* ended by ENOBUFS, a cancel or the kernel: re-armed if still wanted */
 	if (!more)
-		recv_update(sh, c);
-	if (c->flags & (C_CLOSED | C_CLOSE_AFTER))
-		shard_mark_dirty(sh, c);
+		recv_update(c);
+	if (c->flags & C_CLOSED || c->pipe.close)
+		shard_dirty(sh, c);
 }
 
-void conn_on_cancel(struct shard *sh, struct conn *c)
+void conn_on_cancel(struct conn *c)
 {
 	c->flags &= ~C_CANCELING;
-	recv_update(sh, c); /* resumed while the cancel was in flight */
+	recv_update(c); /* resumed while the cancel was in flight */
 	if (c->flags & C_CLOSED)
-		shard_mark_dirty(sh, c);
+		shard_dirty(c->sh, c);
 }
 
-static void start_send(struct shard *sh, struct conn *c)
+static void start_send(struct conn *c)
 {
-	struct io_uring_sqe *sqe = shard_sqe(sh);
+	struct io_uring_sqe *sqe = shard_sqe(c->sh);
 
 	if (!sqe) {
-		conn_abort(sh, c);
+		conn_abort(c);
 		return;
 	}
-	c->send_ns = sh->now_ns;
+	c->send_ns = c->sh->now_ns;
 	io_uring_prep_send(sqe, c->fd, c->sending.data + c->sent, c->sending.len - c->sent,
 			   MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_SEND));
 	c->flags |= C_SEND;
 }
 
-/* The local answers in this send: their server-side latency ends here. */
-static void record_local(struct shard *sh, struct conn *c)
-{
-	if (c->local_reqs) {
-		uint64_t ns = clock_mono_ns() - c->t_local;
-		for (uint32_t i = 0; i < c->local_hits; i++)
-			hist_record(&sh->stats->lat_local, ns);
-		for (uint32_t i = 0; i < c->local_reqs; i++)
-			hist_record(&sh->stats->lat_local_all, ns);
-		c->local_hits = c->local_reqs = 0;
-	}
-}
-
 /* Starts sending what is ready, unless a send is in flight already. */
-static void send_ready(struct shard *sh, struct conn *c)
+static void send_ready(struct conn *c)
 {
-	if (!(c->flags & C_SEND) && c->out.len > 0) {
+	if (!(c->flags & C_SEND) && c->pipe.out.len > 0) {
 		struct buf t = c->sending;
-		c->sending = c->out;
-		c->out = t;
-		c->out.len = 0;
+		c->sending = c->pipe.out;
+		c->pipe.out = t;
+		c->pipe.out.len = 0;
 		c->sent = 0;
-		start_send(sh, c);
-		record_local(sh, c);
+		start_send(c);
+		/* the answers in this send: their server-side latency ends here */
+		pipeline_sent(&c->pipe, clock_mono_ns());
 	}
 }
 
 /* Called once per loop iteration for each connection with new output. */
-void conn_flush(struct shard *sh, struct conn *c)
+void conn_flush(struct conn *c)
 {
+	struct shard *sh = c->sh;
+
 	/*
 	 * C_DIRTY stays set until the end: an abort in here (a failed send,
 	 * the FIN of a connection with no recv) must not put `c` in sh->dirty
 	 * a second time, which the loop is walking and which has room for
 	 * each connection once.
 	 */
+	if (c->pipe.broken)
+		conn_abort(c); /* an answer was lost for memory: nothing after it may go */
 	if (!(c->flags & C_CLOSED)) {
-		send_ready(sh, c);
-		if (!(c->flags & (C_SEND | C_CLOSED)) && c->out.len == 0 && !c->pend_head &&
-		    (c->flags & C_CLOSE_AFTER) && !(c->flags & C_LINGER)) {
+		send_ready(c);
+		if (!(c->flags & (C_SEND | C_CLOSED)) && pipeline_idle(&c->pipe) &&
+		    c->pipe.close && !(c->flags & C_LINGER)) {
 			/* everything answered: send FIN, then drain input until EOF */
 			c->flags |= C_LINGER;
 			c->linger_until_ns = sh->now_ns + LINGER_NS;
 			shutdown(c->fd, SHUT_WR);
 			if (!(c->flags & C_RECV))
-				conn_abort(sh, c);
+				conn_abort(c);
 		}
 	}
 	c->flags &= ~C_DIRTY;
 	if (c->flags & C_CLOSED)
-		conn_maybe_free(sh, c); /* the one place a connection is freed */
+		conn_maybe_free(c); /* the one place a connection is freed */
 }
 
-static void maybe_resume(struct shard *sh, struct conn *c)
+static void maybe_resume(struct conn *c)
 {
 	if (!(c->flags & C_PAUSED) || conn_congested(c) || c->sending.len)
 		return;
 	c->flags &= ~C_PAUSED;
-	conn_process(sh, c);
+	conn_process(c);
 	if (!(c->flags & C_PAUSED)) {
 		c->flags &= ~C_RECV_OFF;
 		eof_settle(c);
 	}
-	recv_update(sh, c);
-	shard_mark_dirty(sh, c);
+	recv_update(c);
+	shard_dirty(c->sh, c);
 }
 
-void conn_on_send(struct shard *sh, struct conn *c, int res)
+void conn_on_send(struct conn *c, int res)
 {
+	struct shard *sh = c->sh;
+
 	c->flags &= ~C_SEND;
 	if (res < 0 || (c->flags & C_CLOSED)) {
-		conn_abort(sh, c);
-		shard_mark_dirty(sh, c);
+		conn_abort(c);
+		shard_dirty(sh, c);
 		return;
 	}
 	c->last_active_ns = sh->now_ns;
 	stats_add(&sh->stats->sent_bytes, (uint64_t)res);
 	c->sent += (size_t)res;
 	if (c->sent < c->sending.len) {
-		start_send(sh, c);
+		start_send(c);
 		return;
 	}
 	c->sending.len = 0;
 	c->sent = 0;
 	buf_trim(&c->sending); /* becomes `out` at the next send */
-	maybe_resume(sh, c);
-	shard_mark_dirty(sh, c);
+	maybe_resume(c);
+	shard_dirty(sh, c);
 }
 
-/* A forwarded request came back: release the responses now in order. */
-void conn_on_reply(struct shard *sh, struct fwd *f)
+void conn_complete(struct conn *c, struct slot *s)
 {
-	struct conn *c = f->conn;
-
-	f->done = true;
-	c->inflight--;
-	if (c->flags & C_CLOSED) {
-		/* the connection is gone: conn_free() frees the FIFO, f included */
-		shard_mark_dirty(sh, c);
-		return;
-	}
-	if (f->close)
-		c->flags |= C_CLOSE_AFTER;
-	c->pend_bytes += f->resp.len;
-	while (c->pend_head && c->pend_head->done) {
-		struct fwd *h = c->pend_head;
-		c->pend_head = h->pnext;
-		if (!c->pend_head)
-			c->pend_tail = NULL;
-		c->npend--;
-		c->pend_bytes -= h->resp.len;
-		if (buf_append(&c->out, h->resp.data, h->resp.len))
-			conn_abort(sh, c);
-		if (h->t0) {
-			/* a store's answer (another shard's, Redis', or ours that
-			 * waited behind them): queued for sending now */
-			uint64_t ns = clock_mono_ns() - h->t0;
-			bool hit = !h->l2 && (h->outcome == CACHE_HIT ||
-					      h->outcome == CACHE_NOT_MODIFIED);
-			hist_record(h->remote ? &sh->stats->lat_forwarded_all
-					      : &sh->stats->lat_local_all, ns);
-			if (hit)
-				hist_record(h->remote ? &sh->stats->lat_forwarded
-						      : &sh->stats->lat_local, ns);
-		}
-		fwd_destroy(h);
-	}
-	shard_mark_dirty(sh, c);
-	maybe_resume(sh, c);
+	pipeline_complete(&c->pipe, s, clock_mono_ns());
+	shard_dirty(c->sh, c);
+	if (!(c->flags & C_CLOSED))
+		maybe_resume(c);
 }
 
 /* Timeouts, checked a few times a second. */
 void conn_sweep(struct shard *sh)
 {
-	const struct config *cfg = sh->srv->cfg;
+	const struct config *cfg = sh->cfg;
 	uint64_t idle = (uint64_t)cfg->idle_timeout * 1000000000ull;
 	uint64_t reqt = (uint64_t)cfg->request_timeout * 1000000000ull;
 
@@ -617,16 +546,16 @@ void conn_sweep(struct shard *sh)
 			continue;
 		if (c->flags & C_LINGER) {
 			if (sh->now_ns > c->linger_until_ns)
-				conn_abort(sh, c);
+				conn_abort(c);
 		} else if ((c->flags & C_SEND) && sh->now_ns - c->send_ns > idle) {
-			conn_abort(sh, c); /* the client stopped reading */
+			conn_abort(c); /* the client stopped reading */
 		} else if (c->req_start_ns && sh->now_ns - c->req_start_ns > reqt &&
-			   !(c->flags & C_CLOSE_AFTER)) {
+			   !c->pipe.close) {
 			c->in.len = 0;
-			protocol_error(sh, c, 408);
-		} else if (!c->req_start_ns && !c->pend_head && !c->out.len &&
+			protocol_error(c, 408);
+		} else if (!c->req_start_ns && pipeline_idle(&c->pipe) &&
 			   !(c->flags & C_SEND) && sh->now_ns - c->last_active_ns > idle) {
-			conn_abort(sh, c);
+			conn_abort(c);
 		}
 	}
 }
@@ -634,5 +563,5 @@ void conn_sweep(struct shard *sh)
 void conn_close_all(struct shard *sh)
 {
 	for (uint32_t i = 0; i < sh->nconns; i++)
-		conn_abort(sh, sh->conns[i]);
+		conn_abort(sh->conns[i]);
 }

@@ -1,23 +1,5 @@
 /*
- * l2.c - a shard's side of the Redis L2 (with --redis): what the owner shard
- * of a key does after its L1 store answered, and what it does with the
- * coherence thread's messages.
- *
- * Only the owner shard of a key talks to the coherence thread about it, over
- * that shard's pair of rings (coherence.h).  The request waiting for Redis is
- * a struct fwd: a forwarded one already is; a local one gets a copy made by
- * fwd_create(), queued in its connection's pending FIFO.  When the answer
- * comes back the response is completed and the fwd goes where a forwarded
- * reply goes: to its origin shard, or straight to conn_on_reply().
- *
- *   PUT     L1 set, then COH_SET    -> answered after Redis: X-L2: ok|skipped|...
- *   DELETE  L1 delete, then COH_DEL -> answered after Redis: X-L2: ...
- *   GET     L1 miss, then COH_GET   -> value: stored in L1 (unless COH_F_NOCACHE or
- *                                      L1 got a newer value meanwhile), served with
- *                                      X-Cache: HIT-L2; none: 404 X-Cache: MISS
- *   INVALIDATE / FLUSH from coherence: drop the key / everything older
- *
- * L1 hits never reach this file: they are answered before any Redis work.
+ * l2.c - a shard's side of the Redis L2 (l2.h).
  *
  * Coalescing: the owner shard is the only one that asks Redis about a key,
  * so it keeps its outstanding reads in a small table (struct l2_get).  A miss
@@ -31,8 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
+#include "fwd.h"
+#include "l2.h"
+#include "shard.h"
 #include "ringcache/coherence.h"
+#include "ringcache/stats.h"
+#include "ringcache/store.h"
 
 /* One Redis read in flight for a key, and the requests waiting for it. */
 struct l2_get {
@@ -44,10 +30,19 @@ struct l2_get {
 
 #define L2_GET_BUCKETS 1024u            /* power of two */
 
-static struct l2_get **get_slot(struct shard *sh, uint64_t hash, const uint8_t *key,
+struct l2_state {
+	struct coh *coh;
+	/* messages for the coherence thread its ring had no room for */
+	struct coh_msg **queue;
+	uint32_t head, len, cap;
+	bool touched;                   /* submitted since the last flush */
+	struct l2_get *gets[L2_GET_BUCKETS];    /* Redis reads in flight, by key */
+};
+
+static struct l2_get **get_slot(struct l2_state *l2, uint64_t hash, const uint8_t *key,
 				uint32_t key_len)
 {
-	struct l2_get **pp = &sh->l2_gets[(hash >> 20) & (L2_GET_BUCKETS - 1)];
+	struct l2_get **pp = &l2->gets[(hash >> 20) & (L2_GET_BUCKETS - 1)];
 
 	for (; *pp; pp = &(*pp)->next) {
 		const struct cache_req *r = &(*pp)->first->req;
@@ -60,138 +55,117 @@ static struct l2_get **get_slot(struct shard *sh, uint64_t hash, const uint8_t *
 
 int l2_setup(struct shard *sh)
 {
-	if (!sh->srv->coh)
-		return 0;
-	sh->l2_gets = calloc(L2_GET_BUCKETS, sizeof(*sh->l2_gets));
-	return sh->l2_gets ? 0 : -ENOMEM;
+	struct l2_state *l2 = calloc(1, sizeof(*l2));
+
+	if (!l2)
+		return -ENOMEM;
+	l2->coh = sh->srv->coh;
+	sh->l2 = l2;
+	return 0;
 }
 
 void l2_teardown(struct shard *sh)
 {
-	while (sh->l2_len) {
-		coh_msg_destroy(sh->l2_queue[sh->l2_head]);
-		sh->l2_head = (sh->l2_head + 1) % sh->l2_cap;
-		sh->l2_len--;
+	struct l2_state *l2 = sh->l2;
+
+	if (!l2)
+		return;
+	while (l2->len) {
+		coh_msg_destroy(l2->queue[l2->head]);
+		l2->head = (l2->head + 1) % l2->cap;
+		l2->len--;
 	}
-	free(sh->l2_queue);
-	sh->l2_queue = NULL;
-	for (unsigned b = 0; sh->l2_gets && b < L2_GET_BUCKETS; b++)
-		for (struct l2_get *g = sh->l2_gets[b], *next; g; g = next) {
+	free(l2->queue);
+	for (unsigned b = 0; b < L2_GET_BUCKETS; b++)
+		for (struct l2_get *g = l2->gets[b], *next; g; g = next) {
 			next = g->next;
-			free(g); /* its waiters belong to their connections (free_shard) */
+			free(g); /* its waiters are fwds, freed by their origin (fwd.h) */
 		}
-	free(sh->l2_gets);
-	sh->l2_gets = NULL;
+	free(l2);
+	sh->l2 = NULL;
 }
 
-/*
- * Keys whose Redis name is the registry's (<prefix>instances and
- * <prefix>instance:<id>): with --redis they are refused, or a PUT would
- * overwrite the fleet's registry.
- */
-bool l2_key_reserved(const struct shard *sh, const uint8_t *key, size_t len)
-{
-	if (!sh->srv->coh)
-		return false;
-	return (len == 9 && memcmp(key, "instances", 9) == 0) ||
-	       (len >= 9 && memcmp(key, "instance:", 9) == 0);
-}
-
-static const char *l2_status_name(uint8_t status)
+static enum reply_l2 l2_status(uint8_t status)
 {
 	switch (status) {
-	case COH_OK: return "ok";
-	case COH_MISS: return "miss";
-	case COH_TIMEOUT: return "timeout";
-	case COH_SKIPPED: return "skipped";
-	case COH_BAD_DATA: return "bad-data";
-	default: return "error";
+	case COH_OK: return REPLY_L2_OK;
+	case COH_MISS: return REPLY_L2_MISS;
+	case COH_TIMEOUT: return REPLY_L2_TIMEOUT;
+	case COH_SKIPPED: return REPLY_L2_SKIPPED;
+	case COH_BAD_DATA: return REPLY_L2_BAD_DATA;
+	default: return REPLY_L2_ERROR;
 	}
 }
 
-/*
- * Adds a header line to a complete response that has no body (PUT, DELETE
- * and miss responses): before the blank line that ends the head.
- */
-static int add_header(struct buf *b, const char *name, const char *value)
+bool l2_continues(const struct shard *sh, enum cache_op op, enum cache_outcome oc)
 {
-	size_t nl = strlen(name), vl = strlen(value), add = nl + 2 + vl + 2;
-
-	if (b->len < 4 || memcmp(b->data + b->len - 4, "\r\n\r\n", 4) != 0)
-		return -EINVAL;
-	if (buf_reserve(b, add))
-		return -ENOMEM;
-	char *p = b->data + b->len - 2;
-	memcpy(p, name, nl);
-	memcpy(p + nl, ": ", 2);
-	memcpy(p + nl + 2, value, vl);
-	memcpy(p + nl + 2 + vl, "\r\n\r\n", 4);
-	b->len += add;
-	return 0;
-}
-
-/* Turns the executor's "X-Cache: HIT" into "X-Cache: HIT-L2". */
-static void mark_hit_l2(struct buf *b)
-{
-	static const char hit[] = "\r\nX-Cache: HIT\r\n";
-	size_t n = sizeof(hit) - 1, scan = b->len < 64 ? b->len : 64;
-
-	for (size_t i = 0; i + n <= scan; i++) {
-		if (memcmp(b->data + i, hit, n) == 0 && buf_reserve(b, 3) == 0) {
-			char *at = b->data + i + n - 2;
-			memmove(at + 3, at, b->len - (size_t)(at - b->data));
-			memcpy(at, "-L2", 3);
-			b->len += 3;
-			return;
-		}
+	if (!sh->l2)
+		return false;
+	switch (op) {
+	case CACHE_PUT: return oc == CACHE_STORED;
+	case CACHE_DELETE: return true;
+	case CACHE_GET:
+	case CACHE_HEAD: return oc == CACHE_MISS;
 	}
+	return false;
 }
 
 /* Hands m to the coherence thread now, or queues it behind the ones the
  * ring had no room for.  False only when there is no memory to queue it. */
-static bool submit(struct shard *sh, struct coh_msg *m)
+static bool submit(struct l2_state *l2, unsigned shard, struct coh_msg *m)
 {
-	if (sh->l2_len == 0 && coh_submit(sh->srv->coh, sh->id, m)) {
-		sh->l2_touched = true;
+	if (l2->len == 0 && coh_submit(l2->coh, shard, m)) {
+		l2->touched = true;
 		return true;
 	}
-	if (sh->l2_len == sh->l2_cap) {
-		uint32_t cap = sh->l2_cap ? sh->l2_cap * 2 : 64;
+	if (l2->len == l2->cap) {
+		uint32_t cap = l2->cap ? l2->cap * 2 : 64;
 		struct coh_msg **q = malloc(cap * sizeof(*q));
 		if (!q)
 			return false;
-		for (uint32_t i = 0; i < sh->l2_len; i++)
-			q[i] = sh->l2_queue[(sh->l2_head + i) % sh->l2_cap];
-		free(sh->l2_queue);
-		sh->l2_queue = q;
-		sh->l2_head = 0;
-		sh->l2_cap = cap;
+		for (uint32_t i = 0; i < l2->len; i++)
+			q[i] = l2->queue[(l2->head + i) % l2->cap];
+		free(l2->queue);
+		l2->queue = q;
+		l2->head = 0;
+		l2->cap = cap;
 	}
-	sh->l2_queue[(sh->l2_head + sh->l2_len++) % sh->l2_cap] = m;
+	l2->queue[(l2->head + l2->len++) % l2->cap] = m;
 	return true;
 }
 
-/* Publishes this iteration's messages to the coherence thread. */
 void l2_flush(struct shard *sh)
 {
-	struct coh *coh = sh->srv->coh;
+	struct l2_state *l2 = sh->l2;
 
-	if (!coh)
+	if (!l2)
 		return;
-	while (sh->l2_len && coh_submit(coh, sh->id, sh->l2_queue[sh->l2_head])) {
-		sh->l2_head = (sh->l2_head + 1) % sh->l2_cap;
-		sh->l2_len--;
-		sh->l2_touched = true;
+	while (l2->len && coh_submit(l2->coh, sh->id, l2->queue[l2->head])) {
+		l2->head = (l2->head + 1) % l2->cap;
+		l2->len--;
+		l2->touched = true;
 	}
-	if (sh->l2_touched) {
-		sh->l2_touched = false;
-		coh_flush(coh, sh->id);
+	if (l2->touched) {
+		l2->touched = false;
+		coh_flush(l2->coh, sh->id);
 	}
 }
 
 bool l2_pending(struct shard *sh)
 {
-	return sh->srv->coh && coh_pending(sh->srv->coh, sh->id);
+	return sh->l2 && coh_pending(sh->l2->coh, sh->id);
+}
+
+bool l2_backlogged(const struct shard *sh)
+{
+	return sh->l2 && sh->l2->len;
+}
+
+/* Redis was not asked: the L1 reply goes out, saying so. */
+static void answer_unsent(struct shard *sh, struct fwd *f)
+{
+	f->r.l2 = REPLY_L2_ERROR;
+	fwd_answer(sh, f);
 }
 
 static uint32_t remaining_ttl(struct shard *sh, const struct cache_req *r)
@@ -205,10 +179,11 @@ static uint32_t remaining_ttl(struct shard *sh, const struct cache_req *r)
 }
 
 /* An L1 miss: join the read of this key in flight, or start one. */
-static bool begin_get(struct shard *sh, struct fwd *f)
+static void begin_get(struct shard *sh, struct fwd *f)
 {
+	struct l2_state *l2 = sh->l2;
 	const struct cache_req *r = &f->req;
-	struct l2_get **pp = get_slot(sh, r->hash, r->key, r->key_len);
+	struct l2_get **pp = get_slot(l2, r->hash, r->key, r->key_len);
 	struct l2_get *g = *pp;
 	struct coh_msg *m;
 
@@ -216,108 +191,59 @@ static bool begin_get(struct shard *sh, struct fwd *f)
 	if (g) {
 		g->last->qnext = f;
 		g->last = f;
-		return true;
+		return;
 	}
 	g = calloc(1, sizeof(*g));
 	m = coh_msg_create(COH_GET, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
-	if (!g || !m) {
+	if (!g || !m || (m->cookie = g, !submit(l2, sh->id, m))) {
 		free(g);
 		coh_msg_destroy(m);
-		return false;
+		answer_unsent(sh, f);
+		return;
 	}
 	g->hash = r->hash;
 	g->first = g->last = f;
-	m->cookie = g;
-	if (!submit(sh, m)) {
-		free(g);
-		coh_msg_destroy(m);
-		add_header(&f->resp, "X-L2", "error");
-		return false;
-	}
 	*pp = g;
-	return true;
 }
 
-/*
- * Called on the owner shard right after cache_exec() answered `f` into
- * f->resp.  True when the request now waits for Redis (the caller must not
- * complete it); false when the response is final.
- */
-bool l2_begin(struct shard *sh, struct fwd *f, enum cache_outcome oc)
+void l2_begin(struct shard *sh, struct fwd *f)
 {
 	const struct cache_req *r = &f->req;
-	struct coh_msg *m;
+	struct coh_msg *m = NULL;
 
-	if (!sh->srv->coh)
-		return false;
 	switch (r->op) {
+	case CACHE_GET:
+	case CACHE_HEAD:
+		begin_get(sh, f);
+		return;
 	case CACHE_PUT:
-		if (oc != CACHE_STORED)
-			return false;
 		m = coh_msg_create(COH_SET, sh->id, r->hash, r->key, r->key_len, r->content_type.p,
 				   r->content_type.len, r->body_len);
-		if (!m)
-			return false;
-		if (r->body_len)
-			memcpy(m->value, r->body, r->body_len);
-		m->ttl = remaining_ttl(sh, r);
+		if (m) {
+			if (r->body_len)
+				memcpy(m->value, r->body, r->body_len);
+			m->ttl = remaining_ttl(sh, r);
+		}
 		break;
 	case CACHE_DELETE:
 		m = coh_msg_create(COH_DEL, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
-		if (!m && oc == CACHE_ABSENT)
-			stats_inc(&sh->stats->errors); /* the 404 goes out now */
 		break;
-	case CACHE_GET:
-	case CACHE_HEAD:
-		if (oc != CACHE_MISS)
-			return false;
-		f->l2 = true; /* an L1 miss: whatever Redis answers, not an L1 hit */
-		if (begin_get(sh, f))
-			return true;
-		stats_inc(&sh->stats->errors); /* the 404 goes out now */
-		return false;
-	default:
-		return false;
 	}
-	if (!m)
-		return false;
-	m->cookie = f;
-	if (!submit(sh, m)) {
+	if (!m || (m->cookie = f, !submit(sh->l2, sh->id, m))) {
 		coh_msg_destroy(m);
-		add_header(&f->resp, "X-L2", "error");
-		if (oc == CACHE_ABSENT)
-			stats_inc(&sh->stats->errors);
-		return false;
+		answer_unsent(sh, f);
 	}
-	return true;
 }
 
-/* Asks the coherence thread for the live instances (GET /cluster). */
-bool l2_cluster(struct shard *sh, struct fwd *f)
+void l2_cluster(struct shard *sh, struct fwd *f)
 {
-	struct coh_msg *m;
+	struct coh_msg *m = coh_msg_create(COH_CLUSTER, sh->id, 0, NULL, 0, NULL, 0, 0);
 
-	if (!sh->srv->coh)
-		return false;
-	m = coh_msg_create(COH_CLUSTER, sh->id, 0, NULL, 0, NULL, 0, 0);
-	if (!m)
-		return false;
-	m->cookie = f;
-	if (!submit(sh, m)) {
+	if (!m || (m->cookie = f, !submit(sh->l2, sh->id, m))) {
 		coh_msg_destroy(m);
-		return false;
-	}
-	return true;
-}
-
-/* Sends a completed request on: to its origin shard, or to its connection. */
-static void complete(struct shard *sh, struct fwd *f)
-{
-	if (f->remote) {
-		f->reply = true;
-		fwd_send(sh, f->origin, f);
-	} else {
-		conn_on_reply(sh, f);
+		reply_status(&f->r, 503, "redis unavailable\n");
+		f->r.l2 = REPLY_L2_UNAVAILABLE;
+		fwd_answer(sh, f);
 	}
 }
 
@@ -325,9 +251,7 @@ static void complete(struct shard *sh, struct fwd *f)
 static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct coh_msg *m)
 {
 	struct cache_req put = f->req;
-	struct buf scratch = { 0 };
-	enum cache_outcome oc;
-	int rc;
+	struct reply ignored;
 
 	put.op = CACHE_PUT;
 	put.body = (const uint8_t *)m->value;
@@ -337,107 +261,96 @@ static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct co
 	put.content_type.len = m->ctype_len;
 	put.cache_control.len = 0;
 	put.if_none_match.len = 0;
-	rc = cache_exec(sh->cache, &put, &scratch, &oc);
-	buf_deinit(&scratch);
-	return rc == 0 && oc == CACHE_STORED;
+	return m->value_len <= UINT32_MAX &&
+	       cache_exec(sh->cache, &put, &ignored) == CACHE_STORED;
 }
 
 /*
  * The read of g's key came back: store the value in L1 (unless L1 got a
  * newer one meanwhile, or the coherence thread says it may be stale), answer
- * every waiter from L1, then forget the read.
+ * every waiter from L1, then forget the read.  A value L1 refuses (larger
+ * than --max-value, a Content-Type it cannot keep) is bad data to this
+ * instance: counted in l2_refused, answered 404 with X-L2: bad-data.
  */
 static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg *m)
 {
 	const struct cache_req *key = &g->first->req;
+	enum reply_l2 status = l2_status(m->status);
 	struct store_item it;
 	bool served_l2 = false;
 
-	*get_slot(sh, g->hash, key->key, key->key_len) = g->next;
+	*get_slot(sh->l2, g->hash, key->key, key->key_len) = g->next;
 	if (m->status == COH_OK &&
-	    store_get(sh->store, key->key, key->key_len, key->hash, &it) != 0)
+	    store_get(sh->store, key->key, key->key_len, key->hash, &it) != 0) {
 		served_l2 = store_from_l2(sh, g->first, m);
+		if (!served_l2) {
+			stats_inc(&sh->stats->l2_refused);
+			status = REPLY_L2_BAD_DATA;
+		}
+	}
 
-	/* the key's bytes live in g->first, which complete() may free: copy */
+	/* the key's bytes live in g->first, which fwd_answer() may free: copy */
 	uint8_t keybuf[STORE_KEY_MAX];
 	uint32_t key_len = key->key_len;
 	uint64_t hash = key->hash;
 	memcpy(keybuf, key->key, key_len);
 
 	for (struct fwd *f = g->first, *next; f; f = next) {
-		enum cache_outcome oc;
 		next = f->qnext;
 		f->qnext = NULL;
-		if (m->status == COH_OK) {
-			oc = fwd_exec(sh, f);
-			if (served_l2 && !f->close)
-				mark_hit_l2(&f->resp);
-		} else {
-			oc = CACHE_MISS;
-			if (m->status != COH_MISS)
-				add_header(&f->resp, "X-L2", l2_status_name(m->status));
+		if (status == REPLY_L2_OK) {
+			f->outcome = (uint8_t)cache_exec(sh->cache, &f->req, &f->r);
+			if (served_l2 && f->r.cache == REPLY_CACHE_HIT)
+				f->r.cache = REPLY_CACHE_HIT_L2;
+		} else if (status != REPLY_L2_MISS) {
+			f->r.l2 = status;   /* still L1's 404 miss */
 		}
-		/* the 404 an L1 miss deferred (conn.c count_outcome) */
-		if (oc == CACHE_MISS || oc == CACHE_FAILED)
-			stats_inc(&sh->stats->errors);
-		complete(sh, f);
+		fwd_answer(sh, f);
 	}
 	if (served_l2 && (m->flags & COH_F_NOCACHE))
 		store_delete(sh->store, keybuf, key_len, hash);
 	free(g);
 }
 
-/* A write, a delete or the cluster list came back: finish f's response. */
-static void finish(struct shard *sh, struct fwd *f, const struct coh_msg *m)
+/* A write, a delete or the cluster list came back: complete f's reply. */
+static void finish(struct fwd *f, const struct coh_msg *m)
 {
 	switch (m->op) {
 	case COH_DEL:
 		if (f->outcome == CACHE_ABSENT && m->status == COH_OK &&
 		    (m->flags & COH_F_EXISTED)) {
 			/* not in L1 but in Redis: it was there, and now it is gone */
-			struct buf b = { 0 };
-			if (cache_respond_status(&b, 204, f->req.minor, f->req.keep_alive, NULL,
-						 NULL) == 0) {
-				buf_deinit(&f->resp);
-				f->resp = b;
-				f->outcome = CACHE_DELETED;
-			} else {
-				buf_deinit(&b); /* no memory: the 404 stands */
-			}
+			reply_status(&f->r, 204, NULL);
+			f->outcome = CACHE_DELETED;
 		}
-		if (f->outcome == CACHE_ABSENT)
-			stats_inc(&sh->stats->errors); /* the 404 deferred by count_outcome */
-		add_header(&f->resp, "X-L2", l2_status_name(m->status));
+		f->r.l2 = l2_status(m->status);
 		break;
 	case COH_SET:
-		add_header(&f->resp, "X-L2", l2_status_name(m->status));
+		f->r.l2 = l2_status(m->status);
 		break;
-	case COH_CLUSTER: {
-		struct buf body = { 0 };
-		f->resp.len = 0;
-		if (m->status == COH_OK && buf_append(&body, m->value, m->value_len) == 0 &&
-		    buf_append(&body, "", 1) == 0)
-			cache_respond_status(&f->resp, 200, f->req.minor, f->req.keep_alive,
-					     "Content-Type: application/json\r\n", body.data);
-		else
-			cache_respond_status(&f->resp, 503, f->req.minor, f->req.keep_alive,
-					     "X-L2: unavailable\r\n", "redis unavailable\n");
-		buf_deinit(&body);
+	case COH_CLUSTER:
+		if (m->status == COH_OK) {
+			reply_status(&f->r, 200, NULL);
+			f->r.type = "application/json";
+			f->r.type_len = 16;
+			f->r.body = m->value;
+			f->r.body_len = m->value_len;
+		} else {
+			reply_status(&f->r, 503, "redis unavailable\n");
+			f->r.l2 = REPLY_L2_UNAVAILABLE;
+		}
 		break;
-	}
 	}
 }
 
-/* Handles what the coherence thread sent this shard; true if anything. */
 bool l2_drain(struct shard *sh)
 {
-	struct coh *coh = sh->srv->coh;
 	struct coh_msg *m;
 	bool any = false;
 
-	if (!coh)
+	if (!sh->l2)
 		return false;
-	while ((m = coh_poll(coh, sh->id)) != NULL) {
+	while ((m = coh_poll(sh->l2->coh, sh->id)) != NULL) {
 		any = true;
 		switch (m->op) {
 		case COH_INVALIDATE:
@@ -450,8 +363,8 @@ bool l2_drain(struct shard *sh)
 			finish_get(sh, m->cookie, m);
 			break;
 		default:
-			finish(sh, m->cookie, m);
-			complete(sh, m->cookie);
+			finish(m->cookie, m);
+			fwd_answer(sh, m->cookie); /* renders before m (the body) goes */
 			break;
 		}
 		coh_msg_destroy(m);

@@ -1,5 +1,6 @@
 /*
- * server.c - building the shards, starting them together, stopping them.
+ * server.c - wiring: the shards, the rings between them, the listeners'
+ * claim, the coherence thread; starting them together and stopping them.
  *
  * Startup is two barriers wide: every shard sets itself up in its own
  * pinned thread (ring, listener, arena: created where they will be used)
@@ -16,8 +17,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "conn.h"
 #include "listen.h"
+#include "server.h"
+#include "shard.h"
+#include "ringcache/auth.h"
+#include "ringcache/coherence.h"
+#include "ringcache/cpuset.h"
+#include "ringcache/ring.h"
+#include "ringcache/stats.h"
+#include "ringcache/store.h"
 
 static void io_uring_hint(char *err, size_t errlen, const char *what, int rc)
 {
@@ -49,8 +57,8 @@ static void wake_shard(void *arg, unsigned shard)
 }
 
 /* The coherence thread's CPU: --coherence-cpu, else the first CPU we may use
- * that no shard is pinned to, else unpinned. */
-static int coherence_cpu(const struct server *srv)
+ * that no shard is pinned to (shard i is on cpus->cpu[i]), else unpinned. */
+static int coherence_cpu(const struct server *srv, const struct cpuset *cpus)
 {
 	struct cpuset allowed;
 
@@ -60,8 +68,8 @@ static int coherence_cpu(const struct server *srv)
 		return -1;
 	for (unsigned i = 0; i < allowed.n; i++) {
 		bool used = false;
-		for (unsigned s = 0; s < srv->nshards; s++)
-			used |= srv->shards[s]->cpu == allowed.cpu[i];
+		for (unsigned s = 0; s < srv->nshards && s < cpus->n; s++)
+			used |= cpus->cpu[s] == allowed.cpu[i];
 		if (!used)
 			return allowed.cpu[i];
 	}
@@ -75,7 +83,6 @@ static int setup_coherence(struct server *srv, const struct cpuset *cpus, char *
 	struct coh_config cc;
 	int rc;
 
-	(void)cpus;
 	snprintf(srv->advertise, sizeof(srv->advertise), "%s:%u", cfg->listen.host,
 		 cfg->listen.port);
 	memset(&cc, 0, sizeof(cc));
@@ -83,7 +90,7 @@ static int setup_coherence(struct server *srv, const struct cpuset *cpus, char *
 	cc.prefix = cfg->redis_prefix;
 	cc.instance_id = cfg->instance_id;
 	cc.advertise = srv->advertise;
-	cc.cpu = coherence_cpu(srv);
+	cc.cpu = coherence_cpu(srv, cpus);
 	cc.nshards = srv->nshards;
 	cc.ring_size = cfg->ring_size;
 	cc.timeout_ms = cfg->redis_timeout;
@@ -139,23 +146,10 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 	if (!srv->shards || !srv->stats || !srv->rings)
 		goto nomem;
 	for (unsigned i = 0; i < n; i++) {
-		struct shard *sh = aligned_alloc(RING_LINE, (sizeof(*sh) + RING_LINE - 1) &
-								~(size_t)(RING_LINE - 1));
 		struct stats_shard *st = aligned_alloc(128, (sizeof(*st) + 127) & ~(size_t)127);
-		if (!sh || !st) {
-			free(sh);
-			free(st);
+		if (!st)
 			goto nomem;
-		}
-		memset(sh, 0, sizeof(*sh));
 		stats_init(st, i);
-		sh->id = i;
-		/* shards beyond the CPUs of the set are not pinned */
-		sh->cpu = i < cpus.n ? cpus.cpu[i] : -1;
-		sh->srv = srv;
-		sh->stats = st;
-		sh->event_fd = -1;
-		srv->shards[i] = sh;
 		srv->stats[i] = st;
 	}
 	for (unsigned i = 0; i < n * n; i++)
@@ -184,6 +178,13 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 			server_destroy(srv);
 			return rc;
 		}
+	}
+	/* after the coherence module: each shard sets up its side of it */
+	for (unsigned i = 0; i < n; i++) {
+		/* shards beyond the CPUs of the set are not pinned */
+		srv->shards[i] = shard_create(srv, i, i < cpus.n ? cpus.cpu[i] : -1);
+		if (!srv->shards[i])
+			goto nomem;
 	}
 	*out = srv;
 	return 0;
@@ -270,49 +271,6 @@ void server_stop(struct server *srv)
 		pthread_join(srv->shards[i]->thread, NULL);
 }
 
-/*
- * After the threads are gone: free what is still in flight between them.
- * Every fwd is owned by the pending FIFO of the connection that made it,
- * from fwd_create() to its release in conn_on_reply(); rings, backlogs,
- * Redis waiter lists and the coherence thread's messages only borrow it.
- * So the connections free every fwd, and nothing else frees any.
- */
-static void free_shard(struct shard *sh)
-{
-	l2_teardown(sh);
-	for (uint32_t i = 0; sh->conns && i < sh->nconns; i++) {
-		struct conn *c = sh->conns[i];
-		for (struct fwd *f = c->pend_head, *next; f; f = next) {
-			next = f->pnext;
-			fwd_destroy(f);
-		}
-		close(c->fd);
-		buf_deinit(&c->in);
-		buf_deinit(&c->body);
-		buf_deinit(&c->out);
-		buf_deinit(&c->sending);
-		free(c);
-	}
-	cache_destroy(sh->cache);
-	store_destroy(sh->store);
-	if (sh->ring.ring_fd > 0)
-		io_uring_queue_exit(&sh->ring);
-	if (sh->br)
-		munmap(sh->br, (size_t)sh->nbufs * sizeof(struct io_uring_buf));
-	if (sh->bufs)
-		munmap(sh->bufs, (size_t)sh->nbufs * sh->buf_size);
-	if (sh->event_fd >= 0)
-		close(sh->event_fd);
-	if (sh->listen_fd > 0)
-		close(sh->listen_fd);
-	free(sh->conns);
-	free(sh->dirty);
-	free(sh->backlog);
-	free(sh->touched);
-	free(sh->key_scratch);
-	free(sh);
-}
-
 void server_destroy(struct server *srv)
 {
 	if (!srv)
@@ -320,12 +278,11 @@ void server_destroy(struct server *srv)
 	unsigned n = srv->nshards;
 	/* first the coherence thread, which may still ring the shards */
 	coh_destroy(srv->coh);
-	/* messages left in rings are fwds: their connections free them (free_shard) */
+	/* messages left in rings are fwds: their origin shard frees them (fwd.h) */
 	for (unsigned i = 0; srv->rings && i < n * n; i++)
 		ring_destroy(srv->rings[i]);
 	for (unsigned i = 0; srv->shards && i < n; i++)
-		if (srv->shards[i])
-			free_shard(srv->shards[i]);
+		shard_destroy(srv->shards[i]);
 	for (unsigned i = 0; srv->stats && i < n; i++)
 		free(srv->stats[i]);
 	auth_destroy(srv->auth);

@@ -29,8 +29,14 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "fwd.h"
+#include "l2.h"
 #include "listen.h"
+#include "shard.h"
+#include "ringcache/cache.h"
 #include "ringcache/clock.h"
+#include "ringcache/stats.h"
+#include "ringcache/store.h"
 
 #define SQ_ENTRIES 4096
 #define CQ_ENTRIES 16384
@@ -88,7 +94,7 @@ static int setup_ring(struct shard *sh)
 
 static int setup_buffers(struct shard *sh)
 {
-	const struct config *cfg = sh->srv->cfg;
+	const struct config *cfg = sh->cfg;
 	struct io_uring_buf_reg reg;
 	size_t ring_bytes;
 	int rc;
@@ -129,7 +135,7 @@ static int setup_buffers(struct shard *sh)
 
 static int setup_listener(struct shard *sh)
 {
-	int fd = listen_socket(&sh->srv->cfg->listen, sh->error_msg, sizeof(sh->error_msg));
+	int fd = listen_socket(&sh->cfg->listen, sh->error_msg, sizeof(sh->error_msg));
 
 	if (fd < 0) {
 		sh->error = fd;
@@ -141,7 +147,7 @@ static int setup_listener(struct shard *sh)
 
 static int setup_store(struct shard *sh)
 {
-	const struct config *cfg = sh->srv->cfg;
+	const struct config *cfg = sh->cfg;
 	struct store_config sc = {
 		.memory = cfg->memory / sh->srv->nshards,
 		.max_value = cache_blob_max(cfg->max_value),
@@ -180,7 +186,6 @@ static int setup_store(struct shard *sh)
 
 static int setup(struct shard *sh)
 {
-	unsigned n = sh->srv->nshards;
 	int rc;
 
 	if (sh->cpu >= 0) {
@@ -194,21 +199,12 @@ static int setup(struct shard *sh)
 			return fail(sh, -rc, "pinning to CPU %s: %s", what);
 		}
 	}
-	sh->conns = calloc(sh->srv->cfg->max_conns, sizeof(*sh->conns));
-	sh->dirty = calloc(sh->srv->cfg->max_conns, sizeof(*sh->dirty));
-	sh->backlog = calloc(n, sizeof(*sh->backlog));
-	sh->touched = calloc(n, sizeof(*sh->touched));
-	sh->key_scratch = malloc(sh->srv->cfg->max_request_line + 1);
-	if (!sh->conns || !sh->dirty || !sh->backlog || !sh->touched || !sh->key_scratch)
-		return fail(sh, -ENOMEM, "shard state%s: %s", "");
 	sh->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (sh->event_fd == -1)
 		return fail(sh, -errno, "eventfd%s: %s", "");
 	/* ring first, so a missing io_uring is the first thing reported */
 	if ((rc = setup_ring(sh)) || (rc = setup_buffers(sh)) || (rc = setup_listener(sh)))
 		return rc;
-	if (l2_setup(sh))
-		return fail(sh, -ENOMEM, "L2 state%s: %s", "");
 	/* the arena is first touched here, by the pinned thread: NUMA-local */
 	return setup_store(sh);
 }
@@ -246,7 +242,7 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 		if (cqe->res >= 0 && sh->stopping)
 			close(cqe->res);
 		else if (cqe->res >= 0)
-			conn_accept(sh, cqe->res);
+			conn_create(sh, cqe->res);
 		else
 			stats_inc(&sh->stats->accept_errors);
 		if (!(cqe->flags & IORING_CQE_F_MORE)) {
@@ -260,10 +256,10 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 		}
 		break;
 	case OP_RECV:
-		conn_on_recv(sh, p, cqe);
+		conn_on_recv(p, cqe);
 		break;
 	case OP_SEND:
-		conn_on_send(sh, p, cqe->res);
+		conn_on_send(p, cqe->res);
 		break;
 	case OP_EVENT:
 		sh->event_armed = false;
@@ -271,7 +267,7 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 			arm_event(sh);
 		break;
 	case OP_CANCEL:
-		conn_on_cancel(sh, p);
+		conn_on_cancel(p);
 		break;
 	}
 }
@@ -320,7 +316,7 @@ static void enter(struct shard *sh, bool spin)
 	}
 	atomic_store_explicit(&sh->parked, 1, memory_order_seq_cst);
 	/* never park on a backlog: the peer draining the ring would not ring us */
-	if (fwd_pending(sh) || l2_pending(sh) || fwd_backlogged(sh) || sh->l2_len ||
+	if (fwd_pending(sh) || l2_pending(sh) || fwd_backlogged(sh) || l2_backlogged(sh) ||
 	    atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
 		atomic_store_explicit(&sh->parked, 0, memory_order_relaxed);
 		io_uring_submit_and_get_events(&sh->ring);
@@ -332,22 +328,33 @@ static void enter(struct shard *sh, bool spin)
 	atomic_store_explicit(&sh->parked, 0, memory_order_relaxed);
 }
 
+/*
+ * Handles what peers and the coherence thread published, publishes what this
+ * shard produced, and flushes the connections with new output.  True when
+ * there was anything to do.
+ */
+static bool exchange(struct shard *sh)
+{
+	bool work = fwd_drain(sh);
+
+	work |= l2_drain(sh);
+	work |= fwd_flush(sh);
+	l2_flush(sh);
+	for (uint32_t i = 0; i < sh->ndirty; i++)
+		conn_flush(sh->dirty[i]);
+	work |= sh->ndirty > 0;
+	sh->ndirty = 0;
+	return work;
+}
+
 static void loop(struct shard *sh)
 {
-	uint64_t spin_ns = (uint64_t)sh->srv->cfg->spin_us * 1000;
+	uint64_t spin_ns = (uint64_t)sh->cfg->spin_us * 1000;
 
 	sh->now_ns = clock_mono_ns();
 	sh->last_work_ns = sh->now_ns;
 	while (!atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
-		bool work = fwd_drain(sh);
-
-		work |= l2_drain(sh);
-		work |= fwd_flush(sh);
-		l2_flush(sh);
-		for (uint32_t i = 0; i < sh->ndirty; i++)
-			conn_flush(sh, sh->dirty[i]);
-		work |= sh->ndirty > 0;
-		sh->ndirty = 0;
+		bool work = exchange(sh);
 		if (work)
 			sh->last_work_ns = sh->now_ns;
 
@@ -370,10 +377,11 @@ static void loop(struct shard *sh)
 
 /*
  * Stopping: every connection is shut, and the shard keeps draining its rings
- * until its own connections are freed (their forwarded requests and Redis
- * operations answered) and every other shard's are too, since those may
- * still wait for this shard's store.  Bounded: TEARDOWN_ROUNDS x 20 ms.
- * What is still out then is freed by server_destroy().
+ * until its own connections are freed and every message it sent has come
+ * back (forwarded requests and Redis operations answered), and every other
+ * shard is done too, since their messages may still wait for this shard's
+ * store.  Bounded: TEARDOWN_ROUNDS x 20 ms.  What is still out then is
+ * freed by shard_destroy().
  */
 #define TEARDOWN_ROUNDS 100
 
@@ -382,7 +390,7 @@ static void teardown(struct shard *sh)
 	bool counted = true;
 
 	sh->stopping = true;
-	if (sh->listen_fd > 0) {
+	if (sh->listen_fd >= 0) {
 		close(sh->listen_fd);
 		sh->listen_fd = -1;
 	}
@@ -390,14 +398,8 @@ static void teardown(struct shard *sh)
 		conn_close_all(sh);
 		for (int i = 0; i < TEARDOWN_ROUNDS; i++) {
 			sh->now_ns = clock_mono_ns();
-			fwd_drain(sh);
-			l2_drain(sh);
-			fwd_flush(sh);
-			l2_flush(sh);
-			for (uint32_t k = 0; k < sh->ndirty; k++)
-				conn_flush(sh, sh->dirty[k]);
-			sh->ndirty = 0;
-			if (counted && !sh->nconns) {
+			exchange(sh);
+			if (counted && !sh->nconns && fwd_alive(sh) == 0) {
 				counted = false;
 				atomic_fetch_sub_explicit(&sh->srv->closing, 1, memory_order_acq_rel);
 			}
@@ -422,7 +424,6 @@ void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
 
-	sh->listen_fd = -1;
 	setup(sh);
 	pthread_barrier_wait(&sh->srv->ready);     /* main reads sh->error */
 	pthread_barrier_wait(&sh->srv->ready);     /* main has decided: run or stop */
@@ -433,4 +434,84 @@ void *shard_main(void *arg)
 	}
 	teardown(sh);
 	return NULL;
+}
+
+struct shard *shard_create(struct server *srv, unsigned id, int cpu)
+{
+	const struct config *cfg = srv->cfg;
+	struct shard *sh = aligned_alloc(RING_LINE, (sizeof(*sh) + RING_LINE - 1) &
+						    ~(size_t)(RING_LINE - 1));
+
+	if (!sh)
+		return NULL;
+	memset(sh, 0, sizeof(*sh));
+	sh->id = id;
+	sh->cpu = cpu;
+	sh->srv = srv;
+	sh->cfg = cfg;
+	sh->stats = srv->stats[id];
+	sh->event_fd = -1;
+	sh->listen_fd = -1;
+	sh->conns = calloc(cfg->max_conns, sizeof(*sh->conns));
+	sh->dirty = calloc(cfg->max_conns, sizeof(*sh->dirty));
+	sh->key_scratch = malloc(cfg->max_request_line + 1);
+	if (!sh->conns || !sh->dirty || !sh->key_scratch || fwd_setup(sh) ||
+	    (srv->coh && l2_setup(sh))) {
+		shard_destroy(sh);
+		return NULL;
+	}
+	return sh;
+}
+
+void shard_destroy(struct shard *sh)
+{
+	if (!sh)
+		return;
+	while (sh->nconns)
+		conn_destroy(sh->conns[sh->nconns - 1]);
+	l2_teardown(sh);
+	fwd_teardown(sh);   /* after the connections: frees the messages they orphaned */
+	cache_destroy(sh->cache);
+	store_destroy(sh->store);
+	if (sh->ring.ring_fd > 0)
+		io_uring_queue_exit(&sh->ring);
+	if (sh->br)
+		munmap(sh->br, (size_t)sh->nbufs * sizeof(struct io_uring_buf));
+	if (sh->bufs)
+		munmap(sh->bufs, (size_t)sh->nbufs * sh->buf_size);
+	if (sh->event_fd >= 0)
+		close(sh->event_fd);
+	if (sh->listen_fd >= 0)
+		close(sh->listen_fd);
+	free(sh->conns);
+	free(sh->dirty);
+	free(sh->key_scratch);
+	free(sh);
+}
+
+void shard_wake(struct shard *sh)
+{
+	uint64_t one = 1;
+
+	if (atomic_load_explicit(&sh->parked, memory_order_seq_cst) &&
+	    atomic_exchange_explicit(&sh->parked, 0, memory_order_seq_cst)) {
+		ssize_t rc = write(sh->event_fd, &one, sizeof(one));
+		(void)rc; /* EAGAIN means a wake-up is already pending */
+	}
+}
+
+void shard_dirty(struct shard *sh, struct conn *c)
+{
+	if (!(c->flags & C_DIRTY)) {
+		c->flags |= C_DIRTY;
+		sh->dirty[sh->ndirty++] = c;
+	}
+}
+
+void shard_recycle_buffer(struct shard *sh, unsigned bid)
+{
+	io_uring_buf_ring_add(sh->br, sh->bufs + (size_t)bid * sh->buf_size, sh->buf_size,
+			      (unsigned short)bid, io_uring_buf_ring_mask(sh->nbufs), 0);
+	/* store-release of the tail (liburing 2.3's cq_advance variant lacks it) */
+	io_uring_buf_ring_advance(sh->br, 1);
 }

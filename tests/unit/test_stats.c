@@ -309,12 +309,23 @@ static void fill(void)
 	hist_record(&s1.lat_forwarded, 1500);
 }
 
+/* A table kept outside the shards (the coherence thread's), rendered by the
+ * same code: JSON "l2":{...} after per_shard, Prometheus ringcached_l2_*. */
+static const struct stats_field extra_fields[] = {
+	{ "gets", STATS_COUNTER, "GET requests." },
+	{ "backlog", STATS_GAUGE, "Messages waiting." },
+};
+static const uint64_t extra_values[] = { 17, 3 };
+static const struct stats_table extra[] = {
+	{ "l2", extra_fields, 2, extra_values },
+};
+
 static void test_json(void)
 {
 	struct stats_shard *shards[] = { &s0, &s1 };
 	struct buf b = { 0 };
 
-	CHECK_EQ(stats_format_json(shards, 2, &b), 0);
+	CHECK_EQ(stats_format_json(shards, 2, extra, 1, &b), 0);
 	CHECK_EQ(buf_append(&b, "", 1), 0);
 	const char *doc = b.data;
 	CHECK(json_valid(doc));
@@ -339,6 +350,12 @@ static void test_json(void)
 	CHECK_EQ(json_num(sh1, "requests"), 7);
 	CHECK_EQ(json_num(sh1, "sent_bytes"), 12345);
 	CHECK_EQ(json_num(sh1, "forwarded_requests"), 1);
+
+	const char *l2 = strstr(doc, "\"l2\":{");
+	CHECK(l2 != NULL && l2 > sh1);
+	CHECK_EQ(json_num(l2, "gets"), 17);
+	CHECK_EQ(json_num(l2, "backlog"), 3);
+	CHECK(l2 && strcmp(l2, "\"l2\":{\"gets\":17,\"backlog\":3}}\n") == 0);
 
 	/* Every table name is a key. */
 	unsigned missing = 0;
@@ -369,7 +386,7 @@ static void test_json(void)
 	/* Appends, does not overwrite. */
 	b.len = 0;
 	CHECK_EQ(buf_append(&b, "x", 1), 0);
-	CHECK_EQ(stats_format_json(shards, 0, &b), 0);
+	CHECK_EQ(stats_format_json(shards, 0, NULL, 0, &b), 0);
 	CHECK_EQ(buf_append(&b, "", 1), 0);
 	CHECK(b.data[0] == 'x' && json_valid(b.data + 1));
 	buf_deinit(&b);
@@ -381,7 +398,7 @@ static void test_prometheus(void)
 	struct buf b = { 0 };
 	struct prom_state st;
 
-	CHECK_EQ(stats_format_prometheus(shards, 2, &b), 0);
+	CHECK_EQ(stats_format_prometheus(shards, 2, extra, 1, &b), 0);
 	CHECK_EQ(buf_append(&b, "", 1), 0);
 	char *copy = strdup(b.data);
 	const char *text = b.data;
@@ -394,6 +411,8 @@ static void test_prometheus(void)
 	CHECK(strstr(text, "ringcached_value_bytes{shard=\"1\"} 2000\n") != NULL);
 	CHECK(strstr(text, "ringcached_evictions_total{shard=\"0\"} 2\n") != NULL);
 	CHECK(strstr(text, "# TYPE ringcached_request_duration_seconds histogram\n") != NULL);
+	CHECK(strstr(text, "# TYPE ringcached_l2_gets_total counter\nringcached_l2_gets_total 17\n"));
+	CHECK(strstr(text, "# TYPE ringcached_l2_backlog gauge\nringcached_l2_backlog 3\n"));
 
 	unsigned missing = 0;
 	char pat[128];

@@ -24,8 +24,6 @@
 #include "ringcache/clock.h"
 #include "ringcache/stats.h"
 
-enum metric_type { COUNTER, GAUGE };
-
 enum {
 #define STATS_ENUM(name, type, help) M_##name,
 	STATS_METRICS(STATS_ENUM)
@@ -40,16 +38,15 @@ enum {
 	N_HISTS
 };
 
-static const struct metric_desc {
-	const char *name;
-	enum metric_type type;
-	const char *help;
-	size_t offset;
-} metrics[N_METRICS] = {
-#define STATS_DESC(name, type, help) \
-	{ #name, type, help, offsetof(struct stats_shard, name) },
-	STATS_METRICS(STATS_DESC)
-#undef STATS_DESC
+/* The shards' table, and where each field sits in struct stats_shard. */
+static const struct stats_field metrics[N_METRICS] = {
+	STATS_METRICS(STATS_FIELD_DESC)
+};
+
+static const size_t metric_offset[N_METRICS] = {
+#define STATS_OFFSET(name, type, help) offsetof(struct stats_shard, name),
+	STATS_METRICS(STATS_OFFSET)
+#undef STATS_OFFSET
 };
 
 static const struct hist_desc {
@@ -132,7 +129,7 @@ static void put(struct out *o, const char *fmt, ...)
 void stats_init(struct stats_shard *s, unsigned id)
 {
 	for (unsigned m = 0; m < N_METRICS; m++)
-		stats_set((_Atomic uint64_t *)((char *)s + metrics[m].offset), 0);
+		stats_set((_Atomic uint64_t *)((char *)s + metric_offset[m]), 0);
 	for (unsigned h = 0; h < N_HISTS; h++)
 		hist_init((struct hist *)((char *)s + hists[h].offset));
 	s->start_ns = clock_mono_ns();
@@ -150,7 +147,7 @@ void stats_store_update(struct stats_shard *s, const struct store_stats *ss)
 
 static uint64_t metric(const struct stats_shard *s, unsigned m)
 {
-	return stats_get((const _Atomic uint64_t *)((const char *)s + metrics[m].offset));
+	return stats_get((const _Atomic uint64_t *)((const char *)s + metric_offset[m]));
 }
 
 static const struct hist *hist_of(const struct stats_shard *s, unsigned h)
@@ -175,11 +172,19 @@ static uint64_t uptime_seconds(struct stats_shard *const *shards, unsigned n)
 	return (now - start) / 1000000000u;
 }
 
+/* "name":value pairs of one table, each followed by a comma but the last. */
+static void json_fields(struct out *o, const struct stats_field *f, unsigned n,
+			const uint64_t *vals, bool trailing_comma)
+{
+	for (unsigned m = 0; m < n; m++)
+		put(o, "\"%s\":%" PRIu64 "%s", f[m].name, vals[m],
+		    m + 1 < n || trailing_comma ? "," : "");
+}
+
 static void json_object(struct out *o, const uint64_t *vals,
 			const struct hist_summary *lat)
 {
-	for (unsigned m = 0; m < N_METRICS; m++)
-		put(o, "\"%s\":%" PRIu64 ",", metrics[m].name, vals[m]);
+	json_fields(o, metrics, N_METRICS, vals, true);
 	put(o, "\"latency_ns\":{");
 	for (unsigned h = 0; h < N_HISTS; h++) {
 		put(o, "%s\"%s\":{\"count\":%" PRIu64, h ? "," : "", hists[h].kind,
@@ -191,7 +196,8 @@ static void json_object(struct out *o, const uint64_t *vals,
 	put(o, "}");
 }
 
-int stats_format_json(struct stats_shard *const *shards, unsigned n, struct buf *out)
+int stats_format_json(struct stats_shard *const *shards, unsigned n,
+		      const struct stats_table *extra, unsigned nextra, struct buf *out)
 {
 	struct out o = { out, 0 };
 	uint64_t *vals = calloc((size_t)n + 1, N_METRICS * sizeof(*vals));
@@ -231,7 +237,13 @@ int stats_format_json(struct stats_shard *const *shards, unsigned n, struct buf 
 		json_object(&o, &vals[i * N_METRICS], &lat[i * N_HISTS]);
 		put(&o, "}");
 	}
-	put(&o, "]}\n");
+	put(&o, "]");
+	for (unsigned t = 0; t < nextra; t++) {
+		put(&o, ",\"%s\":{", extra[t].name);
+		json_fields(&o, extra[t].fields, extra[t].n, extra[t].values, false);
+		put(&o, "}");
+	}
+	put(&o, "}\n");
 done:
 	free(vals);
 	free(lat);
@@ -253,7 +265,19 @@ static void prom_histogram(struct out *o, const struct hist_desc *d,
 	    d->kind, s->count);
 }
 
+/* HELP and TYPE of one metric family: ringcached_<prefix><name>[_total]. */
+static const char *prom_family(struct out *o, const char *prefix, const struct stats_field *f)
+{
+	const char *suffix = f->kind == STATS_COUNTER ? "_total" : "";
+
+	put(o, "# HELP ringcached_%s%s%s %s\n", prefix, f->name, suffix, f->help);
+	put(o, "# TYPE ringcached_%s%s%s %s\n", prefix, f->name, suffix,
+	    f->kind == STATS_COUNTER ? "counter" : "gauge");
+	return suffix;
+}
+
 int stats_format_prometheus(struct stats_shard *const *shards, unsigned n,
+			    const struct stats_table *extra, unsigned nextra,
 			    struct buf *out)
 {
 	struct out o = { out, 0 };
@@ -262,14 +286,19 @@ int stats_format_prometheus(struct stats_shard *const *shards, unsigned n,
 	if (!snap)
 		return -ENOMEM;
 	for (unsigned m = 0; m < N_METRICS; m++) {
-		const char *suffix = metrics[m].type == COUNTER ? "_total" : "";
-		put(&o, "# HELP ringcached_%s%s %s\n", metrics[m].name, suffix,
-		    metrics[m].help);
-		put(&o, "# TYPE ringcached_%s%s %s\n", metrics[m].name, suffix,
-		    metrics[m].type == COUNTER ? "counter" : "gauge");
+		const char *suffix = prom_family(&o, "", &metrics[m]);
 		for (unsigned i = 0; i < n; i++)
 			put(&o, "ringcached_%s%s{shard=\"%u\"} %" PRIu64 "\n",
 			    metrics[m].name, suffix, shards[i]->id, metric(shards[i], m));
+	}
+	for (unsigned t = 0; t < nextra; t++) {
+		char prefix[64];
+		snprintf(prefix, sizeof(prefix), "%s_", extra[t].name);
+		for (unsigned m = 0; m < extra[t].n; m++) {
+			const char *suffix = prom_family(&o, prefix, &extra[t].fields[m]);
+			put(&o, "ringcached_%s%s%s %" PRIu64 "\n", prefix, extra[t].fields[m].name,
+			    suffix, extra[t].values[m]);
+		}
 	}
 	put(&o, "# HELP ringcached_uptime_seconds Seconds since the first shard started.\n"
 		"# TYPE ringcached_uptime_seconds gauge\n"

@@ -1,0 +1,275 @@
+/*
+ * render.c - struct reply to HTTP/1.1 response bytes (http_render.h).
+ *
+ * This is on the path of every hit, so a response is written through a
+ * cursor into room reserved once (nothing half-appended on -ENOMEM), and
+ * fixed pieces are `struct seg`: text padded to SEG bytes and copied whole,
+ * after which the cursor advances by the real length.  A copy of a
+ * compile-time size is a few vector moves; a copy of a run-time length would
+ * be a call into memcpy per piece.  The reservation includes SEG bytes of
+ * slack for that over-copy.
+ *
+ * A hit, piece by piece:
+ *
+ *   HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nContent-Length:     head_seg (status x cache)
+ *   <n>\r\nContent-Type: <type>\r\nETag: "<etag>"\r\n
+ *   Content-Encoding: br\r\n                              coding_seg
+ *   Vary: Accept-Encoding\r\n
+ *   Cache-Control: max-age=<n>\r\n
+ *   \r\n | Connection: keep-alive\r\n\r\n | Connection: close\r\n\r\n
+ *   <value bytes>
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "ringcache/http_render.h"
+
+#define SEG 64
+
+struct seg {
+	char s[SEG];
+	uint32_t len;
+};
+
+#define SEG_INIT(str) { str, sizeof(str) - 1 }
+
+static inline char *put_seg(char *p, const struct seg *s)
+{
+	memcpy(p, s->s, SEG);
+	return p + s->len;
+}
+
+static inline char *put(char *p, const void *src, size_t n)
+{
+	memcpy(p, src, n);
+	return p + n;
+}
+
+/* Decimal, no padding. */
+static inline char *put_u64(char *p, uint64_t v)
+{
+	static const char d2[201] =
+		"00010203040506070809101112131415161718192021222324252627282930313233343536"
+		"37383940414243444546474849505152535455565758596061626364656667686970717273"
+		"7475767778798081828384858687888990919293949596979899";
+	unsigned n = 1;
+	for (uint64_t t = v; t >= 10; t /= 10)
+		n++;
+	char *q = p + n;
+	while (v >= 100) {
+		unsigned r = (unsigned)(v % 100);
+		v /= 100;
+		q -= 2;
+		memcpy(q, d2 + 2 * r, 2);
+	}
+	if (v >= 10)
+		memcpy(q - 2, d2 + 2 * v, 2);
+	else
+		q[-1] = (char)('0' + v);
+	return p + n;
+}
+
+struct status_text {
+	int status;
+	const char *text;
+};
+
+static const struct status_text status_texts[] = {
+	{ 100, "Continue" },
+	{ 200, "OK" },
+	{ 201, "Created" },
+	{ 204, "No Content" },
+	{ 304, "Not Modified" },
+	{ 400, "Bad Request" },
+	{ 401, "Unauthorized" },
+	{ 403, "Forbidden" },
+	{ 404, "Not Found" },
+	{ 405, "Method Not Allowed" },
+	{ 406, "Not Acceptable" },
+	{ 408, "Request Timeout" },
+	{ 409, "Conflict" },
+	{ 411, "Length Required" },
+	{ 413, "Content Too Large" },
+	{ 414, "URI Too Long" },
+	{ 415, "Unsupported Media Type" },
+	{ 417, "Expectation Failed" },
+	{ 429, "Too Many Requests" },
+	{ 431, "Request Header Fields Too Large" },
+	{ 500, "Internal Server Error" },
+	{ 501, "Not Implemented" },
+	{ 502, "Bad Gateway" },
+	{ 503, "Service Unavailable" },
+	{ 504, "Gateway Timeout" },
+	{ 505, "HTTP Version Not Supported" },
+	{ 507, "Insufficient Storage" },
+};
+
+const char *http_status_text(int status)
+{
+	for (size_t i = 0; i < sizeof(status_texts) / sizeof(status_texts[0]); i++)
+		if (status_texts[i].status == status)
+			return status_texts[i].text;
+	return "Unknown";
+}
+
+const char *reply_l2_name(enum reply_l2 l2)
+{
+	switch (l2) {
+	case REPLY_L2_NONE: return NULL;
+	case REPLY_L2_OK: return "ok";
+	case REPLY_L2_MISS: return "miss";
+	case REPLY_L2_TIMEOUT: return "timeout";
+	case REPLY_L2_SKIPPED: return "skipped";
+	case REPLY_L2_BAD_DATA: return "bad-data";
+	case REPLY_L2_UNAVAILABLE: return "unavailable";
+	case REPLY_L2_ERROR: break;
+	}
+	return "error";
+}
+
+/* The status lines of a /cache/ answer, with their X-Cache line, up to the
+ * Content-Length value.  [status][cache]; other statuses are spelled out. */
+enum { HS_200, HS_304, HS_404, HS_N };
+
+static const struct seg head_seg[HS_N][4] = {
+	[HS_200] = {
+		SEG_INIT("HTTP/1.1 200 OK\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 200 OK\r\nX-Cache: HIT-L2\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 200 OK\r\nX-Cache: MISS\r\nContent-Length: "),
+	},
+	[HS_304] = {
+		SEG_INIT("HTTP/1.1 304 Not Modified\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 304 Not Modified\r\nX-Cache: HIT\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 304 Not Modified\r\nX-Cache: HIT-L2\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 304 Not Modified\r\nX-Cache: MISS\r\nContent-Length: "),
+	},
+	[HS_404] = {
+		SEG_INIT("HTTP/1.1 404 Not Found\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 404 Not Found\r\nX-Cache: HIT\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 404 Not Found\r\nX-Cache: HIT-L2\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 404 Not Found\r\nX-Cache: MISS\r\nContent-Length: "),
+	},
+};
+
+static const struct seg cache_seg[4] = {
+	SEG_INIT(""),
+	SEG_INIT("X-Cache: HIT\r\n"),
+	SEG_INIT("X-Cache: HIT-L2\r\n"),
+	SEG_INIT("X-Cache: MISS\r\n"),
+};
+
+static const struct seg coding_seg[3] = {
+	SEG_INIT(""),
+	SEG_INIT("Content-Encoding: br\r\n"),
+	SEG_INIT("Content-Encoding: gzip\r\n"),
+};
+
+/* The end of the header block, by conn_tail(). */
+static const struct seg conn_seg[3] = {
+	SEG_INIT("\r\n"),
+	SEG_INIT("Connection: keep-alive\r\n\r\n"),
+	SEG_INIT("Connection: close\r\n\r\n"),
+};
+
+static const struct seg length_seg = SEG_INIT("Content-Length: ");
+static const struct seg type_seg = SEG_INIT("Content-Type: ");
+static const struct seg etag_seg = SEG_INIT("ETag: ");
+static const struct seg vary_seg = SEG_INIT("Vary: Accept-Encoding\r\n");
+static const struct seg max_age_seg = SEG_INIT("Cache-Control: max-age=");
+static const struct seg l2_seg = SEG_INIT("X-L2: ");
+static const char text_type[] = "text/plain; charset=utf-8";
+
+static inline unsigned conn_tail(const struct reply *r, const struct http_answer_to *to)
+{
+	if (http_render_closes(r, to))
+		return 2;
+	return to->minor == 0;
+}
+
+/* Every header but the variable ones, the over-copy slack included. */
+#define HEAD_ROOM 512
+
+int http_render(struct buf *out, const struct reply *r, const struct http_answer_to *to)
+{
+	unsigned st = r->status;
+	bool informational = st < 200;
+	bool length = !informational && st != 204;
+	bool body = length && st != 304 && !to->head && r->body_len;
+	const char *type = r->type;
+	size_t type_len = r->type_len;
+	size_t hdr_len = r->headers ? strlen(r->headers) : 0;
+	const char *reason = NULL;
+	size_t reason_len = 0;
+	int hs = st == 200 ? HS_200 : st == 304 ? HS_304 : st == 404 ? HS_404 : -1;
+
+	if (!type && r->body_len && st != 304) {
+		type = text_type;
+		type_len = sizeof(text_type) - 1;
+	}
+	if (st == 304)
+		type = NULL;
+	if (hs < 0) {
+		if (st < 100 || st > 999)
+			return -EINVAL;
+		reason = http_status_text((int)st);
+		reason_len = strlen(reason);
+	}
+	size_t need = HEAD_ROOM + reason_len + type_len + hdr_len + (body ? r->body_len : 0);
+	if (out->cap - out->len < need && buf_reserve(out, need) != 0)
+		return -ENOMEM;
+
+	char *p = out->data + out->len;
+	if (hs >= 0) {
+		p = put_seg(p, &head_seg[hs][r->cache & 3]);
+	} else {
+		p = put(p, "HTTP/1.1 ", 9);
+		p = put_u64(p, st);
+		*p++ = ' ';
+		p = put(p, reason, reason_len);
+		p = put(p, "\r\n", 2);
+		p = put_seg(p, &cache_seg[r->cache & 3]);
+		if (length)
+			p = put_seg(p, &length_seg);
+	}
+	if (length) {
+		p = put_u64(p, r->body_len);
+		p = put(p, "\r\n", 2);
+	}
+	if (type) {
+		p = put_seg(p, &type_seg);
+		p = put(p, type, type_len);
+		p = put(p, "\r\n", 2);
+	}
+	if (r->etag_len) {
+		p = put_seg(p, &etag_seg);
+		memcpy(p, r->etag, REPLY_ETAG_MAX);
+		p += r->etag_len;
+		p = put(p, "\r\n", 2);
+	}
+	if (r->coding && st != 304)
+		p = put_seg(p, &coding_seg[r->coding <= REPLY_GZIP ? r->coding : 0]);
+	if (r->vary)
+		p = put_seg(p, &vary_seg);
+	if (r->has_max_age) {
+		p = put_seg(p, &max_age_seg);
+		p = put_u64(p, r->max_age);
+		p = put(p, "\r\n", 2);
+	}
+	if (hdr_len)
+		p = put(p, r->headers, hdr_len);
+	if (r->l2) {
+		const char *name = reply_l2_name((enum reply_l2)r->l2);
+		p = put_seg(p, &l2_seg);
+		p = put(p, name, strlen(name));
+		p = put(p, "\r\n", 2);
+	}
+	if (informational)
+		p = put(p, "\r\n", 2);
+	else
+		p = put_seg(p, &conn_seg[conn_tail(r, to)]);
+	if (body)
+		p = put(p, r->body, r->body_len);
+	out->len = (size_t)(p - out->data);
+	return 0;
+}

@@ -1,0 +1,246 @@
+/*
+ * fwd.c - requests for keys another shard owns, and the answers coming back
+ * (fwd.h).
+ *
+ * The origin copies everything the request refers to (key, body, the few
+ * header values the executor reads) into one allocation, so the owner needs
+ * nothing from the origin's buffers, which keep changing.  Messages are
+ * pushed unpublished and made visible once per loop iteration by
+ * fwd_flush(): one release store per ring per batch, and a doorbell only for
+ * a peer that said it is parking (ring.h explains why no wake-up is lost).
+ * When a ring is full the message waits in a per-peer backlog, in order; no
+ * shard ever waits for another.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "fwd.h"
+#include "route.h"
+#include "shard.h"
+
+/* A FIFO of messages waiting for room in a ring to one peer. */
+struct fwd_queue {
+	struct fwd *head, *tail;
+};
+
+struct fwd_state {
+	struct fwd_queue *backlog;      /* per peer: messages the ring had no room for */
+	bool *touched;                  /* per peer: pushed since the last flush */
+	struct fwd *live;               /* every fwd this shard created and not freed */
+	uint64_t nlive;
+};
+
+int fwd_setup(struct shard *sh)
+{
+	unsigned n = sh->srv->nshards;
+	struct fwd_state *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		return -ENOMEM;
+	st->backlog = calloc(n, sizeof(*st->backlog));
+	st->touched = calloc(n, sizeof(*st->touched));
+	sh->fwd = st;
+	return st->backlog && st->touched ? 0 : -ENOMEM;
+}
+
+void fwd_teardown(struct shard *sh)
+{
+	struct fwd_state *st = sh->fwd;
+
+	if (!st)
+		return;
+	while (st->live)
+		fwd_destroy(st->live);
+	free(st->backlog);
+	free(st->touched);
+	free(st);
+	sh->fwd = NULL;
+}
+
+static uint8_t *copy_str(uint8_t *dst, struct http_str *s)
+{
+	if (s->len)
+		memcpy(dst, s->p, s->len);
+	s->p = (const char *)dst;
+	return dst + s->len;
+}
+
+struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req *r,
+		       const struct http_answer_to *to)
+{
+	struct fwd_state *st = sh->fwd;
+	size_t extra = (size_t)r->key_len + r->body_len + r->content_type.len +
+		       r->accept_encoding.len + r->if_none_match.len + r->cache_control.len;
+	struct fwd *f = malloc(sizeof(*f) + extra);
+
+	if (!f)
+		return NULL;
+	memset(f, 0, sizeof(*f));
+	f->conn = c;
+	f->home = st;
+	f->origin = (uint16_t)sh->id;
+	f->to = *to;
+	f->req = *r;
+
+	uint8_t *p = f->data;
+	if (r->key_len)
+		memcpy(p, r->key, r->key_len);
+	f->req.key = p;
+	p += r->key_len;
+	if (r->body_len)
+		memcpy(p, r->body, r->body_len);
+	f->req.body = p;
+	p += r->body_len;
+	p = copy_str(p, &f->req.content_type);
+	p = copy_str(p, &f->req.accept_encoding);
+	p = copy_str(p, &f->req.if_none_match);
+	copy_str(p, &f->req.cache_control);
+
+	f->next = st->live;
+	if (st->live)
+		st->live->prev = f;
+	st->live = f;
+	st->nlive++;
+	return f;
+}
+
+void fwd_destroy(struct fwd *f)
+{
+	if (!f)
+		return;
+	struct fwd_state *st = f->home;
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		st->live = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	st->nlive--;
+	buf_deinit(&f->slot.bytes);
+	free(f);
+}
+
+void fwd_release(struct slot *s)
+{
+	fwd_destroy((struct fwd *)(void *)((char *)s - offsetof(struct fwd, slot)));
+}
+
+void fwd_orphan(struct slot *s)
+{
+	struct fwd *f = (struct fwd *)(void *)((char *)s - offsetof(struct fwd, slot));
+
+	f->conn = NULL;
+}
+
+uint64_t fwd_alive(const struct shard *sh)
+{
+	return sh->fwd->nlive;
+}
+
+void fwd_send(struct shard *sh, unsigned to, struct fwd *f)
+{
+	struct fwd_queue *q = &sh->fwd->backlog[to];
+
+	f->qnext = NULL;
+	if (!q->head && ring_push(server_ring(sh->srv, sh->id, to), f)) {
+		sh->fwd->touched[to] = true;
+		return;
+	}
+	if (q->tail)
+		q->tail->qnext = f;
+	else
+		q->head = f;
+	q->tail = f;
+}
+
+/* f is back on its origin shard with its answer. */
+static void arrive_home(struct fwd *f)
+{
+	if (f->conn)
+		conn_complete(f->conn, &f->slot);
+	else
+		fwd_destroy(f); /* its connection ended while it was out */
+}
+
+void fwd_answer(struct shard *sh, struct fwd *f)
+{
+	pipeline_render(&f->slot, &f->r, &f->to);
+	if (f->remote) {
+		f->reply = true;
+		fwd_send(sh, f->origin, f);
+	} else {
+		arrive_home(f);
+	}
+}
+
+bool fwd_flush(struct shard *sh)
+{
+	struct fwd_state *st = sh->fwd;
+	unsigned n = sh->srv->nshards;
+	bool backlog = false;
+
+	for (unsigned to = 0; to < n; to++) {
+		struct fwd_queue *q = &st->backlog[to];
+		struct ring *r = server_ring(sh->srv, sh->id, to);
+
+		while (q->head && ring_push(r, q->head)) {
+			q->head = q->head->qnext;
+			st->touched[to] = true;
+		}
+		if (!q->head)
+			q->tail = NULL;
+		else
+			backlog = true;
+		if (st->touched[to]) {
+			st->touched[to] = false;
+			if (ring_flush(r))
+				shard_wake(sh->srv->shards[to]);
+		}
+	}
+	return backlog;
+}
+
+bool fwd_drain(struct shard *sh)
+{
+	unsigned n = sh->srv->nshards;
+	bool any = false;
+
+	for (unsigned from = 0; from < n; from++) {
+		struct ring *r;
+		struct fwd *f;
+
+		if (from == sh->id)
+			continue;
+		r = server_ring(sh->srv, from, sh->id);
+		while ((f = ring_pop(r)) != NULL) {
+			any = true;
+			if (f->reply)
+				arrive_home(f);
+			else
+				route_exec_forwarded(sh, f);
+		}
+		ring_release(r);
+	}
+	return any;
+}
+
+bool fwd_pending(struct shard *sh)
+{
+	unsigned n = sh->srv->nshards;
+
+	for (unsigned from = 0; from < n; from++)
+		if (from != sh->id && ring_peek_sc(server_ring(sh->srv, from, sh->id)))
+			return true;
+	return false;
+}
+
+bool fwd_backlogged(const struct shard *sh)
+{
+	for (unsigned to = 0; to < sh->srv->nshards; to++)
+		if (sh->fwd->backlog[to].head)
+			return true;
+	return false;
+}

@@ -1,0 +1,91 @@
+/*
+ * fwd.h - a request that travels: to the shard that owns its key, or to the
+ * coherence thread, and back with its answer.
+ *
+ *   origin: fwd_create (copies key, body, headers into data[]),
+ *           its slot waits in the connection's pipeline
+ *        -> ring[origin*n+owner] -> owner: route_exec_forwarded, the answer
+ *           rendered into the slot (pipeline_render), maybe after Redis (l2.h)
+ *        -> ring[owner*n+origin] -> origin: conn_complete, then freed by the
+ *           pipeline once its bytes are in `out`
+ *
+ * Ownership: a fwd belongs to its origin shard from fwd_create() to
+ * fwd_destroy(), which only the origin calls; every live fwd is on its
+ * origin's list, so nothing leaks when a stop cuts its journey short.  The
+ * pipeline frees it after its answer is released.  If the connection ends
+ * first, the slot is orphaned (f->conn = NULL) and the fwd is freed where it
+ * comes back to the origin.  The owner reads what the origin wrote before
+ * sending (the ring's release/acquire orders it) and writes only the slot's
+ * answer, `r` and `outcome`; it never reads `conn`, which the origin may clear
+ * meanwhile.
+ */
+#ifndef RINGCACHE_FWD_H
+#define RINGCACHE_FWD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pipeline.h"
+#include "ringcache/cache.h"
+#include "ringcache/reply.h"
+
+struct conn;
+struct fwd_state;
+struct shard;
+
+struct fwd {
+	struct slot slot;               /* its answer in the connection's pipeline */
+	struct fwd *qnext;              /* a backlog FIFO, or a Redis read's waiters */
+	struct fwd *prev, *next;        /* the origin's list of live fwds */
+	struct fwd_state *home;         /* the origin's state, which holds that list */
+	struct conn *conn;              /* origin's; NULL once the connection has ended */
+	uint16_t origin;
+	bool reply;                     /* travelling back to the origin */
+	bool remote;                    /* executed by another shard than its origin */
+	uint8_t outcome;                /* enum cache_outcome, set by the executor */
+	struct http_answer_to to;       /* how the answer is rendered */
+	struct reply r;                 /* the answer while Redis completes it (l2.c) */
+	struct cache_req req;
+	uint8_t data[];
+};
+
+/* Per-shard state (sh->fwd). */
+int fwd_setup(struct shard *sh);
+/* Frees every fwd this shard still owns (stop).  Call after conn_destroy of
+ * every connection, with no thread running. */
+void fwd_teardown(struct shard *sh);
+
+/*
+ * A copy of r (with everything it points at) for connection c of shard sh,
+ * on sh's list of live fwds.  NULL without memory.
+ */
+struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req *r,
+		       const struct http_answer_to *to);
+/* Origin shard only.  Accepts NULL. */
+void fwd_destroy(struct fwd *f);
+
+/* The pipeline's hooks (pipeline_init): free a released slot; a connection
+ * gave up on a waiting one. */
+void fwd_release(struct slot *s);
+void fwd_orphan(struct slot *s);
+
+/* Sends f to shard `to` (its owner, or back to its origin). */
+void fwd_send(struct shard *sh, unsigned to, struct fwd *f);
+
+/*
+ * f's answer is in f->r: renders it into f's slot, then sends f home: back
+ * to its origin shard, or to its connection when that is on this shard.
+ */
+void fwd_answer(struct shard *sh, struct fwd *f);
+
+/* The loop's part: publish what was pushed (true while a backlog remains),
+ * handle what peers published (true if anything), the parking checks. */
+bool fwd_flush(struct shard *sh);
+bool fwd_drain(struct shard *sh);
+bool fwd_pending(struct shard *sh);
+bool fwd_backlogged(const struct shard *sh);
+
+/* Fwds this shard created that are not freed yet (stop waits for 0). */
+uint64_t fwd_alive(const struct shard *sh);
+
+#endif

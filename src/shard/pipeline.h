@@ -1,0 +1,149 @@
+/*
+ * pipeline.h - a connection's answers, in request order.
+ *
+ * Every request a connection parses gets exactly one answer, and answers
+ * leave in the order the requests came, although some are made elsewhere
+ * (another shard's store, Redis) and come back later.  The pipeline is that
+ * ordering, and the one place an answer is counted and rendered:
+ *
+ *   out:  bytes ready to send, in order
+ *   head -> [slot: GET k7 @shard1, WAITING] -> [slot: 404, DONE] -> [slot ...]
+ *           the FIFO drains into `out` from the head while its slots are DONE
+ *
+ * While nothing is outstanding an answer is rendered straight into `out`;
+ * once one is, every later answer gets a DONE slot behind it.  A WAITING slot
+ * belongs to a message that travels (struct fwd, forward.h): its owner
+ * renders the answer into the slot with pipeline_render() (on whichever
+ * shard holds the value), and the connection's shard completes it with
+ * pipeline_complete().
+ *
+ * Accounting happens here and only here, when an answer is final: its status
+ * class (stats responses_Nxx, errors), and for answers a store gave, their
+ * latency from the request's completion to the submission of the send that
+ * carries them (docs/stats.md).
+ *
+ * A pipeline is plain memory, touched only by its connection's shard; it
+ * does no I/O, so tests drive it without io_uring.
+ */
+#ifndef RINGCACHE_PIPELINE_H
+#define RINGCACHE_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ringcache/buf.h"
+#include "ringcache/http_render.h"
+#include "ringcache/reply.h"
+#include "ringcache/stats.h"
+
+/* How an answer's latency is recorded (stats.h STATS_HISTS). */
+enum pipeline_timing {
+	PIPELINE_UNTIMED = 0,   /* not a store's answer: refusals, admin paths */
+	PIPELINE_LOCAL,         /* this shard's store: local_all, and local if a hit */
+	PIPELINE_REMOTE,        /* another shard's store: forwarded_all / forwarded */
+};
+
+/* The request an answer is for. */
+struct pipeline_req {
+	struct http_answer_to to;
+	uint8_t timing;         /* enum pipeline_timing */
+	uint64_t t0;            /* mono ns: the completion that delivered its last byte */
+};
+
+enum slot_state { SLOT_WAITING = 0, SLOT_DONE };
+
+/* One answer queued behind one still outstanding. */
+struct slot {
+	struct slot *next;
+	uint8_t state;          /* enum slot_state */
+	uint8_t timing;         /* enum pipeline_timing */
+	bool own;               /* allocated by the pipeline; else the owner's (release) */
+	bool hit;               /* a 200 or 304 from L1 (latency: the hit histograms) */
+	bool close;             /* the connection ends after this answer */
+	bool failed;            /* no memory to render it: the connection must end */
+	uint16_t status;        /* for the status counters */
+	uint64_t t0;
+	struct buf bytes;       /* the rendered answer */
+};
+
+struct pipeline {
+	struct buf out;                 /* answers ready to send, in order */
+	struct slot *head, *tail;       /* answers behind one still outstanding */
+	uint32_t queued;                /* slots in the FIFO */
+	uint32_t waiting;               /* of which WAITING */
+	size_t queued_bytes;            /* rendered bytes in DONE slots */
+	bool close;                     /* an answer ends the connection: no more requests */
+	bool broken;                    /* an answer could not be rendered (no memory) */
+	/* answers rendered straight into `out`, timed when it is sent */
+	uint64_t batch_t0;
+	uint32_t batch_timed, batch_hits;
+	struct stats_shard *stats;
+	void (*release)(struct slot *); /* frees a slot the pipeline did not allocate */
+	void (*orphan)(struct slot *);  /* a WAITING slot whose connection is gone */
+};
+
+/*
+ * Sets up an empty pipeline counting into `stats`.  release(s) frees a slot
+ * that is not `own` once its answer has been moved to `out` (or the
+ * pipeline is torn down); orphan(s) hands a WAITING slot over to whoever
+ * holds it when the connection ends first: it must free it when it returns.
+ */
+void pipeline_init(struct pipeline *p, struct stats_shard *stats,
+		   void (*release)(struct slot *), void (*orphan)(struct slot *));
+
+/* Frees `out` and every slot; WAITING slots are orphaned, not freed. */
+void pipeline_deinit(struct pipeline *p);
+
+/*
+ * The next answer, known now: rendered into `out`, or into a DONE slot
+ * behind the outstanding ones.  0, or -ENOMEM (nothing queued; the caller
+ * ends the connection).
+ */
+int pipeline_answer(struct pipeline *p, const struct reply *r, const struct pipeline_req *q);
+
+/*
+ * Interim bytes that are not an answer (100 Continue), in order with the
+ * answers, counted nowhere.  0 or -ENOMEM.
+ */
+int pipeline_interim(struct pipeline *p, const char *bytes, size_t n);
+
+/*
+ * The next answer will come later: s (zeroed by its owner, not own) waits in
+ * the FIFO until pipeline_complete(p, s).
+ */
+void pipeline_wait(struct pipeline *p, struct slot *s, const struct pipeline_req *q);
+
+/*
+ * Renders r into s, for the request `to`.  Touches nothing but s, so the
+ * shard that holds the value calls it, whichever shard the connection is on.
+ * Without memory for it, s gets a 500 that ends the connection, or if even
+ * that fails, s->failed (the FIFO cannot skip an answer: p->broken).
+ */
+void pipeline_render(struct slot *s, const struct reply *r, const struct http_answer_to *to);
+
+/*
+ * s's answer has been rendered: count it, and move every DONE slot at the
+ * head of the FIFO into `out` (timing those a store gave at `now`).
+ */
+void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now);
+
+/*
+ * `out` was handed to a send at `now`: the answers rendered straight into it
+ * since the last call are timed now.
+ */
+void pipeline_sent(struct pipeline *p, uint64_t now);
+
+/* Bytes of answers not yet sent that the pipeline holds: `out` and DONE slots. */
+static inline size_t pipeline_bytes(const struct pipeline *p)
+{
+	return p->out.len + p->queued_bytes;
+}
+
+/* Nothing to send and nothing outstanding. */
+static inline bool pipeline_idle(const struct pipeline *p)
+{
+	return p->out.len == 0 && p->head == NULL;
+}
+
+#endif

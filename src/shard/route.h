@@ -1,0 +1,45 @@
+/*
+ * route.h - what a request asks for, and where it is answered.
+ *
+ * One static table (route.c) names every path, the methods it allows,
+ * whether it needs an API key, and its handler; the normal path and early
+ * refusal both read it.  A /cache/ request is executed by the shard that
+ * owns its key: here (route_exec), on another shard (fwd.h), and with
+ * --redis continued at the coherence thread (l2.h).
+ */
+#ifndef RINGCACHE_ROUTE_H
+#define RINGCACHE_ROUTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ringcache/cache.h"
+#include "ringcache/http.h"
+
+struct conn;
+struct fwd;
+struct shard;
+
+/* A request whose head and body arrived: answer it or send it on. */
+void route_request(struct conn *c, const struct http_request *req, const uint8_t *body,
+		   size_t body_len);
+
+/*
+ * A request whose body has not all arrived: when its answer cannot depend on
+ * the body (404 for the path, 405 for the method, 401 without a key), answer
+ * now and close, rather than wait for up to --max-value bytes or send
+ * "100 Continue".  True when the request was refused.
+ */
+bool route_refuse_early(struct conn *c, const struct http_request *req);
+
+/*
+ * The owner shard's side of a forwarded request: executes f against this
+ * shard's store, then sends the answer home, or on to Redis first.
+ */
+void route_exec_forwarded(struct shard *sh, struct fwd *f);
+
+/* Counts what this shard's store did (hits, misses, sets, deletes). */
+void route_count_outcome(struct shard *sh, enum cache_outcome oc);
+
+#endif
