@@ -1,6 +1,6 @@
 """Helpers of the fast-lane integration tests (issue 4): decoding br and
-gzip bodies, values of a chosen compressibility, reading /stats and
-/metrics.  The daemon and the client side are harness.py's.
+gzip bodies, values of a chosen compressibility, reading /metrics.  The
+daemon, the client side and /stats are harness.py's.
 
 br bodies are decoded with the brotli command-line tool (Debian package
 `brotli`), run with a timeout; gzip bodies with python's gzip module.
@@ -114,16 +114,7 @@ def skewed_value(size, alphabet, seed):
     return bytes(32 + rnd.randrange(alphabet) for _ in range(size))
 
 
-# --- /stats and /metrics --------------------------------------------------------
-
-def get_stats(srv, headers=None):
-    """(response, parsed JSON or None)."""
-    r = srv.request("GET", "/stats", headers=headers)
-    try:
-        return r, json.loads(r.body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return r, None
-
+# --- /metrics ----------------------------------------------------------------------
 
 METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)(?: \d+)?$')
 LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)')

@@ -7,9 +7,8 @@ usage: test_api.py [path/to/ringcached]
 import os
 import time
 
-from harness import Server, build_request, chunked, pct, run_main, wait_for
+from harness import WRITE_OK, Server, build_request, chunked, pct, run_main, wait_for
 
-WRITE_OK = {201, 204}
 DELETE_OK = {200, 204}
 MAX_VALUE = 1024
 

@@ -12,17 +12,15 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import tempfile
 import time
 
-from harness import Server, binary_path, build_request, free_port, keys_per_shard, key_shard, \
-    run_main, wait_for
-from fastlane_lib import get_stats, le_value, parse_metrics, random_value, text_value
+from harness import (RUN_TIMEOUT, WRITE_OK, ProtocolError, Server, build_request, free_port,
+                     key_shard, keys_per_shard, run_binary, run_main, show, stats, stats_delta,
+                     wait_for)
+from fastlane_lib import le_value, parse_metrics, random_value, text_value
 
 FLAGS = ["--shards", "2", "--memory", "64M"]
-RUN_TIMEOUT = 10.0
-WRITE_OK = {201, 204}
 
 COUNTERS = ["requests", "local_requests", "forwarded_requests", "hits", "misses", "not_modified",
             "sets", "deletes", "errors", "received_bytes", "sent_bytes", "connections_accepted",
@@ -30,10 +28,6 @@ COUNTERS = ["requests", "local_requests", "forwarded_requests", "hits", "misses"
 GAUGES = ["connections", "items", "value_bytes", "arena_bytes"]
 PERCENTILES = ["p50", "p90", "p99", "p99.9", "max"]
 KINDS = ["local", "forwarded", "local_all", "forwarded_all"]
-
-
-def show(r):
-    return "%r + %d body bytes: %r" % (r.raw_head, len(r.body), r.body[:120])
 
 
 class TempDir:
@@ -49,19 +43,6 @@ class TempDir:
 
     def remove(self):
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def run(args):
-    """Runs the binary to completion (bounded); (status or None, output)."""
-    p = subprocess.Popen([binary_path()] + args, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        out, _ = p.communicate(timeout=RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-        return None, out.decode("utf-8", "replace")
-    return p.returncode, out.decode("utf-8", "replace")
 
 
 # --- auth ---------------------------------------------------------------------------
@@ -206,9 +187,12 @@ def auth(c, tmp):
                  % (what, want))
             c.check(cl.closed_by_peer(), "... and the connection is closed")
 
-    r, doc = get_stats(srv, [("X-API-Key", k1)])
-    c.check(doc is not None and doc.get("total", {}).get("errors", 0) > 0,
-            "/stats with a key is the JSON document and counts the 401s as errors", show(r))
+    try:
+        errors, detail = stats(srv, headers=[("X-API-Key", k1)])["total"]["errors"], None
+    except ProtocolError as e:
+        errors, detail = None, str(e)
+    c.check(errors is not None and errors > 0,
+            "/stats with a key is the JSON document and counts the 401s as errors", detail)
     c.check(k1 not in srv.log_text() and k2 not in srv.log_text(), "the log does not show the keys")
     srv.stop()
 
@@ -261,7 +245,8 @@ def bad_key_files(c, tmp):
     ]
     for path, what, line in cases:
         t0 = time.monotonic()
-        rc, out = run(["--listen", "127.0.0.1:%d" % free_port()] + FLAGS + ["--api-keys-file", path])
+        rc, out = run_binary(["--listen", "127.0.0.1:%d" % free_port()] + FLAGS
+                             + ["--api-keys-file", path])
         took = time.monotonic() - t0
         if rc is None:
             c.check(False, "%s: the daemon exits (it was still running after %.0f s)"
@@ -275,7 +260,7 @@ def bad_key_files(c, tmp):
         if line is not None:
             c.check(re.search(r"\bline %d\b" % line, out) is not None,
                     "%s: the message names line %d" % (what, line), repr(out[-300:]))
-    rc, out = run(["--listen", "127.0.0.1:%d" % free_port()] + FLAGS + ["--api-keys-file"])
+    rc, out = run_binary(["--listen", "127.0.0.1:%d" % free_port()] + FLAGS + ["--api-keys-file"])
     c.eq(rc, 2, "--api-keys-file without a value exits 2")
     c.check("--api-keys-file" in out, "... naming --api-keys-file", repr(out[-300:]))
 
@@ -358,11 +343,14 @@ def check_percentiles(c, h, what):
 
 
 def poll_stats(srv, cond, timeout=5.0):
-    """Polls /stats until cond(doc) holds; (held, last doc)."""
+    """Polls /stats until cond(doc) holds; (held, last doc or None)."""
     last = [None]
 
     def probe():
-        last[0] = get_stats(srv)[1]
+        try:
+            last[0] = stats(srv)
+        except (OSError, ProtocolError):
+            last[0] = None
         return last[0] is not None and cond(last[0])
     return bool(wait_for(probe, timeout, 0.2)), last[0]
 
@@ -374,20 +362,24 @@ def totals(doc, *names):
 
 
 def delta(a, b, name):
-    return b["total"][name] - a["total"][name]
+    return stats_delta(a["total"], b["total"])[name]
 
 
-def stats(c):
+def counters(c):
     c.section("/stats after a known sequence of requests (--shards 2)")
     srv = Server(FLAGS, checks=c).start()
-    r0, s0 = get_stats(srv)
+    r0 = srv.request("GET", "/stats")
     c.eq(r0.status, 200, "GET /stats -> 200")
     ctype = r0.header("Content-Type") or ""
     c.check(ctype.split(";")[0].strip() == "application/json", "/stats is application/json",
             ctype)
-    c.check(s0 is not None, "/stats parses as JSON", repr(r0.body[:200]))
+    try:
+        s0 = json.loads(r0.body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        s0 = None
+    c.check(isinstance(s0, dict), "/stats parses as a JSON object", repr(r0.body[:200]))
     c.check(b"\n" not in r0.body.rstrip(b"\n"), "/stats is one line")
-    if s0 is None:
+    if not isinstance(s0, dict):
         srv.stop()
         return
     check_doc_shape(c, s0, 2, "fresh server")
@@ -417,7 +409,7 @@ def stats(c):
         c.eq(r.status, 404, "GET /cache/%s -> 404" % k)
         nreq += 1
     sent, received = cl.sent, cl.received
-    r1, s1 = get_stats(srv)
+    s1 = stats(srv)
     hits, nmiss = 2 * len(allkeys), len(misses)
     c.note("did %d PUTs, %d GET hits, %d GET misses on one connection" % (len(allkeys), hits, nmiss))
     check_doc_shape(c, s1, 2, "after the requests")
@@ -485,7 +477,7 @@ def stats(c):
         c.check(s2["total"]["arena_bytes"] > 0, "arena_bytes > 0")
 
     c.section("not_modified, deletes, expirations")
-    s3 = get_stats(srv)[1]
+    s3 = stats(srv)
     k = allkeys[0]
     tag = cl.req("GET", "/cache/" + k).header("ETag")
     for _ in range(2):
@@ -495,13 +487,13 @@ def stats(c):
     c.eq(r.status, 204, "DELETE -> 204")
     r = cl.req("PUT", "/cache/st-exp?ttl=1", b"v")
     c.eq(r.status, 201, "PUT ?ttl=1 -> 201")
-    s4 = get_stats(srv)[1]
+    s4 = stats(srv)
     c.eq(delta(s3, s4, "not_modified"), 2, "not_modified grew by exactly 2")
     c.eq(delta(s3, s4, "deletes"), 1, "deletes grew by exactly 1")
     c.eq(delta(s3, s4, "errors"), 0, "304s and the 204 are not errors")
     r = cl.req("DELETE", "/cache/never-there")
     c.eq(r.status, 404, "DELETE of an absent key -> 404")
-    s4b = get_stats(srv)[1]
+    s4b = stats(srv)
     c.eq(delta(s4, s4b, "errors"), 1, "errors grew by 1 (that 404)")
     c.eq(delta(s4, s4b, "deletes"), 0,
          "deletes did not grow (nothing was deleted; docs: 'deletes applied to this "
@@ -523,7 +515,7 @@ def stats(c):
 def metrics(c, srv, cl):
     c.section("/metrics: Prometheus text")
     # No hits between the two documents: the histogram counts must agree.
-    _, sj = get_stats(srv)
+    sj = stats(srv)
     r = srv.request("GET", "/metrics")
     c.eq(r.status, 200, "GET /metrics -> 200")
     c.eq(r.header("Content-Type"), "text/plain; version=0.0.4; charset=utf-8",
@@ -630,7 +622,7 @@ def main(c):
         bad_key_files(c, tmp)
     finally:
         tmp.remove()
-    stats(c)
+    counters(c)
     evictions(c)
 
 

@@ -8,9 +8,8 @@ usage: test_pipeline.py [path/to/ringcached]
 import random
 import socket
 
-from harness import (Server, build_request, chunked, key_shard, keys_per_shard, run_main)
+from harness import WRITE_OK, Server, build_request, chunked, key_shard, keys_per_shard, run_main
 
-WRITE_OK = {201, 204}
 DELETE_OK = {200, 204}
 
 
