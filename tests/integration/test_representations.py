@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""The fast lane (issue 4) over real sockets: pre-compressed variants,
-Accept-Encoding negotiation, Content-Type, ETags and 304, HEAD, TTL and
-Cache-Control, X-Cache.  The rules are docs/fastlane.md's; br bodies are
-decoded with the brotli CLI, gzip bodies with python's gzip module.
+"""How a stored value is represented in responses (the fast lane of
+issue 4, docs/fastlane.md), over real sockets: the br and gzip variants made
+at write time and the flags that shape them, Accept-Encoding negotiation,
+Content-Type, ETags and 304, HEAD, TTL and Cache-Control: max-age, X-Cache.
+br bodies are decoded with the brotli CLI, gzip bodies with python's gzip
+module (content_codings.py).
 
-usage: test_fastlane.py [path/to/ringcached]
+usage: test_representations.py [path/to/ringcached]
 """
 
 import re
@@ -12,7 +14,7 @@ import time
 
 from harness import (WRITE_OK, Server, build_request, chunked, free_port, keys_per_shard,
                      run_binary, run_main, show, wait_for)
-from fastlane_lib import brotli_cli, decode, json_value, random_value, skewed_value, text_value
+from content_codings import brotli_cli, decode, json_value, random_value, skewed_value, text_value
 
 FLAGS = ["--shards", "2", "--memory", "64M"]
 ETAG_RE = re.compile(r'^"[0-9a-f]{8}(-br|-gz)?"$')
@@ -759,4 +761,4 @@ def main(c):
 
 
 if __name__ == "__main__":
-    run_main("test_fastlane", main)
+    run_main("test_representations", main)
