@@ -415,16 +415,16 @@ class ProtocolError(Exception):
     pass
 
 
-class Conn:
-    """A client connection with its own receive buffer, so pipelined
-    responses that arrive in one segment are read one at a time."""
+class TcpClient:
+    """A loopback TCP connection (Nagle off, every operation bounded by
+    `timeout`) with a receive buffer; a context manager that closes it.
+    The base of the HTTP client here and of the RESP client of
+    redis_harness.py."""
 
-    def __init__(self, port, timeout=IO_TIMEOUT):
+    def __init__(self, port, timeout):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(timeout)
         self.buf = b""
-        self.eof = False
 
     def close(self):
         try:
@@ -437,6 +437,15 @@ class Conn:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Conn(TcpClient):
+    """A client connection with its own receive buffer, so pipelined
+    responses that arrive in one segment are read one at a time."""
+
+    def __init__(self, port, timeout=IO_TIMEOUT):
+        super().__init__(port, timeout)
+        self.eof = False
 
     def send(self, data):
         self.sock.sendall(data)

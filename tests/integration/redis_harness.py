@@ -15,12 +15,12 @@ one of its helpers.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
-from harness import WRITE_OK, Server, free_port, keys_per_shard, run_main, show, wait_for
+from harness import (WRITE_OK, Server, TcpClient, free_port, keys_per_shard, run_main, show,
+                     wait_for)
 
 REDIS_START_TIMEOUT = 10.0
 REDIS_IO_TIMEOUT = 5.0
@@ -44,27 +44,13 @@ def resp_encode(*args):
     return b"".join(out)
 
 
-class Resp:
+class Resp(TcpClient):
     """One connection to Redis.  cmd() sends a command and returns its
     reply: bytes, int, None (nil), list, or a RespError instance (error
     replies are values, not exceptions, so a test can check them)."""
 
     def __init__(self, port, timeout=REDIS_IO_TIMEOUT):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().__init__(port, timeout)
 
     def _fill(self):
         chunk = self.sock.recv(1 << 16)
