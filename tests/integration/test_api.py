@@ -7,9 +7,8 @@ usage: test_api.py [path/to/ringcached]
 import os
 import time
 
-from harness import Server, build_request, chunked, pct, run_main, wait_for
+from harness import WRITE_OK, Server, build_request, chunked, pct, run_main, wait_for
 
-WRITE_OK = {201, 204}
 DELETE_OK = {200, 204}
 MAX_VALUE = 1024
 
@@ -93,12 +92,11 @@ def ttl(c, srv):
     c.check(gone, "key with ttl=1 reads 404 within 6 s")
     first_404 = next((t for t, st in seen if st == 404), None)
     c.note("first 404 %.2f s after the PUT was sent" % (first_404 or -1))
-    # A 404 whose response arrived less than 1 s after the PUT was sent was
-    # decided less than 1 s after the server stored the key: the key lived
-    # less than its TTL.  The issue does not pin the granularity, so warn.
-    c.warn(first_404 is None or first_404 >= 1.0,
-           "a ttl=1 key is not dropped before 1 s has passed",
-           "404 %.3f s after the PUT was sent" % (first_404 or -1))
+    # Not checked: that a ttl=1 key lives a full second.  The store clock
+    # counts whole seconds (docs/store.md, "Time, expiry, flush"), so a key
+    # stored late in a second expires at the next tick, which can be well
+    # under a second later; the daemon promises expiry, not a minimum
+    # lifetime below one second.
     c.eq(srv.request("GET", "/cache/ttl-long").status, 200, "key with ttl=3600 still there")
     c.eq(srv.request("GET", "/cache/no-ttl").status, 200, "key without ttl still there")
 
@@ -222,9 +220,10 @@ def methods(c, srv):
             conn.send(("%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (m, path)).encode())
             r = conn.read_response()
             c.eq(r.status, 405, "%s /cache/alpha -> 405" % m)
-            if m == "PATCH":
-                c.warn(r.header("Allow") is not None, "405 carries an Allow header (RFC 9110 15.5.6)",
-                       repr(r.raw_head))
+            allow = {t.strip() for t in (r.header("Allow") or "").split(",")}
+            c.eq(allow, {"GET", "HEAD", "PUT", "POST", "DELETE"},
+                 "%s /cache/alpha: the 405's Allow lists the methods /cache/ takes "
+                 "(RFC 9110 15.5.6)" % m)
             # 405 is not a framing error: unless the server said it closes,
             # the connection stays usable.
             if not r.has_token("Connection", "close"):

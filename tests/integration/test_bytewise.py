@@ -7,9 +7,7 @@ usage: test_bytewise.py [path/to/ringcached]
 
 import time
 
-from harness import Server, build_request, chunked, run_main
-
-WRITE_OK = {201, 204}
+from harness import WRITE_OK, Server, build_request, chunked, run_main
 
 
 def byte_at_a_time(c, srv):

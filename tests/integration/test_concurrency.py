@@ -12,10 +12,9 @@ usage: test_concurrency.py [path/to/ringcached]
 import selectors
 import time
 
-from harness import Conn, Server, build_request, raise_nofile, run_main
+from harness import WRITE_OK, Conn, Server, build_request, raise_nofile, run_main
 
 N = 1000
-WRITE_OK = {201, 204}
 DEADLINE = 60.0
 
 

@@ -42,14 +42,12 @@ import resource
 import select
 import socket
 import struct
-import subprocess
 import threading
 import time
 
-from harness import (IO_TIMEOUT, SANITIZER_RE, shadow_sanitizers, ProtocolError, Server, build_request, key_shard,
-                     keys_per_shard, request, run_main, wait_for)
+from harness import (IO_TIMEOUT, WRITE_OK, ProtocolError, Server, build_request, key_shard,
+                     keys_per_shard, request, run_main, shadow_sanitizers, stats, wait_for)
 
-WRITE_OK = {201, 204}
 NSHARDS = 2
 DEEP = 5000                     # pipelined GETs: past PEND_MAX (1024) and OUT_MAX (8 MiB)
 VALUE_SIZE = 4096
@@ -61,18 +59,11 @@ def value_of(key, size):
     return head + random.Random(key).randbytes(size - len(head))
 
 
-def stats_doc(srv, conn=None):
-    r = conn.roundtrip("GET", "/stats") if conn else srv.request("GET", "/stats")
-    if r.status != 200:
-        raise ProtocolError("GET /stats -> %d" % r.status)
-    return json.loads(r.body)
-
-
 def open_conns(srv):
     """The `connections` gauge seen from a fresh connection (which counts
     itself: 1 means no other connection is open)."""
     try:
-        return stats_doc(srv)["total"]["connections"]
+        return stats(srv)["total"]["connections"]
     except (OSError, ProtocolError, ValueError):
         return None
 
@@ -203,27 +194,16 @@ STALL_RSS_MAX = 256 << 20       # growth allowed while one client is stalled (OU
 STALL_IDLE = 4
 
 
-def rss_bytes(srv):
-    try:
-        with open("/proc/%d/status" % srv.proc.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 class RssPeak(threading.Thread):
     """Samples the server's RSS every 50 ms until stopped; .peak."""
 
     def __init__(self, srv):
         super().__init__(daemon=True)
-        self.srv, self.peak, self.done = srv, rss_bytes(srv), threading.Event()
+        self.srv, self.peak, self.done = srv, srv.rss(), threading.Event()
 
     def run(self):
         while not self.done.wait(0.05):
-            self.peak = max(self.peak, rss_bytes(self.srv))
+            self.peak = max(self.peak, self.srv.rss())
 
     def stop(self):
         self.done.set()
@@ -236,7 +216,7 @@ def conn_on_shard(srv):
     from per-shard `connections` while it is the only one open."""
     for _ in range(50):
         conn = srv.connect(timeout=10)
-        doc = stats_doc(srv, conn)
+        doc = stats(srv, conn)
         mine = [p["shard"] for p in doc["per_shard"] if p["connections"] == 1]
         if doc["total"]["connections"] == 1 and len(mine) == 1:
             return conn, mine[0]
@@ -255,7 +235,7 @@ def stall(c, srv, by_shard, values, remote):
     c.note("%s: the client is on shard %d, %s is owned by shard %d"
            % (label, shard, key, key_shard(key, NSHARDS)))
     s = conn.sock
-    rss0 = rss_bytes(srv)
+    rss0 = srv.rss()
     sampler = RssPeak(srv)
     sampler.start()
     try:
@@ -497,45 +477,30 @@ def close_while_sending(c):
 NOFILE = 64
 
 
-class LimitedServer(Server):
-    """A Server started with RLIMIT_NOFILE soft = hard = NOFILE (the daemon
-    raises its soft limit to the hard one, so both are set)."""
-
-    def start(self):
-        orig = subprocess.Popen
-
-        def limit():
-            resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-
-        def popen(*a, **kw):
-            kw["preexec_fn"] = limit
-            return orig(*a, **kw)
-
-        subprocess.Popen = popen  # harness.Server.start calls subprocess.Popen
-        try:
-            return super().start()
-        finally:
-            subprocess.Popen = orig
+def limit_nofile():
+    """RLIMIT_NOFILE soft = hard = NOFILE, in the daemon's process before
+    its exec (it raises its soft limit to the hard one, so both are set)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
 def accept_errors(c):
-    srv = LimitedServer(["--shards", "2", "--memory", "64M"], checks=c).start()
+    srv = Server(["--shards", "2", "--memory", "64M"], checks=c, preexec_fn=limit_nofile).start()
     admin = srv.connect(timeout=10)  # accepted now, used for /stats throughout
     clients = []
     try:
-        s0 = stats_doc(srv, admin)["total"]
+        s0 = stats(srv, admin)["total"]
         c.eq(s0.get("accept_errors"), 0, "accept_errors is 0 at first")
         for _ in range(100):
             # the kernel completes the handshake (backlog 4096) whether or
             # not the daemon has a descriptor to accept it with
             clients.append(socket.create_connection(("127.0.0.1", srv.port), timeout=IO_TIMEOUT))
-        ok = wait_for(lambda: stats_doc(srv, admin)["total"]["accept_errors"] > 0, 10, 0.1)
+        ok = wait_for(lambda: stats(srv, admin)["total"]["accept_errors"] > 0, 10, 0.1)
         c.check(ok, "100 connections under RLIMIT_NOFILE %d: accept_errors > 0" % NOFILE)
         c.check(srv.alive(), "server still running")
         t1 = time.monotonic()
-        s1 = stats_doc(srv, admin)["total"]
+        s1 = stats(srv, admin)["total"]
         time.sleep(2.0)  # not a threshold: an interval to count retries over
-        s2, t2 = stats_doc(srv, admin)["total"], time.monotonic()
+        s2, t2 = stats(srv, admin)["total"], time.monotonic()
         # retried from the 250 ms sweep, not in a loop: a slow machine can
         # only lower the count, so this upper bound is not a timing test
         most = NSHARDS * ((t2 - t1) / 0.25 + 3)
@@ -551,9 +516,9 @@ def accept_errors(c):
             s.close()
     ok = wait_for(lambda: _try_connect(srv), 15, 0.1)
     c.check(ok, "after the clients close, new connections are served again (within 15 s)")
-    n = wait_for(lambda: stats_doc(srv, admin)["total"]["connections"] == 1, 15, 0.1)
+    n = wait_for(lambda: stats(srv, admin)["total"]["connections"] == 1, 15, 0.1)
     c.check(n, "connections falls back to 1 (the admin connection)",
-            repr(stats_doc(srv, admin)["total"]["connections"]))
+            repr(stats(srv, admin)["total"]["connections"]))
     admin.close()
     c.check(srv.healthy(), "server healthy")
     srv.stop()
@@ -707,7 +672,7 @@ def half_closing(c, nshards, max_conns):
     c.check(wait_for(srv.healthy, 5, 0.05), "--max-conns %d: server healthy afterwards" % max_conns)
     status = srv.stop()
     c.eq(status, 0, "--max-conns %d: SIGTERM -> exit status 0" % max_conns)
-    reports = [ln for ln in srv.log_text().splitlines() if SANITIZER_RE.search(ln)]
+    reports = srv.sanitizer_reports()
     c.check(not reports, "--max-conns %d: no sanitizer report in the log (the double entry in "
             "the dirty list overflowed it)" % max_conns, "; ".join(reports[:3]))
 
@@ -725,7 +690,7 @@ def idle_buffers(c):
     val = b"b" * BIG
     r = srv.request("PUT", "/cache/big", val, [("Content-Type", "image/png")])
     c.check(r.status in WRITE_OK, "PUT a 4 MiB value (stored raw)", repr(r))
-    rss0 = rss_bytes(srv)
+    rss0 = srv.rss()
     conns, bad = [], 0
     try:
         for _ in range(IDLE_CONNS):
@@ -741,7 +706,7 @@ def idle_buffers(c):
             conns.append(s)
         c.eq(bad, 0, "%d connections each read the whole value" % IDLE_CONNS)
         time.sleep(0.5)
-        grew = rss_bytes(srv) - rss0
+        grew = srv.rss() - rss0
         what = ("RSS with %d idle connections that read 4 MiB each grew %d MiB (at most 32)"
                 % (IDLE_CONNS, grew >> 20))
         sanitizers = shadow_sanitizers(srv.binary)

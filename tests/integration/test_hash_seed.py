@@ -10,9 +10,7 @@ public value they do land on shard 0, which shows the check can fail.
 usage: test_hash_seed.py [path/to/ringcached]
 """
 
-import json
-
-from harness import Server, key_shard, run_main
+from harness import Server, key_shard, run_main, stats
 
 KEYS = 64
 
@@ -34,8 +32,7 @@ def sets_per_shard(c, srv, keys):
         if r.status not in (201, 204):
             c.check(False, "PUT %s stored" % k, "status %d" % r.status)
             return None
-    r = srv.request("GET", "/stats")
-    return [s["sets"] for s in json.loads(r.body)["per_shard"]]
+    return [s["sets"] for s in stats(srv)["per_shard"]]
 
 
 def body(c):

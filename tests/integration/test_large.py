@@ -9,9 +9,8 @@ import hashlib
 import os
 import random
 
-from harness import Server, build_request, chunked, run_main
+from harness import WRITE_OK, Server, build_request, chunked, run_main
 
-WRITE_OK = {201, 204}
 SIZE = 4 << 20
 
 

@@ -11,13 +11,12 @@ Also: the claim dies with its process, so a restart after SIGKILL works.
 usage: test_listen_claim.py [path/to/ringcached]
 """
 
-import os
 import signal
 import subprocess
 import time
 import urllib.request
 
-from harness import binary_path, free_port, run_main, wait_for
+from harness import binary_path, free_port, hash_seed_flags, run_main, wait_for
 
 ROUNDS = 20
 FLAGS = ["--shards", "2", "--memory", "8M"]
@@ -32,7 +31,8 @@ def healthy(port):
 
 
 def spawn(port):
-    return subprocess.Popen([binary_path(), "--listen", "127.0.0.1:%d" % port] + FLAGS,
+    return subprocess.Popen([binary_path(), "--listen", "127.0.0.1:%d" % port]
+                            + hash_seed_flags() + FLAGS,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
 

@@ -12,13 +12,12 @@ runtime's shadow and quarantine are in the RSS.  Every other check runs.
 usage: test_memory_budget.py [path/to/ringcached]
 """
 
-import json
 import random
 import selectors
 import socket
 import time
 
-from harness import Server, run_main, shadow_sanitizers
+from harness import Server, run_main, shadow_sanitizers, stats
 
 MiB = 1 << 20
 MEMORY = 64 * MiB
@@ -44,14 +43,6 @@ def value_of(i):
 
 def key_of(i):
     return b"mem:%d" % i
-
-
-def rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def http_get(port, path, timeout=5.0):
@@ -105,7 +96,7 @@ def load(c, srv, limit):
             done += got
         if done >= next_probe:
             next_probe += 50000
-            max_rss = max(max_rss, rss(srv.proc.pid))
+            max_rss = max(max_rss, srv.rss())
             try:
                 status, _ = http_get(srv.port, b"/health", timeout=5.0)
             except OSError as e:
@@ -114,7 +105,7 @@ def load(c, srv, limit):
                 health_fail.append((done, status))
         if time.monotonic() > deadline:
             raise RuntimeError("load timed out at %d of %d" % (done, KEYS))
-    max_rss = max(max_rss, rss(srv.proc.pid))
+    max_rss = max(max_rss, srv.rss())
     bad = sum(st[2] for st in state.values())
     for s in conns:
         s.close()
@@ -140,7 +131,7 @@ def body(c):
     srv = Server(["--shards", str(SHARDS), "--memory", "64M", "--hugepages", "off",
                   "--recv-buffers", str(RECV_BUFFERS),
                   "--recv-buffer-size", str(RECV_BUFFER_SIZE)], checks=c).start()
-    base = rss(srv.proc.pid)
+    base = srv.rss()
     limit = MEMORY + SHARDS * RECV_BUFFERS * RECV_BUFFER_SIZE + base + SLACK
     c.note("RSS at start %.1f MiB" % (base / MiB))
     t0 = time.monotonic()
@@ -164,9 +155,7 @@ def body(c):
     c.eq(corrupt, 0, "older keys read back exactly or miss (404)")
     c.note("%d of 2000 older keys still cached" % hits)
 
-    status, raw = http_get(srv.port, b"/stats")
-    c.eq(status, 200, "GET /stats")
-    total = json.loads(raw)["total"]
+    total = stats(srv)["total"]
     c.check(total["evictions"] > 0, "the store evicted to stay in budget", total["evictions"])
     c.check(total["arena_bytes"] <= MEMORY, "arenas total at most --memory", total["arena_bytes"])
     c.check(total["items"] > KEYS // 3, "more than a third of the keys fit in 64M",
@@ -175,4 +164,4 @@ def body(c):
 
 
 if __name__ == "__main__":
-    run_main("memory_budget", body)
+    run_main("test_memory_budget", body)

@@ -1,32 +1,30 @@
-"""Pieces the L2 (Redis) integration tests share, on top of harness.py: a
-real redis-server on a free loopback port, a raw RESP client, and a pair of
-ringcached instances pointed at it.
+"""The harness of the L2 (Redis) integration tests, on top of harness.py: a
+real redis-server on a free loopback port, a raw RESP client, ringcached
+instances pointed at it, and a way to prove an invalidation has arrived.
 
 Why a RESP client of our own instead of redis-py: the tests must run with
 the standard library only, and they need the exact bytes Redis holds (the
 stored frame starts with a NUL byte).  RESP2 is small: five reply types.
 
 Every wait is a bounded poll.  The redis-server is killed on every exit
-path (a test failure, an exception, SIGTERM from meson's timeout): run()
-wraps the test body the way harness.run_main() does, and stops the
-ringcached instances and Redis in a finally block.
+path (a test failure, an exception, SIGTERM from meson's timeout):
+run_with_redis() runs the test through harness.run_main() with Redis as
+one of its helpers.
 """
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 
-from harness import SANITIZER_RE, Checks, Server, free_port, keys_per_shard, wait_for
+from harness import (WRITE_OK, Server, TcpClient, free_port, keys_per_shard, run_main, show,
+                     wait_for)
 
 REDIS_START_TIMEOUT = 10.0
 REDIS_IO_TIMEOUT = 5.0
 NSHARDS = 2
-WRITE_OK = {201, 204}
 
 
 # --- RESP ----------------------------------------------------------------------
@@ -46,27 +44,13 @@ def resp_encode(*args):
     return b"".join(out)
 
 
-class Resp:
+class Resp(TcpClient):
     """One connection to Redis.  cmd() sends a command and returns its
     reply: bytes, int, None (nil), list, or a RespError instance (error
     replies are values, not exceptions, so a test can check them)."""
 
     def __init__(self, port, timeout=REDIS_IO_TIMEOUT):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().__init__(port, timeout)
 
     def _fill(self):
         chunk = self.sock.recv(1 << 16)
@@ -276,94 +260,47 @@ def wait_l2_ready(srv, instance_id, timeout):
     return None
 
 
-def kill9(c, srv):
-    """SIGKILL a ringcached and take it off the list the checks stop at the
-    end (it did not fail: the test killed it)."""
-    srv.proc.send_signal(signal.SIGKILL)
-    srv.proc.wait(5.0)
-    srv.stop_status = srv.proc.returncode
-    if srv.log is not None:
-        srv.log.close()
-        srv.log = None
-    if srv in c.servers:
-        c.servers.remove(srv)
-    c.killed.append(srv)
-
-
-def timed(fn, *args, **kw):
-    """(result or exception, seconds)."""
-    t0 = time.monotonic()
-    try:
-        out = fn(*args, **kw)
-    except Exception as e:  # noqa: BLE001 - returned for the check to report
-        out = e
-    return out, time.monotonic() - t0
-
-
-# --- running a test -----------------------------------------------------------------
-
-def _log_lines(srv):
-    try:
-        return srv.log_text().splitlines()
-    except OSError:
-        return []
-
-
-# harness.SANITIZER_RE does not match ThreadSanitizer's "WARNING:" lines.
-def _reports(srv):
-    return [ln for ln in _log_lines(srv)
-            if SANITIZER_RE.search(ln) or "WARNING: ThreadSanitizer" in ln]
-
-
-def run(name, body):
-    """Like harness.run_main(), with a redis-server: body(c, redis).  Redis
-    and every ringcached are stopped on any exit, SIGTERM included."""
-    c = Checks(name)
-    c.killed = []
+def run_with_redis(name, body):
+    """Runs a test module that needs Redis: body(c, redis) with a fresh
+    redis-server, through harness.run_main(), which stops and checks the
+    ringcached instances while Redis is still up (so a clean stop can
+    remove its registry entry), then kills Redis, on every exit path."""
     redis = Redis()
 
-    def on_term(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    try:
+    def with_redis(c):
+        redis.start()
+        print("redis-server on 127.0.0.1:%d" % redis.port, flush=True)
         try:
-            redis.start()
-            print("redis-server on 127.0.0.1:%d" % redis.port, flush=True)
             body(c, redis)
-        except Exception as e:  # noqa: BLE001 - any escape is a test failure
-            import traceback
-            traceback.print_exc()
-            c.failed.append("exception: %r" % (e,))
-        if redis.paused:
-            redis.resume()
-        # Stop the instances while Redis is still up, so a clean stop can
-        # remove its registry entry; c.exit() then checks how they stopped
-        # and their logs.  The killed ones, which c.exit() does not see,
-        # get the sanitizer check here.
-        for srv in c.servers:
-            srv.stop()
-        for srv in c.servers + c.killed:
-            rep = _reports(srv)
-            c.check(not rep, "%s%s: no sanitizer or ThreadSanitizer reports in its log"
-                    % (srv.describe(), " (killed by the test)" if srv in c.killed else ""),
-                    "; ".join(rep[:3]))
-        if c.failed:
-            for srv in c.killed:
-                srv.dump_log()
-            redis.dump_log()
-        else:
-            for srv in c.killed:
-                srv.remove_log()
-    except SystemExit:
-        for srv in c.servers:
-            srv.stop()
-        redis.cleanup()
-        raise
-    redis.cleanup()
-    c.exit()
-    sys.exit(1)
+        finally:
+            if redis.paused:
+                redis.resume()
+
+    run_main(name, with_redis, helpers=[redis])
+
+
+# --- what the L2 tests do to an instance ---------------------------------------------
+
+def put_settled(c, redis, a, b, key, body, headers=None, query=""):
+    """PUT on a (checked: 201/204 with X-L2: ok), then wait until a and b
+    have handled every invalidation published so far (a's own included),
+    so that a read on b afterwards cannot race with the invalidation of
+    this write."""
+    m = Marker(redis, [a, b])
+    r = a.request("PUT", "/cache/" + key + query, body, headers)
+    c.check(r.status in WRITE_OK and r.header("X-L2") == "ok",
+            "PUT /cache/%s%s on a -> 201/204 with X-L2: ok" % (key, query), show(r))
+    c.check(m.fire(), "a and b handled the invalidation of PUT %s" % key)
+    return r
+
+
+def l1_on(c, srv, key, body, name):
+    """Checks that srv holds key = body in L1: the second of two GETs is a
+    200 HIT with the value."""
+    srv.request("GET", "/cache/" + key)
+    r = srv.request("GET", "/cache/" + key)
+    return c.check(r.status == 200 and r.body == body and r.header("X-Cache") == "HIT",
+                   "%s holds %s = %r in L1 (second GET -> HIT)" % (name, key, body[:40]), show(r))
 
 
 # --- proving an invalidation arrived ------------------------------------------------
@@ -424,27 +361,3 @@ def poll_get(srv, key, done, timeout, interval=0.01, headers=None):
         if (not isinstance(r, Exception) and done(r)) or time.monotonic() >= deadline:
             return r, seen, time.monotonic() - t0
         time.sleep(interval)
-
-
-def show(r):
-    """A response as the reports print it: status, the headers, the body."""
-    if isinstance(r, Exception):
-        return repr(r)
-    return "%d %s %s body=%r" % (r.status, r.reason,
-                                 " ".join("%s: %s;" % hv for hv in r.headers), r.body[:120])
-
-
-def l2_stats(srv):
-    """The coherence counters of GET /stats ("l2"), or {} when absent."""
-    import json
-    try:
-        doc = json.loads(srv.request("GET", "/stats").body)
-    except (OSError, ValueError):
-        return {}
-    v = doc.get("l2") if isinstance(doc, dict) else None
-    return v if isinstance(v, dict) else {}
-
-
-def stats_delta(before, after):
-    return {k: after[k] - before.get(k, 0) for k in after
-            if isinstance(after[k], int) and after[k] != before.get(k, 0)}

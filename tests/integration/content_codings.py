@@ -1,6 +1,6 @@
-"""Helpers of the fast-lane integration tests (issue 4): decoding br and
-gzip bodies, values of a chosen compressibility, reading /stats and
-/metrics.  The daemon and the client side are harness.py's.
+"""Content codings for the integration tests (docs/fastlane.md): decoding
+br and gzip bodies, and values of a chosen compressibility.  The daemon and
+the client side are harness.py's.
 
 br bodies are decoded with the brotli command-line tool (Debian package
 `brotli`), run with a timeout; gzip bodies with python's gzip module.
@@ -9,7 +9,6 @@ br bodies are decoded with the brotli command-line tool (Debian package
 import gzip
 import json
 import random
-import re
 import shutil
 import subprocess
 import zlib
@@ -112,70 +111,3 @@ def skewed_value(size, alphabet, seed):
     the two codings saves 10 %."""
     rnd = random.Random(seed)
     return bytes(32 + rnd.randrange(alphabet) for _ in range(size))
-
-
-# --- /stats and /metrics --------------------------------------------------------
-
-def get_stats(srv, headers=None):
-    """(response, parsed JSON or None)."""
-    r = srv.request("GET", "/stats", headers=headers)
-    try:
-        return r, json.loads(r.body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return r, None
-
-
-METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)(?: \d+)?$')
-LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(,|$)')
-
-
-def parse_labels(text):
-    out = {}
-    pos = 0
-    while pos < len(text):
-        m = LABEL.match(text, pos)
-        if not m:
-            raise ValueError("bad label set %r" % text)
-        out[m.group(1)] = m.group(2)
-        pos = m.end()
-    return out
-
-
-def parse_metrics(text):
-    """Prometheus text format 0.0.4 -> (samples, types, helps, bad_lines).
-    samples: list of (name, {labels}, float value) in order;
-    types: {family: type}; helps: {family: text}."""
-    samples, types, helps, bad = [], {}, {}, []
-    for ln in text.split("\n"):
-        if not ln:
-            continue
-        if ln.startswith("# TYPE "):
-            parts = ln.split()
-            if len(parts) != 4:
-                bad.append(ln)
-                continue
-            types[parts[2]] = parts[3]
-            continue
-        if ln.startswith("# HELP "):
-            parts = ln.split(None, 3)
-            helps[parts[2]] = parts[3] if len(parts) > 3 else ""
-            continue
-        if ln.startswith("#"):
-            continue
-        m = METRIC_LINE.match(ln)
-        if not m:
-            bad.append(ln)
-            continue
-        try:
-            labels = parse_labels(m.group(3) or "")
-            v = m.group(4)
-            value = float("inf") if v == "+Inf" else float(v)
-        except ValueError:
-            bad.append(ln)
-            continue
-        samples.append((m.group(1), labels, value))
-    return samples, types, helps, bad
-
-
-def le_value(le):
-    return float("inf") if le == "+Inf" else float(le)
