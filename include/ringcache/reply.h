@@ -55,6 +55,7 @@ struct reply {
 	bool vary;              /* Vary: Accept-Encoding */
 	bool close;             /* end the connection after this answer */
 	bool has_max_age;       /* Cache-Control: max-age=<max_age> */
+	bool type_padded;       /* 64 bytes may be read at type (a copy of fixed size) */
 	uint32_t max_age;
 	uint32_t type_len;
 	const char *type;       /* Content-Type; NULL: text/plain for a body, else none */

@@ -46,9 +46,10 @@ struct cache {
 	char ae[AE_MEMO_MAX];
 };
 
-/* Content-Types by their index in the store's flags (repr.h). */
+/* Content-Types by their index in the store's flags (repr.h), padded so
+ * the renderer may copy them whole (reply.h type_padded). */
 static const struct {
-	const char *s;
+	char s[64];
 	uint32_t len;
 } type_names[REPR_F_TYPE + 1] = {
 #define TYPE_NAME(s) { s, sizeof(s) - 1 },
@@ -153,6 +154,7 @@ static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 	if (v.type >= 0) {
 		out->type = type_names[v.type].s;
 		out->type_len = type_names[v.type].len;
+		out->type_padded = true;
 	} else {
 		out->type = v.type_str;
 		out->type_len = v.type_len;

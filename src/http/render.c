@@ -45,6 +45,15 @@ static inline char *put(char *p, const void *src, size_t n)
 	return p + n;
 }
 
+/* 10^n, n <= 19 */
+static inline uint64_t d10(unsigned n)
+{
+	uint64_t x = 1;
+	while (n--)
+		x *= 10;
+	return x;
+}
+
 /* Decimal, no padding. */
 static inline char *put_u64(char *p, uint64_t v)
 {
@@ -52,9 +61,16 @@ static inline char *put_u64(char *p, uint64_t v)
 		"00010203040506070809101112131415161718192021222324252627282930313233343536"
 		"37383940414243444546474849505152535455565758596061626364656667686970717273"
 		"7475767778798081828384858687888990919293949596979899";
-	unsigned n = 1;
-	for (uint64_t t = v; t >= 10; t /= 10)
-		n++;
+	unsigned n;
+
+	/* comparisons, not divisions, for the digit count of every real length */
+	if (v < 100000)
+		n = v < 10 ? 1 : v < 100 ? 2 : v < 1000 ? 3 : v < 10000 ? 4 : 5;
+	else if (v < 10000000000ull)
+		n = v < 1000000 ? 6 : v < 10000000 ? 7 : v < 100000000 ? 8 : v < 1000000000 ? 9 : 10;
+	else
+		for (n = 11; n < 20 && v >= d10(n); n++)
+			;
 	char *q = p + n;
 	while (v >= 100) {
 		unsigned r = (unsigned)(v % 100);
@@ -173,12 +189,13 @@ static const struct seg conn_seg[3] = {
 };
 
 static const struct seg length_seg = SEG_INIT("Content-Length: ");
-static const struct seg type_seg = SEG_INIT("Content-Type: ");
+static const struct seg type_seg = SEG_INIT("\r\nContent-Type: ");
+static const struct seg type_seg_bare = SEG_INIT("Content-Type: ");
 static const struct seg etag_seg = SEG_INIT("ETag: ");
 static const struct seg vary_seg = SEG_INIT("Vary: Accept-Encoding\r\n");
 static const struct seg max_age_seg = SEG_INIT("Cache-Control: max-age=");
 static const struct seg l2_seg = SEG_INIT("X-L2: ");
-static const char text_type[] = "text/plain; charset=utf-8";
+static const struct seg text_type = SEG_INIT("text/plain; charset=utf-8");
 
 static inline unsigned conn_tail(const struct reply *r, const struct http_answer_to *to)
 {
@@ -198,14 +215,16 @@ int http_render(struct buf *out, const struct reply *r, const struct http_answer
 	bool body = length && st != 304 && !to->head && r->body_len;
 	const char *type = r->type;
 	size_t type_len = r->type_len;
+	bool padded = r->type_padded;
 	size_t hdr_len = r->headers ? strlen(r->headers) : 0;
 	const char *reason = NULL;
 	size_t reason_len = 0;
 	int hs = st == 200 ? HS_200 : st == 304 ? HS_304 : st == 404 ? HS_404 : -1;
 
 	if (!type && r->body_len && st != 304) {
-		type = text_type;
-		type_len = sizeof(text_type) - 1;
+		type = text_type.s;
+		type_len = text_type.len;
+		padded = true;
 	}
 	if (st == 304)
 		type = NULL;
@@ -232,13 +251,19 @@ int http_render(struct buf *out, const struct reply *r, const struct http_answer
 		if (length)
 			p = put_seg(p, &length_seg);
 	}
-	if (length) {
+	if (length)
 		p = put_u64(p, r->body_len);
-		p = put(p, "\r\n", 2);
-	}
 	if (type) {
-		p = put_seg(p, &type_seg);
-		p = put(p, type, type_len);
+		/* a padded type is copied whole, like a seg: no call into memcpy */
+		p = put_seg(p, length ? &type_seg : &type_seg_bare);
+		if (padded && type_len <= SEG) {
+			memcpy(p, type, SEG);
+			p += type_len;
+		} else {
+			p = put(p, type, type_len);
+		}
+		p = put(p, "\r\n", 2);
+	} else if (length) {
 		p = put(p, "\r\n", 2);
 	}
 	if (r->etag_len) {
