@@ -330,11 +330,11 @@ static int exec_put(struct cache *c, const struct cache_req *r, struct buf *out,
 		   var.gz_len);
 	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
 	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
-			   blob.flags, blob.etag);
+			   blob.flags, blob.etag, NULL);
 	if (rc == -E2BIG && (var.br || var.gz)) {
 		repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0);
 		rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
-			       blob.flags, blob.etag);
+			       blob.flags, blob.etag, NULL);
 	}
 	if (c->scratch.cap > SCRATCH_KEEP)
 		buf_deinit(&c->scratch);
