@@ -192,7 +192,7 @@ static int exec_get(struct cache *c, const struct cache_req *r, struct buf *out,
 	}
 	const struct repr_part *part = &v.part[coding];
 	char etag[REPR_ETAG_MAX + 3] = "";
-	size_t etag_len = repr_format_etag(etag, part->etag, coding);
+	size_t etag_len = repr_format_etag(etag, part->etag, it.stamp, coding);
 	bool not_modified = r->if_none_match.len &&
 			    negotiate_etag_match(r->if_none_match.p, r->if_none_match.len,
 						 etag, etag_len);
@@ -329,12 +329,13 @@ static int exec_put(struct cache *c, const struct cache_req *r, struct buf *out,
 	repr_build(&blob, r->body, r->body_len, ct, ct_len, var.br, var.br_len, var.gz,
 		   var.gz_len);
 	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
+	uint32_t stamp = 0;
 	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
-			   blob.flags, blob.etag, NULL);
+			   blob.flags, blob.etag, &stamp);
 	if (rc == -E2BIG && (var.br || var.gz)) {
 		repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0);
 		rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
-			       blob.flags, blob.etag, NULL);
+			       blob.flags, blob.etag, &stamp);
 	}
 	if (c->scratch.cap > SCRATCH_KEEP)
 		buf_deinit(&c->scratch);
@@ -353,7 +354,7 @@ static int exec_put(struct cache *c, const struct cache_req *r, struct buf *out,
 	}
 
 	char etag[REPR_ETAG_MAX + 3];
-	size_t etag_len = repr_format_etag(etag, blob.etag, REPR_IDENTITY);
+	size_t etag_len = repr_format_etag(etag, blob.etag, stamp, REPR_IDENTITY);
 	char *p = out->data + out->len;
 	p = resp_put_seg(p, existed ? &replaced_head : &created_head);
 	p = resp_put(p, etag, etag_len);
