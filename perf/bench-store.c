@@ -85,7 +85,7 @@ static int fragmentation(double times, size_t mem_mib)
 		len = (unsigned)((x >> 32) % 2500) * ((x >> 60) == 0 ? 3 : 1);
 		kl = snprintf(k, sizeof(k), "frag:%u", key);
 		iov.iov_len = len;
-		store_set(st, k, (size_t)kl, hash_key(k, (size_t)kl), &iov, 1, 0, 0, 0);
+		store_set(st, k, (size_t)kl, hash_key(k, (size_t)kl), &iov, 1, 0, 0, 0, NULL);
 	}
 	store_stats(st, &ss);
 	printf("fragmentation: key space %.2fx of a %zu MiB arena, %u keys, %u overwrites: "
@@ -183,7 +183,7 @@ int main(int argc, char **argv)
 	long rss0 = rss_kib();
 	t0 = now_s();
 	for (size_t i = 0; i < n; i++)
-		store_set(st, keys + i * 64, klens[i], hashes[i], &iov, 1, 0, 1, (uint32_t)i);
+		store_set(st, keys + i * 64, klens[i], hashes[i], &iov, 1, 0, 1, (uint32_t)i, NULL);
 	report("set (insert)", now_s() - t0, n);
 	long rss1 = rss_kib();
 
@@ -216,7 +216,7 @@ int main(int argc, char **argv)
 	t0 = now_s();
 	for (size_t i = 0; i < n; i++) {
 		size_t j = order[i];
-		store_set(st, keys + j * 64, klens[j], hashes[j], &iov, 1, 0, 1, (uint32_t)i);
+		store_set(st, keys + j * 64, klens[j], hashes[j], &iov, 1, 0, 1, (uint32_t)i, NULL);
 	}
 	report("set (overwrite random)", now_s() - t0, n);
 
@@ -227,7 +227,7 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < n; i++) {
 			size_t j = order[(i * 7919) % n];
 			double a = now_s();
-			store_set(st, keys + j * 64, klens[j], hashes[j], &iov, 1, 0, 1, (uint32_t)i);
+			store_set(st, keys + j * 64, klens[j], hashes[j], &iov, 1, 0, 1, (uint32_t)i, NULL);
 			double b = (now_s() - a) * 1e9;
 			lat[i] = b > 4e9 ? UINT32_MAX : (uint32_t)b;
 		}

@@ -13,6 +13,15 @@
  * The shard selection uses the hash's top bits (see shard_of_hash()), so the
  * store must draw its bucket index and tags from the other bits.
  *
+ * Every write gets a 32-bit `stamp` that costs no byte per item: it is
+ * derived from where the write landed (segment generation, arena offset)
+ * through a hash keyed per store at random, so two writes of a key share a
+ * stamp with probability 2^-32 in the same process or across restarts.  The
+ * cache folds it into its ETags next to the content hash (`etag`), so a
+ * changed value keeps its ETag only if both halves collide.  A copy made by
+ * compaction is a new placement and gets a new stamp.  docs/store.md has
+ * the argument.
+ *
  * Time is given to the store by store_tick() (seconds on the caller's clock,
  * monotonic, never 0); expiry is decided against the last tick, which lets a
  * unit test drive the clock by hand.
@@ -52,6 +61,8 @@ struct store_config {
 	enum store_hugepages hugepages;
 	bool prefault;                  /* touch the whole arena at creation */
 	int numa_node;                  /* -1: first touch by the calling thread */
+	uint64_t stamp_seed;            /* 0: the stamp key comes from getrandom(); tests
+					 * and benchmarks set one to repeat a run exactly */
 };
 
 /*
@@ -63,6 +74,8 @@ struct store_item {
 	uint32_t value_len;
 	uint32_t expires;   /* absolute time on the store clock; 0: never */
 	uint32_t etag;      /* as given to store_set() */
+	uint32_t stamp;     /* this placement's stamp, as store_set() reported it
+			     * unless compaction has moved the item since */
 	uint8_t flags;      /* as given to store_set(); 8 bits, opaque to the store */
 };
 
@@ -102,11 +115,13 @@ int store_get(struct store *st, const void *key, size_t key_len, uint64_t hash,
 
 /*
  * Stores the concatenation of iov[0..iovcnt) as the value of `key`, replacing
- * any previous value.  ttl == 0: never expires (until evicted).
+ * any previous value.  ttl == 0: never expires (until evicted).  On success,
+ * *stamp (unless NULL) is the write's stamp, what store_get() reports until
+ * the item moves; it is left alone on failure.
  */
 int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint8_t flags,
-	      uint32_t etag);
+	      uint32_t etag, uint32_t *stamp);
 
 /* Whether `key` has a live item.  Unlike store_get() it counts no get or
  * hit and does not mark the item as read (eviction's second chance), so a

@@ -143,7 +143,7 @@ static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 	const struct repr_part *part = &v.part[coding];
 
 	memset(out, 0, offsetof(struct reply, etag));
-	out->etag_len = (uint8_t)repr_format_etag(out->etag, part->etag, coding);
+	out->etag_len = (uint8_t)repr_format_etag(out->etag, part->etag, it.stamp, coding);
 	bool not_modified = r->if_none_match.len &&
 			    negotiate_etag_match(r->if_none_match.p, r->if_none_match.len,
 						 out->etag, out->etag_len);
@@ -267,12 +267,13 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 	repr_build(&blob, r->body, r->body_len, ct, ct_len, var.br, var.br_len, var.gz,
 		   var.gz_len);
 	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
+	uint32_t stamp = 0;
 	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
-			   blob.flags, blob.etag);
+			   blob.flags, blob.etag, &stamp);
 	if (rc == -E2BIG && (var.br || var.gz)) {
 		repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0);
 		rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
-			       blob.flags, blob.etag);
+			       blob.flags, blob.etag, &stamp);
 	}
 	if (c->scratch.cap > SCRATCH_KEEP)
 		buf_deinit(&c->scratch);
@@ -290,7 +291,7 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 		return fail(out, 500, "store failure\n");
 	}
 	reply_status(out, existed ? 204 : 201, NULL);
-	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob.etag, REPR_IDENTITY);
+	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob.etag, stamp, REPR_IDENTITY);
 	return CACHE_STORED;
 }
 

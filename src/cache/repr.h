@@ -5,7 +5,8 @@
  * The store keeps 24 bytes or less of metadata per item, so the common case
  * must cost nothing: a value with a well-known Content-Type and no variants
  * is stored as its raw bytes alone, its type is an index in the store's 8
- * `flags` bits and its ETag is the store's 32-bit `etag` field.  Anything
+ * `flags` bits and its ETag's content hash is the store's 32-bit `etag`
+ * field (the other half, the stamp, costs no byte: store.h).  Anything
  * more (a custom type, a variant) adds a small header to the blob.
  *
  * flags (store_item.flags):
@@ -20,7 +21,7 @@
  *   B     REPR_F_BR: the blob carries a brotli variant
  *   G     REPR_F_GZIP: the blob carries a gzip variant
  *
- * etag (store_item.etag): the identity representation's ETag.
+ * etag (store_item.etag): the identity representation's content hash.
  *
  * The blob when C, B and G are all clear is the raw value.  Otherwise
  * (integers little-endian, unaligned; each group present only if its flag is):
@@ -33,10 +34,15 @@
  *
  * identity length = blob length - header - br_len - gz_len.
  *
- * ETags are 32-bit hashes of each representation's bytes, seeded with the
- * Content-Type and the coding, formatted as "xxxxxxxx" (identity),
- * "xxxxxxxx-br" and "xxxxxxxx-gz": the suffix keeps the three distinct even
- * if two hashes collide.
+ * ETags: each representation's 32-bit content hash (its bytes, seeded with
+ * the Content-Type and the coding; the identity's in the store's `etag`, the
+ * variants' in the blob) followed by the write's 32-bit store stamp
+ * (store_item.stamp: where the write landed, hashed with a per-store random
+ * key), as 16 hex digits: "hhhhhhhhssssssss" (identity),
+ * "hhhhhhhhssssssss-br" and "hhhhhhhhssssssss-gz".  A changed value keeps
+ * its tag only if both halves collide (2^-64; docs/fastlane.md), where a
+ * 32-bit hash alone kept it with probability 2^-32.  The suffix keeps the
+ * three distinct even if two hashes collide.
  */
 #ifndef RINGCACHE_CACHE_REPR_H
 #define RINGCACHE_CACHE_REPR_H
@@ -55,7 +61,7 @@
 
 #define REPR_TYPE_MAX 255u
 #define REPR_HDR_MAX  (16u + 1u + REPR_TYPE_MAX)
-#define REPR_ETAG_MAX 13u  /* "xxxxxxxx-br" with its quotes */
+#define REPR_ETAG_MAX 21u  /* "hhhhhhhhssssssss-br" with its quotes */
 
 /* Content-Types stored as an index in flags, matched byte for byte.  Index 0
  * is the default of a PUT without Content-Type.  Exactly 16, so every value
@@ -83,7 +89,7 @@ enum repr_coding { REPR_IDENTITY = 0, REPR_BR = 1, REPR_GZIP = 2, REPR_NCODINGS 
 struct repr_part {
 	const uint8_t *p;
 	uint32_t len;
-	uint32_t etag;
+	uint32_t etag;          /* content hash: the first half of the ETag */
 };
 
 /* A read-only view of a stored value; valid as long as the store item is. */
@@ -141,28 +147,39 @@ static inline int repr_unpack(const uint8_t *blob, uint32_t len, uint8_t flags,
 	return repr_unpack_hdr(blob, len, flags, etag, v);
 }
 
-/* Writes the quoted ETag of a representation to out (REPR_ETAG_MAX bytes of
- * room); returns its length.  On the hit path: the eight hex digits are made
- * in one register (each nibble spread to its own byte, then the ASCII offset
- * added per byte), not looked up one by one. */
-static inline size_t repr_format_etag(char *out, uint32_t etag, unsigned coding)
+/* The eight lowercase hex digits of v, first digit at the lowest address,
+ * made in one register: each nibble spread to its own byte, then the ASCII
+ * offset added per byte (no table lookups on the hit path). */
+static inline uint64_t repr_hex8(uint32_t v)
 {
-	static const char suffix[REPR_NCODINGS][4] = { "\"", "-br\"", "-gz\"" };
-	uint64_t x = etag;
+	uint64_t x = v;
 
-	x = (x & 0x000000000000ffffull) | ((x & 0x00000000ffff0000ull) << 16);
-	x = (x & 0x000000ff000000ffull) | ((x & 0x0000ff000000ff00ull) << 8);
-	x = (x & 0x000f000f000f000full) | ((x & 0x00f000f000f000f0ull) << 4);
+	x = (x | (x << 16)) & 0x0000ffff0000ffffull;
+	x = (x | (x << 8)) & 0x00ff00ff00ff00ffull;
+	x = (x | (x << 4)) & 0x0f0f0f0f0f0f0f0full;
 	/* byte k holds nibble k; a byte of 10..15 gets 'a' - '0' - 10 more */
 	uint64_t letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
 	x += 0x3030303030303030ull + letters * (uint64_t)('a' - '0' - 10);
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	x = __builtin_bswap64(x);     /* nibble 7 (the first digit) to the lowest address */
 #endif
+	return x;
+}
+
+/* Writes the quoted ETag of a representation, its content hash `etag` and
+ * the write's store `stamp`, to out (REPR_ETAG_MAX bytes of room); returns
+ * its length. */
+static inline size_t repr_format_etag(char *out, uint32_t etag, uint32_t stamp,
+				      unsigned coding)
+{
+	static const char suffix[REPR_NCODINGS][4] = { "\"", "-br\"", "-gz\"" };
+	uint64_t h = repr_hex8(etag), s = repr_hex8(stamp);
+
 	out[0] = '"';
-	memcpy(out + 1, &x, 8);
-	memcpy(out + 9, suffix[coding], 4);
-	return coding == REPR_IDENTITY ? 10 : 13;
+	memcpy(out + 1, &h, 8);
+	memcpy(out + 9, &s, 8);
+	memcpy(out + 17, suffix[coding], 4);
+	return coding == REPR_IDENTITY ? 18 : 21;
 }
 
 #endif

@@ -94,9 +94,13 @@ static void l_remove(struct store *st, struct seg_list *l, int32_t j, bool c)
 
 int seg_setup(struct store *st)
 {
-	st->segs = calloc(st->nsegs, sizeof(*st->segs));
+	size_t bytes = (size_t)st->nsegs * sizeof(*st->segs);
+
+	/* One line per segment (store_int.h); a multiple of 64 as asked. */
+	st->segs = aligned_alloc(64, bytes);
 	if (!st->segs)
 		return -ENOMEM;
+	memset(st->segs, 0, bytes);
 	st->free = st->fifo = st->reclaim = (struct seg_list){ SEG_NONE, SEG_NONE, 0 };
 	st->bg.seg = SEG_NONE;
 	for (unsigned c = 0; c < STORE_CLASSES; c++) {
@@ -148,16 +152,25 @@ static void unlink_seg(struct store *st, int32_t j)
 	}
 }
 
+/* Clears a segment's state for reuse, all but its generation: stamps rely
+ * on it never going back (store_int.h). */
+static void seg_reset(struct seg *s, uint8_t state)
+{
+	uint32_t gen = s->gen;
+
+	memset(s, 0, sizeof(*s));
+	s->gen = gen;
+	s->nsegs = 1;
+	s->state = state;
+}
+
 /* Frees segment j and the rest of its group; it must be off every list. */
 static void release(struct store *st, int32_t j)
 {
 	uint32_t n = st->segs[j].nsegs;
 
 	for (uint32_t k = 0; k < n; k++) {
-		struct seg *s = &st->segs[j + (int32_t)k];
-		memset(s, 0, sizeof(*s));
-		s->nsegs = 1;
-		s->state = SEG_FREE;
+		seg_reset(&st->segs[j + (int32_t)k], SEG_FREE);
 		l_push(st, &st->free, j + (int32_t)k, false);
 	}
 }
@@ -168,9 +181,8 @@ static void open_head(struct store *st, unsigned cls)
 	struct seg *s = &st->segs[j];
 
 	l_remove(st, &st->free, j, false);
-	memset(s, 0, sizeof(*s));
-	s->nsegs = 1;
-	s->state = SEG_HEAD;
+	seg_reset(s, SEG_HEAD);
+	s->gen++;   /* a new incarnation: offsets from 0 again (stamps) */
 	s->cls = (uint8_t)cls;
 	s->created = s->stored_min = st->now;
 	st->head[cls] = j;
@@ -615,12 +627,11 @@ int64_t seg_alloc_large(struct store *st, unsigned cls, uint64_t size)
 
 		l_remove(st, &st->free, j, false);
 		s = &st->segs[j];
-		memset(s, 0, sizeof(*s));
-		s->nsegs = 1;
-		s->state = SEG_TAIL;
+		seg_reset(s, SEG_TAIL);
 		s->cprev = (int32_t)best;
 	}
 	s = &st->segs[best];
+	s->gen++;   /* the item goes at offset 0 of this segment (stamps) */
 	s->state = SEG_LARGE;
 	s->nsegs = (uint32_t)k;
 	s->cls = (uint8_t)cls;

@@ -13,6 +13,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "store_int.h"
 
@@ -31,6 +34,40 @@ const char *store_backing_name(enum store_backing b)
 	case STORE_BACKING_NORMAL: return "normal";
 	}
 	return "?";
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/*
+ * The key of store_stamp(): from `seed` when one is given (a repeatable
+ * run), else from getrandom(), so that a restarted process, or another
+ * shard, does not repeat the stamps of this one.  If getrandom() is refused
+ * (a seccomp filter), the clocks, the pid and the arena's address stand in:
+ * weaker, but they still differ between two runs.
+ */
+static void stamp_key_init(struct store *st, uint64_t seed)
+{
+	struct timespec rt, mono;
+
+	if (!seed && getrandom(st->stamp_key, sizeof(st->stamp_key), 0) ==
+			     (ssize_t)sizeof(st->stamp_key))
+		return;
+	if (!seed) {
+		clock_gettime(CLOCK_REALTIME, &rt);
+		clock_gettime(CLOCK_MONOTONIC, &mono);
+		seed = (((uint64_t)rt.tv_sec << 32) ^ (uint64_t)rt.tv_nsec) ^
+		       ((uint64_t)mono.tv_nsec << 20) ^ ((uint64_t)getpid() << 40) ^
+		       (uint64_t)(uintptr_t)st->arena.base;
+	}
+	for (int i = 0; i < 4; i++)
+		st->stamp_key[i] = splitmix64(&seed);
 }
 
 /* The largest segment size (64 KiB..1 MiB) that still gives 64 segments. */
@@ -68,6 +105,7 @@ int store_create(struct store **out, const struct store_config *cfg)
 	st->index_segs = (uint32_t)((index_min + st->seg_size - 1) >> st->seg_shift);
 	st->max_value = max_value;
 	st->now = 1;
+	stamp_key_init(st, cfg->stamp_seed);
 	if (st->nsegs < st->index_segs + 4) {
 		r = -EINVAL;
 		goto fail;
@@ -141,7 +179,7 @@ int store_get(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	      struct store_item *out)
 {
 	struct item_hdr h;
-	uint64_t *slot;
+	uint64_t *slot, loc;
 
 	if (!key_ok(key_len))
 		return -EINVAL;
@@ -150,10 +188,12 @@ int store_get(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	if (!slot)
 		return -ENOENT;
 	*slot |= INDEX_ACCESSED;
-	out->value = store_ptr(st, index_loc(*slot)) + h.hdr_len + h.key_len;
+	loc = index_loc(*slot);
+	out->value = store_ptr(st, loc) + h.hdr_len + h.key_len;
 	out->value_len = h.value_len;
 	out->expires = h.expires;
 	out->etag = h.etag;
+	out->stamp = store_stamp(st, loc);
 	out->flags = h.flags;
 	st->hits++;
 	return 0;
@@ -193,7 +233,7 @@ static void drop_displaced(struct store *st, uint64_t loc)
 
 int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint8_t flags,
-	      uint32_t etag)
+	      uint32_t etag, uint32_t *stamp)
 {
 	uint64_t total = 0, size;
 	uint32_t expires = 0;
@@ -254,6 +294,8 @@ int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
 		if (dropped)
 			drop_displaced(st, dropped);
 	}
+	if (stamp)
+		*stamp = store_stamp(st, (uint64_t)loc);
 	return 0;
 }
 

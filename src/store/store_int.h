@@ -29,6 +29,14 @@
  *             reclaim pass removes them before freeing the segment
  *   VICTIM    being emptied (st->bg, or a drop in progress): its items
  *             are still served until the scan reaches them
+ *
+ * Stamps: each segment has a generation, `gen`, bumped every time it is
+ * opened for items (a head, or the first segment of a large group) and
+ * never reset, not even when the segment is freed.  Items are written only
+ * at a head's write_off or at the start of a large group, and write_off only
+ * grows while the segment stays open, so a (generation, arena offset) pair
+ * names one placement for the store's life (until one segment is reopened
+ * 2^32 times).  store_stamp() hashes that pair with the store's random key.
  */
 #ifndef RINGCACHE_STORE_INT_H
 #define RINGCACHE_STORE_INT_H
@@ -67,9 +75,14 @@ struct seg {
 	uint32_t nsegs;      /* segments in this group (1 unless large) */
 	int32_t prev, next;   /* free list, FIFO or reclaim list */
 	int32_t cprev, cnext; /* class list; cprev: group head for TAIL */
+	uint32_t gen;         /* bumped each time the segment is opened; see stamps */
 	uint8_t state;
 	uint8_t cls;
 };
+
+/* One segment, one 64-byte line: the stamp's `gen` is read beside `state`,
+ * which every lookup reads anyway.  The table is allocated 64-byte aligned. */
+_Static_assert(sizeof(struct seg) == 64, "struct seg is one cache line");
 
 struct seg_list {
 	int32_t head, tail;
@@ -95,6 +108,7 @@ struct store {
 	uint32_t index_segs;   /* segments [0, index_segs) belong to the index */
 	uint32_t now;
 	uint64_t max_value;
+	uint64_t stamp_key[4]; /* random per store: see store_stamp() */
 
 	struct seg_list free;
 	struct seg_list fifo;  /* SEALED and LARGE, oldest first */
@@ -118,6 +132,25 @@ static inline uint8_t *store_ptr(const struct store *st, uint64_t loc)
 static inline uint32_t store_seg_of(const struct store *st, uint64_t loc)
 {
 	return (uint32_t)(loc >> st->seg_shift);
+}
+
+/*
+ * The stamp of the item placed at loc: the top 32 bits of
+ * k3 + k0*gen + k1*(loc mod 2^32) + k2*(loc >> 32), mod 2^64, with the key
+ * k drawn at random per store.  That is Thorup's multiply-add-shift scheme
+ * for a vector of 32-bit words ("High Speed Hashing for Integers and
+ * Strings", 2015, sec. 3.3): with 64-bit arithmetic and a 32-bit output it
+ * is strongly universal, so two different (gen, loc) pairs get the same
+ * stamp with probability exactly 2^-32 over the key, whatever the pairs are.
+ * Three multiplies; `gen` sits in the segment's line, which the lookup has
+ * already read (seg_is_ghost).
+ */
+static inline uint32_t store_stamp(const struct store *st, uint64_t loc)
+{
+	uint64_t gen = st->segs[loc >> st->seg_shift].gen;
+
+	return (uint32_t)((st->stamp_key[3] + st->stamp_key[0] * gen +
+			   st->stamp_key[1] * (uint32_t)loc + st->stamp_key[2] * (loc >> 32)) >> 32);
 }
 
 static inline bool store_expired(const struct store *st, uint32_t expires)

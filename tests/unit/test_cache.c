@@ -13,6 +13,7 @@
 #include <libdeflate.h>
 
 #include "check.h"
+#include "cache/repr.h"
 #include "ringcache/cache.h"
 #include "ringcache/hash.h"
 #include "ringcache/http_render.h"
@@ -222,6 +223,20 @@ static uint8_t *random_value(size_t n, uint64_t seed)
 	return v;
 }
 
+/* A strong ETag of this build: quoted, 16 lowercase hex digits (content
+ * hash, then the write's stamp), then `suffix` ("", "-br" or "-gz"). */
+static bool etag_ok(const char *t, const char *suffix)
+{
+	size_t n = strlen(t), sl = strlen(suffix);
+
+	if (n != 18 + sl || t[0] != '"' || t[n - 1] != '"' || memcmp(t + 17, suffix, sl) != 0)
+		return false;
+	for (size_t i = 1; i < 17; i++)
+		if (!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f')))
+			return false;
+	return true;
+}
+
 static void test_put_get_delete(void)
 {
 	struct resp rs, g;
@@ -231,7 +246,7 @@ static void test_put_get_delete(void)
 	CHECK(hdr_is(&rs, "Content-Length", "0"));
 	char etag[64];
 	hdr_copy(&rs, "ETag", etag, sizeof(etag));
-	CHECK(etag[0] == '"' && strlen(etag) == 10);
+	CHECK(etag_ok(etag, ""));
 	resp_free(&rs);
 
 	struct treq r = mkreq(CACHE_GET, "k1");
@@ -449,6 +464,9 @@ static void test_variants(void)
 	resp_free(&rs);
 
 	CHECK(strcmp(e_id, e_br) != 0 && strcmp(e_id, e_gz) != 0 && strcmp(e_br, e_gz) != 0);
+	CHECK(etag_ok(e_id, "") && etag_ok(e_br, "-br") && etag_ok(e_gz, "-gz"));
+	/* One write, one stamp: the last 8 digits are the same in all three. */
+	CHECK(memcmp(e_id + 9, e_br + 9, 8) == 0 && memcmp(e_id + 9, e_gz + 9, 8) == 0);
 
 	/* HEAD of the br representation: same headers, no body. */
 	struct treq r = mkreq(CACHE_HEAD, "text");
@@ -649,6 +667,140 @@ static void test_conditional(void)
 	CHECK_EQ(run(&r, &rs), CACHE_NOT_MODIFIED);
 	CHECK(!has_hdr(&rs, "Vary"));
 	resp_free(&rs);
+	free(val);
+}
+
+/* The ETag of a GET of key with Accept-Encoding ae (NULL: none). */
+static void get_etag(const char *key, const char *ae, char *out, size_t cap)
+{
+	struct resp rs;
+
+	get_ae(key, ae, &rs);
+	hdr_copy(&rs, "ETag", out, cap);
+	resp_free(&rs);
+}
+
+/* GET key with If-None-Match: inm and Accept-Encoding ae; the status. */
+static int revalidate(const char *key, const char *ae, const char *inm)
+{
+	struct treq r = mkreq(CACHE_GET, key);
+	struct resp rs;
+
+	r.c.accept_encoding = hs(ae);
+	r.c.if_none_match = hs(inm);
+	run(&r, &rs);
+	resp_free(&rs);
+	return rs.status;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Issue 11, defect 10: with a 32-bit content hash as the whole ETag, a value
+ * replaced by other bytes of the same hash kept its ETag, and a client
+ * revalidating with the old one got a false 304.  Two 8-byte values of the
+ * same content hash are found by a birthday search (300K candidates give
+ * about ten pairs) and written in turn under one key: the second must get
+ * another ETag, and the first one's tag must get a 200 with the new bytes.
+ */
+static void test_etag_collision(void)
+{
+	enum { N = 300000 };
+	uint64_t *h = malloc(N * sizeof(*h)), va = 0, vb = 0;
+	struct repr_blob b;
+	char e1[64], e2[64];
+	struct resp rs;
+	bool found = false;
+
+	for (uint64_t i = 0; i < N; i++) {
+		repr_build(&b, &i, sizeof(i), NULL, 0, NULL, 0, NULL, 0);
+		h[i] = (uint64_t)b.etag << 32 | i;
+	}
+	qsort(h, N, sizeof(*h), cmp_u64);
+	for (size_t i = 1; i < N && !found; i++) {
+		if (h[i] >> 32 == h[i - 1] >> 32) {
+			va = (uint32_t)h[i - 1];
+			vb = (uint32_t)h[i];
+			found = true;
+		}
+	}
+	free(h);
+	CHECK(found);
+	if (!found)
+		return;
+	struct repr_blob ba, bb;
+	repr_build(&ba, &va, sizeof(va), NULL, 0, NULL, 0, NULL, 0);
+	repr_build(&bb, &vb, sizeof(vb), NULL, 0, NULL, 0, NULL, 0);
+	CHECK(va != vb && ba.etag == bb.etag);
+
+	CHECK_EQ(put("collide", &va, sizeof(va), NULL, &rs) / 100, 2);
+	hdr_copy(&rs, "ETag", e1, sizeof(e1));
+	resp_free(&rs);
+	CHECK_EQ(revalidate("collide", NULL, e1), 304);
+	CHECK_EQ(put("collide", &vb, sizeof(vb), NULL, &rs), 204);
+	hdr_copy(&rs, "ETag", e2, sizeof(e2));
+	resp_free(&rs);
+	CHECK(etag_ok(e1, "") && etag_ok(e2, ""));
+	CHECK(strcmp(e1, e2) != 0);
+	/* the same content hash, in the first half */
+	CHECK(memcmp(e1, e2, 9) == 0);
+	CHECK_EQ(revalidate("collide", NULL, e1), 200);
+	CHECK_EQ(get_ae("collide", NULL, &rs), 200);
+	CHECK(rs.body_len == sizeof(vb) && memcmp(rs.body, &vb, sizeof(vb)) == 0);
+	resp_free(&rs);
+	CHECK_EQ(revalidate("collide", NULL, e2), 304);
+}
+
+/*
+ * Every write is a new version: the same bytes written again get new ETags,
+ * for the identity and for the br and gzip variants (their content hashes
+ * live in the blob and had the same 32-bit problem), so a tag of an earlier
+ * write never matches a later one.  A client holding the old tag gets one
+ * 200 it could have been spared; it can never get a 304 for bytes it does
+ * not have.
+ */
+static void test_etag_per_write(void)
+{
+	size_t n = 4000;
+	char *val = text_value(n);
+	char id1[64], br1[64], gz1[64], id2[64], br2[64], gz2[64], put2[64];
+	struct resp rs;
+
+	put("rewrite", val, n, "application/json", NULL);
+	get_etag("rewrite", NULL, id1, sizeof(id1));
+	get_etag("rewrite", "br", br1, sizeof(br1));
+	get_etag("rewrite", "gzip", gz1, sizeof(gz1));
+	CHECK(etag_ok(id1, "") && etag_ok(br1, "-br") && etag_ok(gz1, "-gz"));
+
+	put("rewrite", val, n, "application/json", &rs);
+	hdr_copy(&rs, "ETag", put2, sizeof(put2));
+	resp_free(&rs);
+	get_etag("rewrite", NULL, id2, sizeof(id2));
+	get_etag("rewrite", "br", br2, sizeof(br2));
+	get_etag("rewrite", "gzip", gz2, sizeof(gz2));
+	CHECK(strcmp(put2, id2) == 0);
+	CHECK(strcmp(id1, id2) != 0 && strcmp(br1, br2) != 0 && strcmp(gz1, gz2) != 0);
+	/* same bytes: same content hashes, other stamps */
+	CHECK(memcmp(id1, id2, 9) == 0 && memcmp(br1, br2, 9) == 0 && memcmp(gz1, gz2, 9) == 0);
+
+	CHECK_EQ(revalidate("rewrite", NULL, id1), 200);
+	CHECK_EQ(revalidate("rewrite", "br", br1), 200);
+	CHECK_EQ(revalidate("rewrite", "gzip", gz1), 200);
+	CHECK_EQ(revalidate("rewrite", NULL, id2), 304);
+	CHECK_EQ(revalidate("rewrite", "br", br2), 304);
+	CHECK_EQ(revalidate("rewrite", "gzip", gz2), 304);
+
+	/* Deleted and written again: new tags too. */
+	struct treq d = mkreq(CACHE_DELETE, "rewrite");
+	CHECK_EQ(run(&d, &rs), CACHE_DELETED);
+	resp_free(&rs);
+	put("rewrite", val, n, "application/json", NULL);
+	CHECK_EQ(revalidate("rewrite", "br", br2), 200);
+	CHECK_EQ(revalidate("rewrite", NULL, id2), 200);
 	free(val);
 }
 
@@ -920,6 +1072,8 @@ int main(void)
 	test_content_type();
 	test_variants();
 	test_conditional();
+	test_etag_collision();
+	test_etag_per_write();
 	test_ttl();
 	test_default_ttl();
 	test_limits();

@@ -169,24 +169,35 @@ static void test_etags(void)
 	struct repr_blob a, b;
 	char s[REPR_ETAG_MAX + 1];
 
-	CHECK_EQ(repr_format_etag(s, 0x0123abcdu, REPR_IDENTITY), 10);
-	CHECK(memcmp(s, "\"0123abcd\"", 10) == 0);
-	CHECK_EQ(repr_format_etag(s, 0xffffffffu, REPR_BR), 13);
-	CHECK(memcmp(s, "\"ffffffff-br\"", 13) == 0);
-	CHECK_EQ(repr_format_etag(s, 0, REPR_GZIP), 13);
-	CHECK(memcmp(s, "\"00000000-gz\"", 13) == 0);
+	/* Issue 11: the content hash, then the write's store stamp, 16 digits. */
+	CHECK_EQ(repr_format_etag(s, 0x0123abcdu, 0x89ef4567u, REPR_IDENTITY), 18);
+	CHECK(memcmp(s, "\"0123abcd89ef4567\"", 18) == 0);
+	CHECK_EQ(repr_format_etag(s, 0xffffffffu, 0, REPR_BR), 21);
+	CHECK(memcmp(s, "\"ffffffff00000000-br\"", 21) == 0);
+	CHECK_EQ(repr_format_etag(s, 0, 0xa0b1c2d3u, REPR_GZIP), 21);
+	CHECK(memcmp(s, "\"00000000a0b1c2d3-gz\"", 21) == 0);
+	CHECK_EQ(REPR_ETAG_MAX, 21);
 
-	/* The digit formatting against printf, across the 32-bit range. */
+	/* The digit formatting against printf, across the 32-bit range of both
+	 * halves. */
 	unsigned wrong = 0;
 	for (uint64_t e = 0; e <= UINT32_MAX; e += 65521) {
-		char want[16];
-		repr_format_etag(s, (uint32_t)e, REPR_BR);
-		snprintf(want, sizeof(want), "\"%08x-br\"", (unsigned)e);
-		wrong += memcmp(s, want, 13) != 0;
+		char want[32];
+		uint32_t stamp = (uint32_t)(e * 2654435761u) ^ 0x5bd1e995u;
+		repr_format_etag(s, (uint32_t)e, stamp, REPR_BR);
+		snprintf(want, sizeof(want), "\"%08x%08x-br\"", (unsigned)e, (unsigned)stamp);
+		wrong += memcmp(s, want, 21) != 0;
 	}
 	CHECK_EQ(wrong, 0);
 
-	/* Same bytes, same type: same tag (stable across shards and restarts). */
+	/* The same content hash with another stamp is another tag. */
+	char t[REPR_ETAG_MAX + 1];
+	repr_format_etag(s, 0x12345678u, 1, REPR_IDENTITY);
+	repr_format_etag(t, 0x12345678u, 2, REPR_IDENTITY);
+	CHECK(memcmp(s, t, 18) != 0);
+
+	/* Same bytes, same type: same content hash (the stamp makes the tags of
+	 * two writes differ; test_cache.c). */
 	repr_build(&a, "payload", 7, "text/plain", 10, NULL, 0, NULL, 0);
 	repr_build(&b, "payload", 7, "text/plain", 10, NULL, 0, NULL, 0);
 	CHECK_EQ(a.etag, b.etag);

@@ -5,6 +5,12 @@
  * hit returns exactly the latest value, flags, etag and expiry; a key that
  * was deleted, expired or flushed never hits; a key the store evicted may
  * miss.  Small arenas force eviction, compaction and large-value paths.
+ *
+ * Stamps (issue 11): a hit reports the stamp its store_set() returned, or,
+ * only after a compaction, a new one; and a key's new write never repeats
+ * its previous stamp.  The stores are seeded, so a run is repeatable: a
+ * 2^-32 chance collision of the stamp hash would fail it every time, not now
+ * and then.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,6 +28,8 @@ struct ref {
 	uint32_t expires;
 	uint32_t stored;
 	uint32_t etag;
+	uint32_t stamp;      /* the latest known; kept after a delete or eviction */
+	uint64_t compacted;  /* the store's count when stamp was learned */
 	uint8_t flags;
 };
 
@@ -73,11 +81,13 @@ struct run {
 static void model_run(const struct run *r)
 {
 	struct store_config cfg = { .memory = r->memory, .max_value = r->max_value,
-				    .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
+				    .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1,
+				    .stamp_seed = r->seed };
 	struct ref *ref = calloc(r->nkeys, sizeof(*ref));
 	uint8_t *buf = malloc(r->max_value + 2ull);
 	uint32_t now = 1, version = 0;
 	uint64_t valid_gets = 0, hits = 0, wrong = 0, resurrected = 0;
+	uint64_t stamp_repeated = 0, stamp_moved = 0, stamp_wrong = 0;
 	struct store_stats ss;
 	struct store *st;
 	char key[48];
@@ -101,16 +111,21 @@ static void model_run(const struct run *r)
 			uint32_t etag = (uint32_t)(rnd() % 4 ? rnd() : 0);
 			struct iovec iov[2];
 			uint32_t cut = len ? (uint32_t)(rnd() % len) : 0;
+			uint32_t stamp = e->stamp;
 			int ret;
 
 			make_value(buf, len, ++version);
 			iov[0] = (struct iovec){ buf, cut };
 			iov[1] = (struct iovec){ buf + cut, len - cut };
-			ret = store_set(st, key, klen, h, iov, 2, ttl, flags, etag);
+			ret = store_set(st, key, klen, h, iov, 2, ttl, flags, etag, &stamp);
 			if (ret == 0) {
+				/* e->version: this key was written before */
+				stamp_repeated += e->version && stamp == e->stamp;
+				store_stats(st, &ss);
 				*e = (struct ref){ true, version, len, ttl ? now + ttl : 0, now, etag,
-						   flags };
+						   stamp, ss.compacted, flags };
 			} else {
+				CHECK_EQ(stamp, e->stamp);
 				/* Only a value over max_value may fail, and then
 				 * the key must be gone. */
 				CHECK_EQ(ret, -E2BIG);
@@ -131,6 +146,14 @@ static void model_run(const struct run *r)
 					    it.flags != e->flags || it.etag != e->etag ||
 					    it.expires != e->expires)
 						wrong++;
+					if (it.stamp != e->stamp) {
+						/* moved: only compaction moves items */
+						store_stats(st, &ss);
+						stamp_moved++;
+						stamp_wrong += ss.compacted == e->compacted;
+						e->stamp = it.stamp;
+						e->compacted = ss.compacted;
+					}
 				}
 			} else {
 				CHECK_EQ(ret, -ENOENT);
@@ -171,15 +194,17 @@ static void model_run(const struct run *r)
 	store_stats(st, &ss);
 	CHECK_EQ(wrong, 0);
 	CHECK_EQ(resurrected, 0);
+	CHECK_EQ(stamp_repeated, 0);
+	CHECK_EQ(stamp_wrong, 0);
 	CHECK(ss.live_bytes + ss.index_bytes <= ss.arena_bytes);
 	CHECK(ss.items <= r->nkeys);
 	CHECK(hits * 100 >= valid_gets * r->min_hit_pct);
 	printf("model %zu KiB, %u keys, %u ops: %llu/%llu valid reads hit, %llu evicted, "
-	       "%llu expired, %llu compacted, %llu flushed\n",
+	       "%llu expired, %llu compacted (%llu seen moved), %llu flushed\n",
 	       r->memory >> 10, r->nkeys, r->ops, (unsigned long long)hits,
 	       (unsigned long long)valid_gets, (unsigned long long)ss.evictions,
 	       (unsigned long long)ss.expirations, (unsigned long long)ss.compacted,
-	       (unsigned long long)ss.flushed);
+	       (unsigned long long)stamp_moved, (unsigned long long)ss.flushed);
 	store_destroy(st);
 	free(buf);
 	free(ref);
