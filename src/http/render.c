@@ -175,10 +175,12 @@ static const struct seg cache_seg[4] = {
 	SEG_INIT("X-Cache: MISS\r\n"),
 };
 
-static const struct seg coding_seg[3] = {
-	SEG_INIT(""),
-	SEG_INIT("Content-Encoding: br\r\n"),
-	SEG_INIT("Content-Encoding: gzip\r\n"),
+static const struct seg coding_vary_seg[3][2] = {
+	{ SEG_INIT(""), SEG_INIT("Vary: Accept-Encoding\r\n") },
+	{ SEG_INIT("Content-Encoding: br\r\n"),
+	  SEG_INIT("Content-Encoding: br\r\nVary: Accept-Encoding\r\n") },
+	{ SEG_INIT("Content-Encoding: gzip\r\n"),
+	  SEG_INIT("Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n") },
 };
 
 /* The end of the header block, by conn_tail(). */
@@ -192,7 +194,6 @@ static const struct seg length_seg = SEG_INIT("Content-Length: ");
 static const struct seg type_seg = SEG_INIT("\r\nContent-Type: ");
 static const struct seg type_seg_bare = SEG_INIT("Content-Type: ");
 static const struct seg etag_seg = SEG_INIT("ETag: ");
-static const struct seg vary_seg = SEG_INIT("Vary: Accept-Encoding\r\n");
 static const struct seg max_age_seg = SEG_INIT("Cache-Control: max-age=");
 static const struct seg l2_seg = SEG_INIT("X-L2: ");
 static const struct seg text_type = SEG_INIT("text/plain; charset=utf-8");
@@ -272,10 +273,10 @@ int http_render(struct buf *out, const struct reply *r, const struct http_answer
 		p += r->etag_len;
 		p = put(p, "\r\n", 2);
 	}
-	if (r->coding && st != 304)
-		p = put_seg(p, &coding_seg[r->coding <= REPLY_GZIP ? r->coding : 0]);
-	if (r->vary)
-		p = put_seg(p, &vary_seg);
+	/* Content-Encoding and Vary, in one piece */
+	unsigned coding = st != 304 && r->coding <= REPLY_GZIP ? r->coding : 0;
+	if (coding | r->vary)
+		p = put_seg(p, &coding_vary_seg[coding][r->vary]);
 	if (r->has_max_age) {
 		p = put_seg(p, &max_age_seg);
 		p = put_u64(p, r->max_age);
