@@ -19,7 +19,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "coh_int.h"
+#include "format.h"
+#include "ringcache/buf.h"
 
 bool coh_ctype_valid(const char *ctype, size_t n)
 {

@@ -20,7 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coh_int.h"
+#include "format.h"
+#include "link.h"
+#include "msg.h"
+#include "ops.h"
+#include "registry.h"
+#include "state.h"
 #include "ringcache/hash.h"
 
 static void reply(struct coh *c, struct coh_msg *m, enum coh_status st)
@@ -35,7 +40,7 @@ static void reply(struct coh *c, struct coh_msg *m, enum coh_status st)
 	coh_send(c, m);
 }
 
-int coh_key_bulk(struct coh *c, struct coh_conn *cn, const char *key, size_t len)
+static int coh_key_bulk(struct coh *c, struct coh_conn *cn, const char *key, size_t len)
 {
 	return coh_conn_bulk2(cn, c->prefix, c->prefix_len, key, len);
 }

@@ -21,7 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "coh_int.h"
+#include "format.h"
+#include "link.h"
+#include "registry.h"
+#include "state.h"
 #include "ringcache_version.h"
 
 #define HB_NAME "instance:"

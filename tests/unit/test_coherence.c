@@ -34,7 +34,8 @@
 #include <hiredis/hiredis.h>
 
 #include "check.h"
-#include "coherence/coh_int.h"
+#include "coherence/format.h"
+#include "coherence/url.h"
 #include "ringcache/clock.h"
 #include "ringcache/coherence.h"
 #include "ringcache/hash.h"
