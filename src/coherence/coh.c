@@ -212,9 +212,11 @@ int coh_create(struct coh **out, const struct coh_config *cfg,
 	if (cfg->nshards < 1 || cfg->nshards > 1024 || ring_size < 2 ||
 	    (ring_size & (ring_size - 1)) || cfg->cpu < -1)
 		return -EINVAL;
-	c = calloc(1, sizeof(*c));
+	/* aligned, or the RING_LINE lines of struct coh would not be lines */
+	c = aligned_alloc(RING_LINE, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	memset(c, 0, sizeof(*c));
 	c->efd = -1;
 	coh_conn_init(&c->cmd, "command");
 	coh_conn_init(&c->sub, "subscription");

@@ -8,11 +8,20 @@
  *   - `parked` and `stop`, the parking handshake (ring.h's protocol);
  *   - the counters, written by the coherence thread alone and read by any
  *     thread through coh_stats().
+ *
+ * Layout, in RING_LINE (128-byte) lines, so that no two threads write one
+ * line (production is ARM64, whose prefetcher pairs 64-byte lines):
+ *
+ *   | configuration ... (read-only after coh_create)                  |
+ *   | parked, stop       (shards read `parked` at every coh_flush)    |
+ *   | counters           (thread writes, coh_stats() reads)  2 lines  |
+ *   | now, cmd, sub, ... (the thread's own state)                     |
  */
 #ifndef RINGCACHE_COH_STATE_H
 #define RINGCACHE_COH_STATE_H
 
 #include <pthread.h>
+#include <assert.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -75,6 +84,7 @@ struct coh_counters {
 			      memory_order_relaxed)
 #define COH_SET(c, field, v) atomic_store_explicit(&(c)->st.field, (v), memory_order_relaxed)
 
+/* Allocated with aligned_alloc(RING_LINE, ...), so the lines below are real. */
 struct coh {
 	/* configuration, fixed after coh_create() */
 	struct coh_url url;
@@ -102,7 +112,8 @@ struct coh {
 	/* the parking handshake */
 	alignas(RING_LINE) _Atomic int parked;
 	_Atomic bool stop;
-	struct coh_counters st;
+
+	alignas(RING_LINE) struct coh_counters st;
 
 	/* the coherence thread's own state */
 	alignas(RING_LINE) uint64_t now;    /* clock_mono_ns() at the top of the loop */
@@ -125,6 +136,11 @@ struct coh {
 	uint32_t replay_len;
 	uint64_t backlog_total;
 };
+
+static_assert(offsetof(struct coh, st) % RING_LINE == 0 &&
+	      offsetof(struct coh, st) >= offsetof(struct coh, parked) + RING_LINE &&
+	      offsetof(struct coh, now) >= offsetof(struct coh, st) + sizeof(struct coh_counters),
+	      "the counters have lines of their own");
 
 /* coh.c: hands m to m->shard's out ring (or its backlog); the thread's only
  * way to give a message back to a shard. */
