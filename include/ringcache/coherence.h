@@ -155,6 +155,15 @@ void coh_destroy(struct coh *c);
 const char *coh_instance_id(const struct coh *c);
 
 /*
+ * True if the Redis name of cache key key[0..len), <prefix><key>, is one of
+ * the registry's: "instances" (the hash of instances) or any key starting
+ * with "instance:" (heartbeats).  A shard refuses such keys so that a PUT
+ * cannot overwrite the fleet's registry.  False for c == NULL (no L2).
+ * Any thread.
+ */
+bool coh_key_reserved(const struct coh *c, const void *key, size_t len);
+
+/*
  * Shard side.  Each is called only by shard `shard`'s thread.
  *
  * coh_submit() queues a request (unpublished until coh_flush()); false when

@@ -248,8 +248,7 @@ int coh_create(struct coh **out, const struct coh_config *cfg,
 	c->prefix_len = strlen(prefix);
 	c->prefix = concat(prefix, c->prefix_len, "");
 	c->channel = concat(prefix, c->prefix_len, "invalidate");
-	c->instances_key = concat(prefix, c->prefix_len, "instances");
-	if (!c->prefix || !c->channel || !c->instances_key)
+	if (!c->prefix || !c->channel)
 		goto fail;
 	rc = coh_registry_init(c, cfg->instance_id, cfg->advertise, cfg->version);
 	if (rc)

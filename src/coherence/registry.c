@@ -27,8 +27,23 @@
 #include "state.h"
 #include "ringcache_version.h"
 
-#define HB_NAME "instance:"
-#define HB_NAME_LEN 9
+/*
+ * The registry's names after <prefix>.  Written once: the keys built here
+ * and coh_key_reserved() (which refuses the cache keys whose Redis names
+ * these are) both read them.
+ */
+static const char REG_HASH[] = "instances";
+#define REG_HASH_LEN (sizeof(REG_HASH) - 1)
+static const char HB_NAME[] = "instance:";
+#define HB_NAME_LEN (sizeof(HB_NAME) - 1)
+
+bool coh_key_reserved(const struct coh *c, const void *key, size_t len)
+{
+	if (!c)
+		return false;
+	return (len == REG_HASH_LEN && memcmp(key, REG_HASH, REG_HASH_LEN) == 0) ||
+	       (len >= HB_NAME_LEN && memcmp(key, HB_NAME, HB_NAME_LEN) == 0);
+}
 
 static bool id_valid(const char *s, size_t n)
 {
@@ -74,9 +89,12 @@ int coh_registry_init(struct coh *c, const char *instance_id, const char *advert
 		id_generate(c->id, sizeof(c->id));
 	}
 	c->id_len = strlen(c->id);
+	c->instances_key = malloc(c->prefix_len + REG_HASH_LEN + 1);
 	c->heartbeat_key = malloc(c->prefix_len + HB_NAME_LEN + c->id_len + 1);
-	if (!c->heartbeat_key)
+	if (!c->instances_key || !c->heartbeat_key)
 		return -ENOMEM;
+	memcpy(c->instances_key, c->prefix, c->prefix_len);
+	memcpy(c->instances_key + c->prefix_len, REG_HASH, REG_HASH_LEN + 1);
 	memcpy(c->heartbeat_key, c->prefix, c->prefix_len);
 	memcpy(c->heartbeat_key + c->prefix_len, HB_NAME, HB_NAME_LEN);
 	memcpy(c->heartbeat_key + c->prefix_len + HB_NAME_LEN, c->id, c->id_len + 1);

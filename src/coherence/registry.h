@@ -12,7 +12,8 @@ struct coh_pend;
 struct redisReply;
 
 /* Sets the instance id (given or generated), the registry's key names and
- * our registry value.  0, -EINVAL (bad id) or -ENOMEM. */
+ * our registry value.  0, -EINVAL (bad id) or -ENOMEM (the caller frees
+ * what was allocated). */
 int coh_registry_init(struct coh *c, const char *instance_id, const char *advertise,
 		      const char *version);
 void coh_registry_beat(struct coh *c);

@@ -515,6 +515,20 @@ static void test_formats(void)
 	cfg.redis_url = "redis://h:1";
 	CHECK_EQ(coh_create(&c, &cfg, NULL, NULL), 0);
 	CHECK(c && strlen(coh_instance_id(c)) > 0);
+
+	/* registry names: the same rule as the shards applied before the names moved here */
+#define RESERVED(k) coh_key_reserved(c, k, sizeof(k) - 1)
+	CHECK(RESERVED("instances"));
+	CHECK(RESERVED("instance:"));
+	CHECK(RESERVED("instance:x"));
+	CHECK(RESERVED("instance:\0bin"));
+	CHECK(!RESERVED("instance"));
+	CHECK(!RESERVED("instancesx"));
+	CHECK(!RESERVED("Instances"));
+	CHECK(!RESERVED("invalidate"));    /* a channel, not a key: no clash */
+	CHECK(!RESERVED("x"));
+#undef RESERVED
+	CHECK(!coh_key_reserved(NULL, "instances", 9));
 	coh_destroy(c);         /* never started */
 	coh_destroy(NULL);
 }
@@ -790,6 +804,21 @@ static void test_registry(struct tinst *a, struct tinst *b)
 		freeReplyObject(r);
 	long long pttl = cmd_int("PTTL ringcache:instance:inst-a");
 	CHECK(pttl > 0);
+
+	/* every name the registry wrote is reserved as a cache key, so a PUT cannot reach it */
+	r = cmd("KEYS ringcache:*");
+	unsigned names = 0;
+	for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+		const redisReply *k = r->element[i];
+		const size_t pl = strlen("ringcache:");
+		bool registry = k->len > pl && (!strcmp(k->str + pl, "instances") ||
+						!strncmp(k->str + pl, "instance:inst-", 14));
+		CHECK_EQ(coh_key_reserved(a->c, k->str + pl, k->len - pl), registry);
+		names += registry;
+	}
+	CHECK_EQ(names, 3);    /* the hash and the heartbeats of inst-a and inst-b */
+	if (r)
+		freeReplyObject(r);
 
 	/* a dead instance (no heartbeat) is reaped; one with a heartbeat stays */
 	uint64_t reaped = stats_of(a).instances_reaped + stats_of(b).instances_reaped;
