@@ -121,8 +121,10 @@ struct coh_msg {
 /*
  * Creates a message with room for a value of value_len bytes, which the
  * caller writes through m->value; key (1..COH_KEY_MAX bytes, 0 for CLUSTER)
- * and ctype (0..COH_CTYPE_MAX bytes) are copied.  The caller sets ttl and
- * cookie.  Returns NULL on bad lengths or no memory.  Any thread.
+ * and ctype (0..COH_CTYPE_MAX bytes, any byte but the controls other than
+ * tab and DEL: what L1 accepts as a Content-Type) are copied.  The caller
+ * sets ttl and cookie.  Returns NULL on bad lengths or no memory.  Any
+ * thread.
  */
 struct coh_msg *coh_msg_create(enum coh_op op, unsigned shard, uint64_t hash,
 			       const void *key, size_t key_len,

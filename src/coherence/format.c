@@ -22,13 +22,20 @@
 #include "format.h"
 #include "ringcache/buf.h"
 
+/*
+ * The rule L1 applies to a PUT's Content-Type (src/cache/exec.c): field
+ * content per RFC 9110, so obs-text (0x80-0xFF) is allowed and only the
+ * controls other than tab, and DEL, are not.  '\n', which ends the type in
+ * the frame, is one of those, so it cannot occur inside.  Accepting less
+ * than L1 would make a PUT that L1 stored silently skip Redis.
+ */
 bool coh_ctype_valid(const char *ctype, size_t n)
 {
 	if (n > COH_CTYPE_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)ctype[i];
-		if ((ch < 0x20 && ch != '\t') || ch > 0x7e)
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
 			return false;
 	}
 	return true;

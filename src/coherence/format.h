@@ -31,7 +31,8 @@ size_t coh_value_header(char *buf, const char *ctype, size_t ctype_len);
 int coh_value_decode(const char *s, size_t n, size_t *ctype_off, size_t *ctype_len,
 		     size_t *value_off);
 
-/* True if ctype may be stored (printable ASCII or tab, at most COH_CTYPE_MAX). */
+/* True if ctype may be stored: at most COH_CTYPE_MAX bytes, none of them a
+ * control other than tab, nor DEL (L1's rule for a Content-Type). */
 bool coh_ctype_valid(const char *ctype, size_t n);
 
 /*

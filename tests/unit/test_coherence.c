@@ -468,6 +468,19 @@ static void test_formats(void)
 	CHECK(cl == 0 && vo == 6);
 	CHECK(!coh_ctype_valid("a\nb", 3));
 
+	/* content types: exactly what L1 accepts (src/cache/exec.c put_type): any
+	 * byte but the CTLs other than tab and DEL, obs-text (0x80-0xFF) included */
+	char ct[COH_CTYPE_MAX + 2];
+	for (unsigned ch = 0; ch < 256; ch++) {
+		ct[0] = (char)ch;
+		bool l1 = ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+		CHECK_EQ(coh_ctype_valid(ct, 1), l1);
+	}
+	CHECK(coh_ctype_valid("text/plain; charset=\xe9\x80\xff", 23));
+	struct coh_msg *om = coh_msg_create(COH_SET, 0, 0, "k", 1, "x/\xc3\xa9\xff", 5, 0);
+	CHECK(om != NULL);
+	coh_msg_destroy(om);
+
 	const char *id, *key;
 	size_t idl, kl;
 	CHECK_EQ(coh_inval_decode("user:42", 7, &id, &idl, &key, &kl), 0);
@@ -588,6 +601,26 @@ static void test_write_through_and_reads(struct tinst *a)
 	CHECK_EQ(t_do(a, msg(COH_GET, "hash", NULL, NULL, 0), NULL), COH_BAD_DATA);
 	CHECK_EQ(t_do(a, msg(COH_GET, "corrupt", NULL, NULL, 0), NULL), COH_BAD_DATA);
 	CHECK_EQ(stats_of(a).bad_data, bad + 2);
+
+	/* a content type L1 accepts, obs-text included, goes to Redis and back unchanged */
+	static const char obs[] = "text/plain; title=\"caf\xc3\xa9\"; x=\x80\xff\t";
+	const size_t obs_len = sizeof(obs) - 1;
+	CHECK_EQ(t_do(a, msg(COH_SET, "obs", obs, "v8", 0), NULL), COH_OK);
+	v = cmd("GET ringcache:obs");
+	CHECK(v && v->type == REDIS_REPLY_STRING && v->len == COH_MAGIC_LEN + obs_len + 1 + 2);
+	if (v && v->type == REDIS_REPLY_STRING && v->len > COH_MAGIC_LEN + obs_len) {
+		CHECK(!memcmp(v->str, COH_VALUE_MAGIC, COH_MAGIC_LEN));
+		CHECK(!memcmp(v->str + COH_MAGIC_LEN, obs, obs_len));
+	}
+	if (v)
+		freeReplyObject(v);
+	r = NULL;
+	CHECK_EQ(t_do(a, msg(COH_GET, "obs", NULL, NULL, 0), &r), COH_OK);
+	if (r) {
+		CHECK(r->ctype_len == obs_len && !memcmp(r->ctype, obs, obs_len));
+		CHECK(r->value_len == 2 && !memcmp(r->value, "v8", 2));
+		coh_msg_destroy(r);
+	}
 
 	CHECK_EQ(t_do(a, msg(COH_DEL, "k1", NULL, NULL, 0), NULL), COH_OK);
 	CHECK_EQ(cmd_int("EXISTS ringcache:k1"), 0);
