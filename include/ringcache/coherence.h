@@ -34,7 +34,9 @@
 #include <stdint.h>
 
 #define COH_KEY_MAX 1024u          /* same bound as the L1 store's keys */
-#define COH_CTYPE_MAX 1024u        /* longest Content-Type kept with a value */
+#define COH_CTYPE_MAX 255u         /* longest Content-Type kept with a value: L1's
+                                    * limit (REPR_TYPE_MAX), so every type in L2
+                                    * can be served from L1 */
 #define COH_INSTANCE_ID_MAX 128u   /* printable ASCII, no spaces */
 
 struct coh;

@@ -33,6 +33,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "cache/repr.h"
 #include "check.h"
 #include "coherence/format.h"
 #include "coherence/url.h"
@@ -41,6 +42,10 @@
 #include "ringcache/hash.h"
 
 #define NSHARDS 2
+
+/* L1 keeps at most REPR_TYPE_MAX bytes of Content-Type: a longer type in Redis
+ * could never be served, so the format's limit is the same number. */
+_Static_assert(COH_CTYPE_MAX == REPR_TYPE_MAX, "L2 content types fit L1's");
 #define WAIT_MS 10000
 
 /* --- redis-server --- */
@@ -469,7 +474,8 @@ static void test_formats(void)
 	CHECK(!coh_ctype_valid("a\nb", 3));
 
 	/* content types: exactly what L1 accepts (src/cache/exec.c put_type): any
-	 * byte but the CTLs other than tab and DEL, obs-text (0x80-0xFF) included */
+	 * byte but the CTLs other than tab and DEL, obs-text (0x80-0xFF) included,
+	 * at most REPR_TYPE_MAX bytes */
 	char ct[COH_CTYPE_MAX + 2];
 	for (unsigned ch = 0; ch < 256; ch++) {
 		ct[0] = (char)ch;
@@ -477,9 +483,22 @@ static void test_formats(void)
 		CHECK_EQ(coh_ctype_valid(ct, 1), l1);
 	}
 	CHECK(coh_ctype_valid("text/plain; charset=\xe9\x80\xff", 23));
+	memset(ct, 'a', sizeof(ct));
+	CHECK(coh_ctype_valid(ct, COH_CTYPE_MAX));
+	CHECK(!coh_ctype_valid(ct, COH_CTYPE_MAX + 1));
 	struct coh_msg *om = coh_msg_create(COH_SET, 0, 0, "k", 1, "x/\xc3\xa9\xff", 5, 0);
 	CHECK(om != NULL);
 	coh_msg_destroy(om);
+	CHECK(coh_msg_create(COH_SET, 0, 0, "k", 1, ct, COH_CTYPE_MAX + 1, 0) == NULL);
+	/* a frame whose type is longer than L1 keeps is corrupt, not a value */
+	char longf[COH_MAGIC_LEN + COH_CTYPE_MAX + 8];
+	memcpy(longf, COH_VALUE_MAGIC, COH_MAGIC_LEN);
+	memset(longf + COH_MAGIC_LEN, 'a', COH_CTYPE_MAX + 1);
+	longf[COH_MAGIC_LEN + COH_CTYPE_MAX + 1] = '\n';
+	CHECK_EQ(coh_value_decode(longf, COH_MAGIC_LEN + COH_CTYPE_MAX + 2, &co, &cl, &vo), -EINVAL);
+	longf[COH_MAGIC_LEN + COH_CTYPE_MAX] = '\n';
+	CHECK_EQ(coh_value_decode(longf, COH_MAGIC_LEN + COH_CTYPE_MAX + 2, &co, &cl, &vo), 0);
+	CHECK(cl == COH_CTYPE_MAX && vo == COH_MAGIC_LEN + COH_CTYPE_MAX + 1);
 
 	const char *id, *key;
 	size_t idl, kl;
@@ -621,6 +640,25 @@ static void test_write_through_and_reads(struct tinst *a)
 		CHECK(r->value_len == 2 && !memcmp(r->value, "v8", 2));
 		coh_msg_destroy(r);
 	}
+
+	/* content types of 255 bytes are served; 256 and 1024 bytes are bad data, counted */
+	char frame[COH_MAGIC_LEN + 1024 + 8];
+	bad = stats_of(a).bad_data;
+	const size_t tlens[] = { 255, 256, 1024 };
+	for (unsigned i = 0; i < 3; i++) {
+		size_t tl = tlens[i];
+		r = NULL;
+		memcpy(frame, COH_VALUE_MAGIC, COH_MAGIC_LEN);
+		memset(frame + COH_MAGIC_LEN, 't', tl);
+		memcpy(frame + COH_MAGIC_LEN + tl, "\nval", 4);
+		cmd_ok("SET ringcache:longtype %b", frame, COH_MAGIC_LEN + tl + 4);
+		int st = t_do(a, msg(COH_GET, "longtype", NULL, NULL, 0), &r);
+		CHECK_EQ(st, tl <= 255 ? COH_OK : COH_BAD_DATA);
+		if (st == COH_OK && r)
+			CHECK(r->ctype_len == tl && r->value_len == 3 && !memcmp(r->value, "val", 3));
+		coh_msg_destroy(r);
+	}
+	CHECK_EQ(stats_of(a).bad_data, bad + 2);
 
 	CHECK_EQ(t_do(a, msg(COH_DEL, "k1", NULL, NULL, 0), NULL), COH_OK);
 	CHECK_EQ(cmd_int("EXISTS ringcache:k1"), 0);
