@@ -34,7 +34,7 @@ enum coh_pend_kind {
 	COH_P_IGNORE,           /* PUBLISH, HSET: reply only checked for errors */
 	COH_P_HEARTBEAT,        /* SET of the heartbeat key: counts for the breaker */
 	COH_P_REAP_KEYS,        /* HKEYS of the registry */
-	COH_P_REAP_EXISTS,      /* p: malloc'd instance id */
+	COH_P_REAP_EXISTS,      /* p: malloc'd instance id (registry.c), free() it */
 	COH_P_REAP_DEL,         /* HDEL of a dead instance */
 	COH_P_CLUSTER,          /* HGETALL of the registry; p: struct coh_msg */
 	COH_P_PING,             /* subscription health PING */

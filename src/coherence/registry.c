@@ -149,17 +149,27 @@ void coh_registry_beat(struct coh *c)
 	coh_conn_push(cn, COH_P_REAP_KEYS, 0, 0, NULL);
 }
 
+/*
+ * An instance id read from the registry, kept while its EXISTS is in
+ * flight.  Ids in Redis are whatever bytes someone wrote, NULs included, so
+ * they are length-counted from HKEYS' reply to HDEL's argument.
+ */
+struct reap_id {
+	size_t len;
+	char id[];
+};
+
 static void reap_check(struct coh *c, const char *id, size_t n)
 {
 	struct coh_conn *cn = &c->cmd;
-	char *copy = malloc(n + 1);
+	struct reap_id *copy = malloc(sizeof(*copy) + n);
 
 	if (!copy || coh_conn_reserve(cn, 1)) {
 		free(copy);
 		return;
 	}
-	memcpy(copy, id, n);
-	copy[n] = '\0';
+	copy->len = n;
+	memcpy(copy->id, id, n);
 	int rc = coh_conn_array(cn, 2);
 	rc |= coh_conn_bulk(cn, "EXISTS", 6);
 	rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, HB_NAME, HB_NAME_LEN, id, n);
@@ -171,7 +181,7 @@ static void reap_check(struct coh *c, const char *id, size_t n)
 	coh_conn_push(cn, COH_P_REAP_EXISTS, 0, 0, copy);
 }
 
-static void reap(struct coh *c, const char *id)
+static void reap(struct coh *c, const struct reap_id *r)
 {
 	struct coh_conn *cn = &c->cmd;
 
@@ -180,7 +190,7 @@ static void reap(struct coh *c, const char *id)
 	int rc = coh_conn_array(cn, 3);
 	rc |= coh_conn_bulk(cn, "HDEL", 4);
 	rc |= coh_conn_bulk(cn, c->instances_key, strlen(c->instances_key));
-	rc |= coh_conn_bulk(cn, id, strlen(id));
+	rc |= coh_conn_bulk(cn, r->id, r->len);
 	if (rc) {
 		c->trip = true;
 		return;

@@ -860,6 +860,54 @@ static bool hexists(const char *field)
 	return cmd_int("HEXISTS ringcache:instances %s", field) == 1;
 }
 
+static bool hexists_b(const char *field, size_t len)
+{
+	return cmd_int("HEXISTS ringcache:instances %b", field, len) == 1;
+}
+
+/*
+ * Registry fields are bytes: one with a NUL inside and no heartbeat key is
+ * reaped (the HDEL names the whole field, not the part before the NUL), and
+ * one with a NUL whose heartbeat key exists stays and is listed.
+ */
+static void test_registry_binary_ids(struct tinst *a, struct tinst *b)
+{
+	static const char dead[] = "dead\0tail", dead0[] = "\0lead", alive[] = "al\0ive";
+	static const char alive_key[] = "ringcache:instance:al\0ive";
+	uint64_t reaped = stats_of(a).instances_reaped + stats_of(b).instances_reaped;
+
+	cmd_ok("HSET ringcache:instances dead %s", "{\"id\":\"dead\"}");   /* the truncated name */
+	cmd_ok("HSET ringcache:instances %b %s", dead, sizeof(dead) - 1, "{\"id\":\"d\"}");
+	cmd_ok("HSET ringcache:instances %b %s", dead0, sizeof(dead0) - 1, "{\"id\":\"d0\"}");
+	cmd_ok("SET %b x PX 60000", alive_key, sizeof(alive_key) - 1);
+	cmd_ok("HSET ringcache:instances %b %s", alive, sizeof(alive) - 1, "{\"id\":\"al-ive\"}");
+	for (int i = 0; i < WAIT_MS / 20 &&
+			(hexists_b(dead, sizeof(dead) - 1) || hexists_b(dead0, sizeof(dead0) - 1) ||
+			 hexists("dead") ||
+			 stats_of(a).instances_reaped + stats_of(b).instances_reaped < reaped + 3);
+	     i++)
+		sleep_ms(20);
+	CHECK(!hexists_b(dead, sizeof(dead) - 1));
+	CHECK(!hexists_b(dead0, sizeof(dead0) - 1));
+	CHECK(!hexists("dead"));
+	CHECK_EQ(stats_of(a).instances_reaped + stats_of(b).instances_reaped, reaped + 3);
+	CHECK(hexists_b(alive, sizeof(alive) - 1));
+
+	struct coh_msg *m;
+	CHECK_EQ(t_do(a, msg(COH_CLUSTER, NULL, NULL, NULL, 0), &m), COH_OK);
+	if (m) {
+		CHECK(coh_json_object_valid(m->value, m->value_len));
+		CHECK(memmem(m->value, m->value_len, "\"al-ive\"", 8) != NULL);
+		/* sorted by field bytes: "al\0ive" < "inst-a" */
+		const char *x = memmem(m->value, m->value_len, "\"al-ive\"", 8);
+		const char *y = memmem(m->value, m->value_len, "\"id\":\"inst-a\"", 13);
+		CHECK(x && y && x < y);
+		coh_msg_destroy(m);
+	}
+	cmd_ok("DEL %b", alive_key, sizeof(alive_key) - 1);
+	cmd_ok("HDEL ringcache:instances %b", alive, sizeof(alive) - 1);
+}
+
 static void test_registry(struct tinst *a, struct tinst *b)
 {
 	redisReply *r = cmd("HGET ringcache:instances inst-a");
@@ -1104,6 +1152,7 @@ int main(void)
 	test_write_through_and_reads(&a);
 	test_invalidation(&a, &b);
 	test_registry(&a, &b);
+	test_registry_binary_ids(&a, &b);
 	test_auth_select();
 	test_sigstop(&a);
 	test_restart(&a, &b);
