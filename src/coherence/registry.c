@@ -37,6 +37,14 @@ static const char REG_HASH[] = "instances";
 static const char HB_NAME[] = "instance:";
 #define HB_NAME_LEN (sizeof(HB_NAME) - 1)
 
+/*
+ * Heartbeat keys checked per heartbeat.  The registry is anyone's to write:
+ * one EXISTS per field would let a hash of a million junk fields make the
+ * thread queue a million commands every period.  Above this many fields the
+ * checks rotate through the hash, so every field is still looked at.
+ */
+#define REAP_PER_BEAT 1024
+
 bool coh_key_reserved(const struct coh *c, const void *key, size_t len)
 {
 	if (!c)
@@ -201,17 +209,21 @@ static void reap(struct coh *c, const struct reap_id *r)
 void coh_registry_reply(struct coh *c, struct coh_pend *p, redisReply *r)
 {
 	switch (p->kind) {
-	case COH_P_REAP_KEYS:
-		if (r->type != REDIS_REPLY_ARRAY)
+	case COH_P_REAP_KEYS: {
+		if (r->type != REDIS_REPLY_ARRAY || r->elements == 0)
 			break;
-		for (size_t i = 0; i < r->elements; i++) {
-			const redisReply *f = r->element[i];
+		size_t n = r->elements, todo = n < REAP_PER_BEAT ? n : REAP_PER_BEAT;
+		size_t start = n > REAP_PER_BEAT ? c->reap_next % n : 0;
+		for (size_t k = 0; k < todo; k++) {
+			const redisReply *f = r->element[(start + k) % n];
 			if (f->type != REDIS_REPLY_STRING ||
 			    (f->len == c->id_len && !memcmp(f->str, c->id, f->len)))
 				continue;
 			reap_check(c, f->str, f->len);
 		}
+		c->reap_next = start + todo;
 		break;
+	}
 	case COH_P_REAP_EXISTS:
 		if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
 			reap(c, p->p);

@@ -130,6 +130,7 @@ struct coh {
 	uint64_t ping_due;                  /* next subscription PING */
 	bool ping_out;                      /* a PING is unanswered */
 	uint64_t heartbeat_due;
+	size_t reap_next;                   /* registry field the next reap starts at */
 	struct coh_kt gets;                 /* struct coh_get by key */
 	struct coh_kt replay_tab;           /* struct coh_replay by key */
 	struct coh_replay *replay, **replay_tail;

@@ -177,18 +177,27 @@ static void direct_reconnect(void)
 	direct = redis_connect();
 }
 
-static long long get_calls(void)
+/* Calls of a command since the last CONFIG RESETSTAT (INFO commandstats). */
+static long long calls_of(const char *command)
 {
 	redisReply *r = cmd("INFO commandstats");
+	char name[64];
 	long long calls = 0;
+
+	snprintf(name, sizeof(name), "cmdstat_%s:calls=", command);
 	if (r && r->type == REDIS_REPLY_STRING) {
-		const char *p = strstr(r->str, "cmdstat_get:calls=");
+		const char *p = strstr(r->str, name);
 		if (p)
-			calls = atoll(p + strlen("cmdstat_get:calls="));
+			calls = atoll(p + strlen(name));
 	}
 	if (r)
 		freeReplyObject(r);
 	return calls;
+}
+
+static long long get_calls(void)
+{
+	return calls_of("get");
 }
 
 /* --- shards played by the test --- */
@@ -866,6 +875,40 @@ static bool hexists_b(const char *field, size_t len)
 }
 
 /*
+ * A registry stuffed with 3000 dead entries: each heartbeat checks at most
+ * 1024 of them (one EXISTS each), so a huge registry costs a bounded amount
+ * of memory and commands per period; all of them are still reaped.
+ */
+static void test_registry_many(struct tinst *a, struct tinst *b)
+{
+	enum { N = 3000, PER_BEAT = 1024 };
+	static char names[N][16];
+	static const char *argv[2 + 2 * N];
+	uint64_t reaped = stats_of(a).instances_reaped + stats_of(b).instances_reaped;
+
+	argv[0] = "HSET";
+	argv[1] = "ringcache:instances";
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "many-%d", i);
+		argv[2 + 2 * i] = names[i];
+		argv[3 + 2 * i] = "{}";
+	}
+	cmd_ok("CONFIG RESETSTAT");
+	redisReply *r = redisCommandArgv(direct, 2 + 2 * N, argv, NULL);
+	CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == N);
+	if (r)
+		freeReplyObject(r);
+	for (int i = 0; i < WAIT_MS / 20 &&
+			stats_of(a).instances_reaped + stats_of(b).instances_reaped < reaped + N;
+	     i++)
+		sleep_ms(20);
+	CHECK_EQ(stats_of(a).instances_reaped + stats_of(b).instances_reaped, reaped + N);
+	CHECK_EQ(cmd_int("HLEN ringcache:instances"), 2);
+	long long hkeys = calls_of("hkeys"), exists = calls_of("exists");
+	CHECK(hkeys > 0 && exists >= N && exists <= hkeys * PER_BEAT);
+}
+
+/*
  * Registry fields are bytes: one with a NUL inside and no heartbeat key is
  * reaped (the HDEL names the whole field, not the part before the NUL), and
  * one with a NUL whose heartbeat key exists stays and is listed.
@@ -1153,6 +1196,7 @@ int main(void)
 	test_invalidation(&a, &b);
 	test_registry(&a, &b);
 	test_registry_binary_ids(&a, &b);
+	test_registry_many(&a, &b);
 	test_auth_select();
 	test_sigstop(&a);
 	test_restart(&a, &b);
