@@ -42,6 +42,37 @@ void coh_conn_init(struct coh_conn *cn, const char *name)
 	cn->fd = -1;
 	cn->name = name;
 	cn->state = COH_CONN_DOWN;
+	cn->reply_max = COH_REPLY_MAX;
+	cn->elements_max = COH_REPLY_ELEMENTS_MAX;
+}
+
+/* hiredis' createArray, refusing (NULL: the reader reports an error) an
+ * array that would take the reply past elements_max. */
+static void *create_array(const redisReadTask *task, int elements)
+{
+	struct coh_conn *cn = task->privdata;
+
+	if (elements > 0) {
+		if ((size_t)elements > cn->elements_max - cn->reply_elements)
+			return NULL;
+		cn->reply_elements += (size_t)elements;
+	}
+	return cn->base->createArray(task, elements);
+}
+
+static redisReader *reader_create(struct coh_conn *cn)
+{
+	redisReader *r = redisReaderCreate();
+
+	if (!r)
+		return NULL;
+	cn->base = r->fn;
+	cn->fns = *r->fn;
+	cn->fns.createArray = create_array;
+	r->fn = &cn->fns;
+	r->privdata = cn;
+	cn->reply_bytes = cn->reply_elements = 0;
+	return r;
 }
 
 void coh_conn_close(struct coh_conn *cn)
@@ -107,7 +138,7 @@ int coh_conn_open(struct coh_conn *cn, const struct coh_url *u)
 	freeaddrinfo(res);
 	if (fd == -1)
 		return err;
-	cn->reader = redisReaderCreate();
+	cn->reader = reader_create(cn);
 	if (!cn->reader) {
 		close(fd);
 		cn->state = COH_CONN_DOWN;
@@ -180,6 +211,7 @@ int coh_conn_read(struct coh_conn *cn)
 		}
 		if (redisReaderFeed(cn->reader, chunk, (size_t)n) != REDIS_OK)
 			return -ENOMEM;
+		cn->reply_bytes += (size_t)n;
 		if ((size_t)n < sizeof(chunk))
 			return 0;
 	}
@@ -195,7 +227,16 @@ int coh_conn_reply(struct coh_conn *cn, redisReply **out)
 	if (redisReaderGetReply(cn->reader, &r) != REDIS_OK)
 		return -EPROTO;
 	if (!r)
-		return 0;
+		return cn->reply_bytes > cn->reply_max ? -EPROTO : 0;
+	/* what is left in the reader belongs to the replies after this one */
+	size_t left = cn->reader->len - cn->reader->pos;
+	size_t size = cn->reply_bytes - left;
+	cn->reply_bytes = left;
+	cn->reply_elements = 0;
+	if (size > cn->reply_max) {
+		freeReplyObject(r);
+		return -EPROTO;
+	}
 	*out = r;
 	return 1;
 }

@@ -17,6 +17,19 @@
 
 struct coh_url;
 
+/*
+ * Bounds on one reply from Redis.  Every byte from Redis is hostile: without
+ * them a bulk length of 2^62 would make the reader buffer whatever follows,
+ * and an array reply costs ~70 bytes of memory per 4-byte element on the
+ * wire.  The byte bound is Redis' own default proto-max-bulk-len (the
+ * largest string it stores unless reconfigured); the element bound counts
+ * the elements of every array in one reply (the only arrays we ask for are
+ * the registry's).  A reply past either is a protocol error: the connection
+ * is dropped as on any error.
+ */
+#define COH_REPLY_MAX ((size_t)512 << 20)
+#define COH_REPLY_ELEMENTS_MAX (1u << 20)
+
 enum coh_conn_state {
 	COH_CONN_DOWN = 0,      /* no socket; retry_at says when to try again */
 	COH_CONN_CONNECTING,    /* non-blocking connect() in progress */
@@ -58,6 +71,12 @@ struct coh_conn {
 	struct buf out;
 	size_t out_off;         /* bytes of out already written */
 	redisReader *reader;
+	redisReplyObjectFunctions fns;      /* hiredis' own, createArray counting */
+	const redisReplyObjectFunctions *base;
+	size_t reply_bytes;     /* bytes read of the reply being parsed */
+	size_t reply_elements;  /* array elements in it so far */
+	size_t reply_max;       /* COH_REPLY_MAX; tests lower them */
+	size_t elements_max;    /* COH_REPLY_ELEMENTS_MAX */
 	struct coh_pend *q;     /* circular: q[(head + i) & (cap - 1)] */
 	uint32_t q_head, q_len, q_cap;
 	uint32_t q_checked;     /* entries [0, q_checked) were checked for expiry */
@@ -80,7 +99,8 @@ int coh_conn_connected(struct coh_conn *cn);
 int coh_conn_write(struct coh_conn *cn);
 /* Reads what the socket has into the reply parser; 0, or -errno (-ECONNRESET on EOF). */
 int coh_conn_read(struct coh_conn *cn);
-/* Next complete reply: 1 (*out set), 0 none yet, -EPROTO. */
+/* Next complete reply: 1 (*out set), 0 none yet, -EPROTO (malformed, or
+ * past COH_REPLY_MAX / COH_REPLY_ELEMENTS_MAX). */
 int coh_conn_reply(struct coh_conn *cn, redisReply **out);
 bool coh_conn_wants_write(const struct coh_conn *cn);
 

@@ -35,6 +35,7 @@
 
 #include "cache/repr.h"
 #include "check.h"
+#include "coherence/conn.h"
 #include "coherence/format.h"
 #include "coherence/url.h"
 #include "ringcache/clock.h"
@@ -572,6 +573,110 @@ static void test_formats(void)
 	CHECK(!coh_key_reserved(NULL, "instances", 9));
 	coh_destroy(c);         /* never started */
 	coh_destroy(NULL);
+}
+
+/*
+ * Feeds `bytes` to a coh_conn from a listener that plays a hostile Redis,
+ * and returns what coh_conn_reply() makes of them: the first non-zero result
+ * (1: a reply, whose type is stored in *type; -EPROTO), or 0 if nothing came
+ * within WAIT_MS.
+ */
+static int conn_feed(const char *bytes, size_t n, size_t reply_max, size_t elements_max,
+		     int *type, unsigned replies)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), sfd = -1, rc = 0;
+	char urlbuf[64];
+	struct coh_url u;
+	struct coh_conn cn;
+
+	coh_conn_init(&cn, "test");
+	cn.reply_max = reply_max;
+	cn.elements_max = elements_max;
+	if (lfd == -1 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 1) ||
+	    getsockname(lfd, (struct sockaddr *)&a, &alen))
+		goto out;
+	snprintf(urlbuf, sizeof(urlbuf), "redis://127.0.0.1:%d", ntohs(a.sin_port));
+	if (coh_url_parse(urlbuf, &u) || coh_conn_open(&cn, &u))
+		goto out;
+	sfd = accept(lfd, NULL, NULL);
+	if (sfd == -1 || write(sfd, bytes, n) != (ssize_t)n)
+		goto out;
+	if (cn.state == COH_CONN_CONNECTING) {
+		struct pollfd p = { cn.fd, POLLOUT, 0 };
+		if (poll(&p, 1, WAIT_MS) != 1 || coh_conn_connected(&cn))
+			goto out;
+	}
+	uint64_t deadline = now_ms() + WAIT_MS;
+	while (rc == 0 && now_ms() < deadline) {
+		redisReply *r;
+		struct pollfd p = { cn.fd, POLLIN, 0 };
+		poll(&p, 1, 100);
+		if (coh_conn_read(&cn))
+			break;
+		while ((rc = coh_conn_reply(&cn, &r)) == 1) {
+			*type = r->type;
+			freeReplyObject(r);
+			if (--replies)
+				continue;
+			break;
+		}
+	}
+out:
+	if (sfd != -1)
+		close(sfd);
+	if (lfd != -1)
+		close(lfd);
+	coh_conn_deinit(&cn);
+	return rc;
+}
+
+/* Replies past COH_REPLY_MAX bytes or COH_REPLY_ELEMENTS_MAX elements, and
+ * malformed lengths, are protocol errors, never unbounded memory. */
+static void test_conn_limits(void)
+{
+	static char big[2100];
+	int type = 0;
+
+	CHECK(COH_REPLY_MAX >= (size_t)512 << 20 && COH_REPLY_ELEMENTS_MAX >= 1u << 20);
+#define FEED(s, max, emax) conn_feed(s, sizeof(s) - 1, max, emax, &type, 1)
+	CHECK_EQ(FEED("$5\r\nhello\r\n", 1000, 10), 1);
+	CHECK_EQ(type, REDIS_REPLY_STRING);
+	CHECK_EQ(FEED("$-1\r\n", 1000, 10), 1);
+	CHECK_EQ(type, REDIS_REPLY_NIL);
+	CHECK_EQ(FEED("$-5\r\n", 1000, 10), -EPROTO);
+	CHECK_EQ(FEED("*-5\r\n", 1000, 10), -EPROTO);
+	CHECK_EQ(FEED("*3000000000\r\n", 1000, 10), -EPROTO);
+	CHECK_EQ(FEED(":12x\r\n", 1000, 10), -EPROTO);
+	/* elements of every array in the reply count */
+	CHECK_EQ(FEED("*2\r\n*4\r\n:1\r\n:1\r\n:1\r\n:1\r\n*2\r\n:1\r\n:1\r\n", 1000, 8), 1);
+	CHECK_EQ(type, REDIS_REPLY_ARRAY);
+	CHECK_EQ(FEED("*2\r\n*4\r\n:1\r\n:1\r\n:1\r\n:1\r\n*3\r\n:1\r\n:1\r\n:1\r\n", 1000, 8),
+		 -EPROTO);
+	CHECK_EQ(FEED("*9\r\n", 1000, 8), -EPROTO);
+	/* bytes: a bulk string announced or received past the bound */
+	int n = snprintf(big, sizeof(big), "$%d\r\n", 1000 - 8);
+	memset(big + n, 'x', 1000 - 8);
+	memcpy(big + n + 1000 - 8, "\r\n", 2);
+	CHECK_EQ(conn_feed(big, (size_t)n + 1000 - 8 + 2, 1000, 8, &type, 1), 1);   /* 999 bytes */
+	n = snprintf(big, sizeof(big), "$%d\r\n", 1000 - 7);
+	memset(big + n, 'x', 1000 - 7);
+	memcpy(big + n + 1000 - 7, "\r\n", 2);
+	CHECK_EQ(conn_feed(big, (size_t)n + 1000 - 7 + 2, 1000, 8, &type, 1), -EPROTO);
+	n = snprintf(big, sizeof(big), "$%d\r\n", 1 << 30);
+	memset(big + n, 'x', 1500);
+	CHECK_EQ(conn_feed(big, (size_t)n + 1500, 1000, 8, &type, 1), -EPROTO);   /* never completes */
+	/* the bound is per reply: three of 600 bytes in one read are fine */
+	n = 0;
+	for (int i = 0; i < 3; i++) {
+		n += snprintf(big + n, sizeof(big) - (size_t)n, "$590\r\n");
+		memset(big + n, 'y', 590);
+		memcpy(big + n + 590, "\r\n", 2);
+		n += 592;
+	}
+	CHECK_EQ(conn_feed(big, (size_t)n, 1000, 8, &type, 3), 1);
+#undef FEED
 }
 
 /* --- the main flows --- */
@@ -1164,6 +1269,7 @@ int main(void)
 
 	setvbuf(stdout, NULL, _IONBF, 0);
 	test_formats();
+	test_conn_limits();
 
 	redis_port = free_port();
 	if (redis_port <= 0 || redis_start() != 0) {
