@@ -43,9 +43,11 @@ bool coh_ctype_valid(const char *ctype, size_t n);
 int coh_inval_decode(const char *s, size_t n, const char **id, size_t *id_len,
 		     const char **key, size_t *key_len);
 
-/* Appends a JSON string literal (quotes included) to b. */
+/* Appends a JSON string literal (quotes included) to b: valid UTF-8 for any
+ * bytes, which are not UTF-8 written as U+FFFD.  0 or -ENOMEM. */
 int coh_json_str(struct buf *b, const char *s, size_t n);
-/* True if s[0..n) is one well-formed JSON object (nesting at most 16 deep). */
+/* True if s[0..n) is one well-formed JSON object in UTF-8 (nesting at most
+ * 16 deep). */
 bool coh_json_object_valid(const char *s, size_t n);
 
 #endif

@@ -530,7 +530,23 @@ static void test_formats(void)
 	CHECK(!JV("{\"a\":1"));
 	CHECK(!JV("{\"a\":01x}"));
 	CHECK(!JV("{\"a\":\"\\q\"}"));
+	/* JSON text is UTF-8 (RFC 8259): /cluster must not pass on other bytes */
+	CHECK(JV("{\"a\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf\"}"));
+	CHECK(!JV("{\"a\":\"\xff\"}"));
+	CHECK(!JV("{\"a\":\"\x80\"}"));
+	CHECK(!JV("{\"a\":\"\xc0\xaf\"}"));            /* overlong '/' */
+	CHECK(!JV("{\"a\":\"\xe0\x80\xaf\"}"));        /* overlong */
+	CHECK(!JV("{\"a\":\"\xed\xa0\x80\"}"));        /* a surrogate */
+	CHECK(!JV("{\"a\":\"\xf4\x90\x80\x80\"}"));    /* past U+10FFFF */
+	CHECK(!JV("{\"a\":\"\xe2\x82\"}"));            /* cut short */
+	CHECK(!JV("{\"\xc3\":1}"));
 #undef JV
+	/* coh_json_str() writes valid JSON for any bytes: bad UTF-8 becomes U+FFFD */
+	struct buf jb = { 0 };
+	CHECK_EQ(coh_json_str(&jb, "a\"\\\x01\x7f\xc3\xa9\xff\xc3", 9), 0);
+	static const char jwant[] = "\"a\\\"\\\\\\u0001\\u007f\xc3\xa9\\ufffd\\ufffd\"";
+	CHECK(jb.len == sizeof(jwant) - 1 && !memcmp(jb.data, jwant, jb.len));
+	buf_deinit(&jb);
 
 	struct coh_msg *m = coh_msg_create(COH_GET, 0, 0, "", 0, NULL, 0, 0);
 	CHECK(m == NULL);
@@ -1109,6 +1125,9 @@ static void test_registry(struct tinst *a, struct tinst *b)
 	/* GET /cluster */
 	cmd_ok("HSET ringcache:instances junk2 %s", "{broken");
 	cmd_ok("SET ringcache:instance:junk2 x PX 60000");
+	cmd_ok("HSET ringcache:instances junk3 %s", "{\"id\":\"not-\xff-utf8\"}");
+	cmd_ok("SET ringcache:instance:junk3 x PX 60000");
+	uint64_t bad = stats_of(a).bad_data;
 	struct coh_msg *m;
 	CHECK_EQ(t_do(a, msg(COH_CLUSTER, NULL, NULL, NULL, 0), &m), COH_OK);
 	if (m) {
@@ -1119,13 +1138,15 @@ static void test_registry(struct tinst *a, struct tinst *b)
 		CHECK(strstr(s, "\"id\":\"inst-b\"") != NULL);
 		CHECK(strstr(s, "\"id\":\"alive-1\"") != NULL);
 		CHECK(strstr(s, "broken") == NULL);
+		CHECK(strstr(s, "not-") == NULL);
 		/* sorted by id */
 		CHECK(strstr(s, "alive-1") < strstr(s, "\"id\":\"inst-a\""));
 		free(s);
 		coh_msg_destroy(m);
 	}
-	cmd_ok("DEL ringcache:instance:alive-1 ringcache:instance:junk2");
-	cmd_ok("HDEL ringcache:instances alive-1 junk2");
+	CHECK_EQ(stats_of(a).bad_data, bad + 2);
+	cmd_ok("DEL ringcache:instance:alive-1 ringcache:instance:junk2 ringcache:instance:junk3");
+	cmd_ok("HDEL ringcache:instances alive-1 junk2 junk3");
 }
 
 /* AUTH user password and SELECT from the URL; a wrong password never comes up. */
