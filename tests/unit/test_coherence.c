@@ -1246,6 +1246,9 @@ static void test_sigstop(struct tinst *a)
 static void test_restart(struct tinst *a, struct tinst *b)
 {
 	struct coh_msg *r;
+
+	/* B too must be up: a FLUSH it still owes for the SIGSTOP would carry that older loss */
+	wait_up(b);
 	uint32_t before = clock_store_now();
 
 	t_drop_unsolicited(&a->sh[0]);
