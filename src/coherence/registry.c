@@ -326,7 +326,7 @@ void coh_cluster_reply(struct coh *c, struct coh_msg *m, redisReply *r)
 		pairs[n++] = f;
 		pairs[n++] = v;
 	}
-	if (!rc)
+	if (!rc && n)    /* pairs is NULL for an empty hash, and qsort wants a pointer */
 		qsort(pairs, n / 2, sizeof(*pairs) * 2, cmp_field);
 	rc |= buf_append(&b, "{\"self\":", 8);
 	rc |= coh_json_str(&b, c->id, c->id_len);
