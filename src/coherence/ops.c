@@ -138,7 +138,7 @@ static uint32_t ttl_seconds(long long pttl)
 		return 0;
 	if (pttl <= 0)
 		return 1;
-	long long s = (pttl + 999) / 1000;
+	long long s = pttl / 1000 + (pttl % 1000 != 0);    /* + 999 could overflow */
 	return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
 }
 
