@@ -209,12 +209,21 @@ int coh_conn_read(struct coh_conn *cn)
 				return 0;
 			return -errno;
 		}
-		if (redisReaderFeed(cn->reader, chunk, (size_t)n) != REDIS_OK)
+		if (coh_conn_feed(cn, chunk, (size_t)n))
 			return -ENOMEM;
-		cn->reply_bytes += (size_t)n;
 		if ((size_t)n < sizeof(chunk))
 			return 0;
 	}
+	return 0;
+}
+
+int coh_conn_feed(struct coh_conn *cn, const char *p, size_t n)
+{
+	if (!cn->reader && !(cn->reader = reader_create(cn)))
+		return -ENOMEM;
+	if (redisReaderFeed(cn->reader, p, n) != REDIS_OK)
+		return -ENOMEM;
+	cn->reply_bytes += n;
 	return 0;
 }
 

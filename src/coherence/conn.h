@@ -99,6 +99,10 @@ int coh_conn_connected(struct coh_conn *cn);
 int coh_conn_write(struct coh_conn *cn);
 /* Reads what the socket has into the reply parser; 0, or -errno (-ECONNRESET on EOF). */
 int coh_conn_read(struct coh_conn *cn);
+/* Hands bytes read from Redis to the reply parser (created if the
+ * connection has none yet: the fuzz target feeds it without a socket).
+ * 0 or -ENOMEM. */
+int coh_conn_feed(struct coh_conn *cn, const char *p, size_t n);
 /* Next complete reply: 1 (*out set), 0 none yet, -EPROTO (malformed, or
  * past COH_REPLY_MAX / COH_REPLY_ELEMENTS_MAX). */
 int coh_conn_reply(struct coh_conn *cn, redisReply **out);
