@@ -332,12 +332,7 @@ void coh_destroy(struct coh *c)
 	}
 	atomic_store_explicit(&c->stop, true, memory_order_relaxed);
 	/* Everything below runs with the thread gone and the shards stopped. */
-	struct coh_pend *p;
-	while ((p = coh_conn_front(&c->cmd))) {
-		struct coh_pend e = *p;
-		coh_conn_pop(&c->cmd);
-		coh_pend_abandon(c, &e);
-	}
+	coh_pend_abandon_all(c);
 	coh_conn_deinit(&c->cmd);
 	coh_conn_deinit(&c->sub);
 	coh_replay_drop_all(c);

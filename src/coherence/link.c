@@ -111,14 +111,8 @@ void coh_succeed(struct coh *c)
 void coh_cmd_lost(struct coh *c)
 {
 	bool was_ready = c->cmd.state == COH_CONN_READY;
-	struct coh_pend *p;
 
-	/* Detach the queue first: abandoning may send replies, never commands. */
-	while ((p = coh_conn_front(&c->cmd))) {
-		struct coh_pend e = *p;
-		coh_conn_pop(&c->cmd);
-		coh_pend_abandon(c, &e);
-	}
+	coh_pend_abandon_all(c);
 	coh_conn_close(&c->cmd);
 	c->trip = false;
 	c->failures = 0;

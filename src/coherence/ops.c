@@ -549,6 +549,19 @@ void coh_pend_abandon(struct coh *c, struct coh_pend *p)
 	}
 }
 
+void coh_pend_abandon_all(struct coh *c)
+{
+	struct coh_pend *p;
+
+	/* Each entry leaves the queue first: abandoning may send replies to
+	 * shards or queue writes for replay, never commands. */
+	while ((p = coh_conn_front(&c->cmd))) {
+		struct coh_pend e = *p;
+		coh_conn_pop(&c->cmd);
+		coh_pend_abandon(c, &e);
+	}
+}
+
 /* --- invalidations received --- */
 
 void coh_sub_message(struct coh *c, redisReply *r)

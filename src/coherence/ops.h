@@ -18,6 +18,8 @@ void coh_cmd_reply(struct coh *c, struct coh_pend *p, struct redisReply *r);
 void coh_pend_expire(struct coh *c, struct coh_pend *p);
 /* p's connection is gone: its reply will never come. */
 void coh_pend_abandon(struct coh *c, struct coh_pend *p);
+/* The same for every entry of the command connection's queue, emptied. */
+void coh_pend_abandon_all(struct coh *c);
 /* A "message" push (array of at least 3) from the subscription. */
 void coh_sub_message(struct coh *c, struct redisReply *r);
 /* Sends the queued writes (the link just came up). */
