@@ -34,7 +34,9 @@
 #include <stdint.h>
 
 #define COH_KEY_MAX 1024u          /* same bound as the L1 store's keys */
-#define COH_CTYPE_MAX 1024u        /* longest Content-Type kept with a value */
+#define COH_CTYPE_MAX 255u         /* longest Content-Type kept with a value: L1's
+                                    * limit (REPR_TYPE_MAX), so every type in L2
+                                    * can be served from L1 */
 #define COH_INSTANCE_ID_MAX 128u   /* printable ASCII, no spaces */
 
 struct coh;
@@ -121,8 +123,10 @@ struct coh_msg {
 /*
  * Creates a message with room for a value of value_len bytes, which the
  * caller writes through m->value; key (1..COH_KEY_MAX bytes, 0 for CLUSTER)
- * and ctype (0..COH_CTYPE_MAX bytes) are copied.  The caller sets ttl and
- * cookie.  Returns NULL on bad lengths or no memory.  Any thread.
+ * and ctype (0..COH_CTYPE_MAX bytes, any byte but the controls other than
+ * tab and DEL: what L1 accepts as a Content-Type) are copied.  The caller
+ * sets ttl and cookie.  Returns NULL on bad lengths or no memory.  Any
+ * thread.
  */
 struct coh_msg *coh_msg_create(enum coh_op op, unsigned shard, uint64_t hash,
 			       const void *key, size_t key_len,
@@ -153,6 +157,15 @@ void coh_destroy(struct coh *c);
 
 /* The instance id in use (generated or given).  Any thread. */
 const char *coh_instance_id(const struct coh *c);
+
+/*
+ * True if the Redis name of cache key key[0..len), <prefix><key>, is one of
+ * the registry's: "instances" (the hash of instances) or any key starting
+ * with "instance:" (heartbeats).  A shard refuses such keys so that a PUT
+ * cannot overwrite the fleet's registry.  False for c == NULL (no L2).
+ * Any thread.
+ */
+bool coh_key_reserved(const struct coh *c, const void *key, size_t len);
 
 /*
  * Shard side.  Each is called only by shard `shard`'s thread.

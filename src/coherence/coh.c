@@ -1,26 +1,17 @@
 /*
- * coh.c - the coherence thread: lifecycle, the rings to and from the shards,
- * the loop that sleeps in one ppoll() on an eventfd and both Redis sockets,
- * and the state of the link to Redis (connect, handshake, backoff, breaker,
- * subscription loss).
+ * coh.c - the coherence thread: lifecycle (create, start, destroy), the
+ * thread's end of the rings to and from the shards (drain the in rings,
+ * publish the out rings, a backlog per shard when one is full), and the
+ * loop that sleeps in one ppoll() on an eventfd and both Redis sockets.
  *
- * The link has two connections: "cmd" carries every command, pipelined;
- * "sub" is subscribed to <prefix>invalidate.  The breaker is closed (link_up)
- * only while both are ready:
+ *   loop: drain in rings -> coh_request (ops.c)
+ *         link timers, write commands (link.c)
+ *         publish out rings, ring doorbells
+ *         spin spin_us after activity, then park: ppoll(eventfd, cmd, sub)
+ *         socket events -> replies (link.c -> ops.c, registry.c)
  *
- *            both READY                      failures >= breaker_failures,
- *   DOWN ─────────────────▶ UP  ───────────▶ a socket error or EOF, a
- *    ▲  (FLUSH first if the  │               subscription PING unanswered
- *    │   subscription was    │               for a heartbeat period
- *    │   lost, then replay)  ▼
- *    └──────────────────── DOWN: GET/CLUSTER -> SKIPPED, SET/DEL -> SKIPPED
- *                                and queued; reconnect with backoff
- *
- * Why a subscription loss costs a FLUSH: pub/sub delivers nothing that was
- * published while we were not subscribed, so any L1 entry stored before the
- * loss was seen may have missed its invalidation.  While the link is down no
- * GET is sent (nothing new enters L1 from Redis) and writes are replayed
- * after the FLUSH, so entries stored after the loss are safe to keep.
+ * The shard threads' half of the rings is in msg.c; the state of the link
+ * to Redis (connect, handshake, breaker, reconnect) in link.c.
  */
 #include <errno.h>
 #include <poll.h>
@@ -31,108 +22,16 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "coh_int.h"
+#include "link.h"
+#include "ops.h"
+#include "registry.h"
+#include "state.h"
 #include "ringcache/clock.h"
 #include "ringcache/hash.h"
 
 #define DRAIN_PER_SHARD 512
 #define BACKLOG_RETRY_NS (1 * COH_MS)
 #define MAX_SLEEP_NS (1000 * COH_MS)
-#define SHUTDOWN_MIN_NS (20 * COH_MS)
-
-/* --- messages --- */
-
-struct coh_msg *coh_msg_create(enum coh_op op, unsigned shard, uint64_t hash,
-			       const void *key, size_t key_len,
-			       const void *ctype, size_t ctype_len, size_t value_len)
-{
-	bool keyless = op == COH_CLUSTER || op == COH_FLUSH;
-
-	if (key_len > COH_KEY_MAX || (!keyless && key_len == 0) ||
-	    !coh_ctype_valid(ctype, ctype_len))
-		return NULL;
-	size_t extra = key_len + 1 + ctype_len + 1;
-	if (value_len > SIZE_MAX - sizeof(struct coh_msg) - extra)
-		return NULL;
-	struct coh_msg *m = malloc(sizeof(*m) + extra + value_len);
-	if (!m)
-		return NULL;
-	memset(m, 0, sizeof(*m));
-	m->op = (uint8_t)op;
-	m->shard = shard;
-	m->hash = hash;
-	m->key = (char *)(m + 1);
-	m->ctype = m->key + key_len + 1;
-	m->value = m->ctype + ctype_len + 1;
-	if (key_len)
-		memcpy(m->key, key, key_len);
-	m->key[key_len] = '\0';
-	if (ctype_len)
-		memcpy(m->ctype, ctype, ctype_len);
-	m->ctype[ctype_len] = '\0';
-	m->key_len = (uint32_t)key_len;
-	m->ctype_len = (uint32_t)ctype_len;
-	m->value_len = value_len;
-	return m;
-}
-
-void coh_msg_destroy(struct coh_msg *m)
-{
-	if (!m)
-		return;
-	free(m->value_mem);
-	free(m);
-}
-
-struct coh_msg *coh_msg_copy(const struct coh_msg *m)
-{
-	struct coh_msg *n = coh_msg_create(m->op, m->shard, m->hash, m->key, m->key_len,
-					   m->ctype, m->ctype_len, m->value_len);
-	if (!n)
-		return NULL;
-	if (m->value_len)
-		memcpy(n->value, m->value, m->value_len);
-	n->ttl = m->ttl;
-	n->seq = m->seq;
-	return n;
-}
-
-/* --- shard side --- */
-
-bool coh_submit(struct coh *c, unsigned shard, struct coh_msg *m)
-{
-	return ring_push(c->shards[shard].in, m);
-}
-
-void coh_flush(struct coh *c, unsigned shard)
-{
-	static const uint64_t one = 1;
-
-	/* ring_flush() stores the tail seq_cst; the load of `parked` below is
-	 * ordered after it (ring.h's parking protocol). */
-	if (ring_flush(c->shards[shard].in) &&
-	    atomic_load_explicit(&c->parked, memory_order_seq_cst)) {
-		ssize_t n = write(c->efd, &one, sizeof(one));
-		(void)n;    /* EAGAIN only if the counter is saturated: already awake */
-	}
-}
-
-struct coh_msg *coh_poll(struct coh *c, unsigned shard)
-{
-	struct coh_shard *sh = &c->shards[shard];
-	struct coh_msg *m = ring_pop(sh->out);
-
-	if (!m || ++sh->polled >= 32) {
-		ring_release(sh->out);
-		sh->polled = 0;
-	}
-	return m;
-}
-
-bool coh_pending(struct coh *c, unsigned shard)
-{
-	return ring_peek_sc(c->shards[shard].out);
-}
 
 void coh_stats(const struct coh *c, struct coh_stats *out)
 {
@@ -147,7 +46,7 @@ const char *coh_instance_id(const struct coh *c)
 	return c->id;
 }
 
-/* --- thread side: replies to shards --- */
+/* --- the thread's end of the rings --- */
 
 void coh_send(struct coh *c, struct coh_msg *m)
 {
@@ -209,425 +108,12 @@ static bool drain(struct coh *c)
 	return any;
 }
 
-/* --- the link --- */
-
-static uint32_t jitter(struct coh *c, uint32_t ms)
-{
-	c->rng ^= c->rng << 13;
-	c->rng ^= c->rng >> 7;
-	c->rng ^= c->rng << 17;
-	/* 75% .. 125% so a fleet does not reconnect in lockstep */
-	return ms - ms / 4 + (uint32_t)(c->rng % (ms / 2 + 1));
-}
-
-static void schedule_retry(struct coh *c, struct coh_conn *cn, bool was_ready)
-{
-	if (was_ready) {
-		cn->backoff_ms = c->backoff_min_ms;
-	} else {
-		COH_ADD(c, connect_failures, 1);
-	}
-	cn->retry_at = c->now + (uint64_t)jitter(c, cn->backoff_ms) * COH_MS;
-	if (!was_ready) {
-		uint64_t next = (uint64_t)cn->backoff_ms * 2;
-		cn->backoff_ms = next > c->backoff_max_ms ? c->backoff_max_ms : (uint32_t)next;
-	}
-}
-
-static void send_flush(struct coh *c)
-{
-	for (unsigned s = 0; s < c->nshards; s++) {
-		struct coh_msg *m = coh_msg_create(COH_FLUSH, s, 0, NULL, 0, NULL, 0, 0);
-		if (!m)
-			continue;    /* no memory: that shard keeps entries it cannot prove */
-		m->older_than = c->lost_at;
-		coh_send(c, m);
-	}
-	COH_ADD(c, flushes, 1);
-}
-
-static void link_check(struct coh *c)
-{
-	bool up = c->cmd.state == COH_CONN_READY && c->sub.state == COH_CONN_READY &&
-		  !atomic_load_explicit(&c->stop, memory_order_relaxed);
-
-	if (up == c->link_up)
-		return;
-	c->link_up = up;
-	COH_SET(c, breaker_open, up ? 0 : 1);
-	if (!up) {
-		COH_ADD(c, breaker_opens, 1);
-		return;
-	}
-	c->failures = 0;
-	c->trip = false;
-	if (c->sub_lost) {
-		send_flush(c);
-		c->sub_lost = false;
-	}
-	c->ever_up = true;
-	coh_replay_start(c);
-}
-
-void coh_fail(struct coh *c)
-{
-	if (++c->failures >= c->breaker_failures)
-		c->trip = true;
-}
-
-void coh_succeed(struct coh *c)
-{
-	c->failures = 0;
-}
-
-void coh_cmd_lost(struct coh *c)
-{
-	bool was_ready = c->cmd.state == COH_CONN_READY;
-	struct coh_pend *p;
-
-	/* Detach the queue first: abandoning may send replies, never commands. */
-	while ((p = coh_conn_front(&c->cmd))) {
-		struct coh_pend e = *p;
-		coh_conn_pop(&c->cmd);
-		coh_pend_abandon(c, &e);
-	}
-	coh_conn_close(&c->cmd);
-	c->trip = false;
-	c->failures = 0;
-	schedule_retry(c, &c->cmd, was_ready);
-	link_check(c);
-}
-
-void coh_sub_lost(struct coh *c)
-{
-	bool was_ready = c->sub.state == COH_CONN_READY;
-
-	coh_conn_close(&c->sub);
-	if (was_ready) {
-		if (!c->sub_lost) {
-			c->sub_lost = true;
-			c->lost_at = clock_store_now() + 1;
-		}
-		c->sub_epoch++;
-		c->ping_out = false;
-		COH_SET(c, subscribed, 0);
-	}
-	schedule_retry(c, &c->sub, was_ready);
-	link_check(c);
-}
-
-static void lost(struct coh *c, struct coh_conn *cn)
-{
-	if (cn == &c->cmd)
-		coh_cmd_lost(c);
-	else
-		coh_sub_lost(c);
-}
-
-static void conn_try(struct coh *c, struct coh_conn *cn)
-{
-	bool sub = cn == &c->sub;
-	int rc = coh_conn_open(cn, &c->url);
-
-	if (rc) {
-		schedule_retry(c, cn, false);
-		return;
-	}
-	cn->deadline = c->now + c->connect_timeout_ns;
-	if (c->url.auth) {
-		bool user = c->url.user[0] != '\0';
-		rc |= coh_conn_array(cn, user ? 3 : 2);
-		rc |= coh_conn_bulk(cn, "AUTH", 4);
-		if (user)
-			rc |= coh_conn_bulk(cn, c->url.user, strlen(c->url.user));
-		rc |= coh_conn_bulk(cn, c->url.password, strlen(c->url.password));
-		rc |= coh_conn_push(cn, COH_P_HANDSHAKE, 0, 0, NULL);
-	}
-	if (!sub && c->url.db) {
-		rc |= coh_conn_array(cn, 2);
-		rc |= coh_conn_bulk(cn, "SELECT", 6);
-		rc |= coh_conn_bulk_u64(cn, c->url.db);
-		rc |= coh_conn_push(cn, COH_P_HANDSHAKE, 0, 0, NULL);
-	}
-	if (sub) {
-		rc |= coh_conn_array(cn, 2);
-		rc |= coh_conn_bulk(cn, "SUBSCRIBE", 9);
-		rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
-	} else {
-		rc |= coh_conn_array(cn, 1);
-		rc |= coh_conn_bulk(cn, "PING", 4);
-	}
-	rc |= coh_conn_push(cn, COH_P_READY, 0, 0, NULL);
-	if (rc) {
-		coh_conn_close(cn);
-		schedule_retry(c, cn, false);
-	}
-}
-
-static bool is_str(const redisReply *r, const char *s)
-{
-	size_t n = strlen(s);
-	return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
-	       r->len == n && !strncasecmp(r->str, s, n);
-}
-
-static bool is_push(const redisReply *r, const char *kind, size_t min)
-{
-	return r->type == REDIS_REPLY_ARRAY && r->elements >= min && is_str(r->element[0], kind);
-}
-
-/* Returns false if the connection was dropped. */
-static bool handshake_reply(struct coh *c, struct coh_conn *cn, const struct coh_pend *e,
-			    redisReply *r)
-{
-	bool sub = cn == &c->sub;
-	bool ok;
-
-	if (e->kind == COH_P_HANDSHAKE)
-		ok = r->type != REDIS_REPLY_ERROR;
-	else if (sub)
-		ok = is_push(r, "subscribe", 3);
-	else
-		ok = is_str(r, "PONG");
-	freeReplyObject(r);
-	if (!ok) {
-		lost(c, cn);
-		return false;
-	}
-	if (e->kind != COH_P_READY)
-		return true;
-	cn->state = COH_CONN_READY;
-	cn->backoff_ms = c->backoff_min_ms;
-	COH_ADD(c, connects, 1);
-	if (sub) {
-		c->ping_due = c->now + c->heartbeat_ns;
-		c->ping_out = false;
-		COH_SET(c, subscribed, 1);
-	} else {
-		c->failures = 0;
-		c->heartbeat_due = c->now;
-	}
-	link_check(c);
-	return true;
-}
-
-static void cmd_replies(struct coh *c)
-{
-	redisReply *r;
-	int rc = 0;
-
-	while (c->cmd.fd != -1 && (rc = coh_conn_reply(&c->cmd, &r)) > 0) {
-		struct coh_pend *p = coh_conn_front(&c->cmd);
-		if (!p) {
-			freeReplyObject(r);
-			coh_cmd_lost(c);
-			return;
-		}
-		struct coh_pend e = *p;
-		coh_conn_pop(&c->cmd);
-		if (e.kind == COH_P_HANDSHAKE || e.kind == COH_P_READY) {
-			if (!handshake_reply(c, &c->cmd, &e, r))
-				return;
-		} else {
-			coh_cmd_reply(c, &e, r);
-		}
-	}
-	if (c->cmd.fd != -1 && rc < 0)
-		coh_cmd_lost(c);
-}
-
-static void sub_replies(struct coh *c)
-{
-	redisReply *r;
-	int rc = 0;
-
-	while (c->sub.fd != -1 && (rc = coh_conn_reply(&c->sub, &r)) > 0) {
-		if (is_push(r, "message", 3)) {
-			if (c->sub.state == COH_CONN_READY)
-				coh_sub_message(c, r);
-			freeReplyObject(r);
-			continue;
-		}
-		struct coh_pend *p = coh_conn_front(&c->sub);
-		if (!p) {
-			freeReplyObject(r);
-			coh_sub_lost(c);
-			return;
-		}
-		struct coh_pend e = *p;
-		coh_conn_pop(&c->sub);
-		if (e.kind == COH_P_HANDSHAKE || e.kind == COH_P_READY) {
-			if (!handshake_reply(c, &c->sub, &e, r))
-				return;
-			continue;
-		}
-		if (e.kind == COH_P_PING)
-			c->ping_out = false;
-		freeReplyObject(r);
-	}
-	if (c->sub.fd != -1 && rc < 0)
-		coh_sub_lost(c);
-}
-
-static void sub_ping(struct coh *c)
-{
-	if (c->ping_out) {
-		coh_sub_lost(c);    /* a whole period without an answer */
-		return;
-	}
-	int rc = coh_conn_array(&c->sub, 1);
-	rc |= coh_conn_bulk(&c->sub, "PING", 4);
-	rc |= coh_conn_push(&c->sub, COH_P_PING, 0, 0, NULL);
-	if (rc) {
-		coh_sub_lost(c);
-		return;
-	}
-	c->ping_out = true;
-	c->ping_due = c->now + c->heartbeat_ns;
-}
-
-/* Deadlines in the cmd queue are in submission order, so the scan stops at
- * the first one still in the future. */
-static void expire(struct coh *c)
-{
-	struct coh_conn *cn = &c->cmd;
-
-	while (cn->q_checked < cn->q_len) {
-		struct coh_pend *p = coh_conn_at(cn, cn->q_checked);
-		if (p->deadline) {
-			if (p->deadline > c->now)
-				break;
-			if (!(p->flags & COH_PF_EXPIRED)) {
-				p->flags |= COH_PF_EXPIRED;
-				coh_pend_expire(c, p);
-			}
-		}
-		cn->q_checked++;
-	}
-}
-
-static void timers(struct coh *c)
-{
-	bool stopping = atomic_load_explicit(&c->stop, memory_order_relaxed);
-	struct coh_conn *conns[2] = { &c->cmd, &c->sub };
-
-	for (int i = 0; i < 2; i++) {
-		struct coh_conn *cn = conns[i];
-		if (cn->state == COH_CONN_DOWN && c->now >= cn->retry_at && !stopping)
-			conn_try(c, cn);
-		else if ((cn->state == COH_CONN_CONNECTING || cn->state == COH_CONN_HANDSHAKE) &&
-			 c->now >= cn->deadline)
-			lost(c, cn);
-	}
-	if (c->cmd.state == COH_CONN_READY) {
-		expire(c);
-		if (c->trip) {
-			coh_cmd_lost(c);
-		} else if (c->now >= c->heartbeat_due) {
-			coh_registry_beat(c);
-			c->heartbeat_due = c->now + c->heartbeat_ns;
-		}
-	}
-	if (c->sub.state == COH_CONN_READY && c->now >= c->ping_due)
-		sub_ping(c);
-}
-
-static uint64_t next_wake(struct coh *c)
-{
-	uint64_t t = c->now + MAX_SLEEP_NS;
-	struct coh_conn *conns[2] = { &c->cmd, &c->sub };
-
-#define EARLIER(x) do { if ((x) < t) t = (x); } while (0)
-	for (int i = 0; i < 2; i++) {
-		struct coh_conn *cn = conns[i];
-		if (cn->state == COH_CONN_DOWN)
-			EARLIER(cn->retry_at);
-		else if (cn->state != COH_CONN_READY)
-			EARLIER(cn->deadline);
-	}
-	if (c->cmd.state == COH_CONN_READY) {
-		EARLIER(c->heartbeat_due);
-		for (uint32_t i = c->cmd.q_checked; i < c->cmd.q_len; i++) {
-			struct coh_pend *p = coh_conn_at(&c->cmd, i);
-			if (p->deadline) {
-				EARLIER(p->deadline);
-				break;
-			}
-		}
-	}
-	if (c->sub.state == COH_CONN_READY)
-		EARLIER(c->ping_due);
-	if (c->backlog_total)
-		EARLIER(c->now + BACKLOG_RETRY_NS);
-#undef EARLIER
-	return t;
-}
-
-static void write_all(struct coh *c)
-{
-	if (coh_conn_write(&c->cmd))
-		coh_cmd_lost(c);
-	if (coh_conn_write(&c->sub))
-		coh_sub_lost(c);
-}
-
-static void on_events(struct coh *c, struct coh_conn *cn, short rev)
-{
-	if (cn->state == COH_CONN_CONNECTING) {
-		if (!(rev & (POLLOUT | POLLERR | POLLHUP)))
-			return;
-		if (coh_conn_connected(cn) || coh_conn_write(cn)) {
-			lost(c, cn);
-			return;
-		}
-	}
-	if (rev & (POLLIN | POLLERR | POLLHUP)) {
-		if (coh_conn_read(cn)) {
-			/* parse what arrived before the error: replies before the EOF count */
-			if (cn == &c->cmd)
-				cmd_replies(c);
-			else
-				sub_replies(c);
-			if (cn->fd != -1)
-				lost(c, cn);
-			return;
-		}
-	}
-	if (cn == &c->cmd)
-		cmd_replies(c);
-	else
-		sub_replies(c);
-}
-
 static bool inputs_pending(struct coh *c)
 {
 	for (unsigned s = 0; s < c->nshards; s++)
 		if (ring_peek_sc(c->shards[s].in))
 			return true;
 	return false;
-}
-
-static void shutdown_link(struct coh *c)
-{
-	if (c->cmd.state != COH_CONN_READY)
-		return;
-	coh_registry_bye(c);
-	uint64_t wait = c->timeout_ns > SHUTDOWN_MIN_NS ? c->timeout_ns : SHUTDOWN_MIN_NS;
-	uint64_t deadline = c->now + wait;
-	while (c->cmd.fd != -1 && c->cmd.q_len && c->now < deadline) {
-		if (coh_conn_write(&c->cmd)) {
-			coh_cmd_lost(c);
-			break;
-		}
-		struct pollfd pfd = { c->cmd.fd, POLLIN, 0 };
-		if (coh_conn_wants_write(&c->cmd))
-			pfd.events |= POLLOUT;
-		uint64_t left = deadline - c->now;
-		struct timespec ts = { (time_t)(left / 1000000000ull), (long)(left % 1000000000ull) };
-		if (ppoll(&pfd, 1, &ts, NULL) > 0)
-			on_events(c, &c->cmd, pfd.revents);
-		c->now = clock_mono_ns();
-	}
 }
 
 static void *thread_main(void *arg)
@@ -641,8 +127,8 @@ static void *thread_main(void *arg)
 	while (!atomic_load_explicit(&c->stop, memory_order_acquire)) {
 		c->now = clock_mono_ns();
 		bool busy = drain(c);
-		timers(c);
-		write_all(c);
+		coh_link_timers(c);
+		coh_link_write(c);
 		publish(c);
 		if (busy)
 			last_busy = c->now;
@@ -663,7 +149,9 @@ static void *thread_main(void *arg)
 		uint64_t sleep_ns = 0;
 		bool parked = false;
 		if (c->now - last_busy >= c->spin_ns) {
-			uint64_t t = next_wake(c);
+			uint64_t t = coh_link_next_wake(c, c->now + MAX_SLEEP_NS);
+			if (c->backlog_total && c->now + BACKLOG_RETRY_NS < t)
+				t = c->now + BACKLOG_RETRY_NS;
 			sleep_ns = t > c->now ? t - c->now : 0;
 		}
 		if (sleep_ns) {
@@ -689,12 +177,12 @@ static void *thread_main(void *arg)
 		for (nfds_t i = 1; i < n; i++) {
 			struct coh_conn *cn = pfd[i].fd == c->cmd.fd ? &c->cmd : &c->sub;
 			if (pfd[i].revents && cn->fd == pfd[i].fd)
-				on_events(c, cn, pfd[i].revents);
+				coh_link_events(c, cn, pfd[i].revents);
 		}
 		last_busy = c->now;
 	}
 	c->now = clock_mono_ns();
-	shutdown_link(c);
+	coh_link_shutdown(c);
 	return NULL;
 }
 
@@ -724,9 +212,11 @@ int coh_create(struct coh **out, const struct coh_config *cfg,
 	if (cfg->nshards < 1 || cfg->nshards > 1024 || ring_size < 2 ||
 	    (ring_size & (ring_size - 1)) || cfg->cpu < -1)
 		return -EINVAL;
-	c = calloc(1, sizeof(*c));
+	/* aligned, or the RING_LINE lines of struct coh would not be lines */
+	c = aligned_alloc(RING_LINE, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	memset(c, 0, sizeof(*c));
 	c->efd = -1;
 	coh_conn_init(&c->cmd, "command");
 	coh_conn_init(&c->sub, "subscription");
@@ -758,8 +248,7 @@ int coh_create(struct coh **out, const struct coh_config *cfg,
 	c->prefix_len = strlen(prefix);
 	c->prefix = concat(prefix, c->prefix_len, "");
 	c->channel = concat(prefix, c->prefix_len, "invalidate");
-	c->instances_key = concat(prefix, c->prefix_len, "instances");
-	if (!c->prefix || !c->channel || !c->instances_key)
+	if (!c->prefix || !c->channel)
 		goto fail;
 	rc = coh_registry_init(c, cfg->instance_id, cfg->advertise, cfg->version);
 	if (rc)
@@ -843,12 +332,7 @@ void coh_destroy(struct coh *c)
 	}
 	atomic_store_explicit(&c->stop, true, memory_order_relaxed);
 	/* Everything below runs with the thread gone and the shards stopped. */
-	struct coh_pend *p;
-	while ((p = coh_conn_front(&c->cmd))) {
-		struct coh_pend e = *p;
-		coh_conn_pop(&c->cmd);
-		coh_pend_abandon(c, &e);
-	}
+	coh_pend_abandon_all(c);
 	coh_conn_deinit(&c->cmd);
 	coh_conn_deinit(&c->sub);
 	coh_replay_drop_all(c);

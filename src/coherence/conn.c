@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -28,124 +29,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "coh_int.h"
+#include "conn.h"
+#include "url.h"
 
 #define READ_CHUNK 65536
 #define READS_PER_CALL 16
 #define OUT_KEEP (1u << 20)     /* an emptied output buffer above this is freed */
-
-static int hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* Copies s[0..n) percent-decoded into out (NUL-terminated). */
-static int unescape(const char *s, size_t n, char *out, size_t cap)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		int ch = (unsigned char)s[i];
-		if (ch == '%') {
-			if (i + 2 >= n)
-				return -EINVAL;
-			int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-			if (hi < 0 || lo < 0)
-				return -EINVAL;
-			ch = hi * 16 + lo;
-			i += 2;
-		}
-		if (ch == 0 || o + 1 >= cap)
-			return -EINVAL;
-		out[o++] = (char)ch;
-	}
-	out[o] = '\0';
-	return 0;
-}
-
-int coh_url_parse(const char *s, struct coh_url *u)
-{
-	struct coh_url r;
-	const char *p, *at, *end, *slash, *colon;
-
-	memset(&r, 0, sizeof(r));
-	if (!s || strncasecmp(s, "redis://", 8) != 0)
-		return -EINVAL;
-	p = s + 8;
-	end = p + strlen(p);
-	if (memchr(p, '?', (size_t)(end - p)) || memchr(p, '#', (size_t)(end - p)))
-		return -EINVAL;
-
-	at = memrchr(p, '@', (size_t)(end - p));
-	if (at) {
-		const char *sep = memchr(p, ':', (size_t)(at - p));
-		if (sep) {
-			if (unescape(p, (size_t)(sep - p), r.user, sizeof(r.user)) ||
-			    unescape(sep + 1, (size_t)(at - sep - 1), r.password, sizeof(r.password)))
-				return -EINVAL;
-		} else if (unescape(p, (size_t)(at - p), r.password, sizeof(r.password))) {
-			return -EINVAL;
-		}
-		if (!r.password[0])
-			return -EINVAL;
-		r.auth = true;
-		p = at + 1;
-	}
-
-	slash = memchr(p, '/', (size_t)(end - p));
-	if (slash && slash + 1 < end) {
-		char *dend;
-		errno = 0;
-		unsigned long db = strtoul(slash + 1, &dend, 10);
-		if (errno || *dend || slash[1] < '0' || slash[1] > '9' || db > 1000000)
-			return -EINVAL;
-		r.db = (unsigned)db;
-	}
-	if (!slash)
-		slash = end;
-
-	const char *host = p, *hend;
-	if (*p == '[') {
-		const char *rb = memchr(p, ']', (size_t)(slash - p));
-		if (!rb)
-			return -EINVAL;
-		host = p + 1;
-		hend = rb;
-		colon = rb + 1 < slash && rb[1] == ':' ? rb + 1 : NULL;
-		if (!colon && rb + 1 != slash)
-			return -EINVAL;
-	} else {
-		colon = memrchr(p, ':', (size_t)(slash - p));
-		hend = colon ? colon : slash;
-	}
-	if (hend == host || (size_t)(hend - host) >= sizeof(r.host))
-		return -EINVAL;
-	memcpy(r.host, host, (size_t)(hend - host));
-
-	if (colon) {
-		size_t plen = (size_t)(slash - colon - 1);
-		char *pend;
-		char tmp[8];
-		if (plen == 0 || plen >= sizeof(tmp))
-			return -EINVAL;
-		memcpy(tmp, colon + 1, plen);
-		tmp[plen] = '\0';
-		unsigned long port = strtoul(tmp, &pend, 10);
-		if (*pend || tmp[0] < '0' || tmp[0] > '9' || port == 0 || port > 65535)
-			return -EINVAL;
-		snprintf(r.port, sizeof(r.port), "%lu", port);
-	} else {
-		strcpy(r.port, "6379");
-	}
-	*u = r;
-	return 0;
-}
 
 void coh_conn_init(struct coh_conn *cn, const char *name)
 {
@@ -153,6 +42,37 @@ void coh_conn_init(struct coh_conn *cn, const char *name)
 	cn->fd = -1;
 	cn->name = name;
 	cn->state = COH_CONN_DOWN;
+	cn->reply_max = COH_REPLY_MAX;
+	cn->elements_max = COH_REPLY_ELEMENTS_MAX;
+}
+
+/* hiredis' createArray, refusing (NULL: the reader reports an error) an
+ * array that would take the reply past elements_max. */
+static void *create_array(const redisReadTask *task, int elements)
+{
+	struct coh_conn *cn = task->privdata;
+
+	if (elements > 0) {
+		if ((size_t)elements > cn->elements_max - cn->reply_elements)
+			return NULL;
+		cn->reply_elements += (size_t)elements;
+	}
+	return cn->base->createArray(task, elements);
+}
+
+static redisReader *reader_create(struct coh_conn *cn)
+{
+	redisReader *r = redisReaderCreate();
+
+	if (!r)
+		return NULL;
+	cn->base = r->fn;
+	cn->fns = *r->fn;
+	cn->fns.createArray = create_array;
+	r->fn = &cn->fns;
+	r->privdata = cn;
+	cn->reply_bytes = cn->reply_elements = 0;
+	return r;
 }
 
 void coh_conn_close(struct coh_conn *cn)
@@ -218,7 +138,7 @@ int coh_conn_open(struct coh_conn *cn, const struct coh_url *u)
 	freeaddrinfo(res);
 	if (fd == -1)
 		return err;
-	cn->reader = redisReaderCreate();
+	cn->reader = reader_create(cn);
 	if (!cn->reader) {
 		close(fd);
 		cn->state = COH_CONN_DOWN;
@@ -289,11 +209,21 @@ int coh_conn_read(struct coh_conn *cn)
 				return 0;
 			return -errno;
 		}
-		if (redisReaderFeed(cn->reader, chunk, (size_t)n) != REDIS_OK)
+		if (coh_conn_feed(cn, chunk, (size_t)n))
 			return -ENOMEM;
 		if ((size_t)n < sizeof(chunk))
 			return 0;
 	}
+	return 0;
+}
+
+int coh_conn_feed(struct coh_conn *cn, const char *p, size_t n)
+{
+	if (!cn->reader && !(cn->reader = reader_create(cn)))
+		return -ENOMEM;
+	if (redisReaderFeed(cn->reader, p, n) != REDIS_OK)
+		return -ENOMEM;
+	cn->reply_bytes += n;
 	return 0;
 }
 
@@ -306,7 +236,16 @@ int coh_conn_reply(struct coh_conn *cn, redisReply **out)
 	if (redisReaderGetReply(cn->reader, &r) != REDIS_OK)
 		return -EPROTO;
 	if (!r)
-		return 0;
+		return cn->reply_bytes > cn->reply_max ? -EPROTO : 0;
+	/* what is left in the reader belongs to the replies after this one */
+	size_t left = cn->reader->len - cn->reader->pos;
+	size_t size = cn->reply_bytes - left;
+	cn->reply_bytes = left;
+	cn->reply_elements = 0;
+	if (size > cn->reply_max) {
+		freeReplyObject(r);
+		return -EPROTO;
+	}
 	*out = r;
 	return 1;
 }

@@ -19,15 +19,23 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "coh_int.h"
+#include "format.h"
+#include "ringcache/buf.h"
 
+/*
+ * The rule L1 applies to a PUT's Content-Type (src/cache/exec.c): field
+ * content per RFC 9110, so obs-text (0x80-0xFF) is allowed and only the
+ * controls other than tab, and DEL, are not.  '\n', which ends the type in
+ * the frame, is one of those, so it cannot occur inside.  Accepting less
+ * than L1 would make a PUT that L1 stored silently skip Redis.
+ */
 bool coh_ctype_valid(const char *ctype, size_t n)
 {
 	if (n > COH_CTYPE_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)ctype[i];
-		if ((ch < 0x20 && ch != '\t') || ch > 0x7e)
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
 			return false;
 	}
 	return true;
@@ -90,6 +98,42 @@ int coh_inval_decode(const char *s, size_t n, const char **id, size_t *id_len,
 	return 1;
 }
 
+/*
+ * Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no
+ * overlong forms, no surrogates, nothing past U+10FFFF), or 0.  s[0] is
+ * 0x80 or above.
+ */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+	size_t len;
+
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if (n < len || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+/* Bytes that are not UTF-8 become U+FFFD, so the literal is valid JSON text
+ * (RFC 8259 requires UTF-8) whatever it was given. */
 int coh_json_str(struct buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -99,20 +143,27 @@ int coh_json_str(struct buf *b, const char *s, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
 		char esc[6] = { '\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15] };
+		size_t seq;
 		int r;
-		if (ch == '"' || ch == '\\')
+		if (ch == '"' || ch == '\\') {
 			r = buf_append(b, (char[]){ '\\', (char)ch }, 2);
-		else if (ch < 0x20 || ch == 0x7f)
+		} else if (ch < 0x20 || ch == 0x7f) {
 			r = buf_append(b, esc, sizeof(esc));
-		else
+		} else if (ch < 0x80) {
 			r = buf_append(b, &s[i], 1);
+		} else if ((seq = utf8_seq((const unsigned char *)s + i, n - i))) {
+			r = buf_append(b, &s[i], seq);
+			i += seq - 1;
+		} else {
+			r = buf_append(b, "\\ufffd", 6);
+		}
 		if (r)
 			return -ENOMEM;
 	}
 	return buf_append(b, "\"", 1) ? -ENOMEM : 0;
 }
 
-/* --- a JSON syntax check, so a foreign registry entry cannot break /cluster --- */
+/* --- a JSON check, so a foreign registry entry cannot break /cluster --- */
 
 struct jp {
 	const char *p, *end;
@@ -146,6 +197,13 @@ static bool jstring(struct jp *j)
 		}
 		if (ch < 0x20)
 			return false;
+		if (ch >= 0x80) {
+			size_t seq = utf8_seq((const unsigned char *)j->p, (size_t)(j->end - j->p));
+			if (!seq)
+				return false;
+			j->p += seq - 1;
+			continue;
+		}
 		if (ch == '\\') {
 			if (++j->p >= j->end)
 				return false;

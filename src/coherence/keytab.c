@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coh_int.h"
+#include "keytab.h"
 
 int coh_kt_init(struct coh_kt *t, uint32_t buckets)
 {

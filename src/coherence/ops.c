@@ -20,7 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coh_int.h"
+#include "format.h"
+#include "link.h"
+#include "msg.h"
+#include "ops.h"
+#include "registry.h"
+#include "state.h"
 #include "ringcache/hash.h"
 
 static void reply(struct coh *c, struct coh_msg *m, enum coh_status st)
@@ -35,7 +40,7 @@ static void reply(struct coh *c, struct coh_msg *m, enum coh_status st)
 	coh_send(c, m);
 }
 
-int coh_key_bulk(struct coh *c, struct coh_conn *cn, const char *key, size_t len)
+static int coh_key_bulk(struct coh *c, struct coh_conn *cn, const char *key, size_t len)
 {
 	return coh_conn_bulk2(cn, c->prefix, c->prefix_len, key, len);
 }
@@ -133,7 +138,7 @@ static uint32_t ttl_seconds(long long pttl)
 		return 0;
 	if (pttl <= 0)
 		return 1;
-	long long s = (pttl + 999) / 1000;
+	long long s = pttl / 1000 + (pttl % 1000 != 0);    /* + 999 could overflow */
 	return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
 }
 
@@ -541,6 +546,19 @@ void coh_pend_abandon(struct coh *c, struct coh_pend *p)
 		break;
 	default:
 		break;
+	}
+}
+
+void coh_pend_abandon_all(struct coh *c)
+{
+	struct coh_pend *p;
+
+	/* Each entry leaves the queue first: abandoning may send replies to
+	 * shards or queue writes for replay, never commands. */
+	while ((p = coh_conn_front(&c->cmd))) {
+		struct coh_pend e = *p;
+		coh_conn_pop(&c->cmd);
+		coh_pend_abandon(c, &e);
 	}
 }
 

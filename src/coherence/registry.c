@@ -21,11 +21,37 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "coh_int.h"
+#include "format.h"
+#include "link.h"
+#include "registry.h"
+#include "state.h"
 #include "ringcache_version.h"
 
-#define HB_NAME "instance:"
-#define HB_NAME_LEN 9
+/*
+ * The registry's names after <prefix>.  Written once: the keys built here
+ * and coh_key_reserved() (which refuses the cache keys whose Redis names
+ * these are) both read them.
+ */
+static const char REG_HASH[] = "instances";
+#define REG_HASH_LEN (sizeof(REG_HASH) - 1)
+static const char HB_NAME[] = "instance:";
+#define HB_NAME_LEN (sizeof(HB_NAME) - 1)
+
+/*
+ * Heartbeat keys checked per heartbeat.  The registry is anyone's to write:
+ * one EXISTS per field would let a hash of a million junk fields make the
+ * thread queue a million commands every period.  Above this many fields the
+ * checks rotate through the hash, so every field is still looked at.
+ */
+#define REAP_PER_BEAT 1024
+
+bool coh_key_reserved(const struct coh *c, const void *key, size_t len)
+{
+	if (!c)
+		return false;
+	return (len == REG_HASH_LEN && memcmp(key, REG_HASH, REG_HASH_LEN) == 0) ||
+	       (len >= HB_NAME_LEN && memcmp(key, HB_NAME, HB_NAME_LEN) == 0);
+}
 
 static bool id_valid(const char *s, size_t n)
 {
@@ -71,9 +97,12 @@ int coh_registry_init(struct coh *c, const char *instance_id, const char *advert
 		id_generate(c->id, sizeof(c->id));
 	}
 	c->id_len = strlen(c->id);
+	c->instances_key = malloc(c->prefix_len + REG_HASH_LEN + 1);
 	c->heartbeat_key = malloc(c->prefix_len + HB_NAME_LEN + c->id_len + 1);
-	if (!c->heartbeat_key)
+	if (!c->instances_key || !c->heartbeat_key)
 		return -ENOMEM;
+	memcpy(c->instances_key, c->prefix, c->prefix_len);
+	memcpy(c->instances_key + c->prefix_len, REG_HASH, REG_HASH_LEN + 1);
 	memcpy(c->heartbeat_key, c->prefix, c->prefix_len);
 	memcpy(c->heartbeat_key + c->prefix_len, HB_NAME, HB_NAME_LEN);
 	memcpy(c->heartbeat_key + c->prefix_len + HB_NAME_LEN, c->id, c->id_len + 1);
@@ -128,17 +157,27 @@ void coh_registry_beat(struct coh *c)
 	coh_conn_push(cn, COH_P_REAP_KEYS, 0, 0, NULL);
 }
 
+/*
+ * An instance id read from the registry, kept while its EXISTS is in
+ * flight.  Ids in Redis are whatever bytes someone wrote, NULs included, so
+ * they are length-counted from HKEYS' reply to HDEL's argument.
+ */
+struct reap_id {
+	size_t len;
+	char id[];
+};
+
 static void reap_check(struct coh *c, const char *id, size_t n)
 {
 	struct coh_conn *cn = &c->cmd;
-	char *copy = malloc(n + 1);
+	struct reap_id *copy = malloc(sizeof(*copy) + n);
 
 	if (!copy || coh_conn_reserve(cn, 1)) {
 		free(copy);
 		return;
 	}
-	memcpy(copy, id, n);
-	copy[n] = '\0';
+	copy->len = n;
+	memcpy(copy->id, id, n);
 	int rc = coh_conn_array(cn, 2);
 	rc |= coh_conn_bulk(cn, "EXISTS", 6);
 	rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, HB_NAME, HB_NAME_LEN, id, n);
@@ -150,7 +189,7 @@ static void reap_check(struct coh *c, const char *id, size_t n)
 	coh_conn_push(cn, COH_P_REAP_EXISTS, 0, 0, copy);
 }
 
-static void reap(struct coh *c, const char *id)
+static void reap(struct coh *c, const struct reap_id *r)
 {
 	struct coh_conn *cn = &c->cmd;
 
@@ -159,7 +198,7 @@ static void reap(struct coh *c, const char *id)
 	int rc = coh_conn_array(cn, 3);
 	rc |= coh_conn_bulk(cn, "HDEL", 4);
 	rc |= coh_conn_bulk(cn, c->instances_key, strlen(c->instances_key));
-	rc |= coh_conn_bulk(cn, id, strlen(id));
+	rc |= coh_conn_bulk(cn, r->id, r->len);
 	if (rc) {
 		c->trip = true;
 		return;
@@ -170,17 +209,21 @@ static void reap(struct coh *c, const char *id)
 void coh_registry_reply(struct coh *c, struct coh_pend *p, redisReply *r)
 {
 	switch (p->kind) {
-	case COH_P_REAP_KEYS:
-		if (r->type != REDIS_REPLY_ARRAY)
+	case COH_P_REAP_KEYS: {
+		if (r->type != REDIS_REPLY_ARRAY || r->elements == 0)
 			break;
-		for (size_t i = 0; i < r->elements; i++) {
-			const redisReply *f = r->element[i];
+		size_t n = r->elements, todo = n < REAP_PER_BEAT ? n : REAP_PER_BEAT;
+		size_t start = n > REAP_PER_BEAT ? c->reap_next % n : 0;
+		for (size_t k = 0; k < todo; k++) {
+			const redisReply *f = r->element[(start + k) % n];
 			if (f->type != REDIS_REPLY_STRING ||
 			    (f->len == c->id_len && !memcmp(f->str, c->id, f->len)))
 				continue;
 			reap_check(c, f->str, f->len);
 		}
+		c->reap_next = start + todo;
 		break;
+	}
 	case COH_P_REAP_EXISTS:
 		if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
 			reap(c, p->p);
@@ -283,7 +326,7 @@ void coh_cluster_reply(struct coh *c, struct coh_msg *m, redisReply *r)
 		pairs[n++] = f;
 		pairs[n++] = v;
 	}
-	if (!rc)
+	if (!rc && n)    /* pairs is NULL for an empty hash, and qsort wants a pointer */
 		qsort(pairs, n / 2, sizeof(*pairs) * 2, cmp_field);
 	rc |= buf_append(&b, "{\"self\":", 8);
 	rc |= coh_json_str(&b, c->id, c->id_len);

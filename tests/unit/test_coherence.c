@@ -33,13 +33,20 @@
 
 #include <hiredis/hiredis.h>
 
+#include "cache/repr.h"
 #include "check.h"
-#include "coherence/coh_int.h"
+#include "coherence/conn.h"
+#include "coherence/format.h"
+#include "coherence/url.h"
 #include "ringcache/clock.h"
 #include "ringcache/coherence.h"
 #include "ringcache/hash.h"
 
 #define NSHARDS 2
+
+/* L1 keeps at most REPR_TYPE_MAX bytes of Content-Type: a longer type in Redis
+ * could never be served, so the format's limit is the same number. */
+_Static_assert(COH_CTYPE_MAX == REPR_TYPE_MAX, "L2 content types fit L1's");
 #define WAIT_MS 10000
 
 /* --- redis-server --- */
@@ -171,18 +178,27 @@ static void direct_reconnect(void)
 	direct = redis_connect();
 }
 
-static long long get_calls(void)
+/* Calls of a command since the last CONFIG RESETSTAT (INFO commandstats). */
+static long long calls_of(const char *command)
 {
 	redisReply *r = cmd("INFO commandstats");
+	char name[64];
 	long long calls = 0;
+
+	snprintf(name, sizeof(name), "cmdstat_%s:calls=", command);
 	if (r && r->type == REDIS_REPLY_STRING) {
-		const char *p = strstr(r->str, "cmdstat_get:calls=");
+		const char *p = strstr(r->str, name);
 		if (p)
-			calls = atoll(p + strlen("cmdstat_get:calls="));
+			calls = atoll(p + strlen(name));
 	}
 	if (r)
 		freeReplyObject(r);
 	return calls;
+}
+
+static long long get_calls(void)
+{
+	return calls_of("get");
 }
 
 /* --- shards played by the test --- */
@@ -467,6 +483,33 @@ static void test_formats(void)
 	CHECK(cl == 0 && vo == 6);
 	CHECK(!coh_ctype_valid("a\nb", 3));
 
+	/* content types: exactly what L1 accepts (src/cache/exec.c put_type): any
+	 * byte but the CTLs other than tab and DEL, obs-text (0x80-0xFF) included,
+	 * at most REPR_TYPE_MAX bytes */
+	char ct[COH_CTYPE_MAX + 2];
+	for (unsigned ch = 0; ch < 256; ch++) {
+		ct[0] = (char)ch;
+		bool l1 = ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+		CHECK_EQ(coh_ctype_valid(ct, 1), l1);
+	}
+	CHECK(coh_ctype_valid("text/plain; charset=\xe9\x80\xff", 23));
+	memset(ct, 'a', sizeof(ct));
+	CHECK(coh_ctype_valid(ct, COH_CTYPE_MAX));
+	CHECK(!coh_ctype_valid(ct, COH_CTYPE_MAX + 1));
+	struct coh_msg *om = coh_msg_create(COH_SET, 0, 0, "k", 1, "x/\xc3\xa9\xff", 5, 0);
+	CHECK(om != NULL);
+	coh_msg_destroy(om);
+	CHECK(coh_msg_create(COH_SET, 0, 0, "k", 1, ct, COH_CTYPE_MAX + 1, 0) == NULL);
+	/* a frame whose type is longer than L1 keeps is corrupt, not a value */
+	char longf[COH_MAGIC_LEN + COH_CTYPE_MAX + 8];
+	memcpy(longf, COH_VALUE_MAGIC, COH_MAGIC_LEN);
+	memset(longf + COH_MAGIC_LEN, 'a', COH_CTYPE_MAX + 1);
+	longf[COH_MAGIC_LEN + COH_CTYPE_MAX + 1] = '\n';
+	CHECK_EQ(coh_value_decode(longf, COH_MAGIC_LEN + COH_CTYPE_MAX + 2, &co, &cl, &vo), -EINVAL);
+	longf[COH_MAGIC_LEN + COH_CTYPE_MAX] = '\n';
+	CHECK_EQ(coh_value_decode(longf, COH_MAGIC_LEN + COH_CTYPE_MAX + 2, &co, &cl, &vo), 0);
+	CHECK(cl == COH_CTYPE_MAX && vo == COH_MAGIC_LEN + COH_CTYPE_MAX + 1);
+
 	const char *id, *key;
 	size_t idl, kl;
 	CHECK_EQ(coh_inval_decode("user:42", 7, &id, &idl, &key, &kl), 0);
@@ -487,7 +530,23 @@ static void test_formats(void)
 	CHECK(!JV("{\"a\":1"));
 	CHECK(!JV("{\"a\":01x}"));
 	CHECK(!JV("{\"a\":\"\\q\"}"));
+	/* JSON text is UTF-8 (RFC 8259): /cluster must not pass on other bytes */
+	CHECK(JV("{\"a\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf\"}"));
+	CHECK(!JV("{\"a\":\"\xff\"}"));
+	CHECK(!JV("{\"a\":\"\x80\"}"));
+	CHECK(!JV("{\"a\":\"\xc0\xaf\"}"));            /* overlong '/' */
+	CHECK(!JV("{\"a\":\"\xe0\x80\xaf\"}"));        /* overlong */
+	CHECK(!JV("{\"a\":\"\xed\xa0\x80\"}"));        /* a surrogate */
+	CHECK(!JV("{\"a\":\"\xf4\x90\x80\x80\"}"));    /* past U+10FFFF */
+	CHECK(!JV("{\"a\":\"\xe2\x82\"}"));            /* cut short */
+	CHECK(!JV("{\"\xc3\":1}"));
 #undef JV
+	/* coh_json_str() writes valid JSON for any bytes: bad UTF-8 becomes U+FFFD */
+	struct buf jb = { 0 };
+	CHECK_EQ(coh_json_str(&jb, "a\"\\\x01\x7f\xc3\xa9\xff\xc3", 9), 0);
+	static const char jwant[] = "\"a\\\"\\\\\\u0001\\u007f\xc3\xa9\\ufffd\\ufffd\"";
+	CHECK(jb.len == sizeof(jwant) - 1 && !memcmp(jb.data, jwant, jb.len));
+	buf_deinit(&jb);
 
 	struct coh_msg *m = coh_msg_create(COH_GET, 0, 0, "", 0, NULL, 0, 0);
 	CHECK(m == NULL);
@@ -514,8 +573,126 @@ static void test_formats(void)
 	cfg.redis_url = "redis://h:1";
 	CHECK_EQ(coh_create(&c, &cfg, NULL, NULL), 0);
 	CHECK(c && strlen(coh_instance_id(c)) > 0);
+
+	/* registry names: the same rule as the shards applied before the names moved here */
+#define RESERVED(k) coh_key_reserved(c, k, sizeof(k) - 1)
+	CHECK(RESERVED("instances"));
+	CHECK(RESERVED("instance:"));
+	CHECK(RESERVED("instance:x"));
+	CHECK(RESERVED("instance:\0bin"));
+	CHECK(!RESERVED("instance"));
+	CHECK(!RESERVED("instancesx"));
+	CHECK(!RESERVED("Instances"));
+	CHECK(!RESERVED("invalidate"));    /* a channel, not a key: no clash */
+	CHECK(!RESERVED("x"));
+#undef RESERVED
+	CHECK(!coh_key_reserved(NULL, "instances", 9));
 	coh_destroy(c);         /* never started */
 	coh_destroy(NULL);
+}
+
+/*
+ * Feeds `bytes` to a coh_conn from a listener that plays a hostile Redis,
+ * and returns what coh_conn_reply() makes of them: the first non-zero result
+ * (1: a reply, whose type is stored in *type; -EPROTO), or 0 if nothing came
+ * within WAIT_MS.
+ */
+static int conn_feed(const char *bytes, size_t n, size_t reply_max, size_t elements_max,
+		     int *type, unsigned replies)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), sfd = -1, rc = 0;
+	char urlbuf[64];
+	struct coh_url u;
+	struct coh_conn cn;
+
+	coh_conn_init(&cn, "test");
+	cn.reply_max = reply_max;
+	cn.elements_max = elements_max;
+	if (lfd == -1 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) || listen(lfd, 1) ||
+	    getsockname(lfd, (struct sockaddr *)&a, &alen))
+		goto out;
+	snprintf(urlbuf, sizeof(urlbuf), "redis://127.0.0.1:%d", ntohs(a.sin_port));
+	if (coh_url_parse(urlbuf, &u) || coh_conn_open(&cn, &u))
+		goto out;
+	sfd = accept(lfd, NULL, NULL);
+	if (sfd == -1 || write(sfd, bytes, n) != (ssize_t)n)
+		goto out;
+	if (cn.state == COH_CONN_CONNECTING) {
+		struct pollfd p = { cn.fd, POLLOUT, 0 };
+		if (poll(&p, 1, WAIT_MS) != 1 || coh_conn_connected(&cn))
+			goto out;
+	}
+	uint64_t deadline = now_ms() + WAIT_MS;
+	while (rc == 0 && now_ms() < deadline) {
+		redisReply *r;
+		struct pollfd p = { cn.fd, POLLIN, 0 };
+		poll(&p, 1, 100);
+		if (coh_conn_read(&cn))
+			break;
+		while ((rc = coh_conn_reply(&cn, &r)) == 1) {
+			*type = r->type;
+			freeReplyObject(r);
+			if (--replies)
+				continue;
+			break;
+		}
+	}
+out:
+	if (sfd != -1)
+		close(sfd);
+	if (lfd != -1)
+		close(lfd);
+	coh_conn_deinit(&cn);
+	return rc;
+}
+
+/* Replies past COH_REPLY_MAX bytes or COH_REPLY_ELEMENTS_MAX elements, and
+ * malformed lengths, are protocol errors, never unbounded memory. */
+static void test_conn_limits(void)
+{
+	static char big[2100];
+	int type = 0;
+
+	CHECK(COH_REPLY_MAX >= (size_t)512 << 20 && COH_REPLY_ELEMENTS_MAX >= 1u << 20);
+#define FEED(s, max, emax) conn_feed(s, sizeof(s) - 1, max, emax, &type, 1)
+	CHECK_EQ(FEED("$5\r\nhello\r\n", 1000, 10), 1);
+	CHECK_EQ(type, REDIS_REPLY_STRING);
+	CHECK_EQ(FEED("$-1\r\n", 1000, 10), 1);
+	CHECK_EQ(type, REDIS_REPLY_NIL);
+	CHECK_EQ(FEED("$-5\r\n", 1000, 10), -EPROTO);
+	CHECK_EQ(FEED("*-5\r\n", 1000, 10), -EPROTO);
+	CHECK_EQ(FEED("*3000000000\r\n", 1000, 10), -EPROTO);
+	CHECK_EQ(FEED(":12x\r\n", 1000, 10), -EPROTO);
+	/* elements of every array in the reply count */
+	CHECK_EQ(FEED("*2\r\n*4\r\n:1\r\n:1\r\n:1\r\n:1\r\n*2\r\n:1\r\n:1\r\n", 1000, 8), 1);
+	CHECK_EQ(type, REDIS_REPLY_ARRAY);
+	CHECK_EQ(FEED("*2\r\n*4\r\n:1\r\n:1\r\n:1\r\n:1\r\n*3\r\n:1\r\n:1\r\n:1\r\n", 1000, 8),
+		 -EPROTO);
+	CHECK_EQ(FEED("*9\r\n", 1000, 8), -EPROTO);
+	/* bytes: a bulk string announced or received past the bound */
+	int n = snprintf(big, sizeof(big), "$%d\r\n", 1000 - 8);
+	memset(big + n, 'x', 1000 - 8);
+	memcpy(big + n + 1000 - 8, "\r\n", 2);
+	CHECK_EQ(conn_feed(big, (size_t)n + 1000 - 8 + 2, 1000, 8, &type, 1), 1);   /* 999 bytes */
+	n = snprintf(big, sizeof(big), "$%d\r\n", 1000 - 7);
+	memset(big + n, 'x', 1000 - 7);
+	memcpy(big + n + 1000 - 7, "\r\n", 2);
+	CHECK_EQ(conn_feed(big, (size_t)n + 1000 - 7 + 2, 1000, 8, &type, 1), -EPROTO);
+	n = snprintf(big, sizeof(big), "$%d\r\n", 1 << 30);
+	memset(big + n, 'x', 1500);
+	CHECK_EQ(conn_feed(big, (size_t)n + 1500, 1000, 8, &type, 1), -EPROTO);   /* never completes */
+	/* the bound is per reply: three of 600 bytes in one read are fine */
+	n = 0;
+	for (int i = 0; i < 3; i++) {
+		n += snprintf(big + n, sizeof(big) - (size_t)n, "$590\r\n");
+		memset(big + n, 'y', 590);
+		memcpy(big + n + 590, "\r\n", 2);
+		n += 592;
+	}
+	CHECK_EQ(conn_feed(big, (size_t)n, 1000, 8, &type, 3), 1);
+#undef FEED
 }
 
 /* --- the main flows --- */
@@ -572,6 +749,45 @@ static void test_write_through_and_reads(struct tinst *a)
 	uint64_t bad = stats_of(a).bad_data;
 	CHECK_EQ(t_do(a, msg(COH_GET, "hash", NULL, NULL, 0), NULL), COH_BAD_DATA);
 	CHECK_EQ(t_do(a, msg(COH_GET, "corrupt", NULL, NULL, 0), NULL), COH_BAD_DATA);
+	CHECK_EQ(stats_of(a).bad_data, bad + 2);
+
+	/* a content type L1 accepts, obs-text included, goes to Redis and back unchanged */
+	static const char obs[] = "text/plain; title=\"caf\xc3\xa9\"; x=\x80\xff\t";
+	const size_t obs_len = sizeof(obs) - 1;
+	CHECK_EQ(t_do(a, msg(COH_SET, "obs", obs, "v8", 0), NULL), COH_OK);
+	v = cmd("GET ringcache:obs");
+	CHECK(v && v->type == REDIS_REPLY_STRING && v->len == COH_MAGIC_LEN + obs_len + 1 + 2);
+	if (v && v->type == REDIS_REPLY_STRING && v->len > COH_MAGIC_LEN + obs_len) {
+		CHECK(!memcmp(v->str, COH_VALUE_MAGIC, COH_MAGIC_LEN));
+		CHECK(!memcmp(v->str + COH_MAGIC_LEN, obs, obs_len));
+	}
+	if (v)
+		freeReplyObject(v);
+	r = NULL;
+	CHECK_EQ(t_do(a, msg(COH_GET, "obs", NULL, NULL, 0), &r), COH_OK);
+	if (r) {
+		CHECK(r->ctype_len == obs_len && !memcmp(r->ctype, obs, obs_len));
+		CHECK(r->value_len == 2 && !memcmp(r->value, "v8", 2));
+		coh_msg_destroy(r);
+	}
+
+	/* content types of 255 bytes are served; 256 and 1024 bytes are bad data, counted */
+	char frame[COH_MAGIC_LEN + 1024 + 8];
+	bad = stats_of(a).bad_data;
+	const size_t tlens[] = { 255, 256, 1024 };
+	for (unsigned i = 0; i < 3; i++) {
+		size_t tl = tlens[i];
+		r = NULL;
+		memcpy(frame, COH_VALUE_MAGIC, COH_MAGIC_LEN);
+		memset(frame + COH_MAGIC_LEN, 't', tl);
+		memcpy(frame + COH_MAGIC_LEN + tl, "\nval", 4);
+		cmd_ok("SET ringcache:longtype %b", frame, COH_MAGIC_LEN + tl + 4);
+		int st = t_do(a, msg(COH_GET, "longtype", NULL, NULL, 0), &r);
+		CHECK_EQ(st, tl <= 255 ? COH_OK : COH_BAD_DATA);
+		if (st == COH_OK && r)
+			CHECK(r->ctype_len == tl && r->value_len == 3 && !memcmp(r->value, "val", 3));
+		coh_msg_destroy(r);
+	}
 	CHECK_EQ(stats_of(a).bad_data, bad + 2);
 
 	CHECK_EQ(t_do(a, msg(COH_DEL, "k1", NULL, NULL, 0), NULL), COH_OK);
@@ -774,6 +990,88 @@ static bool hexists(const char *field)
 	return cmd_int("HEXISTS ringcache:instances %s", field) == 1;
 }
 
+static bool hexists_b(const char *field, size_t len)
+{
+	return cmd_int("HEXISTS ringcache:instances %b", field, len) == 1;
+}
+
+/*
+ * A registry stuffed with 3000 dead entries: each heartbeat checks at most
+ * 1024 of them (one EXISTS each), so a huge registry costs a bounded amount
+ * of memory and commands per period; all of them are still reaped.
+ */
+static void test_registry_many(struct tinst *a, struct tinst *b)
+{
+	enum { N = 3000, PER_BEAT = 1024 };
+	static char names[N][16];
+	static const char *argv[2 + 2 * N];
+	uint64_t reaped = stats_of(a).instances_reaped + stats_of(b).instances_reaped;
+
+	argv[0] = "HSET";
+	argv[1] = "ringcache:instances";
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "many-%d", i);
+		argv[2 + 2 * i] = names[i];
+		argv[3 + 2 * i] = "{}";
+	}
+	cmd_ok("CONFIG RESETSTAT");
+	redisReply *r = redisCommandArgv(direct, 2 + 2 * N, argv, NULL);
+	CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == N);
+	if (r)
+		freeReplyObject(r);
+	for (int i = 0; i < WAIT_MS / 20 &&
+			stats_of(a).instances_reaped + stats_of(b).instances_reaped < reaped + N;
+	     i++)
+		sleep_ms(20);
+	CHECK_EQ(stats_of(a).instances_reaped + stats_of(b).instances_reaped, reaped + N);
+	CHECK_EQ(cmd_int("HLEN ringcache:instances"), 2);
+	long long hkeys = calls_of("hkeys"), exists = calls_of("exists");
+	CHECK(hkeys > 0 && exists >= N && exists <= hkeys * PER_BEAT);
+}
+
+/*
+ * Registry fields are bytes: one with a NUL inside and no heartbeat key is
+ * reaped (the HDEL names the whole field, not the part before the NUL), and
+ * one with a NUL whose heartbeat key exists stays and is listed.
+ */
+static void test_registry_binary_ids(struct tinst *a, struct tinst *b)
+{
+	static const char dead[] = "dead\0tail", dead0[] = "\0lead", alive[] = "al\0ive";
+	static const char alive_key[] = "ringcache:instance:al\0ive";
+	uint64_t reaped = stats_of(a).instances_reaped + stats_of(b).instances_reaped;
+
+	cmd_ok("HSET ringcache:instances dead %s", "{\"id\":\"dead\"}");   /* the truncated name */
+	cmd_ok("HSET ringcache:instances %b %s", dead, sizeof(dead) - 1, "{\"id\":\"d\"}");
+	cmd_ok("HSET ringcache:instances %b %s", dead0, sizeof(dead0) - 1, "{\"id\":\"d0\"}");
+	cmd_ok("SET %b x PX 60000", alive_key, sizeof(alive_key) - 1);
+	cmd_ok("HSET ringcache:instances %b %s", alive, sizeof(alive) - 1, "{\"id\":\"al-ive\"}");
+	for (int i = 0; i < WAIT_MS / 20 &&
+			(hexists_b(dead, sizeof(dead) - 1) || hexists_b(dead0, sizeof(dead0) - 1) ||
+			 hexists("dead") ||
+			 stats_of(a).instances_reaped + stats_of(b).instances_reaped < reaped + 3);
+	     i++)
+		sleep_ms(20);
+	CHECK(!hexists_b(dead, sizeof(dead) - 1));
+	CHECK(!hexists_b(dead0, sizeof(dead0) - 1));
+	CHECK(!hexists("dead"));
+	CHECK_EQ(stats_of(a).instances_reaped + stats_of(b).instances_reaped, reaped + 3);
+	CHECK(hexists_b(alive, sizeof(alive) - 1));
+
+	struct coh_msg *m;
+	CHECK_EQ(t_do(a, msg(COH_CLUSTER, NULL, NULL, NULL, 0), &m), COH_OK);
+	if (m) {
+		CHECK(coh_json_object_valid(m->value, m->value_len));
+		CHECK(memmem(m->value, m->value_len, "\"al-ive\"", 8) != NULL);
+		/* sorted by field bytes: "al\0ive" < "inst-a" */
+		const char *x = memmem(m->value, m->value_len, "\"al-ive\"", 8);
+		const char *y = memmem(m->value, m->value_len, "\"id\":\"inst-a\"", 13);
+		CHECK(x && y && x < y);
+		coh_msg_destroy(m);
+	}
+	cmd_ok("DEL %b", alive_key, sizeof(alive_key) - 1);
+	cmd_ok("HDEL ringcache:instances %b", alive, sizeof(alive) - 1);
+}
+
 static void test_registry(struct tinst *a, struct tinst *b)
 {
 	redisReply *r = cmd("HGET ringcache:instances inst-a");
@@ -789,6 +1087,21 @@ static void test_registry(struct tinst *a, struct tinst *b)
 		freeReplyObject(r);
 	long long pttl = cmd_int("PTTL ringcache:instance:inst-a");
 	CHECK(pttl > 0);
+
+	/* every name the registry wrote is reserved as a cache key, so a PUT cannot reach it */
+	r = cmd("KEYS ringcache:*");
+	unsigned names = 0;
+	for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+		const redisReply *k = r->element[i];
+		const size_t pl = strlen("ringcache:");
+		bool registry = k->len > pl && (!strcmp(k->str + pl, "instances") ||
+						!strncmp(k->str + pl, "instance:inst-", 14));
+		CHECK_EQ(coh_key_reserved(a->c, k->str + pl, k->len - pl), registry);
+		names += registry;
+	}
+	CHECK_EQ(names, 3);    /* the hash and the heartbeats of inst-a and inst-b */
+	if (r)
+		freeReplyObject(r);
 
 	/* a dead instance (no heartbeat) is reaped; one with a heartbeat stays */
 	uint64_t reaped = stats_of(a).instances_reaped + stats_of(b).instances_reaped;
@@ -812,6 +1125,9 @@ static void test_registry(struct tinst *a, struct tinst *b)
 	/* GET /cluster */
 	cmd_ok("HSET ringcache:instances junk2 %s", "{broken");
 	cmd_ok("SET ringcache:instance:junk2 x PX 60000");
+	cmd_ok("HSET ringcache:instances junk3 %s", "{\"id\":\"not-\xff-utf8\"}");
+	cmd_ok("SET ringcache:instance:junk3 x PX 60000");
+	uint64_t bad = stats_of(a).bad_data;
 	struct coh_msg *m;
 	CHECK_EQ(t_do(a, msg(COH_CLUSTER, NULL, NULL, NULL, 0), &m), COH_OK);
 	if (m) {
@@ -822,13 +1138,15 @@ static void test_registry(struct tinst *a, struct tinst *b)
 		CHECK(strstr(s, "\"id\":\"inst-b\"") != NULL);
 		CHECK(strstr(s, "\"id\":\"alive-1\"") != NULL);
 		CHECK(strstr(s, "broken") == NULL);
+		CHECK(strstr(s, "not-") == NULL);
 		/* sorted by id */
 		CHECK(strstr(s, "alive-1") < strstr(s, "\"id\":\"inst-a\""));
 		free(s);
 		coh_msg_destroy(m);
 	}
-	cmd_ok("DEL ringcache:instance:alive-1 ringcache:instance:junk2");
-	cmd_ok("HDEL ringcache:instances alive-1 junk2");
+	CHECK_EQ(stats_of(a).bad_data, bad + 2);
+	cmd_ok("DEL ringcache:instance:alive-1 ringcache:instance:junk2 ringcache:instance:junk3");
+	cmd_ok("HDEL ringcache:instances alive-1 junk2 junk3");
 }
 
 /* AUTH user password and SELECT from the URL; a wrong password never comes up. */
@@ -928,6 +1246,9 @@ static void test_sigstop(struct tinst *a)
 static void test_restart(struct tinst *a, struct tinst *b)
 {
 	struct coh_msg *r;
+
+	/* B too must be up: a FLUSH it still owes for the SIGSTOP would carry that older loss */
+	wait_up(b);
 	uint32_t before = clock_store_now();
 
 	t_drop_unsolicited(&a->sh[0]);
@@ -972,6 +1293,7 @@ int main(void)
 
 	setvbuf(stdout, NULL, _IONBF, 0);
 	test_formats();
+	test_conn_limits();
 
 	redis_port = free_port();
 	if (redis_port <= 0 || redis_start() != 0) {
@@ -1003,6 +1325,8 @@ int main(void)
 	test_write_through_and_reads(&a);
 	test_invalidation(&a, &b);
 	test_registry(&a, &b);
+	test_registry_binary_ids(&a, &b);
+	test_registry_many(&a, &b);
 	test_auth_select();
 	test_sigstop(&a);
 	test_restart(&a, &b);

@@ -1,0 +1,113 @@
+/*
+ * msg.c - the half of the module that runs on shard threads: messages
+ * (create, destroy, copy) and the shard's end of its two rings (submit,
+ * flush, poll, the parking peek).  Each ring function is called only by the
+ * thread of the shard it names; the coherence thread's end of the same rings
+ * is in coh.c.
+ *
+ * What a shard touches of struct coh: its coh_shard's rings and `polled`
+ * (its own line), `parked` and `efd` (the doorbell).  Nothing else, so a
+ * shard never contends with the coherence thread but on the ring indices
+ * and the parked flag, which is the point of the handshake.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "msg.h"
+#include "state.h"
+
+/* --- messages --- */
+
+struct coh_msg *coh_msg_create(enum coh_op op, unsigned shard, uint64_t hash,
+			       const void *key, size_t key_len,
+			       const void *ctype, size_t ctype_len, size_t value_len)
+{
+	bool keyless = op == COH_CLUSTER || op == COH_FLUSH;
+
+	if (key_len > COH_KEY_MAX || (!keyless && key_len == 0) ||
+	    !coh_ctype_valid(ctype, ctype_len))
+		return NULL;
+	size_t extra = key_len + 1 + ctype_len + 1;
+	if (value_len > SIZE_MAX - sizeof(struct coh_msg) - extra)
+		return NULL;
+	struct coh_msg *m = malloc(sizeof(*m) + extra + value_len);
+	if (!m)
+		return NULL;
+	memset(m, 0, sizeof(*m));
+	m->op = (uint8_t)op;
+	m->shard = shard;
+	m->hash = hash;
+	m->key = (char *)(m + 1);
+	m->ctype = m->key + key_len + 1;
+	m->value = m->ctype + ctype_len + 1;
+	if (key_len)
+		memcpy(m->key, key, key_len);
+	m->key[key_len] = '\0';
+	if (ctype_len)
+		memcpy(m->ctype, ctype, ctype_len);
+	m->ctype[ctype_len] = '\0';
+	m->key_len = (uint32_t)key_len;
+	m->ctype_len = (uint32_t)ctype_len;
+	m->value_len = value_len;
+	return m;
+}
+
+void coh_msg_destroy(struct coh_msg *m)
+{
+	if (!m)
+		return;
+	free(m->value_mem);
+	free(m);
+}
+
+struct coh_msg *coh_msg_copy(const struct coh_msg *m)
+{
+	struct coh_msg *n = coh_msg_create(m->op, m->shard, m->hash, m->key, m->key_len,
+					   m->ctype, m->ctype_len, m->value_len);
+	if (!n)
+		return NULL;
+	if (m->value_len)
+		memcpy(n->value, m->value, m->value_len);
+	n->ttl = m->ttl;
+	n->seq = m->seq;
+	return n;
+}
+
+/* --- the shard's end of its rings --- */
+
+bool coh_submit(struct coh *c, unsigned shard, struct coh_msg *m)
+{
+	return ring_push(c->shards[shard].in, m);
+}
+
+void coh_flush(struct coh *c, unsigned shard)
+{
+	static const uint64_t one = 1;
+
+	/* ring_flush() stores the tail seq_cst; the load of `parked` below is
+	 * ordered after it (ring.h's parking protocol). */
+	if (ring_flush(c->shards[shard].in) &&
+	    atomic_load_explicit(&c->parked, memory_order_seq_cst)) {
+		ssize_t n = write(c->efd, &one, sizeof(one));
+		(void)n;    /* EAGAIN only if the counter is saturated: already awake */
+	}
+}
+
+struct coh_msg *coh_poll(struct coh *c, unsigned shard)
+{
+	struct coh_shard *sh = &c->shards[shard];
+	struct coh_msg *m = ring_pop(sh->out);
+
+	if (!m || ++sh->polled >= 32) {
+		ring_release(sh->out);
+		sh->polled = 0;
+	}
+	return m;
+}
+
+bool coh_pending(struct coh *c, unsigned shard)
+{
+	return ring_peek_sc(c->shards[shard].out);
+}
