@@ -156,17 +156,6 @@ bool route_refuse_early(struct conn *c, const struct http_request *req)
 
 /* --- /cache/ ------------------------------------------------------------- */
 
-/*
- * Keys whose Redis name is the registry's (<prefix>instances and
- * <prefix>instance:<id>): with --redis they are refused, or a PUT would
- * overwrite the fleet's registry.
- */
-static bool key_reserved(const uint8_t *key, size_t len)
-{
-	return (len == 9 && memcmp(key, "instances", 9) == 0) ||
-	       (len >= 9 && memcmp(key, "instance:", 9) == 0);
-}
-
 void route_count_outcome(struct shard *sh, enum cache_outcome oc)
 {
 	struct stats_shard *st = sh->stats;
@@ -248,7 +237,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		answer_status(c, req, 414, "key too long\n");
 		return;
 	}
-	if (sh->srv->coh && key_reserved(sh->key_scratch, (size_t)klen)) {
+	if (coh_key_reserved(sh->srv->coh, sh->key_scratch, (size_t)klen)) {
 		answer_status(c, req, 400, "key reserved for the instance registry in Redis\n");
 		return;
 	}

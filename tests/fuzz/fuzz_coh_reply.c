@@ -40,7 +40,7 @@ static struct coh_msg *request(enum coh_op op, const char *key, const char *ctyp
 {
 	size_t kl = key ? strlen(key) : 0, cl = ctype ? strlen(ctype) : 0;
 	size_t vl = value ? strlen(value) : 0;
-	uint64_t h = key ? hash_bytes(key, kl, HASH_KEY_SEED) : 0;
+	uint64_t h = key ? hash_key(key, kl) : 0;
 	struct coh_msg *m = coh_msg_create(op, key ? hash_shard(h, NSHARDS) : 0, h, key, kl,
 					   ctype, cl, vl);
 	FUZZ_ASSERT(m != NULL);
@@ -83,7 +83,7 @@ static void check_replies(struct coh *c)
 				break;
 			case COH_INVALIDATE:
 				FUZZ_ASSERT(m->key_len >= 1 && m->key_len <= COH_KEY_MAX);
-				FUZZ_ASSERT(m->hash == hash_bytes(m->key, m->key_len, HASH_KEY_SEED));
+				FUZZ_ASSERT(m->hash == hash_key(m->key, m->key_len));
 				FUZZ_ASSERT(m->shard == s && hash_shard(m->hash, NSHARDS) == s);
 				break;
 			case COH_SET:
