@@ -21,8 +21,6 @@
  *
  * Trailer fields are skipped, not parsed: the cache has no use for them.
  */
-#include <errno.h>
-
 #include "ringcache/http.h"
 
 enum {
@@ -61,9 +59,9 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 {
 	uint32_t st = c->state & 15, count = c->state >> 4;
 	size_t i = 0;
-	int rc = st == S_DONE;
+	int rc = st == S_DONE ? 1 : HTTP_AGAIN;
 
-	while (i < len && !rc) {
+	while (i < len && rc == HTTP_AGAIN) {
 		uint8_t ch = (uint8_t)in[i];
 
 		switch (st) {
@@ -123,8 +121,10 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 			size_t n = len - i;
 			if (n > c->remaining)
 				n = (size_t)c->remaining;
+			/* out of memory is the server's fault, and 500 is what
+			 * the server answers for it (http.h) */
 			if (out && buf_append(out, in + i, n) != 0) {
-				rc = -ENOMEM;
+				rc = -500;
 				goto out;
 			}
 			c->remaining -= n;

@@ -432,7 +432,7 @@ static inline void keep_first(struct http_str *s, const char *v, size_t n)
  * One field line starting at p, scanned once: the name up to ':', then the
  * value up to the first byte that is not a value byte, which must start the
  * line end.  Dispatches on the name's length and first letter so that a
- * field we ignore costs one switch.  Returns 0 with *next past the line's
+ * field we ignore costs one switch.  Returns 1 with *next past the line's
  * LF, HTTP_AGAIN if the line does not end before `limit`, or -status.
  */
 static int parse_field(const char *p, const char *limit, struct http_request *r,
@@ -508,8 +508,8 @@ static int parse_field(const char *p, const char *limit, struct http_request *r,
 		}
 		break;
 	case 14:
-		if (lower_eq(p, "content-length", 14))
-			return parse_content_length(v, vn, r, f);
+		if (lower_eq(p, "content-length", 14) && parse_content_length(v, vn, r, f))
+			return -400;
 		break;
 	case 15:
 		if (lower_eq(p, "accept-encoding", 15))
@@ -527,7 +527,7 @@ static int parse_field(const char *p, const char *limit, struct http_request *r,
 		}
 		break;
 	}
-	return 0;
+	return 1;
 }
 
 /* Checks across fields, once all are seen; fills the derived flags. */
@@ -609,7 +609,7 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 		if (!err) {
 			const char *next;
 			int rc = parse_field(line, limit, r, &f, &next);
-			if (rc == 0) {
+			if (rc > 0) {
 				line = next;
 				continue;
 			}

@@ -165,12 +165,12 @@ static void chunked_run(const char *in, size_t n, size_t step, uint64_t max,
 		size_t used = 0;
 		cr->rc = http_chunked_feed(&c, in + off, piece, &used, &cr->out, max);
 		FUZZ_ASSERT(used <= piece);
-		FUZZ_ASSERT(cr->rc != 0 || used == piece);
+		FUZZ_ASSERT(cr->rc != HTTP_AGAIN || used == piece);
 		off += used;
-	} while (cr->rc == 0 && off < n);
+	} while (cr->rc == HTTP_AGAIN && off < n);
 	cr->consumed = off;
 	cr->total = c.total;
-	FUZZ_ASSERT(cr->rc == 0 || cr->rc == 1 || cr->rc == -400 || cr->rc == -413);
+	FUZZ_ASSERT(cr->rc == HTTP_AGAIN || cr->rc == 1 || cr->rc == -400 || cr->rc == -413);
 	FUZZ_ASSERT(cr->out.len == c.total && c.total <= max);
 }
 

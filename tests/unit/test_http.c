@@ -688,14 +688,14 @@ static void feed(const char *body, size_t n, const size_t *cuts, size_t ncuts, u
 
 	http_chunked_init(&c);
 	memset(fr, 0, sizeof(*fr));
-	fr->rc = 0;
-	for (size_t i = 0; i <= ncuts && fr->rc == 0; i++) {
+	fr->rc = HTTP_AGAIN;
+	for (size_t i = 0; i <= ncuts && fr->rc == HTTP_AGAIN; i++) {
 		size_t to = i < ncuts ? cuts[i] : n;
 		size_t used = 0;
 		char *piece = copy(body + off, to - off);
 		fr->rc = http_chunked_feed(&c, piece, to - off, &used, &fr->out, max);
 		free(piece);
-		if (fr->rc == 0 && used != to - off)
+		if (fr->rc == HTTP_AGAIN && used != to - off)
 			fr->rc = 99;
 		off += used;
 	}
@@ -759,7 +759,7 @@ static void test_chunked(void)
 
 	/* total counts bytes decoded, not bytes announced */
 	http_chunked_init(&c);
-	CHECK_EQ(http_chunked_feed(&c, "5\r\nhel", 6, &used, NULL, 5), 0);
+	CHECK_EQ(http_chunked_feed(&c, "5\r\nhel", 6, &used, NULL, 5), HTTP_AGAIN);
 	CHECK_EQ(c.total, 3);
 	CHECK_EQ(c.remaining, 2);
 
@@ -775,14 +775,21 @@ static void test_chunked(void)
 	/* but many chunks are fine */
 	struct buf out = { 0 };
 	http_chunked_init(&c);
-	int rc = 0;
-	for (int i = 0; i < 1000 && rc == 0; i++)
+	int rc = HTTP_AGAIN;
+	for (int i = 0; i < 1000 && rc == HTTP_AGAIN; i++)
 		rc = http_chunked_feed(&c, "2\r\nab\r\n", 7, &used, &out, 1u << 20);
-	CHECK_EQ(rc, 0);
+	CHECK_EQ(rc, HTTP_AGAIN);
 	CHECK_EQ(http_chunked_feed(&c, "0\r\n\r\n", 5, &used, &out, 1u << 20), 1);
 	CHECK_EQ(out.len, 2000);
 	CHECK_EQ(c.total, 2000);
 	buf_deinit(&out);
+
+	/* `out` that cannot grow is a status the server sends, not -ENOMEM:
+	 * a buffer this full makes buf_reserve() fail without allocating */
+	struct buf full = { .data = NULL, .len = SIZE_MAX - 2, .cap = SIZE_MAX - 2 };
+	http_chunked_init(&c);
+	CHECK_EQ(http_chunked_feed(&c, "5\r\nhello\r\n", 10, &used, &full, 100), -500);
+	CHECK_EQ(full.len, SIZE_MAX - 2);
 }
 
 /* ---- key and query ------------------------------------------------------- */
