@@ -1,31 +1,36 @@
 /*
  * parse.c - the HTTP/1.1 request-head parser.
  *
- * The result must be a function of the complete head alone, whatever way the
- * bytes were split across calls, so the parser works in two layers:
+ * The result must be a function of the bytes alone, whatever way they were
+ * split across calls, so the parser works in two layers:
  *
  *   parse_head()   parses the whole head from its first byte in one pass and
  *                  either finds the empty line that ends it or reports that
- *                  more input is needed.  An error in a line is remembered,
- *                  not returned, until the end of the head is seen: whether
- *                  the head fits max_head must be known first, because a
- *                  prefix of the same bytes could not have known about the
- *                  error any earlier.
- *   find_end()     resumes the search for that empty line at *scanned, so
- *                  a head arriving a byte at a time is looked at once; only
- *                  when the end is there does parse_head() run again.
+ *                  more input is needed.  An error in a field line is
+ *                  remembered, not returned, until the end of the head is
+ *                  seen: whether the head fits max_head must be known first,
+ *                  because a prefix of the same bytes could not have known
+ *                  about the error any earlier.
+ *   resume()       looks only at the bytes that arrived since the last call
+ *                  (*scanned), for the end of the request line or of the
+ *                  head, so a head arriving a byte at a time is looked at
+ *                  once; only when one of those ends is there does
+ *                  parse_head() run again.
  *
- * Precedence, from the complete head: a leading bare CR (400); a method that
- * is not a token followed by SP within its first 16 bytes (400); a request
- * line over the limit (414); a head over max_head (431); the first faulty
- * line in order (400 or 505 for the request line, 400 for a field, 431 for
- * one field too many); then checks across fields (400 framing, 501 coding,
- * 417 expectation).  The first three and 431 are also decided before the
- * head ends, as soon as the bytes prove them; the order still holds then
- * because a request line that cannot fit in max_head is refused with 414
- * (see head_limits), and because the method check looks at a fixed window.
- * That check runs on every call, cheaply, so that a TLS handshake or other
- * binary junk is turned away at once rather than left to the idle timeout.
+ * A line ends at its LF or at a bare CR (a CR followed by anything else,
+ * RFC 9112 2.2), which makes it faulty.  Precedence, from the bytes: a
+ * leading bare CR (400); a method that is not a token followed by SP within
+ * its first 16 bytes (400); a request line over the limit (414); a faulty
+ * request line (400, or 505 for another version), decided as soon as it
+ * ends; a head over max_head (431); the first faulty field line in order
+ * (400, or 431 for one field too many); then checks across fields (400
+ * framing, 501 coding, 417 expectation).  Everything before 431 is decided
+ * before the head ends, as soon as the bytes prove it, and 431 as soon as
+ * max_head bytes hold no end; the order still holds because a request line
+ * that cannot fit in max_head is refused with 414 (see head_limits), and
+ * because the method check looks at a fixed window.  So neither an HTTP/0.9
+ * request line (no version, nothing after it) nor a TLS handshake or other
+ * binary junk waits for the request timeout.
  *
  * Speed: the common head is parsed where it lies, without a separate search
  * for line ends; values and paths, most of a head's bytes, are checked 8 at
@@ -178,20 +183,39 @@ static inline const char *scan_value(const char *x, const char *limit)
 }
 
 /*
+ * Where the line that starts at or before p ends, as far as a verdict on it
+ * goes: at the first LF of [p, limit), or at the first CR followed by
+ * anything but LF, whichever comes first.  Such a bare CR (RFC 9112 2.2)
+ * makes the line faulty, and a client that ends its lines that way must be
+ * answered then, not when a LF that it will never send arrives.  Returns
+ * the LF or the bare CR, or NULL: a CR at limit - 1 waits for its follower.
+ */
+static const char *line_end(const char *p, const char *limit)
+{
+	const char *lf = memchr(p, '\n', (size_t)(limit - p));
+	const char *e = lf ? lf : limit;
+
+	for (const char *cr = p; (cr = memchr(cr, '\r', (size_t)(e - cr))) != NULL; cr++)
+		if (cr + 1 < limit && cr[1] != '\n')
+			return cr;
+	return lf;
+}
+
+/*
  * Length of the request line's content seen so far (CR before LF, or a
  * trailing CR that may become one, excluded), looking at no more than
  * l->line + 2 bytes: enough to tell whether it exceeds l->line.
- * *complete says whether its LF was found.
+ * *complete says whether its end (see line_end) was found.
  */
 static size_t request_line_len(const char *buf, size_t len, size_t start,
 			       const struct limits *l, bool *complete)
 {
-	size_t n = min_sz(len - start, l->line + 2);
-	const char *lf = memchr(buf + start, '\n', n);
-	size_t content = lf ? (size_t)(lf - (buf + start)) : n;
+	const char *p = buf + start;
+	const char *e = line_end(p, p + min_sz(len - start, l->line + 2));
+	size_t content = e ? (size_t)(e - p) : min_sz(len - start, l->line + 2);
 
-	*complete = lf != NULL;
-	if (content && buf[start + content - 1] == '\r')
+	*complete = e != NULL;
+	if (content && p[content - 1] == '\r')
 		content--;
 	return content;
 }
@@ -235,26 +259,43 @@ static int method_early(const char *buf, size_t len, size_t start, const struct 
 	return 0;
 }
 
-/*
- * Looks for the LF that ends an empty line among buf[from..limit), reading
- * back up to two bytes before `from`.  Returns the offset past it or 0.
- * It may also stop at an empty request line, which parse_head() refuses.
- */
-static size_t find_end(const char *buf, size_t from, size_t limit)
-{
-	const char *p = buf + from, *e = buf + limit;
+/* resume() found the end of the request line or of the head: parse again */
+#define REPARSE 1
 
-	while (p < e) {
-		const char *lf = memchr(p, '\n', (size_t)(e - p));
-		if (!lf)
-			return 0;
-		size_t i = (size_t)(lf - buf);
-		if (i >= 1 && (buf[i - 1] == '\n' ||
-			       (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n')))
-			return i + 1;
-		p = lf + 1;
+/*
+ * The second and later looks at a head that was incomplete after its first
+ * s bytes.  Only the bytes since are searched for line ends, each line's
+ * start is found by looking back over that line alone, and nothing is
+ * parsed until a line end matters: the request line's, which decides it,
+ * or the empty line's, which ends the head.  So a head arriving a byte at a
+ * time costs O(n), not O(n^2).  Returns REPARSE, or what head_incomplete()
+ * says.
+ */
+static int resume(const char *buf, size_t len, size_t start, size_t s, const struct limits *l)
+{
+	const char *first = buf + start, *limit = buf + min_sz(len, l->head);
+	const char *p, *e;
+
+	/* a window seen whole by an earlier call passed then */
+	if (s - start < METHOD_WINDOW) {
+		int rc = method_early(buf, len, start, l);
+		if (rc)
+			return rc;
 	}
-	return 0;
+	if (s >= len)
+		return head_incomplete(buf, len, start, s, l);
+	/* a CR last time may have its follower now */
+	p = buf + s - (buf[s - 1] == '\r');
+	while (p < limit && (e = line_end(p, limit)) != NULL) {
+		const char *ls = memrchr(first, '\n', (size_t)(e - first));
+		ls = ls ? ls + 1 : first;
+		if (ls == first)
+			return REPARSE;
+		if (*e == '\n' && (e == ls || (e == ls + 1 && *ls == '\r')))
+			return REPARSE;
+		p = e + 1;
+	}
+	return head_incomplete(buf, len, start, s, l);
 }
 
 static uint8_t method_of(const char *p, size_t n)
@@ -572,7 +613,9 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	if (err || (size_t)(line - p) - 1 - (line[-2] == '\r') > l->line) {
 		/* the slow path: the line was refused, is incomplete or too long,
 		 * and those are told apart in precedence order; a complete, short
-		 * line failing the early method check failed above too */
+		 * line failing the early method check failed above too.  A
+		 * complete line is judged at once, whatever follows it: an
+		 * HTTP/0.9 client sends nothing after its request line */
 		bool complete;
 		size_t rl = request_line_len(buf, len, start, l, &complete);
 		int early = method_early(buf, len, start, l);
@@ -582,7 +625,8 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 			return -414;
 		if (!complete)
 			return head_incomplete(buf, len, start, 0, l);
-		line = p + rl + (p[rl] == '\r' ? 2 : 1);
+		/* err is set: a complete line over the limit was caught as 414 */
+		return err;
 	}
 
 	const char *end = buf + len, *limit = buf + min_sz(len, l->head);
@@ -660,12 +704,8 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 	head_limits(lim, &l);
 
 	if (s > start) {
-		size_t limit = min_sz(len, l.head);
-		rc = method_early(buf, len, start, &l);
-		if (rc)
-			return rc;
-		if (s >= limit || !find_end(buf, s, limit)) {
-			rc = head_incomplete(buf, len, start, s, &l);
+		rc = resume(buf, len, start, s, &l);
+		if (rc != REPARSE) {
 			if (rc == HTTP_AGAIN)
 				*scanned = len;
 			return rc;

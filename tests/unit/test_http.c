@@ -145,6 +145,25 @@ static const struct refused refused[] = {
 	{ "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n", -400, &LIM },
 	{ "GET / HTTP/1.1\r\n\rX: a\r\n\r\n", -400, &LIM },
 	{ "GET / HTTP/1.1\r\n\r\r\n\r\n", -400, &LIM },
+	/* a complete request line is judged when it ends, whatever follows:
+	 * an HTTP/0.9 client sends nothing after it and waits */
+	{ "GET /x\r\n", -400, &LIM },
+	{ "GET /x\n", -400, &LIM },
+	{ "GET /cache/k?a=b\r\n", -400, &LIM },
+	{ "\r\nGET /x\r\n", -400, &LIM },
+	{ "GET x HTTP/1.1\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1 \r\n", -400, &LIM },
+	{ "GET / HTTP/2.0\r\n", -505, &LIM },
+	{ "GET x HTTP/1.1\r\nX-Long: "
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "\r\n\r\n", -400, &SMALL },
+	/* and a bare CR ends it as soon as the byte after it arrives */
+	{ "GET /x\rH", -400, &LIM },
+	{ "GET /x HTTP/1.1\r\r", -400, &LIM },
+	{ "GET /cache/m HTTP/1.1\rHost: x\r\r", -400, &LIM },
 	/* decided by the first bytes, before the line ends */
 	{ "\x16\x03\x01\x02\x00\x01", -400, &LIM },
 	{ "hello\n", -400, &LIM },
@@ -414,17 +433,25 @@ static void test_limits(void)
 	memcpy(b + 56, " HTTP/1.1\r\n\r\n", 13);
 	CHECK_EQ(parse_once(b, 69, &SMALL, &r), -414);
 
-	/* no LF yet: 64 bytes wait, a 65th decides, a CR 65th waits */
+	/* no LF yet: 64 bytes wait, a 65th decides, a CR 65th waits; the
+	 * byte after it shows a bare CR ending a line of 64 bytes: 400 */
 	fill(b, 100, 'a');
 	memcpy(b, "GET /", 5);
 	CHECK_EQ(parse_once(b, 64, &SMALL, &r), HTTP_AGAIN);
 	CHECK_EQ(parse_once(b, 65, &SMALL, &r), -414);
 	b[64] = '\r';
 	CHECK_EQ(parse_once(b, 65, &SMALL, &r), HTTP_AGAIN);
-	CHECK_EQ(parse_once(b, 66, &SMALL, &r), -414);
+	CHECK_EQ(parse_once(b, 66, &SMALL, &r), -400);
 	scanned = 0;
 	CHECK_EQ(http_parse_request(b, 60, &scanned, &SMALL, &r), HTTP_AGAIN);
 	CHECK_EQ(http_parse_request(b, 65, &scanned, &SMALL, &r), HTTP_AGAIN);
+	CHECK_EQ(http_parse_request(b, 66, &scanned, &SMALL, &r), -400);
+	/* a CR 66th comes after 65 bytes of line: 414 */
+	b[64] = 'a';
+	b[65] = '\r';
+	CHECK_EQ(parse_once(b, 66, &SMALL, &r), -414);
+	scanned = 0;
+	CHECK_EQ(http_parse_request(b, 64, &scanned, &SMALL, &r), HTTP_AGAIN);
 	CHECK_EQ(http_parse_request(b, 66, &scanned, &SMALL, &r), -414);
 
 	/* a request line limit above max_head still ends in 414, not 431 */
