@@ -5,32 +5,32 @@
  * split across calls, so the parser works in two layers:
  *
  *   parse_head()   parses the whole head from its first byte in one pass and
- *                  either finds the empty line that ends it or reports that
- *                  more input is needed.  An error in a field line is
- *                  remembered, not returned, until the end of the head is
- *                  seen: whether the head fits max_head must be known first,
- *                  because a prefix of the same bytes could not have known
- *                  about the error any earlier.
+ *                  either finds the empty line that ends it, or the first
+ *                  line that decides the request's fate, or reports that
+ *                  more input is needed.
  *   resume()       looks only at the bytes that arrived since the last call
- *                  (*scanned), for the end of the request line or of the
- *                  head, so a head arriving a byte at a time is looked at
- *                  once; only when one of those ends is there does
- *                  parse_head() run again.
+ *                  (*scanned) for line ends and parses each field line once,
+ *                  when it ends, so a head arriving a byte at a time costs
+ *                  O(n); only at the end of the request line or of the head
+ *                  does parse_head() run again.
  *
- * A line ends at its LF or at a bare CR (a CR followed by anything else,
+ * Every line is judged as soon as it ends, whatever follows: a client that
+ * sent a faulty line may be waiting for the answer (an HTTP/0.9 client sends
+ * its request line alone), and should not be left to the request timeout.
+ * A line ends at its LF, or at a bare CR (a CR followed by anything else,
  * RFC 9112 2.2), which makes it faulty.  Precedence, from the bytes: a
  * leading bare CR (400); a method that is not a token followed by SP within
  * its first 16 bytes (400); a request line over the limit (414); a faulty
- * request line (400, or 505 for another version), decided as soon as it
- * ends; a head over max_head (431); the first faulty field line in order
- * (400, or 431 for one field too many); then checks across fields (400
- * framing, 501 coding, 417 expectation).  Everything before 431 is decided
- * before the head ends, as soon as the bytes prove it, and 431 as soon as
- * max_head bytes hold no end; the order still holds because a request line
- * that cannot fit in max_head is refused with 414 (see head_limits), and
- * because the method check looks at a fixed window.  So neither an HTTP/0.9
- * request line (no version, nothing after it) nor a TLS handshake or other
- * binary junk waits for the request timeout.
+ * request line (400, or 505 for another version); the first faulty field
+ * line that ends within max_head (400); no end of the head within max_head
+ * (431); then, once the head is complete, more than max_headers fields (431)
+ * and the checks across fields (400 framing, 501 coding, 417 expectation).
+ * All but the last are decided as soon as the bytes prove them, the method
+ * check on every call, cheaply, so that a TLS handshake or other binary junk
+ * is turned away at once; the order still holds because a request line that
+ * cannot fit in max_head is refused with 414 (see head_limits), and because
+ * the method check looks at a fixed window.  The field count is left to the
+ * end because resume() does not keep it; max_head bounds the wait.
  *
  * Speed: the common head is parsed where it lies, without a separate search
  * for line ends; values and paths, most of a head's bytes, are checked 8 at
@@ -79,6 +79,7 @@ struct limits {
 /* Errors detected while parsing fields and decided after the last one. */
 struct fields {
 	bool cl_seen;
+	bool cl_differ;   /* two Content-Length values that differ */
 	bool te_seen;
 	bool te_bad;      /* a coding other than a lone "chunked" */
 	bool expect_bad;
@@ -259,45 +260,6 @@ static int method_early(const char *buf, size_t len, size_t start, const struct 
 	return 0;
 }
 
-/* resume() found the end of the request line or of the head: parse again */
-#define REPARSE 1
-
-/*
- * The second and later looks at a head that was incomplete after its first
- * s bytes.  Only the bytes since are searched for line ends, each line's
- * start is found by looking back over that line alone, and nothing is
- * parsed until a line end matters: the request line's, which decides it,
- * or the empty line's, which ends the head.  So a head arriving a byte at a
- * time costs O(n), not O(n^2).  Returns REPARSE, or what head_incomplete()
- * says.
- */
-static int resume(const char *buf, size_t len, size_t start, size_t s, const struct limits *l)
-{
-	const char *first = buf + start, *limit = buf + min_sz(len, l->head);
-	const char *p, *e;
-
-	/* a window seen whole by an earlier call passed then */
-	if (s - start < METHOD_WINDOW) {
-		int rc = method_early(buf, len, start, l);
-		if (rc)
-			return rc;
-	}
-	if (s >= len)
-		return head_incomplete(buf, len, start, s, l);
-	/* a CR last time may have its follower now */
-	p = buf + s - (buf[s - 1] == '\r');
-	while (p < limit && (e = line_end(p, limit)) != NULL) {
-		const char *ls = memrchr(first, '\n', (size_t)(e - first));
-		ls = ls ? ls + 1 : first;
-		if (ls == first)
-			return REPARSE;
-		if (*e == '\n' && (e == ls || (e == ls + 1 && *ls == '\r')))
-			return REPARSE;
-		p = e + 1;
-	}
-	return head_incomplete(buf, len, start, s, l);
-}
-
 static uint8_t method_of(const char *p, size_t n)
 {
 	switch (n) {
@@ -433,7 +395,7 @@ static int parse_content_length(const char *v, size_t n, struct http_request *r,
 		x = x * 10 + (v[i] - '0');
 	}
 	if (f->cl_seen && x != r->content_length)
-		return -400;
+		f->cl_differ = true;
 	f->cl_seen = true;
 	r->content_length = x;
 	return 0;
@@ -574,9 +536,9 @@ static int parse_field(const char *p, const char *limit, struct http_request *r,
 /* Checks across fields, once all are seen; fills the derived flags. */
 static int finish_fields(struct http_request *r, const struct fields *f)
 {
-	/* both framings, or chunked in HTTP/1.0 (RFC 9112 6.1), are a
-	 * smuggling shape: refuse before looking at the coding itself */
-	if (f->te_seen && (f->cl_seen || r->minor == 0))
+	/* two lengths, both framings, or chunked in HTTP/1.0 (RFC 9112 6.1)
+	 * are smuggling shapes: refuse before looking at the coding itself */
+	if (f->cl_differ || (f->te_seen && (f->cl_seen || r->minor == 0)))
 		return -400;
 	if (f->te_bad)
 		return -501;
@@ -648,36 +610,76 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 				break;
 			}
 		}
-		if (!err && ++nfields > l->fields)
-			err = -431;
-		if (!err) {
-			const char *next;
-			int rc = parse_field(line, limit, r, &f, &next);
-			if (rc > 0) {
-				line = next;
-				continue;
-			}
-			if (rc == HTTP_AGAIN)
-				return len > l->head ? -431 : HTTP_AGAIN;
-			err = rc;
+		nfields++;
+		const char *next;
+		int rc = parse_field(line, limit, r, &f, &next);
+		if (rc > 0) {
+			line = next;
+			continue;
 		}
-		/* after an error, only the end of the head matters */
-		const char *lf = line < limit ? memchr(line, '\n', (size_t)(limit - line)) : NULL;
-		if (!lf)
+		/* a faulty line is refused once it ends, as resume() sees it,
+		 * and that must be within max_head */
+		if (rc == HTTP_AGAIN || !line_end(line, limit))
 			return len > l->head ? -431 : HTTP_AGAIN;
-		line = lf + 1;
+		return rc;
 	}
 
 	size_t head_len = (size_t)(line - buf);
-	if (head_len > l->head)
+	if (head_len > l->head || nfields > l->fields)
 		return -431;
-	if (err)
-		return err;
 	err = finish_fields(r, &f);
 	if (err)
 		return err;
 	r->head_len = (uint32_t)head_len;
 	return (int)head_len;
+}
+
+/* resume() found the end of the request line or of the head: parse again */
+#define REPARSE 1
+
+/*
+ * The second and later looks at a head that was incomplete after its first
+ * s bytes.  Only the bytes since are searched for line ends, and each line
+ * is parsed once, when it ends, from its start found by looking back over
+ * that line alone; so a head arriving a byte at a time costs O(n), not
+ * O(n^2).  A faulty field line is refused then; the end of the request line
+ * (which decides it) or of the head needs the whole head: REPARSE.
+ * Otherwise returns what head_incomplete() says.
+ */
+static int resume(const char *buf, size_t len, size_t start, size_t s, const struct limits *l)
+{
+	const char *first = buf + start, *limit = buf + min_sz(len, l->head);
+	const char *p, *e;
+
+	/* a window seen whole by an earlier call passed then */
+	if (s - start < METHOD_WINDOW) {
+		int rc = method_early(buf, len, start, l);
+		if (rc)
+			return rc;
+	}
+	if (s >= len)
+		return head_incomplete(buf, len, start, s, l);
+	/* a CR last time may have its follower now */
+	p = buf + s - (buf[s - 1] == '\r');
+	while (p < limit && (e = line_end(p, limit)) != NULL) {
+		const char *ls = memrchr(first, '\n', (size_t)(e - first));
+		ls = ls ? ls + 1 : first;
+		if (ls == first)
+			return REPARSE;
+		if (*e == '\n' && (e == ls || (e == ls + 1 && *ls == '\r')))
+			return REPARSE;
+		/* a field line: the parse_head() to come will record it, so
+		 * only its verdict is kept now; what depends on other fields
+		 * is decided after the last one (finish_fields) */
+		struct http_request r = { .content_length = -1 };
+		struct fields f = { 0 };
+		const char *next;
+		int rc = parse_field(ls, limit, &r, &f, &next);
+		if (rc < 0)
+			return rc;
+		p = e + 1;
+	}
+	return head_incomplete(buf, len, start, s, l);
 }
 
 int http_parse_request(const char *buf, size_t len, size_t *scanned,

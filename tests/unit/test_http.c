@@ -181,6 +181,16 @@ static const struct refused refused[] = {
 	{ "PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n", -400, &LIM },
 	{ "PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -400, &LIM },
 	{ "PUT / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n", -400, &LIM },
+	/* a faulty field line is judged when it ends, before the head does:
+	 * a client that sent it may be waiting for the answer */
+	{ "GET / HTTP/1.1\r\nHost : x\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nHost: x\r\nX: a\rb", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nHost: x\r\r", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nHost: x\r\n\rX", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nX: 1\r\n b\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\nFoo\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 1a\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nTransfer-Encoding:\r\n", -400, &LIM },
 	/* the first faulty line decides */
 	{ "GET / HTTP/1.1\r\nX: \x01\r\nY : 1\r\nExpect: no\r\n\r\n", -400, &LIM },
 	{ "GET / HTTP/2.0\r\nX : 1\r\n\r\n", -505, &LIM },
@@ -205,7 +215,8 @@ static const struct refused refused[] = {
 	{ "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\r\n\r\n",
 	  -414, &SMALL },
 	{ "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n", -431, &SMALL },
-	{ "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE : 5\r\n\r\n", -431, &SMALL },
+	/* a faulty field line is decided when it ends, the count at the head's */
+	{ "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE : 5\r\n\r\n", -400, &SMALL },
 	{ "GET / HTTP/1.1\r\nA : 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n", -400, &SMALL },
 	{ "GET / HTTP/1.1\r\nX-Long: "
 	  "0123456789012345678901234567890123456789012345678901234567890123456789"
@@ -213,8 +224,15 @@ static const struct refused refused[] = {
 	  "0123456789012345678901234567890123456789012345678901234567890123456789"
 	  "0123456789012345678901234567890123456789012345678901234567890123456789"
 	  "0123456789\r\n\r\n", -431, &SMALL },
-	/* over max_head decides before a faulty line */
+	/* a faulty line ending within max_head decides before the head's size */
 	{ "GET / HTTP/1.1\r\nX : bad\r\nX-Long: "
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  "0123456789\r\n\r\n", -400, &SMALL },
+	/* and one that does not end within max_head is 431 */
+	{ "GET / HTTP/1.1\r\nX-Long : "
 	  "0123456789012345678901234567890123456789012345678901234567890123456789"
 	  "0123456789012345678901234567890123456789012345678901234567890123456789"
 	  "0123456789012345678901234567890123456789012345678901234567890123456789"
@@ -406,6 +424,10 @@ static void test_refused(void)
 	struct http_request r;
 	CHECK_EQ(parse_once(nul, sizeof(nul) - 1, &LIM, &r), -400);
 	check_splits(nul, sizeof(nul) - 1, &LIM);
+	/* decided when that line ends, before the head does */
+	static const char nul_open[] = "GET / HTTP/1.1\r\nX: a\0b\r\n";
+	CHECK_EQ(parse_once(nul_open, sizeof(nul_open) - 1, &LIM, &r), -400);
+	check_splits(nul_open, sizeof(nul_open) - 1, &LIM);
 	static const char nul_target[] = "GET /a\0b HTTP/1.1\r\n\r\n";
 	CHECK_EQ(parse_once(nul_target, sizeof(nul_target) - 1, &LIM, &r), -400);
 	check_splits(nul_target, sizeof(nul_target) - 1, &LIM);
