@@ -62,7 +62,8 @@ struct http_request {
 	int64_t content_length;     /* -1 when absent */
 	struct http_str method_name;
 	struct http_str target;     /* raw request-target */
-	struct http_str path;       /* target up to '?' */
+	struct http_str path;       /* target up to '?', after the authority
+				     * in absolute-form, "/" if empty there */
 	struct http_str query;      /* after '?', may be empty */
 	struct http_str accept_encoding;
 	struct http_str if_none_match;

@@ -38,8 +38,12 @@
  *
  * Host is not required: the cache serves one origin and a missing Host
  * carries no routing meaning here, so refusing it would only break minimal
- * clients.  Request-targets are strict: visible ASCII only, starting with
- * '/'.  One empty line before the request line is skipped (RFC 9112 2.2).
+ * clients.  Request-targets are strict: visible ASCII only, in origin-form
+ * ('/' first) or absolute-form ("http://" or "https://", an authority that
+ * is ignored, then the path: see skip_origin); asterisk-form and
+ * authority-form belong to OPTIONS and CONNECT, which the cache does not
+ * serve, and are refused.  One empty line before the request line is
+ * skipped (RFC 9112 2.2).
  */
 #include <string.h>
 
@@ -50,23 +54,26 @@ enum {
 	C_TARGET = 2, /* request-target: visible ASCII */
 	C_VALUE = 4,  /* field value: VCHAR, obs-text, SP, HTAB */
 	C_PATH = 8,   /* request-target before '?' */
+	C_AUTH = 16,  /* URI authority without userinfo (RFC 3986 3.2) */
 };
 
 #define T_ (C_TCHAR | C_TARGET | C_VALUE | C_PATH)
 #define V_ (C_TARGET | C_VALUE | C_PATH)
+#define TA (T_ | C_AUTH)
+#define VA (V_ | C_AUTH)
 
 static const uint8_t ctab[256] = {
 	['\t'] = C_VALUE, [' '] = C_VALUE,
-	['!'] = T_, ['"'] = V_, ['#'] = T_, ['$'] = T_, ['%'] = T_, ['&'] = T_,
-	['\''] = T_, ['('] = V_, [')'] = V_, ['*'] = T_, ['+'] = T_, [','] = V_,
-	['-'] = T_, ['.'] = T_, ['/'] = V_,
-	['0' ... '9'] = T_,
-	[':'] = V_, [';'] = V_, ['<'] = V_, ['='] = V_, ['>'] = V_, ['?'] = C_TARGET | C_VALUE,
+	['!'] = TA, ['"'] = V_, ['#'] = T_, ['$'] = TA, ['%'] = TA, ['&'] = TA,
+	['\''] = TA, ['('] = VA, [')'] = VA, ['*'] = TA, ['+'] = TA, [','] = VA,
+	['-'] = TA, ['.'] = TA, ['/'] = V_,
+	['0' ... '9'] = TA,
+	[':'] = VA, [';'] = VA, ['<'] = V_, ['='] = VA, ['>'] = V_, ['?'] = C_TARGET | C_VALUE,
 	['@'] = V_,
-	['A' ... 'Z'] = T_,
-	['['] = V_, ['\\'] = V_, [']'] = V_, ['^'] = T_, ['_'] = T_, ['`'] = T_,
-	['a' ... 'z'] = T_,
-	['{'] = V_, ['|'] = T_, ['}'] = V_, ['~'] = T_,
+	['A' ... 'Z'] = TA,
+	['['] = VA, ['\\'] = V_, [']'] = VA, ['^'] = T_, ['_'] = TA, ['`'] = T_,
+	['a' ... 'z'] = TA,
+	['{'] = V_, ['|'] = T_, ['}'] = V_, ['~'] = TA,
 	[0x80 ... 0xff] = C_VALUE,
 };
 
@@ -331,6 +338,35 @@ static inline const char *scan_path(const char *x, const char *limit)
 }
 
 /*
+ * The absolute-form of a request-target (RFC 9112 3.2.2), which a server
+ * must accept: "http://" or "https://" in any case, an authority, then the
+ * path and query as in origin-form.  The authority is ignored, as RFC 9112
+ * 3.2.2 lets an origin server do (and so is Host): the cache serves one
+ * origin.  It must still be well-formed: a host that is not empty (RFC 9110
+ * 4.2.1) and no userinfo, which RFC 9110 4.2.4 says to treat as an error.
+ * Returns where the path starts ('/', or '?' or SP for an empty path), with
+ * *slash at the '/' before the authority, or NULL.
+ */
+static const char *skip_origin(const char *t, const char *w, const char **slash)
+{
+	const char *a;
+
+	if (w - t > 7 && value_eq(t, 7, "http://", 7))
+		a = t + 7;
+	else if (w - t > 8 && value_eq(t, 8, "https://", 8))
+		a = t + 8;
+	else
+		return NULL;
+	const char *e = a;
+	while (e < w && (ctab[(uint8_t)*e] & C_AUTH))
+		e++;
+	if (e == a || *a == ':' || e == w || (*e != '/' && *e != '?' && *e != ' '))
+		return NULL;
+	*slash = a - 1;
+	return e;
+}
+
+/*
  * The request line at p, looked at no further than w.  Returns 0 with
  * *next past its LF, -505 for a well-formed line of another version, or
  * -400 for anything else, including a line that does not end before w:
@@ -347,10 +383,20 @@ static int parse_request_line(const char *p, const char *w, struct http_request 
 	r->method_name.len = (uint32_t)(q - p);
 	r->method = method_of(p, (size_t)(q - p));
 
-	const char *t = ++q;
-	q = scan_path(q, w);
-	r->path.p = t;
-	r->path.len = (uint32_t)(q - t);
+	const char *t = ++q, *ps = t, *slash = NULL;
+	if (t < w && *t != '/') {
+		ps = skip_origin(t, w, &slash);
+		if (!ps)
+			return -400;
+	}
+	q = scan_path(ps, w);
+	r->path.p = ps;
+	r->path.len = (uint32_t)(q - ps);
+	if (q == ps && slash) {
+		/* an empty path means "/" (RFC 9110 4.2.3): point at one */
+		r->path.p = slash;
+		r->path.len = 1;
+	}
 	if (q < w && *q == '?') {
 		const char *qs = ++q;
 		while (q < w && (ctab[(uint8_t)*q] & C_TARGET))
@@ -361,7 +407,8 @@ static int parse_request_line(const char *p, const char *w, struct http_request 
 		r->query.p = q;
 		r->query.len = 0;
 	}
-	if (q == t || q == w || *q != ' ' || *t != '/')
+	/* origin-form passed *t == '/', so the path is not empty */
+	if (q == w || *q != ' ')
 		return -400;
 	r->target.p = t;
 	r->target.len = (uint32_t)(q - t);

@@ -27,6 +27,7 @@ struct want {
 	bool keep_alive, chunked, expect_continue;
 	long long content_length;
 	const char *path, *query;
+	const char *target;         /* when not origin-form */
 	const char *accept_encoding, *if_none_match, *content_type, *cache_control;
 	const char *x_api_key, *authorization;
 };
@@ -96,6 +97,29 @@ static const struct want valid[] = {
 	{ .raw = "GET /p?q?r=%2F HTTP/1.1\r\nContent-Type:\t \r\n\r\n", .method = HTTP_METHOD_GET,
 	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
 	  .path = "/p", .query = "q?r=%2F", .content_type = "" },
+	/* absolute-form (RFC 9112 3.2.2): the authority is ignored */
+	{ .raw = "GET http://cache.example:8080/cache/k?ttl=5 HTTP/1.1\r\nHost: other\r\n\r\n",
+	  .method = HTTP_METHOD_GET, .method_name = "GET", .minor = 1, .keep_alive = true,
+	  .content_length = -1, .path = "/cache/k", .query = "ttl=5",
+	  .target = "http://cache.example:8080/cache/k?ttl=5" },
+	{ .raw = "PUT HTTPS://[::1]:443/cache/a%2Fb HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 1, .keep_alive = true,
+	  .content_length = 1, .path = "/cache/a%2Fb", .query = "",
+	  .target = "HTTPS://[::1]:443/cache/a%2Fb" },
+	{ .raw = "DELETE hTtP://a.b-c_d~e!$&'()*+,;=%41/cache/k HTTP/1.0\r\n\r\n",
+	  .method = HTTP_METHOD_DELETE, .method_name = "DELETE", .minor = 0,
+	  .keep_alive = false, .content_length = -1, .path = "/cache/k", .query = "",
+	  .target = "hTtP://a.b-c_d~e!$&'()*+,;=%41/cache/k" },
+	{ .raw = "GET http://h//cache//k? HTTP/1.1\n\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "//cache//k", .query = "", .target = "http://h//cache//k?" },
+	/* an empty path means "/" */
+	{ .raw = "GET http://h HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "/", .query = "", .target = "http://h" },
+	{ .raw = "GET https://h:1?x=1 HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "/", .query = "x=1", .target = "https://h:1?x=1" },
 	{ .raw = "M-SEARCH!#$%&'*+.^_`|~ /x HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_OTHER,
 	  .method_name = "M-SEARCH!#$%&'*+.^_`|~", .minor = 1, .keep_alive = true,
 	  .content_length = -1, .path = "/x", .query = "" },
@@ -116,7 +140,25 @@ static const struct refused refused[] = {
 	{ "GET /\tx HTTP/1.1\r\n\r\n", -400, &LIM },
 	{ "GET x HTTP/1.1\r\n\r\n", -400, &LIM },
 	{ "GET * HTTP/1.1\r\n\r\n", -400, &LIM },
-	{ "GET http://a/ HTTP/1.1\r\n\r\n", -400, &LIM },
+	/* other forms than origin-form and absolute-form (RFC 9112 3.2) */
+	{ "OPTIONS * HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "CONNECT a:443 HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET a:80/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	/* absolute-form: only http and https, a host, no userinfo */
+	{ "GET ftp://a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET httpx://a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http:/a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http:a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http:// HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http:///x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://:80/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://u@a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://u:p@a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://a#f HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://a{/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://a/\x01 HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://a\r\n", -400, &LIM },
+	{ "GET http://a/x\r\n\r\n", -400, &LIM },
 	{ "GET /a\x7f HTTP/1.1\r\n\r\n", -400, &LIM },
 	{ "GET /\xc3\xa9 HTTP/1.1\r\n\r\n", -400, &LIM },
 	{ "GET /HTTP/1.1\r\n\r\n", -400, &LIM },
@@ -313,8 +355,16 @@ static void check_fields(const struct want *w)
 	CHECK_EQ(r.content_length, w->content_length);
 	CHECK(str_is(r.path, w->path));
 	CHECK(str_is(r.query, w->query));
-	CHECK(r.target.p == r.path.p);
-	CHECK(r.target.len == r.path.len + (r.query.p != r.path.p + r.path.len) + r.query.len);
+	if (w->target) {
+		/* path and query lie in the target, the query at its end */
+		CHECK(str_is(r.target, w->target));
+		CHECK(r.path.p > r.target.p && r.path.p + r.path.len <= r.target.p + r.target.len);
+		CHECK(r.query.p + r.query.len == r.target.p + r.target.len);
+	} else {
+		CHECK(r.target.p == r.path.p);
+		CHECK(r.target.len ==
+		      r.path.len + (r.query.p != r.path.p + r.path.len) + r.query.len);
+	}
 	CHECK(str_is(r.accept_encoding, w->accept_encoding));
 	CHECK(str_is(r.if_none_match, w->if_none_match));
 	CHECK(str_is(r.content_type, w->content_type));
