@@ -40,7 +40,7 @@
  * carries no routing meaning here, so refusing it would only break minimal
  * clients.  Request-targets are strict: visible ASCII only, in origin-form
  * ('/' first) or absolute-form ("http://" or "https://", an authority that
- * is ignored, then the path: see skip_origin); asterisk-form and
+ * is ignored, then the path: see absolute_form); asterisk-form and
  * authority-form belong to OPTIONS and CONNECT, which the cache does not
  * serve, and are refused.  One empty line before the request line is
  * skipped (RFC 9112 2.2).
@@ -200,6 +200,13 @@ static inline const char *scan_value(const char *x, const char *limit)
  */
 static const char *line_end(const char *p, const char *limit)
 {
+	/* the few bytes of one recv from a slow client: no library calls */
+	if (limit - p < 16) {
+		for (; p < limit; p++)
+			if (*p == '\n' || (*p == '\r' && p + 1 < limit && p[1] != '\n'))
+				return p;
+		return NULL;
+	}
 	const char *lf = memchr(p, '\n', (size_t)(limit - p));
 	const char *e = lf ? lf : limit;
 
@@ -338,19 +345,47 @@ static inline const char *scan_path(const char *x, const char *limit)
 }
 
 /*
- * The absolute-form of a request-target (RFC 9112 3.2.2), which a server
- * must accept: "http://" or "https://" in any case, an authority, then the
- * path and query as in origin-form.  The authority is ignored, as RFC 9112
- * 3.2.2 lets an origin server do (and so is Host): the cache serves one
- * origin.  It must still be well-formed: a host that is not empty (RFC 9110
- * 4.2.1) and no userinfo, which RFC 9110 4.2.4 says to treat as an error.
- * Returns where the path starts ('/', or '?' or SP for an empty path), with
- * *slash at the '/' before the authority, or NULL.
+ * The path from ps and the query after it, looked at no further than w;
+ * returns the first byte after them.
  */
-static const char *skip_origin(const char *t, const char *w, const char **slash)
+static inline const char *path_and_query(const char *ps, const char *w, struct http_request *r)
+{
+	const char *q = scan_path(ps, w);
+
+	r->path.p = ps;
+	r->path.len = (uint32_t)(q - ps);
+	if (q < w && *q == '?') {
+		const char *qs = ++q;
+		while (q < w && (ctab[(uint8_t)*q] & C_TARGET))
+			q++;
+		r->query.p = qs;
+		r->query.len = (uint32_t)(q - qs);
+	} else {
+		r->query.p = q;
+		r->query.len = 0;
+	}
+	return q;
+}
+
+/*
+ * The absolute-form of the request-target at t (RFC 9112 3.2.2), which a
+ * server must accept: "http://" or "https://" in any case, an authority,
+ * then the path and query as in origin-form.  The authority is ignored, as
+ * RFC 9112 3.2.2 lets an origin server do (and so is Host): the cache
+ * serves one origin.  It must still be well-formed: a host that is not
+ * empty (RFC 9110 4.2.1) and no userinfo, which RFC 9110 4.2.4 says to
+ * treat as an error.  An empty path means "/" (RFC 9110 4.2.3), the '/'
+ * before the authority.  Returns the first byte after the target, or NULL
+ * for a target in no form we accept (or one not complete before w).  Out
+ * of line: origin-form, the common case, never comes here.
+ */
+static __attribute__((noinline)) const char *absolute_form(const char *t, const char *w,
+							     struct http_request *r)
 {
 	const char *a;
 
+	if (t < w && *t == '/')
+		return NULL;
 	if (w - t > 7 && value_eq(t, 7, "http://", 7))
 		a = t + 7;
 	else if (w - t > 8 && value_eq(t, 8, "https://", 8))
@@ -362,8 +397,12 @@ static const char *skip_origin(const char *t, const char *w, const char **slash)
 		e++;
 	if (e == a || *a == ':' || e == w || (*e != '/' && *e != '?' && *e != ' '))
 		return NULL;
-	*slash = a - 1;
-	return e;
+	const char *q = path_and_query(e, w, r);
+	if (r->path.len == 0) {
+		r->path.p = a - 1;
+		r->path.len = 1;
+	}
+	return q;
 }
 
 /*
@@ -383,31 +422,13 @@ static int parse_request_line(const char *p, const char *w, struct http_request 
 	r->method_name.len = (uint32_t)(q - p);
 	r->method = method_of(p, (size_t)(q - p));
 
-	const char *t = ++q, *ps = t, *slash = NULL;
-	if (t < w && *t != '/') {
-		ps = skip_origin(t, w, &slash);
-		if (!ps)
+	const char *t = ++q;
+	q = path_and_query(t, w, r);
+	if (q == t || *t != '/') {
+		q = absolute_form(t, w, r);
+		if (!q)
 			return -400;
 	}
-	q = scan_path(ps, w);
-	r->path.p = ps;
-	r->path.len = (uint32_t)(q - ps);
-	if (q == ps && slash) {
-		/* an empty path means "/" (RFC 9110 4.2.3): point at one */
-		r->path.p = slash;
-		r->path.len = 1;
-	}
-	if (q < w && *q == '?') {
-		const char *qs = ++q;
-		while (q < w && (ctab[(uint8_t)*q] & C_TARGET))
-			q++;
-		r->query.p = qs;
-		r->query.len = (uint32_t)(q - qs);
-	} else {
-		r->query.p = q;
-		r->query.len = 0;
-	}
-	/* origin-form passed *t == '/', so the path is not empty */
 	if (q == w || *q != ' ')
 		return -400;
 	r->target.p = t;
@@ -484,9 +505,12 @@ static inline void keep_first(struct http_str *s, const char *v, size_t n)
  * line end.  Dispatches on the name's length and first letter so that a
  * field we ignore costs one switch.  Returns 1 with *next past the line's
  * LF, HTTP_AGAIN if the line does not end before `limit`, or -status.
+ * Forced inline: with resume() as a second caller the compiler would make
+ * it a call, which costs a tenth of a short head's parse.
  */
-static int parse_field(const char *p, const char *limit, struct http_request *r,
-		       struct fields *f, const char **next)
+static inline __attribute__((always_inline)) int
+parse_field(const char *p, const char *limit, struct http_request *r, struct fields *f,
+	    const char **next)
 {
 	const char *q = scan_token(p, limit);
 
