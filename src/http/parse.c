@@ -48,34 +48,7 @@
 #include <string.h>
 
 #include "ringcache/http.h"
-
-enum {
-	C_TCHAR = 1,  /* token: method and field names */
-	C_TARGET = 2, /* request-target: visible ASCII */
-	C_VALUE = 4,  /* field value: VCHAR, obs-text, SP, HTAB */
-	C_PATH = 8,   /* request-target before '?' */
-	C_AUTH = 16,  /* URI authority without userinfo (RFC 3986 3.2) */
-};
-
-#define T_ (C_TCHAR | C_TARGET | C_VALUE | C_PATH)
-#define V_ (C_TARGET | C_VALUE | C_PATH)
-#define TA (T_ | C_AUTH)
-#define VA (V_ | C_AUTH)
-
-static const uint8_t ctab[256] = {
-	['\t'] = C_VALUE, [' '] = C_VALUE,
-	['!'] = TA, ['"'] = V_, ['#'] = T_, ['$'] = TA, ['%'] = TA, ['&'] = TA,
-	['\''] = TA, ['('] = VA, [')'] = VA, ['*'] = TA, ['+'] = TA, [','] = VA,
-	['-'] = TA, ['.'] = TA, ['/'] = V_,
-	['0' ... '9'] = TA,
-	[':'] = VA, [';'] = VA, ['<'] = V_, ['='] = VA, ['>'] = V_, ['?'] = C_TARGET | C_VALUE,
-	['@'] = V_,
-	['A' ... 'Z'] = TA,
-	['['] = VA, ['\\'] = V_, [']'] = VA, ['^'] = T_, ['_'] = TA, ['`'] = T_,
-	['a' ... 'z'] = TA,
-	['{'] = V_, ['|'] = T_, ['}'] = V_, ['~'] = TA,
-	[0x80 ... 0xff] = C_VALUE,
-};
+#include "ctab.h"
 
 struct limits {
 	size_t line;    /* effective max request line */
@@ -185,7 +158,7 @@ static inline const char *scan_value(const char *x, const char *limit)
 		x++;
 	}
 #endif
-	while (x < limit && (ctab[(uint8_t)*x] & C_VALUE))
+	while (x < limit && (http_ctab[(uint8_t)*x] & C_VALUE))
 		x++;
 	return x;
 }
@@ -269,7 +242,7 @@ static int method_early(const char *buf, size_t len, size_t start, const struct 
 	size_t e = min_sz(len, start + w);
 
 	for (size_t i = start; i < e; i++)
-		if (!(ctab[(uint8_t)buf[i]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)buf[i]] & C_TCHAR))
 			return i > start && buf[i] == ' ' ? 0 : -400;
 	return 0;
 }
@@ -302,17 +275,17 @@ static uint8_t method_of(const char *p, size_t n)
 static inline const char *scan_token(const char *x, const char *limit)
 {
 	while (limit - x >= 4) {
-		if (!(ctab[(uint8_t)x[0]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)x[0]] & C_TCHAR))
 			return x;
-		if (!(ctab[(uint8_t)x[1]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)x[1]] & C_TCHAR))
 			return x + 1;
-		if (!(ctab[(uint8_t)x[2]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)x[2]] & C_TCHAR))
 			return x + 2;
-		if (!(ctab[(uint8_t)x[3]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)x[3]] & C_TCHAR))
 			return x + 3;
 		x += 4;
 	}
-	while (x < limit && (ctab[(uint8_t)*x] & C_TCHAR))
+	while (x < limit && (http_ctab[(uint8_t)*x] & C_TCHAR))
 		x++;
 	return x;
 }
@@ -339,7 +312,7 @@ static inline const char *scan_path(const char *x, const char *limit)
 		x += 8;
 	}
 #endif
-	while (x < limit && (ctab[(uint8_t)*x] & C_PATH))
+	while (x < limit && (http_ctab[(uint8_t)*x] & C_PATH))
 		x++;
 	return x;
 }
@@ -356,7 +329,7 @@ static inline const char *path_and_query(const char *ps, const char *w, struct h
 	r->path.len = (uint32_t)(q - ps);
 	if (q < w && *q == '?') {
 		const char *qs = ++q;
-		while (q < w && (ctab[(uint8_t)*q] & C_TARGET))
+		while (q < w && (http_ctab[(uint8_t)*q] & C_TARGET))
 			q++;
 		r->query.p = qs;
 		r->query.len = (uint32_t)(q - qs);
@@ -393,7 +366,7 @@ static __attribute__((noinline)) const char *absolute_form(const char *t, const 
 	else
 		return NULL;
 	const char *e = a;
-	while (e < w && (ctab[(uint8_t)*e] & C_AUTH))
+	while (e < w && (http_ctab[(uint8_t)*e] & C_AUTH))
 		e++;
 	if (e == a || *a == ':' || e == w || (*e != '/' && *e != '?' && *e != ' '))
 		return NULL;

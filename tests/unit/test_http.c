@@ -767,6 +767,21 @@ static const struct chunked_case chunked_cases[] = {
 	{ "5;a\x01\r\nhello\r\n0\r\n\r\n", -400, "", 100 },
 	{ "0\r\n\rX", -400, "", 100 },
 	{ "0\r\nA\rB\r\n\r\n", -400, "", 100 },
+	/* trailer fields are checked as the head's field lines are */
+	{ "0\r\nX-T: 1\r\nY:\r\nZ: a\tb\xff \r\n\r\n", 1, "", 0 },
+	{ "0\r\nX-T: 1\nY: 2\n\n", 1, "", 0 },
+	{ "0\r\n X: a\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX: a\r\n\tb\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX : a\r\n\r\n", -400, "", 0 },
+	{ "0\r\n: a\r\n\r\n", -400, "", 0 },
+	{ "0\r\nNoColon\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX(: a\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX: a\x01\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX: a\x7f\r\n\r\n", -400, "", 0 },
+	{ "0\r\n\x01\r\n\r\n", -400, "", 0 },
+	/* so is a chunk extension's end: no control bytes, no DEL */
+	{ "1;a=\"\xff\t\"\r\nx\r\n0\r\n\r\n", 1, "x", 1 },
+	{ "1;a\x7f\r\nx\r\n0\r\n\r\n", -400, "", 1 },
 	{ "b\r\nhello world\r\n0\r\n\r\n", -413, "", 10 },
 	{ "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", -413, "hello", 10 },
 	{ "fffffffffffffff\r\n", -413, "", 1ull << 40 },
@@ -882,6 +897,11 @@ static void test_chunked(void)
 	CHECK_EQ(out.len, 2000);
 	CHECK_EQ(c.total, 2000);
 	buf_deinit(&out);
+
+	/* a NUL in a trailer field, which strlen cannot measure */
+	static const char nul[] = "0\r\nX: a\0b\r\n\r\n";
+	http_chunked_init(&c);
+	CHECK_EQ(http_chunked_feed(&c, nul, sizeof(nul) - 1, &used, NULL, 0), -400);
 
 	/* `out` that cannot grow is a status the server sends, not -ENOMEM:
 	 * a buffer this full makes buf_reserve() fail without allocating */
