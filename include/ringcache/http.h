@@ -77,11 +77,15 @@ struct http_request {
 /*
  * Parses the request head at the start of buf[0..len).  *scanned is the
  * caller's state for one request: set it to 0 before the first call; the
- * parser records how far it has looked for the end of the head so that a
- * request arriving a byte at a time costs O(n), not O(n^2).  Returns the head
- * length, HTTP_AGAIN, or -status.  `req` is written only on success.
- * One empty line before the request line is skipped (RFC 9112 2.2) and
- * counted in the head length.  Host is not required.
+ * parser records how far it has looked so that a request arriving a byte at
+ * a time costs O(n), not O(n^2).  Returns the head length, HTTP_AGAIN, or
+ * -status; the result depends on the bytes only, not on how they were split
+ * across calls.  A faulty line is refused as soon as it ends (at its LF, or
+ * at a bare CR), before the head does: an HTTP/0.9 request line gets 400 at
+ * once.  `req` is written only on success.  One empty line before the
+ * request line is skipped (RFC 9112 2.2) and counted in the head length.
+ * Origin-form and absolute-form targets are accepted (RFC 9112 3.2).  Host
+ * is not required.
  */
 int http_parse_request(const char *buf, size_t len, size_t *scanned,
 		       const struct http_limits *lim, struct http_request *req);
