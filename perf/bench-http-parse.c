@@ -31,6 +31,8 @@ static const struct {
 	  "If-None-Match: \"5f3a-1c2b\"\r\nCache-Control: max-age=0\r\n\r\n" },
 	{ "put-cl", "PUT /cache/key?ttl=60 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
 		    "X-API-Key: secret\r\n\r\n" },
+	/* absolute-form, out of the common path */
+	{ "absolute-get", "GET http://127.0.0.1:8080/cache/key HTTP/1.1\r\nHost: x\r\n\r\n" },
 };
 
 static const struct http_limits lim = { 8192, 16384, 100 };

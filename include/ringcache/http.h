@@ -3,9 +3,22 @@
  * independent of the server.  Pointers in a parsed request point into the
  * caller's buffer.
  *
- * Return convention of the parsing functions: a positive count on success,
- * HTTP_AGAIN when more input is needed, or a negative HTTP status (-400,
- * -413, -414, -417, -431, -501, -505) for a request that must be refused.
+ * One return convention for every function here, so that the sign alone
+ * tells a caller what to do, whatever order it tests in:
+ *
+ *   > 0          done: a count (head length, decoded key length), or 1
+ *                (a chunked body complete, a query parameter found)
+ *   0            HTTP_AGAIN for the incremental functions: more input is
+ *                needed; for the one-shot helpers an empty key or an absent
+ *                parameter, also not an error
+ *   < 0          -status: refuse the request with that HTTP status (-400,
+ *                -413, -414, -417, -431, -500, -501, -505) and close
+ *
+ * No function returns -errno: a status cannot be mistaken for one, nor
+ * "need more input" for either (HTTP_AGAIN used to be -1, which is -EPERM).
+ * The chunked decoder's one resource failure, `out` unable to grow, comes
+ * back as -500, the answer the server sends for it; a caller that wants to
+ * tell it apart from the peer's faults can, since no peer fault gives 500.
  */
 #ifndef RINGCACHE_HTTP_H
 #define RINGCACHE_HTTP_H
@@ -16,7 +29,9 @@
 
 #include "ringcache/buf.h"
 
-#define HTTP_AGAIN (-1)
+/* More input is needed (see the convention above): 0, not a negative value,
+ * so that no check for errors can take waiting for one. */
+#define HTTP_AGAIN 0
 
 enum http_method {
 	HTTP_METHOD_OTHER = 0,
@@ -47,7 +62,8 @@ struct http_request {
 	int64_t content_length;     /* -1 when absent */
 	struct http_str method_name;
 	struct http_str target;     /* raw request-target */
-	struct http_str path;       /* target up to '?' */
+	struct http_str path;       /* target up to '?', after the authority
+				     * in absolute-form, "/" if empty there */
 	struct http_str query;      /* after '?', may be empty */
 	struct http_str accept_encoding;
 	struct http_str if_none_match;
@@ -61,11 +77,15 @@ struct http_request {
 /*
  * Parses the request head at the start of buf[0..len).  *scanned is the
  * caller's state for one request: set it to 0 before the first call; the
- * parser records how far it has looked for the end of the head so that a
- * request arriving a byte at a time costs O(n), not O(n^2).  Returns the head
- * length, HTTP_AGAIN, or -status.  `req` is written only on success.
- * One empty line before the request line is skipped (RFC 9112 2.2) and
- * counted in the head length.  Host is not required.
+ * parser records how far it has looked so that a request arriving a byte at
+ * a time costs O(n), not O(n^2).  Returns the head length, HTTP_AGAIN, or
+ * -status; the result depends on the bytes only, not on how they were split
+ * across calls.  A faulty line is refused as soon as it ends (at its LF, or
+ * at a bare CR), before the head does: an HTTP/0.9 request line gets 400 at
+ * once.  `req` is written only on success.  One empty line before the
+ * request line is skipped (RFC 9112 2.2) and counted in the head length.
+ * Origin-form and absolute-form targets are accepted (RFC 9112 3.2).  Host
+ * is not required.
  */
 int http_parse_request(const char *buf, size_t len, size_t *scanned,
 		       const struct http_limits *lim, struct http_request *req);
@@ -88,9 +108,9 @@ static inline void http_chunked_init(struct http_chunked *c)
  * Feeds in[0..len) to the decoder, appending decoded data to `out`.  *used
  * is set to the input bytes consumed.  Returns 1 when the last chunk and the
  * trailer section are complete (input after *used belongs to the next
- * request), 0 when it needs more input (all of `in` was used), -400 for a
- * malformed body, -413 once the decoded size would pass `max`.  `out` may be
- * NULL to discard the data; -ENOMEM if it cannot grow.
+ * request), HTTP_AGAIN when it needs more input (all of `in` was used), -400
+ * for a malformed body, -413 once the decoded size would pass `max`, -500 if
+ * `out` cannot grow.  `out` may be NULL to discard the data.
  */
 int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 		      size_t *used, struct buf *out, uint64_t max);

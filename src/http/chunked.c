@@ -17,13 +17,16 @@
  *                                                 \--LF-----------------> SIZE
  *        size = 0: TRAILER --CR--> END_LF --LF--> done
  *                     |  \--LF--> done
- *                     `--other--> FIELD --LF--> TRAILER   (CR must precede LF)
+ *                     `--tchar--> NAME --:--> FIELD --CR--> FIELD_LF --LF--> TRAILER
+ *                                                  \--LF---------------------^
  *
- * Trailer fields are skipped, not parsed: the cache has no use for them.
+ * Trailer fields are checked as the head's field lines are (a token, ':',
+ * a field value; no obs-fold, no control bytes, no bare CR) and then
+ * dropped: the cache has no use for them, and a body whose framing a
+ * front end could read differently is refused, not skipped over.
  */
-#include <errno.h>
-
 #include "ringcache/http.h"
+#include "ctab.h"
 
 enum {
 	S_SIZE,       /* chunk-size digits; count = digits so far */
@@ -34,8 +37,9 @@ enum {
 	S_DATA_CR,    /* CRLF after the data */
 	S_DATA_LF,
 	S_TRAILER,    /* at the start of a trailer line */
-	S_FIELD,      /* inside a trailer field line, skipped */
-	S_FIELD_LF,   /* CR seen inside a trailer field line */
+	S_NAME,       /* in a trailer field's name */
+	S_FIELD,      /* in a trailer field's value, skipped */
+	S_FIELD_LF,   /* CR seen at the end of a trailer field line */
 	S_END_LF,     /* CR of the final empty line seen */
 	S_DONE,       /* complete: further calls consume nothing */
 };
@@ -61,9 +65,9 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 {
 	uint32_t st = c->state & 15, count = c->state >> 4;
 	size_t i = 0;
-	int rc = st == S_DONE;
+	int rc = st == S_DONE ? 1 : HTTP_AGAIN;
 
-	while (i < len && !rc) {
+	while (i < len && rc == HTTP_AGAIN) {
 		uint8_t ch = (uint8_t)in[i];
 
 		switch (st) {
@@ -106,9 +110,11 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 			}
 			break;
 		case S_EXT:
+			/* token or quoted-string, not checked further: it
+			 * only has to end where every reader sees it end */
 			if (ch == '\r')
 				st = S_SIZE_LF;
-			else if (ch < ' ' && ch != '\t' && ch != '\n') {
+			else if (ch != '\n' && !(http_ctab[ch] & C_VALUE)) {
 				rc = -400;
 				goto out;
 			}
@@ -123,8 +129,10 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 			size_t n = len - i;
 			if (n > c->remaining)
 				n = (size_t)c->remaining;
+			/* out of memory is the server's fault, and 500 is what
+			 * the server answers for it (http.h) */
 			if (out && buf_append(out, in + i, n) != 0) {
-				rc = -ENOMEM;
+				rc = -500;
 				goto out;
 			}
 			c->remaining -= n;
@@ -165,15 +173,31 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
 				st = S_DONE;
 				rc = 1;
 				goto out;
+			} else if (http_ctab[ch] & C_TCHAR) {
+				st = S_NAME;
 			} else {
+				/* obs-fold, an empty name, a control byte */
+				rc = -400;
+				goto out;
+			}
+			break;
+		case S_NAME:
+			if (ch == ':') {
 				st = S_FIELD;
+			} else if (!(http_ctab[ch] & C_TCHAR)) {
+				rc = -400;
+				goto out;
 			}
 			break;
 		case S_FIELD:
-			if (ch == '\r')
+			if (ch == '\r') {
 				st = S_FIELD_LF;
-			else if (ch == '\n')
+			} else if (ch == '\n') {
 				st = S_TRAILER;
+			} else if (!(http_ctab[ch] & C_VALUE)) {
+				rc = -400;
+				goto out;
+			}
 			break;
 		case S_FIELD_LF:
 			if (ch != '\n') {

@@ -1,31 +1,36 @@
 /*
  * parse.c - the HTTP/1.1 request-head parser.
  *
- * The result must be a function of the complete head alone, whatever way the
- * bytes were split across calls, so the parser works in two layers:
+ * The result must be a function of the bytes alone, whatever way they were
+ * split across calls, so the parser works in two layers:
  *
  *   parse_head()   parses the whole head from its first byte in one pass and
- *                  either finds the empty line that ends it or reports that
- *                  more input is needed.  An error in a line is remembered,
- *                  not returned, until the end of the head is seen: whether
- *                  the head fits max_head must be known first, because a
- *                  prefix of the same bytes could not have known about the
- *                  error any earlier.
- *   find_end()     resumes the search for that empty line at *scanned, so
- *                  a head arriving a byte at a time is looked at once; only
- *                  when the end is there does parse_head() run again.
+ *                  either finds the empty line that ends it, or the first
+ *                  line that decides the request's fate, or reports that
+ *                  more input is needed.
+ *   resume()       looks only at the bytes that arrived since the last call
+ *                  (*scanned) for line ends and parses each field line once,
+ *                  when it ends, so a head arriving a byte at a time costs
+ *                  O(n); only at the end of the request line or of the head
+ *                  does parse_head() run again.
  *
- * Precedence, from the complete head: a leading bare CR (400); a method that
- * is not a token followed by SP within its first 16 bytes (400); a request
- * line over the limit (414); a head over max_head (431); the first faulty
- * line in order (400 or 505 for the request line, 400 for a field, 431 for
- * one field too many); then checks across fields (400 framing, 501 coding,
- * 417 expectation).  The first three and 431 are also decided before the
- * head ends, as soon as the bytes prove them; the order still holds then
- * because a request line that cannot fit in max_head is refused with 414
- * (see head_limits), and because the method check looks at a fixed window.
- * That check runs on every call, cheaply, so that a TLS handshake or other
- * binary junk is turned away at once rather than left to the idle timeout.
+ * Every line is judged as soon as it ends, whatever follows: a client that
+ * sent a faulty line may be waiting for the answer (an HTTP/0.9 client sends
+ * its request line alone), and should not be left to the request timeout.
+ * A line ends at its LF, or at a bare CR (a CR followed by anything else,
+ * RFC 9112 2.2), which makes it faulty.  Precedence, from the bytes: a
+ * leading bare CR (400); a method that is not a token followed by SP within
+ * its first 16 bytes (400); a request line over the limit (414); a faulty
+ * request line (400, or 505 for another version); the first faulty field
+ * line that ends within max_head (400); no end of the head within max_head
+ * (431); then, once the head is complete, more than max_headers fields (431)
+ * and the checks across fields (400 framing, 501 coding, 417 expectation).
+ * All but the last are decided as soon as the bytes prove them, the method
+ * check on every call, cheaply, so that a TLS handshake or other binary junk
+ * is turned away at once; the order still holds because a request line that
+ * cannot fit in max_head is refused with 414 (see head_limits), and because
+ * the method check looks at a fixed window.  The field count is left to the
+ * end because resume() does not keep it; max_head bounds the wait.
  *
  * Speed: the common head is parsed where it lies, without a separate search
  * for line ends; values and paths, most of a head's bytes, are checked 8 at
@@ -33,37 +38,17 @@
  *
  * Host is not required: the cache serves one origin and a missing Host
  * carries no routing meaning here, so refusing it would only break minimal
- * clients.  Request-targets are strict: visible ASCII only, starting with
- * '/'.  One empty line before the request line is skipped (RFC 9112 2.2).
+ * clients.  Request-targets are strict: visible ASCII only, in origin-form
+ * ('/' first) or absolute-form ("http://" or "https://", an authority that
+ * is ignored, then the path: see absolute_form); asterisk-form and
+ * authority-form belong to OPTIONS and CONNECT, which the cache does not
+ * serve, and are refused.  One empty line before the request line is
+ * skipped (RFC 9112 2.2).
  */
 #include <string.h>
 
 #include "ringcache/http.h"
-
-enum {
-	C_TCHAR = 1,  /* token: method and field names */
-	C_TARGET = 2, /* request-target: visible ASCII */
-	C_VALUE = 4,  /* field value: VCHAR, obs-text, SP, HTAB */
-	C_PATH = 8,   /* request-target before '?' */
-};
-
-#define T_ (C_TCHAR | C_TARGET | C_VALUE | C_PATH)
-#define V_ (C_TARGET | C_VALUE | C_PATH)
-
-static const uint8_t ctab[256] = {
-	['\t'] = C_VALUE, [' '] = C_VALUE,
-	['!'] = T_, ['"'] = V_, ['#'] = T_, ['$'] = T_, ['%'] = T_, ['&'] = T_,
-	['\''] = T_, ['('] = V_, [')'] = V_, ['*'] = T_, ['+'] = T_, [','] = V_,
-	['-'] = T_, ['.'] = T_, ['/'] = V_,
-	['0' ... '9'] = T_,
-	[':'] = V_, [';'] = V_, ['<'] = V_, ['='] = V_, ['>'] = V_, ['?'] = C_TARGET | C_VALUE,
-	['@'] = V_,
-	['A' ... 'Z'] = T_,
-	['['] = V_, ['\\'] = V_, [']'] = V_, ['^'] = T_, ['_'] = T_, ['`'] = T_,
-	['a' ... 'z'] = T_,
-	['{'] = V_, ['|'] = T_, ['}'] = V_, ['~'] = T_,
-	[0x80 ... 0xff] = C_VALUE,
-};
+#include "ctab.h"
 
 struct limits {
 	size_t line;    /* effective max request line */
@@ -74,6 +59,7 @@ struct limits {
 /* Errors detected while parsing fields and decided after the last one. */
 struct fields {
 	bool cl_seen;
+	bool cl_differ;   /* two Content-Length values that differ */
 	bool te_seen;
 	bool te_bad;      /* a coding other than a lone "chunked" */
 	bool expect_bad;
@@ -172,26 +158,52 @@ static inline const char *scan_value(const char *x, const char *limit)
 		x++;
 	}
 #endif
-	while (x < limit && (ctab[(uint8_t)*x] & C_VALUE))
+	while (x < limit && (http_ctab[(uint8_t)*x] & C_VALUE))
 		x++;
 	return x;
+}
+
+/*
+ * Where the line that starts at or before p ends, as far as a verdict on it
+ * goes: at the first LF of [p, limit), or at the first CR followed by
+ * anything but LF, whichever comes first.  Such a bare CR (RFC 9112 2.2)
+ * makes the line faulty, and a client that ends its lines that way must be
+ * answered then, not when a LF that it will never send arrives.  Returns
+ * the LF or the bare CR, or NULL: a CR at limit - 1 waits for its follower.
+ */
+static const char *line_end(const char *p, const char *limit)
+{
+	/* the few bytes of one recv from a slow client: no library calls */
+	if (limit - p < 16) {
+		for (; p < limit; p++)
+			if (*p == '\n' || (*p == '\r' && p + 1 < limit && p[1] != '\n'))
+				return p;
+		return NULL;
+	}
+	const char *lf = memchr(p, '\n', (size_t)(limit - p));
+	const char *e = lf ? lf : limit;
+
+	for (const char *cr = p; (cr = memchr(cr, '\r', (size_t)(e - cr))) != NULL; cr++)
+		if (cr + 1 < limit && cr[1] != '\n')
+			return cr;
+	return lf;
 }
 
 /*
  * Length of the request line's content seen so far (CR before LF, or a
  * trailing CR that may become one, excluded), looking at no more than
  * l->line + 2 bytes: enough to tell whether it exceeds l->line.
- * *complete says whether its LF was found.
+ * *complete says whether its end (see line_end) was found.
  */
 static size_t request_line_len(const char *buf, size_t len, size_t start,
 			       const struct limits *l, bool *complete)
 {
-	size_t n = min_sz(len - start, l->line + 2);
-	const char *lf = memchr(buf + start, '\n', n);
-	size_t content = lf ? (size_t)(lf - (buf + start)) : n;
+	const char *p = buf + start;
+	const char *e = line_end(p, p + min_sz(len - start, l->line + 2));
+	size_t content = e ? (size_t)(e - p) : min_sz(len - start, l->line + 2);
 
-	*complete = lf != NULL;
-	if (content && buf[start + content - 1] == '\r')
+	*complete = e != NULL;
+	if (content && p[content - 1] == '\r')
 		content--;
 	return content;
 }
@@ -230,30 +242,8 @@ static int method_early(const char *buf, size_t len, size_t start, const struct 
 	size_t e = min_sz(len, start + w);
 
 	for (size_t i = start; i < e; i++)
-		if (!(ctab[(uint8_t)buf[i]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)buf[i]] & C_TCHAR))
 			return i > start && buf[i] == ' ' ? 0 : -400;
-	return 0;
-}
-
-/*
- * Looks for the LF that ends an empty line among buf[from..limit), reading
- * back up to two bytes before `from`.  Returns the offset past it or 0.
- * It may also stop at an empty request line, which parse_head() refuses.
- */
-static size_t find_end(const char *buf, size_t from, size_t limit)
-{
-	const char *p = buf + from, *e = buf + limit;
-
-	while (p < e) {
-		const char *lf = memchr(p, '\n', (size_t)(e - p));
-		if (!lf)
-			return 0;
-		size_t i = (size_t)(lf - buf);
-		if (i >= 1 && (buf[i - 1] == '\n' ||
-			       (i >= 2 && buf[i - 1] == '\r' && buf[i - 2] == '\n')))
-			return i + 1;
-		p = lf + 1;
-	}
 	return 0;
 }
 
@@ -285,17 +275,17 @@ static uint8_t method_of(const char *p, size_t n)
 static inline const char *scan_token(const char *x, const char *limit)
 {
 	while (limit - x >= 4) {
-		if (!(ctab[(uint8_t)x[0]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)x[0]] & C_TCHAR))
 			return x;
-		if (!(ctab[(uint8_t)x[1]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)x[1]] & C_TCHAR))
 			return x + 1;
-		if (!(ctab[(uint8_t)x[2]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)x[2]] & C_TCHAR))
 			return x + 2;
-		if (!(ctab[(uint8_t)x[3]] & C_TCHAR))
+		if (!(http_ctab[(uint8_t)x[3]] & C_TCHAR))
 			return x + 3;
 		x += 4;
 	}
-	while (x < limit && (ctab[(uint8_t)*x] & C_TCHAR))
+	while (x < limit && (http_ctab[(uint8_t)*x] & C_TCHAR))
 		x++;
 	return x;
 }
@@ -322,9 +312,70 @@ static inline const char *scan_path(const char *x, const char *limit)
 		x += 8;
 	}
 #endif
-	while (x < limit && (ctab[(uint8_t)*x] & C_PATH))
+	while (x < limit && (http_ctab[(uint8_t)*x] & C_PATH))
 		x++;
 	return x;
+}
+
+/*
+ * The path from ps and the query after it, looked at no further than w;
+ * returns the first byte after them.
+ */
+static inline const char *path_and_query(const char *ps, const char *w, struct http_request *r)
+{
+	const char *q = scan_path(ps, w);
+
+	r->path.p = ps;
+	r->path.len = (uint32_t)(q - ps);
+	if (q < w && *q == '?') {
+		const char *qs = ++q;
+		while (q < w && (http_ctab[(uint8_t)*q] & C_TARGET))
+			q++;
+		r->query.p = qs;
+		r->query.len = (uint32_t)(q - qs);
+	} else {
+		r->query.p = q;
+		r->query.len = 0;
+	}
+	return q;
+}
+
+/*
+ * The absolute-form of the request-target at t (RFC 9112 3.2.2), which a
+ * server must accept: "http://" or "https://" in any case, an authority,
+ * then the path and query as in origin-form.  The authority is ignored, as
+ * RFC 9112 3.2.2 lets an origin server do (and so is Host): the cache
+ * serves one origin.  It must still be well-formed: a host that is not
+ * empty (RFC 9110 4.2.1) and no userinfo, which RFC 9110 4.2.4 says to
+ * treat as an error.  An empty path means "/" (RFC 9110 4.2.3), the '/'
+ * before the authority.  Returns the first byte after the target, or NULL
+ * for a target in no form we accept (or one not complete before w).  Out
+ * of line: origin-form, the common case, never comes here.
+ */
+static __attribute__((noinline)) const char *absolute_form(const char *t, const char *w,
+							     struct http_request *r)
+{
+	const char *a;
+
+	if (t < w && *t == '/')
+		return NULL;
+	if (w - t > 7 && value_eq(t, 7, "http://", 7))
+		a = t + 7;
+	else if (w - t > 8 && value_eq(t, 8, "https://", 8))
+		a = t + 8;
+	else
+		return NULL;
+	const char *e = a;
+	while (e < w && (http_ctab[(uint8_t)*e] & C_AUTH))
+		e++;
+	if (e == a || *a == ':' || e == w || (*e != '/' && *e != '?' && *e != ' '))
+		return NULL;
+	const char *q = path_and_query(e, w, r);
+	if (r->path.len == 0) {
+		r->path.p = a - 1;
+		r->path.len = 1;
+	}
+	return q;
 }
 
 /*
@@ -345,20 +396,13 @@ static int parse_request_line(const char *p, const char *w, struct http_request 
 	r->method = method_of(p, (size_t)(q - p));
 
 	const char *t = ++q;
-	q = scan_path(q, w);
-	r->path.p = t;
-	r->path.len = (uint32_t)(q - t);
-	if (q < w && *q == '?') {
-		const char *qs = ++q;
-		while (q < w && (ctab[(uint8_t)*q] & C_TARGET))
-			q++;
-		r->query.p = qs;
-		r->query.len = (uint32_t)(q - qs);
-	} else {
-		r->query.p = q;
-		r->query.len = 0;
+	q = path_and_query(t, w, r);
+	if (q == t || *t != '/') {
+		q = absolute_form(t, w, r);
+		if (!q)
+			return -400;
 	}
-	if (q == t || q == w || *q != ' ' || *t != '/')
+	if (q == w || *q != ' ')
 		return -400;
 	r->target.p = t;
 	r->target.len = (uint32_t)(q - t);
@@ -392,7 +436,7 @@ static int parse_content_length(const char *v, size_t n, struct http_request *r,
 		x = x * 10 + (v[i] - '0');
 	}
 	if (f->cl_seen && x != r->content_length)
-		return -400;
+		f->cl_differ = true;
 	f->cl_seen = true;
 	r->content_length = x;
 	return 0;
@@ -432,11 +476,14 @@ static inline void keep_first(struct http_str *s, const char *v, size_t n)
  * One field line starting at p, scanned once: the name up to ':', then the
  * value up to the first byte that is not a value byte, which must start the
  * line end.  Dispatches on the name's length and first letter so that a
- * field we ignore costs one switch.  Returns 0 with *next past the line's
+ * field we ignore costs one switch.  Returns 1 with *next past the line's
  * LF, HTTP_AGAIN if the line does not end before `limit`, or -status.
+ * Forced inline: with resume() as a second caller the compiler would make
+ * it a call, which costs a tenth of a short head's parse.
  */
-static int parse_field(const char *p, const char *limit, struct http_request *r,
-		       struct fields *f, const char **next)
+static inline __attribute__((always_inline)) int
+parse_field(const char *p, const char *limit, struct http_request *r, struct fields *f,
+	    const char **next)
 {
 	const char *q = scan_token(p, limit);
 
@@ -508,8 +555,8 @@ static int parse_field(const char *p, const char *limit, struct http_request *r,
 		}
 		break;
 	case 14:
-		if (lower_eq(p, "content-length", 14))
-			return parse_content_length(v, vn, r, f);
+		if (lower_eq(p, "content-length", 14) && parse_content_length(v, vn, r, f))
+			return -400;
 		break;
 	case 15:
 		if (lower_eq(p, "accept-encoding", 15))
@@ -527,15 +574,15 @@ static int parse_field(const char *p, const char *limit, struct http_request *r,
 		}
 		break;
 	}
-	return 0;
+	return 1;
 }
 
 /* Checks across fields, once all are seen; fills the derived flags. */
 static int finish_fields(struct http_request *r, const struct fields *f)
 {
-	/* both framings, or chunked in HTTP/1.0 (RFC 9112 6.1), are a
-	 * smuggling shape: refuse before looking at the coding itself */
-	if (f->te_seen && (f->cl_seen || r->minor == 0))
+	/* two lengths, both framings, or chunked in HTTP/1.0 (RFC 9112 6.1)
+	 * are smuggling shapes: refuse before looking at the coding itself */
+	if (f->cl_differ || (f->te_seen && (f->cl_seen || r->minor == 0)))
 		return -400;
 	if (f->te_bad)
 		return -501;
@@ -572,7 +619,9 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	if (err || (size_t)(line - p) - 1 - (line[-2] == '\r') > l->line) {
 		/* the slow path: the line was refused, is incomplete or too long,
 		 * and those are told apart in precedence order; a complete, short
-		 * line failing the early method check failed above too */
+		 * line failing the early method check failed above too.  A
+		 * complete line is judged at once, whatever follows it: an
+		 * HTTP/0.9 client sends nothing after its request line */
 		bool complete;
 		size_t rl = request_line_len(buf, len, start, l, &complete);
 		int early = method_early(buf, len, start, l);
@@ -582,7 +631,8 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 			return -414;
 		if (!complete)
 			return head_incomplete(buf, len, start, 0, l);
-		line = p + rl + (p[rl] == '\r' ? 2 : 1);
+		/* err is set: a complete line over the limit was caught as 414 */
+		return err;
 	}
 
 	const char *end = buf + len, *limit = buf + min_sz(len, l->head);
@@ -604,36 +654,76 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 				break;
 			}
 		}
-		if (!err && ++nfields > l->fields)
-			err = -431;
-		if (!err) {
-			const char *next;
-			int rc = parse_field(line, limit, r, &f, &next);
-			if (rc == 0) {
-				line = next;
-				continue;
-			}
-			if (rc == HTTP_AGAIN)
-				return len > l->head ? -431 : HTTP_AGAIN;
-			err = rc;
+		nfields++;
+		const char *next;
+		int rc = parse_field(line, limit, r, &f, &next);
+		if (rc > 0) {
+			line = next;
+			continue;
 		}
-		/* after an error, only the end of the head matters */
-		const char *lf = line < limit ? memchr(line, '\n', (size_t)(limit - line)) : NULL;
-		if (!lf)
+		/* a faulty line is refused once it ends, as resume() sees it,
+		 * and that must be within max_head */
+		if (rc == HTTP_AGAIN || !line_end(line, limit))
 			return len > l->head ? -431 : HTTP_AGAIN;
-		line = lf + 1;
+		return rc;
 	}
 
 	size_t head_len = (size_t)(line - buf);
-	if (head_len > l->head)
+	if (head_len > l->head || nfields > l->fields)
 		return -431;
-	if (err)
-		return err;
 	err = finish_fields(r, &f);
 	if (err)
 		return err;
 	r->head_len = (uint32_t)head_len;
 	return (int)head_len;
+}
+
+/* resume() found the end of the request line or of the head: parse again */
+#define REPARSE 1
+
+/*
+ * The second and later looks at a head that was incomplete after its first
+ * s bytes.  Only the bytes since are searched for line ends, and each line
+ * is parsed once, when it ends, from its start found by looking back over
+ * that line alone; so a head arriving a byte at a time costs O(n), not
+ * O(n^2).  A faulty field line is refused then; the end of the request line
+ * (which decides it) or of the head needs the whole head: REPARSE.
+ * Otherwise returns what head_incomplete() says.
+ */
+static int resume(const char *buf, size_t len, size_t start, size_t s, const struct limits *l)
+{
+	const char *first = buf + start, *limit = buf + min_sz(len, l->head);
+	const char *p, *e;
+
+	/* a window seen whole by an earlier call passed then */
+	if (s - start < METHOD_WINDOW) {
+		int rc = method_early(buf, len, start, l);
+		if (rc)
+			return rc;
+	}
+	if (s >= len)
+		return head_incomplete(buf, len, start, s, l);
+	/* a CR last time may have its follower now */
+	p = buf + s - (buf[s - 1] == '\r');
+	while (p < limit && (e = line_end(p, limit)) != NULL) {
+		const char *ls = memrchr(first, '\n', (size_t)(e - first));
+		ls = ls ? ls + 1 : first;
+		if (ls == first)
+			return REPARSE;
+		if (*e == '\n' && (e == ls || (e == ls + 1 && *ls == '\r')))
+			return REPARSE;
+		/* a field line: the parse_head() to come will record it, so
+		 * only its verdict is kept now; what depends on other fields
+		 * is decided after the last one (finish_fields) */
+		struct http_request r = { .content_length = -1 };
+		struct fields f = { 0 };
+		const char *next;
+		int rc = parse_field(ls, limit, &r, &f, &next);
+		if (rc < 0)
+			return rc;
+		p = e + 1;
+	}
+	return head_incomplete(buf, len, start, s, l);
 }
 
 int http_parse_request(const char *buf, size_t len, size_t *scanned,
@@ -660,12 +750,8 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 	head_limits(lim, &l);
 
 	if (s > start) {
-		size_t limit = min_sz(len, l.head);
-		rc = method_early(buf, len, start, &l);
-		if (rc)
-			return rc;
-		if (s >= limit || !find_end(buf, s, limit)) {
-			rc = head_incomplete(buf, len, start, s, &l);
+		rc = resume(buf, len, start, s, &l);
+		if (rc != REPARSE) {
 			if (rc == HTTP_AGAIN)
 				*scanned = len;
 			return rc;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ringcache/http.h"
 
@@ -74,7 +75,24 @@ static void check_parsed(const struct http_request *r, const char *p, size_t n,
 	FUZZ_ASSERT(r->method <= HTTP_METHOD_DELETE && r->minor <= 1);
 	FUZZ_ASSERT(r->content_length >= -1 && !(r->chunked && r->content_length >= 0));
 	FUZZ_ASSERT(r->method_name.len > 0 && r->target.len > 0);
-	FUZZ_ASSERT(r->target.p[0] == '/' && r->path.p == r->target.p);
+	/* origin-form, or absolute-form whose path and query lie after the
+	 * authority, with "/" (the one before the authority) for an empty path */
+	FUZZ_ASSERT(r->path.len > 0 && r->path.p[0] == '/');
+	FUZZ_ASSERT(str_inside(r->path, r->target.p, r->target.len));
+	FUZZ_ASSERT(str_inside(r->query, r->target.p, r->target.len));
+	FUZZ_ASSERT(r->query.p + r->query.len == r->target.p + r->target.len);
+	if (r->target.p[0] == '/') {
+		FUZZ_ASSERT(r->path.p == r->target.p);
+	} else {
+		size_t sl = (r->target.p[4] | 0x20) == 's' ? 8 : 7;
+		FUZZ_ASSERT(r->target.len >= sl + 1);
+		FUZZ_ASSERT(!strncasecmp(r->target.p, sl == 8 ? "https://" : "http://", sl));
+		const char *a = r->target.p + sl, *te = r->target.p + r->target.len, *ae = a;
+		while (ae < te && *ae != '/' && *ae != '?')
+			ae++;
+		FUZZ_ASSERT(ae > a && *a != ':' && !memchr(a, '@', (size_t)(ae - a)));
+		FUZZ_ASSERT(r->path.p == (ae < te && *ae == '/' ? ae : a - 1));
+	}
 	FUZZ_ASSERT(r->method_name.len + r->target.len + 12 <= r->head_len);
 	FUZZ_ASSERT(r->method_name.len + r->target.len + 10 <= lim->max_request_line);
 	FUZZ_ASSERT(!memchr(r->path.p, '?', r->path.len));
@@ -165,12 +183,12 @@ static void chunked_run(const char *in, size_t n, size_t step, uint64_t max,
 		size_t used = 0;
 		cr->rc = http_chunked_feed(&c, in + off, piece, &used, &cr->out, max);
 		FUZZ_ASSERT(used <= piece);
-		FUZZ_ASSERT(cr->rc != 0 || used == piece);
+		FUZZ_ASSERT(cr->rc != HTTP_AGAIN || used == piece);
 		off += used;
-	} while (cr->rc == 0 && off < n);
+	} while (cr->rc == HTTP_AGAIN && off < n);
 	cr->consumed = off;
 	cr->total = c.total;
-	FUZZ_ASSERT(cr->rc == 0 || cr->rc == 1 || cr->rc == -400 || cr->rc == -413);
+	FUZZ_ASSERT(cr->rc == HTTP_AGAIN || cr->rc == 1 || cr->rc == -400 || cr->rc == -413);
 	FUZZ_ASSERT(cr->out.len == c.total && c.total <= max);
 }
 

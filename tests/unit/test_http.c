@@ -27,6 +27,7 @@ struct want {
 	bool keep_alive, chunked, expect_continue;
 	long long content_length;
 	const char *path, *query;
+	const char *target;         /* when not origin-form */
 	const char *accept_encoding, *if_none_match, *content_type, *cache_control;
 	const char *x_api_key, *authorization;
 };
@@ -96,12 +97,42 @@ static const struct want valid[] = {
 	{ .raw = "GET /p?q?r=%2F HTTP/1.1\r\nContent-Type:\t \r\n\r\n", .method = HTTP_METHOD_GET,
 	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
 	  .path = "/p", .query = "q?r=%2F", .content_type = "" },
+	/* absolute-form (RFC 9112 3.2.2): the authority is ignored */
+	{ .raw = "GET http://cache.example:8080/cache/k?ttl=5 HTTP/1.1\r\nHost: other\r\n\r\n",
+	  .method = HTTP_METHOD_GET, .method_name = "GET", .minor = 1, .keep_alive = true,
+	  .content_length = -1, .path = "/cache/k", .query = "ttl=5",
+	  .target = "http://cache.example:8080/cache/k?ttl=5" },
+	{ .raw = "PUT HTTPS://[::1]:443/cache/a%2Fb HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 1, .keep_alive = true,
+	  .content_length = 1, .path = "/cache/a%2Fb", .query = "",
+	  .target = "HTTPS://[::1]:443/cache/a%2Fb" },
+	{ .raw = "DELETE hTtP://a.b-c_d~e!$&'()*+,;=%41/cache/k HTTP/1.0\r\n\r\n",
+	  .method = HTTP_METHOD_DELETE, .method_name = "DELETE", .minor = 0,
+	  .keep_alive = false, .content_length = -1, .path = "/cache/k", .query = "",
+	  .target = "hTtP://a.b-c_d~e!$&'()*+,;=%41/cache/k" },
+	{ .raw = "GET http://h//cache//k? HTTP/1.1\n\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "//cache//k", .query = "", .target = "http://h//cache//k?" },
+	/* an empty path means "/" */
+	{ .raw = "GET http://h HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "/", .query = "", .target = "http://h" },
+	{ .raw = "GET https://h:1?x=1 HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_GET,
+	  .method_name = "GET", .minor = 1, .keep_alive = true, .content_length = -1,
+	  .path = "/", .query = "x=1", .target = "https://h:1?x=1" },
 	{ .raw = "M-SEARCH!#$%&'*+.^_`|~ /x HTTP/1.1\r\n\r\n", .method = HTTP_METHOD_OTHER,
 	  .method_name = "M-SEARCH!#$%&'*+.^_`|~", .minor = 1, .keep_alive = true,
 	  .content_length = -1, .path = "/x", .query = "" },
 };
 
 /* ---- refused requests -------------------------------------------------- */
+
+/* a value longer than SMALL's max_head */
+#define LONG_280                                                                   \
+	"0123456789012345678901234567890123456789012345678901234567890123456789"   \
+	"0123456789012345678901234567890123456789012345678901234567890123456789"   \
+	"0123456789012345678901234567890123456789012345678901234567890123456789"   \
+	"0123456789012345678901234567890123456789012345678901234567890123456789"
 
 struct refused {
 	const char *raw;
@@ -116,7 +147,25 @@ static const struct refused refused[] = {
 	{ "GET /\tx HTTP/1.1\r\n\r\n", -400, &LIM },
 	{ "GET x HTTP/1.1\r\n\r\n", -400, &LIM },
 	{ "GET * HTTP/1.1\r\n\r\n", -400, &LIM },
-	{ "GET http://a/ HTTP/1.1\r\n\r\n", -400, &LIM },
+	/* other forms than origin-form and absolute-form (RFC 9112 3.2) */
+	{ "OPTIONS * HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "CONNECT a:443 HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET a:80/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	/* absolute-form: only http and https, a host, no userinfo */
+	{ "GET ftp://a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET httpx://a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http:/a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http:a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http:// HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http:///x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://:80/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://u@a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://u:p@a/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://a#f HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://a{/x HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://a/\x01 HTTP/1.1\r\n\r\n", -400, &LIM },
+	{ "GET http://a\r\n", -400, &LIM },
+	{ "GET http://a/x\r\n\r\n", -400, &LIM },
 	{ "GET /a\x7f HTTP/1.1\r\n\r\n", -400, &LIM },
 	{ "GET /\xc3\xa9 HTTP/1.1\r\n\r\n", -400, &LIM },
 	{ "GET /HTTP/1.1\r\n\r\n", -400, &LIM },
@@ -145,6 +194,22 @@ static const struct refused refused[] = {
 	{ "GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n", -400, &LIM },
 	{ "GET / HTTP/1.1\r\n\rX: a\r\n\r\n", -400, &LIM },
 	{ "GET / HTTP/1.1\r\n\r\r\n\r\n", -400, &LIM },
+	/* a complete request line is judged when it ends, whatever follows:
+	 * an HTTP/0.9 client sends nothing after it and waits */
+	{ "GET /x\r\n", -400, &LIM },
+	{ "GET /x\n", -400, &LIM },
+	{ "GET /cache/k?a=b\r\n", -400, &LIM },
+	{ "\r\nGET /x\r\n", -400, &LIM },
+	{ "GET x HTTP/1.1\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1 \r\n", -400, &LIM },
+	{ "GET / HTTP/2.0\r\n", -505, &LIM },
+	{ "GET x HTTP/1.1\r\nX-Long: "
+	  LONG_280
+	  "\r\n\r\n", -400, &SMALL },
+	/* and a bare CR ends it as soon as the byte after it arrives */
+	{ "GET /x\rH", -400, &LIM },
+	{ "GET /x HTTP/1.1\r\r", -400, &LIM },
+	{ "GET /cache/m HTTP/1.1\rHost: x\r\r", -400, &LIM },
 	/* decided by the first bytes, before the line ends */
 	{ "\x16\x03\x01\x02\x00\x01", -400, &LIM },
 	{ "hello\n", -400, &LIM },
@@ -162,6 +227,16 @@ static const struct refused refused[] = {
 	{ "PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n", -400, &LIM },
 	{ "PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -400, &LIM },
 	{ "PUT / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n", -400, &LIM },
+	/* a faulty field line is judged when it ends, before the head does:
+	 * a client that sent it may be waiting for the answer */
+	{ "GET / HTTP/1.1\r\nHost : x\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nHost: x\r\nX: a\rb", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nHost: x\r\r", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nHost: x\r\n\rX", -400, &LIM },
+	{ "GET / HTTP/1.1\r\nX: 1\r\n b\r\n", -400, &LIM },
+	{ "GET / HTTP/1.1\nFoo\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 1a\r\n", -400, &LIM },
+	{ "PUT / HTTP/1.1\r\nTransfer-Encoding:\r\n", -400, &LIM },
 	/* the first faulty line decides */
 	{ "GET / HTTP/1.1\r\nX: \x01\r\nY : 1\r\nExpect: no\r\n\r\n", -400, &LIM },
 	{ "GET / HTTP/2.0\r\nX : 1\r\n\r\n", -505, &LIM },
@@ -186,20 +261,19 @@ static const struct refused refused[] = {
 	{ "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\r\n\r\n",
 	  -414, &SMALL },
 	{ "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n", -431, &SMALL },
-	{ "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE : 5\r\n\r\n", -431, &SMALL },
+	/* a faulty field line is decided when it ends, the count at the head's */
+	{ "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE : 5\r\n\r\n", -400, &SMALL },
 	{ "GET / HTTP/1.1\r\nA : 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n", -400, &SMALL },
 	{ "GET / HTTP/1.1\r\nX-Long: "
-	  "0123456789012345678901234567890123456789012345678901234567890123456789"
-	  "0123456789012345678901234567890123456789012345678901234567890123456789"
-	  "0123456789012345678901234567890123456789012345678901234567890123456789"
-	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  LONG_280
 	  "0123456789\r\n\r\n", -431, &SMALL },
-	/* over max_head decides before a faulty line */
+	/* a faulty line ending within max_head decides before the head's size */
 	{ "GET / HTTP/1.1\r\nX : bad\r\nX-Long: "
-	  "0123456789012345678901234567890123456789012345678901234567890123456789"
-	  "0123456789012345678901234567890123456789012345678901234567890123456789"
-	  "0123456789012345678901234567890123456789012345678901234567890123456789"
-	  "0123456789012345678901234567890123456789012345678901234567890123456789"
+	  LONG_280
+	  "0123456789\r\n\r\n", -400, &SMALL },
+	/* and one that does not end within max_head is 431 */
+	{ "GET / HTTP/1.1\r\nX-Long : "
+	  LONG_280
 	  "0123456789\r\n\r\n", -431, &SMALL },
 };
 
@@ -276,8 +350,16 @@ static void check_fields(const struct want *w)
 	CHECK_EQ(r.content_length, w->content_length);
 	CHECK(str_is(r.path, w->path));
 	CHECK(str_is(r.query, w->query));
-	CHECK(r.target.p == r.path.p);
-	CHECK(r.target.len == r.path.len + (r.query.p != r.path.p + r.path.len) + r.query.len);
+	if (w->target) {
+		/* path and query lie in the target, the query at its end */
+		CHECK(str_is(r.target, w->target));
+		CHECK(r.path.p > r.target.p && r.path.p + r.path.len <= r.target.p + r.target.len);
+		CHECK(r.query.p + r.query.len == r.target.p + r.target.len);
+	} else {
+		CHECK(r.target.p == r.path.p);
+		CHECK(r.target.len ==
+		      r.path.len + (r.query.p != r.path.p + r.path.len) + r.query.len);
+	}
 	CHECK(str_is(r.accept_encoding, w->accept_encoding));
 	CHECK(str_is(r.if_none_match, w->if_none_match));
 	CHECK(str_is(r.content_type, w->content_type));
@@ -387,6 +469,10 @@ static void test_refused(void)
 	struct http_request r;
 	CHECK_EQ(parse_once(nul, sizeof(nul) - 1, &LIM, &r), -400);
 	check_splits(nul, sizeof(nul) - 1, &LIM);
+	/* decided when that line ends, before the head does */
+	static const char nul_open[] = "GET / HTTP/1.1\r\nX: a\0b\r\n";
+	CHECK_EQ(parse_once(nul_open, sizeof(nul_open) - 1, &LIM, &r), -400);
+	check_splits(nul_open, sizeof(nul_open) - 1, &LIM);
 	static const char nul_target[] = "GET /a\0b HTTP/1.1\r\n\r\n";
 	CHECK_EQ(parse_once(nul_target, sizeof(nul_target) - 1, &LIM, &r), -400);
 	check_splits(nul_target, sizeof(nul_target) - 1, &LIM);
@@ -414,17 +500,25 @@ static void test_limits(void)
 	memcpy(b + 56, " HTTP/1.1\r\n\r\n", 13);
 	CHECK_EQ(parse_once(b, 69, &SMALL, &r), -414);
 
-	/* no LF yet: 64 bytes wait, a 65th decides, a CR 65th waits */
+	/* no LF yet: 64 bytes wait, a 65th decides, a CR 65th waits; the
+	 * byte after it shows a bare CR ending a line of 64 bytes: 400 */
 	fill(b, 100, 'a');
 	memcpy(b, "GET /", 5);
 	CHECK_EQ(parse_once(b, 64, &SMALL, &r), HTTP_AGAIN);
 	CHECK_EQ(parse_once(b, 65, &SMALL, &r), -414);
 	b[64] = '\r';
 	CHECK_EQ(parse_once(b, 65, &SMALL, &r), HTTP_AGAIN);
-	CHECK_EQ(parse_once(b, 66, &SMALL, &r), -414);
+	CHECK_EQ(parse_once(b, 66, &SMALL, &r), -400);
 	scanned = 0;
 	CHECK_EQ(http_parse_request(b, 60, &scanned, &SMALL, &r), HTTP_AGAIN);
 	CHECK_EQ(http_parse_request(b, 65, &scanned, &SMALL, &r), HTTP_AGAIN);
+	CHECK_EQ(http_parse_request(b, 66, &scanned, &SMALL, &r), -400);
+	/* a CR 66th comes after 65 bytes of line: 414 */
+	b[64] = 'a';
+	b[65] = '\r';
+	CHECK_EQ(parse_once(b, 66, &SMALL, &r), -414);
+	scanned = 0;
+	CHECK_EQ(http_parse_request(b, 64, &scanned, &SMALL, &r), HTTP_AGAIN);
 	CHECK_EQ(http_parse_request(b, 66, &scanned, &SMALL, &r), -414);
 
 	/* a request line limit above max_head still ends in 414, not 431 */
@@ -668,6 +762,21 @@ static const struct chunked_case chunked_cases[] = {
 	{ "5;a\x01\r\nhello\r\n0\r\n\r\n", -400, "", 100 },
 	{ "0\r\n\rX", -400, "", 100 },
 	{ "0\r\nA\rB\r\n\r\n", -400, "", 100 },
+	/* trailer fields are checked as the head's field lines are */
+	{ "0\r\nX-T: 1\r\nY:\r\nZ: a\tb\xff \r\n\r\n", 1, "", 0 },
+	{ "0\r\nX-T: 1\nY: 2\n\n", 1, "", 0 },
+	{ "0\r\n X: a\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX: a\r\n\tb\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX : a\r\n\r\n", -400, "", 0 },
+	{ "0\r\n: a\r\n\r\n", -400, "", 0 },
+	{ "0\r\nNoColon\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX(: a\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX: a\x01\r\n\r\n", -400, "", 0 },
+	{ "0\r\nX: a\x7f\r\n\r\n", -400, "", 0 },
+	{ "0\r\n\x01\r\n\r\n", -400, "", 0 },
+	/* so is a chunk extension's end: no control bytes, no DEL */
+	{ "1;a=\"\xff\t\"\r\nx\r\n0\r\n\r\n", 1, "x", 1 },
+	{ "1;a\x7f\r\nx\r\n0\r\n\r\n", -400, "", 1 },
 	{ "b\r\nhello world\r\n0\r\n\r\n", -413, "", 10 },
 	{ "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", -413, "hello", 10 },
 	{ "fffffffffffffff\r\n", -413, "", 1ull << 40 },
@@ -688,14 +797,14 @@ static void feed(const char *body, size_t n, const size_t *cuts, size_t ncuts, u
 
 	http_chunked_init(&c);
 	memset(fr, 0, sizeof(*fr));
-	fr->rc = 0;
-	for (size_t i = 0; i <= ncuts && fr->rc == 0; i++) {
+	fr->rc = HTTP_AGAIN;
+	for (size_t i = 0; i <= ncuts && fr->rc == HTTP_AGAIN; i++) {
 		size_t to = i < ncuts ? cuts[i] : n;
 		size_t used = 0;
 		char *piece = copy(body + off, to - off);
 		fr->rc = http_chunked_feed(&c, piece, to - off, &used, &fr->out, max);
 		free(piece);
-		if (fr->rc == 0 && used != to - off)
+		if (fr->rc == HTTP_AGAIN && used != to - off)
 			fr->rc = 99;
 		off += used;
 	}
@@ -759,7 +868,7 @@ static void test_chunked(void)
 
 	/* total counts bytes decoded, not bytes announced */
 	http_chunked_init(&c);
-	CHECK_EQ(http_chunked_feed(&c, "5\r\nhel", 6, &used, NULL, 5), 0);
+	CHECK_EQ(http_chunked_feed(&c, "5\r\nhel", 6, &used, NULL, 5), HTTP_AGAIN);
 	CHECK_EQ(c.total, 3);
 	CHECK_EQ(c.remaining, 2);
 
@@ -775,14 +884,26 @@ static void test_chunked(void)
 	/* but many chunks are fine */
 	struct buf out = { 0 };
 	http_chunked_init(&c);
-	int rc = 0;
-	for (int i = 0; i < 1000 && rc == 0; i++)
+	int rc = HTTP_AGAIN;
+	for (int i = 0; i < 1000 && rc == HTTP_AGAIN; i++)
 		rc = http_chunked_feed(&c, "2\r\nab\r\n", 7, &used, &out, 1u << 20);
-	CHECK_EQ(rc, 0);
+	CHECK_EQ(rc, HTTP_AGAIN);
 	CHECK_EQ(http_chunked_feed(&c, "0\r\n\r\n", 5, &used, &out, 1u << 20), 1);
 	CHECK_EQ(out.len, 2000);
 	CHECK_EQ(c.total, 2000);
 	buf_deinit(&out);
+
+	/* a NUL in a trailer field, which strlen cannot measure */
+	static const char nul[] = "0\r\nX: a\0b\r\n\r\n";
+	http_chunked_init(&c);
+	CHECK_EQ(http_chunked_feed(&c, nul, sizeof(nul) - 1, &used, NULL, 0), -400);
+
+	/* `out` that cannot grow is a status the server sends, not -ENOMEM:
+	 * a buffer this full makes buf_reserve() fail without allocating */
+	struct buf full = { .data = NULL, .len = SIZE_MAX - 2, .cap = SIZE_MAX - 2 };
+	http_chunked_init(&c);
+	CHECK_EQ(http_chunked_feed(&c, "5\r\nhello\r\n", 10, &used, &full, 100), -500);
+	CHECK_EQ(full.len, SIZE_MAX - 2);
 }
 
 /* ---- key and query ------------------------------------------------------- */
