@@ -265,7 +265,7 @@ static size_t handle_one(struct conn *c, const char *p, size_t n)
 			protocol_error(c, 413);
 			return n;
 		}
-		if (rc == 0) {
+		if (rc == HTTP_AGAIN) {
 			if (first && route_refuse_early(c, &req))
 				return n;
 			send_continue(c, &req);
