@@ -20,6 +20,7 @@
  *   <value bytes>
  */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "ringcache/http_render.h"
@@ -225,6 +226,8 @@ static int render_hit(struct buf *out, const struct reply *r, const struct http_
 	bool nm = r->status == 304;
 	size_t body = nm || to->head ? 0 : r->body_len;
 
+	if (body > SIZE_MAX / 4)
+		return -ENOMEM;
 	if (out->cap - out->len < HEAD_ROOM + body && buf_reserve(out, HEAD_ROOM + body) != 0)
 		return -ENOMEM;
 	char *p = out->data + out->len;
@@ -284,6 +287,8 @@ int http_render(struct buf *out, const struct reply *r, const struct http_answer
 		reason = http_status_text((int)st);
 		reason_len = strlen(reason);
 	}
+	if (r->body_len > SIZE_MAX / 4 || type_len > SIZE_MAX / 4 || hdr_len > SIZE_MAX / 4)
+		return -ENOMEM; /* no buffer holds it; and the sum below cannot wrap */
 	size_t need = HEAD_ROOM + reason_len + type_len + hdr_len + (body ? r->body_len : 0);
 	if (out->cap - out->len < need && buf_reserve(out, need) != 0)
 		return -ENOMEM;
