@@ -287,7 +287,8 @@ int http_render(struct buf *out, const struct reply *r, const struct http_answer
 		reason = http_status_text((int)st);
 		reason_len = strlen(reason);
 	}
-	if (r->body_len > SIZE_MAX / 4 || type_len > SIZE_MAX / 4 || hdr_len > SIZE_MAX / 4)
+	if ((body && r->body_len > SIZE_MAX / 4) || type_len > SIZE_MAX / 4 ||
+	    hdr_len > SIZE_MAX / 4)
 		return -ENOMEM; /* no buffer holds it; and the sum below cannot wrap */
 	size_t need = HEAD_ROOM + reason_len + type_len + hdr_len + (body ? r->body_len : 0);
 	if (out->cap - out->len < need && buf_reserve(out, need) != 0)
