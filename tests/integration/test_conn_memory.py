@@ -66,7 +66,9 @@ AFTER_LOAD = 10          # seconds: the issue's "RSS 10 s after load ends"
 STALL_CLIENTS = 10
 STALL_PUT = 4 * MiB
 STALL_GET = 1 * MiB
-STALL_MAX_VALUE = 4 * MiB
+STALL_MAX_VALUE = 4 * MiB  # --max-value of that server
+MAX_HEAD = 32 << 10        # --max-head (the default)
+STALL_GETS = 8           # GETs of the 1 MiB value per round and shard
 
 # The per-connection constants of src/shard/conn.c that the bound uses.
 OUT_MAX = 8 * MiB        # answers queued per connection before input waits
@@ -253,9 +255,9 @@ def churn(c):
     dead_end = dead_sockets(srv)
     nconns = sum(t.conns for t in clients)
     c.note("%d connections in %d s (%d reset), %d client errors; peak `connections` %d, "
-           "peak RSS so far %.1f MiB" % (nconns, CHURN_SECONDS, sum(t.resets for t in clients),
-                                         sum(t.errors for t in clients), gauge_max,
-                                         rss(srv) / MiB))
+           "reset connections held: at most %d at a sample, %d at the end; RSS now %.1f MiB"
+           % (nconns, CHURN_SECONDS, sum(t.resets for t in clients),
+              sum(t.errors for t in clients), gauge_max, dead_max, dead_end, rss(srv) / MiB))
     c.check(nconns >= CHURN_CLIENTS, "the clients made connections")
     c.check(dead_max <= CHURN_CLIENTS,
             "1a. connections reset by their clients are let go at once: at most %d held at any "
@@ -319,13 +321,13 @@ def never_reading(c):
         c.within(r.status, {201, 204}, "PUT a 1 MiB value on shard %d" % sh)
     put_body = os.urandom(STALL_PUT)
     rss0 = rss(srv)
-    bound_one = conn_bound(32 << 10, STALL_MAX_VALUE, RECV_BUFFER_SIZE)
+    bound_one = conn_bound(MAX_HEAD, STALL_MAX_VALUE, RECV_BUFFER_SIZE)
     c.note("RSS before: %.1f MiB; per-connection bound %.2f MiB" % (rss0 / MiB, bound_one / MiB))
 
     socks, streams = [], []
     for i in range(STALL_CLIENTS):
         # per round and shard: rewrite the 1 MiB value (so the 4 MiB writes
-        # do not evict it), write 4 MiB, read the 1 MiB value four times
+        # do not evict it), write 4 MiB, read the 1 MiB value STALL_GETS times
         pieces = []
         for j in range(16):
             for sh, ks in by_shard.items():
@@ -335,7 +337,7 @@ def never_reading(c):
                 pieces.append(build_request("PUT", "/cache/nr-put-%d-%d" % (i, sh),
                                             headers=[("Content-Length", STALL_PUT)]))
                 pieces.append(put_body)
-                pieces += [build_request("GET", "/cache/" + ks[0])] * 4
+                pieces += [build_request("GET", "/cache/" + ks[0])] * STALL_GETS
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=IO_TIMEOUT)
         s.setblocking(False)
         socks.append(s)
