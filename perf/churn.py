@@ -4,12 +4,14 @@ defect 3): do closed connections leave the server, and does its memory go
 back to the system once the load ends?
 
 Starts the real ringcached on a free loopback port (--memory 256M, --shards
-N), then runs --clients client processes for --seconds.  Each one loops:
+N), then runs --clients client processes for --seconds.  Each one loops
+(ChurnClient of tests/integration/test_conn_memory.py, the one definition
+of this workload):
 
   connect; pipeline 1..300 requests (GET 50%, PUT 35% with a JSON body of
   up to 70 KB, DELETE 15%) over keys owned by every shard, reading and
-  discarding whatever answers arrive meanwhile; read a random share of the
-  remaining answers (often none); close, 70% of the time with a reset
+  discarding whatever answers arrive meanwhile, and leaving after 2 s if
+  the server stops reading; close, 70% of the time with a reset
   (SO_LINGER 0), else with a FIN.
 
 Once a second it samples the server: the `connections` gauge of GET /stats
@@ -26,6 +28,7 @@ A reproducer, not a test: it passes no verdict (tests/integration/
 test_conn_memory.py asserts).
 
 usage: perf/churn.py [--binary PATH] [--shards N] [--seconds S] [--clients N]
+                     [--server-cpus LIST]
                      [--after S] [--drain S] [--malloc-stats] [--malloc-trim] [--hold S]
                      [-- extra ringcached flags]
 """
@@ -34,10 +37,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import random
-import select
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -45,95 +44,19 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
-from harness import Server, build_request, keys_per_shard  # noqa: E402
+from harness import Server, keys_per_shard  # noqa: E402
+from test_conn_memory import ChurnClient  # noqa: E402
 
-MAX_PIPELINE = 300
-MAX_JSON = 70 * 1024
-RST_SHARE = 0.7
 KEYS_PER_SHARD = 64
 
 
-def json_body(rng, size):
-    """A JSON document of about `size` bytes (an array of records)."""
-    recs, n = [], 2
-    while n < size:
-        r = {"id": rng.randrange(1 << 30), "name": "user-%08x" % rng.randrange(1 << 32),
-             "score": rng.random(), "tags": ["t%d" % rng.randrange(100) for _ in range(3)]}
-        s = json.dumps(r)
-        recs.append(s)
-        n += len(s) + 1
-    return ("[" + ",".join(recs) + "]").encode()
-
-
-def request_stream(rng, keys, bodies):
-    """The bytes of one pipeline: 1..MAX_PIPELINE mixed requests."""
-    out = []
-    for _ in range(rng.randint(1, MAX_PIPELINE)):
-        key = "/cache/" + rng.choice(keys)
-        p = rng.random()
-        if p < 0.5:
-            out.append(build_request("GET", key))
-        elif p < 0.85:
-            out.append(build_request("PUT", key, rng.choice(bodies),
-                                     [("Content-Type", "application/json")]))
-        else:
-            out.append(build_request("DELETE", key))
-    return b"".join(out)
-
-
-def one_connection(port, rng, keys, bodies, counts):
-    """connect, pipeline, maybe read some, close (RST or FIN)."""
-    data = request_stream(rng, keys, bodies)
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.setblocking(False)
-    got, off = 0, 0
-    # a client that is not read from for 2 s (back-pressure) gives up
-    give_up = time.monotonic() + 2.0
-    try:
-        while off < len(data) and time.monotonic() < give_up:
-            r, w, _ = select.select([s], [s], [], 0.1)
-            if r:
-                chunk = s.recv(1 << 16)
-                if not chunk:
-                    break
-                got += len(chunk)
-            if w:
-                off += s.send(data[off:off + (1 << 16)])
-        # read a random share of what may still come (often nothing)
-        want = rng.choice([0, 0, 0, 4096, 1 << 16, 1 << 20])
-        end = time.monotonic() + 0.5
-        while got < want and time.monotonic() < end:
-            r, _, _ = select.select([s], [], [], 0.1)
-            if r:
-                chunk = s.recv(1 << 16)
-                if not chunk:
-                    break
-                got += len(chunk)
-    except OSError:
-        counts["errors"] += 1
-    if rng.random() < RST_SHARE:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        counts["rst"] += 1
-    else:
-        counts["fin"] += 1
-    s.close()
-    counts["conns"] += 1
-    counts["sent"] += off
-    counts["received"] += got
-
-
 def client(idx, port, keys, deadline, queue):
-    rng = random.Random(idx)
-    bodies = [json_body(rng, rng.randint(100, MAX_JSON)) for _ in range(16)]
-    counts = {"conns": 0, "rst": 0, "fin": 0, "errors": 0, "sent": 0, "received": 0}
-    while time.time() < deadline:
-        try:
-            one_connection(port, rng, keys, bodies, counts)
-        except OSError:
-            counts["errors"] += 1
-            time.sleep(0.05)
-    queue.put(counts)
+    """One client process: the churn loop of test_conn_memory (the same
+    workload, written once there) until `deadline` (time.monotonic)."""
+    cl = ChurnClient(idx, port, keys, deadline)
+    cl.run()
+    queue.put({"conns": cl.conns, "rst": cl.resets, "fin": cl.conns - cl.resets,
+               "errors": cl.errors, "sent": cl.sent, "received": cl.received})
 
 
 def rss_mib(pid):
@@ -250,6 +173,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--after", type=int, default=10, help="seconds sampled after the load")
+    ap.add_argument("--server-cpus", default="",
+                    help="re-pin every server thread to these CPUs (taskset list) after start, "
+                         "so the clients outrun the shards as in the issue's report")
     ap.add_argument("--drain", type=float, default=0,
                     help="after the load, first wait up to this many seconds for connections to be 0")
     ap.add_argument("--malloc-stats", action="store_true",
@@ -264,20 +190,23 @@ def main():
     srv = Server(["--shards", str(a.shards), "--memory", "256M"] + a.extra,
                  binary=os.path.abspath(a.binary)).start()
     try:
+        if a.server_cpus:
+            subprocess.run(["taskset", "-a", "-p", "-c", a.server_cpus, str(srv.proc.pid)],
+                           check=True, stdout=subprocess.DEVNULL)
         keys = [k for ks in keys_per_shard("churn-", a.shards, KEYS_PER_SHARD).values()
                 for k in ks]
         print("ringcached %s on port %d, pid %d; %d clients for %.0f s"
               % (" ".join(srv.flags), srv.port, srv.proc.pid, a.clients, a.seconds), flush=True)
         sample = Sampler(srv)
         base = sample("idle")
-        deadline = time.time() + a.seconds
+        deadline = time.monotonic() + a.seconds
         q = multiprocessing.Queue()
         procs = [multiprocessing.Process(target=client, args=(i, srv.port, keys, deadline, q))
                  for i in range(a.clients)]
         for p in procs:
             p.start()
         load = []
-        while time.time() < deadline:
+        while time.monotonic() < deadline:
             time.sleep(1.0)
             load.append(sample("load"))
         totals = {}

@@ -190,20 +190,23 @@ def pipelines(rng, keys, n):
 
 
 class ChurnClient(threading.Thread):
+    """One churning client until `deadline` (time.monotonic).  Also what
+    perf/churn.py runs, one per process."""
+
     def __init__(self, idx, port, keys, deadline):
         super().__init__(daemon=True)
         self.rng = random.Random(idx)
         self.streams = pipelines(self.rng, keys, 6)
         self.port, self.deadline = port, deadline
-        self.conns = self.resets = self.errors = 0
+        self.conns = self.resets = self.errors = self.sent = self.received = 0
 
     def one(self):
         rng = self.rng
         data = rng.choice(self.streams)
         s = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
+        off, got = 0, 0
         try:
             s.setblocking(False)
-            off, got = 0, 0
             want = rng.choice([0, 0, 0, 4096, 1 << 16, 1 << 20])
             give_up = time.monotonic() + 2.0   # a server that stopped reading: leave
             while (off < len(data) or got < want) and time.monotonic() < give_up:
@@ -217,6 +220,8 @@ class ChurnClient(threading.Thread):
                     off += s.send(data[off:off + (1 << 16)])
         except OSError:
             self.errors += 1
+        self.sent += off
+        self.received += got
         if rng.random() < RST_SHARE:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.resets += 1
