@@ -12,7 +12,10 @@ daemon with 2 shards:
        they left behind;
     b. once the clients are gone, the `connections` gauge returns to 0;
     c. RSS returns to its level before the load (plus the receive buffer
-       rings and allocator slack) within 10 s of the load's end.
+       rings and allocator slack) within 10 s of the load's end;
+    d. the same without sampling: a connection whose forwarded GET waits
+       behind 128 PUTs (with compression) at the owner is let go when it
+       resets, before the owner has done them (an order, not a time).
  2. 10 clients that pipeline PUTs of 4 MiB and GETs of 1 MiB values (keys
     on both shards) and never read: once the server has stopped reading
     them, RSS stays under the baseline plus 10 x the per-connection bound
@@ -290,6 +293,104 @@ def churn(c):
     srv.stop()
 
 
+# --- 1d: a reset connection whose request waits behind other work ----------------
+
+AHEAD_CONNS = 8          # connections that queue work ahead of the reset one
+AHEAD_PER_CONN = 16      # PUTs each: 4 MiB in flight, under OUT_MAX and INFLIGHT_MAX
+AHEAD_VALUE = 256 << 10  # JSON text, under --compress-max: the owner compresses it
+
+
+def per_shard(doc, field):
+    return [p[field] for p in doc["per_shard"]]
+
+
+def stats_via(conn):
+    r = conn.roundtrip("GET", "/stats")
+    if r.status != 200:
+        raise ProtocolError("GET /stats -> %d" % r.status)
+    return json.loads(r.body)
+
+
+def conns_on_shard(srv, admin, shard, n):
+    """n connections that shard `shard` accepted (SO_REUSEPORT picks the
+    shard: the others are closed and the connect tried again)."""
+    out = []
+    for _ in range(40 * n):
+        if len(out) == n:
+            break
+        before = per_shard(stats_via(admin), "connections")
+        conn = srv.connect(timeout=30)
+        wait_for(lambda: per_shard(stats_via(admin), "connections") != before, 5, 0.02)
+        if per_shard(stats_via(admin), "connections")[shard] == before[shard] + 1:
+            out.append(conn)
+        else:
+            conn.close()
+            wait_for(lambda: per_shard(stats_via(admin), "connections") == before, 5, 0.02)
+    if len(out) < n:
+        raise RuntimeError("could not get %d connections on shard %d" % (n, shard))
+    return out
+
+
+def reset_behind_work(c):
+    """Connections on shard A forward 128 PUTs of 256 KiB JSON to shard B,
+    which makes their brotli and gzip variants; then one more connection on
+    A sends a GET for a key of B and resets.  Its GET waits in B's queue
+    behind the PUTs: the connection must be let go (A's `connections`
+    drops) before B has worked through them, not after its GET is
+    answered to nobody.  /stats is asked on A (B is busy), whose counters
+    then include those requests."""
+    srv = Server(BASE_FLAGS, checks=c).start()
+    admin = srv.connect(timeout=30)
+    conns = []
+    try:
+        a = per_shard(stats_via(admin), "connections").index(1)
+        b = 1 - a
+        conns = conns_on_shard(srv, admin, a, AHEAD_CONNS + 1)
+        victim = conns.pop()
+        total = AHEAD_CONNS * AHEAD_PER_CONN
+        keys = keys_per_shard("behind-", NSHARDS, total + 1)[b]
+        body = json_body(random.Random(7), AHEAD_VALUE)[:AHEAD_VALUE]
+        doc0 = stats_via(admin)
+        polls = [0]
+
+        def since(field, shard):
+            """(`field` of `shard` now - at doc0, the document)."""
+            doc = stats_via(admin)
+            polls[0] += 1
+            n = per_shard(doc, field)[shard] - per_shard(doc0, field)[shard]
+            return (n - polls[0] if field == "requests" else n), doc
+
+        for i, conn in enumerate(conns):
+            conn.send(b"".join(build_request("PUT", "/cache/" + keys[i * AHEAD_PER_CONN + j],
+                                             body, [("Content-Type", "application/json")])
+                               for j in range(AHEAD_PER_CONN)))
+        # every PUT handed to B before the victim's GET
+        parsed = wait_for(lambda: since("requests", a)[0] >= total, 60, 0.01)
+        c.check(parsed, "1d. shard %d parsed the %d PUTs for shard %d" % (a, total, b))
+        victim.send(build_request("GET", "/cache/" + keys[-1]))
+        victim.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        victim.close()
+        seen = {}
+
+        def released():
+            seen["done"], doc = since("forwarded_requests", b)
+            return per_shard(doc, "connections")[a] <= AHEAD_CONNS + 1
+
+        ok = wait_for(released, 60, 0.01)
+        c.note("when the reset connection was let go, shard %d had done %s of the %d PUTs "
+               "queued ahead of its GET" % (b, seen.get("done"), total))
+        c.check(ok and seen["done"] < total,
+                "1d. a reset connection is let go while the requests queued ahead of its "
+                "forwarded GET are outstanding",
+                "let go: %s, after %s of %d" % (ok, seen.get("done"), total))
+    finally:
+        admin.close()
+        for conn in conns:
+            conn.close()
+    c.check(srv.healthy(), "server healthy")
+    srv.stop()
+
+
 # --- 2: clients that never read -------------------------------------------------
 
 class Piece:
@@ -394,6 +495,8 @@ def never_reading(c):
 def main(c):
     for title, fn in (("1. churn: pipelines, then close (70%% reset), %d clients, %d s"
                        % (CHURN_CLIENTS, CHURN_SECONDS), churn),
+                      ("1d. a reset connection behind %d forwarded PUTs"
+                       % (AHEAD_CONNS * AHEAD_PER_CONN), reset_behind_work),
                       ("2. %d clients that pipeline 4 MiB PUTs and 1 MiB GETs and never read"
                        % STALL_CLIENTS, never_reading)):
         c.section(title)
