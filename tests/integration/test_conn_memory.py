@@ -338,7 +338,10 @@ def reset_behind_work(c):
     behind the PUTs: the connection must be let go (A's `connections`
     drops) before B has worked through them, not after its GET is
     answered to nobody.  /stats is asked on A (B is busy), whose counters
-    then include those requests."""
+    then include those requests.  This relies on B's work (compressing
+    128 x 256 KiB, about 0.7 s here) outlasting A's reaction to the reset
+    (milliseconds): if compression ever leaves the shard loop, queue
+    other work ahead instead."""
     srv = Server(BASE_FLAGS, checks=c).start()
     admin = srv.connect(timeout=30)
     conns = []
