@@ -1,0 +1,515 @@
+#!/usr/bin/env python3
+"""Memory held for connections (issue 11, defects 3 and 4), on the real
+daemon with 2 shards:
+
+ 1. churn: 8 clients each loop connect; pipeline up to 300 GET/PUT/DELETE
+    (PUT bodies: JSON up to 70 KB) over keys of both shards; read a little
+    or nothing; close, 70% of the time with a reset.  Then:
+    a. the server never holds on to many connections whose client is gone:
+       at every sample, the server's sockets that the kernel has already
+       torn down (reset) number at most one per client (the one it just
+       reset, not yet seen by the server), however much forwarded work
+       they left behind;
+    b. once the clients are gone, the `connections` gauge returns to 0;
+    c. RSS returns to its level before the load (plus the receive buffer
+       rings and allocator slack) within 10 s of the load's end;
+    d. the same without sampling: a connection whose forwarded GET waits
+       behind 128 PUTs (with compression) at the owner is let go when it
+       resets, before the owner has done them (an order, not a time).
+ 2. 10 clients that pipeline PUTs of 4 MiB and GETs of 1 MiB values (keys
+    on both shards) and never read: once the server has stopped reading
+    them, RSS stays under the baseline plus 10 x the per-connection bound
+    (conn_bound() below, which must be the README's formula), and the
+    server still answers others.
+
+The RSS checks are skipped (reported as SKIP, never as passed) on builds
+with a sanitizer that keeps shadow memory (ASan): its shadow and
+quarantine would be measured, not the server.
+
+Every wait is bounded; the 10 s of 1c is the issue's definition of "after
+the load", and a faster return passes as soon as it is seen.
+
+usage: test_conn_memory.py [path/to/ringcached]
+"""
+
+import json
+import os
+import random
+import select
+import socket
+import struct
+import threading
+import time
+
+from harness import (IO_TIMEOUT, ProtocolError, Server, build_request, keys_per_shard, run_main,
+                     shadow_sanitizers, wait_for)
+
+MiB = 1 << 20
+NSHARDS = 2
+# Flags of every server here; the receive rings are spelled out because
+# the RSS bounds count them.
+RECV_BUFFERS = 1024
+RECV_BUFFER_SIZE = 16 << 10
+BASE_FLAGS = ["--shards", str(NSHARDS), "--memory", "64M", "--prefault",
+              "--recv-buffers", str(RECV_BUFFERS), "--recv-buffer-size", "16K"]
+# The receive rings are touched as traffic cycles through them: RSS that
+# the load may add for good (per shard, recv-buffers x recv-buffer-size).
+RECV_RINGS = NSHARDS * RECV_BUFFERS * RECV_BUFFER_SIZE
+# Allocator slack per shard: the compressors' working memory that
+# compress_tune_malloc keeps mapped between writes, small free blocks.
+SLACK = NSHARDS * 16 * MiB
+
+CHURN_CLIENTS = 8
+CHURN_SECONDS = 6
+MAX_PIPELINE = 300
+MAX_JSON = 70 * 1024
+RST_SHARE = 0.7
+AFTER_LOAD = 10          # seconds: the issue's "RSS 10 s after load ends"
+
+STALL_CLIENTS = 10
+STALL_PUT = 4 * MiB
+STALL_GET = 1 * MiB
+STALL_MAX_VALUE = 4 * MiB  # --max-value of that server
+MAX_HEAD = 32 << 10        # --max-head (the default)
+STALL_GETS = 8           # GETs of the 1 MiB value per round and shard
+
+# The per-connection constants of src/shard/conn.c that the bound uses.
+OUT_MAX = 8 * MiB        # answers queued per connection before input waits
+ANSWER_HEAD = 1024       # most bytes of an answer besides its value
+
+
+def conn_bound(max_head, max_value, recv_buffer_size):
+    """The most memory one connection may hold, whatever its client does
+    (README "Limits per connection"): buffered input up to one request
+    plus one receive buffer, OUT_MAX of everything produced for it and not
+    yet sent (answers, the send in flight, forwarded requests and the
+    answers they will bring back), and one answer past OUT_MAX."""
+    return (max_head + max_value + recv_buffer_size) + OUT_MAX + (max_value + ANSWER_HEAD)
+
+
+# --- observing the server -------------------------------------------------------
+
+def rss(srv):
+    try:
+        with open("/proc/%d/status" % srv.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def gauge(srv, timeout=IO_TIMEOUT):
+    """The `connections` gauge summed over shards, not counting the
+    connection that asks; None if /stats does not answer."""
+    try:
+        r = srv.request("GET", "/stats", timeout=timeout)
+        return json.loads(r.body)["total"]["connections"] - 1
+    except (OSError, ProtocolError, ValueError, KeyError):
+        return None
+
+
+def _socket_inodes(pid):
+    out = {}
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out[fd] = link[8:-1]
+    return out
+
+
+def _tcp_inodes():
+    live = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9:
+                        live.add(fields[9])
+        except OSError:
+            pass
+    return live
+
+
+def dead_sockets(srv):
+    """Sockets the server still holds whose TCP connection the kernel has
+    torn down (reset): they are in no TCP table any more.  Descriptors
+    closed while we looked are not counted."""
+    pid = srv.proc.pid
+    before = _socket_inodes(pid)
+    live = _tcp_inodes()
+    after = _socket_inodes(pid)
+    return sum(1 for fd, ino in before.items() if ino not in live and after.get(fd) == ino)
+
+
+def rss_skip_reason(srv):
+    sanitizers = shadow_sanitizers(srv.binary)
+    if sanitizers:
+        return "%s build: RSS includes the sanitizer's shadow and quarantine" % "/".join(sanitizers)
+    return None
+
+
+# --- 1: churn -------------------------------------------------------------------
+
+def json_body(rng, size):
+    recs, n = [], 2
+    while n < size:
+        s = json.dumps({"id": rng.randrange(1 << 30), "name": "user-%08x" % rng.randrange(1 << 32),
+                        "score": rng.random(), "tags": ["t%d" % rng.randrange(100)
+                                                        for _ in range(3)]})
+        recs.append(s)
+        n += len(s) + 1
+    return ("[" + ",".join(recs) + "]").encode()
+
+
+def pipelines(rng, keys, n):
+    """n request streams of 1..MAX_PIPELINE requests: GET 50%, PUT 35% (JSON
+    up to MAX_JSON), DELETE 15%."""
+    bodies = [json_body(rng, rng.randint(100, MAX_JSON)) for _ in range(8)]
+    out = []
+    for _ in range(n):
+        reqs = []
+        for _ in range(rng.randint(1, MAX_PIPELINE)):
+            path, p = "/cache/" + rng.choice(keys), rng.random()
+            if p < 0.5:
+                reqs.append(build_request("GET", path))
+            elif p < 0.85:
+                reqs.append(build_request("PUT", path, rng.choice(bodies),
+                                          [("Content-Type", "application/json")]))
+            else:
+                reqs.append(build_request("DELETE", path))
+        out.append(b"".join(reqs))
+    return out
+
+
+class ChurnClient(threading.Thread):
+    """One churning client until `deadline` (time.monotonic).  Also what
+    perf/churn.py runs, one per process."""
+
+    def __init__(self, idx, port, keys, deadline):
+        super().__init__(daemon=True)
+        self.rng = random.Random(idx)
+        self.streams = pipelines(self.rng, keys, 6)
+        self.port, self.deadline = port, deadline
+        self.conns = self.resets = self.errors = self.sent = self.received = 0
+
+    def one(self):
+        rng = self.rng
+        data = rng.choice(self.streams)
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
+        off, got = 0, 0
+        try:
+            s.setblocking(False)
+            want = rng.choice([0, 0, 0, 4096, 1 << 16, 1 << 20])
+            give_up = time.monotonic() + 2.0   # a server that stopped reading: leave
+            while (off < len(data) or got < want) and time.monotonic() < give_up:
+                r, w, _ = select.select([s], [s] if off < len(data) else [], [], 0.1)
+                if r:
+                    chunk = s.recv(1 << 16)
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                if w:
+                    off += s.send(data[off:off + (1 << 16)])
+        except OSError:
+            self.errors += 1
+        self.sent += off
+        self.received += got
+        if rng.random() < RST_SHARE:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.resets += 1
+        s.close()
+        self.conns += 1
+
+    def run(self):
+        while time.monotonic() < self.deadline:
+            try:
+                self.one()
+            except OSError:
+                self.errors += 1
+                time.sleep(0.05)
+
+
+def churn(c):
+    srv = Server(BASE_FLAGS, checks=c).start()
+    skip = rss_skip_reason(srv)
+    keys = [k for ks in keys_per_shard("churn-", NSHARDS, 32).values() for k in ks]
+    rss0 = rss(srv)
+    c.note("RSS before the load: %.1f MiB (the store prefaulted)" % (rss0 / MiB))
+
+    deadline = time.monotonic() + CHURN_SECONDS
+    clients = [ChurnClient(i, srv.port, keys, deadline) for i in range(CHURN_CLIENTS)]
+    for t in clients:
+        t.start()
+    dead_max = gauge_max = 0
+    while any(t.is_alive() for t in clients):
+        dead_max = max(dead_max, dead_sockets(srv))
+        g = gauge(srv)
+        gauge_max = max(gauge_max, g or 0)
+        time.sleep(0.2)
+    for t in clients:
+        t.join(10)
+    end = time.monotonic()
+    dead_end = dead_sockets(srv)
+    nconns = sum(t.conns for t in clients)
+    c.note("%d connections in %d s (%d reset), %d client errors; peak `connections` %d, "
+           "reset connections held: at most %d at a sample, %d at the end; RSS now %.1f MiB"
+           % (nconns, CHURN_SECONDS, sum(t.resets for t in clients),
+              sum(t.errors for t in clients), gauge_max, dead_max, dead_end, rss(srv) / MiB))
+    c.check(nconns >= CHURN_CLIENTS, "the clients made connections")
+    c.check(dead_max <= CHURN_CLIENTS,
+            "1a. connections reset by their clients are let go at once: at most %d held at any "
+            "sample (one per client)" % CHURN_CLIENTS,
+            "up to %d sockets already reset by the client were still held" % dead_max)
+    c.check(dead_end <= CHURN_CLIENTS,
+            "1a. when the clients have left, at most %d reset connections held" % CHURN_CLIENTS,
+            "%d held" % dead_end)
+
+    ok = wait_for(lambda: gauge(srv) == 0, 30, 0.2)
+    c.note("`connections` 0 after %.1f s" % (time.monotonic() - end) if ok else
+           "`connections` still %r 30 s after the load" % gauge(srv))
+    c.check(ok, "1b. `connections` returns to 0 once the clients are gone")
+
+    bound = rss0 + RECV_RINGS + SLACK
+    what = ("1c. RSS within %d s of the load's end is back under the level before it + the "
+            "receive rings + slack (%.0f MiB)" % (AFTER_LOAD, bound / MiB))
+    if skip:
+        c.skip(what, skip)
+    else:
+        left = AFTER_LOAD - (time.monotonic() - end)
+        ok = wait_for(lambda: rss(srv) <= bound, max(left, 0), 0.2)
+        c.check(ok, what, "RSS %.1f MiB" % (rss(srv) / MiB))
+    c.check(srv.healthy(), "server healthy after the churn")
+    srv.stop()
+
+
+# --- 1d: a reset connection whose request waits behind other work ----------------
+
+AHEAD_CONNS = 8          # connections that queue work ahead of the reset one
+AHEAD_PER_CONN = 16      # PUTs each: 4 MiB in flight, under OUT_MAX and INFLIGHT_MAX
+AHEAD_VALUE = 256 << 10  # JSON text, under --compress-max: the owner compresses it
+
+
+def per_shard(doc, field):
+    return [p[field] for p in doc["per_shard"]]
+
+
+def stats_via(conn):
+    r = conn.roundtrip("GET", "/stats")
+    if r.status != 200:
+        raise ProtocolError("GET /stats -> %d" % r.status)
+    return json.loads(r.body)
+
+
+def conns_on_shard(srv, admin, shard, n):
+    """n connections that shard `shard` accepted (SO_REUSEPORT picks the
+    shard: the others are closed and the connect tried again)."""
+    out = []
+    for _ in range(40 * n):
+        if len(out) == n:
+            break
+        before = per_shard(stats_via(admin), "connections")
+        conn = srv.connect(timeout=30)
+        wait_for(lambda: per_shard(stats_via(admin), "connections") != before, 5, 0.02)
+        if per_shard(stats_via(admin), "connections")[shard] == before[shard] + 1:
+            out.append(conn)
+        else:
+            conn.close()
+            wait_for(lambda: per_shard(stats_via(admin), "connections") == before, 5, 0.02)
+    if len(out) < n:
+        raise RuntimeError("could not get %d connections on shard %d" % (n, shard))
+    return out
+
+
+def reset_behind_work(c):
+    """Connections on shard A forward 128 PUTs of 256 KiB JSON to shard B,
+    which makes their brotli and gzip variants; then one more connection on
+    A sends a GET for a key of B and resets.  Its GET waits in B's queue
+    behind the PUTs: the connection must be let go (A's `connections`
+    drops) before B has worked through them, not after its GET is
+    answered to nobody.  /stats is asked on A (B is busy), whose counters
+    then include those requests.  This relies on B's work (compressing
+    128 x 256 KiB, about 0.7 s here) outlasting A's reaction to the reset
+    (milliseconds): if compression ever leaves the shard loop, queue
+    other work ahead instead."""
+    srv = Server(BASE_FLAGS, checks=c).start()
+    admin = srv.connect(timeout=30)
+    conns = []
+    try:
+        a = per_shard(stats_via(admin), "connections").index(1)
+        b = 1 - a
+        conns = conns_on_shard(srv, admin, a, AHEAD_CONNS + 1)
+        victim = conns.pop()
+        total = AHEAD_CONNS * AHEAD_PER_CONN
+        keys = keys_per_shard("behind-", NSHARDS, total + 1)[b]
+        body = json_body(random.Random(7), AHEAD_VALUE)[:AHEAD_VALUE]
+        doc0 = stats_via(admin)
+        polls = [0]
+
+        def since(field, shard):
+            """(`field` of `shard` now - at doc0, the document)."""
+            doc = stats_via(admin)
+            polls[0] += 1
+            n = per_shard(doc, field)[shard] - per_shard(doc0, field)[shard]
+            return (n - polls[0] if field == "requests" else n), doc
+
+        for i, conn in enumerate(conns):
+            conn.send(b"".join(build_request("PUT", "/cache/" + keys[i * AHEAD_PER_CONN + j],
+                                             body, [("Content-Type", "application/json")])
+                               for j in range(AHEAD_PER_CONN)))
+        # every PUT handed to B before the victim's GET
+        parsed = wait_for(lambda: since("requests", a)[0] >= total, 60, 0.01)
+        c.check(parsed, "1d. shard %d parsed the %d PUTs for shard %d" % (a, total, b))
+        victim.send(build_request("GET", "/cache/" + keys[-1]))
+        victim.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        victim.close()
+        seen = {}
+
+        def released():
+            seen["done"], doc = since("forwarded_requests", b)
+            return per_shard(doc, "connections")[a] <= AHEAD_CONNS + 1
+
+        ok = wait_for(released, 60, 0.01)
+        c.note("when the reset connection was let go, shard %d had done %s of the %d PUTs "
+               "queued ahead of its GET" % (b, seen.get("done"), total))
+        c.check(ok and seen["done"] < total,
+                "1d. a reset connection is let go while the requests queued ahead of its "
+                "forwarded GET are outstanding",
+                "let go: %s, after %s of %d" % (ok, seen.get("done"), total))
+    finally:
+        admin.close()
+        for conn in conns:
+            conn.close()
+    c.check(srv.healthy(), "server healthy")
+    srv.stop()
+
+
+# --- 2: clients that never read -------------------------------------------------
+
+class Piece:
+    """A request stream as pieces (heads and shared bodies), so ten
+    clients' tens of MiB need not be joined in memory."""
+
+    def __init__(self, pieces):
+        self.pieces, self.i, self.off = pieces, 0, 0
+
+    def send_some(self, s):
+        """Sends what the socket takes now; False when it took nothing."""
+        sent = False
+        while self.i < len(self.pieces):
+            p = self.pieces[self.i]
+            try:
+                n = s.send(memoryview(p)[self.off:self.off + (1 << 20)])
+            except BlockingIOError:
+                return sent
+            sent = True
+            self.off += n
+            if self.off == len(p):
+                self.i, self.off = self.i + 1, 0
+        return sent
+
+
+def never_reading(c):
+    flags = BASE_FLAGS + ["--max-value", "4M", "--idle-timeout", "120"]
+    srv = Server(flags, checks=c).start()
+    skip = rss_skip_reason(srv)
+    by_shard = keys_per_shard("nr-", NSHARDS, 1)
+    big = os.urandom(STALL_GET)
+    for sh, ks in by_shard.items():
+        r = srv.request("PUT", "/cache/" + ks[0], big, timeout=30)
+        c.within(r.status, {201, 204}, "PUT a 1 MiB value on shard %d" % sh)
+    put_body = os.urandom(STALL_PUT)
+    rss0 = rss(srv)
+    bound_one = conn_bound(MAX_HEAD, STALL_MAX_VALUE, RECV_BUFFER_SIZE)
+    c.note("RSS before: %.1f MiB; per-connection bound %.2f MiB" % (rss0 / MiB, bound_one / MiB))
+
+    socks, streams = [], []
+    for i in range(STALL_CLIENTS):
+        # per round and shard: rewrite the 1 MiB value (so the 4 MiB writes
+        # do not evict it), write 4 MiB, read the 1 MiB value STALL_GETS times
+        pieces = []
+        for j in range(16):
+            for sh, ks in by_shard.items():
+                pieces.append(build_request("PUT", "/cache/" + ks[0],
+                                            headers=[("Content-Length", STALL_GET)]))
+                pieces.append(big)
+                pieces.append(build_request("PUT", "/cache/nr-put-%d-%d" % (i, sh),
+                                            headers=[("Content-Length", STALL_PUT)]))
+                pieces.append(put_body)
+                pieces += [build_request("GET", "/cache/" + ks[0])] * STALL_GETS
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=IO_TIMEOUT)
+        s.setblocking(False)
+        socks.append(s)
+        streams.append(Piece(pieces))
+    peak = rss(srv)
+    try:
+        idle_since = time.monotonic()
+        deadline = idle_since + 60
+        while time.monotonic() - idle_since < 2.0 and time.monotonic() < deadline:
+            _, w, _ = select.select([], [s for s, p in zip(socks, streams)
+                                         if p.i < len(p.pieces)], [], 0.2)
+            for s, p in zip(socks, streams):
+                if s in w and p.send_some(s):
+                    idle_since = time.monotonic()
+            peak = max(peak, rss(srv))
+        blocked = sum(1 for p in streams if p.i < len(p.pieces))
+        sent = sum(sum(len(x) for x in p.pieces[:p.i]) + p.off for p in streams)
+        c.note("sent %.0f MiB in all; %d of %d clients blocked in send" % (sent / MiB, blocked,
+                                                                          STALL_CLIENTS))
+        c.eq(blocked, STALL_CLIENTS, "2. every never-reading client is stopped by the server "
+             "(it stops reading them)")
+        peak = max(peak, rss(srv))
+        bound = rss0 + STALL_CLIENTS * bound_one + RECV_RINGS + SLACK
+        what = ("2. %d clients that never read: peak RSS (%.0f MiB) under the level before + "
+                "%d x the per-connection bound + the receive rings + slack (%.0f MiB)"
+                % (STALL_CLIENTS, peak / MiB, STALL_CLIENTS, bound / MiB))
+        if skip:
+            c.skip(what, skip)
+        else:
+            c.check(peak <= bound, what, "%.1f MiB per connection over the level before"
+                    % ((peak - rss0) / MiB / STALL_CLIENTS))
+        try:
+            # the value may have been evicted by the 4 MiB writes: 404 then
+            r = srv.request("GET", "/cache/" + by_shard[0][0], timeout=20)
+            ok, detail = (r.status == 200 and r.body == big) or r.status == 404, repr(r)
+        except (OSError, ProtocolError) as e:
+            ok, detail = False, repr(e)
+        c.check(ok, "2. meanwhile another client is served (GET of the 1 MiB value)", detail)
+    finally:
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+    c.check(wait_for(lambda: gauge(srv) == 0, 30, 0.2),
+            "2. after they reset, `connections` returns to 0", "connections %r" % gauge(srv))
+    c.check(srv.healthy(), "server healthy")
+    srv.stop()
+
+
+def main(c):
+    for title, fn in (("1. churn: pipelines, then close (70%% reset), %d clients, %d s"
+                       % (CHURN_CLIENTS, CHURN_SECONDS), churn),
+                      ("1d. a reset connection behind %d forwarded PUTs"
+                       % (AHEAD_CONNS * AHEAD_PER_CONN), reset_behind_work),
+                      ("2. %d clients that pipeline 4 MiB PUTs and 1 MiB GETs and never read"
+                       % STALL_CLIENTS, never_reading)):
+        c.section(title)
+        try:
+            fn(c)
+        except Exception as e:  # noqa: BLE001 - reported as a failure, the next part runs
+            import traceback
+            traceback.print_exc()
+            c.check(False, "%s: ran without an exception" % title, repr(e))
+
+
+if __name__ == "__main__":
+    run_main("test_conn_memory", main)
