@@ -38,6 +38,8 @@
 	  "close connections whose started request is not complete this long")    \
 	X("max-conns", U32, max_conns, "65536", "N",                               \
 	  "open connections per shard; more are refused")                          \
+	X("conn-memory", SIZE, conn_memory, "0", "SIZE",                           \
+	  "memory held for connections, all shards (0: a quarter of RAM or of the cgroup's limit)") \
 	X("max-request-line", SIZE, max_request_line, "8K", "SIZE",                \
 	  "longest request line (414 above)")                                      \
 	X("max-head", SIZE, max_head, "32K", "SIZE",                               \

@@ -52,6 +52,11 @@
 	X(accept_errors, COUNTER,                                                  \
 	  "Accepts that failed (EMFILE, ENFILE...) or were over --max-conns.")    \
 	X(connections, GAUGE, "Client connections open now.")                    \
+	X(conn_memory, GAUGE,                                                      \
+	  "Bytes held for connections: buffers, queued answers, forwarded requests.") \
+	X(memory_pauses, COUNTER,                                                  \
+	  "Times this shard stopped taking input: connection memory over its share.") \
+	X(memory_trims, COUNTER, "malloc_trim() calls after connections let go of memory.") \
 	X(items, GAUGE, "Items in this shard's store.")                           \
 	X(value_bytes, GAUGE, "Bytes of values (all variants) in the store.")     \
 	X(arena_bytes, GAUGE, "Bytes reserved for the store's items and index.")  \

@@ -23,14 +23,17 @@
  * mmap()ed and unmapped, or trimmed off the thread's heap, each time, and
  * the next call faults the pages back in: for 64 KB values that was most of
  * a write's cost (perf/bench-write-stall.sh, docs/fastlane.md).  Blocks
- * under 8 MiB come from the heap and freed memory stays there up to 64 MiB:
- * the peak is unchanged, it is only no longer returned between writes.
+ * under 8 MiB come from the heap, and the top of a heap is trimmed only
+ * when 16 MiB or more is free there.  That keeps the encoders' memory mapped
+ * between writes, but it also keeps what connections freed: glibc returns
+ * memory only from the top of each thread's heap, so an idle shard calls
+ * malloc_trim() once its connections have let go of enough (shard.c).
  * Larger blocks (the bodies of big values) are still mapped and unmapped.
  */
 void compress_tune_malloc(void)
 {
 	mallopt(M_MMAP_THRESHOLD, 8 << 20);
-	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 16 << 20);
 }
 
 struct compress {

@@ -1,5 +1,8 @@
 /*
- * buf.c - growth policy for struct buf: double, at least 256 bytes.
+ * buf.c - growth policy for struct buf: double, at least 256 bytes, and
+ * exactly what is needed when that is more than double (a 70 KB answer in an
+ * empty buffer takes 70 KB, not 128 KiB: connection memory is bounded by what
+ * buffers hold, docs/architecture.md).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -13,9 +16,9 @@ int buf_reserve(struct buf *b, size_t more)
 		return -ENOMEM;
 	if (need <= b->cap)
 		return 0;
-	size_t cap = b->cap ? b->cap : 256;
-	while (cap < need)
-		cap = cap * 2 > cap ? cap * 2 : need;
+	size_t cap = b->cap ? b->cap * 2 : 256;
+	if (cap < need || cap < b->cap)
+		cap = need;
 	char *p = realloc(b->data, cap);
 	if (!p)
 		return -ENOMEM;

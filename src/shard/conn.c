@@ -32,6 +32,7 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,6 @@
 #include "ringcache/stats.h"
 
 #define PEND_MAX 1024                  /* responses queued per connection before input waits */
-#define OUT_MAX (8u << 20)             /* bytes queued per connection before input waits */
 #define INFLIGHT_MAX 64                /* requests out at other shards or Redis, per connection */
 #define LINGER_NS (2ull * 1000000000)  /* how long a closing connection drains input */
 #define CHUNK_SLACK (64u << 10)        /* chunked framing allowed beyond 2 x --max-value */
@@ -63,6 +63,7 @@ static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 static void conn_process(struct conn *c);
 static void send_ready(struct conn *c);
+static void resend_bounced(struct conn *c);
 
 static void arm_recv(struct conn *c)
 {
@@ -84,10 +85,41 @@ static void arm_recv(struct conn *c)
  * and has no recv armed or being cancelled.  Called wherever one of those
  * conditions may have changed.
  */
+/*
+ * Without a recv armed (input paused, or the client half-closed) a reset
+ * would go unseen until a send failed, and the connection would hold its
+ * memory meanwhile: a poll for POLLERR/POLLHUP watches for it.  It stays
+ * armed once made; an abort's shutdown() ends it.
+ */
+static void arm_poll(struct conn *c)
+{
+	struct io_uring_sqe *sqe = shard_sqe(c->sh);
+
+	if (!sqe) {
+		conn_abort(c);
+		return;
+	}
+	io_uring_prep_poll_add(sqe, c->fd, POLLERR | POLLHUP);
+	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_POLL));
+	c->flags |= C_POLL;
+}
+
 static void recv_update(struct conn *c)
 {
 	if (!(c->flags & (C_RECV | C_CANCELING | C_RECV_OFF | C_EOF | C_CLOSED)))
 		arm_recv(c);
+	else if (!(c->flags & (C_RECV | C_POLL | C_CLOSED)))
+		arm_poll(c);
+}
+
+void conn_on_poll(struct conn *c, int res)
+{
+	c->flags &= ~C_POLL;
+	if (res > 0 && (res & (POLLERR | POLLHUP)))
+		conn_abort(c); /* reset (or, lingering, both sides closed) */
+	else
+		recv_update(c);
+	shard_dirty(c->sh, c);
 }
 
 static void cancel_recv(struct conn *c)
@@ -141,6 +173,7 @@ void conn_destroy(struct conn *c)
 	buf_deinit(&c->in);
 	buf_deinit(&c->body);
 	buf_deinit(&c->sending);
+	shard_memory_add(sh, -(ssize_t)c->mem);
 	stats_dec(&sh->stats->connections);
 	free(c);
 }
@@ -148,8 +181,17 @@ void conn_destroy(struct conn *c)
 /* The kernel holds no operation on c any more: free it. */
 static void conn_maybe_free(struct conn *c)
 {
-	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING)))
+	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING | C_POLL)))
 		conn_destroy(c);
+}
+
+void conn_account(struct conn *c)
+{
+	size_t m = sizeof(*c) + c->in.cap + c->body.cap + c->sending.cap + c->pipe.out.cap +
+		   c->pipe.queued_bytes + c->pipe.reserved;
+
+	shard_memory_add(c->sh, (ssize_t)(m - c->mem));
+	c->mem = m;
 }
 
 void conn_abort(struct conn *c)
@@ -171,9 +213,9 @@ void conn_answer(struct conn *c, const struct reply *r, const struct pipeline_re
 	shard_dirty(c->sh, c);
 }
 
-void conn_wait(struct conn *c, struct slot *s, const struct pipeline_req *q)
+void conn_wait(struct conn *c, struct slot *s, const struct pipeline_req *q, size_t room)
 {
-	pipeline_wait(&c->pipe, s, q);
+	pipeline_wait(&c->pipe, s, q, room);
 }
 
 /* A request that cannot be answered in kind: answer with its status and end
@@ -193,6 +235,7 @@ static void request_done(struct conn *c)
 	c->state = RS_IDLE;
 	c->scanned = 0;
 	c->chunk_used = 0;
+	c->chunked = false;
 	c->continue_sent = false;
 	c->body.len = 0;
 	buf_trim(&c->body);
@@ -252,6 +295,9 @@ static size_t handle_one(struct conn *c, const char *p, size_t n)
 		if (first) {
 			http_chunked_init(&c->chunk);
 			c->state = RS_BODY;
+			c->chunked = true;
+			c->head_len = head;
+			c->chunk_dropped = 0;
 		}
 		rc = http_chunked_feed(&c->chunk, p + head + c->chunk_used,
 				       n - head - c->chunk_used, &used, &c->body, cfg->max_value);
@@ -260,8 +306,9 @@ static size_t handle_one(struct conn *c, const char *p, size_t n)
 			protocol_error(c, -rc);
 			return n;
 		}
-		if (c->chunk_used > 2 * cfg->max_value + CHUNK_SLACK) {
-			/* the encoded body is kept until it ends: bound the framing too */
+		if (c->chunk_dropped + c->chunk_used > 2 * cfg->max_value + CHUNK_SLACK) {
+			/* framing is bounded too: a body of 1-byte chunks with long
+			 * extensions would be decoded for ever */
 			protocol_error(c, 413);
 			return n;
 		}
@@ -304,7 +351,7 @@ static size_t handle_one(struct conn *c, const char *p, size_t n)
 static bool conn_congested(const struct conn *c)
 {
 	return c->pipe.queued >= PEND_MAX || c->pipe.waiting >= INFLIGHT_MAX ||
-	       c->sending.len - c->sent + pipeline_bytes(&c->pipe) >= OUT_MAX;
+	       conn_unsent(c) >= CONN_OUT_MAX || shard_memory_tight(c->sh);
 }
 
 /* After EOF: once buffered requests are parsed (input not paused), what is
@@ -342,6 +389,24 @@ static size_t process_bytes(struct conn *c, const char *p, size_t n)
 	return pos;
 }
 
+/*
+ * A chunked body being received: the encoded bytes already decoded into
+ * c->body are dropped from c->in, which keeps only the head and what is not
+ * decoded yet, so the input of one request is bounded by --max-head +
+ * --max-value (+ one receive buffer), chunked or not.
+ */
+static void compact_chunked(struct conn *c)
+{
+	size_t from = c->head_len, n = c->chunk_used;
+
+	if (c->state != RS_BODY || !c->chunked || !n || c->in.len < from + n)
+		return;
+	memmove(c->in.data + from, c->in.data + from + n, c->in.len - from - n);
+	c->in.len -= n;
+	c->chunk_dropped += n;
+	c->chunk_used = 0;
+}
+
 /* Handles what is buffered in conn->in. */
 static void conn_process(struct conn *c)
 {
@@ -350,15 +415,18 @@ static void conn_process(struct conn *c)
 	buf_consume(&c->in, used);
 	if (c->pipe.close || (c->flags & C_CLOSED))
 		c->in.len = 0;
+	compact_chunked(c);
 	buf_trim(&c->in);
 }
 
-static void stop_reading_if_flooded(struct conn *c)
+/*
+ * A paused connection stops reading at once: what it has buffered is at
+ * most the request in progress plus what the kernel had already delivered,
+ * and the socket's buffers fill until the client stops (back-pressure).
+ */
+static void stop_reading_if_paused(struct conn *c)
 {
-	const struct config *cfg = c->sh->cfg;
-	size_t limit = cfg->max_head + cfg->max_value + cfg->recv_buffer_size;
-
-	if ((c->flags & C_PAUSED) && c->in.len > limit && (c->flags & C_RECV) &&
+	if ((c->flags & C_PAUSED) && (c->flags & C_RECV) &&
 	    !(c->flags & (C_RECV_OFF | C_CANCELING))) {
 		c->flags |= C_RECV_OFF;
 		cancel_recv(c);
@@ -385,9 +453,12 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 			/* closing: input is read only to be discarded */
 		} else if (c->in.len == 0 && conn_accepts_input(c)) {
 			size_t used = process_bytes(c, data, (size_t)res);
-			if (used < (size_t)res && !conn_closing(c) &&
-			    buf_append(&c->in, data + used, (size_t)res - used))
-				conn_abort(c);
+			if (used < (size_t)res && !conn_closing(c)) {
+				if (buf_append(&c->in, data + used, (size_t)res - used))
+					conn_abort(c);
+				else
+					compact_chunked(c);
+			}
 		} else {
 			if (buf_append(&c->in, data, (size_t)res))
 				conn_abort(c);
@@ -395,7 +466,7 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 				conn_process(c);
 		}
 		shard_recycle_buffer(sh, bid);
-		stop_reading_if_flooded(c);
+		stop_reading_if_paused(c);
 		/* queue the send now rather than after every other completion */
 		if (!(c->flags & C_CLOSED))
 			send_ready(c);
@@ -416,6 +487,7 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		recv_update(c);
 	if (c->flags & C_CLOSED || c->pipe.close)
 		shard_dirty(sh, c);
+	conn_account(c);
 }
 
 void conn_on_cancel(struct conn *c)
@@ -484,11 +556,13 @@ void conn_flush(struct conn *c)
 	c->flags &= ~C_DIRTY;
 	if (c->flags & C_CLOSED)
 		conn_maybe_free(c); /* the one place a connection is freed */
+	else
+		conn_account(c);
 }
 
 static void maybe_resume(struct conn *c)
 {
-	if (!(c->flags & C_PAUSED) || conn_congested(c) || c->sending.len)
+	if (!(c->flags & C_PAUSED) || conn_congested(c) || c->sending.len - c->sent)
 		return;
 	c->flags &= ~C_PAUSED;
 	conn_process(c);
@@ -520,16 +594,73 @@ void conn_on_send(struct conn *c, int res)
 	c->sending.len = 0;
 	c->sent = 0;
 	buf_trim(&c->sending); /* becomes `out` at the next send */
+	resend_bounced(c);
 	maybe_resume(c);
 	shard_dirty(sh, c);
+	conn_account(c);
+}
+
+/*
+ * The head of c's answers came back unanswered (its answer was larger than
+ * its room): it is sent again with room for it once the connection's other
+ * unsent answers leave that much under CONN_OUT_MAX, or have all gone (one
+ * answer of up to --max-value may then pass CONN_OUT_MAX: B in conn.h).
+ */
+static void resend_bounced(struct conn *c)
+{
+	struct slot *s = c->pipe.head;
+
+	if (!s || s->state != SLOT_WAITING || (c->flags & C_CLOSED))
+		return;
+	struct fwd *f = fwd_of_slot(s);
+	if (!f->needs_room)
+		return; /* still out, or answered: the owner's fields are not ours to read */
+	size_t other = conn_unsent(c) - s->room;
+	if (other && other + f->needed > CONN_OUT_MAX)
+		return; /* maybe_resume / conn_on_send call again as output drains */
+	if (fwd_conflicts(f)) {
+		/* a later write to the key was sent meanwhile: the read cannot be
+		 * made again as it was (RFC 9112 9.3.2: not in parallel with an
+		 * unsafe request), so it is refused, to be retried */
+		reply_status(&f->r, 503, "answer too large to hold behind later requests\n");
+		f->r.headers = "Retry-After: 1\r\n";
+		f->needs_room = false;
+		pipeline_render(&f->slot, &f->r, &f->to);
+		pipeline_complete(&c->pipe, s, clock_mono_ns());
+		shard_dirty(c->sh, c);
+		return;
+	}
+	pipeline_reserve(&c->pipe, s, f->needed);
+	fwd_resend(c->sh, f, f->needed);
+}
+
+void conn_bounced(struct conn *c, struct slot *s)
+{
+	(void)s;
+	resend_bounced(c);
+	conn_account(c);
 }
 
 void conn_complete(struct conn *c, struct slot *s)
 {
 	pipeline_complete(&c->pipe, s, clock_mono_ns());
 	shard_dirty(c->sh, c);
-	if (!(c->flags & C_CLOSED))
+	if (!(c->flags & C_CLOSED)) {
+		resend_bounced(c);
 		maybe_resume(c);
+	}
+	conn_account(c);
+}
+
+void conn_resume_paused(struct shard *sh)
+{
+	for (uint32_t i = 0; i < sh->nconns; i++) {
+		struct conn *c = sh->conns[i];
+		if ((c->flags & C_PAUSED) && !(c->flags & C_CLOSED)) {
+			maybe_resume(c);
+			conn_account(c);
+		}
+	}
 }
 
 /* Timeouts, checked a few times a second. */

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <liburing.h>
 
@@ -33,7 +34,25 @@ enum conn_flags {
 	C_RECV_OFF = 1 << 6,     /* recv cancelled for back-pressure */
 	C_CANCELING = 1 << 7,    /* a cancel of the recv is in flight */
 	C_EOF = 1 << 8,          /* the client sent FIN (or the recv failed): no more input */
+	C_POLL = 1 << 9,         /* a poll for a reset is armed (no recv is) */
 };
+
+/*
+ * Per connection, the answers not yet sent (in flight, in `out`, in DONE
+ * slots, and the room reserved for outstanding ones) stop the parsing of
+ * more requests at CONN_OUT_MAX; an outstanding answer gets CONN_ROOM of
+ * room unless it asks for more (fwd.h, "bounce").  With the request in
+ * progress (at most --max-head + --max-value, plus one receive buffer of
+ * what the kernel had delivered), a connection holds at most
+ *
+ *   B = --max-head + --max-value + --recv-buffer-size
+ *       + CONN_OUT_MAX + (--max-value + CONN_ANSWER_HEAD)
+ *
+ * whatever its client does (README "Limits per connection").
+ */
+#define CONN_OUT_MAX (8u << 20)
+#define CONN_ROOM (64u << 10)
+#define CONN_ANSWER_HEAD 1024u
 
 enum req_state { RS_IDLE = 0, RS_HEAD, RS_BODY };
 
@@ -44,14 +63,18 @@ struct conn {
 	uint32_t flags;
 	uint8_t state;                  /* enum req_state */
 	bool continue_sent;
+	bool chunked;                   /* the request in progress has a chunked body */
 	size_t scanned;                 /* parser state of the current head */
+	size_t head_len;                /* chunked: its head's length */
 	size_t chunk_used;              /* chunked: encoded bytes consumed after the head */
+	size_t chunk_dropped;           /* chunked: encoded bytes decoded and dropped from `in` */
 	struct http_chunked chunk;
 	struct buf in;                  /* unconsumed input, from the request start */
 	struct buf body;                /* decoded chunked body */
 	struct buf sending;
 	size_t sent;
 	struct pipeline pipe;           /* answers, in order; pipe.close: no more requests */
+	size_t mem;                     /* what conn_account() last counted for this connection */
 	uint64_t last_active_ns;
 	uint64_t send_ns;               /* when the send in flight was queued */
 	uint64_t req_start_ns;          /* first byte of an incomplete request; 0: none */
@@ -87,16 +110,32 @@ void conn_abort(struct conn *c);
  */
 void conn_answer(struct conn *c, const struct reply *r, const struct pipeline_req *q);
 
-/* The answer will come later in s (fwd.h): see pipeline_wait(). */
-void conn_wait(struct conn *c, struct slot *s, const struct pipeline_req *q);
+/* The answer will come later in s (fwd.h), with `room` bytes reserved for
+ * it: see pipeline_wait(). */
+void conn_wait(struct conn *c, struct slot *s, const struct pipeline_req *q, size_t room);
 
 /* s, which c waited for, holds its answer now. */
 void conn_complete(struct conn *c, struct slot *s);
 
-/* Answers c's requests still outstanding at other shards or Redis. */
-static inline uint32_t conn_waiting(const struct conn *c)
+/* Answer bytes not yet sent, sent or promised (see CONN_OUT_MAX). */
+static inline size_t conn_unsent(const struct conn *c)
 {
-	return c->pipe.waiting;
+	return c->sending.len - c->sent + pipeline_bytes(&c->pipe);
 }
+
+/* Updates the shard's connection memory with what c holds now. */
+void conn_account(struct conn *c);
+
+/* Resumes the connections paused while the shard's connection memory was
+ * over its share (shard.c, once it is back under). */
+void conn_resume_paused(struct shard *sh);
+
+/* A poll for a reset completed (no recv was armed). */
+void conn_on_poll(struct conn *c, int res);
+
+/* A request of c that went elsewhere came back unanswered: its answer did
+ * not fit the room it had (fwd.h).  Sent again once it is at the head of
+ * c's answers and there is room. */
+void conn_bounced(struct conn *c, struct slot *s);
 
 #endif

@@ -12,6 +12,7 @@
  * shard ever waits for another.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ struct fwd_queue {
 };
 
 struct fwd_state {
+	struct shard *sh;
 	struct fwd_queue *backlog;      /* per peer: messages the ring had no room for */
 	bool *touched;                  /* per peer: pushed since the last flush */
 	struct fwd *live;               /* every fwd this shard created and not freed */
@@ -40,6 +42,7 @@ int fwd_setup(struct shard *sh)
 
 	if (!st)
 		return -ENOMEM;
+	st->sh = sh;
 	st->backlog = calloc(n, sizeof(*st->backlog));
 	st->touched = calloc(n, sizeof(*st->touched));
 	sh->fwd = st;
@@ -82,6 +85,10 @@ struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req 
 	f->conn = c;
 	f->home = st;
 	f->origin = (uint16_t)sh->id;
+	f->owner = (uint16_t)sh->id;
+	f->room = SIZE_MAX;
+	f->size = sizeof(*f) + extra;
+	shard_memory_add(sh, (ssize_t)f->size);
 	f->to = *to;
 	f->req = *r;
 
@@ -119,20 +126,24 @@ void fwd_destroy(struct fwd *f)
 	if (f->next)
 		f->next->prev = f->prev;
 	st->nlive--;
+	shard_memory_add(st->sh, -(ssize_t)f->size);
 	buf_deinit(&f->slot.bytes);
 	free(f);
 }
 
 void fwd_release(struct slot *s)
 {
-	fwd_destroy((struct fwd *)(void *)((char *)s - offsetof(struct fwd, slot)));
+	fwd_destroy(fwd_of_slot(s));
 }
 
 void fwd_orphan(struct slot *s)
 {
-	struct fwd *f = (struct fwd *)(void *)((char *)s - offsetof(struct fwd, slot));
+	struct fwd *f = fwd_of_slot(s);
 
 	f->conn = NULL;
+	/* read by the owner before it begins (relaxed: a late look only costs
+	 * the work it would have skipped) */
+	atomic_store_explicit(&f->cancelled, true, memory_order_relaxed);
 }
 
 uint64_t fwd_alive(const struct shard *sh)
@@ -156,24 +167,68 @@ void fwd_send(struct shard *sh, unsigned to, struct fwd *f)
 	q->tail = f;
 }
 
-/* f is back on its origin shard with its answer. */
+/* f is back on its origin shard with its answer, or bounced. */
 static void arrive_home(struct fwd *f)
 {
-	if (f->conn)
-		conn_complete(f->conn, &f->slot);
-	else
+	if (!f->conn) {
 		fwd_destroy(f); /* its connection ended while it was out */
+	} else if (f->bounced) {
+		/* home now: from here only this shard touches f */
+		f->bounced = false;
+		f->needs_room = true;
+		conn_bounced(f->conn, &f->slot);
+	} else {
+		conn_complete(f->conn, &f->slot);
+	}
 }
 
-void fwd_answer(struct shard *sh, struct fwd *f)
+void fwd_home(struct shard *sh, struct fwd *f)
 {
-	pipeline_render(&f->slot, &f->r, &f->to);
 	if (f->remote) {
 		f->reply = true;
 		fwd_send(sh, f->origin, f);
 	} else {
 		arrive_home(f);
 	}
+}
+
+void fwd_answer(struct shard *sh, struct fwd *f)
+{
+	const struct reply *r = &f->r;
+
+	if (r->status == 200 && !f->to.head && r->body_len + CONN_ANSWER_HEAD > f->room) {
+		f->bounced = true;
+		f->needed = r->body_len + CONN_ANSWER_HEAD;
+	} else {
+		pipeline_render(&f->slot, r, &f->to);
+	}
+	fwd_home(sh, f);
+}
+
+void fwd_resend(struct shard *sh, struct fwd *f, size_t room)
+{
+	f->room = room;
+	f->needs_room = false;
+	f->resent = true;
+	f->reply = false;
+	if (f->owner == sh->id)
+		route_exec_forwarded(sh, f);
+	else
+		fwd_send(sh, f->owner, f);
+}
+
+bool fwd_conflicts(const struct fwd *f)
+{
+	for (const struct slot *s = f->slot.next; s; s = s->next) {
+		if (s->own)
+			continue;
+		const struct fwd *g = fwd_of_slot((struct slot *)s);
+		if ((g->req.op == CACHE_PUT || g->req.op == CACHE_DELETE) &&
+		    g->req.hash == f->req.hash && g->req.key_len == f->req.key_len &&
+		    memcmp(g->req.key, f->req.key, f->req.key_len) == 0)
+			return true;
+	}
+	return false;
 }
 
 bool fwd_flush(struct shard *sh)

@@ -22,7 +22,9 @@
 #ifndef RINGCACHE_FWD_H
 #define RINGCACHE_FWD_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "pipeline.h"
@@ -39,10 +41,19 @@ struct fwd {
 	struct fwd *prev, *next;        /* the origin's list of live fwds */
 	struct fwd_state *home;         /* the origin's state, which holds that list */
 	struct conn *conn;              /* origin's; NULL once the connection has ended */
+	_Atomic bool cancelled;         /* origin: the connection has ended (relaxed) */
 	uint16_t origin;
+	uint16_t owner;                 /* the shard that executes it */
 	bool reply;                     /* travelling back to the origin */
 	bool remote;                    /* executed by another shard than its origin */
+	bool bounced;                   /* owner: its answer did not fit `room`, not rendered */
+	bool needs_room;                /* origin: came back bounced, waits to be sent again */
+	bool resent;                    /* sent again after a bounce */
+	bool via_l2;                    /* its L1 miss was answered by promoting from Redis */
 	uint8_t outcome;                /* enum cache_outcome, set by the executor */
+	size_t room;                    /* origin: bytes its connection holds for the answer */
+	size_t needed;                  /* owner, when bounced: the answer's size */
+	size_t size;                    /* bytes allocated for it (connection memory) */
 	struct http_answer_to to;       /* how the answer is rendered */
 	struct reply r;                 /* the answer while Redis completes it (l2.c) */
 	struct cache_req req;
@@ -65,18 +76,41 @@ struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req 
 void fwd_destroy(struct fwd *f);
 
 /* The pipeline's hooks (pipeline_init): free a released slot; a connection
- * gave up on a waiting one. */
+ * gave up on a waiting one (the owner skips its work if it has not begun). */
 void fwd_release(struct slot *s);
 void fwd_orphan(struct slot *s);
+
+static inline struct fwd *fwd_of_slot(struct slot *s)
+{
+	return (struct fwd *)(void *)((char *)s - offsetof(struct fwd, slot));
+}
+
+/*
+ * Bounce: an answer larger than the room its connection reserved
+ * (f->room) is not rendered; f goes home with f->bounced and f->needed
+ * (written by the owner before it pushes f home, read by the origin only
+ * after it popped it: then f->needs_room), and its connection sends it again
+ * (fwd_resend) with room for it once that room is free (conn.c).  A read's answer cannot run into memory its
+ * connection did not reserve: the per-connection bound B of conn.h holds.
+ */
+void fwd_resend(struct shard *sh, struct fwd *f, size_t room);
+
+/* Whether a request after f on its connection, already sent on, writes f's
+ * key: then f cannot be made again as it would have been answered. */
+bool fwd_conflicts(const struct fwd *f);
 
 /* Sends f to shard `to` (its owner, or back to its origin). */
 void fwd_send(struct shard *sh, unsigned to, struct fwd *f);
 
 /*
- * f's answer is in f->r: renders it into f's slot, then sends f home: back
- * to its origin shard, or to its connection when that is on this shard.
+ * f's answer is in f->r: renders it into f's slot (or bounces it, below),
+ * then sends f home: back to its origin shard, or to its connection when
+ * that is on this shard.
  */
 void fwd_answer(struct shard *sh, struct fwd *f);
+
+/* Sends f home as it is (answered, bounced, or skipped: cancelled). */
+void fwd_home(struct shard *sh, struct fwd *f);
 
 /* The loop's part: publish what was pushed (true while a backlog remains),
  * handle what peers published (true if anything), the parking checks. */

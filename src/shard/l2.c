@@ -300,6 +300,7 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 		f->qnext = NULL;
 		if (status == REPLY_L2_OK) {
 			f->outcome = (uint8_t)cache_exec(sh->cache, &f->req, &f->r);
+			f->via_l2 = served_l2;
 			if (served_l2 && f->r.cache == REPLY_CACHE_HIT)
 				f->r.cache = REPLY_CACHE_HIT_L2;
 		} else if (status != REPLY_L2_MISS) {

@@ -38,7 +38,7 @@ void pipeline_deinit(struct pipeline *p)
 	}
 	p->head = p->tail = NULL;
 	p->queued = p->waiting = 0;
-	p->queued_bytes = 0;
+	p->queued_bytes = p->reserved = 0;
 	buf_deinit(&p->out);
 }
 
@@ -137,14 +137,22 @@ int pipeline_interim(struct pipeline *p, const char *bytes, size_t n)
 	return 0;
 }
 
-void pipeline_wait(struct pipeline *p, struct slot *s, const struct pipeline_req *q)
+void pipeline_wait(struct pipeline *p, struct slot *s, const struct pipeline_req *q, size_t room)
 {
 	s->state = SLOT_WAITING;
 	s->own = false;
 	s->timing = q->timing;
 	s->t0 = q->t0;
+	s->room = room;
+	p->reserved += room;
 	enqueue(p, s);
 	p->waiting++;
+}
+
+void pipeline_reserve(struct pipeline *p, struct slot *s, size_t room)
+{
+	p->reserved += room - s->room;
+	s->room = room;
 }
 
 void pipeline_render(struct slot *s, const struct reply *r, const struct http_answer_to *to)
@@ -174,6 +182,8 @@ void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now)
 {
 	s->state = SLOT_DONE;
 	p->waiting--;
+	p->reserved -= s->room;
+	s->room = 0;
 	p->queued_bytes += s->bytes.len;
 	count_status(p, s->status);
 	if (s->close)

@@ -63,6 +63,7 @@ struct slot {
 	bool close;             /* the connection ends after this answer */
 	bool failed;            /* no memory to render it: the connection must end */
 	uint16_t status;        /* for the status counters */
+	size_t room;            /* WAITING: bytes reserved for its answer (pipeline_wait) */
 	uint64_t t0;
 	struct buf bytes;       /* the rendered answer */
 };
@@ -73,6 +74,7 @@ struct pipeline {
 	uint32_t queued;                /* slots in the FIFO */
 	uint32_t waiting;               /* of which WAITING */
 	size_t queued_bytes;            /* rendered bytes in DONE slots */
+	size_t reserved;                /* room reserved for the WAITING slots' answers */
 	bool close;                     /* an answer ends the connection: no more requests */
 	bool broken;                    /* an answer could not be rendered (no memory) */
 	/* answers rendered straight into `out`, timed when it is sent */
@@ -110,9 +112,13 @@ int pipeline_interim(struct pipeline *p, const char *bytes, size_t n);
 
 /*
  * The next answer will come later: s (zeroed by its owner, not own) waits in
- * the FIFO until pipeline_complete(p, s).
+ * the FIFO until pipeline_complete(p, s).  `room` bytes are reserved for its
+ * answer (pipeline_bytes() counts them) until it completes.
  */
-void pipeline_wait(struct pipeline *p, struct slot *s, const struct pipeline_req *q);
+void pipeline_wait(struct pipeline *p, struct slot *s, const struct pipeline_req *q, size_t room);
+
+/* A WAITING slot's reservation becomes `room`. */
+void pipeline_reserve(struct pipeline *p, struct slot *s, size_t room);
 
 /*
  * Renders r into s, for the request `to`.  Touches nothing but s, so the
@@ -134,10 +140,11 @@ void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now);
  */
 void pipeline_sent(struct pipeline *p, uint64_t now);
 
-/* Bytes of answers not yet sent that the pipeline holds: `out` and DONE slots. */
+/* Bytes of answers not yet sent that the pipeline holds or has promised:
+ * `out`, DONE slots, and the room reserved for WAITING ones. */
 static inline size_t pipeline_bytes(const struct pipeline *p)
 {
-	return p->out.len + p->queued_bytes;
+	return p->out.len + p->queued_bytes + p->reserved;
 }
 
 /* Nothing to send and nothing outstanding. */

@@ -188,7 +188,8 @@ static void exec_local_l2(struct conn *c, const struct cache_req *cr, const stru
 	}
 	f->r = *r;
 	f->outcome = (uint8_t)oc;
-	conn_wait(c, &f->slot, q);
+	f->room = CONN_ROOM;
+	conn_wait(c, &f->slot, q, CONN_ROOM);
 	l2_begin(sh, f);
 }
 
@@ -208,11 +209,22 @@ static void exec_local(struct conn *c, const struct cache_req *cr, const struct 
 
 void route_exec_forwarded(struct shard *sh, struct fwd *f)
 {
+	if (atomic_load_explicit(&f->cancelled, memory_order_relaxed)) {
+		/* nobody waits for it: not executed (its client never learns
+		 * whether a write of it was applied, and now it was not) */
+		fwd_home(sh, f);
+		return;
+	}
 	enum cache_outcome oc = cache_exec(sh->cache, &f->req, &f->r);
 
 	f->outcome = (uint8_t)oc;
-	stats_inc(&sh->stats->forwarded_requests);
-	route_count_outcome(sh, oc);
+	if (f->via_l2 && f->r.cache == REPLY_CACHE_HIT)
+		f->r.cache = REPLY_CACHE_HIT_L2;   /* made again for room: still Redis' answer */
+	if (!f->resent) {
+		/* counted once, not again when it comes back for room (fwd.h) */
+		stats_inc(f->remote ? &sh->stats->forwarded_requests : &sh->stats->local_requests);
+		route_count_outcome(sh, oc);
+	}
 	if (l2_continues(sh, f->req.op, oc))
 		l2_begin(sh, f);
 	else
@@ -278,8 +290,10 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		return;
 	}
 	f->remote = true;
+	f->owner = (uint16_t)owner;
+	f->room = CONN_ROOM;
 	q.timing = PIPELINE_REMOTE;
-	conn_wait(c, &f->slot, &q);
+	conn_wait(c, &f->slot, &q, CONN_ROOM);
 	fwd_send(sh, owner, f);
 }
 
@@ -360,6 +374,6 @@ static void serve_cluster(struct conn *c, const struct http_request *req, const 
 		conn_abort(c);
 		return;
 	}
-	conn_wait(c, &f->slot, &q);
+	conn_wait(c, &f->slot, &q, 0);  /* the list is small, its room is not counted */
 	l2_cluster(sh, f);
 }

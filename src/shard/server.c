@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "listen.h"
 #include "server.h"
 #include "shard.h"
@@ -104,6 +105,46 @@ static int setup_coherence(struct server *srv, const struct cpuset *cpus, char *
 	return 0;
 }
 
+/* The host's memory: the smaller of RAM and the cgroup's memory.max. */
+static uint64_t host_memory(void)
+{
+	uint64_t ram = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+	FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
+
+	if (f) {
+		unsigned long long max;
+		if (fscanf(f, "%llu", &max) == 1 && max < ram)
+			ram = max;
+		fclose(f);
+	}
+	return ram;
+}
+
+/*
+ * --conn-memory: given, or a quarter of the host's memory.  Each shard's
+ * share must hold two connections at their bound (conn.h B), or one client
+ * could stop every other on its shard.
+ */
+static int conn_memory_share(const struct config *cfg, unsigned n, size_t *out, char *err,
+			     size_t errlen)
+{
+	uint64_t total = cfg->conn_memory ? cfg->conn_memory : host_memory() / 4;
+	uint64_t bound = cfg->max_head + cfg->max_value + cfg->recv_buffer_size + CONN_OUT_MAX +
+			 cfg->max_value + CONN_ANSWER_HEAD;
+
+	if (total / n < 2 * bound) {
+		snprintf(err, errlen,
+			 "--conn-memory: %llu MiB over %u shards is less than two connections' "
+			 "worst case per shard (%llu MiB each; it follows --max-value and "
+			 "--max-head): at least %llu MiB",
+			 (unsigned long long)(total >> 20), n, (unsigned long long)(bound >> 20),
+			 (unsigned long long)((2 * bound * n + (1u << 20) - 1) >> 20));
+		return -EINVAL;
+	}
+	*out = (size_t)total;
+	return 0;
+}
+
 int server_create(struct server **out, const struct config *cfg, char *err, size_t errlen)
 {
 	struct cpuset cpus;
@@ -125,6 +166,10 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 		snprintf(err, errlen, "--memory: at least 1M per shard (%u shards)", n);
 		return -EINVAL;
 	}
+	size_t conn_memory;
+	int mrc = conn_memory_share(cfg, n, &conn_memory, err, errlen);
+	if (mrc)
+		return mrc;
 	int claim = listen_claim(&cfg->listen, err, errlen);
 	if (claim < 0)
 		return claim;
@@ -135,6 +180,7 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 		return -ENOMEM;
 	}
 	srv->listen_claim = claim;
+	srv->conn_memory = conn_memory;
 	srv->cfg = cfg;
 	srv->nshards = n;
 	srv->limits.max_request_line = (uint32_t)cfg->max_request_line;

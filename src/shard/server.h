@@ -39,6 +39,7 @@ struct server {
 	struct auth *auth;              /* NULL: no API keys configured */
 	struct coh *coh;                /* NULL: L1 only (no --redis) */
 	int listen_claim;               /* holds --listen's port for this process (listen.h) */
+	size_t conn_memory;             /* --conn-memory, or what "auto" came to */
 	char advertise[80];             /* HOST:PORT recorded in the registry */
 	_Atomic bool stop;
 	_Atomic unsigned closing;       /* shards still ending their work (shard.c teardown) */

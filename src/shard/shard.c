@@ -17,6 +17,7 @@
  * io_uring_enter, never interrupting the loop.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <sched.h>
@@ -269,7 +270,33 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 	case OP_CANCEL:
 		conn_on_cancel(p);
 		break;
+	case OP_POLL:
+		conn_on_poll(p, cqe->res);
+		break;
 	}
+}
+
+/*
+ * Memory freed by connections goes back to the system: glibc returns only
+ * the top of each thread's heap, so a few live blocks can hold up
+ * everything freed under them.  An idle shard whose connections held 32 MiB
+ * or more above what they hold now calls malloc_trim(), which gives back
+ * every free page of every arena (milliseconds; at most once a second).
+ */
+#define TRIM_IDLE_NS 100000000ull
+#define TRIM_EVERY_NS 1000000000ull
+#define TRIM_FREED (32u << 20)
+
+static void trim_if_idle(struct shard *sh)
+{
+	if (sh->conn_mem_peak - sh->conn_mem < TRIM_FREED ||
+	    sh->now_ns - sh->last_work_ns < TRIM_IDLE_NS ||
+	    sh->now_ns - sh->trimmed_ns < TRIM_EVERY_NS)
+		return;
+	malloc_trim(0);
+	sh->trimmed_ns = sh->now_ns;
+	sh->conn_mem_peak = sh->conn_mem;
+	stats_inc(&sh->stats->memory_trims);
 }
 
 static void periodic(struct shard *sh)
@@ -277,6 +304,8 @@ static void periodic(struct shard *sh)
 	struct store_stats ss;
 
 	sh->last_sweep_ns = sh->now_ns;
+	trim_if_idle(sh);
+	stats_set(&sh->stats->conn_memory, sh->conn_mem);
 	sh->now_s = clock_store_now();
 	cache_tick(sh->cache, sh->now_s);
 	conn_sweep(sh);
@@ -338,6 +367,10 @@ static bool exchange(struct shard *sh)
 	bool work = fwd_drain(sh);
 
 	work |= l2_drain(sh);
+	if (sh->mem_resume) {
+		sh->mem_resume = false;
+		conn_resume_paused(sh);
+	}
 	work |= fwd_flush(sh);
 	l2_flush(sh);
 	for (uint32_t i = 0; i < sh->ndirty; i++)
@@ -450,6 +483,7 @@ struct shard *shard_create(struct server *srv, unsigned id, int cpu)
 	sh->srv = srv;
 	sh->cfg = cfg;
 	sh->stats = srv->stats[id];
+	sh->conn_budget = srv->conn_memory / srv->nshards;
 	sh->event_fd = -1;
 	sh->listen_fd = -1;
 	sh->conns = calloc(cfg->max_conns, sizeof(*sh->conns));

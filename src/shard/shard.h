@@ -22,8 +22,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ringcache/ring.h"
+#include "ringcache/stats.h"
 #include "server.h"
 
 struct cache;
@@ -80,6 +82,16 @@ struct shard {
 	struct fwd_state *fwd;          /* fwd.c: backlogs, messages alive */
 	struct l2_state *l2;            /* l2.c; NULL without --redis */
 
+	/* Memory held for connections (conn_account(), fwds): over the share of
+	 * --conn-memory, every connection stops reading and parsing until it is
+	 * back under 7/8 of it. */
+	size_t conn_mem;
+	size_t conn_budget;
+	size_t conn_mem_peak;           /* the most conn_mem since malloc_trim() last ran */
+	uint64_t trimmed_ns;            /* when it last ran */
+	bool mem_tight;
+	bool mem_resume;                /* back under: resume the paused connections */
+
 	uint8_t *key_scratch;           /* decoded key of the request being routed */
 
 	uint64_t now_ns;                /* taken once per loop iteration */
@@ -110,6 +122,7 @@ enum shard_op {
 	OP_SEND,
 	OP_EVENT,
 	OP_CANCEL,
+	OP_POLL,
 };
 
 static inline uint64_t shard_udata(void *p, enum shard_op op)
@@ -135,5 +148,26 @@ static inline struct io_uring_sqe *shard_sqe(struct shard *sh)
 
 /* Returns a provided receive buffer to the kernel. */
 void shard_recycle_buffer(struct shard *sh, unsigned bid);
+
+/* Connection memory: `delta` bytes more (or fewer) held. */
+static inline void shard_memory_add(struct shard *sh, ssize_t delta)
+{
+	sh->conn_mem += (size_t)delta;
+	if (sh->conn_mem > sh->conn_mem_peak)
+		sh->conn_mem_peak = sh->conn_mem;
+	if (!sh->mem_tight && sh->conn_mem >= sh->conn_budget) {
+		sh->mem_tight = true;
+		stats_inc(&sh->stats->memory_pauses);
+	} else if (sh->mem_tight && sh->conn_mem < sh->conn_budget / 8 * 7) {
+		sh->mem_tight = false;
+		sh->mem_resume = true;
+	}
+}
+
+/* Whether connections must stop taking input for memory (--conn-memory). */
+static inline bool shard_memory_tight(const struct shard *sh)
+{
+	return sh->mem_tight;
+}
 
 #endif

@@ -93,10 +93,10 @@ static void test_order_and_accounting(void)
 	CHECK_EQ(p.queued, 0);
 	size_t after_a = p.out.len;
 
-	pipeline_wait(&p, &w1.slot, &q);                     /* outstanding */
+	pipeline_wait(&p, &w1.slot, &q, 0);                     /* outstanding */
 	struct reply b = text(404, "B\n");
 	CHECK_EQ(pipeline_answer(&p, &b, &q), 0);          /* behind w1 */
-	pipeline_wait(&p, &w2.slot, &q);
+	pipeline_wait(&p, &w2.slot, &q, 0);
 	struct reply c = text(201, NULL);
 	CHECK_EQ(pipeline_answer(&p, &c, &q), 0);
 	CHECK_EQ(p.queued, 4);
@@ -139,7 +139,7 @@ static void test_order_and_accounting(void)
 	CHECK(!p.close);
 
 	/* interim bytes are in order and counted nowhere */
-	pipeline_wait(&p, &w1.slot, &q);
+	pipeline_wait(&p, &w1.slot, &q, 0);
 	CHECK_EQ(pipeline_interim(&p, "HTTP/1.1 100 Continue\r\n\r\n", 25), 0);
 	CHECK_EQ(p.queued, 2);
 	pipeline_render(&w1.slot, &r2, &to);
@@ -167,7 +167,7 @@ static void test_close(void)
 	/* a reply that insists on closing (an error), known only at completion */
 	pipeline_init(&p, &stats, msg_release, msg_orphan);
 	q.to.keep_alive = true;
-	pipeline_wait(&p, &w.slot, &q);
+	pipeline_wait(&p, &w.slot, &q, 0);
 	r.close = true;
 	pipeline_render(&w.slot, &r, &q.to);
 	CHECK(!p.close);
@@ -211,7 +211,7 @@ static void test_timing(void)
 
 	/* a remote hit and a local answer behind it: timed at release */
 	struct pipeline_req rq = req(PIPELINE_REMOTE, 10000);
-	pipeline_wait(&p, &w.slot, &rq);
+	pipeline_wait(&p, &w.slot, &rq, 0);
 	q.t0 = 11000;
 	CHECK_EQ(pipeline_answer(&p, &hit, &q), 0);
 	pipeline_render(&w.slot, &hit, &rq.to);
@@ -225,7 +225,7 @@ static void test_timing(void)
 	/* HIT-L2 is not an L1 hit */
 	struct reply l2hit = hit;
 	l2hit.cache = REPLY_CACHE_HIT_L2;
-	pipeline_wait(&p, &w.slot, &rq);
+	pipeline_wait(&p, &w.slot, &rq, 0);
 	pipeline_render(&w.slot, &l2hit, &rq.to);
 	pipeline_complete(&p, &w.slot, 40000);
 	CHECK_EQ(hist_count(&stats.lat_forwarded_all), 2);
@@ -243,9 +243,9 @@ static void test_orphan(void)
 	memset(&w1, 0, sizeof(w1));
 	memset(&w2, 0, sizeof(w2));
 	pipeline_init(&p, &stats, msg_release, msg_orphan);
-	pipeline_wait(&p, &w1.slot, &q);
+	pipeline_wait(&p, &w1.slot, &q, 0);
 	CHECK_EQ(pipeline_answer(&p, &r, &q), 0);
-	pipeline_wait(&p, &w2.slot, &q);
+	pipeline_wait(&p, &w2.slot, &q, 0);
 	pipeline_render(&w2.slot, &r, &q.to);
 	pipeline_complete(&p, &w2.slot, 0);                  /* DONE, behind w1 */
 	pipeline_deinit(&p);
@@ -291,7 +291,7 @@ static void test_render_failure(void)
 	huge.body_len = SIZE_MAX / 2;   /* no allocator gives this */
 	memset(&stats, 0, sizeof(stats));
 	pipeline_init(&p, &stats, msg_release, msg_orphan);
-	pipeline_wait(&p, &w.slot, &q);
+	pipeline_wait(&p, &w.slot, &q, 0);
 	pipeline_render(&w.slot, &huge, &q.to);
 	CHECK(!w.slot.failed);
 	CHECK_EQ(w.slot.status, 500);
@@ -308,7 +308,7 @@ static void test_render_failure(void)
 	CHECK_EQ(stats_get(&stats.responses_2xx), 0);
 
 	/* a failed slot: the FIFO cannot skip it */
-	pipeline_wait(&p, &w.slot, &q);
+	pipeline_wait(&p, &w.slot, &q, 0);
 	w.slot.failed = true;
 	pipeline_complete(&p, &w.slot, 0);
 	CHECK(p.broken);
