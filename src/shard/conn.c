@@ -342,6 +342,15 @@ static size_t handle_one(struct conn *c, const char *p, size_t n)
 	return head + blen;
 }
 
+/* The head of c's answers came back for more room: nothing more is parsed
+ * until it has been made (what queues behind it cannot leave before it). */
+static bool head_needs_room(const struct conn *c)
+{
+	struct slot *s = c->pipe.head;
+
+	return s && s->state == SLOT_WAITING && fwd_of_slot(s)->needs_room;
+}
+
 /*
  * Whether input must wait.  An answer still out at another shard has no
  * size yet, so their number is bounded too: a client that pipelines GETs of
@@ -351,7 +360,8 @@ static size_t handle_one(struct conn *c, const char *p, size_t n)
 static bool conn_congested(const struct conn *c)
 {
 	return c->pipe.queued >= PEND_MAX || c->pipe.waiting >= INFLIGHT_MAX ||
-	       conn_unsent(c) >= CONN_OUT_MAX || shard_memory_tight(c->sh);
+	       conn_unsent(c) >= CONN_OUT_MAX || shard_memory_tight(c->sh) ||
+	       head_needs_room(c);
 }
 
 /* After EOF: once buffered requests are parsed (input not paused), what is
@@ -615,9 +625,10 @@ static void resend_bounced(struct conn *c)
 	struct fwd *f = fwd_of_slot(s);
 	if (!f->needs_room)
 		return; /* still out, or answered: the owner's fields are not ours to read */
-	size_t other = conn_unsent(c) - s->room;
-	if (other && other + f->needed > CONN_OUT_MAX)
-		return; /* maybe_resume / conn_on_send call again as output drains */
+	/* only what is ahead of it can drain: what queued behind waits for it */
+	size_t ahead = c->sending.len - c->sent + c->pipe.out.len;
+	if (ahead && (ahead + f->needed > CONN_OUT_MAX || shard_memory_tight(c->sh)))
+		return; /* conn_on_send calls again as output drains */
 	if (fwd_conflicts(f)) {
 		/* a later write to the key was sent meanwhile: the read cannot be
 		 * made again as it was (RFC 9112 9.3.2: not in parallel with an
@@ -650,6 +661,17 @@ void conn_complete(struct conn *c, struct slot *s)
 		maybe_resume(c);
 	}
 	conn_account(c);
+}
+
+void conn_pause_all(struct shard *sh)
+{
+	for (uint32_t i = 0; i < sh->nconns; i++) {
+		struct conn *c = sh->conns[i];
+		if (!(c->flags & C_CLOSED)) {
+			c->flags |= C_PAUSED;
+			stop_reading_if_paused(c);
+		}
+	}
 }
 
 void conn_resume_paused(struct shard *sh)

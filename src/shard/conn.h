@@ -41,14 +41,17 @@ enum conn_flags {
  * Per connection, the answers not yet sent (in flight, in `out`, in DONE
  * slots, and the room reserved for outstanding ones) stop the parsing of
  * more requests at CONN_OUT_MAX; an outstanding answer gets CONN_ROOM of
- * room unless it asks for more (fwd.h, "bounce").  With the request in
- * progress (at most --max-head + --max-value, plus one receive buffer of
- * what the kernel had delivered), a connection holds at most
+ * room, and one that needs more comes back and is made again when it is the
+ * next to go and what is ahead of it leaves room for it, or nothing is
+ * (fwd.h, "bounce"; parsing waits meanwhile).  So the answers a connection
+ * holds are at most CONN_OUT_MAX, plus the last one parsed (A = --max-value +
+ * CONN_ANSWER_HEAD), plus one made again: with the request in progress (at
+ * most --max-head + --max-value, plus one receive buffer the kernel had
+ * delivered) a connection holds at most
  *
- *   B = --max-head + --max-value + --recv-buffer-size
- *       + CONN_OUT_MAX + (--max-value + CONN_ANSWER_HEAD)
+ *   B = --max-head + --max-value + --recv-buffer-size + CONN_OUT_MAX + 2 A
  *
- * whatever its client does (README "Limits per connection").
+ * whatever its client does (README "Memory per connection").
  */
 #define CONN_OUT_MAX (8u << 20)
 #define CONN_ROOM (64u << 10)
@@ -125,6 +128,10 @@ static inline size_t conn_unsent(const struct conn *c)
 
 /* Updates the shard's connection memory with what c holds now. */
 void conn_account(struct conn *c);
+
+/* The shard's connection memory reached its share: every connection stops
+ * reading now, not at its next request. */
+void conn_pause_all(struct shard *sh);
 
 /* Resumes the connections paused while the shard's connection memory was
  * over its share (shard.c, once it is back under). */

@@ -130,7 +130,7 @@ static int conn_memory_share(const struct config *cfg, unsigned n, size_t *out, 
 {
 	uint64_t total = cfg->conn_memory ? cfg->conn_memory : host_memory() / 4;
 	uint64_t bound = cfg->max_head + cfg->max_value + cfg->recv_buffer_size + CONN_OUT_MAX +
-			 cfg->max_value + CONN_ANSWER_HEAD;
+			 2 * (cfg->max_value + CONN_ANSWER_HEAD);
 
 	if (total / n < 2 * bound) {
 		snprintf(err, errlen,

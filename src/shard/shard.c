@@ -367,6 +367,10 @@ static bool exchange(struct shard *sh)
 	bool work = fwd_drain(sh);
 
 	work |= l2_drain(sh);
+	if (sh->mem_pause) {
+		sh->mem_pause = false;
+		conn_pause_all(sh);
+	}
 	if (sh->mem_resume) {
 		sh->mem_resume = false;
 		conn_resume_paused(sh);

@@ -90,6 +90,7 @@ struct shard {
 	size_t conn_mem_peak;           /* the most conn_mem since malloc_trim() last ran */
 	uint64_t trimmed_ns;            /* when it last ran */
 	bool mem_tight;
+	bool mem_pause;                 /* just went over: stop reading every connection */
 	bool mem_resume;                /* back under: resume the paused connections */
 
 	uint8_t *key_scratch;           /* decoded key of the request being routed */
@@ -157,6 +158,7 @@ static inline void shard_memory_add(struct shard *sh, ssize_t delta)
 		sh->conn_mem_peak = sh->conn_mem;
 	if (!sh->mem_tight && sh->conn_mem >= sh->conn_budget) {
 		sh->mem_tight = true;
+		sh->mem_pause = true;
 		stats_inc(&sh->stats->memory_pauses);
 	} else if (sh->mem_tight && sh->conn_mem < sh->conn_budget / 8 * 7) {
 		sh->mem_tight = false;

@@ -41,8 +41,8 @@ import struct
 import threading
 import time
 
-from harness import (IO_TIMEOUT, ProtocolError, Server, build_request, keys_per_shard, run_main,
-                     shadow_sanitizers, wait_for)
+from harness import (IO_TIMEOUT, ProtocolError, Server, build_request, free_port, keys_per_shard,
+                     run_binary, run_main, shadow_sanitizers, stats, wait_for)
 
 MiB = 1 << 20
 NSHARDS = 2
@@ -80,11 +80,12 @@ ANSWER_HEAD = 1024       # most bytes of an answer besides its value
 
 def conn_bound(max_head, max_value, recv_buffer_size):
     """The most memory one connection may hold, whatever its client does
-    (README "Limits per connection"): buffered input up to one request
-    plus one receive buffer, OUT_MAX of everything produced for it and not
-    yet sent (answers, the send in flight, forwarded requests and the
-    answers they will bring back), and one answer past OUT_MAX."""
-    return (max_head + max_value + recv_buffer_size) + OUT_MAX + (max_value + ANSWER_HEAD)
+    (README "Memory per connection", src/shard/conn.h): buffered input up to
+    one request plus one receive buffer, OUT_MAX of everything produced for it
+    and not yet sent (answers, the send in flight, the room reserved for
+    answers being made elsewhere), the last answer parsed past OUT_MAX, and
+    one answer made again for room."""
+    return (max_head + max_value + recv_buffer_size) + OUT_MAX + 2 * (max_value + ANSWER_HEAD)
 
 
 # --- observing the server -------------------------------------------------------
@@ -495,13 +496,98 @@ def never_reading(c):
     srv.stop()
 
 
+# --- 3: the cap over all connections -------------------------------------------
+
+CAP_MAX_VALUE = 1 * MiB
+
+
+def conn_memory_cap(c):
+    """--conn-memory: too small for two connections per shard at the bound is
+    refused at start, naming the flag; a server at its cap stops reading
+    (memory_pauses), keeps its memory under the cap, and serves again once
+    the clients are gone."""
+    bound = conn_bound(MAX_HEAD, CAP_MAX_VALUE, RECV_BUFFER_SIZE)
+    rc, out = run_binary(["--listen", "127.0.0.1:%d" % free_port(), "--shards", "2",
+                          "--max-value", "1M", "--conn-memory", "%dM" % (4 * bound // MiB - 1)])
+    c.eq(rc, 2, "--conn-memory below 2 connections' bound per shard: refused (status 2)")
+    c.check("--conn-memory" in out, "... and the message names the flag", out[-300:])
+
+    cap = 6 * bound
+    flags = BASE_FLAGS + ["--max-value", "1M", "--conn-memory", str(cap), "--idle-timeout", "120"]
+    srv = Server(flags, checks=c).start()
+    skip = rss_skip_reason(srv)
+    by_shard = keys_per_shard("cap-", NSHARDS, 1)
+    val = os.urandom(512 << 10)
+    for sh, ks in by_shard.items():
+        c.within(srv.request("PUT", "/cache/" + ks[0], val, timeout=30).status, {201, 204},
+                 "PUT 512 KiB on shard %d" % sh)
+    rss0 = rss(srv)
+    socks, streams = [], []
+    for i in range(STALL_CLIENTS):
+        pieces = []
+        for j in range(64):
+            for sh, ks in by_shard.items():
+                pieces.append(build_request("PUT", "/cache/cap-put-%d-%d" % (i, j % 4),
+                                            headers=[("Content-Length", len(val))]))
+                pieces.append(val)
+                pieces += [build_request("GET", "/cache/" + ks[0])] * 4
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=IO_TIMEOUT)
+        s.setblocking(False)
+        socks.append(s)
+        streams.append(Piece(pieces))
+    peak = rss(srv)
+    try:
+        idle_since = time.monotonic()
+        deadline = idle_since + 60
+        while time.monotonic() - idle_since < 2.0 and time.monotonic() < deadline:
+            _, w, _ = select.select([], [s for s, p in zip(socks, streams)
+                                         if p.i < len(p.pieces)], [], 0.2)
+            for s, p in zip(socks, streams):
+                if s in w and p.send_some(s):
+                    idle_since = time.monotonic()
+            peak = max(peak, rss(srv))
+        doc = stats(srv)
+        c.note("memory_pauses %d, conn_memory %s, RSS peak %.1f MiB over %.1f before"
+               % (doc["total"]["memory_pauses"], per_shard(doc, "conn_memory"), peak / MiB,
+                  rss0 / MiB))
+        c.check(doc["total"]["memory_pauses"] > 0,
+                "3. %d never-reading clients reach the cap: the shards stopped reading"
+                % STALL_CLIENTS)
+        # README: beyond its share a shard holds at most, per connection, the
+        # rest of a request and one answer made again, and what the kernel had
+        # delivered into its receive buffers
+        over = (STALL_CLIENTS * (MAX_HEAD + 2 * CAP_MAX_VALUE + ANSWER_HEAD)
+                + NSHARDS * RECV_BUFFERS * RECV_BUFFER_SIZE)
+        limit = rss0 + cap + over + RECV_RINGS + SLACK
+        what = ("3. peak RSS under the level before + --conn-memory (%.0f MiB) + what may land "
+                "past it (%.0f MiB) + the receive rings + slack: %.0f MiB"
+                % (cap / MiB, over / MiB, limit / MiB))
+        if skip:
+            c.skip(what, skip)
+        else:
+            c.check(peak <= limit, what, "%.1f MiB" % (peak / MiB))
+        acct = sum(per_shard(doc, "conn_memory"))
+        c.check(acct <= cap + over, "3. /stats conn_memory (%.1f MiB) within the cap and what "
+                "may land past it" % (acct / MiB))
+    finally:
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+    c.check(wait_for(lambda: gauge(srv) == 0, 30, 0.2),
+            "3. after they reset, `connections` returns to 0", "connections %r" % gauge(srv))
+    r = srv.request("GET", "/cache/" + by_shard[0][0], timeout=20)
+    c.check(r.status == 200 and r.body == val, "3. then a new client is served at once", repr(r))
+    srv.stop()
+
+
 def main(c):
     for title, fn in (("1. churn: pipelines, then close (70%% reset), %d clients, %d s"
                        % (CHURN_CLIENTS, CHURN_SECONDS), churn),
                       ("1d. a reset connection behind %d forwarded PUTs"
                        % (AHEAD_CONNS * AHEAD_PER_CONN), reset_behind_work),
                       ("2. %d clients that pipeline 4 MiB PUTs and 1 MiB GETs and never read"
-                       % STALL_CLIENTS, never_reading)):
+                       % STALL_CLIENTS, never_reading),
+                      ("3. --conn-memory, the cap over all connections", conn_memory_cap)):
         c.section(title)
         try:
             fn(c)
