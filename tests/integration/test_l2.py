@@ -87,6 +87,18 @@ def write_through(c, redis, a, b):
     r = b.request("GET", "/cache/" + bkey)
     hit(c, r, bval, "HIT-L2", "GET of the binary key on b")
 
+    # A Content-Type with obs-text (bytes 0x80-0xFF, RFC 9110 5.5) goes to Redis
+    # like any other (issue 11, defect 1: it was answered 204 without X-L2 and
+    # never written, so other instances kept serving the old value).
+    ctype = b"text/plain; name=\xe9t\xe9"
+    put_settled(c, redis, a, b, "wt:obs", b"accented", [("Content-Type", ctype)])
+    c.eq(redis.cmd("GET", PREFIX + "wt:obs"), b"\0RCV1" + ctype + b"\naccented",
+         "Redis holds the value with its obs-text Content-Type")
+    r = get(b, "wt:obs")
+    hit(c, r, b"accented", "HIT-L2", "GET /cache/wt:obs on b")
+    c.eq(r.header("Content-Type"), ctype.decode("latin-1"),
+         "b serves the Content-Type byte for byte")
+
 
 def own_messages(c, redis, a, b):
     c.section("own invalidations are ignored: the writer keeps its L1 copy")
