@@ -1,6 +1,7 @@
 /*
- * main.c - ringcached: parse flags, start the shards, wait for a signal,
- * stop.  The only place that prints, apart from the shards' startup line.
+ * main.c - ringcached: read the flags and the --config file (or only check
+ * them: --check-config), start the shards, wait for a signal, stop.  The
+ * only place that prints, apart from the shards' startup line.
  */
 #include <errno.h>
 #include <signal.h>
@@ -11,6 +12,8 @@
 
 #include "ringcache_version.h"
 #include "cache/compress.h"
+#include "coherence/url.h"
+#include "ringcache/auth.h"
 #include "ringcache/hash.h"
 #include "shard/server.h"
 
@@ -39,6 +42,45 @@ static void raise_nofile(const struct config *cfg, unsigned nshards)
 			(unsigned long long)rl.rlim_cur, want);
 }
 
+/* --- --check-config ------------------------------------------------------ */
+
+/*
+ * What a start would refuse with status 2 short of the machine itself: the
+ * values (config_parse did those), the API keys file and the Redis URL.
+ * Not checked: whether the port is free, the CPUs exist, hugepages are
+ * reserved, Redis answers; the start checks those.
+ */
+static int check_config(const struct config *cfg)
+{
+	if (cfg->api_keys_file && *cfg->api_keys_file) {
+		struct auth_info info;
+		struct auth *keys = NULL;
+		int rc = auth_create(&keys, cfg->api_keys_file, &info);
+		if (rc) {
+			if (info.line)
+				fprintf(stderr, "ringcached: --api-keys-file %s: line %u is not a valid key\n",
+					cfg->api_keys_file, info.line);
+			else
+				fprintf(stderr, "ringcached: --api-keys-file %s: %s\n", cfg->api_keys_file,
+					rc == -EINVAL ? "no keys in the file" : strerror(-rc));
+			return 2;
+		}
+		auth_destroy(keys);
+	}
+	if (cfg->redis && *cfg->redis) {
+		struct coh_url url;
+		int rc = coh_url_parse(cfg->redis, &url);
+		explicit_bzero(&url, sizeof(url));
+		if (rc) {
+			fprintf(stderr, "ringcached: --redis: not a valid "
+					"redis://[user:password@]HOST[:PORT][/DB] URL\n");
+			return 2;
+		}
+	}
+	config_print(stdout, cfg);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct config cfg;
@@ -59,6 +101,11 @@ int main(int argc, char **argv)
 	if (rc < 0) {
 		fprintf(stderr, "ringcached: %s\n", err);
 		return 2;
+	}
+	if (rc == CONFIG_CHECK) {
+		rc = check_config(&cfg);
+		config_deinit(&cfg);
+		return rc;
 	}
 
 	/* before any thread: every shard and the coherence thread read it */
@@ -101,5 +148,6 @@ int main(int argc, char **argv)
 	fprintf(stderr, "ringcached: signal %d, stopping\n", sig);
 	server_stop(srv);
 	server_destroy(srv);
+	config_deinit(&cfg);
 	return 0;
 }
