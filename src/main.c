@@ -6,16 +6,17 @@
  * After startup the main thread does nothing but this loop:
  *
  *   sigtimedwait(SIGTERM, SIGINT, SIGHUP) until the next watchdog tick
- *     SIGHUP   -> logged and ignored: it has no meaning yet, and its
- *                 default action would kill the daemon with no drain
+ *     SIGHUP   -> reload_keys(): the new API key set is published, the old
+ *                 one retired until no shard can still be reading it
  *     SIGTERM  -> STOPPING=1, the shards stop (server_stop), exit 0
  *     tick     -> watchdog_tick(): WATCHDOG=1 if every shard turned
+ *   and, while a retired key set waits, retire_poll() every millisecond.
  *
  * Service manager messages (notify.h; all no-ops without $NOTIFY_SOCKET):
  * READY=1 once every shard has set up its listener (server_run returned:
  * with --redis the coherence thread is started, not waited for, so a Redis
  * that is down does not hold the start); STATUS= lines for what the daemon
- * is doing; STOPPING=1 at SIGTERM;
+ * is doing; RELOADING=1 ... READY=1 around a SIGHUP; STOPPING=1 at SIGTERM;
  * WATCHDOG=1 per tick while every shard's loop turns.
  */
 #include <errno.h>
@@ -42,6 +43,10 @@
  * at each, is reported as not turning (one missed tick already holds the
  * ping; a report needs a few, so one slow wake-up is not news). */
 #define STALL_TICKS 3
+/* How often a retired key set is checked for being free to go, and how
+ * many checks a SIGHUP waits for the last one's (a second). */
+#define RETIRE_POLL_NS 1000000ull
+#define RETIRE_WAIT_POLLS 1000
 
 struct daemon {
 	struct config cfg;
@@ -54,6 +59,10 @@ struct daemon {
 	uint64_t *seen;                 /* each shard's turns at the last tick */
 	unsigned *still;                /* ticks in a row it has not turned */
 	char stuck[128];                /* the shards reported not turning; "" */
+
+	/* the key set swapped out by the last SIGHUP, until no shard reads it */
+	struct auth *retired;
+	uint64_t *retired_turns;        /* each shard's turns right after the swap */
 };
 
 /*
@@ -216,15 +225,124 @@ static void watchdog_tick(struct daemon *d)
 	}
 }
 
+/* --- SIGHUP: the API keys ------------------------------------------------ */
+
+/*
+ * Frees the retired key set once every shard has turned since the swap.
+ * While one waits, the shards are woken so that parked ones turn now.
+ */
+static void retire_poll(struct daemon *d)
+{
+	struct server *srv = d->srv;
+
+	if (!d->retired)
+		return;
+	for (unsigned i = 0; i < srv->nshards; i++) {
+		if (atomic_load_explicit(&srv->shards[i]->turns, memory_order_acquire) ==
+		    d->retired_turns[i]) {
+			shard_wake(srv->shards[i]);
+			return;
+		}
+	}
+	auth_destroy(d->retired);
+	d->retired = NULL;
+}
+
+/*
+ * SIGHUP: loads --api-keys-file again; a file that does not load leaves the
+ * keys in force as they are, and says why.  Nothing else is reopened or
+ * reread (the --config file included): the other settings need a restart.
+ * A daemon started without --api-keys-file has no file to reload, and does
+ * not gain keys: it was started open, and turning auth on needs a restart.
+ *
+ * The swap and its grace period.  Shards read srv->auth for each request
+ * (route.c authorized()) and use what they read within that one iteration
+ * of their loop; at the end of every iteration they store turns + 1.  Here:
+ *
+ *     old = exchange(&srv->auth, fresh)       shard, iteration k:
+ *     t0  = load(&sh->turns)                    a = load(&srv->auth) ... use a
+ *     ... until load(&sh->turns) != t0          store(&sh->turns, k)
+ *     auth_destroy(old)
+ *
+ * The exchange-then-load here and the store-then-load between iterations
+ * there form the store-buffering pattern: with acquire/release alone, this
+ * thread could read a t0 that misses the shard's latest store while the
+ * shard's next load still sees the old set, and iterations after t0 + 1
+ * could use it.  With all four accesses seq_cst (the exchange, the loads of
+ * t0 and of srv->auth, the store of turns) that outcome is forbidden: an
+ * iteration that read the old set read it before the exchange in the single
+ * total order, after the store that ended the iteration before it, so t0
+ * already counts that one and the iteration itself ends at t0 + 1 at the
+ * latest.  Its store (seq_cst, so a release) orders its reads of the set
+ * before our load that sees it move (acquire): then no shard holds the old
+ * set and it is wiped and freed.  The cost on the shards: one seq_cst store
+ * per iteration (STLR on ARM64, as a release store; XCHG on x86) and one
+ * seq_cst load per authorized request (LDAR).
+ */
+static void reload_keys(struct daemon *d)
+{
+	const struct config *cfg = &d->cfg;
+	struct server *srv = d->srv;
+	struct auth_info info;
+	struct auth *fresh = NULL;
+
+	notify(d, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=reloading --api-keys-file",
+	       clock_mono_ns() / 1000);
+	if (!cfg->api_keys_file || !*cfg->api_keys_file) {
+		fprintf(stderr, "ringcached: SIGHUP: no --api-keys-file, nothing to reload (a daemon "
+				"started without API keys cannot gain them without a restart)\n");
+		goto done;
+	}
+	/* one retired set at a time: a SIGHUP right after another waits for it
+	 * (a shard turns in microseconds once woken), but not for a wedged one */
+	for (int i = 0; i < RETIRE_WAIT_POLLS && d->retired; i++) {
+		retire_poll(d);
+		if (d->retired)
+			nanosleep(&(struct timespec){ .tv_nsec = RETIRE_POLL_NS }, NULL);
+	}
+	if (d->retired) {
+		fprintf(stderr, "ringcached: SIGHUP: the key set replaced by the last SIGHUP is still "
+				"in use by a shard that has not turned for a second; keys not "
+				"reloaded\n");
+		goto done;
+	}
+	int rc = auth_create(&fresh, cfg->api_keys_file, &info);
+	if (rc) {
+		if (info.line)
+			fprintf(stderr, "ringcached: SIGHUP: --api-keys-file %s: line %u is not a valid "
+					"key; the keys loaded before stay in force\n", cfg->api_keys_file,
+				info.line);
+		else
+			fprintf(stderr, "ringcached: SIGHUP: --api-keys-file %s: %s; the keys loaded "
+					"before stay in force\n", cfg->api_keys_file,
+				rc == -EINVAL ? "no keys in the file" : strerror(-rc));
+		goto done;
+	}
+	d->retired = atomic_exchange_explicit(&srv->auth, fresh, memory_order_seq_cst);
+	for (unsigned i = 0; i < srv->nshards; i++)
+		d->retired_turns[i] = atomic_load_explicit(&srv->shards[i]->turns, memory_order_seq_cst);
+	fprintf(stderr, "ringcached: SIGHUP: reloaded --api-keys-file %s: %u keys\n",
+		cfg->api_keys_file, info.keys);
+	if (info.group_or_other_readable)
+		fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by group or "
+				"others\n", cfg->api_keys_file);
+	retire_poll(d);
+done:
+	notify(d, "READY=1\nSTATUS=%s", d->status);
+}
+
 /* --- the main thread ----------------------------------------------------- */
 
-/* How long sigtimedwait may sleep: to the next tick; NULL: until a signal. */
+/* How long sigtimedwait may sleep: to the next tick, or a poll of the
+ * retired key set; NULL: until a signal. */
 static struct timespec *wait_time(const struct daemon *d, struct timespec *ts)
 {
 	uint64_t now = clock_mono_ns(), wait = UINT64_MAX;
 
 	if (d->tick_ns)
 		wait = d->next_tick > now ? d->next_tick - now : 0;
+	if (d->retired && wait > RETIRE_POLL_NS)
+		wait = RETIRE_POLL_NS;
 	if (wait == UINT64_MAX)
 		return NULL;
 	ts->tv_sec = (time_t)(wait / 1000000000u);
@@ -242,13 +360,14 @@ static int serve(struct daemon *d, const sigset_t *sigs)
 		if (sig == SIGTERM || sig == SIGINT)
 			return sig;
 		if (sig == SIGHUP)
-			fprintf(stderr, "ringcached: SIGHUP ignored (nothing to reload)\n");
+			reload_keys(d);
 		if (d->tick_ns && clock_mono_ns() >= d->next_tick) {
 			watchdog_tick(d);
 			d->next_tick += d->tick_ns;
 			if (d->next_tick <= clock_mono_ns())   /* fell behind: no burst */
 				d->next_tick = clock_mono_ns() + d->tick_ns;
 		}
+		retire_poll(d);
 	}
 }
 
@@ -320,12 +439,16 @@ int main(int argc, char **argv)
 		return rc == -EINVAL ? 2 : 1;
 	}
 	raise_nofile(&d.cfg, d.srv->nshards);
-	rc = server_run(d.srv, err, sizeof(err));
+	d.retired_turns = calloc(d.srv->nshards, sizeof(*d.retired_turns));
+	rc = d.retired_turns ? server_run(d.srv, err, sizeof(err)) : -ENOMEM;
 	if (rc) {
+		if (!d.retired_turns)
+			snprintf(err, sizeof(err), "out of memory");
 		fprintf(stderr, "ringcached: %s\n", err);
 		notify(&d, "STATUS=failed to start: %s", err);
 		server_stop(d.srv);
 		server_destroy(d.srv);
+		free(d.retired_turns);
 		config_deinit(&d.cfg);
 		return 1;
 	}
@@ -348,10 +471,12 @@ int main(int argc, char **argv)
 	rc = 0;
 stop:
 	server_stop(d.srv);
+	auth_destroy(d.retired);        /* the shards are joined: nobody reads it */
 	server_destroy(d.srv);
 	notify_teardown(&d.notify);
 	free(d.seen);
 	free(d.still);
+	free(d.retired_turns);
 	config_deinit(&d.cfg);
 	return rc;
 }

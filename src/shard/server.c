@@ -157,7 +157,8 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 			goto nomem;
 	if (cfg->api_keys_file && *cfg->api_keys_file) {
 		struct auth_info info;
-		int rc = auth_create(&srv->auth, cfg->api_keys_file, &info);
+		struct auth *keys = NULL;
+		int rc = auth_create(&keys, cfg->api_keys_file, &info);
 		if (rc) {
 			if (info.line)
 				snprintf(err, errlen, "--api-keys-file %s: line %u is not a valid key",
@@ -168,6 +169,7 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 			server_destroy(srv);
 			return -EINVAL; /* a bad flag value: exit status 2, as for the rest */
 		}
+		atomic_store_explicit(&srv->auth, keys, memory_order_relaxed); /* before the threads */
 		if (info.group_or_other_readable)
 			fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by "
 					"group or others\n", cfg->api_keys_file);
@@ -285,7 +287,7 @@ void server_destroy(struct server *srv)
 		shard_destroy(srv->shards[i]);
 	for (unsigned i = 0; srv->stats && i < n; i++)
 		free(srv->stats[i]);
-	auth_destroy(srv->auth);
+	auth_destroy(atomic_load_explicit(&srv->auth, memory_order_relaxed)); /* threads joined */
 	if (srv->listen_claim >= 0)
 		close(srv->listen_claim);
 	free(srv->rings);

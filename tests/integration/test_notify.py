@@ -2,7 +2,8 @@
 """systemd's notification protocol (issue 10), read from a socket of the
 test's own as $NOTIFY_SOCKET: READY=1 only once /health answers (also with
 a --redis that is down, and to an abstract socket), never after a failed
-start; STATUS= lines; STOPPING=1 at SIGTERM; and, with $WATCHDOG_USEC, WATCHDOG=1 at the documented pace while
+start; STATUS= lines; RELOADING=1 and READY=1 around a SIGHUP; STOPPING=1 at
+SIGTERM; and, with $WATCHDOG_USEC, WATCHDOG=1 at the documented pace while
 every shard's loop turns (idle shards park, and still count as turning),
 held while one shard is wedged and resumed when it turns again.
 
@@ -138,6 +139,14 @@ def ready_and_stop(c, abstract=False, extra=(), what="a daemon"):
         c.eq([f for _, f, _ in ns.msgs if "WATCHDOG" in f], [],
              "%s: no WATCHDOG=1 without $WATCHDOG_USEC" % what)
         c.eq(sum(1 for _, f, _ in ns.msgs if is_ready(f)), 1, "%s: READY=1 once" % what)
+        if not abstract and not extra:
+            srv.proc.send_signal(signal.SIGHUP)
+            r = ns.wait(lambda f: f.get("RELOADING") == "1", 10.0)
+            c.check(r is not None and r[1].get("MONOTONIC_USEC", "").isdigit(),
+                    "SIGHUP: RELOADING=1 with MONOTONIC_USEC", r and r[2])
+            r = ns.wait(is_ready, 10.0)
+            c.check(r is not None and "serving" in r[1].get("STATUS", ""),
+                    "SIGHUP: then READY=1 and STATUS=serving ...", r and r[2])
         rc = srv.stop()     # SIGTERM, and the wait for the exit
         c.eq(rc, 0, "%s: SIGTERM: exits 0" % what)
         # sent before the exit, so queued by now
@@ -302,7 +311,7 @@ def watchdog_wedge(c):
 
 
 def body(c):
-    c.section("READY=1, STATUS=, STOPPING=1 (path socket)")
+    c.section("READY=1, STATUS=, RELOADING=1, STOPPING=1 (path socket)")
     ready_and_stop(c)
     c.section("an abstract socket (@name)")
     ready_and_stop(c, abstract=True, what="abstract socket")
