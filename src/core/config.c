@@ -724,8 +724,11 @@ void config_print(FILE *out, const struct config *cfg)
 {
 	char buf[4200];
 
-	fprintf(out, "# ringcached: the effective configuration (flags over %s over defaults)\n",
-		cfg->file ? cfg->file : "no --config file");
+	if (cfg->file)
+		fprintf(out, "# ringcached: the effective configuration (flags over %s over the "
+			     "defaults)\n", cfg->file);
+	else
+		fprintf(out, "# ringcached: the effective configuration (flags over the defaults)\n");
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		format_value(cfg, &options[i], buf, sizeof(buf));
 		fprintf(out, "%s =%s%s\n", options[i].flag, *buf ? " " : "", buf);
