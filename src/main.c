@@ -127,12 +127,9 @@ static int check_config(const struct config *cfg)
 		struct auth *keys = NULL;
 		int rc = auth_create(&keys, cfg->api_keys_file, &info);
 		if (rc) {
-			if (info.line)
-				fprintf(stderr, "ringcached: --api-keys-file %s: line %u is not a valid key\n",
-					cfg->api_keys_file, info.line);
-			else
-				fprintf(stderr, "ringcached: --api-keys-file %s: %s\n", cfg->api_keys_file,
-					rc == -EINVAL ? "no keys in the file" : strerror(-rc));
+			char why[128];
+			fprintf(stderr, "ringcached: --api-keys-file %s: %s\n", cfg->api_keys_file,
+				auth_strerror(rc, &info, why, sizeof(why)));
 			return 2;
 		}
 		auth_destroy(keys);
@@ -308,14 +305,10 @@ static void reload_keys(struct daemon *d)
 	}
 	int rc = auth_create(&fresh, cfg->api_keys_file, &info);
 	if (rc) {
-		if (info.line)
-			fprintf(stderr, "ringcached: SIGHUP: --api-keys-file %s: line %u is not a valid "
-					"key; the keys loaded before stay in force\n", cfg->api_keys_file,
-				info.line);
-		else
-			fprintf(stderr, "ringcached: SIGHUP: --api-keys-file %s: %s; the keys loaded "
-					"before stay in force\n", cfg->api_keys_file,
-				rc == -EINVAL ? "no keys in the file" : strerror(-rc));
+		char why[128];
+		fprintf(stderr, "ringcached: SIGHUP: --api-keys-file %s: %s; the keys loaded before "
+				"stay in force\n", cfg->api_keys_file,
+			auth_strerror(rc, &info, why, sizeof(why)));
 		goto done;
 	}
 	d->retired = atomic_exchange_explicit(&srv->auth, fresh, memory_order_seq_cst);

@@ -46,6 +46,13 @@ struct auth_info {
  */
 int auth_create(struct auth **out, const char *path, struct auth_info *info);
 
+/*
+ * What went wrong with an auth_create() that returned `rc`, for a message
+ * that names the file: "line 3 is not a valid key", "no keys in the file",
+ * "more than 1024 keys", or strerror.  Written into buf; returns buf.
+ */
+const char *auth_strerror(int rc, const struct auth_info *info, char *buf, size_t len);
+
 /* Wipes the keys from memory and frees them.  Accepts NULL. */
 void auth_destroy(struct auth *a);
 

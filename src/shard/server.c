@@ -160,12 +160,9 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 		struct auth *keys = NULL;
 		int rc = auth_create(&keys, cfg->api_keys_file, &info);
 		if (rc) {
-			if (info.line)
-				snprintf(err, errlen, "--api-keys-file %s: line %u is not a valid key",
-					 cfg->api_keys_file, info.line);
-			else
-				snprintf(err, errlen, "--api-keys-file %s: %s", cfg->api_keys_file,
-					 rc == -EINVAL ? "no keys in the file" : strerror(-rc));
+			char why[128];
+			snprintf(err, errlen, "--api-keys-file %s: %s", cfg->api_keys_file,
+				 auth_strerror(rc, &info, why, sizeof(why)));
 			server_destroy(srv);
 			return -EINVAL; /* a bad flag value: exit status 2, as for the rest */
 		}

@@ -8,25 +8,22 @@ usage: test_config_file.py [path/to/ringcached]
 """
 
 import os
-import shutil
 import tempfile
 
 from harness import Server, free_port, run_binary, run_main, stats
 
 
-class TempDir:
-    def __init__(self):
-        self.path = tempfile.mkdtemp(prefix="ringcached-conf-")
+class Files:
+    """Files written into one temporary directory (removed by the caller)."""
 
-    def file(self, name, data, mode=0o600):
+    def __init__(self, path):
+        self.path = path
+
+    def file(self, name, data):
         p = os.path.join(self.path, name)
         with open(p, "wb") as f:
             f.write(data if isinstance(data, bytes) else data.encode())
-        os.chmod(p, mode)
         return p
-
-    def remove(self):
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def served_from_file(c, tmp):
@@ -126,14 +123,12 @@ def help_text(c):
 
 
 def body(c):
-    tmp = TempDir()
-    try:
+    with tempfile.TemporaryDirectory(prefix="ringcached-conf-") as d:
+        tmp = Files(d)
         served_from_file(c, tmp)
         check_config(c, tmp)
         bad_files(c, tmp)
         help_text(c)
-    finally:
-        tmp.remove()
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ def reloads(c, kf):
     bad_cases = [
         ("a bad line", "%s\nnot a key\n" % good, "line 2 is not a valid key"),
         ("a file with no key", "# nothing\n\n", "no keys in the file"),
+        ("a file of 1025 keys", "".join("k%d\n" % i for i in range(1024)) + good + "\n",
+         "more than 1024 keys"),
     ]
     for what, text, needle in bad_cases:
         kf.replace(text)
