@@ -161,8 +161,12 @@ static int watchdog_setup(struct daemon *d)
 	if (!d->seen || !d->still)
 		return -ENOMEM;
 	/* four ticks per WATCHDOG_USEC: a ping at every tick when all is well,
-	 * so three can be missed before the manager acts */
-	d->tick_ns = d->notify.watchdog_usec * 1000 / 4;
+	 * so three can be missed before the manager acts (a day at most, so
+	 * no sum of times can overflow) */
+	uint64_t usec = d->notify.watchdog_usec;
+	if (usec > 86400ull * 1000000)
+		usec = 86400ull * 1000000;
+	d->tick_ns = usec * 1000 / 4;
 	if (d->tick_ns < 1000000)
 		d->tick_ns = 1000000;
 	for (unsigned i = 0; i < n; i++)
