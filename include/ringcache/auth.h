@@ -2,8 +2,11 @@
  * auth.h - API keys for /cache/, /stats and /metrics.
  *
  * Keys come from a file (--api-keys-file), never from the command line where
- * ps(1) would show them.  The set is immutable once created, so every shard
+ * ps(1) would show them.  A set is immutable once created, so every shard
  * may call auth_check() on one shared instance without synchronisation.
+ * SIGHUP replaces the daemon's set with a new one rather than changing it
+ * (src/main.c reload_keys() publishes it and frees the old one once no
+ * shard can be reading it).
  *
  * auth_check() runs on every request when keys are configured.  It compares
  * the presented key with every configured key over the same padded length,
@@ -42,6 +45,13 @@ struct auth_info {
  * AUTH_KEYS_MAX keys, -ENOMEM.  *out is untouched on failure.
  */
 int auth_create(struct auth **out, const char *path, struct auth_info *info);
+
+/*
+ * What went wrong with an auth_create() that returned `rc`, for a message
+ * that names the file: "line 3 is not a valid key", "no keys in the file",
+ * "more than 1024 keys", or strerror.  Written into buf; returns buf.
+ */
+const char *auth_strerror(int rc, const struct auth_info *info, char *buf, size_t len);
 
 /* Wipes the keys from memory and frees them.  Accepts NULL. */
 void auth_destroy(struct auth *a);

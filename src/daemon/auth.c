@@ -177,6 +177,19 @@ int auth_create(struct auth **out, const char *path, struct auth_info *info)
 	return 0;
 }
 
+const char *auth_strerror(int rc, const struct auth_info *info, char *buf, size_t len)
+{
+	if (rc == -EINVAL && info && info->line)
+		snprintf(buf, len, "line %u is not a valid key", info->line);
+	else if (rc == -EINVAL)
+		snprintf(buf, len, "no keys in the file");
+	else if (rc == -E2BIG)
+		snprintf(buf, len, "more than %u keys", AUTH_KEYS_MAX);
+	else
+		snprintf(buf, len, "%s", strerror(-rc));
+	return buf;
+}
+
 void auth_destroy(struct auth *a)
 {
 	if (!a)

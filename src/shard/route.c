@@ -75,9 +75,15 @@ static const struct route *route_find(const struct http_str *path)
 	return NULL;
 }
 
+/*
+ * The key set is loaded once per check and used only within it, inside one
+ * loop iteration: the main thread frees a set swapped out by SIGHUP once
+ * every shard's `turns` has moved past the swap (src/main.c).  seq_cst, the
+ * reader's half of the store-buffering pair main.c describes.
+ */
 static bool authorized(const struct shard *sh, const struct http_request *req)
 {
-	const struct auth *a = sh->srv->auth;
+	const struct auth *a = atomic_load_explicit(&sh->srv->auth, memory_order_seq_cst);
 
 	return !a || auth_check(a, req->x_api_key.p, req->x_api_key.len, req->authorization.p,
 				req->authorization.len);

@@ -128,7 +128,8 @@ static uint64_t host_memory(void)
 static int conn_memory_share(const struct config *cfg, unsigned n, size_t *out, char *err,
 			     size_t errlen)
 {
-	uint64_t total = cfg->conn_memory ? cfg->conn_memory : host_memory() / 4;
+	uint64_t total = cfg->conn_memory != CONFIG_SIZE_AUTO ? cfg->conn_memory
+							       : host_memory() / 4;
 	uint64_t bound = cfg->max_head + cfg->max_value + cfg->recv_buffer_size + CONN_OUT_MAX +
 			 2 * (cfg->max_value + CONN_ANSWER_HEAD);
 
@@ -203,17 +204,16 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 			goto nomem;
 	if (cfg->api_keys_file && *cfg->api_keys_file) {
 		struct auth_info info;
-		int rc = auth_create(&srv->auth, cfg->api_keys_file, &info);
+		struct auth *keys = NULL;
+		int rc = auth_create(&keys, cfg->api_keys_file, &info);
 		if (rc) {
-			if (info.line)
-				snprintf(err, errlen, "--api-keys-file %s: line %u is not a valid key",
-					 cfg->api_keys_file, info.line);
-			else
-				snprintf(err, errlen, "--api-keys-file %s: %s", cfg->api_keys_file,
-					 rc == -EINVAL ? "no keys in the file" : strerror(-rc));
+			char why[128];
+			snprintf(err, errlen, "--api-keys-file %s: %s", cfg->api_keys_file,
+				 auth_strerror(rc, &info, why, sizeof(why)));
 			server_destroy(srv);
 			return -EINVAL; /* a bad flag value: exit status 2, as for the rest */
 		}
+		atomic_store_explicit(&srv->auth, keys, memory_order_relaxed); /* before the threads */
 		if (info.group_or_other_readable)
 			fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by "
 					"group or others\n", cfg->api_keys_file);
@@ -331,7 +331,7 @@ void server_destroy(struct server *srv)
 		shard_destroy(srv->shards[i]);
 	for (unsigned i = 0; srv->stats && i < n; i++)
 		free(srv->stats[i]);
-	auth_destroy(srv->auth);
+	auth_destroy(atomic_load_explicit(&srv->auth, memory_order_relaxed)); /* threads joined */
 	if (srv->listen_claim >= 0)
 		close(srv->listen_claim);
 	free(srv->rings);

@@ -36,7 +36,15 @@ struct server {
 	struct shard **shards;
 	struct ring **rings;            /* nshards * nshards, [from * n + to] */
 	struct stats_shard **stats;     /* one per shard, for /stats and /metrics */
-	struct auth *auth;              /* NULL: no API keys configured */
+	/*
+	 * The API keys; NULL: none configured (and then none can be loaded:
+	 * SIGHUP reloads only a --api-keys-file the daemon started with).
+	 * Swapped by the main thread on SIGHUP while shards read it per
+	 * request: every access is seq_cst (the reader's load, the writer's
+	 * exchange) and the old set is freed only after every shard's `turns`
+	 * moved past the swap; src/main.c reload_keys() says why.
+	 */
+	_Atomic(struct auth *) auth;
 	struct coh *coh;                /* NULL: L1 only (no --redis) */
 	int listen_claim;               /* holds --listen's port for this process (listen.h) */
 	size_t conn_memory;             /* --conn-memory, or what "auto" came to */

@@ -409,6 +409,9 @@ static void loop(struct shard *sh)
 			sh->last_work_ns = sh->now_ns;
 		if (sh->now_ns - sh->last_sweep_ns >= SWEEP_NS)
 			periodic(sh);
+		/* the heartbeat (shard.h); this thread alone writes it */
+		atomic_store_explicit(&sh->turns, atomic_load_explicit(&sh->turns,
+				      memory_order_relaxed) + 1, memory_order_seq_cst);
 	}
 }
 

@@ -6,7 +6,7 @@
  * the connections that listener accepted (conn.h), its store partition, the
  * producer side of the rings it sends on (fwd.h) and its side of the
  * coherence thread (l2.h).  Other threads touch only `parked` and `event_fd`
- * (the doorbell, ring.h explains the protocol).
+ * (the doorbell, ring.h explains the protocol), and read `turns`.
  *
  * Life: shard_create() (main thread: memory only) -> shard_main() in the
  * shard's thread (io_uring, buffers, listener, store are created there, so
@@ -47,6 +47,18 @@ struct shard {
 	/* Read by other threads: the doorbell.  On its own line. */
 	alignas(RING_LINE) _Atomic int parked;
 	int event_fd;
+
+	/*
+	 * Read by the main thread: one more at the end of every iteration of
+	 * loop(), the shard's heartbeat.  A shard whose count stops moving is
+	 * inside an iteration that does not end (wedged): the systemd watchdog
+	 * is then held.  Moving past the value read after a swap of the API
+	 * keys means no iteration that could still hold the old key set is
+	 * running (the grace period of src/main.c).  The store is seq_cst, not
+	 * relaxed: main.c explains the store-buffering pattern it closes.  On
+	 * its own line; written by this shard only.
+	 */
+	alignas(RING_LINE) _Atomic uint64_t turns;
 
 	alignas(RING_LINE) unsigned id;
 	int cpu;

@@ -2,8 +2,9 @@
 """SIGHUP does not kill the daemon (issue 11, defect 7).
 
 Its default action ended the process at once (exit 129): no drain of the
-requests in flight, no goodbye in the Redis registry.  Until it gets a
-meaning it is ignored, with a line in the log.
+requests in flight, no goodbye in the Redis registry.  It now reloads the
+API keys file (test_reload.py); without --api-keys-file there is nothing to
+reload, and it is logged and changes nothing.
 
 usage: test_sighup.py [path/to/ringcached]
 """

@@ -42,7 +42,9 @@ static void setup(void)
 	CHECK(write(fd, KEY "\n", sizeof(KEY)) == (ssize_t)sizeof(KEY));
 	close(fd);
 	CHECK_EQ(config_parse(&cfg, 1, argv, err, sizeof(err)), CONFIG_OK);
-	CHECK_EQ(auth_create(&srv.auth, path, NULL), 0);
+	struct auth *keys = NULL;
+	CHECK_EQ(auth_create(&keys, path, NULL), 0);
+	srv.auth = keys;
 	unlink(path);
 
 	stats = calloc(1, sizeof(*stats));
