@@ -33,6 +33,7 @@
 #ifndef RINGCACHE_STORE_H
 #define RINGCACHE_STORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -99,6 +100,7 @@ struct store_stats {
 	uint64_t segment_size;
 	uint64_t segments;         /* segments for items (excluding the index's) */
 	uint64_t segments_free;
+	uint64_t segments_pinned;  /* released, waiting for sends that read them */
 	uint64_t page_size;        /* of the backing */
 };
 
@@ -136,6 +138,23 @@ int store_delete(struct store *st, const void *key, size_t key_len, uint64_t has
 uint64_t store_flush(struct store *st, uint32_t older_than);
 
 void store_stats(const struct store *st, struct store_stats *out);
+
+/*
+ * Pins the segment holding `value` (a pointer store_get() returned, into
+ * the item's bytes): until as many store_unpin() calls as pins, those bytes
+ * stay where they are, unchanged, even if the item is overwritten, deleted,
+ * evicted, expired or flushed meanwhile (its segment is not reused; writes
+ * are never blocked by it, they only find less room).  For a send that
+ * reads a value after the store has moved on.  Owner thread only; returns
+ * the counter to hand to store_unpin().
+ */
+_Atomic uint32_t *store_pin(struct store *st, const void *value);
+
+/* Any thread, once the bytes are no longer read. */
+static inline void store_unpin(_Atomic uint32_t *pin)
+{
+	atomic_fetch_sub_explicit(pin, 1, memory_order_release);
+}
 
 const char *store_backing_name(enum store_backing b);
 

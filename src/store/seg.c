@@ -98,10 +98,11 @@ int seg_setup(struct store *st)
 
 	/* One line per segment (store_int.h); a multiple of 64 as asked. */
 	st->segs = aligned_alloc(64, bytes);
-	if (!st->segs)
+	st->pins = calloc(st->nsegs, sizeof(*st->pins));
+	if (!st->segs || !st->pins)
 		return -ENOMEM;
 	memset(st->segs, 0, bytes);
-	st->free = st->fifo = st->reclaim = (struct seg_list){ SEG_NONE, SEG_NONE, 0 };
+	st->free = st->fifo = st->reclaim = st->pinned = (struct seg_list){ SEG_NONE, SEG_NONE, 0 };
 	st->bg.seg = SEG_NONE;
 	for (unsigned c = 0; c < STORE_CLASSES; c++) {
 		st->cls[c] = (struct seg_list){ SEG_NONE, SEG_NONE, 0 };
@@ -122,7 +123,9 @@ int seg_setup(struct store *st)
 void seg_teardown(struct store *st)
 {
 	free(st->segs);
+	free(st->pins);
 	st->segs = NULL;
+	st->pins = NULL;
 }
 
 /* Takes segment j (and its group) off whatever list its state puts it on. */
@@ -147,9 +150,17 @@ static void unlink_seg(struct store *st, int32_t j)
 			st->reclaim_off = 0;
 		l_remove(st, &st->reclaim, j, false);
 		break;
+	case SEG_PINNED:
+		l_remove(st, &st->pinned, j, false);
+		break;
 	default:
 		break;
 	}
+}
+
+static inline bool seg_pinned(const struct store *st, int32_t j)
+{
+	return atomic_load_explicit(&st->pins[j], memory_order_acquire) != 0;
 }
 
 /* Clears a segment's state for reuse, all but its generation: stamps rely
@@ -164,14 +175,35 @@ static void seg_reset(struct seg *s, uint8_t state)
 	s->state = state;
 }
 
-/* Frees segment j and the rest of its group; it must be off every list. */
+/*
+ * Frees segment j and the rest of its group; it must be off every list.
+ * While a send still reads a value in it, the group waits on the pinned
+ * list instead (its bytes untouched) and is freed by release_unpinned().
+ */
 static void release(struct store *st, int32_t j)
 {
 	uint32_t n = st->segs[j].nsegs;
 
+	if (seg_pinned(st, j)) {
+		st->segs[j].state = SEG_PINNED;
+		l_append(st, &st->pinned, j, false);
+		return;
+	}
 	for (uint32_t k = 0; k < n; k++) {
 		seg_reset(&st->segs[j + (int32_t)k], SEG_FREE);
 		l_push(st, &st->free, j + (int32_t)k, false);
+	}
+}
+
+/* Frees the pinned groups whose sends have all completed. */
+static void release_unpinned(struct store *st)
+{
+	for (int32_t j = st->pinned.head, next; j != SEG_NONE; j = next) {
+		next = st->segs[j].next;
+		if (!seg_pinned(st, j)) {
+			l_remove(st, &st->pinned, j, false);
+			release(st, j);
+		}
 	}
 }
 
@@ -511,6 +543,8 @@ static void make_room(struct store *st)
 {
 	unsigned stalls = 0;
 
+	if (st->free.n <= FREE_RESERVE)
+		release_unpinned(st);
 	while (st->free.n <= FREE_RESERVE) {
 		uint32_t before = st->free.n;
 
@@ -584,6 +618,12 @@ static uint64_t clear_cost(const struct store *st, int32_t j)
 {
 	const struct seg *s = &st->segs[j];
 
+	int32_t g = s->state == SEG_TAIL ? s->cprev : j;
+
+	/* a send reads it: it cannot be cleared now */
+	if (s->state != SEG_FREE && s->state != SEG_INDEX &&
+	    (st->segs[g].state == SEG_PINNED || seg_pinned(st, g)))
+		return UINT64_MAX / 4;
 	switch (s->state) {
 	case SEG_FREE:
 		return 0;
@@ -593,6 +633,7 @@ static uint64_t clear_cost(const struct store *st, int32_t j)
 	case SEG_LARGE:
 		return 1 + seg_live_bytes(s) / s->nsegs;
 	case SEG_INDEX:
+	case SEG_PINNED:
 		return UINT64_MAX / 4;
 	default:
 		return 1 + seg_live_bytes(s);
@@ -608,6 +649,7 @@ int64_t seg_alloc_large(struct store *st, unsigned cls, uint64_t size)
 
 	if (k + FREE_RESERVE > st->nsegs - st->index_segs)
 		return -E2BIG;
+	release_unpinned(st);
 	/* Slide a k-segment window down from the top; cheapest (highest) wins. */
 	for (int64_t a = (int64_t)st->nsegs - 1; a >= (int64_t)st->index_segs; a--) {
 		cost += clear_cost(st, (int32_t)a);
@@ -620,6 +662,8 @@ int64_t seg_alloc_large(struct store *st, unsigned cls, uint64_t size)
 	}
 	if (best < 0)
 		return -E2BIG;
+	if (best_cost >= UINT64_MAX / 4)
+		return -ENOMEM;     /* every run holds the index or a pinned value */
 	for (uint64_t i = 0; i < k; i++)
 		drop_now(st, (int32_t)(best + (int64_t)i));
 	for (uint64_t i = 0; i < k; i++) {
@@ -652,6 +696,11 @@ bool seg_grow_index(struct store *st)
 		return true;
 	if ((uint32_t)j + 2 * FREE_RESERVE + 1 >= st->nsegs)
 		return false;
+	release_unpinned(st);
+	if (st->segs[j].state == SEG_PINNED ||
+	    (st->segs[j].state == SEG_TAIL && seg_pinned(st, st->segs[j].cprev)) ||
+	    seg_pinned(st, j))
+		return false;       /* a send reads it; the index grows later */
 	drop_now(st, j);
 	l_remove(st, &st->free, j, false);
 	st->segs[j].state = SEG_INDEX;
@@ -664,6 +713,7 @@ void seg_tick(struct store *st)
 	uint32_t budget = TICK_BUDGET;
 	int32_t j;
 
+	release_unpinned(st);
 	while ((j = expired_seg(st)) != SEG_NONE)
 		doom(st, j, true);
 	for (unsigned c = 1; c < STORE_CLASSES; c++) {

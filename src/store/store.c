@@ -349,5 +349,17 @@ void store_stats(const struct store *st, struct store_stats *out)
 	out->segment_size = st->seg_size;
 	out->segments = st->nsegs - st->index_segs;
 	out->segments_free = nfree;
+	out->segments_pinned = st->pinned.n;
 	out->page_size = st->arena.page_size;
+}
+
+_Atomic uint32_t *store_pin(struct store *st, const void *value)
+{
+	uint64_t loc = (uint64_t)((const uint8_t *)value - st->arena.base);
+	int32_t j = (int32_t)store_seg_of(st, loc);
+
+	if (st->segs[j].state == SEG_TAIL)
+		j = st->segs[j].cprev;   /* a large item: its group's first segment */
+	atomic_fetch_add_explicit(&st->pins[j], 1, memory_order_relaxed);
+	return &st->pins[j];
 }

@@ -29,6 +29,9 @@
  *             reclaim pass removes them before freeing the segment
  *   VICTIM    being emptied (st->bg, or a drop in progress): its items
  *             are still served until the scan reaches them
+ *   PINNED    released while a send still reads a value in it (store_pin):
+ *             on the `pinned` list until its pin count is back to 0, then
+ *             FREE.  Its items are gone from the index; their bytes stay.
  *
  * Stamps: each segment has a generation, `gen`, bumped every time it is
  * opened for items (a head, or the first segment of a large group) and
@@ -41,6 +44,7 @@
 #ifndef RINGCACHE_STORE_INT_H
 #define RINGCACHE_STORE_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -58,6 +62,7 @@ enum seg_state {
 	SEG_TAIL,
 	SEG_RECLAIM,
 	SEG_VICTIM,
+	SEG_PINNED,
 };
 
 #define SEG_NONE      (-1)
@@ -113,6 +118,12 @@ struct store {
 	struct seg_list free;
 	struct seg_list fifo;  /* SEALED and LARGE, oldest first */
 	struct seg_list reclaim;
+	struct seg_list pinned; /* PINNED, waiting for their sends */
+	/* Sends reading a value in the segment (group head), one counter per
+	 * segment beside the table: the owner adds (store_pin), any thread takes
+	 * away with a release (store_unpin), the owner reads with an acquire
+	 * before it reuses the segment. */
+	_Atomic uint32_t *pins;
 	struct seg_list cls[STORE_CLASSES];
 	int32_t head[STORE_CLASSES];
 	uint64_t reclaim_off;  /* scan cursor in reclaim.head */
