@@ -43,6 +43,19 @@ struct http_answer_to {
  */
 int http_render(struct buf *out, const struct reply *r, const struct http_answer_to *to);
 
+/* The body a response carries, when the caller sends it from where it is. */
+struct http_body {
+	const void *p;          /* NULL: no body is sent (HEAD, 304, none) */
+	size_t len;
+};
+
+/*
+ * As http_render(), but the body is not copied: *body says which bytes
+ * follow the head on the wire (for a value sent from the store, outq.h).
+ */
+int http_render_head(struct buf *out, const struct reply *r, const struct http_answer_to *to,
+		     struct http_body *body);
+
 /* True when the response to `to` ends its connection. */
 static inline bool http_render_closes(const struct reply *r, const struct http_answer_to *to)
 {

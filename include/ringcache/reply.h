@@ -62,6 +62,8 @@ struct reply {
 	const char *headers;    /* NULL or NUL-terminated header lines, each ending in CRLF */
 	const void *body;       /* the representation (its length even for HEAD and 304) */
 	size_t body_len;
+	void *body_store;       /* the struct store body points into, or NULL: a large
+				 * body may then be sent from there (store_pin) */
 	char etag[REPLY_ETAG_MAX];  /* quoted, etag_len bytes */
 };
 

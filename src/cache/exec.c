@@ -161,6 +161,7 @@ static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 	}
 	out->body = part->p;
 	out->body_len = part->len;
+	out->body_store = c->st;
 	if (it.expires) {
 		out->has_max_age = true;
 		/* the extra second put_ttl() added is not promised to caches */

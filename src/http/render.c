@@ -221,14 +221,16 @@ static inline bool is_plain_hit(const struct reply *r)
 	       r->etag_len && !r->headers && !r->l2 && r->coding <= REPLY_GZIP;
 }
 
-static int render_hit(struct buf *out, const struct reply *r, const struct http_answer_to *to)
+static int render_hit(struct buf *out, const struct reply *r, const struct http_answer_to *to,
+		      struct http_body *split)
 {
 	bool nm = r->status == 304;
 	size_t body = nm || to->head ? 0 : r->body_len;
+	size_t room = split ? 0 : body;
 
 	if (body > SIZE_MAX / 4)
 		return -ENOMEM;
-	if (out->cap - out->len < HEAD_ROOM + body && buf_reserve(out, HEAD_ROOM + body) != 0)
+	if (out->cap - out->len < HEAD_ROOM + room && buf_reserve(out, HEAD_ROOM + room) != 0)
 		return -ENOMEM;
 	char *p = out->data + out->len;
 	p = put_seg(p, &head_seg[nm ? HS_304 : HS_200][r->cache & 3]);
@@ -251,16 +253,21 @@ static int render_hit(struct buf *out, const struct reply *r, const struct http_
 		p = put(p, "\r\n", 2);
 	}
 	p = put_seg(p, &conn_seg[conn_tail(r, to)]);
-	if (body)
+	if (split) {
+		split->p = body ? r->body : NULL;
+		split->len = body;
+	} else if (body) {
 		p = put(p, r->body, body);
+	}
 	out->len = (size_t)(p - out->data);
 	return 0;
 }
 
-int http_render(struct buf *out, const struct reply *r, const struct http_answer_to *to)
+static int render(struct buf *out, const struct reply *r, const struct http_answer_to *to,
+		  struct http_body *split)
 {
 	if (is_plain_hit(r))
-		return render_hit(out, r, to);
+		return render_hit(out, r, to, split);
 
 	unsigned st = r->status;
 	bool informational = st < 200;
@@ -290,7 +297,8 @@ int http_render(struct buf *out, const struct reply *r, const struct http_answer
 	if ((body && r->body_len > SIZE_MAX / 4) || type_len > SIZE_MAX / 4 ||
 	    hdr_len > SIZE_MAX / 4)
 		return -ENOMEM; /* no buffer holds it; and the sum below cannot wrap */
-	size_t need = HEAD_ROOM + reason_len + type_len + hdr_len + (body ? r->body_len : 0);
+	size_t need = HEAD_ROOM + reason_len + type_len + hdr_len +
+		      (body && !split ? r->body_len : 0);
 	if (out->cap - out->len < need && buf_reserve(out, need) != 0)
 		return -ENOMEM;
 
@@ -349,8 +357,23 @@ int http_render(struct buf *out, const struct reply *r, const struct http_answer
 		p = put(p, "\r\n", 2);
 	else
 		p = put_seg(p, &conn_seg[conn_tail(r, to)]);
-	if (body)
+	if (split) {
+		split->p = body ? r->body : NULL;
+		split->len = body ? r->body_len : 0;
+	} else if (body) {
 		p = put(p, r->body, r->body_len);
+	}
 	out->len = (size_t)(p - out->data);
 	return 0;
+}
+
+int http_render(struct buf *out, const struct reply *r, const struct http_answer_to *to)
+{
+	return render(out, r, to, NULL);
+}
+
+int http_render_head(struct buf *out, const struct reply *r, const struct http_answer_to *to,
+		     struct http_body *body)
+{
+	return render(out, r, to, body);
 }

@@ -172,7 +172,7 @@ void conn_destroy(struct conn *c)
 	pipeline_deinit(&c->pipe);
 	buf_deinit(&c->in);
 	buf_deinit(&c->body);
-	buf_deinit(&c->sending);
+	outq_deinit(&c->sending);
 	shard_memory_add(sh, -(ssize_t)c->mem);
 	stats_dec(&sh->stats->connections);
 	free(c);
@@ -187,8 +187,9 @@ static void conn_maybe_free(struct conn *c)
 
 void conn_account(struct conn *c)
 {
-	size_t m = sizeof(*c) + c->in.cap + c->body.cap + c->sending.cap + c->pipe.out.cap +
-		   c->pipe.queued_bytes + c->pipe.reserved;
+	size_t m = sizeof(*c) + c->in.cap + c->body.cap + c->sending.bytes.cap +
+		   c->pipe.out.bytes.cap + c->pipe.queued_bytes - c->pipe.queued_refs +
+		   c->pipe.reserved;
 
 	shard_memory_add(c->sh, (ssize_t)(m - c->mem));
 	c->mem = m;
@@ -517,8 +518,17 @@ static void start_send(struct conn *c)
 		return;
 	}
 	c->send_ns = c->sh->now_ns;
-	io_uring_prep_send(sqe, c->fd, c->sending.data + c->sent, c->sending.len - c->sent,
-			   MSG_NOSIGNAL);
+	if (c->sending.nrefs == 0) {
+		io_uring_prep_send(sqe, c->fd, c->sending.bytes.data + c->sent,
+				   c->sending.bytes.len - c->sent, MSG_NOSIGNAL);
+	} else {
+		/* heads from the buffer, values from their stores: one sendmsg
+		 * (what does not fit CONN_IOV goes in the next one) */
+		memset(&c->msg, 0, sizeof(c->msg));
+		c->msg.msg_iov = c->iov;
+		c->msg.msg_iovlen = outq_iov(&c->sending, c->sent, c->iov, CONN_IOV);
+		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	}
 	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_SEND));
 	c->flags |= C_SEND;
 }
@@ -526,11 +536,8 @@ static void start_send(struct conn *c)
 /* Starts sending what is ready, unless a send is in flight already. */
 static void send_ready(struct conn *c)
 {
-	if (!(c->flags & C_SEND) && c->pipe.out.len > 0) {
-		struct buf t = c->sending;
-		c->sending = c->pipe.out;
-		c->pipe.out = t;
-		c->pipe.out.len = 0;
+	if (!(c->flags & C_SEND) && outq_len(&c->pipe.out) > 0) {
+		outq_swap(&c->sending, &c->pipe.out);
 		c->sent = 0;
 		start_send(c);
 		/* the answers in this send: their server-side latency ends here */
@@ -572,7 +579,7 @@ void conn_flush(struct conn *c)
 
 static void maybe_resume(struct conn *c)
 {
-	if (!(c->flags & C_PAUSED) || conn_congested(c) || c->sending.len - c->sent)
+	if (!(c->flags & C_PAUSED) || conn_congested(c) || outq_len(&c->sending) - c->sent)
 		return;
 	c->flags &= ~C_PAUSED;
 	conn_process(c);
@@ -597,13 +604,13 @@ void conn_on_send(struct conn *c, int res)
 	c->last_active_ns = sh->now_ns;
 	stats_add(&sh->stats->sent_bytes, (uint64_t)res);
 	c->sent += (size_t)res;
-	if (c->sent < c->sending.len) {
+	if (c->sent < outq_len(&c->sending)) {
 		start_send(c);
 		return;
 	}
-	c->sending.len = 0;
+	outq_clear(&c->sending); /* the values sent from stores are let go */
 	c->sent = 0;
-	buf_trim(&c->sending); /* becomes `out` at the next send */
+	buf_trim(&c->sending.bytes); /* becomes `out` at the next send */
 	resend_bounced(c);
 	maybe_resume(c);
 	shard_dirty(sh, c);
@@ -626,7 +633,7 @@ static void resend_bounced(struct conn *c)
 	if (!f->needs_room)
 		return; /* still out, or answered: the owner's fields are not ours to read */
 	/* only what is ahead of it can drain: what queued behind waits for it */
-	size_t ahead = c->sending.len - c->sent + c->pipe.out.len;
+	size_t ahead = outq_len(&c->sending) - c->sent + outq_len(&c->pipe.out);
 	if (ahead && (ahead + f->needed > CONN_OUT_MAX || shard_memory_tight(c->sh)))
 		return; /* conn_on_send calls again as output drains */
 	if (fwd_conflicts(f)) {

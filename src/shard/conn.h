@@ -14,7 +14,9 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <liburing.h>
 
@@ -54,6 +56,7 @@ enum conn_flags {
  * whatever its client does (README "Memory per connection").
  */
 #define CONN_OUT_MAX (8u << 20)
+#define CONN_IOV 16             /* iovecs per sendmsg; more wait for the next */
 #define CONN_ROOM (64u << 10)
 #define CONN_ANSWER_HEAD 1024u
 
@@ -74,8 +77,10 @@ struct conn {
 	struct http_chunked chunk;
 	struct buf in;                  /* unconsumed input, from the request start */
 	struct buf body;                /* decoded chunked body */
-	struct buf sending;
+	struct outq sending;            /* the send in flight (outq.h) */
 	size_t sent;
+	struct msghdr msg;              /* a sendmsg in flight: heads and values */
+	struct iovec iov[CONN_IOV];
 	struct pipeline pipe;           /* answers, in order; pipe.close: no more requests */
 	size_t mem;                     /* what conn_account() last counted for this connection */
 	uint64_t last_active_ns;
@@ -123,7 +128,7 @@ void conn_complete(struct conn *c, struct slot *s);
 /* Answer bytes not yet sent, sent or promised (see CONN_OUT_MAX). */
 static inline size_t conn_unsent(const struct conn *c)
 {
-	return c->sending.len - c->sent + pipeline_bytes(&c->pipe);
+	return outq_len(&c->sending) - c->sent + pipeline_bytes(&c->pipe);
 }
 
 /* Updates the shard's connection memory with what c holds now. */

@@ -127,6 +127,7 @@ void fwd_destroy(struct fwd *f)
 		f->next->prev = f->prev;
 	st->nlive--;
 	shard_memory_add(st->sh, -(ssize_t)f->size);
+	pipeline_slot_unref(&f->slot);
 	buf_deinit(&f->slot.bytes);
 	free(f);
 }

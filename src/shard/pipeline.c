@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "pipeline.h"
+#include "ringcache/store.h"
 
 void pipeline_init(struct pipeline *p, struct stats_shard *stats,
 		   void (*release)(struct slot *), void (*orphan)(struct slot *))
@@ -16,8 +17,39 @@ void pipeline_init(struct pipeline *p, struct stats_shard *stats,
 	p->orphan = orphan;
 }
 
+void pipeline_slot_unref(struct slot *s)
+{
+	if (s->ref.pin) {
+		store_unpin(s->ref.pin);
+		s->ref.pin = NULL;
+	}
+}
+
+/*
+ * Renders r into b: a body large enough, in a store, is left there and
+ * described in *ref (pinned); anything else is copied.  0 or -ENOMEM.
+ */
+static int render_into(struct buf *b, struct outq_ref *ref, const struct reply *r,
+		       const struct http_answer_to *to)
+{
+	struct http_body body;
+
+	if (!r->body_store || r->body_len < OUTQ_REF_MIN)
+		return http_render(b, r, to);
+	if (http_render_head(b, r, to, &body))
+		return -ENOMEM;
+	if (body.p) {
+		ref->at = b->len;
+		ref->p = body.p;
+		ref->len = body.len;
+		ref->pin = store_pin(r->body_store, body.p);
+	}
+	return 0;
+}
+
 static void slot_free(struct pipeline *p, struct slot *s)
 {
+	pipeline_slot_unref(s);
 	if (s->own) {
 		buf_deinit(&s->bytes);
 		free(s);
@@ -38,8 +70,8 @@ void pipeline_deinit(struct pipeline *p)
 	}
 	p->head = p->tail = NULL;
 	p->queued = p->waiting = 0;
-	p->queued_bytes = p->reserved = 0;
-	buf_deinit(&p->out);
+	p->queued_bytes = p->queued_refs = p->reserved = 0;
+	outq_deinit(&p->out);
 }
 
 /* The one place an answer's status is counted. */
@@ -90,8 +122,14 @@ static void enqueue(struct pipeline *p, struct slot *s)
 int pipeline_answer(struct pipeline *p, const struct reply *r, const struct pipeline_req *q)
 {
 	if (!p->head) {
-		if (http_render(&p->out, r, &q->to))
+		struct outq_ref ref = { 0 };
+		size_t at = p->out.bytes.len;
+		if (render_into(&p->out.bytes, &ref, r, &q->to))
 			return -ENOMEM;
+		if (ref.pin && outq_add_ref(&p->out, ref.p, ref.len, ref.pin)) {
+			p->out.bytes.len = at;
+			return -ENOMEM;
+		}
 		if (q->timing != PIPELINE_UNTIMED) {
 			/* timed with the send that carries it (pipeline_sent) */
 			if (p->batch_timed++ == 0)
@@ -108,12 +146,13 @@ int pipeline_answer(struct pipeline *p, const struct reply *r, const struct pipe
 		s->t0 = q->t0;
 		s->hit = is_hit(r);
 		s->status = r->status;
-		if (http_render(&s->bytes, r, &q->to)) {
+		if (render_into(&s->bytes, &s->ref, r, &q->to)) {
 			free(s);
 			return -ENOMEM;
 		}
 		enqueue(p, s);
-		p->queued_bytes += s->bytes.len;
+		p->queued_bytes += s->bytes.len + s->ref.len;
+		p->queued_refs += s->ref.len;
 	}
 	count_status(p, r->status);
 	if (http_render_closes(r, &q->to))
@@ -124,7 +163,7 @@ int pipeline_answer(struct pipeline *p, const struct reply *r, const struct pipe
 int pipeline_interim(struct pipeline *p, const char *bytes, size_t n)
 {
 	if (!p->head)
-		return buf_append(&p->out, bytes, n) ? -ENOMEM : 0;
+		return outq_append(&p->out, bytes, n);
 	struct slot *s = calloc(1, sizeof(*s));
 	if (!s || buf_append(&s->bytes, bytes, n)) {
 		free(s);
@@ -158,10 +197,12 @@ void pipeline_reserve(struct pipeline *p, struct slot *s, size_t room)
 void pipeline_render(struct slot *s, const struct reply *r, const struct http_answer_to *to)
 {
 	s->bytes.len = 0;
+	pipeline_slot_unref(s);
+	s->ref.len = 0;
 	s->hit = is_hit(r);
 	s->close = http_render_closes(r, to);
 	s->status = r->status;
-	if (http_render(&s->bytes, r, to) == 0)
+	if (render_into(&s->bytes, &s->ref, r, to) == 0)
 		return;
 	/* no room for the answer: a short 500 that ends the connection, or
 	 * if even that fails, an empty slot that ends it at once */
@@ -184,7 +225,8 @@ void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now)
 	p->waiting--;
 	p->reserved -= s->room;
 	s->room = 0;
-	p->queued_bytes += s->bytes.len;
+	p->queued_bytes += s->bytes.len + s->ref.len;
+	p->queued_refs += s->ref.len;
 	count_status(p, s->status);
 	if (s->close)
 		p->close = true;
@@ -194,9 +236,13 @@ void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now)
 		if (!p->head)
 			p->tail = NULL;
 		p->queued--;
-		p->queued_bytes -= h->bytes.len;
-		if (h->failed || buf_append(&p->out, h->bytes.data, h->bytes.len))
+		p->queued_bytes -= h->bytes.len + h->ref.len;
+		p->queued_refs -= h->ref.len;
+		if (h->failed || outq_append(&p->out, h->bytes.data, h->bytes.len))
 			p->broken = true;       /* an answer is lost: nothing after it may go */
+		else if (h->ref.pin && outq_add_ref(&p->out, h->ref.p, h->ref.len, h->ref.pin))
+			p->broken = true;
+		h->ref.pin = NULL;              /* the queue holds the pin now, or released it */
 		if (h->timing != PIPELINE_UNTIMED)
 			time_answer(p, h->timing, h->hit, now - h->t0);
 		slot_free(p, h);

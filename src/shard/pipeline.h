@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "outq.h"
 #include "ringcache/buf.h"
 #include "ringcache/http_render.h"
 #include "ringcache/reply.h"
@@ -66,14 +67,16 @@ struct slot {
 	size_t room;            /* WAITING: bytes reserved for its answer (pipeline_wait) */
 	uint64_t t0;
 	struct buf bytes;       /* the rendered answer */
+	struct outq_ref ref;    /* and its value, left in its store (pin NULL: none) */
 };
 
 struct pipeline {
-	struct buf out;                 /* answers ready to send, in order */
+	struct outq out;                /* answers ready to send, in order */
 	struct slot *head, *tail;       /* answers behind one still outstanding */
 	uint32_t queued;                /* slots in the FIFO */
 	uint32_t waiting;               /* of which WAITING */
-	size_t queued_bytes;            /* rendered bytes in DONE slots */
+	size_t queued_bytes;            /* bytes of the answers in DONE slots */
+	size_t queued_refs;             /* of which values left in their stores */
 	size_t reserved;                /* room reserved for the WAITING slots' answers */
 	bool close;                     /* an answer ends the connection: no more requests */
 	bool broken;                    /* an answer could not be rendered (no memory) */
@@ -144,13 +147,16 @@ void pipeline_sent(struct pipeline *p, uint64_t now);
  * `out`, DONE slots, and the room reserved for WAITING ones. */
 static inline size_t pipeline_bytes(const struct pipeline *p)
 {
-	return p->out.len + p->queued_bytes + p->reserved;
+	return outq_len(&p->out) + p->queued_bytes + p->reserved;
 }
 
 /* Nothing to send and nothing outstanding. */
 static inline bool pipeline_idle(const struct pipeline *p)
 {
-	return p->out.len == 0 && p->head == NULL;
+	return outq_len(&p->out) == 0 && p->head == NULL;
 }
+
+/* Drops a slot's value reference, if any (its pin released). */
+void pipeline_slot_unref(struct slot *s);
 
 #endif

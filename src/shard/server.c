@@ -327,6 +327,9 @@ void server_destroy(struct server *srv)
 	/* messages left in rings are fwds: their origin shard frees them (fwd.h) */
 	for (unsigned i = 0; srv->rings && i < n * n; i++)
 		ring_destroy(srv->rings[i]);
+	/* every connection (and its sends' pins in any store) before any store */
+	for (unsigned i = 0; srv->shards && i < n; i++)
+		shard_drop_clients(srv->shards[i]);
 	for (unsigned i = 0; srv->shards && i < n; i++)
 		shard_destroy(srv->shards[i]);
 	for (unsigned i = 0; srv->stats && i < n; i++)

@@ -504,7 +504,7 @@ struct shard *shard_create(struct server *srv, unsigned id, int cpu)
 	return sh;
 }
 
-void shard_destroy(struct shard *sh)
+void shard_drop_clients(struct shard *sh)
 {
 	if (!sh)
 		return;
@@ -512,6 +512,13 @@ void shard_destroy(struct shard *sh)
 		conn_destroy(sh->conns[sh->nconns - 1]);
 	l2_teardown(sh);
 	fwd_teardown(sh);   /* after the connections: frees the messages they orphaned */
+}
+
+void shard_destroy(struct shard *sh)
+{
+	if (!sh)
+		return;
+	shard_drop_clients(sh);
 	cache_destroy(sh->cache);
 	store_destroy(sh->store);
 	if (sh->ring.ring_fd > 0)

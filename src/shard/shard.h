@@ -116,7 +116,15 @@ struct shard {
 
 /* Main thread: a shard's memory; the rest is set up in its thread. */
 struct shard *shard_create(struct server *srv, unsigned id, int cpu);
-/* Main thread, after the shard's thread ended.  Accepts NULL. */
+/*
+ * Main thread, after every shard's thread ended: frees the shard's
+ * connections and the messages it still owns.  A connection's send may
+ * hold values of other shards' stores (store_pin), so every shard's
+ * clients go before any shard's store (server_destroy).  Accepts NULL.
+ */
+void shard_drop_clients(struct shard *sh);
+
+/* Then the rest (shard_drop_clients() first if not done).  Accepts NULL. */
 void shard_destroy(struct shard *sh);
 
 /* The thread. */

@@ -613,7 +613,10 @@ int64_t seg_alloc(struct store *st, unsigned cls, uint64_t size)
 	return (int64_t)loc;
 }
 
-/* What it costs to clear segment j for a large item: its live bytes. */
+#define SEG_BLOCKED UINT64_MAX   /* clear_cost() of a segment that cannot be cleared */
+
+/* What it costs to clear segment j for a large item: its live bytes, or
+ * SEG_BLOCKED. */
 static uint64_t clear_cost(const struct store *st, int32_t j)
 {
 	const struct seg *s = &st->segs[j];
@@ -623,7 +626,7 @@ static uint64_t clear_cost(const struct store *st, int32_t j)
 	/* a send reads it: it cannot be cleared now */
 	if (s->state != SEG_FREE && s->state != SEG_INDEX &&
 	    (st->segs[g].state == SEG_PINNED || seg_pinned(st, g)))
-		return UINT64_MAX / 4;
+		return SEG_BLOCKED;
 	switch (s->state) {
 	case SEG_FREE:
 		return 0;
@@ -634,7 +637,7 @@ static uint64_t clear_cost(const struct store *st, int32_t j)
 		return 1 + seg_live_bytes(s) / s->nsegs;
 	case SEG_INDEX:
 	case SEG_PINNED:
-		return UINT64_MAX / 4;
+		return SEG_BLOCKED;
 	default:
 		return 1 + seg_live_bytes(s);
 	}
@@ -650,19 +653,37 @@ int64_t seg_alloc_large(struct store *st, unsigned cls, uint64_t size)
 	if (k + FREE_RESERVE > st->nsegs - st->index_segs)
 		return -E2BIG;
 	release_unpinned(st);
-	/* Slide a k-segment window down from the top; cheapest (highest) wins. */
+	/*
+	 * Slide a k-segment window down from the top; cheapest (highest) wins.
+	 * A segment that cannot be cleared (the index's, or one a send reads)
+	 * is counted apart, not added: k of them would overflow any cost.
+	 */
+	uint64_t blocked = 0;
+	bool any = false;
 	for (int64_t a = (int64_t)st->nsegs - 1; a >= (int64_t)st->index_segs; a--) {
-		cost += clear_cost(st, (int32_t)a);
-		if ((uint64_t)a + k < st->nsegs)
-			cost -= clear_cost(st, (int32_t)(a + (int64_t)k));
-		if ((uint64_t)a + k <= st->nsegs && cost < best_cost) {
-			best_cost = cost;
-			best = a;
+		uint64_t in = clear_cost(st, (int32_t)a);
+		if (in == SEG_BLOCKED)
+			blocked++;
+		else
+			cost += in;
+		if ((uint64_t)a + k < st->nsegs) {
+			uint64_t out = clear_cost(st, (int32_t)(a + (int64_t)k));
+			if (out == SEG_BLOCKED)
+				blocked--;
+			else
+				cost -= out;
+		}
+		if ((uint64_t)a + k <= st->nsegs) {
+			any = true;
+			if (!blocked && cost < best_cost) {
+				best_cost = cost;
+				best = a;
+			}
 		}
 	}
-	if (best < 0)
+	if (!any)
 		return -E2BIG;
-	if (best_cost >= UINT64_MAX / 4)
+	if (best < 0)
 		return -ENOMEM;     /* every run holds the index or a pinned value */
 	for (uint64_t i = 0; i < k; i++)
 		drop_now(st, (int32_t)(best + (int64_t)i));

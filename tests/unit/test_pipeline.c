@@ -60,8 +60,8 @@ static struct reply text(int status, const char *body)
 static size_t count_of(const struct pipeline *p, const char *needle)
 {
 	size_t n = 0, len = strlen(needle);
-	for (size_t i = 0; i + len <= p->out.len; i++)
-		n += memcmp(p->out.data + i, needle, len) == 0;
+	for (size_t i = 0; i + len <= p->out.bytes.len; i++)
+		n += memcmp(p->out.bytes.data + i, needle, len) == 0;
 	return n;
 }
 
@@ -69,8 +69,8 @@ static size_t count_of(const struct pipeline *p, const char *needle)
 static long pos_of(const struct pipeline *p, const char *needle)
 {
 	size_t len = strlen(needle);
-	for (size_t i = 0; i + len <= p->out.len; i++)
-		if (memcmp(p->out.data + i, needle, len) == 0)
+	for (size_t i = 0; i + len <= p->out.bytes.len; i++)
+		if (memcmp(p->out.bytes.data + i, needle, len) == 0)
 			return (long)i;
 	return -1;
 }
@@ -89,9 +89,9 @@ static void test_order_and_accounting(void)
 
 	struct reply a = text(200, "A\n");
 	CHECK_EQ(pipeline_answer(&p, &a, &q), 0);          /* straight to out */
-	CHECK(pipeline_bytes(&p) == p.out.len && p.out.len > 0);
+	CHECK(pipeline_bytes(&p) == p.out.bytes.len && p.out.bytes.len > 0);
 	CHECK_EQ(p.queued, 0);
-	size_t after_a = p.out.len;
+	size_t after_a = p.out.bytes.len;
 
 	pipeline_wait(&p, &w1.slot, &q, 0);                     /* outstanding */
 	struct reply b = text(404, "B\n");
@@ -101,7 +101,7 @@ static void test_order_and_accounting(void)
 	CHECK_EQ(pipeline_answer(&p, &c, &q), 0);
 	CHECK_EQ(p.queued, 4);
 	CHECK_EQ(p.waiting, 2);
-	CHECK_EQ(p.out.len, after_a);                        /* nothing jumped the queue */
+	CHECK_EQ(p.out.bytes.len, after_a);                        /* nothing jumped the queue */
 	size_t queued = p.queued_bytes;
 	CHECK(queued > 0);
 	CHECK_EQ(pipeline_bytes(&p), after_a + queued);
@@ -110,7 +110,7 @@ static void test_order_and_accounting(void)
 	struct reply r2 = text(200, "W2\n");
 	pipeline_render(&w2.slot, &r2, &to);
 	pipeline_complete(&p, &w2.slot, 0);
-	CHECK_EQ(p.out.len, after_a);
+	CHECK_EQ(p.out.bytes.len, after_a);
 	CHECK_EQ(p.waiting, 1);
 	CHECK_EQ(w2.released, 0);
 	CHECK(p.queued_bytes > queued);
@@ -253,7 +253,7 @@ static void test_orphan(void)
 	CHECK_EQ(w1.released, 0);
 	CHECK_EQ(w2.released, 1);                            /* done: freed with the pipeline */
 	CHECK_EQ(w2.orphaned, 0);
-	CHECK(p.head == NULL && p.out.data == NULL);
+	CHECK(p.head == NULL && p.out.bytes.data == NULL);
 }
 
 static void test_head_and_304(void)
@@ -269,7 +269,7 @@ static void test_head_and_304(void)
 	CHECK(pos_of(&p, "twelve") < 0);
 	r.status = 304;
 	q.to.head = false;
-	p.out.len = 0;
+	p.out.bytes.len = 0;
 	CHECK_EQ(pipeline_answer(&p, &r, &q), 0);
 	CHECK(pos_of(&p, "304 Not Modified\r\nContent-Length: 12\r\n") >= 0);
 	CHECK(pos_of(&p, "twelve") < 0);
@@ -302,9 +302,9 @@ static void test_render_failure(void)
 	CHECK_EQ(stats_get(&stats.responses_5xx), 1);
 
 	/* the same request answered in place: -ENOMEM, nothing queued */
-	size_t before = p.out.len;
+	size_t before = p.out.bytes.len;
 	CHECK(pipeline_answer(&p, &huge, &q) != 0);
-	CHECK_EQ(p.out.len, before);
+	CHECK_EQ(p.out.bytes.len, before);
 	CHECK_EQ(stats_get(&stats.responses_2xx), 0);
 
 	/* a failed slot: the FIFO cannot skip it */

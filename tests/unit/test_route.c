@@ -127,7 +127,7 @@ static bool route(const char *raw, bool early, struct answer *a)
 		refused = route_refuse_early(c, &req);
 	else
 		route_request(c, &req, (const uint8_t *)"v", 1);
-	*a = refused ? answer_of(&c->pipe.out) : (struct answer){ 0 };
+	*a = refused ? answer_of(&c->pipe.out.bytes) : (struct answer){ 0 };
 	if (early && refused)
 		CHECK(c->pipe.close);   /* the body that follows is not read */
 	conn_end(c, peer);

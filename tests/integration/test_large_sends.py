@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Large values are sent from the store, not copied (issue 8): a client
+still receiving a value gets exactly the value it asked for, even when the
+key is overwritten, deleted, and its memory evicted and written over
+meanwhile; and those writes are not held up by it.
+
+A slow client (small receive buffer) pipelines GETs of two 4 MiB values,
+one on each shard's key (so one is answered across the rings whichever
+shard holds the connection).  While it has read only part of the first
+answer, other connections overwrite and delete both keys and write enough
+other values to evict everything the store held; all of those writes are
+answered before the slow client is done, which shows they did not wait for
+it.  Then it reads the rest: the first answer is byte for byte the value it
+was receiving; the second, not begun when the writes came, may show them
+(the value, the overwrite, or 404) but is never a mix.
+
+usage: test_large_sends.py [path/to/ringcached]
+"""
+
+import os
+import socket
+
+from harness import Server, build_request, keys_per_shard, run_main, stats
+
+NSHARDS = 2
+VALUE = 4 << 20
+
+
+def body(c):
+    flags = ["--shards", str(NSHARDS), "--memory", "32M", "--max-value", "4M"]
+    with Server(flags, checks=c).start() as srv:
+        keys = keys_per_shard("big-", NSHARDS, 1)
+        values = {s: os.urandom(VALUE) for s in keys}
+        for s, ks in keys.items():
+            c.eq(srv.request("PUT", "/cache/" + ks[0], values[s], timeout=30).status, 201,
+                 "PUT 4 MiB at %s (shard %d)" % (ks[0], s))
+
+        slow = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+        slow.sendall(b"".join(build_request("GET", "/cache/" + ks[0]) for ks in keys.values()))
+        got = bytearray()
+        while len(got) < 64 << 10:          # a little of the first answer
+            got += slow.recv(16 << 10)
+
+        other = os.urandom(VALUE)
+        filler = os.urandom(1 << 20)
+        acked = 0
+        for s, ks in keys.items():
+            acked += srv.request("PUT", "/cache/" + ks[0], other, timeout=30).status == 204
+            acked += srv.request("DELETE", "/cache/" + ks[0], timeout=30).status == 204
+        for i in range(80):                  # 80 MiB through a 32 MiB store
+            acked += srv.request("PUT", "/cache/fill-%d" % i, filler, timeout=30).status == 201
+        doc = stats(srv)
+        c.eq(acked, 2 * NSHARDS + 80, "every overwrite, delete and filler PUT answered while "
+             "the slow client has read only %d KiB" % (len(got) >> 10))
+        c.check(doc["total"]["evictions"] > 0, "the store evicted meanwhile",
+                "evictions %d" % doc["total"]["evictions"])
+
+        slow.settimeout(30)
+        answers = read_answers(slow, bytes(got), 2)
+        slow.close()
+        c.eq([st for st, _ in answers][:1], [200], "the answer being received is a 200")
+        order = list(keys)
+        if answers:
+            c.check(answers[0][1] == values[order[0]],
+                    "it is byte for byte the value asked for, though its key was overwritten, "
+                    "deleted and its memory evicted meanwhile")
+        if len(answers) == 2:
+            st, b2 = answers[1]
+            c.check((st == 200 and b2 in (values[order[1]], other)) or st == 404,
+                    "the next one (not begun when the writes came) is the value, the "
+                    "overwrite, or 404: never a mix", "%d, %d bytes" % (st, len(b2)))
+        else:
+            c.check(False, "both answers arrive", repr([(st, len(b)) for st, b in answers]))
+
+
+def read_answers(sock, buf, n):
+    """n responses (status, body) from what was read and the socket."""
+    out = []
+    while len(out) < n:
+        end = buf.find(b"\r\n\r\n")
+        while end < 0:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return out
+            buf += chunk
+            end = buf.find(b"\r\n\r\n")
+        head = buf[:end].decode("latin-1")
+        status = int(head.split(" ", 2)[1])
+        length = 0
+        for line in head.split("\r\n")[1:]:
+            k, _, v = line.partition(":")
+            if k.strip().lower() == "content-length":
+                length = int(v)
+        while len(buf) < end + 4 + length:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return out
+            buf += chunk
+        out.append((status, buf[end + 4:end + 4 + length]))
+        buf = buf[end + 4 + length:]
+    return out
+
+
+if __name__ == "__main__":
+    run_main("test_large_sends", body)
