@@ -119,6 +119,10 @@ static inline uint64_t stats_get(const _Atomic uint64_t *c)
  * evictions and expirations into `s`.  Call it every tick (~1/s). */
 void stats_store_update(struct stats_shard *s, const struct store_stats *ss);
 
+/* Owner only: the counts a write or delete changed, right after it, so a
+ * reader that had its writes answered sees them in `items` (docs/stats.md). */
+void stats_store_counts(struct stats_shard *s, const struct store_counts *sc);
+
 /*
  * A table of counters kept outside the shards (the coherence thread's
  * COH_STATS), rendered by the same code as the shards': in JSON an object

@@ -139,6 +139,13 @@ uint64_t store_flush(struct store *st, uint32_t older_than);
 
 void store_stats(const struct store *st, struct store_stats *out);
 
+/* The counts a write or a delete changes, cheaply (store_stats() walks
+ * the segments): items, bytes of values, evictions so far. */
+struct store_counts {
+	uint64_t items, value_bytes, evictions;
+};
+void store_counts(const struct store *st, struct store_counts *out);
+
 /*
  * Pins the segment holding `value` (a pointer store_get() returned, into
  * the item's bytes): until as many store_unpin() calls as pins, those bytes

@@ -145,6 +145,13 @@ void stats_store_update(struct stats_shard *s, const struct store_stats *ss)
 	stats_set(&s->expirations, ss->expirations);
 }
 
+void stats_store_counts(struct stats_shard *s, const struct store_counts *sc)
+{
+	stats_set(&s->items, sc->items);
+	stats_set(&s->value_bytes, sc->value_bytes);
+	stats_set(&s->evictions, sc->evictions);
+}
+
 static uint64_t metric(const struct stats_shard *s, unsigned m)
 {
 	return stats_get((const _Atomic uint64_t *)((const char *)s + metric_offset[m]));

@@ -15,6 +15,7 @@
 
 #include "fwd.h"
 #include "l2.h"
+#include "route.h"
 #include "shard.h"
 #include "ringcache/coherence.h"
 #include "ringcache/stats.h"
@@ -261,8 +262,10 @@ static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct co
 	put.content_type.len = m->ctype_len;
 	put.cache_control.len = 0;
 	put.if_none_match.len = 0;
-	return m->value_len <= UINT32_MAX &&
-	       cache_exec(sh->cache, &put, &ignored) == CACHE_STORED;
+	if (m->value_len > UINT32_MAX || cache_exec(sh->cache, &put, &ignored) != CACHE_STORED)
+		return false;
+	route_count_store(sh);
+	return true;
 }
 
 /*
@@ -308,8 +311,9 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 		}
 		fwd_answer(sh, f);
 	}
-	if (served_l2 && (m->flags & COH_F_NOCACHE))
-		store_delete(sh->store, keybuf, key_len, hash);
+	if (served_l2 && (m->flags & COH_F_NOCACHE) &&
+	    store_delete(sh->store, keybuf, key_len, hash) == 0)
+		route_count_store(sh);
 	free(g);
 }
 
@@ -355,10 +359,12 @@ bool l2_drain(struct shard *sh)
 		any = true;
 		switch (m->op) {
 		case COH_INVALIDATE:
-			store_delete(sh->store, m->key, m->key_len, m->hash);
+			if (store_delete(sh->store, m->key, m->key_len, m->hash) == 0)
+				route_count_store(sh);
 			break;
 		case COH_FLUSH:
 			store_flush(sh->store, m->older_than);
+			route_count_store(sh);
 			break;
 		case COH_GET:
 			finish_get(sh, m->cookie, m);

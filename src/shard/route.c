@@ -27,6 +27,7 @@
 #include "ringcache/coherence.h"
 #include "ringcache/hash.h"
 #include "ringcache/stats.h"
+#include "ringcache/store.h"
 
 #define M(method) (1u << HTTP_METHOD_##method)
 
@@ -175,6 +176,16 @@ void route_count_outcome(struct shard *sh, enum cache_outcome oc)
 	case CACHE_ABSENT: break;
 	case CACHE_FAILED: break;
 	}
+	if (oc == CACHE_STORED || oc == CACHE_DELETED)
+		route_count_store(sh);
+}
+
+void route_count_store(struct shard *sh)
+{
+	struct store_counts sc;
+
+	store_counts(sh->store, &sc);
+	stats_store_counts(sh->stats, &sc);
 }
 
 /*

@@ -39,7 +39,11 @@ bool route_refuse_early(struct conn *c, const struct http_request *req);
  */
 void route_exec_forwarded(struct shard *sh, struct fwd *f);
 
-/* Counts what this shard's store did (hits, misses, sets, deletes). */
+/* Counts what this shard's store did (hits, misses, sets, deletes), and
+ * after a write or delete, the store's new counts (route_count_store). */
 void route_count_outcome(struct shard *sh, enum cache_outcome oc);
+
+/* The store's items, value bytes and evictions into /stats, now. */
+void route_count_store(struct shard *sh);
 
 #endif

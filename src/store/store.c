@@ -353,6 +353,13 @@ void store_stats(const struct store *st, struct store_stats *out)
 	out->page_size = st->arena.page_size;
 }
 
+void store_counts(const struct store *st, struct store_counts *out)
+{
+	out->items = st->items;
+	out->value_bytes = st->value_bytes;
+	out->evictions = st->evictions;
+}
+
 _Atomic uint32_t *store_pin(struct store *st, const void *value)
 {
 	uint64_t loc = (uint64_t)((const uint8_t *)value - st->arena.base);
