@@ -19,7 +19,13 @@ struct http_answer_to {
 	uint8_t minor;          /* HTTP/1.<minor> of the request */
 	bool keep_alive;        /* false: "Connection: close" */
 	bool head;              /* HEAD: the headers GET would send, no body */
+	const char *date;       /* NULL, or the Date line (http_date_line), 64 bytes readable */
 };
+
+/* The Date line of `t` (seconds since the epoch): "Date: <IMF-fixdate>\r\n"
+ * in buf, padded to 64 bytes so the renderer copies it whole. */
+#define HTTP_DATE_LINE 64
+void http_date_line(char buf[HTTP_DATE_LINE], int64_t t);
 
 /*
  * Appends r as one complete response to out.  Every response says HTTP/1.1.
@@ -35,6 +41,7 @@ struct http_answer_to {
  *   Cache-Control: max-age=<n>
  *   <r->headers>
  *   X-L2: <reply_l2_name(r->l2)>
+ *   Date: <to->date>                                 not for 1xx (RFC 9110 6.6.1)
  *   Connection: close | keep-alive                   close: !keep_alive or r->close;
  *                                                    keep-alive: a kept HTTP/1.0 one
  *   <body>                                           not for HEAD, 1xx, 204, 304

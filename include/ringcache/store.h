@@ -153,7 +153,9 @@ void store_counts(const struct store *st, struct store_counts *out);
  * evicted, expired or flushed meanwhile (its segment is not reused; writes
  * are never blocked by it, they only find less room).  For a send that
  * reads a value after the store has moved on.  Owner thread only; returns
- * the counter to hand to store_unpin().
+ * the counter to hand to store_unpin(), or NULL when pinning it would put
+ * more than a quarter of the store's segments under pins (the caller then
+ * copies the value): readers that do not read cannot hold the store.
  */
 _Atomic uint32_t *store_pin(struct store *st, const void *value);
 

@@ -21,7 +21,9 @@
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "ringcache/http_render.h"
 
@@ -200,6 +202,31 @@ static const struct seg max_age_seg = SEG_INIT("Cache-Control: max-age=");
 static const struct seg l2_seg = SEG_INIT("X-L2: ");
 static const struct seg text_type = SEG_INIT("text/plain; charset=utf-8");
 
+/* "Date: ...\r\n", copied whole from its 64-byte line (http_date_line). */
+static inline char *put_date(char *p, const struct http_answer_to *to)
+{
+	if (!to->date)
+		return p;
+	memcpy(p, to->date, HTTP_DATE_LINE);
+	return p + strlen(to->date);
+}
+
+void http_date_line(char buf[HTTP_DATE_LINE], int64_t t)
+{
+	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	memset(buf, 0, HTTP_DATE_LINE);
+	if (!gmtime_r(&tt, &tm))
+		return;
+	snprintf(buf, HTTP_DATE_LINE, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
+		 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+		 tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
 static inline unsigned conn_tail(const struct reply *r, const struct http_answer_to *to)
 {
 	if (http_render_closes(r, to))
@@ -208,7 +235,7 @@ static inline unsigned conn_tail(const struct reply *r, const struct http_answer
 }
 
 /* Every header but the variable ones, the over-copy slack included. */
-#define HEAD_ROOM 512
+#define HEAD_ROOM 640
 
 /*
  * A hit: 200 or 304 with a representation, its type copied whole, and none
@@ -252,6 +279,7 @@ static int render_hit(struct buf *out, const struct reply *r, const struct http_
 		p = put_u64(p, r->max_age);
 		p = put(p, "\r\n", 2);
 	}
+	p = put_date(p, to);
 	p = put_seg(p, &conn_seg[conn_tail(r, to)]);
 	if (split) {
 		split->p = body ? r->body : NULL;
@@ -353,10 +381,12 @@ static int render(struct buf *out, const struct reply *r, const struct http_answ
 		p = put(p, name, strlen(name));
 		p = put(p, "\r\n", 2);
 	}
-	if (informational)
+	if (informational) {
 		p = put(p, "\r\n", 2);
-	else
+	} else {
+		p = put_date(p, to);
 		p = put_seg(p, &conn_seg[conn_tail(r, to)]);
+	}
 	if (split) {
 		split->p = body ? r->body : NULL;
 		split->len = body ? r->body_len : 0;

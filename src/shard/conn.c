@@ -224,7 +224,7 @@ void conn_wait(struct conn *c, struct slot *s, const struct pipeline_req *q, siz
  * parser (anything outside 400..599 is answered 500). */
 static void protocol_error(struct conn *c, int status)
 {
-	struct pipeline_req q = { .to = { .minor = 1, .keep_alive = false } };
+	struct pipeline_req q = { .to = { .minor = 1, .keep_alive = false, .date = c->sh->date } };
 	struct reply r;
 
 	reply_status(&r, status >= 400 && status <= 599 ? status : 500, NULL);
@@ -605,6 +605,7 @@ void conn_on_send(struct conn *c, int res)
 	stats_add(&sh->stats->sent_bytes, (uint64_t)res);
 	c->sent += (size_t)res;
 	if (c->sent < outq_len(&c->sending)) {
+		outq_release_sent(&c->sending, c->sent);
 		start_send(c);
 		return;
 	}
@@ -643,6 +644,7 @@ static void resend_bounced(struct conn *c)
 		reply_status(&f->r, 503, "answer too large to hold behind later requests\n");
 		f->r.headers = "Retry-After: 1\r\n";
 		f->needs_room = false;
+		f->to.date = c->sh->date;
 		pipeline_render(&f->slot, &f->r, &f->to);
 		pipeline_complete(&c->pipe, s, clock_mono_ns());
 		shard_dirty(c->sh, c);

@@ -141,6 +141,12 @@ void fwd_orphan(struct slot *s)
 {
 	struct fwd *f = fwd_of_slot(s);
 
+	if (f->needs_room) {
+		/* home, waiting for room to be sent again: nothing else holds it,
+		 * and it would never come back to be freed */
+		fwd_destroy(f);
+		return;
+	}
 	f->conn = NULL;
 	/* read by the owner before it begins (relaxed: a late look only costs
 	 * the work it would have skipped) */
@@ -197,6 +203,7 @@ void fwd_answer(struct shard *sh, struct fwd *f)
 {
 	const struct reply *r = &f->r;
 
+	f->to.date = sh->date;  /* the renderer's: the origin's line may be changing */
 	if (r->status == 200 && !f->to.head && r->body_len + CONN_ANSWER_HEAD > f->room) {
 		f->bounced = true;
 		f->needed = r->body_len + CONN_ANSWER_HEAD;

@@ -24,31 +24,6 @@ int outq_add_ref(struct outq *q, const uint8_t *p, size_t len, _Atomic uint32_t 
 	return 0;
 }
 
-int outq_move(struct outq *dst, struct outq *src)
-{
-	size_t base = dst->bytes.len;
-
-	if (src->nrefs && dst->cap - dst->nrefs < src->nrefs) {
-		uint32_t cap = dst->nrefs + src->nrefs;
-		struct outq_ref *r = realloc(dst->refs, cap * sizeof(*r));
-		if (!r)
-			return -ENOMEM;
-		dst->refs = r;
-		dst->cap = cap;
-	}
-	if (buf_append(&dst->bytes, src->bytes.data, src->bytes.len))
-		return -ENOMEM;
-	for (uint32_t i = 0; i < src->nrefs; i++) {
-		dst->refs[dst->nrefs] = src->refs[i];
-		dst->refs[dst->nrefs++].at += base;
-	}
-	dst->ref_bytes += src->ref_bytes;
-	src->nrefs = 0;
-	src->ref_bytes = 0;
-	src->bytes.len = 0;
-	return 0;
-}
-
 /* Adds the part of [p, p+n) after `skip` bytes; updates skip. */
 static unsigned add(struct iovec *iov, unsigned k, unsigned max, const void *p, size_t n,
 		    size_t *skip)
@@ -79,12 +54,24 @@ unsigned outq_iov(const struct outq *q, size_t off, struct iovec *iov, unsigned 
 	return add(iov, k, max, q->bytes.data + at, q->bytes.len - at, &skip);
 }
 
+void outq_release_sent(struct outq *q, size_t sent)
+{
+	while (q->released < q->nrefs) {
+		const struct outq_ref *r = &q->refs[q->released];
+		if (r->at + q->released_bytes + r->len > sent)
+			break;
+		store_unpin(r->pin);
+		q->released_bytes += r->len;
+		q->released++;
+	}
+}
+
 void outq_clear(struct outq *q)
 {
-	for (uint32_t i = 0; i < q->nrefs; i++)
+	for (uint32_t i = q->released; i < q->nrefs; i++)
 		store_unpin(q->refs[i].pin);
-	q->nrefs = 0;
-	q->ref_bytes = 0;
+	q->nrefs = q->released = 0;
+	q->ref_bytes = q->released_bytes = 0;
 	q->bytes.len = 0;
 }
 

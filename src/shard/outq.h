@@ -41,6 +41,8 @@ struct outq {
 	struct outq_ref *refs;
 	uint32_t nrefs, cap;
 	size_t ref_bytes;               /* sum of the refs' lengths */
+	uint32_t released;              /* refs[0..released) sent and unpinned */
+	size_t released_bytes;          /* their lengths */
 };
 
 /* Everything to send: bytes and referenced values. */
@@ -59,15 +61,16 @@ static inline int outq_append(struct outq *q, const void *p, size_t n)
  * caller; the queue releases it).  0 or -ENOMEM (the pin is then released). */
 int outq_add_ref(struct outq *q, const uint8_t *p, size_t len, _Atomic uint32_t *pin);
 
-/* Moves src's contents to the end of dst (src is left empty).  0, or
- * -ENOMEM with nothing moved. */
-int outq_move(struct outq *dst, struct outq *src);
 
 /*
  * Fills iov[0..max) with what follows the first `off` bytes; returns the
  * count.  What does not fit is left for the next call.
  */
 unsigned outq_iov(const struct outq *q, size_t off, struct iovec *iov, unsigned max);
+
+/* The first `sent` bytes have been sent: the values among them are let go
+ * now (not when the whole queue has gone). */
+void outq_release_sent(struct outq *q, size_t sent);
 
 /* Empties the queue, releasing every pin; keeps the buffer's memory. */
 void outq_clear(struct outq *q);

@@ -33,17 +33,23 @@ static int render_into(struct buf *b, struct outq_ref *ref, const struct reply *
 		       const struct http_answer_to *to)
 {
 	struct http_body body;
+	_Atomic uint32_t *pin;
 
-	if (!r->body_store || r->body_len < OUTQ_REF_MIN)
-		return http_render(b, r, to);
-	if (http_render_head(b, r, to, &body))
+	if (!r->body_store || r->body_len < OUTQ_REF_MIN || to->head || r->status == 304 ||
+	    !(pin = store_pin(r->body_store, r->body)))
+		return http_render(b, r, to);   /* small, no body sent, or pins at their bound */
+	if (http_render_head(b, r, to, &body)) {
+		store_unpin(pin);
 		return -ENOMEM;
-	if (body.p) {
-		ref->at = b->len;
-		ref->p = body.p;
-		ref->len = body.len;
-		ref->pin = store_pin(r->body_store, body.p);
 	}
+	if (!body.p) {
+		store_unpin(pin);
+		return 0;
+	}
+	ref->at = b->len;
+	ref->p = body.p;
+	ref->len = body.len;
+	ref->pin = pin;
 	return 0;
 }
 
@@ -238,10 +244,12 @@ void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now)
 		p->queued--;
 		p->queued_bytes -= h->bytes.len + h->ref.len;
 		p->queued_refs -= h->ref.len;
-		if (h->failed || outq_append(&p->out, h->bytes.data, h->bytes.len))
+		if (h->failed || outq_append(&p->out, h->bytes.data, h->bytes.len)) {
 			p->broken = true;       /* an answer is lost: nothing after it may go */
-		else if (h->ref.pin && outq_add_ref(&p->out, h->ref.p, h->ref.len, h->ref.pin))
+			pipeline_slot_unref(h);
+		} else if (h->ref.pin && outq_add_ref(&p->out, h->ref.p, h->ref.len, h->ref.pin)) {
 			p->broken = true;
+		}
 		h->ref.pin = NULL;              /* the queue holds the pin now, or released it */
 		if (h->timing != PIPELINE_UNTIMED)
 			time_answer(p, h->timing, h->hit, now - h->t0);

@@ -112,11 +112,11 @@ static int route_check(const struct shard *sh, const struct http_request *req,
 	return r->status;
 }
 
-static struct pipeline_req untimed(const struct http_request *req)
+static struct pipeline_req untimed(const struct conn *c, const struct http_request *req)
 {
 	struct pipeline_req q = {
 		.to = { .minor = req->minor, .keep_alive = req->keep_alive,
-			.head = req->method == HTTP_METHOD_HEAD },
+			.head = req->method == HTTP_METHOD_HEAD, .date = c->sh->date },
 	};
 	return q;
 }
@@ -124,7 +124,7 @@ static struct pipeline_req untimed(const struct http_request *req)
 static void answer_status(struct conn *c, const struct http_request *req, int status,
 			  const char *text)
 {
-	struct pipeline_req q = untimed(req);
+	struct pipeline_req q = untimed(c, req);
 	struct reply r;
 
 	reply_status(&r, status, text);
@@ -140,7 +140,7 @@ void route_request(struct conn *c, const struct http_request *req, const uint8_t
 
 	stats_inc(&sh->stats->requests);
 	if (route_check(sh, req, &rt, &r)) {
-		struct pipeline_req q = untimed(req);
+		struct pipeline_req q = untimed(c, req);
 		conn_answer(c, &r, &q);
 		return;
 	}
@@ -154,7 +154,7 @@ bool route_refuse_early(struct conn *c, const struct http_request *req)
 
 	if (!route_check(c->sh, req, &rt, &r))
 		return false;
-	struct pipeline_req q = untimed(req);
+	struct pipeline_req q = untimed(c, req);
 	q.to.keep_alive = false; /* the body that follows is not read */
 	stats_inc(&c->sh->stats->requests);
 	conn_answer(c, &r, &q);
@@ -176,8 +176,8 @@ void route_count_outcome(struct shard *sh, enum cache_outcome oc)
 	case CACHE_ABSENT: break;
 	case CACHE_FAILED: break;
 	}
-	if (oc == CACHE_STORED || oc == CACHE_DELETED)
-		route_count_store(sh);
+	if (oc == CACHE_STORED || oc == CACHE_DELETED || oc == CACHE_FAILED)
+		route_count_store(sh);  /* a failed write may have evicted */
 }
 
 void route_count_store(struct shard *sh)
@@ -293,7 +293,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	cr.if_none_match = req->if_none_match;
 	cr.cache_control = req->cache_control;
 
-	struct pipeline_req q = untimed(req);
+	struct pipeline_req q = untimed(c, req);
 	q.t0 = sh->now_ns;
 	unsigned owner = hash_shard(cr.hash, sh->srv->nshards);
 	if (owner == sh->id) {
@@ -356,7 +356,7 @@ static void serve_stats(struct conn *c, const struct http_request *req, const ui
 		rc = stats_format_prometheus(srv->stats, srv->nshards, &l2, srv->coh ? 1 : 0, &out);
 	else
 		rc = stats_format_json(srv->stats, srv->nshards, &l2, srv->coh ? 1 : 0, &out);
-	struct pipeline_req q = untimed(req);
+	struct pipeline_req q = untimed(c, req);
 	struct reply r;
 	if (rc) {
 		reply_status(&r, 500, NULL);
@@ -385,7 +385,7 @@ static void serve_cluster(struct conn *c, const struct http_request *req, const 
 		return;
 	}
 	memset(&cr, 0, sizeof(cr));
-	struct pipeline_req q = untimed(req);
+	struct pipeline_req q = untimed(c, req);
 	struct fwd *f = fwd_create(sh, c, &cr, &q.to);
 	if (!f) {
 		conn_abort(c);

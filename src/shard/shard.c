@@ -279,13 +279,13 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 /*
  * Memory freed by connections goes back to the system: glibc returns only
  * the top of each thread's heap, so a few live blocks can hold up
- * everything freed under them.  An idle shard whose connections held 32 MiB
+ * everything freed under them.  An idle shard whose connections held 8 MiB
  * or more above what they hold now calls malloc_trim(), which gives back
  * every free page of every arena (milliseconds; at most once a second).
  */
 #define TRIM_IDLE_NS 100000000ull
 #define TRIM_EVERY_NS 1000000000ull
-#define TRIM_FREED (32u << 20)
+#define TRIM_FREED (8u << 20)
 
 static void trim_if_idle(struct shard *sh)
 {
@@ -398,6 +398,7 @@ static void loop(struct shard *sh)
 		enter(sh, sh->now_ns - sh->last_work_ns < spin_ns);
 
 		sh->now_ns = clock_mono_ns();
+		shard_date_update(sh);
 		unsigned head, seen = 0;
 		struct io_uring_cqe *cqe;
 		io_uring_for_each_cqe(&sh->ring, head, cqe) {
@@ -491,6 +492,7 @@ struct shard *shard_create(struct server *srv, unsigned id, int cpu)
 	sh->cfg = cfg;
 	sh->stats = srv->stats[id];
 	sh->conn_budget = srv->conn_memory / srv->nshards;
+	shard_date_update(sh);
 	sh->event_fd = -1;
 	sh->listen_fd = -1;
 	sh->conns = calloc(cfg->max_conns, sizeof(*sh->conns));
@@ -508,6 +510,12 @@ void shard_drop_clients(struct shard *sh)
 {
 	if (!sh)
 		return;
+	/* a stop that gave up (shard.c teardown bound) may leave operations in
+	 * flight: the ring goes first, so no completion names what is freed */
+	if (sh->ring.ring_fd > 0) {
+		io_uring_queue_exit(&sh->ring);
+		sh->ring.ring_fd = -1;
+	}
 	while (sh->nconns)
 		conn_destroy(sh->conns[sh->nconns - 1]);
 	l2_teardown(sh);
@@ -553,6 +561,17 @@ void shard_dirty(struct shard *sh, struct conn *c)
 	if (!(c->flags & C_DIRTY)) {
 		c->flags |= C_DIRTY;
 		sh->dirty[sh->ndirty++] = c;
+	}
+}
+
+void shard_date_update(struct shard *sh)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	if (ts.tv_sec != sh->date_s) {
+		sh->date_s = ts.tv_sec;
+		http_date_line(sh->date, ts.tv_sec);
 	}
 }
 

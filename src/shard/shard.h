@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "ringcache/http_render.h"
 #include "ringcache/ring.h"
 #include "ringcache/stats.h"
 #include "server.h"
@@ -108,6 +109,8 @@ struct shard {
 	uint8_t *key_scratch;           /* decoded key of the request being routed */
 
 	uint64_t now_ns;                /* taken once per loop iteration */
+	int64_t date_s;                 /* wall-clock second of `date` */
+	char date[HTTP_DATE_LINE];      /* "Date: ...\r\n" of responses made here */
 	uint32_t now_s;                 /* store clock */
 	uint64_t last_work_ns;
 	uint64_t last_sweep_ns;
@@ -166,6 +169,10 @@ static inline struct io_uring_sqe *shard_sqe(struct shard *sh)
 	}
 	return sqe;
 }
+
+/* Keeps sh->date on the wall clock's current second (cheap when it has not
+ * changed: one coarse clock read). */
+void shard_date_update(struct shard *sh);
 
 /* Returns a provided receive buffer to the kernel. */
 void shard_recycle_buffer(struct shard *sh, unsigned bid);

@@ -108,6 +108,7 @@ int seg_setup(struct store *st)
 		st->cls[c] = (struct seg_list){ SEG_NONE, SEG_NONE, 0 };
 		st->head[c] = SEG_NONE;
 	}
+	st->pin_max = (st->nsegs - st->index_segs) / 4;
 	for (uint32_t j = 0; j < st->nsegs; j++) {
 		st->segs[j].nsegs = 1;
 		if (j < st->index_segs) {
@@ -729,12 +730,25 @@ bool seg_grow_index(struct store *st)
 	return true;
 }
 
+/* The pinned segments, counted exactly again (their last unpins happened
+ * on other threads since). */
+static void recount_pins(struct store *st)
+{
+	uint32_t n = 0;
+
+	for (uint32_t j = st->index_segs; j < st->nsegs; j++)
+		if (st->segs[j].state != SEG_TAIL && seg_pinned(st, (int32_t)j))
+			n += st->segs[j].nsegs;
+	st->pinned_segs = n;
+}
+
 void seg_tick(struct store *st)
 {
 	uint32_t budget = TICK_BUDGET;
 	int32_t j;
 
 	release_unpinned(st);
+	recount_pins(st);
 	while ((j = expired_seg(st)) != SEG_NONE)
 		doom(st, j, true);
 	for (unsigned c = 1; c < STORE_CLASSES; c++) {

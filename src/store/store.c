@@ -367,6 +367,13 @@ _Atomic uint32_t *store_pin(struct store *st, const void *value)
 
 	if (st->segs[j].state == SEG_TAIL)
 		j = st->segs[j].cprev;   /* a large item: its group's first segment */
+	uint32_t n = st->segs[j].nsegs;
+	if (atomic_load_explicit(&st->pins[j], memory_order_relaxed) == 0) {
+		/* a segment not pinned yet: within the bound, or the caller copies */
+		if (st->pinned_segs + n > st->pin_max)
+			return NULL;
+		st->pinned_segs += n;
+	}
 	atomic_fetch_add_explicit(&st->pins[j], 1, memory_order_relaxed);
 	return &st->pins[j];
 }

@@ -124,6 +124,12 @@ struct store {
 	 * away with a release (store_unpin), the owner reads with an acquire
 	 * before it reuses the segment. */
 	_Atomic uint32_t *pins;
+	/* Segments with pins, an upper bound the owner keeps (it sees every
+	 * first pin; the last unpin happens elsewhere): recounted each tick.
+	 * store_pin() refuses a new segment past pin_max, so a reader that
+	 * never reads cannot hold more than that much of the store. */
+	uint32_t pinned_segs;
+	uint32_t pin_max;
 	struct seg_list cls[STORE_CLASSES];
 	int32_t head[STORE_CLASSES];
 	uint64_t reclaim_off;  /* scan cursor in reclaim.head */

@@ -19,8 +19,10 @@ usage: test_answer_room.py [path/to/ringcached]
 """
 
 import os
+import socket
+import struct
 
-from harness import Server, build_request, keys_per_shard, run_main, stats, stats_delta
+from harness import Server, build_request, keys_per_shard, run_main, stats, stats_delta, wait_for
 
 NSHARDS = 2
 
@@ -72,5 +74,39 @@ def body(c):
                  "... (the large value put back)")
 
 
+def resets_while_waiting(c):
+    """Answers that came back for room and wait to be sent again are freed
+    when their connection is reset (a review found them leaked: the
+    shard's conn_memory then only grew, until every connection was paused
+    for good)."""
+    c.section("connections reset while answers wait for room")
+    with Server(["--shards", str(NSHARDS), "--memory", "256M"], checks=c).start() as srv:
+        keys = keys_per_shard("leak-", NSHARDS, 4)
+        big = os.urandom(1 << 20)
+        for ks in keys.values():
+            for k in ks:
+                srv.request("PUT", "/cache/" + k, big, timeout=20)
+        allk = [k for ks in keys.values() for k in ks]
+        for _ in range(30):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"".join(build_request("GET", "/cache/" + k) for k in allk * 4))
+            wait_for(lambda: stats(srv)["total"]["responses_2xx"] > 0, 0.3)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        def settled():
+            per = stats(srv)["per_shard"]
+            # the connection asking is the only one left: a few KiB of its own
+            return all(p["conn_memory"] <= 4096 * p["connections"] for p in per)
+        c.check(wait_for(settled, 10), "every shard's conn_memory returns to what its open "
+                "connections hold (4 KiB each here; 0 on a shard without any)",
+                repr([(p["connections"], p["conn_memory"]) for p in stats(srv)["per_shard"]]))
+
+
+def main(c):
+    body(c)
+    resets_while_waiting(c)
+
+
 if __name__ == "__main__":
-    run_main("test_answer_room", body)
+    run_main("test_answer_room", main)

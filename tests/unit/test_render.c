@@ -180,8 +180,45 @@ static void test_append_and_lengths(void)
 	buf_deinit(&b);
 }
 
+/* The Date line (RFC 9110 5.6.7 IMF-fixdate), and where it goes. */
+static void test_date(void)
+{
+	char line[HTTP_DATE_LINE];
+	struct http_answer_to to = { 1, true, false, line };
+	struct buf b = { 0 };
+	struct reply r;
+
+	http_date_line(line, 784111777);
+	CHECK(strcmp(line, "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n") == 0);
+	http_date_line(line, 0);
+	CHECK(strcmp(line, "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n") == 0);
+	reply_status(&r, 404, NULL);
+	r.cache = REPLY_CACHE_MISS;
+	CHECK_EQ(http_render(&b, &r, &to), 0);
+	CHECK(b.len > 0 && memmem(b.data, b.len, "\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\n",
+				     41) != NULL);
+	/* a hit (the fast path) carries it too */
+	static const struct {
+		char s[64];
+	} type = { "text/plain" };
+	reply_status(&r, 200, NULL);
+	r.cache = REPLY_CACHE_HIT;
+	r.type = type.s;
+	r.type_len = 10;
+	r.type_padded = true;
+	memcpy(r.etag, "\"0123456789abcdef\"", 18);
+	r.etag_len = 18;
+	r.body = "x";
+	r.body_len = 1;
+	b.len = 0;
+	CHECK_EQ(http_render(&b, &r, &to), 0);
+	CHECK(b.len > 0 && memmem(b.data, b.len, "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n", 37));
+	buf_deinit(&b);
+}
+
 int main(void)
 {
+	test_date();
 	test_status();
 	test_hit_paths();
 	test_append_and_lengths();
