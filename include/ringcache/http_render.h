@@ -25,6 +25,7 @@ struct http_answer_to {
 /* The Date line of `t` (seconds since the epoch): "Date: <IMF-fixdate>\r\n"
  * in buf, padded to 64 bytes so the renderer copies it whole. */
 #define HTTP_DATE_LINE 64
+#define HTTP_DATE_LEN 37        /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
 void http_date_line(char buf[HTTP_DATE_LINE], int64_t t);
 
 /*

@@ -208,7 +208,7 @@ static inline char *put_date(char *p, const struct http_answer_to *to)
 	if (!to->date)
 		return p;
 	memcpy(p, to->date, HTTP_DATE_LINE);
-	return p + strlen(to->date);
+	return p + HTTP_DATE_LEN;   /* an IMF-fixdate has one length */
 }
 
 void http_date_line(char buf[HTTP_DATE_LINE], int64_t t)
@@ -220,8 +220,8 @@ void http_date_line(char buf[HTTP_DATE_LINE], int64_t t)
 	struct tm tm;
 
 	memset(buf, 0, HTTP_DATE_LINE);
-	if (!gmtime_r(&tt, &tm))
-		return;
+	if (!gmtime_r(&tt, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0)
+		tm = (struct tm){ .tm_mday = 1, .tm_year = 70, .tm_wday = 4 };  /* 4 digits only */
 	snprintf(buf, HTTP_DATE_LINE, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
 		 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
 		 tm.tm_hour, tm.tm_min, tm.tm_sec);
