@@ -144,7 +144,10 @@ static int add_status_error(struct buf *out, const struct reply *r)
 		n = (size_t)snprintf(tmp, sizeof(tmp), "request failed (status %u)", r->status);
 		text = tmp;
 	}
-	return add_error_n(out, r->status == 507 ? "OOM " : "ERR ", text, n);
+	/* 503: made again for room, it could not be (fwd.h): a client may
+	 * retry, which TRYAGAIN says in Redis's terms */
+	return add_error_n(out, r->status == 507 ? "OOM " : r->status == 503 ? "TRYAGAIN " : "ERR ",
+			   text, n);
 }
 
 /*

@@ -39,6 +39,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cmd.h"
 #include "conn.h"
 #include "fwd.h"
 #include "route.h"
@@ -135,7 +136,7 @@ static void cancel_recv(struct conn *c)
 	c->flags |= C_CANCELING;
 }
 
-void conn_create(struct shard *sh, int fd)
+void conn_create(struct shard *sh, int fd, uint8_t proto)
 {
 	int one = 1;
 
@@ -152,6 +153,12 @@ void conn_create(struct shard *sh, int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->sh = sh;
 	c->fd = fd;
+	c->proto = proto;
+	if (proto == PROTO_RESP && cmd_session_create(c)) {
+		free(c);
+		close(fd);
+		return;
+	}
 	c->idx = sh->nconns;
 	c->last_active_ns = sh->now_ns;
 	pipeline_init(&c->pipe, sh->stats, fwd_release, fwd_orphan);
@@ -170,6 +177,7 @@ void conn_destroy(struct conn *c)
 	sh->conns[c->idx] = last;
 	close(c->fd);
 	pipeline_deinit(&c->pipe);
+	cmd_session_destroy(c);         /* after the pipeline: its parent is orphaned */
 	buf_deinit(&c->in);
 	buf_deinit(&c->body);
 	outq_deinit(&c->sending);
@@ -224,7 +232,16 @@ void conn_wait(struct conn *c, struct slot *s, const struct pipeline_req *q, siz
  * parser (anything outside 400..599 is answered 500). */
 static void protocol_error(struct conn *c, int status)
 {
-	struct pipeline_req q = { .to = { .minor = 1, .keep_alive = false } };
+	if (c->proto == PROTO_RESP) {
+		/* only a timeout comes here for RESP (the parser's errors are
+		 * answered by cmd.c) */
+		cmd_protocol_error(c, status == 408 ? "Protocol error: the command was not "
+						      "completed within --request-timeout"
+						    : "Protocol error");
+		return;
+	}
+	struct pipeline_req q = { .to = { .proto = PROTO_HTTP,
+					  .http = { .minor = 1, .keep_alive = false } } };
 	struct reply r;
 
 	reply_status(&r, status >= 400 && status <= 599 ? status : 500, NULL);
@@ -277,6 +294,8 @@ static size_t handle_one(struct conn *c, const char *p, size_t n)
 	struct http_request req;
 	int rc;
 
+	if (c->proto == PROTO_RESP)
+		return cmd_handle(c, p, n);
 	if (c->state == RS_IDLE) {
 		c->state = RS_HEAD;
 		c->req_start_ns = sh->now_ns;
@@ -358,11 +377,11 @@ static bool head_needs_room(const struct conn *c)
  * large values and reads nothing makes this connection hold at most OUT_MAX
  * plus INFLIGHT_MAX answers, not PEND_MAX of them.
  */
-static bool conn_congested(const struct conn *c)
+bool conn_congested(const struct conn *c)
 {
 	return c->pipe.queued >= PEND_MAX || c->pipe.waiting >= INFLIGHT_MAX ||
 	       conn_unsent(c) >= CONN_OUT_MAX || shard_memory_tight(c->sh) ||
-	       head_needs_room(c);
+	       head_needs_room(c) || cmd_busy(c);
 }
 
 /* After EOF: once buffered requests are parsed (input not paused), what is
@@ -577,7 +596,7 @@ void conn_flush(struct conn *c)
 		conn_account(c);
 }
 
-static void maybe_resume(struct conn *c)
+void conn_maybe_resume(struct conn *c)
 {
 	if (!(c->flags & C_PAUSED) || conn_congested(c) || outq_len(&c->sending) - c->sent)
 		return;
@@ -612,7 +631,7 @@ void conn_on_send(struct conn *c, int res)
 	c->sent = 0;
 	buf_trim(&c->sending.bytes); /* becomes `out` at the next send */
 	resend_bounced(c);
-	maybe_resume(c);
+	conn_maybe_resume(c);
 	shard_dirty(sh, c);
 	conn_account(c);
 }
@@ -665,7 +684,7 @@ void conn_complete(struct conn *c, struct slot *s)
 	shard_dirty(c->sh, c);
 	if (!(c->flags & C_CLOSED)) {
 		resend_bounced(c);
-		maybe_resume(c);
+		conn_maybe_resume(c);
 	}
 	conn_account(c);
 }
@@ -686,7 +705,7 @@ void conn_resume_paused(struct shard *sh)
 	for (uint32_t i = 0; i < sh->nconns; i++) {
 		struct conn *c = sh->conns[i];
 		if ((c->flags & C_PAUSED) && !(c->flags & C_CLOSED)) {
-			maybe_resume(c);
+			conn_maybe_resume(c);
 			conn_account(c);
 		}
 	}
