@@ -725,7 +725,9 @@ static void cmd_flushall(struct cmd_args *a)
 
 static void cmd_ping(struct cmd_args *a)
 {
-	if (a->argc == 1)
+	if (a->argc > 2)
+		answer_errorf(a, "ERR wrong number of arguments for '%s' command", a->def->name);
+	else if (a->argc == 1)
 		answer_kind(a, REPLY_SIMPLE, "PONG", 4, 0);
 	else
 		answer_bulk(a, a->v[1].p, a->v[1].len);
