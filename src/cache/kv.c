@@ -95,8 +95,9 @@ int cache_kv_identity(struct store *st, const struct cache_req *r, const uint8_t
 		return -ENOENT;
 	*value = identity(&x)->p;
 	*len = identity(&x)->len;
+	/* the default type is no type: what a SET writes through */
 	*type = x.type;
-	*type_len = x.type_len;
+	*type_len = x.v.type == 0 ? 0 : x.type_len;
 	return 0;
 }
 
