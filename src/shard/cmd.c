@@ -1367,6 +1367,13 @@ static bool dispatch(struct conn *c, const struct resp_cmd *cmd)
 
 	for (uint32_t i = 0; i < ARGV_MAX && resp_next(cmd, &it, &a.v[i], scratch_of(c)); i++)
 		;
+	if (is(a.v[0], "post") || is(a.v[0], "host:")) {
+		/* an HTTP request, which a web page can make a browser send to
+		 * this port with commands in its body: closed unanswered, as
+		 * Redis does (securityWarningCommand) */
+		conn_abort(c);
+		return true;
+	}
 	t = find(commands, a.v[0], 0);
 	if (!t) {
 		unknown_command(&a);

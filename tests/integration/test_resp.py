@@ -228,6 +228,15 @@ def protocol_errors(c, srv):
         c.eq(r.cmd("PING"), b"PONG", "still serving")
 
 
+def cross_protocol(c, srv):
+    c.section("an HTTP request on the RESP port is closed unanswered (as Redis does)")
+    with srv.client() as r:
+        r.send(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 14\r\n\r\nSET evil 1\r\n")
+        c.check(r.closed_by_server() and r.buf == b"", "POST: closed, nothing answered")
+    with srv.client() as r:
+        c.eq(r.cmd("EXISTS", "evil"), 0, "the body's command was not run")
+
+
 def resp3(c, srv):
     c.section("RESP3 after HELLO 3")
     with srv.client() as r:
@@ -299,6 +308,7 @@ def body(c):
     large_values(c, srv)
     inline_commands(c, srv)
     protocol_errors(c, srv)
+    cross_protocol(c, srv)
     resp3(c, srv)
     stats_counted(c, srv)
     auth(c)
