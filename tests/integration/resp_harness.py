@@ -9,7 +9,8 @@ Standard library only.  Every socket operation has a timeout.
 import os
 import socket
 
-from harness import IO_TIMEOUT, Server, free_port
+from harness import IO_TIMEOUT, Server, TcpClient, free_port
+from redis_harness import resp_encode as encode
 
 
 class RespError(Exception):
@@ -26,39 +27,15 @@ class Verbatim(bytes):
     """A RESP3 verbatim string (its "txt:" prefix removed)."""
 
 
-def encode(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        if isinstance(a, int):
-            a = str(a).encode()
-        elif isinstance(a, str):
-            a = a.encode("latin-1")
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-class Client:
+class Client(TcpClient):
     """One connection.  cmd() sends a command and returns its reply as a
     value: bytes, int, None, list, dict, set, or a RespError instance.
-    raw_cmd() returns the reply's exact bytes instead."""
+    raw_cmd() returns the reply's exact bytes instead.  (redis_harness.Resp
+    reads RESP2 only and keeps no bytes.)"""
 
     def __init__(self, port, timeout=IO_TIMEOUT):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
+        super().__init__(port, timeout)
         self.raw = []     # bytes of the reply being read, when recording
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def send(self, data):
         self.sock.sendall(data)
