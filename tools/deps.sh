@@ -3,7 +3,8 @@
 RINGCACHE_PACKAGES=(
 	meson ninja-build pkg-config gcc clang
 	liburing-dev libhiredis-dev libdeflate-dev libbrotli-dev libnuma-dev
-	redis-server nginx-light wrk python3 curl procps valgrind brotli
+	redis-server redis-tools python3-redis memcached libmemcached-tools nginx-light wrk
+	python3 curl procps valgrind brotli
 )
 
 ringcache_install_deps() {

@@ -106,4 +106,81 @@ enum cache_outcome {
  */
 enum cache_outcome cache_exec(struct cache *c, const struct cache_req *r, struct reply *out);
 
+/*
+ * --- RESP operations (src/cache/kv.c) --------------------------------------
+ *
+ * What Redis's string commands do beyond GET, PUT and DELETE, on the shard
+ * that owns the key, each as one step on its store (so atomic there): the
+ * conditional and value-returning SET, INCRBY, APPEND, GETDEL, GETEX,
+ * EXPIRE and PERSIST, and a shard's part of DBSIZE and FLUSHALL.  Values are
+ * written through cache_exec() (variants, ETags, --default-ttl as for a PUT);
+ * a change of TTL alone rewrites the stored blob as it is.  The store keeps
+ * whole seconds: a TTL given in milliseconds is rounded up to seconds.
+ */
+enum cache_kv_op {
+	CACHE_KV_NONE = 0,      /* req.op alone: GET, PUT or DELETE */
+	CACHE_KV_SET,           /* SET with NX/XX/GET/KEEPTTL or an absolute expiry */
+	CACHE_KV_INCRBY,        /* num */
+	CACHE_KV_APPEND,        /* req.body */
+	CACHE_KV_GETDEL,
+	CACHE_KV_GETEX,         /* an expiry, PERSIST, or neither */
+	CACHE_KV_EXPIRE,        /* at_ms (not after now: delete), NX/XX/GT/LT */
+	CACHE_KV_PERSIST,
+	CACHE_KV_COUNT,         /* the store's items: a part of DBSIZE */
+	CACHE_KV_FLUSH,         /* drop every item: a part of FLUSHALL */
+};
+
+#define CACHE_KV_NX 0x01u
+#define CACHE_KV_XX 0x02u
+#define CACHE_KV_GT 0x04u
+#define CACHE_KV_LT 0x08u
+#define CACHE_KV_GET 0x10u      /* SET: answer the old value */
+#define CACHE_KV_KEEPTTL 0x20u
+#define CACHE_KV_PERSIST_F 0x40u /* GETEX PERSIST */
+#define CACHE_KV_EXPIRY 0x80u   /* at_ms is given */
+
+/* GETEX with an expiry Redis refuses only for a key that exists: at_ms says
+ * which error the owner answers if it does. */
+#define CACHE_KV_AT_INVALID INT64_MIN           /* "invalid expire time" */
+#define CACHE_KV_AT_NOT_INT (INT64_MIN + 1)     /* "not an integer" */
+
+struct cache_kv {
+	uint8_t op;             /* enum cache_kv_op */
+	uint8_t flags;          /* CACHE_KV_* */
+	int64_t num;            /* INCRBY's increment */
+	int64_t at_ms;          /* the expiry, Unix time in milliseconds */
+};
+
+/* What an operation did to its key (with --redis, what to write through). */
+enum cache_kv_effect { CACHE_KV_UNCHANGED = 0, CACHE_KV_WROTE, CACHE_KV_DELETED };
+
+/* Where an operation runs: the owner's executor, store and clocks. */
+struct cache_kv_ctx {
+	struct cache *cache;
+	struct store *st;
+	uint32_t now;           /* store clock, as given to cache_tick() */
+	uint64_t now_ms;        /* Unix time in milliseconds */
+	size_t max_value;       /* --max-value */
+	struct buf *scratch;    /* the owner's: values being built or copied */
+};
+
+/*
+ * Executes one operation and describes its answer in *out (REPLY_INT,
+ * REPLY_NIL, REPLY_OK, REPLY_BULK, REPLY_ERROR with Redis's words, or the
+ * REPR error cache_exec() gave a write); *effect says what changed.  A
+ * REPLY_BULK points into the store or into ctx->scratch: render it before
+ * either changes.  Returns the outcome for the counters.  Owner shard only.
+ */
+enum cache_outcome cache_kv_exec(const struct cache_kv_ctx *ctx, const struct cache_req *r,
+				 const struct cache_kv *kv, struct reply *out,
+				 enum cache_kv_effect *effect);
+
+/*
+ * The identity representation of key r->key and its Content-Type, for
+ * writing it through to Redis after cache_kv_exec() changed it.  0, or
+ * -ENOENT.  The pointers are valid until the store changes.
+ */
+int cache_kv_identity(struct store *st, const struct cache_req *r, const uint8_t **value,
+		      uint32_t *len, const char **type, uint32_t *type_len);
+
 #endif

@@ -9,7 +9,7 @@
  *         HUGEPAGES, CPUSET (taskset syntax), ADDR (HOST:PORT), SEED
  *         ("random" or a 64-bit number, decimal or 0x hex), COUNT ("auto"
  *         or N >= 1), CPU ("auto" or a CPU number), SIZEAUTO ("auto" or a
- *         SIZE above 0)
+ *         SIZE above 0), ADDROPT (an ADDR, or empty: off, port 0)
  *   default: the value as a user would write it, and what --help and the
  *         man page show.  A default the daemon computes at start is a word
  *         ("auto", "random"), never the number the field holds for it:
@@ -33,6 +33,8 @@
 #define CONFIG_OPTIONS(X)                                                          \
 	X("listen", ADDR, listen, "127.0.0.1:8080", "HOST:PORT",                   \
 	  "address every shard listens on (SO_REUSEPORT)")                         \
+	X("resp-listen", ADDROPT, resp_listen, "", "HOST:PORT",                    \
+	  "address every shard also serves the Redis protocol (RESP) on; empty: none") \
 	X("shards", COUNT, shards, "auto", "auto|N",                               \
 	  "number of shards; auto: one per CPU of --cpuset or of the allowed set") \
 	X("cpuset", CPUSET, cpuset, "", "LIST",                                    \
@@ -125,6 +127,7 @@ struct config_addr {
 #define CONFIG_TYPE_HUGEPAGES enum config_hugepages
 #define CONFIG_TYPE_CPUSET struct cpuset
 #define CONFIG_TYPE_ADDR struct config_addr
+#define CONFIG_TYPE_ADDROPT struct config_addr
 #define CONFIG_TYPE_SEED struct config_seed
 
 struct config {

@@ -7,6 +7,12 @@
  * bytes afterwards: a value promoted from Redis is a reply whose `cache` says
  * HIT_L2, a write-through is a reply whose `l2` says how Redis took it.
  *
+ * RESP (resp.h) needs answers HTTP has no word for: an integer, a nil, an
+ * error line, bytes already in the protocol (INFO, HELLO).  `kind` says which
+ * a reply is; the executor's replies are all REPLY_REPR, which each protocol
+ * renders in its own terms (HTTP by status; RESP by what the command asked,
+ * resp.h's forms), and only the RESP side makes the others.
+ *
  * A reply may point at memory it does not own: `body` and `type` of a hit
  * point into the owning shard's store and stay valid only until that store
  * changes (the next request it executes), so a reply is rendered on the
@@ -44,6 +50,18 @@ enum reply_l2 {
 /* Content-Encoding of the body; numbered as src/cache/repr.h's codings. */
 enum reply_coding { REPLY_IDENTITY = 0, REPLY_BR = 1, REPLY_GZIP = 2 };
 
+/* What a reply is: REPLY_REPR for everything HTTP answers. */
+enum reply_kind {
+	REPLY_REPR = 0,         /* status, and a representation or a text body */
+	REPLY_INT,              /* the integer `num` */
+	REPLY_NIL,              /* no value */
+	REPLY_OK,               /* done, nothing to say ("+OK") */
+	REPLY_BULK,             /* body is a string value */
+	REPLY_SIMPLE,           /* body is a short status word ("PONG") */
+	REPLY_ERROR,            /* body is an error line's text ("ERR syntax error") */
+	REPLY_RAW,              /* body is bytes already in the connection's protocol */
+};
+
 #define REPLY_ETAG_MAX 32       /* a quoted ETag, padding included */
 
 struct reply {
@@ -56,6 +74,7 @@ struct reply {
 	bool close;             /* end the connection after this answer */
 	bool has_max_age;       /* Cache-Control: max-age=<max_age> */
 	bool type_padded;       /* 64 bytes may be read at type (a copy of fixed size) */
+	uint8_t kind;           /* enum reply_kind */
 	uint32_t max_age;
 	uint32_t type_len;
 	const char *type;       /* Content-Type; NULL: text/plain for a body, else none */
@@ -64,6 +83,7 @@ struct reply {
 	size_t body_len;
 	void *body_store;       /* the struct store body points into, or NULL: a large
 				 * body may then be sent from there (store_pin) */
+	int64_t num;            /* REPLY_INT */
 	char etag[REPLY_ETAG_MAX];  /* quoted, etag_len bytes */
 };
 

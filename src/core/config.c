@@ -47,7 +47,7 @@
 
 enum kind {
 	K_SIZE, K_SIZEAUTO, K_U32, K_COUNT, K_CPU, K_STR, K_URL, K_BOOL, K_HUGEPAGES, K_CPUSET,
-	K_ADDR, K_SEED
+	K_ADDR, K_ADDROPT, K_SEED
 };
 
 struct option_desc {
@@ -250,6 +250,12 @@ static int set_value(struct config *cfg, const struct option_desc *o, const char
 		return cpuset_parse(v, field);
 	case K_ADDR:
 		return parse_addr(v, field);
+	case K_ADDROPT:
+		if (!*v) {
+			memset(field, 0, sizeof(struct config_addr));  /* port 0: off */
+			return 0;
+		}
+		return parse_addr(v, field);
 	case K_SEED:
 		return parse_seed(v, field);
 	}
@@ -259,7 +265,7 @@ static int set_value(struct config *cfg, const struct option_desc *o, const char
 /* Kinds for which an empty value means "not set" (the default is empty). */
 static bool empty_ok(enum kind k)
 {
-	return k == K_STR || k == K_URL || k == K_CPUSET;
+	return k == K_STR || k == K_URL || k == K_CPUSET || k == K_ADDROPT;
 }
 
 static const struct option_desc *find(const char *name, size_t len)
@@ -709,8 +715,11 @@ static int format_value(const struct config *cfg, const struct option_desc *o, c
 		}
 	case K_CPUSET:
 		return format_cpuset(field, buf, len);
-	case K_ADDR: {
+	case K_ADDR:
+	case K_ADDROPT: {
 		const struct config_addr *a = field;
+		if (!a->port)
+			return snprintf(buf, len, "%s", "");
 		return snprintf(buf, len, strchr(a->host, ':') ? "[%s]:%u" : "%s:%u", a->host,
 				a->port);
 	}

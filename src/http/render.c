@@ -21,7 +21,6 @@
  */
 #include <errno.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -211,6 +210,13 @@ static inline char *put_date(char *p, const struct http_answer_to *to)
 	return p + HTTP_DATE_LEN;   /* an IMF-fixdate has one length */
 }
 
+static char *put2(char *p, unsigned v)
+{
+	*p++ = (char)('0' + v / 10 % 10);
+	*p++ = (char)('0' + v % 10);
+	return p;
+}
+
 void http_date_line(char buf[HTTP_DATE_LINE], int64_t t)
 {
 	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
@@ -218,13 +224,28 @@ void http_date_line(char buf[HTTP_DATE_LINE], int64_t t)
 					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
 	time_t tt = (time_t)t;
 	struct tm tm;
+	char *p = buf;
 
 	memset(buf, 0, HTTP_DATE_LINE);
 	if (!gmtime_r(&tt, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0)
 		tm = (struct tm){ .tm_mday = 1, .tm_year = 70, .tm_wday = 4 };  /* 4 digits only */
-	snprintf(buf, HTTP_DATE_LINE, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
-		 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
-		 tm.tm_hour, tm.tm_min, tm.tm_sec);
+	unsigned year = (unsigned)(tm.tm_year + 1900);
+	p = put(p, "Date: ", 6);
+	p = put(p, days[tm.tm_wday % 7], 3);
+	p = put(p, ", ", 2);
+	p = put2(p, (unsigned)tm.tm_mday);
+	*p++ = ' ';
+	p = put(p, months[tm.tm_mon % 12], 3);
+	*p++ = ' ';
+	p = put2(p, year / 100);
+	p = put2(p, year % 100);
+	*p++ = ' ';
+	p = put2(p, (unsigned)tm.tm_hour);
+	*p++ = ':';
+	p = put2(p, (unsigned)tm.tm_min);
+	*p++ = ':';
+	p = put2(p, (unsigned)tm.tm_sec);
+	put(p, " GMT\r\n", 6);
 }
 
 static inline unsigned conn_tail(const struct reply *r, const struct http_answer_to *to)

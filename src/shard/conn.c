@@ -39,6 +39,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cmd.h"
 #include "conn.h"
 #include "fwd.h"
 #include "route.h"
@@ -135,7 +136,7 @@ static void cancel_recv(struct conn *c)
 	c->flags |= C_CANCELING;
 }
 
-void conn_create(struct shard *sh, int fd)
+void conn_create(struct shard *sh, int fd, uint8_t proto)
 {
 	int one = 1;
 
@@ -152,6 +153,12 @@ void conn_create(struct shard *sh, int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->sh = sh;
 	c->fd = fd;
+	c->proto = proto;
+	if (proto == PROTO_RESP && cmd_session_create(c)) {
+		free(c);
+		close(fd);
+		return;
+	}
 	c->idx = sh->nconns;
 	c->last_active_ns = sh->now_ns;
 	pipeline_init(&c->pipe, sh->stats, fwd_release, fwd_orphan);
@@ -170,6 +177,7 @@ void conn_destroy(struct conn *c)
 	sh->conns[c->idx] = last;
 	close(c->fd);
 	pipeline_deinit(&c->pipe);
+	cmd_session_destroy(c);         /* after the pipeline: its parent is orphaned */
 	buf_deinit(&c->in);
 	buf_deinit(&c->body);
 	outq_deinit(&c->sending);
@@ -224,7 +232,17 @@ void conn_wait(struct conn *c, struct slot *s, const struct pipeline_req *q, siz
  * parser (anything outside 400..599 is answered 500). */
 static void protocol_error(struct conn *c, int status)
 {
-	struct pipeline_req q = { .to = { .minor = 1, .keep_alive = false, .date = c->sh->date } };
+	if (c->proto == PROTO_RESP) {
+		/* only a timeout comes here for RESP (the parser's errors are
+		 * answered by cmd.c) */
+		cmd_protocol_error(c, status == 408 ? "Protocol error: the command was not "
+						      "completed within --request-timeout"
+						    : "Protocol error");
+		return;
+	}
+	struct pipeline_req q = { .to = { .proto = PROTO_HTTP,
+					  .http = { .minor = 1, .keep_alive = false,
+						    .date = c->sh->date } } };
 	struct reply r;
 
 	reply_status(&r, status >= 400 && status <= 599 ? status : 500, NULL);
@@ -277,6 +295,8 @@ static size_t handle_one(struct conn *c, const char *p, size_t n)
 	struct http_request req;
 	int rc;
 
+	if (c->proto == PROTO_RESP)
+		return cmd_handle(c, p, n);
 	if (c->state == RS_IDLE) {
 		c->state = RS_HEAD;
 		c->req_start_ns = sh->now_ns;
@@ -358,11 +378,11 @@ static bool head_needs_room(const struct conn *c)
  * large values and reads nothing makes this connection hold at most OUT_MAX
  * plus INFLIGHT_MAX answers, not PEND_MAX of them.
  */
-static bool conn_congested(const struct conn *c)
+bool conn_congested(const struct conn *c)
 {
 	return c->pipe.queued >= PEND_MAX || c->pipe.waiting >= INFLIGHT_MAX ||
 	       conn_unsent(c) >= CONN_OUT_MAX || shard_memory_tight(c->sh) ||
-	       head_needs_room(c);
+	       head_needs_room(c) || cmd_busy(c);
 }
 
 /* After EOF: once buffered requests are parsed (input not paused), what is
@@ -577,7 +597,7 @@ void conn_flush(struct conn *c)
 		conn_account(c);
 }
 
-static void maybe_resume(struct conn *c)
+void conn_maybe_resume(struct conn *c)
 {
 	if (!(c->flags & C_PAUSED) || conn_congested(c) || outq_len(&c->sending) - c->sent)
 		return;
@@ -613,7 +633,7 @@ void conn_on_send(struct conn *c, int res)
 	c->sent = 0;
 	buf_trim(&c->sending.bytes); /* becomes `out` at the next send */
 	resend_bounced(c);
-	maybe_resume(c);
+	conn_maybe_resume(c);
 	shard_dirty(sh, c);
 	conn_account(c);
 }
@@ -644,7 +664,8 @@ static void resend_bounced(struct conn *c)
 		reply_status(&f->r, 503, "answer too large to hold behind later requests\n");
 		f->r.headers = "Retry-After: 1\r\n";
 		f->needs_room = false;
-		f->to.date = c->sh->date;
+		if (f->to.proto == PROTO_HTTP)
+			f->to.http.date = c->sh->date;
 		pipeline_render(&f->slot, &f->r, &f->to);
 		pipeline_complete(&c->pipe, s, clock_mono_ns());
 		shard_dirty(c->sh, c);
@@ -667,7 +688,7 @@ void conn_complete(struct conn *c, struct slot *s)
 	shard_dirty(c->sh, c);
 	if (!(c->flags & C_CLOSED)) {
 		resend_bounced(c);
-		maybe_resume(c);
+		conn_maybe_resume(c);
 	}
 	conn_account(c);
 }
@@ -688,7 +709,7 @@ void conn_resume_paused(struct shard *sh)
 	for (uint32_t i = 0; i < sh->nconns; i++) {
 		struct conn *c = sh->conns[i];
 		if ((c->flags & C_PAUSED) && !(c->flags & C_CLOSED)) {
-			maybe_resume(c);
+			conn_maybe_resume(c);
 			conn_account(c);
 		}
 	}

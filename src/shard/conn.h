@@ -24,6 +24,7 @@
 #include "ringcache/buf.h"
 #include "ringcache/http.h"
 
+struct cmd_session;
 struct shard;
 
 enum conn_flags {
@@ -67,6 +68,7 @@ struct conn {
 	int fd;
 	uint32_t idx;                   /* position in sh->conns */
 	uint32_t flags;
+	uint8_t proto;                  /* enum answer_proto: the listener's */
 	uint8_t state;                  /* enum req_state */
 	bool continue_sent;
 	bool chunked;                   /* the request in progress has a chunked body */
@@ -82,6 +84,7 @@ struct conn {
 	struct msghdr msg;              /* a sendmsg in flight: heads and values */
 	struct iovec iov[CONN_IOV];
 	struct pipeline pipe;           /* answers, in order; pipe.close: no more requests */
+	struct cmd_session *resp;       /* a RESP connection's state (cmd.h); NULL for HTTP */
 	size_t mem;                     /* what conn_account() last counted for this connection */
 	uint64_t last_active_ns;
 	uint64_t send_ns;               /* when the send in flight was queued */
@@ -89,9 +92,10 @@ struct conn {
 	uint64_t linger_until_ns;
 };
 
-/* An accepted socket becomes a connection with a recv armed; over
- * --max-conns or without memory the socket is closed. */
-void conn_create(struct shard *sh, int fd);
+/* An accepted socket becomes a connection speaking `proto` (enum
+ * answer_proto, the listener's) with a recv armed; over --max-conns or
+ * without memory the socket is closed. */
+void conn_create(struct shard *sh, int fd, uint8_t proto);
 /* Frees c at once (stop, teardown): its outstanding answers are orphaned. */
 void conn_destroy(struct conn *c);
 
@@ -130,6 +134,13 @@ static inline size_t conn_unsent(const struct conn *c)
 {
 	return outq_len(&c->sending) - c->sent + pipeline_bytes(&c->pipe);
 }
+
+/* Whether c must stop taking requests until its answers drain (the bounds
+ * above, the shard's --conn-memory share, a RESP command's parts out). */
+bool conn_congested(const struct conn *c);
+
+/* c was paused for congestion and may have drained: resume parsing. */
+void conn_maybe_resume(struct conn *c);
 
 /* Updates the shard's connection memory with what c holds now. */
 void conn_account(struct conn *c);

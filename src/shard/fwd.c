@@ -19,6 +19,7 @@
 
 #include "conn.h"
 #include "fwd.h"
+#include "keys.h"
 #include "route.h"
 #include "shard.h"
 
@@ -72,7 +73,7 @@ static uint8_t *copy_str(uint8_t *dst, struct http_str *s)
 }
 
 struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req *r,
-		       const struct http_answer_to *to)
+		       const struct answer_to *to)
 {
 	struct fwd_state *st = sh->fwd;
 	size_t extra = (size_t)r->key_len + r->body_len + r->content_type.len +
@@ -177,7 +178,9 @@ void fwd_send(struct shard *sh, unsigned to, struct fwd *f)
 /* f is back on its origin shard with its answer, or bounced. */
 static void arrive_home(struct fwd *f)
 {
-	if (!f->conn) {
+	if (f->parent) {
+		keys_part_home(f);      /* a part of a gathered answer */
+	} else if (!f->conn) {
 		fwd_destroy(f); /* its connection ended while it was out */
 	} else if (f->bounced) {
 		/* home now: from here only this shard touches f */
@@ -199,16 +202,33 @@ void fwd_home(struct shard *sh, struct fwd *f)
 	}
 }
 
-void fwd_answer(struct shard *sh, struct fwd *f)
+/* Whether f's answer, a value, is larger than the room its connection holds
+ * for it (then it is made again later: fwd.h).  Only reads bounce: what a
+ * write or a RESP operation answers is not made twice. */
+static bool too_large(const struct fwd *f)
 {
 	const struct reply *r = &f->r;
 
-	f->to.date = sh->date;  /* the renderer's: the origin's line may be changing */
-	if (r->status == 200 && !f->to.head && r->body_len + CONN_ANSWER_HEAD > f->room) {
+	if (r->status != 200 || r->kind != REPLY_REPR || f->kv.op)
+		return false;
+	if (f->to.proto == PROTO_RESP ? f->to.resp.form != RESP_FORM_VALUE : f->to.http.head)
+		return false;
+	return r->body_len + CONN_ANSWER_HEAD > f->room;
+}
+
+void fwd_answer(struct shard *sh, struct fwd *f)
+{
+	if (f->stage) {
+		keys_l2_step(sh, f);    /* a RESP command between its steps with Redis */
+		return;
+	}
+	if (f->to.proto == PROTO_HTTP)
+		f->to.http.date = sh->date;  /* the renderer's: the origin's may be changing */
+	if (too_large(f)) {
 		f->bounced = true;
-		f->needed = r->body_len + CONN_ANSWER_HEAD;
+		f->needed = f->r.body_len + CONN_ANSWER_HEAD;
 	} else {
-		pipeline_render(&f->slot, r, &f->to);
+		pipeline_render(&f->slot, &f->r, &f->to);
 	}
 	fwd_home(sh, f);
 }
@@ -231,6 +251,8 @@ bool fwd_conflicts(const struct fwd *f)
 		if (s->own)
 			continue;
 		const struct fwd *g = fwd_of_slot((struct slot *)s);
+		if (g->wide_write)
+			return true;    /* writes keys it does not name in req */
 		if ((g->req.op == CACHE_PUT || g->req.op == CACHE_DELETE) &&
 		    g->req.hash == f->req.hash && g->req.key_len == f->req.key_len &&
 		    memcmp(g->req.key, f->req.key, f->req.key_len) == 0)

@@ -18,6 +18,12 @@
  * sending (the ring's release/acquire orders it) and writes only the slot's
  * answer, `r` and `outcome`; it never reads `conn`, which the origin may clear
  * meanwhile.
+ *
+ * A RESP command (keys.h) travels the same way, with what GET, PUT and
+ * DELETE cannot say in `kv`; one whose answer is gathered from several
+ * shards (MSET, DEL of many keys) is a parent fwd that waits in the pipeline
+ * and never leaves its shard, and one part fwd per key, which carries no
+ * answer of its own: it comes home to its parent (`parent`).
  */
 #ifndef RINGCACHE_FWD_H
 #define RINGCACHE_FWD_H
@@ -51,12 +57,19 @@ struct fwd {
 	bool resent;                    /* sent again after a bounce */
 	bool via_l2;                    /* its L1 miss was answered by promoting from Redis */
 	uint8_t outcome;                /* enum cache_outcome, set by the executor */
+	uint8_t stage;                  /* keys.c: a RESP command's steps with Redis */
+	bool wide_write;                /* a gathered write of many keys (keys.c) */
+	bool issuing;                   /* gather parent: parts are still being sent */
+	uint32_t pending;               /* gather parent: parts out */
+	int64_t sum;                    /* gather parent: what the parts added up to */
+	struct fwd *parent;             /* a part: the gathered command it belongs to */
 	size_t room;                    /* origin: bytes its connection holds for the answer */
 	size_t needed;                  /* owner, when bounced: the answer's size */
 	size_t size;                    /* bytes allocated for it (connection memory) */
-	struct http_answer_to to;       /* how the answer is rendered */
+	struct answer_to to;            /* how the answer is rendered (its protocol) */
 	struct reply r;                 /* the answer while Redis completes it (l2.c) */
 	struct cache_req req;
+	struct cache_kv kv;             /* RESP: what the command does beyond req.op */
 	uint8_t data[];
 };
 
@@ -71,7 +84,7 @@ void fwd_teardown(struct shard *sh);
  * on sh's list of live fwds.  NULL without memory.
  */
 struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req *r,
-		       const struct http_answer_to *to);
+		       const struct answer_to *to);
 /* Origin shard only.  Accepts NULL. */
 void fwd_destroy(struct fwd *f);
 

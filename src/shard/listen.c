@@ -12,7 +12,8 @@
 #include "listen.h"
 
 /* Resolves a for a passive socket; 0 or -EINVAL with the resolver's words. */
-static int resolve(const struct config_addr *a, struct addrinfo **res, char *err, size_t errlen)
+static int resolve(const struct config_addr *a, const char *flag, struct addrinfo **res,
+		   char *err, size_t errlen)
 {
 	struct addrinfo hints;
 	char port[8];
@@ -25,7 +26,7 @@ static int resolve(const struct config_addr *a, struct addrinfo **res, char *err
 	snprintf(port, sizeof(port), "%u", a->port);
 	rc = getaddrinfo(a->host, port, &hints, res);
 	if (rc) {
-		snprintf(err, errlen, "--listen %s: %s", a->host, gai_strerror(rc));
+		snprintf(err, errlen, "%s %s: %s", flag, a->host, gai_strerror(rc));
 		return -EINVAL;
 	}
 	return 0;
@@ -36,7 +37,7 @@ static int resolve(const struct config_addr *a, struct addrinfo **res, char *err
  * network namespace.  By port, not address, so that 0.0.0.0:8080 and
  * 127.0.0.1:8080 (which SO_REUSEPORT would also let share) exclude each other.
  */
-static int claim_port(unsigned port, char *err, size_t errlen)
+static int claim_port(unsigned port, const char *flag, char *err, size_t errlen)
 {
 	struct sockaddr_un sa;
 	int fd, n;
@@ -46,7 +47,7 @@ static int claim_port(unsigned port, char *err, size_t errlen)
 	n = snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "ringcached/tcp/%u", port);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
-		snprintf(err, errlen, "--listen: claiming port %u: %s", port, strerror(errno));
+		snprintf(err, errlen, "%s: claiming port %u: %s", flag, port, strerror(errno));
 		return -errno;
 	}
 	if (bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) == -1) {
@@ -54,24 +55,24 @@ static int claim_port(unsigned port, char *err, size_t errlen)
 		close(fd);
 		if (e == EADDRINUSE)
 			snprintf(err, errlen,
-				 "--listen: port %u: address already in use (another ringcached "
-				 "is starting or running with this port)", port);
+				 "%s: port %u: address already in use (another ringcached "
+				 "is starting or running with this port)", flag, port);
 		else
-			snprintf(err, errlen, "--listen: claiming port %u: %s", port, strerror(e));
+			snprintf(err, errlen, "%s: claiming port %u: %s", flag, port, strerror(e));
 		return -e;
 	}
 	return fd;
 }
 
-int listen_claim(const struct config_addr *a, char *err, size_t errlen)
+int listen_claim(const struct config_addr *a, const char *flag, char *err, size_t errlen)
 {
 	struct addrinfo *res = NULL;
 	int one = 1, claim, fd, rc = 0;
 
-	claim = claim_port(a->port, err, errlen);
+	claim = claim_port(a->port, flag, err, errlen);
 	if (claim < 0)
 		return claim;
-	if (resolve(a, &res, err, errlen)) {
+	if (resolve(a, flag, &res, err, errlen)) {
 		close(claim);
 		return -EINVAL;
 	}
@@ -81,8 +82,8 @@ int listen_claim(const struct config_addr *a, char *err, size_t errlen)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(fd, res->ai_addr, res->ai_addrlen) == -1 && errno == EADDRINUSE) {
 			snprintf(err, errlen,
-				 "--listen %s:%u: address already in use (another ringcached "
-				 "or another server listens there)", a->host, a->port);
+				 "%s %s:%u: address already in use (another ringcached "
+				 "or another server listens there)", flag, a->host, a->port);
 			rc = -EADDRINUSE;
 		}
 		close(fd);
@@ -95,12 +96,12 @@ int listen_claim(const struct config_addr *a, char *err, size_t errlen)
 	return claim;
 }
 
-int listen_socket(const struct config_addr *a, char *err, size_t errlen)
+int listen_socket(const struct config_addr *a, const char *flag, char *err, size_t errlen)
 {
 	struct addrinfo *res = NULL;
 	int one = 1, fd, rc;
 
-	if (resolve(a, &res, err, errlen))
+	if (resolve(a, flag, &res, err, errlen))
 		return -EINVAL;
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
@@ -110,7 +111,7 @@ int listen_socket(const struct config_addr *a, char *err, size_t errlen)
 		if (fd != -1)
 			close(fd);
 		freeaddrinfo(res);
-		snprintf(err, errlen, "--listen %s:%u: %s", a->host, a->port, strerror(-rc));
+		snprintf(err, errlen, "%s %s:%u: %s", flag, a->host, a->port, strerror(-rc));
 		return rc;
 	}
 	freeaddrinfo(res);

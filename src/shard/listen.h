@@ -22,14 +22,14 @@
  * Claims a's port for this process and checks that nothing else listens on
  * a.  Returns the claim's descriptor (keep it open for the life of the
  * process; closing it releases the port), or -EADDRINUSE / -errno with a
- * message naming --listen in err.
+ * message naming `flag` (--listen, --resp-listen) in err.
  */
-int listen_claim(const struct config_addr *a, char *err, size_t errlen);
+int listen_claim(const struct config_addr *a, const char *flag, char *err, size_t errlen);
 
 /*
  * A listening TCP socket on a with SO_REUSEPORT, one per shard.  Returns the
- * descriptor or -errno with a message naming --listen in err.
+ * descriptor or -errno with a message naming `flag` in err.
  */
-int listen_socket(const struct config_addr *a, char *err, size_t errlen);
+int listen_socket(const struct config_addr *a, const char *flag, char *err, size_t errlen);
 
 #endif

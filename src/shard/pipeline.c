@@ -25,20 +25,55 @@ void pipeline_slot_unref(struct slot *s)
 	}
 }
 
+/* render_into() for RESP: a bulk string's value by reference, its CRLF
+ * after it in the bytes. */
+static int render_resp(struct buf *b, struct outq_ref *ref, const struct reply *r,
+		       const struct resp_answer_to *to)
+{
+	const void *p;
+	size_t n, at = b->len;
+	_Atomic uint32_t *pin;
+
+	if (!r->body_store || r->body_len < OUTQ_REF_MIN ||
+	    !(pin = store_pin(r->body_store, r->body)))
+		return resp_render(b, r, to);   /* small, or pins at their bound: copied */
+	if (resp_render_head(b, r, to, &p, &n)) {
+		store_unpin(pin);
+		return -ENOMEM;
+	}
+	if (!p) {
+		store_unpin(pin);
+		return 0;
+	}
+	if (buf_append(b, "\r\n", 2)) {
+		store_unpin(pin);
+		b->len = at;
+		return -ENOMEM;
+	}
+	ref->at = b->len - 2;
+	ref->p = p;
+	ref->len = n;
+	ref->pin = pin;
+	return 0;
+}
+
 /*
- * Renders r into b: a body large enough, in a store, is left there and
- * described in *ref (pinned); anything else is copied.  0 or -ENOMEM.
+ * Renders r into b in the protocol of `to`: a body large enough, in a
+ * store, is left there and described in *ref (pinned); anything else is
+ * copied.  0 or -ENOMEM.
  */
 static int render_into(struct buf *b, struct outq_ref *ref, const struct reply *r,
-		       const struct http_answer_to *to)
+		       const struct answer_to *to)
 {
 	struct http_body body;
 	_Atomic uint32_t *pin;
 
-	if (!r->body_store || r->body_len < OUTQ_REF_MIN || to->head || r->status == 304 ||
+	if (to->proto == PROTO_RESP)
+		return render_resp(b, ref, r, &to->resp);
+	if (!r->body_store || r->body_len < OUTQ_REF_MIN || to->http.head || r->status == 304 ||
 	    !(pin = store_pin(r->body_store, r->body)))
-		return http_render(b, r, to);   /* small, no body sent, or pins at their bound */
-	if (http_render_head(b, r, to, &body)) {
+		return http_render(b, r, &to->http); /* small, no body sent, or pins at their bound */
+	if (http_render_head(b, r, &to->http, &body)) {
 		store_unpin(pin);
 		return -ENOMEM;
 	}
@@ -51,6 +86,13 @@ static int render_into(struct buf *b, struct outq_ref *ref, const struct reply *
 	ref->len = body.len;
 	ref->pin = pin;
 	return 0;
+}
+
+size_t pipeline_answer_size(const struct reply *r, const struct answer_to *to)
+{
+	if (to->proto == PROTO_RESP)
+		return resp_render_size(r, &to->resp);
+	return (to->http.head ? 0 : r->body_len) + 1024;
 }
 
 static void slot_free(struct pipeline *p, struct slot *s)
@@ -132,9 +174,16 @@ int pipeline_answer(struct pipeline *p, const struct reply *r, const struct pipe
 		size_t at = p->out.bytes.len;
 		if (render_into(&p->out.bytes, &ref, r, &q->to))
 			return -ENOMEM;
-		if (ref.pin && outq_add_ref(&p->out, ref.p, ref.len, ref.pin)) {
-			p->out.bytes.len = at;
-			return -ENOMEM;
+		if (ref.pin) {
+			/* the value goes at ref.at: what was rendered after that
+			 * point (RESP's CRLF) stays in the buffer, after it */
+			size_t tail = p->out.bytes.len - ref.at;
+			p->out.bytes.len = ref.at;
+			if (outq_add_ref(&p->out, ref.p, ref.len, ref.pin)) {
+				p->out.bytes.len = at;
+				return -ENOMEM;
+			}
+			p->out.bytes.len += tail;
 		}
 		if (q->timing != PIPELINE_UNTIMED) {
 			/* timed with the send that carries it (pipeline_sent) */
@@ -160,8 +209,9 @@ int pipeline_answer(struct pipeline *p, const struct reply *r, const struct pipe
 		p->queued_bytes += s->bytes.len + s->ref.len;
 		p->queued_refs += s->ref.len;
 	}
-	count_status(p, r->status);
-	if (http_render_closes(r, &q->to))
+	if (!q->uncounted)
+		count_status(p, r->status);
+	if (pipeline_closes(r, &q->to))
 		p->close = true;
 	return 0;
 }
@@ -187,6 +237,7 @@ void pipeline_wait(struct pipeline *p, struct slot *s, const struct pipeline_req
 	s->state = SLOT_WAITING;
 	s->own = false;
 	s->timing = q->timing;
+	s->uncounted = q->uncounted;
 	s->t0 = q->t0;
 	s->room = room;
 	p->reserved += room;
@@ -200,26 +251,27 @@ void pipeline_reserve(struct pipeline *p, struct slot *s, size_t room)
 	s->room = room;
 }
 
-void pipeline_render(struct slot *s, const struct reply *r, const struct http_answer_to *to)
+void pipeline_render(struct slot *s, const struct reply *r, const struct answer_to *to)
 {
 	s->bytes.len = 0;
 	pipeline_slot_unref(s);
 	s->ref.len = 0;
 	s->hit = is_hit(r);
-	s->close = http_render_closes(r, to);
+	s->close = pipeline_closes(r, to);
 	s->status = r->status;
 	if (render_into(&s->bytes, &s->ref, r, to) == 0)
 		return;
 	/* no room for the answer: a short 500 that ends the connection, or
 	 * if even that fails, an empty slot that ends it at once */
 	struct reply e;
-	reply_status(&e, 500, NULL);
+	struct outq_ref none = { 0 };
+	reply_status(&e, 500, "out of memory\n");
 	e.close = true;
 	buf_deinit(&s->bytes);
 	s->hit = false;
 	s->close = true;
 	s->status = 500;
-	if (http_render(&s->bytes, &e, to)) {
+	if (render_into(&s->bytes, &none, &e, to)) {
 		buf_deinit(&s->bytes);
 		s->failed = true;
 	}
@@ -233,7 +285,8 @@ void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now)
 	s->room = 0;
 	p->queued_bytes += s->bytes.len + s->ref.len;
 	p->queued_refs += s->ref.len;
-	count_status(p, s->status);
+	if (!s->uncounted)
+		count_status(p, s->status);
 	if (s->close)
 		p->close = true;
 	while (p->head && p->head->state == SLOT_DONE) {
@@ -244,10 +297,13 @@ void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now)
 		p->queued--;
 		p->queued_bytes -= h->bytes.len + h->ref.len;
 		p->queued_refs -= h->ref.len;
-		if (h->failed || outq_append(&p->out, h->bytes.data, h->bytes.len)) {
+		size_t cut = h->ref.pin ? h->ref.at : h->bytes.len;
+		if (h->failed || outq_append(&p->out, h->bytes.data, cut)) {
 			p->broken = true;       /* an answer is lost: nothing after it may go */
 			pipeline_slot_unref(h);
-		} else if (h->ref.pin && outq_add_ref(&p->out, h->ref.p, h->ref.len, h->ref.pin)) {
+		} else if (h->ref.pin && (outq_add_ref(&p->out, h->ref.p, h->ref.len, h->ref.pin) ||
+					  outq_append(&p->out, h->bytes.data + cut,
+						      h->bytes.len - cut))) {
 			p->broken = true;
 		}
 		h->ref.pin = NULL;              /* the queue holds the pin now, or released it */

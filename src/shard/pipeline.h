@@ -36,6 +36,7 @@
 #include "ringcache/buf.h"
 #include "ringcache/http_render.h"
 #include "ringcache/reply.h"
+#include "ringcache/resp.h"
 #include "ringcache/stats.h"
 
 /* How an answer's latency is recorded (stats.h STATS_HISTS). */
@@ -45,10 +46,24 @@ enum pipeline_timing {
 	PIPELINE_REMOTE,        /* another shard's store: forwarded_all / forwarded */
 };
 
+/* The protocol of a connection, chosen by the listener that accepted it. */
+enum answer_proto { PROTO_HTTP = 0, PROTO_RESP };
+
+/* How an answer is written: the protocol, and what of the request its
+ * renderer needs (http_render.h, resp.h). */
+struct answer_to {
+	uint8_t proto;          /* enum answer_proto */
+	union {
+		struct http_answer_to http;
+		struct resp_answer_to resp;
+	};
+};
+
 /* The request an answer is for. */
 struct pipeline_req {
-	struct http_answer_to to;
+	struct answer_to to;
 	uint8_t timing;         /* enum pipeline_timing */
+	bool uncounted;         /* a part of an answer counted elsewhere (MGET's values) */
 	uint64_t t0;            /* mono ns: the completion that delivered its last byte */
 };
 
@@ -63,6 +78,7 @@ struct slot {
 	bool hit;               /* a 200 or 304 from L1 (latency: the hit histograms) */
 	bool close;             /* the connection ends after this answer */
 	bool failed;            /* no memory to render it: the connection must end */
+	bool uncounted;         /* not counted in the status counters (pipeline_req) */
 	uint16_t status;        /* for the status counters */
 	size_t room;            /* WAITING: bytes reserved for its answer (pipeline_wait) */
 	uint64_t t0;
@@ -129,7 +145,16 @@ void pipeline_reserve(struct pipeline *p, struct slot *s, size_t room);
  * Without memory for it, s gets a 500 that ends the connection, or if even
  * that fails, s->failed (the FIFO cannot skip an answer: p->broken).
  */
-void pipeline_render(struct slot *s, const struct reply *r, const struct http_answer_to *to);
+void pipeline_render(struct slot *s, const struct reply *r, const struct answer_to *to);
+
+/* The bytes r takes rendered for `to`, body included (room checks). */
+size_t pipeline_answer_size(const struct reply *r, const struct answer_to *to);
+
+/* True when the answer r ends its connection. */
+static inline bool pipeline_closes(const struct reply *r, const struct answer_to *to)
+{
+	return to->proto == PROTO_RESP ? r->close : http_render_closes(r, &to->http);
+}
 
 /*
  * s's answer has been rendered: count it, and move every DONE slot at the

@@ -20,6 +20,7 @@
 
 #include "conn.h"
 #include "fwd.h"
+#include "keys.h"
 #include "l2.h"
 #include "route.h"
 #include "shard.h"
@@ -115,8 +116,9 @@ static int route_check(const struct shard *sh, const struct http_request *req,
 static struct pipeline_req untimed(const struct conn *c, const struct http_request *req)
 {
 	struct pipeline_req q = {
-		.to = { .minor = req->minor, .keep_alive = req->keep_alive,
-			.head = req->method == HTTP_METHOD_HEAD, .date = c->sh->date },
+		.to = { .proto = PROTO_HTTP,
+			.http = { .minor = req->minor, .keep_alive = req->keep_alive,
+				  .head = req->method == HTTP_METHOD_HEAD, .date = c->sh->date } },
 	};
 	return q;
 }
@@ -155,7 +157,7 @@ bool route_refuse_early(struct conn *c, const struct http_request *req)
 	if (!route_check(c->sh, req, &rt, &r))
 		return false;
 	struct pipeline_req q = untimed(c, req);
-	q.to.keep_alive = false; /* the body that follows is not read */
+	q.to.http.keep_alive = false; /* the body that follows is not read */
 	stats_inc(&c->sh->stats->requests);
 	conn_answer(c, &r, &q);
 	return true;
@@ -210,7 +212,7 @@ static void exec_local_l2(struct conn *c, const struct cache_req *cr, const stru
 	l2_begin(sh, f);
 }
 
-static void exec_local(struct conn *c, const struct cache_req *cr, const struct pipeline_req *q)
+void route_exec_local(struct conn *c, const struct cache_req *cr, const struct pipeline_req *q)
 {
 	struct shard *sh = c->sh;
 	struct reply r;
@@ -230,6 +232,10 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		/* nobody waits for it: not executed (its client never learns
 		 * whether a write of it was applied, and now it was not) */
 		fwd_home(sh, f);
+		return;
+	}
+	if (f->kv.op) {
+		keys_exec_owner(sh, f); /* a RESP operation beyond GET/PUT/DELETE */
 		return;
 	}
 	enum cache_outcome oc = cache_exec(sh->cache, &f->req, &f->r);
@@ -298,20 +304,29 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	unsigned owner = hash_shard(cr.hash, sh->srv->nshards);
 	if (owner == sh->id) {
 		q.timing = PIPELINE_LOCAL;
-		exec_local(c, &cr, &q);
+		route_exec_local(c, &cr, &q);
 		return;
 	}
-	struct fwd *f = fwd_create(sh, c, &cr, &q.to);
+	q.timing = PIPELINE_REMOTE;
+	route_forward(c, &cr, &q, owner);
+}
+
+struct fwd *route_forward(struct conn *c, const struct cache_req *cr,
+			  const struct pipeline_req *q, unsigned owner)
+{
+	struct shard *sh = c->sh;
+	struct fwd *f = fwd_create(sh, c, cr, &q->to);
+
 	if (!f) {
 		conn_abort(c);
-		return;
+		return NULL;
 	}
 	f->remote = true;
 	f->owner = (uint16_t)owner;
 	f->room = CONN_ROOM;
-	q.timing = PIPELINE_REMOTE;
-	conn_wait(c, &f->slot, &q, CONN_ROOM);
+	conn_wait(c, &f->slot, q, CONN_ROOM);
 	fwd_send(sh, owner, f);
+	return f;
 }
 
 /* --- the other paths ------------------------------------------------------ */

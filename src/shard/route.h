@@ -19,6 +19,7 @@
 
 struct conn;
 struct fwd;
+struct pipeline_req;
 struct shard;
 
 /* A request whose head and body arrived: answer it or send it on. */
@@ -38,6 +39,18 @@ bool route_refuse_early(struct conn *c, const struct http_request *req);
  * shard's store, then sends the answer home, or on to Redis first.
  */
 void route_exec_forwarded(struct shard *sh, struct fwd *f);
+
+/*
+ * A /cache/ request (or a RESP command that is one: keys.h) for a key this
+ * shard owns: executed now, and with --redis continued at Redis when L1's
+ * answer calls for it.  The answer goes to c's pipeline.
+ */
+void route_exec_local(struct conn *c, const struct cache_req *cr, const struct pipeline_req *q);
+
+/* The same for a key shard `owner` holds: sent there in a fwd that waits in
+ * c's pipeline with CONN_ROOM of room.  The fwd, or NULL (c aborted). */
+struct fwd *route_forward(struct conn *c, const struct cache_req *cr,
+			  const struct pipeline_req *q, unsigned owner);
 
 /* Counts what this shard's store did (hits, misses, sets, deletes), and
  * after a write or delete, the store's new counts (route_count_store). */

@@ -171,22 +171,41 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 	int mrc = conn_memory_share(cfg, n, &conn_memory, err, errlen);
 	if (mrc)
 		return mrc;
-	int claim = listen_claim(&cfg->listen, err, errlen);
+	if (cfg->resp_listen.port && cfg->resp_listen.port == cfg->listen.port) {
+		snprintf(err, errlen, "--resp-listen: port %u is --listen's", cfg->listen.port);
+		return -EINVAL;
+	}
+	int claim = listen_claim(&cfg->listen, "--listen", err, errlen);
 	if (claim < 0)
 		return claim;
+	int resp_claim = -1;
+	if (cfg->resp_listen.port) {
+		resp_claim = listen_claim(&cfg->resp_listen, "--resp-listen", err, errlen);
+		if (resp_claim < 0) {
+			close(claim);
+			return resp_claim;
+		}
+	}
 
 	struct server *srv = calloc(1, sizeof(*srv));
 	if (!srv) {
 		close(claim);
+		if (resp_claim >= 0)
+			close(resp_claim);
 		return -ENOMEM;
 	}
 	srv->listen_claim = claim;
+	srv->resp_listen_claim = resp_claim;
 	srv->conn_memory = conn_memory;
 	srv->cfg = cfg;
 	srv->nshards = n;
 	srv->limits.max_request_line = (uint32_t)cfg->max_request_line;
 	srv->limits.max_head = (uint32_t)cfg->max_head;
 	srv->limits.max_headers = cfg->max_headers;
+	/* a RESP command is bounded as an HTTP request is (conn.h B): one value,
+	 * plus what a head may take for the rest */
+	srv->resp_limits.max_bulk = cfg->max_value;
+	srv->resp_limits.max_command = cfg->max_head + cfg->max_value;
 	srv->shards = calloc(n, sizeof(*srv->shards));
 	srv->stats = calloc(n, sizeof(*srv->stats));
 	srv->rings = calloc((size_t)n * n, sizeof(*srv->rings));
@@ -337,6 +356,8 @@ void server_destroy(struct server *srv)
 	auth_destroy(atomic_load_explicit(&srv->auth, memory_order_relaxed)); /* threads joined */
 	if (srv->listen_claim >= 0)
 		close(srv->listen_claim);
+	if (srv->resp_listen_claim >= 0)
+		close(srv->resp_listen_claim);
 	free(srv->rings);
 	free(srv->shards);
 	free(srv->stats);

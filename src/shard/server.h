@@ -23,6 +23,7 @@
 
 #include "ringcache/config.h"
 #include "ringcache/http.h"
+#include "ringcache/resp.h"
 
 struct auth;
 struct coh;
@@ -47,12 +48,15 @@ struct server {
 	_Atomic(struct auth *) auth;
 	struct coh *coh;                /* NULL: L1 only (no --redis) */
 	int listen_claim;               /* holds --listen's port for this process (listen.h) */
+	int resp_listen_claim;          /* and --resp-listen's; -1: none */
 	size_t conn_memory;             /* --conn-memory, or what "auto" came to */
 	char advertise[80];             /* HOST:PORT recorded in the registry */
 	_Atomic bool stop;
 	_Atomic unsigned closing;       /* shards still ending their work (shard.c teardown) */
 	pthread_barrier_t ready;
 	struct http_limits limits;
+	struct resp_limits resp_limits; /* a RESP command: --max-value, + --max-head in all */
+	_Atomic uint64_t next_client_id;        /* RESP's CLIENT ID, process-wide */
 };
 
 /*

@@ -36,6 +36,7 @@
 #include "shard.h"
 #include "ringcache/cache.h"
 #include "ringcache/clock.h"
+#include "ringcache/resp.h"
 #include "ringcache/stats.h"
 #include "ringcache/store.h"
 
@@ -136,13 +137,22 @@ static int setup_buffers(struct shard *sh)
 
 static int setup_listener(struct shard *sh)
 {
-	int fd = listen_socket(&sh->cfg->listen, sh->error_msg, sizeof(sh->error_msg));
+	int fd = listen_socket(&sh->cfg->listen, "--listen", sh->error_msg, sizeof(sh->error_msg));
 
 	if (fd < 0) {
 		sh->error = fd;
 		return fd;
 	}
 	sh->listen_fd = fd;
+	if (!sh->cfg->resp_listen.port)
+		return 0;
+	fd = listen_socket(&sh->cfg->resp_listen, "--resp-listen", sh->error_msg,
+			   sizeof(sh->error_msg));
+	if (fd < 0) {
+		sh->error = fd;
+		return fd;
+	}
+	sh->resp_listen_fd = fd;
 	return 0;
 }
 
@@ -211,15 +221,47 @@ static int setup(struct shard *sh)
 }
 
 /* Without an SQE, or after an accept error, periodic() tries again. */
-static void arm_accept(struct shard *sh)
+static void arm_accept_on(struct shard *sh, int fd, enum shard_op op, bool *armed)
 {
 	struct io_uring_sqe *sqe = shard_sqe(sh);
 
-	sh->accept_armed = sqe != NULL;
+	*armed = sqe != NULL;
 	if (!sqe)
 		return;
-	io_uring_prep_multishot_accept(sqe, sh->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, shard_udata(sh, OP_ACCEPT));
+	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, shard_udata(sh, op));
+}
+
+static void arm_accept(struct shard *sh)
+{
+	arm_accept_on(sh, sh->listen_fd, OP_ACCEPT, &sh->accept_armed);
+}
+
+static void arm_accept_resp(struct shard *sh)
+{
+	if (sh->resp_listen_fd >= 0)
+		arm_accept_on(sh, sh->resp_listen_fd, OP_ACCEPT_RESP, &sh->resp_accept_armed);
+}
+
+/* An accept completed on the listener of `proto`. */
+static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, uint8_t proto, bool *armed,
+		      void (*rearm)(struct shard *))
+{
+	if (cqe->res >= 0 && sh->stopping)
+		close(cqe->res);
+	else if (cqe->res >= 0)
+		conn_create(sh, cqe->res, proto);
+	else
+		stats_inc(&sh->stats->accept_errors);
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		*armed = false;
+		/*
+		 * An error (EMFILE, ENFILE, ENOMEM) would come straight
+		 * back if re-armed now: periodic() retries a sweep later.
+		 */
+		if (cqe->res >= 0 && !sh->stopping)
+			rearm(sh);
+	}
 }
 
 static void arm_event(struct shard *sh)
@@ -240,21 +282,10 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 
 	switch ((enum shard_op)(ud & 7)) {
 	case OP_ACCEPT:
-		if (cqe->res >= 0 && sh->stopping)
-			close(cqe->res);
-		else if (cqe->res >= 0)
-			conn_create(sh, cqe->res);
-		else
-			stats_inc(&sh->stats->accept_errors);
-		if (!(cqe->flags & IORING_CQE_F_MORE)) {
-			sh->accept_armed = false;
-			/*
-			 * An error (EMFILE, ENFILE, ENOMEM) would come straight
-			 * back if re-armed now: periodic() retries a sweep later.
-			 */
-			if (cqe->res >= 0 && !sh->stopping)
-				arm_accept(sh);
-		}
+		on_accept(sh, cqe, PROTO_HTTP, &sh->accept_armed, arm_accept);
+		break;
+	case OP_ACCEPT_RESP:
+		on_accept(sh, cqe, PROTO_RESP, &sh->resp_accept_armed, arm_accept_resp);
 		break;
 	case OP_RECV:
 		conn_on_recv(p, cqe);
@@ -311,6 +342,8 @@ static void periodic(struct shard *sh)
 	conn_sweep(sh);
 	if (!sh->accept_armed)
 		arm_accept(sh);
+	if (!sh->resp_accept_armed)
+		arm_accept_resp(sh);
 	if (!sh->event_armed)
 		arm_event(sh);
 	store_stats(sh->store, &ss);
@@ -435,6 +468,10 @@ static void teardown(struct shard *sh)
 		close(sh->listen_fd);
 		sh->listen_fd = -1;
 	}
+	if (sh->resp_listen_fd >= 0) {
+		close(sh->resp_listen_fd);
+		sh->resp_listen_fd = -1;
+	}
 	if (sh->ring.ring_fd > 0) {
 		conn_close_all(sh);
 		for (int i = 0; i < TEARDOWN_ROUNDS; i++) {
@@ -470,6 +507,7 @@ void *shard_main(void *arg)
 	pthread_barrier_wait(&sh->srv->ready);     /* main has decided: run or stop */
 	if (!sh->error && !atomic_load(&sh->srv->stop)) {
 		arm_accept(sh);
+		arm_accept_resp(sh);
 		arm_event(sh);
 		loop(sh);
 	}
@@ -495,10 +533,14 @@ struct shard *shard_create(struct server *srv, unsigned id, int cpu)
 	shard_date_update(sh);
 	sh->event_fd = -1;
 	sh->listen_fd = -1;
+	sh->resp_listen_fd = -1;
 	sh->conns = calloc(cfg->max_conns, sizeof(*sh->conns));
 	sh->dirty = calloc(cfg->max_conns, sizeof(*sh->dirty));
 	sh->key_scratch = malloc(cfg->max_request_line + 1);
+	if (cfg->resp_listen.port)
+		sh->resp_scratch = malloc(RESP_LINE_MAX + 2);  /* an inline frame, its LF too */
 	if (!sh->conns || !sh->dirty || !sh->key_scratch || fwd_setup(sh) ||
+	    (cfg->resp_listen.port && !sh->resp_scratch) ||
 	    (srv->coh && l2_setup(sh))) {
 		shard_destroy(sh);
 		return NULL;
@@ -539,9 +581,13 @@ void shard_destroy(struct shard *sh)
 		close(sh->event_fd);
 	if (sh->listen_fd >= 0)
 		close(sh->listen_fd);
+	if (sh->resp_listen_fd >= 0)
+		close(sh->resp_listen_fd);
 	free(sh->conns);
 	free(sh->dirty);
 	free(sh->key_scratch);
+	free(sh->resp_scratch);
+	buf_deinit(&sh->kv_scratch);
 	free(sh);
 }
 

@@ -2,7 +2,8 @@
  * shard.h - one shard: a pinned thread, its io_uring and the loop that drives
  * it, and the state only that thread touches.
  *
- * A shard owns, and alone touches: its io_uring, its listener (SO_REUSEPORT),
+ * A shard owns, and alone touches: its io_uring, its listeners (SO_REUSEPORT;
+ * --listen for HTTP, and --resp-listen for RESP when given),
  * the connections that listener accepted (conn.h), its store partition, the
  * producer side of the rings it sends on (fwd.h) and its side of the
  * coherence thread (l2.h).  Other threads touch only `parked` and `event_fd`
@@ -72,7 +73,9 @@ struct shard {
 	struct io_uring ring;
 	struct shard_features features;
 	int listen_fd;
+	int resp_listen_fd;             /* --resp-listen's socket; -1: none */
 	bool accept_armed;              /* a multishot accept is armed */
+	bool resp_accept_armed;         /* and one on resp_listen_fd */
 	bool event_armed;               /* a read of event_fd (the doorbell) is armed */
 	uint64_t event_buf;
 
@@ -107,6 +110,8 @@ struct shard {
 	bool mem_resume;                /* back under: resume the paused connections */
 
 	uint8_t *key_scratch;           /* decoded key of the request being routed */
+	char *resp_scratch;             /* an inline RESP command's decoded arguments */
+	struct buf kv_scratch;          /* values a RESP operation builds or copies */
 
 	uint64_t now_ns;                /* taken once per loop iteration */
 	int64_t date_s;                 /* wall-clock second of `date` */
@@ -147,6 +152,7 @@ enum shard_op {
 	OP_EVENT,
 	OP_CANCEL,
 	OP_POLL,
+	OP_ACCEPT_RESP,                 /* an accept on --resp-listen */
 };
 
 static inline uint64_t shard_udata(void *p, enum shard_op op)

@@ -45,7 +45,8 @@ static void msg_orphan(struct slot *s)
 
 static struct pipeline_req req(uint8_t timing, uint64_t t0)
 {
-	struct pipeline_req q = { .to = { .minor = 1, .keep_alive = true },
+	struct pipeline_req q = { .to = { .proto = PROTO_HTTP,
+					  .http = { .minor = 1, .keep_alive = true } },
 				  .timing = timing, .t0 = t0 };
 	return q;
 }
@@ -80,7 +81,7 @@ static void test_order_and_accounting(void)
 	struct pipeline p;
 	struct msg w1, w2;
 	struct pipeline_req q = req(PIPELINE_UNTIMED, 0);
-	struct http_answer_to to = q.to;
+	struct answer_to to = q.to;
 
 	memset(&stats, 0, sizeof(stats));
 	memset(&w1, 0, sizeof(w1));
@@ -158,7 +159,7 @@ static void test_close(void)
 
 	memset(&w, 0, sizeof(w));
 	pipeline_init(&p, &stats, msg_release, msg_orphan);
-	q.to.keep_alive = false;
+	q.to.http.keep_alive = false;
 	CHECK_EQ(pipeline_answer(&p, &r, &q), 0);
 	CHECK(p.close);
 	CHECK(pos_of(&p, "Connection: close\r\n") >= 0);
@@ -166,7 +167,7 @@ static void test_close(void)
 
 	/* a reply that insists on closing (an error), known only at completion */
 	pipeline_init(&p, &stats, msg_release, msg_orphan);
-	q.to.keep_alive = true;
+	q.to.http.keep_alive = true;
 	pipeline_wait(&p, &w.slot, &q, 0);
 	r.close = true;
 	pipeline_render(&w.slot, &r, &q.to);
@@ -263,12 +264,12 @@ static void test_head_and_304(void)
 	struct reply r = text(200, "twelve bytes");
 
 	pipeline_init(&p, &stats, msg_release, msg_orphan);
-	q.to.head = true;
+	q.to.http.head = true;
 	CHECK_EQ(pipeline_answer(&p, &r, &q), 0);
 	CHECK(pos_of(&p, "Content-Length: 12\r\n") >= 0);
 	CHECK(pos_of(&p, "twelve") < 0);
 	r.status = 304;
-	q.to.head = false;
+	q.to.http.head = false;
 	p.out.bytes.len = 0;
 	CHECK_EQ(pipeline_answer(&p, &r, &q), 0);
 	CHECK(pos_of(&p, "304 Not Modified\r\nContent-Length: 12\r\n") >= 0);

@@ -1,0 +1,278 @@
+/*
+ * render.c - struct reply to RESP2/RESP3 bytes (resp.h).
+ *
+ * The executor's replies (REPLY_REPR) say what happened to a key in HTTP's
+ * terms: 200 with a value, 404, 201/204 stored, an error status with a line
+ * of text.  The command's form says what a Redis client expects for it:
+ *
+ *   form      200           201/204   404     error status
+ *   VALUE     $n value      +OK       nil     -ERR <text>
+ *   DELETED                 :1 (204)  :0
+ *   EXISTS    :1                      :0
+ *   STRLEN    :n                      :0
+ *   TTL/PTTL  :max_age|-1             :-2
+ *   REPLY     +OK           +OK
+ *
+ * Replies of the other kinds (integers, nil, errors the command layer made)
+ * are what they say.  RESP3 differs here only for nil ("_").
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ringcache/resp.h"
+
+/* Room for a type byte, an int64 and CRLF. */
+#define NUM_MAX 24
+
+static int add(struct buf *out, const void *p, size_t n)
+{
+	return buf_append(out, p, n) ? -ENOMEM : 0;
+}
+
+static size_t fmt_num(char *p, char type, int64_t v)
+{
+	return (size_t)snprintf(p, NUM_MAX, "%c%" PRId64 "\r\n", type, v);
+}
+
+static int add_num(struct buf *out, char type, int64_t v)
+{
+	char tmp[NUM_MAX];
+
+	return add(out, tmp, fmt_num(tmp, type, v));
+}
+
+int resp_add_int(struct buf *out, int64_t v)
+{
+	return add_num(out, ':', v);
+}
+
+int resp_add_array(struct buf *out, size_t n)
+{
+	return add_num(out, '*', (int64_t)n);
+}
+
+int resp_add_map(struct buf *out, size_t n, unsigned proto)
+{
+	return proto >= 3 ? add_num(out, '%', (int64_t)n) : add_num(out, '*', (int64_t)(2 * n));
+}
+
+int resp_add_set(struct buf *out, size_t n, unsigned proto)
+{
+	return add_num(out, proto >= 3 ? '~' : '*', (int64_t)n);
+}
+
+int resp_add_nil(struct buf *out, unsigned proto)
+{
+	return proto >= 3 ? add(out, "_\r\n", 3) : add(out, "$-1\r\n", 5);
+}
+
+int resp_add_bulk(struct buf *out, const void *p, size_t n)
+{
+	size_t at = out->len;
+
+	if (add_num(out, '$', (int64_t)n) || add(out, p, n) || add(out, "\r\n", 2)) {
+		out->len = at;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int resp_add_simple(struct buf *out, const char *s)
+{
+	size_t at = out->len;
+
+	if (add(out, "+", 1) || add(out, s, strlen(s)) || add(out, "\r\n", 2)) {
+		out->len = at;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* An error line: CR and LF in the text become spaces, as Redis does, since
+ * the text may quote what a client sent. */
+static int add_error_n(struct buf *out, const char *prefix, const char *text, size_t n)
+{
+	size_t at = out->len;
+
+	if (add(out, "-", 1) || add(out, prefix, strlen(prefix)))
+		goto nomem;
+	size_t from = out->len;
+	if (add(out, text, n))
+		goto nomem;
+	for (size_t i = from; i < out->len; i++)
+		if (out->data[i] == '\r' || out->data[i] == '\n')
+			out->data[i] = ' ';
+	if (add(out, "\r\n", 2))
+		goto nomem;
+	return 0;
+nomem:
+	out->len = at;
+	return -ENOMEM;
+}
+
+int resp_add_error(struct buf *out, const char *text)
+{
+	return add_error_n(out, "", text, strlen(text));
+}
+
+int resp_add_verbatim(struct buf *out, const void *p, size_t n, unsigned proto)
+{
+	size_t at = out->len;
+
+	if (proto < 3)
+		return resp_add_bulk(out, p, n);
+	if (add_num(out, '=', (int64_t)n + 4) || add(out, "txt:", 4) || add(out, p, n) ||
+	    add(out, "\r\n", 2)) {
+		out->len = at;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The error line of a REPR reply with an error status. */
+static int add_status_error(struct buf *out, const struct reply *r)
+{
+	const char *text = r->body;
+	size_t n = text ? r->body_len : 0;
+	char tmp[48];
+
+	while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+		n--;
+	if (!n) {
+		n = (size_t)snprintf(tmp, sizeof(tmp), "request failed (status %u)", r->status);
+		text = tmp;
+	}
+	/* 503: made again for room, it could not be (fwd.h): a client may
+	 * retry, which TRYAGAIN says in Redis's terms */
+	return add_error_n(out, r->status == 507 ? "OOM " : r->status == 503 ? "TRYAGAIN " : "ERR ",
+			   text, n);
+}
+
+/*
+ * What a REPR reply is in RESP for its form: sets *kind (a reply kind
+ * other than REPR) and *num, or returns false for an error line.
+ */
+static bool repr_as(const struct reply *r, unsigned form, uint8_t *kind, int64_t *num)
+{
+	unsigned st = r->status;
+	bool found = st == 200 || st == 304;
+
+	*num = 0;
+	switch (form) {
+	case RESP_FORM_VALUE:
+		if (st == 200) {
+			*kind = REPLY_BULK;
+			return true;
+		}
+		if (st == 404) {
+			*kind = REPLY_NIL;
+			return true;
+		}
+		break;
+	case RESP_FORM_DELETED:
+		if (st == 204 || st == 404) {
+			*kind = REPLY_INT;
+			*num = st == 204;
+			return true;
+		}
+		break;
+	case RESP_FORM_EXISTS:
+	case RESP_FORM_STRLEN:
+	case RESP_FORM_TTL:
+	case RESP_FORM_PTTL:
+		if (!found && st != 404)
+			break;
+		*kind = REPLY_INT;
+		if (form == RESP_FORM_EXISTS)
+			*num = found;
+		else if (form == RESP_FORM_STRLEN)
+			*num = found ? (int64_t)r->body_len : 0;
+		else if (!found)
+			*num = -2;
+		else if (!r->has_max_age)
+			*num = -1;
+		else
+			*num = form == RESP_FORM_TTL ? (int64_t)r->max_age
+						     : (int64_t)r->max_age * 1000;
+		return true;
+	default:
+		break;
+	}
+	if (st < 400) {
+		*kind = REPLY_OK;
+		return true;
+	}
+	return false;
+}
+
+int resp_render_head(struct buf *out, const struct reply *r, const struct resp_answer_to *to,
+		     const void **body, size_t *body_len)
+{
+	uint8_t kind = r->kind;
+	int64_t num = r->num;
+
+	*body = NULL;
+	*body_len = 0;
+	if (to->form == RESP_FORM_NONE)
+		return 0;
+	if (kind == REPLY_REPR && !repr_as(r, to->form, &kind, &num))
+		return add_status_error(out, r);
+	switch (kind) {
+	case REPLY_INT: return resp_add_int(out, num);
+	case REPLY_NIL: return resp_add_nil(out, to->proto);
+	case REPLY_OK: return add(out, "+OK\r\n", 5);
+	case REPLY_BULK:
+		if (add_num(out, '$', (int64_t)r->body_len))
+			return -ENOMEM;
+		*body = r->body;
+		*body_len = r->body_len;
+		return 0;
+	case REPLY_SIMPLE: {
+		size_t at = out->len;
+		if (add(out, "+", 1) || add(out, r->body, r->body_len) || add(out, "\r\n", 2)) {
+			out->len = at;
+			return -ENOMEM;
+		}
+		return 0;
+	}
+	case REPLY_ERROR: return add_error_n(out, "", r->body, r->body_len);
+	case REPLY_RAW: return add(out, r->body, r->body_len);
+	default: return add_status_error(out, r);
+	}
+}
+
+int resp_render(struct buf *out, const struct reply *r, const struct resp_answer_to *to)
+{
+	const void *body;
+	size_t n, at = out->len;
+
+	if (resp_render_head(out, r, to, &body, &n))
+		return -ENOMEM;
+	if (body && (add(out, body, n) || add(out, "\r\n", 2))) {
+		out->len = at;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+size_t resp_render_size(const struct reply *r, const struct resp_answer_to *to)
+{
+	uint8_t kind = r->kind;
+	int64_t num;
+
+	if (to->form == RESP_FORM_NONE)
+		return 0;
+	if (kind == REPLY_REPR && !repr_as(r, to->form, &kind, &num))
+		return r->body_len + 64;
+	switch (kind) {
+	case REPLY_BULK:
+	case REPLY_SIMPLE:
+	case REPLY_ERROR:
+	case REPLY_RAW:
+		return r->body_len + NUM_MAX + 2;
+	default:
+		return NUM_MAX;
+	}
+}
