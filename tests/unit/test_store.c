@@ -910,7 +910,7 @@ static void test_pins(void)
 	_Atomic uint32_t *many[128];
 	for (unsigned i = 0; i < 128; i++) {
 		snprintf(key, sizeof(key), "q:%u", i);
-		CHECK_EQ(set(st, key, w, 100 << 10, 0), 0);  /* about one per 128K segment */
+		CHECK_EQ(set(st, key, big, 100 << 10, 0), 0);  /* about one per 128K segment */
 		CHECK_EQ(get(st, key, &it), 0);
 		_Atomic uint32_t *pp = store_pin(st, it.value);
 		if (pp)
