@@ -4,6 +4,7 @@ RINGCACHE_PACKAGES=(
 	meson ninja-build pkg-config gcc clang
 	liburing-dev libhiredis-dev libdeflate-dev libbrotli-dev libnuma-dev
 	redis-server nginx-light wrk python3 curl procps valgrind brotli
+	chromium  # tests/integration/test_dashboard.py: /dashboard in a real browser
 )
 
 ringcache_install_deps() {
