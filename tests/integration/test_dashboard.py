@@ -510,8 +510,10 @@ def with_key(c, b, tmp):
     base = "http://127.0.0.1:%d/dashboard" % srv.port
     b.navigate(base)
     s = wait_page(b, lambda s: s.keyform)
-    c.check(s.keyform and not s.view and s.polls == 0,
-            "without a key: the key form shows, no figures, no poll answered", s)
+    if not c.check(s.keyform and not s.view and s.polls == 0,
+                   "without a key: the key form shows, no figures, no poll answered", s):
+        load.stop()
+        return              # the rest would only wait for a page that does not work
     c.check(count(s.cell("total", "requests")) is None, "without a key: no request count shown", s)
 
     b.evaluate('document.getElementById("key").value = "wrong-%s"; '
@@ -522,13 +524,16 @@ def with_key(c, b, tmp):
     b.evaluate('document.getElementById("key").value = "%s"; '
                'document.querySelector("#keyform button").click(); 0' % key)
     s = wait_page(b, lambda s: s.polls >= 2 and count(s.cell("total", "requests")) is not None)
-    c.check(s.view and not s.keyform and s.polls >= 2, "the right key: the figures show and are polled", s)
+    if not c.check(s.view and not s.keyform and s.polls >= 2,
+                   "the right key: the figures show and are polled", s):
+        load.stop()
+        return              # the rest would only wait for a page that does not work
     c.eq(s.rows, NSHARDS + 1, "a row per shard and the total")
     c.eq(s.cell("total", "link"), "off (no --redis)", "Redis link without --redis: off")
     first = count(s.cell("total", "requests"))
     s2 = wait_page(b, lambda t: (count(t.cell("total", "requests")) or 0) > (first or 0))
     c.check((count(s2.cell("total", "requests")) or 0) > (first or 0),
-            "with the key: the request count moves under load", (first, s2))
+            "with the key: the request count moves under load", "%r then %r" % (first, s2))
 
     stored = b.evaluate("JSON.stringify([location.href, document.cookie, localStorage.length, "
                         "sessionStorage.length])")
@@ -550,7 +555,9 @@ def with_redis(c, b, redis, png):
 
     # two moments, with polls between them
     a = wait_page(b, lambda s: s.polls >= 2 and rate(s.cell("total", "rps")) is not None)
-    c.check(a.view and a.polls >= 2, "the page polls /stats and shows figures", a)
+    if not c.check(a.view and a.polls >= 2, "the page polls /stats and shows figures", a):
+        load.stop()
+        return              # the rest would only wait for a page that does not work
     c.eq(a.rows, NSHARDS + 1, "a row per shard and the total")
     later = wait_page(b, lambda s: s.polls >= a.polls + 2)
     c.check(later.polls >= a.polls + 2, "two more polls answered", later)
