@@ -45,7 +45,7 @@ import time
 import zlib
 
 from harness import (WRITE_OK, Server, keys_per_shard, run_main, show, stats, wait_for)
-from redis_harness import Redis, Resp
+from redis_harness import Redis
 
 NSHARDS = 2
 FLAGS = ["--shards", str(NSHARDS), "--memory", "64M"]
