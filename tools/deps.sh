@@ -5,6 +5,7 @@ RINGCACHE_PACKAGES=(
 	liburing-dev libhiredis-dev libdeflate-dev libbrotli-dev libnuma-dev
 	redis-server redis-tools python3-redis memcached libmemcached-tools nginx-light wrk
 	python3 curl procps valgrind brotli
+	chromium  # tests/integration/test_dashboard.py: /dashboard in a real browser
 )
 
 ringcache_install_deps() {

@@ -6,6 +6,7 @@
  *                 --redis the coherence thread after L1 (l2.h)
  *   /health       always open
  *   /stats, /metrics, /cluster
+ *   /dashboard    a page that polls /stats (src/daemon/dashboard.html)
  *
  * The table below is the only list of paths, methods and auth rules: both
  * route_request() and route_refuse_early() check a request against it, in
@@ -24,6 +25,7 @@
 #include "l2.h"
 #include "route.h"
 #include "shard.h"
+#include "daemon/dashboard.h"
 #include "ringcache/auth.h"
 #include "ringcache/coherence.h"
 #include "ringcache/hash.h"
@@ -51,6 +53,8 @@ static void serve_stats(struct conn *c, const struct http_request *req, const ui
 			size_t body_len);
 static void serve_cluster(struct conn *c, const struct http_request *req, const uint8_t *body,
 			  size_t body_len);
+static void serve_dashboard(struct conn *c, const struct http_request *req, const uint8_t *body,
+			    size_t body_len);
 
 #define ROUTE_READ M(GET) | M(HEAD), "Allow: GET, HEAD\r\n"
 
@@ -62,6 +66,10 @@ static const struct route routes[] = {
 	{ "/stats", 6, false, true, ROUTE_READ, serve_stats },
 	{ "/metrics", 8, false, true, ROUTE_READ, serve_stats },
 	{ "/cluster", 8, false, true, ROUTE_READ, serve_cluster },
+	/* open like /health: the page is the same constant bytes for everyone
+	 * and holds no secret; the figures it shows come from /stats, which
+	 * asks for the key (the page asks the operator for it) */
+	{ "/dashboard", 10, false, false, ROUTE_READ, serve_dashboard },
 };
 
 static const char www_auth[] = "WWW-Authenticate: Bearer realm=\"ringcache\"\r\n";
@@ -408,4 +416,22 @@ static void serve_cluster(struct conn *c, const struct http_request *req, const 
 	}
 	conn_wait(c, &f->slot, &q, 0);  /* the list is small, its room is not counted */
 	l2_cluster(sh, f);
+}
+
+/* GET /dashboard: the page built into the binary (daemon/dashboard.h). */
+static void serve_dashboard(struct conn *c, const struct http_request *req, const uint8_t *body,
+			    size_t body_len)
+{
+	struct pipeline_req q = untimed(c, req);
+	struct reply r;
+
+	(void)body;
+	(void)body_len;
+	reply_status(&r, 200, NULL);
+	r.type = DASHBOARD_TYPE;
+	r.type_len = sizeof(DASHBOARD_TYPE) - 1;
+	r.headers = dashboard_headers;
+	r.body = dashboard_html;
+	r.body_len = dashboard_html_len;
+	conn_answer(c, &r, &q);
 }
