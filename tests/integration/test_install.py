@@ -87,6 +87,8 @@ def body(c):
         for doc in ("README.md", "operations.md", "architecture.md", "stats.md",
                     "coherence.md", "benchmarks.md"):
             want["docs: " + doc] = d(os.path.join(docdir, doc))
+        # operations.md shows the dashboard's picture by a relative link
+        want["docs: img/dashboard.png"] = d(os.path.join(docdir, "img", "dashboard.png"))
         for what, path in want.items():
             c.check(os.path.isfile(path), "%s: %s" % (what, path[len(dest):]))
         c.check(os.access(binary, os.X_OK), "the binary is executable")

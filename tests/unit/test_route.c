@@ -135,7 +135,7 @@ static bool route(const char *raw, bool early, struct answer *a)
 }
 
 static const char *const paths[] = { "/cache/k", "/health", "/stats", "/metrics", "/cluster",
-				     "/nope", "/cache", "/healthz" };
+				     "/dashboard", "/nope", "/cache", "/healthz" };
 static const char *const methods[] = { "GET", "HEAD", "PUT", "POST", "DELETE", "PATCH" };
 static const char *const keys[] = { "", "X-API-Key: wrong\r\n", "X-API-Key: " KEY "\r\n" };
 
@@ -168,7 +168,7 @@ static void test_agree(void)
 					CHECK(!full.allow && !full.www_auth);
 				}
 			}
-	CHECK_EQ(cases, 8 * 6 * 3);
+	CHECK_EQ(cases, 9 * 6 * 3);
 	CHECK(refusals > 0 && refusals < cases);
 }
 
@@ -193,6 +193,11 @@ static void test_order(void)
 	/* accepted by the table, answered by the handler */
 	CHECK_EQ(status_of("GET /health HTTP/1.1\r\n\r\n", false), 200);
 	CHECK_EQ(status_of("GET /cluster HTTP/1.1\r\nX-API-Key: " KEY "\r\n\r\n", false), 404);
+	/* the dashboard page is open like /health; its /stats polls are not */
+	CHECK_EQ(status_of("GET /dashboard HTTP/1.1\r\n\r\n", true), 0);
+	CHECK_EQ(status_of("GET /dashboard HTTP/1.1\r\n\r\n", false), 200);
+	CHECK_EQ(status_of("HEAD /dashboard HTTP/1.1\r\n\r\n", false), 200);
+	CHECK_EQ(status_of("PUT /dashboard HTTP/1.1\r\n\r\n", true), 405);
 }
 
 /* A /cache/ request the table accepts reaches the store, locally. */
