@@ -380,6 +380,11 @@ class Server:
         return request(self.port, method, path, body, headers, timeout)
 
     def __enter__(self):
+        # "with Server(...).start() as srv" and "with Server(...) as srv"
+        # both start it once: a second start() would leave the first
+        # process running, unowned, after the test
+        if self.proc is not None and self.stop_status is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc):
