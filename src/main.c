@@ -450,10 +450,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	name_threads(d.srv);
-	fprintf(stderr, "ringcached %s: listening on %s:%u with %u shards\n", RINGCACHE_VERSION,
-		d.cfg.listen.host, d.cfg.listen.port, d.srv->nshards);
-	snprintf(d.status, sizeof(d.status), "serving on %s:%u with %u shards", d.cfg.listen.host,
-		 d.cfg.listen.port, d.srv->nshards);
+	char at[512];
+	config_format(&d.cfg, "listen", at, sizeof(at));
+	fprintf(stderr, "ringcached %s: listening on %s with %u shards\n", RINGCACHE_VERSION, at,
+		d.srv->nshards);
+	snprintf(d.status, sizeof(d.status), "serving on %.120s with %u shards", at, d.srv->nshards);
 	if (watchdog_setup(&d)) {
 		fprintf(stderr, "ringcached: watchdog: out of memory\n");
 		rc = 1;

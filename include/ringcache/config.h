@@ -6,10 +6,11 @@
  * X(flag, kind, field, default, meta, help)
  *   kind: SIZE (bytes, suffix K/M/G), U32, STR, URL (a STR whose password
  *         is hidden when printed), BOOL (no value on the command line),
- *         HUGEPAGES, CPUSET (taskset syntax), ADDR (HOST:PORT), SEED
- *         ("random" or a 64-bit number, decimal or 0x hex), COUNT ("auto"
- *         or N >= 1), CPU ("auto" or a CPU number), SIZEAUTO ("auto" or a
- *         SIZE above 0), ADDROPT (an ADDR, or empty: off, port 0)
+ *         HUGEPAGES, CPUSET (taskset syntax), LISTEN (a list of HOST:PORT
+ *         and unix:PATH, comma-separated; a flag given again adds to the
+ *         list), SEED ("random" or a 64-bit number, decimal or 0x hex),
+ *         COUNT ("auto" or N >= 1), CPU ("auto" or a CPU number), SIZEAUTO
+ *         ("auto" or a SIZE above 0), MODE (octal file permissions)
  *   default: the value as a user would write it, and what --help and the
  *         man page show.  A default the daemon computes at start is a word
  *         ("auto", "random"), never the number the field holds for it:
@@ -31,10 +32,14 @@
 #include "ringcache/cpuset.h"
 
 #define CONFIG_OPTIONS(X)                                                          \
-	X("listen", ADDR, listen, "127.0.0.1:8080", "HOST:PORT",                   \
-	  "address every shard listens on (SO_REUSEPORT)")                         \
-	X("resp-listen", ADDROPT, resp_listen, "", "HOST:PORT",                    \
-	  "address every shard also serves the Redis protocol (RESP) on; empty: none") \
+	X("listen", LISTEN, listen, "127.0.0.1:8080", "HOST:PORT|unix:PATH",      \
+	  "addresses every shard serves HTTP on; repeat the flag (or separate with commas) for more") \
+	X("resp-listen", LISTEN, resp_listen, "", "HOST:PORT|unix:PATH",           \
+	  "addresses every shard also serves the Redis protocol (RESP) on; empty: none") \
+	X("listen-mode", MODE, listen_mode, "0660", "MODE",                        \
+	  "permissions of the unix: socket files (octal)")                         \
+	X("listen-group", STR, listen_group, "", "GROUP",                          \
+	  "group of the unix: socket files, a name or a number; empty: the daemon's") \
 	X("shards", COUNT, shards, "auto", "auto|N",                               \
 	  "number of shards; auto: one per CPU of --cpuset or of the allowed set") \
 	X("cpuset", CPUSET, cpuset, "", "LIST",                                    \
@@ -102,9 +107,18 @@ struct config_seed {
 	uint64_t value;
 };
 
+/* One address of a LISTEN list: TCP HOST:PORT, or a Unix socket's file. */
 struct config_addr {
-	char host[64];
-	uint16_t port;
+	char host[64];          /* TCP; "" for a Unix socket */
+	uint16_t port;          /* TCP; 0 for a Unix socket */
+	char path[108];         /* unix:PATH, absolute (sun_path's size); "" for TCP */
+};
+
+#define CONFIG_LISTEN_MAX 4u    /* addresses per LISTEN option */
+
+struct config_listen {
+	unsigned n;
+	struct config_addr at[CONFIG_LISTEN_MAX];
 };
 
 /* What a COUNT field holds for "auto"; a CPU field's "auto". */
@@ -126,8 +140,8 @@ struct config_addr {
 #define CONFIG_TYPE_BOOL bool
 #define CONFIG_TYPE_HUGEPAGES enum config_hugepages
 #define CONFIG_TYPE_CPUSET struct cpuset
-#define CONFIG_TYPE_ADDR struct config_addr
-#define CONFIG_TYPE_ADDROPT struct config_addr
+#define CONFIG_TYPE_LISTEN struct config_listen
+#define CONFIG_TYPE_MODE uint32_t
 #define CONFIG_TYPE_SEED struct config_seed
 
 struct config {
@@ -180,6 +194,10 @@ int config_parse_size(const char *s, uint64_t *out);
  * the NUL; truncated to fit `len`), or -ENOENT for an unknown key.
  */
 int config_format(const struct config *cfg, const char *key, char *buf, size_t len);
+
+/* One address as --listen takes it: HOST:PORT, [V6]:PORT or unix:PATH.
+ * snprintf's return. */
+int config_format_addr(const struct config_addr *a, char *buf, size_t len);
 
 /* Every key with its value, as a configuration file: --check-config. */
 void config_print(FILE *out, const struct config *cfg);

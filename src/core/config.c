@@ -47,7 +47,7 @@
 
 enum kind {
 	K_SIZE, K_SIZEAUTO, K_U32, K_COUNT, K_CPU, K_STR, K_URL, K_BOOL, K_HUGEPAGES, K_CPUSET,
-	K_ADDR, K_ADDROPT, K_SEED
+	K_LISTEN, K_MODE, K_SEED
 };
 
 struct option_desc {
@@ -142,6 +142,84 @@ static int parse_addr(const char *s, struct config_addr *out)
 	memcpy(out->host, host, hlen);
 	out->host[hlen] = '\0';
 	out->port = (uint16_t)port;
+	return 0;
+}
+
+/* One address of a LISTEN list, `len` bytes at s: HOST:PORT or unix:PATH
+ * (absolute, shorter than sun_path, no comma: commas separate the list). */
+static int parse_endpoint(const char *s, size_t len, struct config_addr *out)
+{
+	char one[sizeof(out->path) + 8];
+
+	memset(out, 0, sizeof(*out));
+	if (len >= sizeof(one))
+		return -EINVAL;
+	memcpy(one, s, len);
+	one[len] = '\0';
+	if (!strncmp(one, "unix:", 5)) {
+		const char *path = one + 5;
+		size_t plen = strlen(path);
+		if (path[0] != '/' || plen >= sizeof(out->path) || path[plen - 1] == '/')
+			return -EINVAL;
+		memcpy(out->path, path, plen + 1);
+		return 0;
+	}
+	return parse_addr(one, out);
+}
+
+static bool same_endpoint(const struct config_addr *a, const struct config_addr *b)
+{
+	return a->path[0] ? !strcmp(a->path, b->path) : (!b->path[0] && a->port == b->port);
+}
+
+/* Whether list l already holds e: the same port (any host: they would share
+ * a claim, listen.h) or the same path. */
+static bool listed(const struct config_listen *l, const struct config_addr *e)
+{
+	for (unsigned i = 0; i < l->n; i++)
+		if (same_endpoint(&l->at[i], e))
+			return true;
+	return false;
+}
+
+/* "A, B, ..." added to `out` (which is emptied first unless `append`). */
+static int parse_listen(const char *s, struct config_listen *out, bool append)
+{
+	struct config_listen l = append ? *out : (struct config_listen){ 0 };
+
+	while (*s) {
+		const char *comma = strchr(s, ',');
+		const char *end = comma ? comma : s + strlen(s);
+		const char *b = s, *e = end;
+		struct config_addr one;
+
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (b == e || l.n == CONFIG_LISTEN_MAX || parse_endpoint(b, (size_t)(e - b), &one) ||
+		    listed(&l, &one))
+			return -EINVAL;
+		l.at[l.n++] = one;
+		s = comma ? comma + 1 : end;
+		if (comma && !*s)
+			return -EINVAL;         /* "a," */
+	}
+	*out = l;
+	return 0;
+}
+
+static int parse_mode(const char *s, uint32_t *out)
+{
+	char *end;
+
+	if (*s != '0' || strlen(s) < 3 || strlen(s) > 4)
+		return -EINVAL;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 8);
+	if (errno || *end || v > 0777)
+		return -EINVAL;
+	*out = (uint32_t)v;
 	return 0;
 }
 
@@ -248,14 +326,10 @@ static int set_value(struct config *cfg, const struct option_desc *o, const char
 			return 0;
 		}
 		return cpuset_parse(v, field);
-	case K_ADDR:
-		return parse_addr(v, field);
-	case K_ADDROPT:
-		if (!*v) {
-			memset(field, 0, sizeof(struct config_addr));  /* port 0: off */
-			return 0;
-		}
-		return parse_addr(v, field);
+	case K_LISTEN:
+		return parse_listen(v, field, false);
+	case K_MODE:
+		return parse_mode(v, field);
 	case K_SEED:
 		return parse_seed(v, field);
 	}
@@ -265,7 +339,7 @@ static int set_value(struct config *cfg, const struct option_desc *o, const char
 /* Kinds for which an empty value means "not set" (the default is empty). */
 static bool empty_ok(enum kind k)
 {
-	return k == K_STR || k == K_URL || k == K_CPUSET || k == K_ADDROPT;
+	return k == K_STR || k == K_URL || k == K_CPUSET || k == K_LISTEN;
 }
 
 static const struct option_desc *find(const char *name, size_t len)
@@ -349,6 +423,19 @@ static int validate(const struct config *cfg, const struct state *st, char *err,
 		return BLAME("gzip-level", "from 1 to 12");
 	if (cfg->redis_timeout < 1)
 		return BLAME("redis-timeout", "at least 1 millisecond");
+	if (cfg->listen.n == 0)
+		return BLAME("listen", "at least one address");
+	for (unsigned i = 0; i < cfg->resp_listen.n; i++) {
+		const struct config_addr *a = &cfg->resp_listen.at[i];
+		if (listed(&cfg->listen, a)) {
+			char at[160];
+			if (a->path[0])
+				config_format_addr(a, at, sizeof(at));
+			else
+				snprintf(at, sizeof(at), "port %u", a->port);
+			return BLAME("resp-listen", "%s is also --listen's", at);
+		}
+	}
 	return 0;
 }
 
@@ -607,8 +694,12 @@ int config_parse(struct config *cfg, int argc, char **argv, char *err, size_t er
 		rc = next_flag(argc, argv, &i, &o, &value, err, errlen);
 		if (rc != F_TABLE)
 			continue;
+		/* a LISTEN flag given again adds to what the first one set */
+		bool again = o->kind == K_LISTEN && st.from[o - options] == FROM_FLAG;
 		st.from[o - options] = FROM_FLAG;
-		if (set_value(cfg, o, value)) {
+		if (again ? unwritable(value) || parse_listen(value, (void *)((char *)cfg + o->offset),
+							      true)
+			  : set_value(cfg, o, value)) {
 			rc = fail(err, errlen, "--%s: invalid value '%s' (expected %s)", o->flag, value,
 				  o->meta);
 			goto out;
@@ -680,6 +771,13 @@ static int format_url(const char *url, char *buf, size_t len)
 	return snprintf(buf, len, "%.*s***%s", (int)(auth - url), url, at);
 }
 
+int config_format_addr(const struct config_addr *a, char *buf, size_t len)
+{
+	if (a->path[0])
+		return snprintf(buf, len, "unix:%s", a->path);
+	return snprintf(buf, len, strchr(a->host, ':') ? "[%s]:%u" : "%s:%u", a->host, a->port);
+}
+
 static int format_value(const struct config *cfg, const struct option_desc *o, char *buf,
 			size_t len)
 {
@@ -715,14 +813,22 @@ static int format_value(const struct config *cfg, const struct option_desc *o, c
 		}
 	case K_CPUSET:
 		return format_cpuset(field, buf, len);
-	case K_ADDR:
-	case K_ADDROPT: {
-		const struct config_addr *a = field;
-		if (!a->port)
-			return snprintf(buf, len, "%s", "");
-		return snprintf(buf, len, strchr(a->host, ':') ? "[%s]:%u" : "%s:%u", a->host,
-				a->port);
+	case K_LISTEN: {
+		const struct config_listen *l = field;
+		size_t at = 0;
+		if (len)
+			buf[0] = '\0';
+		for (unsigned i = 0; i < l->n; i++) {
+			char one[160];
+			int n = config_format_addr(&l->at[i], one, sizeof(one));
+			if (len && at < len - 1)
+				snprintf(buf + at, len - at, "%s%s", i ? ", " : "", one);
+			at += (size_t)n + (i ? 2 : 0);
+		}
+		return (int)at;
 	}
+	case K_MODE:
+		return snprintf(buf, len, "0%03" PRIo32, *(const uint32_t *)field);
 	case K_SEED: {
 		const struct config_seed *s = field;
 		if (!s->fixed)

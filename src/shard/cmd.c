@@ -1004,7 +1004,11 @@ static void cmd_info(struct cmd_args *a)
 		INFO_LINE(t, "redis_mode:standalone\r\n");
 		INFO_LINE(t, "arch_bits:%u\r\n", (unsigned)(sizeof(void *) * 8));
 		INFO_LINE(t, "process_id:%ld\r\n", (long)getpid());
-		INFO_LINE(t, "tcp_port:%u\r\n", cfg->resp_listen.port);
+		unsigned port = 0;      /* Redis's: 0 when it serves a Unix socket only */
+		for (unsigned i = cfg->resp_listen.n; i-- > 0;)
+			if (cfg->resp_listen.at[i].port)
+				port = cfg->resp_listen.at[i].port;
+		INFO_LINE(t, "tcp_port:%u\r\n", port);
 		INFO_LINE(t, "uptime_in_seconds:%" PRIu64 "\r\n", up);
 		INFO_LINE(t, "uptime_in_days:%" PRIu64 "\r\n", up / 86400);
 		INFO_LINE(t, "shards:%u\r\n", srv->nshards);

@@ -136,7 +136,7 @@ static void cancel_recv(struct conn *c)
 	c->flags |= C_CANCELING;
 }
 
-void conn_create(struct shard *sh, int fd, uint8_t proto)
+void conn_create(struct shard *sh, int fd, uint8_t proto, bool tcp)
 {
 	int one = 1;
 
@@ -150,7 +150,8 @@ void conn_create(struct shard *sh, int fd, uint8_t proto)
 		close(fd);
 		return;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (tcp)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->sh = sh;
 	c->fd = fd;
 	c->proto = proto;

@@ -94,8 +94,8 @@ struct conn {
 
 /* An accepted socket becomes a connection speaking `proto` (enum
  * answer_proto, the listener's) with a recv armed; over --max-conns or
- * without memory the socket is closed. */
-void conn_create(struct shard *sh, int fd, uint8_t proto);
+ * without memory the socket is closed.  tcp: not a Unix socket (TCP_NODELAY). */
+void conn_create(struct shard *sh, int fd, uint8_t proto, bool tcp);
 /* Frees c at once (stop, teardown): its outstanding answers are orphaned. */
 void conn_destroy(struct conn *c);
 

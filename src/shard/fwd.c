@@ -175,6 +175,15 @@ void fwd_send(struct shard *sh, unsigned to, struct fwd *f)
 	q->tail = f;
 }
 
+bool fwd_send_conn(struct shard *sh, unsigned to, uintptr_t token)
+{
+	/* it may overtake a backlog of fwds: nothing orders it with them */
+	if (!ring_push(server_ring(sh->srv, sh->id, to), (void *)token))
+		return false;
+	sh->fwd->touched[to] = true;
+	return true;
+}
+
 /* f is back on its origin shard with its answer, or bounced. */
 static void arrive_home(struct fwd *f)
 {
@@ -302,7 +311,9 @@ bool fwd_drain(struct shard *sh)
 		r = server_ring(sh->srv, from, sh->id);
 		while ((f = ring_pop(r)) != NULL) {
 			any = true;
-			if (f->reply)
+			if ((uintptr_t)f & 1)
+				shard_adopt(sh, (uintptr_t)f);  /* a connection (fwd_send_conn) */
+			else if (f->reply)
 				arrive_home(f);
 			else
 				route_exec_forwarded(sh, f);

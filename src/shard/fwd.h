@@ -125,6 +125,14 @@ void fwd_answer(struct shard *sh, struct fwd *f);
 /* Sends f home as it is (answered, bounced, or skipped: cancelled). */
 void fwd_home(struct shard *sh, struct fwd *f);
 
+/*
+ * A connection accepted on a shared socket, passed to shard `to` (shard.c
+ * spreads them): `token` (odd, so never a fwd's address) travels the same
+ * ring as fwds and is handed to shard_adopt() there.  False when the ring
+ * is full: the caller keeps the connection.
+ */
+bool fwd_send_conn(struct shard *sh, unsigned to, uintptr_t token);
+
 /* The loop's part: publish what was pushed (true while a backlog remains),
  * handle what peers published (true if anything), the parking checks. */
 bool fwd_flush(struct shard *sh);

@@ -84,8 +84,13 @@ static int setup_coherence(struct server *srv, const struct cpuset *cpus, char *
 	struct coh_config cc;
 	int rc;
 
-	snprintf(srv->advertise, sizeof(srv->advertise), "%s:%u", cfg->listen.host,
-		 cfg->listen.port);
+	/* the first TCP address: what another host could reach (a Unix socket
+	 * is the fallback when there is none) */
+	const struct config_addr *at = &cfg->listen.at[0];
+	for (unsigned i = cfg->listen.n; i-- > 0;)
+		if (!cfg->listen.at[i].path[0])
+			at = &cfg->listen.at[i];
+	config_format_addr(at, srv->advertise, sizeof(srv->advertise));
 	memset(&cc, 0, sizeof(cc));
 	cc.redis_url = cfg->redis;
 	cc.prefix = cfg->redis_prefix;
@@ -171,31 +176,14 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 	int mrc = conn_memory_share(cfg, n, &conn_memory, err, errlen);
 	if (mrc)
 		return mrc;
-	if (cfg->resp_listen.port && cfg->resp_listen.port == cfg->listen.port) {
-		snprintf(err, errlen, "--resp-listen: port %u is --listen's", cfg->listen.port);
-		return -EINVAL;
-	}
-	int claim = listen_claim(&cfg->listen, "--listen", err, errlen);
-	if (claim < 0)
-		return claim;
-	int resp_claim = -1;
-	if (cfg->resp_listen.port) {
-		resp_claim = listen_claim(&cfg->resp_listen, "--resp-listen", err, errlen);
-		if (resp_claim < 0) {
-			close(claim);
-			return resp_claim;
-		}
-	}
-
 	struct server *srv = calloc(1, sizeof(*srv));
-	if (!srv) {
-		close(claim);
-		if (resp_claim >= 0)
-			close(resp_claim);
+	if (!srv)
 		return -ENOMEM;
+	int lrc = listen_open(&srv->listeners, cfg, PROTO_HTTP, PROTO_RESP, err, errlen);
+	if (lrc) {
+		free(srv);
+		return lrc;
 	}
-	srv->listen_claim = claim;
-	srv->resp_listen_claim = resp_claim;
 	srv->conn_memory = conn_memory;
 	srv->cfg = cfg;
 	srv->nshards = n;
@@ -354,10 +342,7 @@ void server_destroy(struct server *srv)
 	for (unsigned i = 0; srv->stats && i < n; i++)
 		free(srv->stats[i]);
 	auth_destroy(atomic_load_explicit(&srv->auth, memory_order_relaxed)); /* threads joined */
-	if (srv->listen_claim >= 0)
-		close(srv->listen_claim);
-	if (srv->resp_listen_claim >= 0)
-		close(srv->resp_listen_claim);
+	listen_close(&srv->listeners);
 	free(srv->rings);
 	free(srv->shards);
 	free(srv->stats);

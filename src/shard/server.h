@@ -10,7 +10,7 @@
  *   shard 0 --ring[0*n+1]--> shard 1      requests for keys shard 1 owns,
  *   shard 0 <--ring[1*n+0]-- shard 1      and the replies to shard 1's ones
  *
- * server.c only wires: it claims the port, creates the shards and their
+ * server.c only wires: it claims the addresses, creates the shards and their
  * rings, starts the threads together, and stops and frees them.
  */
 #ifndef RINGCACHE_SERVER_H
@@ -24,6 +24,7 @@
 #include "ringcache/config.h"
 #include "ringcache/http.h"
 #include "ringcache/resp.h"
+#include "listen.h"
 
 struct auth;
 struct coh;
@@ -47,10 +48,9 @@ struct server {
 	 */
 	_Atomic(struct auth *) auth;
 	struct coh *coh;                /* NULL: L1 only (no --redis) */
-	int listen_claim;               /* holds --listen's port for this process (listen.h) */
-	int resp_listen_claim;          /* and --resp-listen's; -1: none */
+	struct listen_set listeners;    /* claims and shared Unix sockets (listen.h) */
 	size_t conn_memory;             /* --conn-memory, or what "auto" came to */
-	char advertise[80];             /* HOST:PORT recorded in the registry */
+	char advertise[128];            /* HOST:PORT (or unix:PATH) in the registry */
 	_Atomic bool stop;
 	_Atomic unsigned closing;       /* shards still ending their work (shard.c teardown) */
 	pthread_barrier_t ready;

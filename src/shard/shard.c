@@ -135,25 +135,47 @@ static int setup_buffers(struct shard *sh)
 	return 0;
 }
 
-static int setup_listener(struct shard *sh)
+/* A socket of its own for every TCP address; the server's for the others. */
+static int setup_listeners(struct shard *sh)
 {
-	int fd = listen_socket(&sh->cfg->listen, "--listen", sh->error_msg, sizeof(sh->error_msg));
+	const struct listen_set *ls = &sh->srv->listeners;
 
-	if (fd < 0) {
-		sh->error = fd;
-		return fd;
+	for (unsigned i = 0; i < ls->n; i++) {
+		const struct listen_point *lp = &ls->p[i];
+		struct shard_listener *l = &sh->listeners[sh->nlisteners];
+		int fd = lp->fd;
+
+		if (fd < 0) {
+			fd = listen_socket(lp->at, lp->flag, sh->error_msg, sizeof(sh->error_msg));
+			if (fd < 0) {
+				sh->error = fd;
+				return fd;
+			}
+		}
+		l->fd = fd;
+		l->own = lp->fd < 0;
+		l->proto = lp->proto;
+		sh->nlisteners++;
 	}
-	sh->listen_fd = fd;
-	if (!sh->cfg->resp_listen.port)
-		return 0;
-	fd = listen_socket(&sh->cfg->resp_listen, "--resp-listen", sh->error_msg,
-			   sizeof(sh->error_msg));
-	if (fd < 0) {
-		sh->error = fd;
-		return fd;
-	}
-	sh->resp_listen_fd = fd;
 	return 0;
+}
+
+/* At stop: no more connections.  The accepts are cancelled (an armed one
+ * holds its socket open, and a shared socket stays open for the others). */
+static void close_listeners(struct shard *sh)
+{
+	for (unsigned i = 0; i < sh->nlisteners; i++) {
+		struct shard_listener *l = &sh->listeners[i];
+		struct io_uring_sqe *sqe;
+
+		if (l->armed && sh->ring.ring_fd > 0 && (sqe = shard_sqe(sh))) {
+			io_uring_prep_cancel64(sqe, shard_udata(l, OP_ACCEPT), 0);
+			io_uring_sqe_set_data64(sqe, 0);        /* its own completion: ignored */
+		}
+		if (l->own && l->fd >= 0)
+			close(l->fd);
+		l->fd = -1;
+	}
 }
 
 static int setup_store(struct shard *sh)
@@ -214,53 +236,76 @@ static int setup(struct shard *sh)
 	if (sh->event_fd == -1)
 		return fail(sh, -errno, "eventfd%s: %s", "");
 	/* ring first, so a missing io_uring is the first thing reported */
-	if ((rc = setup_ring(sh)) || (rc = setup_buffers(sh)) || (rc = setup_listener(sh)))
+	if ((rc = setup_ring(sh)) || (rc = setup_buffers(sh)) || (rc = setup_listeners(sh)))
 		return rc;
 	/* the arena is first touched here, by the pinned thread: NUMA-local */
 	return setup_store(sh);
 }
 
 /* Without an SQE, or after an accept error, periodic() tries again. */
-static void arm_accept_on(struct shard *sh, int fd, enum shard_op op, bool *armed)
+static void arm_accept(struct shard *sh, struct shard_listener *l)
 {
-	struct io_uring_sqe *sqe = shard_sqe(sh);
+	struct io_uring_sqe *sqe;
 
-	*armed = sqe != NULL;
-	if (!sqe)
+	if (l->armed || l->fd < 0 || sh->stopping || !(sqe = shard_sqe(sh)))
 		return;
-	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, shard_udata(sh, op));
+	l->armed = true;
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, shard_udata(l, OP_ACCEPT));
 }
 
-static void arm_accept(struct shard *sh)
+static void arm_accepts(struct shard *sh)
 {
-	arm_accept_on(sh, sh->listen_fd, OP_ACCEPT, &sh->accept_armed);
+	for (unsigned i = 0; i < sh->nlisteners; i++)
+		arm_accept(sh, &sh->listeners[i]);
 }
 
-static void arm_accept_resp(struct shard *sh)
+/*
+ * A connection from a shared (Unix) socket.  The kernel hands each one to
+ * the first shard waiting in accept on it, which would take them all; so
+ * the shards that accept deal them out in turn, as SO_REUSEPORT spreads TCP
+ * ones: through the ring to the shard (a file descriptor is the process's,
+ * good on every thread).
+ */
+static void deal(struct shard *sh, struct shard_listener *l, int fd)
 {
-	if (sh->resp_listen_fd >= 0)
-		arm_accept_on(sh, sh->resp_listen_fd, OP_ACCEPT_RESP, &sh->resp_accept_armed);
+	unsigned to = l->next++ % sh->srv->nshards;
+	uintptr_t token = ((uintptr_t)fd << 8) | ((uintptr_t)(l - sh->listeners) << 1) | 1;
+
+	if (to == sh->id || !fwd_send_conn(sh, to, token))
+		conn_create(sh, fd, l->proto, false);
 }
 
-/* An accept completed on the listener of `proto`. */
-static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, uint8_t proto, bool *armed,
-		      void (*rearm)(struct shard *))
+void shard_adopt(struct shard *sh, uintptr_t token)
+{
+	int fd = (int)(token >> 8);
+	unsigned idx = (unsigned)(token >> 1) & 0x7f;
+
+	if (sh->stopping || idx >= sh->nlisteners)
+		close(fd);
+	else
+		conn_create(sh, fd, sh->listeners[idx].proto, sh->listeners[idx].own);
+}
+
+/* An accept completed on listener l. */
+static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, struct shard_listener *l)
 {
 	if (cqe->res >= 0 && sh->stopping)
 		close(cqe->res);
+	else if (cqe->res >= 0 && !l->own)
+		deal(sh, l, cqe->res);
 	else if (cqe->res >= 0)
-		conn_create(sh, cqe->res, proto);
-	else
+		conn_create(sh, cqe->res, l->proto, l->own);
+	else if (cqe->res != -ECANCELED)
 		stats_inc(&sh->stats->accept_errors);
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
-		*armed = false;
+		l->armed = false;
 		/*
 		 * An error (EMFILE, ENFILE, ENOMEM) would come straight
 		 * back if re-armed now: periodic() retries a sweep later.
 		 */
-		if (cqe->res >= 0 && !sh->stopping)
-			rearm(sh);
+		if (cqe->res >= 0)
+			arm_accept(sh, l);
 	}
 }
 
@@ -282,10 +327,7 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 
 	switch ((enum shard_op)(ud & 7)) {
 	case OP_ACCEPT:
-		on_accept(sh, cqe, PROTO_HTTP, &sh->accept_armed, arm_accept);
-		break;
-	case OP_ACCEPT_RESP:
-		on_accept(sh, cqe, PROTO_RESP, &sh->resp_accept_armed, arm_accept_resp);
+		on_accept(sh, cqe, p);
 		break;
 	case OP_RECV:
 		conn_on_recv(p, cqe);
@@ -340,10 +382,7 @@ static void periodic(struct shard *sh)
 	sh->now_s = clock_store_now();
 	cache_tick(sh->cache, sh->now_s);
 	conn_sweep(sh);
-	if (!sh->accept_armed)
-		arm_accept(sh);
-	if (!sh->resp_accept_armed)
-		arm_accept_resp(sh);
+	arm_accepts(sh);
 	if (!sh->event_armed)
 		arm_event(sh);
 	store_stats(sh->store, &ss);
@@ -464,14 +503,7 @@ static void teardown(struct shard *sh)
 	bool counted = true;
 
 	sh->stopping = true;
-	if (sh->listen_fd >= 0) {
-		close(sh->listen_fd);
-		sh->listen_fd = -1;
-	}
-	if (sh->resp_listen_fd >= 0) {
-		close(sh->resp_listen_fd);
-		sh->resp_listen_fd = -1;
-	}
+	close_listeners(sh);
 	if (sh->ring.ring_fd > 0) {
 		conn_close_all(sh);
 		for (int i = 0; i < TEARDOWN_ROUNDS; i++) {
@@ -506,8 +538,7 @@ void *shard_main(void *arg)
 	pthread_barrier_wait(&sh->srv->ready);     /* main reads sh->error */
 	pthread_barrier_wait(&sh->srv->ready);     /* main has decided: run or stop */
 	if (!sh->error && !atomic_load(&sh->srv->stop)) {
-		arm_accept(sh);
-		arm_accept_resp(sh);
+		arm_accepts(sh);
 		arm_event(sh);
 		loop(sh);
 	}
@@ -532,15 +563,13 @@ struct shard *shard_create(struct server *srv, unsigned id, int cpu)
 	sh->conn_budget = srv->conn_memory / srv->nshards;
 	shard_date_update(sh);
 	sh->event_fd = -1;
-	sh->listen_fd = -1;
-	sh->resp_listen_fd = -1;
 	sh->conns = calloc(cfg->max_conns, sizeof(*sh->conns));
 	sh->dirty = calloc(cfg->max_conns, sizeof(*sh->dirty));
 	sh->key_scratch = malloc(cfg->max_request_line + 1);
-	if (cfg->resp_listen.port)
+	if (cfg->resp_listen.n)
 		sh->resp_scratch = malloc(RESP_LINE_MAX + 2);  /* an inline frame, its LF too */
 	if (!sh->conns || !sh->dirty || !sh->key_scratch || fwd_setup(sh) ||
-	    (cfg->resp_listen.port && !sh->resp_scratch) ||
+	    (cfg->resp_listen.n && !sh->resp_scratch) ||
 	    (srv->coh && l2_setup(sh))) {
 		shard_destroy(sh);
 		return NULL;
@@ -579,10 +608,9 @@ void shard_destroy(struct shard *sh)
 		munmap(sh->bufs, (size_t)sh->nbufs * sh->buf_size);
 	if (sh->event_fd >= 0)
 		close(sh->event_fd);
-	if (sh->listen_fd >= 0)
-		close(sh->listen_fd);
-	if (sh->resp_listen_fd >= 0)
-		close(sh->resp_listen_fd);
+	for (unsigned i = 0; i < sh->nlisteners; i++)
+		if (sh->listeners[i].own && sh->listeners[i].fd >= 0)
+			close(sh->listeners[i].fd);
 	free(sh->conns);
 	free(sh->dirty);
 	free(sh->key_scratch);

@@ -45,6 +45,16 @@ struct shard_features {
 	bool ext_arg;
 };
 
+/* An address this shard accepts on (listen.h): its own TCP socket, or the
+ * server's Unix socket, which every shard shares. */
+struct shard_listener {
+	alignas(8) int fd;              /* 8: its address carries an OP in 3 bits */
+	uint8_t proto;                  /* enum answer_proto */
+	bool own;                       /* this shard's socket (TCP), closed at its stop */
+	bool armed;                     /* a multishot accept is armed on fd */
+	unsigned next;                  /* shared: the shard its next connection goes to */
+};
+
 struct shard {
 	/* Read by other threads: the doorbell.  On its own line. */
 	alignas(RING_LINE) _Atomic int parked;
@@ -72,10 +82,8 @@ struct shard {
 
 	struct io_uring ring;
 	struct shard_features features;
-	int listen_fd;
-	int resp_listen_fd;             /* --resp-listen's socket; -1: none */
-	bool accept_armed;              /* a multishot accept is armed */
-	bool resp_accept_armed;         /* and one on resp_listen_fd */
+	struct shard_listener listeners[LISTEN_MAX];
+	unsigned nlisteners;
 	bool event_armed;               /* a read of event_fd (the doorbell) is armed */
 	uint64_t event_buf;
 
@@ -141,18 +149,21 @@ void *shard_main(void *arg);
 /* Any thread: wakes `sh` if it is parked (ring.h). */
 void shard_wake(struct shard *sh);
 
+/* A connection another shard accepted on a shared socket and passed here
+ * (fwd_send_conn): token = fd << 8 | listener << 1 | 1. */
+void shard_adopt(struct shard *sh, uintptr_t token);
+
 /* Queues `c` to have its output flushed at the end of this iteration. */
 void shard_dirty(struct shard *sh, struct conn *c);
 
 /* user_data of each SQE: a pointer with the operation in its low 3 bits */
 enum shard_op {
-	OP_ACCEPT = 1,
+	OP_ACCEPT = 1,                  /* on a struct shard_listener */
 	OP_RECV,
 	OP_SEND,
 	OP_EVENT,
 	OP_CANCEL,
 	OP_POLL,
-	OP_ACCEPT_RESP,                 /* an accept on --resp-listen */
 };
 
 static inline uint64_t shard_udata(void *p, enum shard_op op)

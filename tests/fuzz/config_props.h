@@ -26,8 +26,18 @@ static inline void config_props_check(const struct config *cfg)
 	FUZZ_ASSERT(cfg->max_head >= cfg->max_request_line && cfg->max_request_line >= 64);
 	FUZZ_ASSERT(cfg->max_headers >= 1 && cfg->max_conns >= 1);
 	FUZZ_ASSERT(cfg->brotli_quality <= 11 && cfg->gzip_level >= 1 && cfg->gzip_level <= 12);
-	FUZZ_ASSERT(cfg->listen.port >= 1 && cfg->listen.host[0]);
-	FUZZ_ASSERT(memchr(cfg->listen.host, '\0', sizeof(cfg->listen.host)));
+	FUZZ_ASSERT(cfg->listen.n >= 1 && cfg->listen.n <= CONFIG_LISTEN_MAX);
+	FUZZ_ASSERT(cfg->resp_listen.n <= CONFIG_LISTEN_MAX);
+	for (unsigned i = 0; i < cfg->listen.n + cfg->resp_listen.n; i++) {
+		const struct config_addr *a = i < cfg->listen.n ? &cfg->listen.at[i]
+							: &cfg->resp_listen.at[i - cfg->listen.n];
+		FUZZ_ASSERT(memchr(a->host, '\0', sizeof(a->host)));
+		FUZZ_ASSERT(memchr(a->path, '\0', sizeof(a->path)));
+		/* a TCP address or an absolute path, never both or neither */
+		FUZZ_ASSERT(a->path[0] ? a->path[0] == '/' && !a->port && !a->host[0]
+				       : a->port >= 1 && a->host[0]);
+	}
+	FUZZ_ASSERT(cfg->listen_mode <= 0777);
 	FUZZ_ASSERT(cfg->shards <= CPUSET_MAX);
 	FUZZ_ASSERT(cfg->coherence_cpu == CONFIG_CPU_AUTO || cfg->coherence_cpu < CPUSET_MAX);
 }

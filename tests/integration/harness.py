@@ -427,12 +427,22 @@ class ProtocolError(Exception):
 class TcpClient:
     """A loopback TCP connection (Nagle off, every operation bounded by
     `timeout`) with a receive buffer; a context manager that closes it.
+    `port` may also be the path of a Unix socket (--listen unix:PATH).
     The base of the HTTP client here and of the RESP client of
     redis_harness.py."""
 
     def __init__(self, port, timeout):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(port, str):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(port)
+            except OSError:
+                self.sock.close()
+                raise
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
     def close(self):

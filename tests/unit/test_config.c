@@ -29,8 +29,8 @@ static void defaults(void)
 	char err[256];
 
 	CHECK_EQ(parse(&c, err, NULL, NULL, NULL), CONFIG_OK);
-	CHECK(!strcmp(c.listen.host, "127.0.0.1"));
-	CHECK_EQ(c.listen.port, 8080);
+	CHECK(!strcmp(c.listen.at[0].host, "127.0.0.1"));
+	CHECK_EQ(c.listen.at[0].port, 8080);
 	CHECK_EQ(c.shards, CONFIG_COUNT_AUTO);
 	CHECK_EQ(c.coherence_cpu, CONFIG_CPU_AUTO);
 	CHECK_EQ(c.cpuset.n, 0);
@@ -82,12 +82,12 @@ static void values(void)
 	char err[256];
 
 	CHECK_EQ(parse(&c, err, "--listen", "0.0.0.0:9000", "--prefault"), CONFIG_OK);
-	CHECK(!strcmp(c.listen.host, "0.0.0.0"));
-	CHECK_EQ(c.listen.port, 9000);
+	CHECK(!strcmp(c.listen.at[0].host, "0.0.0.0"));
+	CHECK_EQ(c.listen.at[0].port, 9000);
 	CHECK(c.prefault);
 	CHECK_EQ(parse(&c, err, "--listen=[::1]:81", NULL, NULL), CONFIG_OK);
-	CHECK(!strcmp(c.listen.host, "::1"));
-	CHECK_EQ(c.listen.port, 81);
+	CHECK(!strcmp(c.listen.at[0].host, "::1"));
+	CHECK_EQ(c.listen.at[0].port, 81);
 	CHECK_EQ(parse(&c, err, "--memory", "2G", "--max-value=512K"), CONFIG_OK);
 	CHECK_EQ(c.memory, 2ull << 30);
 	CHECK_EQ(c.max_value, 512u << 10);
@@ -319,7 +319,7 @@ static void file_syntax(void)
 		"max-value = 1M");                  /* no newline at the end */
 
 	CHECK_EQ(with_file(&c, err, p, NULL, NULL), CONFIG_OK);
-	CHECK(!strcmp(c.listen.host, "127.0.0.1") && c.listen.port == 9100);
+	CHECK(!strcmp(c.listen.at[0].host, "127.0.0.1") && c.listen.at[0].port == 9100);
 	CHECK_EQ(c.memory, 1ull << 30);
 	CHECK_EQ(c.shards, 3);
 	CHECK_EQ(c.hugepages, CONFIG_HUGEPAGES_OFF);
@@ -594,6 +594,101 @@ static void printed(void)
 	free(again);
 }
 
+static int parse_argv(struct config *c, char *err, char **argv)
+{
+	int argc = 0;
+	while (argv[argc])
+		argc++;
+	err[0] = '\0';
+	return config_parse(c, argc, argv, err, 256);
+}
+
+/* LISTEN lists: TCP and unix: addresses, a flag given again adds, a list
+ * in one value, the file's list replaced by the flags', and the errors. */
+static void listens(void)
+{
+	struct config c;
+	char err[256], out[512];
+
+	char *two[] = { "ringcached", "--listen", "127.0.0.1:9000", "--listen",
+			"unix:/run/ringcached/http.sock", NULL };
+	CHECK_EQ(parse_argv(&c, err, two), CONFIG_OK);
+	CHECK_EQ(c.listen.n, 2);
+	CHECK_EQ(c.listen.at[0].port, 9000);
+	CHECK(!c.listen.at[0].path[0]);
+	CHECK(!strcmp(c.listen.at[1].path, "/run/ringcached/http.sock"));
+	CHECK_EQ(c.listen.at[1].port, 0);
+	CHECK(config_format(&c, "listen", out, sizeof(out)) > 0);
+	CHECK(!strcmp(out, "127.0.0.1:9000, unix:/run/ringcached/http.sock"));
+
+	/* one value, a list; blanks around commas */
+	CHECK_EQ(parse(&c, err, "--listen", "unix:/tmp/a.sock ,[::1]:81", NULL), CONFIG_OK);
+	CHECK_EQ(c.listen.n, 2);
+	CHECK(!strcmp(c.listen.at[0].path, "/tmp/a.sock"));
+	CHECK(!strcmp(c.listen.at[1].host, "::1"));
+	/* unix only: the TCP default is gone */
+	CHECK_EQ(parse(&c, err, "--listen", "unix:/tmp/a.sock", NULL), CONFIG_OK);
+	CHECK_EQ(c.listen.n, 1);
+	/* RESP on a socket; empty is off */
+	CHECK_EQ(parse(&c, err, "--resp-listen", "unix:/tmp/r.sock", NULL), CONFIG_OK);
+	CHECK_EQ(c.resp_listen.n, 1);
+	CHECK_EQ(parse(&c, err, NULL, NULL, NULL), CONFIG_OK);
+	CHECK_EQ(c.resp_listen.n, 0);
+	CHECK_EQ(c.listen_mode, 0660);
+	CHECK_EQ(parse(&c, err, "--listen-mode", "0600", NULL), CONFIG_OK);
+	CHECK_EQ(c.listen_mode, 0600);
+	CHECK(config_format(&c, "listen-mode", out, sizeof(out)) > 0);
+	CHECK(!strcmp(out, "0600"));
+
+	/* the flags' list replaces the file's */
+	char path[300];
+	snprintf(path, sizeof(path), "%s/listen.conf", tmpdir);
+	FILE *f = fopen(path, "w");
+	CHECK(f != NULL);
+	fputs("listen = 127.0.0.1:7000, unix:/tmp/file.sock\n", f);
+	fclose(f);
+	char *over[] = { "ringcached", "--config", path, "--listen", "unix:/tmp/flag.sock", NULL };
+	CHECK_EQ(parse_argv(&c, err, over), CONFIG_OK);
+	CHECK_EQ(c.listen.n, 1);
+	CHECK(!strcmp(c.listen.at[0].path, "/tmp/flag.sock"));
+	config_deinit(&c);
+	char *file_only[] = { "ringcached", "--config", path, NULL };
+	CHECK_EQ(parse_argv(&c, err, file_only), CONFIG_OK);
+	CHECK_EQ(c.listen.n, 2);
+	config_deinit(&c);
+	unlink(path);
+
+	/* errors name the flag */
+	error_names("--listen", "unix:relative.sock", "--listen");
+	error_names("--listen", "unix:/tmp/dir/", "--listen");
+	error_names("--listen", "unix:", "--listen");
+	error_names("--listen", "", "--listen");
+	error_names("--listen", "127.0.0.1:80,", "--listen");
+	error_names("--listen", "127.0.0.1:80,,unix:/a", "--listen");
+	error_names("--listen", "127.0.0.1:80, 0.0.0.0:80", "--listen");   /* one port twice */
+	error_names("--listen", "unix:/a, unix:/a", "--listen");
+	error_names("--listen", "unix:/a,unix:/b,unix:/c,unix:/d,unix:/e", "--listen"); /* > MAX */
+	char longp[200] = "unix:/";
+	memset(longp + 6, 'x', 120);
+	longp[126] = '\0';
+	error_names("--listen", longp, "--listen");
+	error_names("--listen-mode", "660", "--listen-mode");
+	error_names("--listen-mode", "01777", "--listen-mode");
+	error_names("--listen-mode", "0668", "--listen-mode");
+	char *same_port[] = { "ringcached", "--listen", "127.0.0.1:9000", "--resp-listen",
+			      "0.0.0.0:9000", NULL };
+	CHECK_EQ(parse_argv(&c, err, same_port), -EINVAL);
+	CHECK(strstr(err, "--resp-listen") && strstr(err, "9000"));
+	char *same_path[] = { "ringcached", "--listen", "unix:/tmp/s", "--resp-listen",
+			      "unix:/tmp/s", NULL };
+	CHECK_EQ(parse_argv(&c, err, same_path), -EINVAL);
+	CHECK(strstr(err, "--resp-listen") && strstr(err, "/tmp/s"));
+	char *again_dup[] = { "ringcached", "--listen", "unix:/tmp/s", "--listen", "unix:/tmp/s",
+			      NULL };
+	CHECK_EQ(parse_argv(&c, err, again_dup), -EINVAL);
+	CHECK(strstr(err, "--listen") != NULL);
+}
+
 static void rmtree(void)
 {
 	char cmd[300];
@@ -618,6 +713,7 @@ int main(void)
 	file_and_flags();
 	file_reading();
 	printed();
+	listens();
 	rmtree();
 	return check_done("config");
 }
