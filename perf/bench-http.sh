@@ -64,8 +64,9 @@ run_wrk() {	# name mode url pid
 	read_summary "$tmp/wrk.out"
 	reqs=${sum[requests]}
 	secs=$(awk -v n="$reqs" -v us="${sum[duration_us]}" 'BEGIN { printf "%.2f", us ? n / us * 1e6 : 0 }')
-	[ "${sum[non2xx]}" = 0 ] && [ "${sum[errors]}" = 0 ] ||
+	if [ "${sum[non2xx]}" != 0 ] || [ "${sum[errors]}" != 0 ]; then
 		log "warning: $name $mode: ${sum[non2xx]} non-2xx responses, ${sum[errors]} socket errors"
+	fi
 	rps[$name,$mode]=$secs
 	p99[$name,$mode]=${sum[p99]}
 	cpu_us[$name,$mode]=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" \

@@ -160,6 +160,11 @@ done
 python3 - "$results" "$load_name" <<-'EOF' | tee -a "$out"
 	import statistics, sys
 	rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+	def num(x):	# a percentile may be n/a (summary.lua)
+	    try:
+	        return float(x)
+	    except ValueError:
+	        return float("nan")
 	what = {"a": "GETs alone", "b": "+ 4 KB PUTs", "c": "+ 64 KB PUTs",
 	        "d": "+ 64 KB PUTs raw (--compress-max 16K)"}
 	head = ("phase", "GET/s", "cli p50", "p99", "p99.9", "max",
@@ -169,7 +174,7 @@ python3 - "$results" "$load_name" <<-'EOF' | tee -a "$out"
 	print("ringcached and the two clients during the phase: above a few %, distrust the row")
 	fmt = "%-6s %8s %8s %8s %8s %8s | %7s %7s %7s %8s | %7s %5s %8s %6s"
 	def show(r, label):
-	    n = [float(x) for x in r[3:14]]
+	    n = [num(x) for x in r[3:14]]
 	    print(fmt % ((label, "%.0f" % n[0]) + tuple("%.0f" % x for x in n[1:5]) +
 	                 tuple("%.2f" % x for x in n[5:8]) + ("%.0f" % n[8],) +
 	                 ("%.0f" % n[9], "%.0f" % n[10], r[14], r[16])))
@@ -183,7 +188,7 @@ python3 - "$results" "$load_name" <<-'EOF' | tee -a "$out"
 	    print("median over %d rounds:" % len(rounds))
 	    for ph in dict.fromkeys(r[1] for r in rows):
 	        rs = [r for r in rows if r[1] == ph]
-	        med = [ph, ph, rs[0][2]] + ["%g" % statistics.median(float(r[i]) for r in rs)
+	        med = [ph, ph, rs[0][2]] + ["%g" % statistics.median(num(r[i]) for r in rs)
 	                                    for i in range(3, 14)] + [rs[-1][14], "0",
 	                                    "%g" % statistics.median(float(r[16]) for r in rs)]
 	        show(med, ph)

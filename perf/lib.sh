@@ -240,7 +240,7 @@ start_ringcached() {	# extra flags...
 
 start_nginx() {	# [root]
 	local port serve="return 200 \"$body\";"
-	[ -z "${1:-}" ] || serve="root $1; sendfile on; tcp_nopush on; open_file_cache max=16 valid=1h;"
+	[ -z "${1:-}" ] || serve="root $1; sendfile on; tcp_nopush on; open_file_cache max=16; open_file_cache_valid 1h;"
 	port=$(free_port)
 	mkdir -p "$tmp/nginx/logs"
 	cat >"$tmp/nginx/nginx.conf" <<-EOF

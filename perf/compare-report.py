@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""compare-report.py - the table and the plots of perf/compare.sh.
+
+    python3 perf/compare-report.py DIR [HEADER-FILE]
+
+Reads DIR/runs.csv (one row per load run, columns named in its header; written
+by compare.sh), prints the tables (Markdown, ready for docs/benchmarks.md) with
+HEADER-FILE's lines above them, and draws with gnuplot:
+
+    DIR/compare-throughput.png  requests/s, bars per value size, a panel per mode
+    DIR/compare-cpu.png         server CPU per request, the same layout
+    DIR/compare-latency.png     wrk2's corrected p50 and p99 against the
+                                achieved rate, a panel per mode (part 2)
+
+The data and script gnuplot was given are kept in DIR/gnuplot/, so a plot can
+be redrawn or restyled without measuring again.  Rerunning this on an old DIR
+redraws from its CSV.  Ratios are ringcached / nginx, from the same run.
+"""
+
+import csv
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+
+COLORS = {"ringcached": "#1f77b4", "nginx": "#2ca02c"}
+
+
+def size_name(b):
+    b = int(b)
+    if b >= 1024 and b % 1024 == 0:
+        return "%d KB" % (b // 1024)
+    return "%d B" % b
+
+
+def num(x):
+    return "{:,.0f}".format(float(x))
+
+
+def ms(us):
+    try:
+        return "%.2f" % (float(us) / 1000)
+    except ValueError:  # a percentile wrk could not give (summary.lua)
+        return "n/a"
+
+
+def ratio(a, b):
+    a, b = float(a), float(b)
+    return "%.2fx" % (a / b) if b else "-"
+
+
+def mode_name(mode, depth):
+    return "plain" if mode == "plain" else "%s-deep pipelined" % depth
+
+
+def load_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def ordered(values):
+    return list(OrderedDict.fromkeys(values))
+
+
+def pick(rows, **kv):
+    for r in rows:
+        if all(r[k] == v for k, v in kv.items()):
+            return r
+    return None
+
+
+def throughput_table(rows, servers, out):
+    both = "ringcached" in servers and "nginx" in servers
+    head = ["transport", "size", "mode"]
+    for s in servers:
+        head += ["%s req/s" % s]
+    if both:
+        head += ["ratio"]
+    for s in servers:
+        head += ["%s CPU/req" % s]
+    if both:
+        head += ["ratio"]
+    for s in servers:
+        head += ["%s wrk p50 / p99" % s]
+    if "ringcached" in servers:
+        head += ["ringcached /stats hit p50 / p99"]
+    head += ["client CPU", "other"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for tr in ordered(r["transport"] for r in rows):
+        for size in ordered(r["size"] for r in rows):
+            for mode in ordered(r["mode"] for r in rows):
+                rs = {s: pick(rows, transport=tr, size=size, mode=mode, server=s)
+                      for s in servers}
+                if not all(rs.values()):
+                    continue
+                any_r = next(iter(rs.values()))
+                cells = [tr, size_name(size), mode_name(mode, any_r["depth"])]
+                cells += [num(rs[s]["req_per_s"]) for s in servers]
+                if both:
+                    cells.append(ratio(rs["ringcached"]["req_per_s"], rs["nginx"]["req_per_s"]))
+                cells += ["%s µs" % rs[s]["server_cpu_us_per_req"] for s in servers]
+                if both:
+                    cells.append(ratio(rs["ringcached"]["server_cpu_us_per_req"],
+                                       rs["nginx"]["server_cpu_us_per_req"]))
+                # wrk 4's own correction makes its pipelined percentiles meaningless
+                cells += ["%s / %s ms" % (ms(rs[s]["p50_us"]), ms(rs[s]["p99_us"]))
+                          if mode == "plain" else "n/a" for s in servers]
+                if "ringcached" in servers:
+                    r = rs["ringcached"]
+                    cells.append("%s / %s µs" % (r["srv_p50_us"], r["srv_p99_us"]))
+                cells.append(" / ".join("%s%%" % rs[s]["client_cpu_pct"] for s in servers))
+                cells.append(" / ".join("%s%%" % rs[s]["other_cpu_pct"] for s in servers))
+                out.append("| " + " | ".join(cells) + " |")
+
+
+def sweep_table(rows, servers, out):
+    both = "ringcached" in servers and "nginx" in servers
+    head = ["transport", "mode", "of peak"]
+    for s in servers:
+        head += ["%s rate (achieved)" % s, "p50", "p90", "p99", "p99.9", "max"]
+        if s == "ringcached":
+            head += ["/stats p99"]
+    if both:
+        head += ["p99 ratio"]
+    head += ["client CPU", "other"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for tr in ordered(r["transport"] for r in rows):
+        for mode in ordered(r["mode"] for r in rows):
+            for frac in ordered(r["fraction"] for r in rows):
+                rs = {s: pick(rows, transport=tr, mode=mode, fraction=frac, server=s)
+                      for s in servers}
+                if not all(rs.values()):
+                    continue
+                any_r = next(iter(rs.values()))
+                cells = [tr, mode_name(mode, any_r["depth"]), "%.0f%%" % (100 * float(frac))]
+                for s in servers:
+                    r = rs[s]
+                    cells += ["%s (%s)" % (num(r["target_rate"]), num(r["req_per_s"]))]
+                    cells += [ms(r[k]) for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")]
+                    if s == "ringcached":
+                        cells += ["%s µs" % r["srv_p99_us"]]
+                if both:
+                    cells.append(ratio(rs["ringcached"]["p99_us"], rs["nginx"]["p99_us"]))
+                cells.append(" / ".join("%s%%" % rs[s]["client_cpu_pct"] for s in servers))
+                cells.append(" / ".join("%s%%" % rs[s]["other_cpu_pct"] for s in servers))
+                out.append("| " + " | ".join(cells) + " |")
+
+
+def bars(gp, rows, servers, column, ylabel, yformat, fmt, png, title):
+    """A clustered bar chart per mode: bars per server, clusters per size."""
+    modes = ordered(r["mode"] for r in rows)
+    tr = ordered(r["transport"] for r in rows)
+    gp.append("set terminal pngcairo noenhanced size %d,480 font 'sans,10'"
+              % (460 * len(modes) + 40))
+    gp.append("set output '%s'" % png)
+    gp.append("set multiplot layout 1,%d title '%s'" % (len(modes), title))
+    gp.append("set style data histograms")
+    gp.append("set style histogram clustered gap 1")
+    gp.append("set style fill solid 0.85 border -1")
+    gp.append("set boxwidth 0.9")
+    gp.append("set grid ytics")
+    gp.append("set yrange [0:*]")
+    gp.append("set offsets 0, 0, graph 0.08, 0")
+    gp.append("set key top right")
+    gp.append("set ylabel '%s'" % ylabel)
+    gp.append("set format y '%s'" % yformat)
+    n = len(servers)
+    width = 1.0 / (n + 1)
+    for mode in modes:
+        dat = []
+        depth = "1"
+        for t in tr:
+            for size in ordered(r["size"] for r in rows):
+                vals = []
+                for s in servers:
+                    r = pick(rows, transport=t, size=size, mode=mode, server=s)
+                    if r:
+                        depth = r["depth"]
+                    vals.append(r[column] if r else "NaN")
+                label = size_name(size) + ("" if len(tr) == 1 else " " + t)
+                dat.append('"%s" %s' % (label, " ".join(vals)))
+        name = "bars-%s-%s.dat" % (column, mode)
+        with open(os.path.join(gp.dir, name), "w") as f:
+            f.write("\n".join(dat) + "\n")
+        gp.append("set title '%s'" % mode_name(mode, depth))
+        plots = []
+        for i, s in enumerate(servers):
+            col = i + 2
+            plots.append("'%s' using %d:xtic(1) title '%s' lc rgb '%s'"
+                         % (name, col, s, COLORS.get(s, "#888888")))
+        for i, s in enumerate(servers):
+            col = i + 2
+            x = -0.5 + width * (i + 1)
+            plots.append("'%s' using ($0%+.3f):%d:(%s) with labels offset 0,0.7 "
+                         "font ',8' notitle" % (name, x, col, fmt % col))
+        gp.append("plot " + ", \\\n     ".join(plots))
+    gp.append("unset multiplot")
+
+
+def latency(gp, rows, servers, png, title):
+    """p50 and p99 against the achieved rate, a panel per mode."""
+    modes = ordered(r["mode"] for r in rows)
+    tr = ordered(r["transport"] for r in rows)
+    gp.append("reset")
+    gp.append("set terminal pngcairo noenhanced size %d,480 font 'sans,10'"
+              % (460 * len(modes) + 40))
+    gp.append("set output '%s'" % png)
+    gp.append("set multiplot layout 1,%d title '%s'" % (len(modes), title))
+    gp.append("set style data linespoints")
+    gp.append("set logscale y")
+    gp.append("set grid xtics ytics mytics")
+    gp.append("set key top left box opaque")
+    gp.append("set xlabel 'achieved requests/s (thousands)'")
+    gp.append("set ylabel 'latency (ms, log scale)'")
+    gp.append("set xrange [0:*]")
+    for mode in modes:
+        plots = []
+        depth = "1"
+        for t in tr:
+            for s in servers:
+                pts = [r for r in rows if r["mode"] == mode and r["server"] == s
+                       and r["transport"] == t]
+                if not pts:
+                    continue
+                depth = pts[0]["depth"]
+                pts.sort(key=lambda r: float(r["req_per_s"]))
+                name = "lat-%s-%s-%s.dat" % (t, s, mode)
+                with open(os.path.join(gp.dir, name), "w") as f:
+                    for r in pts:
+                        f.write("%s %s %s\n" % (float(r["req_per_s"]) / 1000,
+                                                float(r["p50_us"]) / 1000,
+                                                float(r["p99_us"]) / 1000))
+                who = s + ("" if len(tr) == 1 else " " + t)
+                color = COLORS.get(s, "#888888")
+                plots.append("'%s' using 1:3 title '%s p99' lc rgb '%s' lw 2 pt 7"
+                             % (name, who, color))
+                plots.append("'%s' using 1:2 title '%s p50' lc rgb '%s' dt 2 pt 6"
+                             % (name, who, color))
+        gp.append("set title '%s'" % mode_name(mode, depth))
+        # wrk2 rounds its waits to whole milliseconds: nothing below this line
+        # is the server's (docs/benchmarks.md)
+        plots.append("1 with lines dt 3 lc rgb '#999999' title 'wrk2 timer floor (~1 ms)'")
+        gp.append("plot " + ", \\\n     ".join(plots))
+    gp.append("unset multiplot")
+
+
+class Script(list):
+    def __init__(self, d):
+        super().__init__()
+        self.dir = d
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit("usage: compare-report.py DIR [HEADER-FILE]")
+    d = sys.argv[1]
+    rows = load_rows(os.path.join(d, "runs.csv"))
+    servers = ordered(r["server"] for r in rows)
+    closed = [r for r in rows if r["load"] == "closed"]
+    rate = [r for r in rows if r["load"] == "rate"]
+
+    out = []
+    if len(sys.argv) > 2:
+        with open(sys.argv[2]) as f:
+            out += [l.rstrip("\n") for l in f]
+        out.append("")
+    out.append("Part 1: throughput, closed loop (wrk). CPU/req: the server's utime+stime "
+               "per request; wrk p50 / p99: round trips as wrk 4 reports them (after its "
+               "rough correction; none for pipelined runs); client CPU and other: % of one "
+               "CPU, per server.")
+    out.append("")
+    throughput_table(closed, servers, out)
+    if rate:
+        out.append("")
+        out.append("Part 2: latency against rate (wrk2, corrected, ms; under ~1 ms is "
+                   "wrk2's timer). Each server at fractions of its own part-1 peak.")
+        out.append("")
+        sweep_table(rate, servers, out)
+    bad = sum(int(r["non2xx"]) + int(r["errors"]) for r in rows)
+    if bad:
+        out.append("")
+        out.append("warning: %d non-2xx responses or socket errors (raw.txt)" % bad)
+    print("\n".join(out))
+
+    gdir = os.path.join(d, "gnuplot")
+    os.makedirs(gdir, exist_ok=True)
+    gp = Script(gdir)
+    png = lambda name: os.path.join(os.path.abspath(d), name)
+    bars(gp, closed, servers, "req_per_s", "requests/s", "%.0s%c",
+         'sprintf("%%.0fk", column(%d)/1000)', png("compare-throughput.png"),
+         "GET hits, closed loop (wrk -c%s), server and client on one CPU each"
+         % closed[0]["connections"])
+    bars(gp, closed, servers, "server_cpu_us_per_req", "server CPU per request (µs)", "%g",
+         'sprintf("%%.1f", column(%d))', png("compare-cpu.png"),
+         "server CPU time (utime+stime) per GET hit, lower is better")
+    if rate:
+        latency(gp, rate, servers, png("compare-latency.png"),
+                "latency against offered rate (wrk2 -c%s, corrected), size %s"
+                % (rate[0]["connections"], size_name(rate[0]["size"])))
+    script = os.path.join(gdir, "compare.gp")
+    with open(script, "w") as f:
+        f.write("\n".join(gp) + "\n")
+    subprocess.run(["gnuplot", "compare.gp"], cwd=gdir, check=True)
+
+
+if __name__ == "__main__":
+    main()
