@@ -210,11 +210,14 @@ def latency(gp, rows, servers, png, title):
     gp.append("set multiplot layout 1,%d title '%s'" % (len(modes), title))
     gp.append("set style data linespoints")
     gp.append("set logscale y")
-    gp.append("set grid xtics ytics mytics")
-    gp.append("set key top left box opaque")
-    gp.append("set xlabel 'achieved requests/s (thousands)'")
+    gp.append("set logscale x")
+    gp.append("set grid xtics ytics mxtics mytics")
+    # one y range for every panel, with room above the data for the key
+    top = max(float(r["p99_us"]) for r in rows) / 1000
+    gp.append("set yrange [0.1:%g]" % (top * 40))
+    gp.append("set key inside top left vertical font ',9' samplen 2")
+    gp.append("set xlabel 'achieved requests/s (log scale)'")
     gp.append("set ylabel 'latency (ms, log scale)'")
-    gp.append("set xrange [0:*]")
     for mode in modes:
         plots = []
         depth = "1"
@@ -229,7 +232,7 @@ def latency(gp, rows, servers, png, title):
                 name = "lat-%s-%s-%s.dat" % (t, s, mode)
                 with open(os.path.join(gp.dir, name), "w") as f:
                     for r in pts:
-                        f.write("%s %s %s\n" % (float(r["req_per_s"]) / 1000,
+                        f.write("%s %s %s\n" % (float(r["req_per_s"]),
                                                 float(r["p50_us"]) / 1000,
                                                 float(r["p99_us"]) / 1000))
                 who = s + ("" if len(tr) == 1 else " " + t)
@@ -239,9 +242,15 @@ def latency(gp, rows, servers, png, title):
                 plots.append("'%s' using 1:2 title '%s p50' lc rgb '%s' dt 2 pt 6"
                              % (name, who, color))
         gp.append("set title '%s'" % mode_name(mode, depth))
+        xs = [float(r["req_per_s"]) for r in rows if r["mode"] == mode]
+        lo, hi = min(xs) / 1.5, max(xs) * 1.5
+        gp.append("set xrange [%g:%g]" % (lo, hi))
+        ticks = [m * 10 ** e for e in range(0, 9) for m in (1, 2, 5) if lo <= m * 10 ** e <= hi]
+        gp.append("set xtics (%s)" % ", ".join(
+            "'%s' %d" % (("%gk" % (t / 1000)) if t >= 1000 else "%g" % t, t) for t in ticks))
         # wrk2 rounds its waits to whole milliseconds: nothing below this line
         # is the server's (docs/benchmarks.md)
-        plots.append("1 with lines dt 3 lc rgb '#999999' title 'wrk2 timer floor (~1 ms)'")
+        plots.append("1 with lines dt 2 lw 1.5 lc rgb '#d62728' title 'wrk2 timer floor (~1 ms)'")
         gp.append("plot " + ", \\\n     ".join(plots))
     gp.append("unset multiplot")
 
