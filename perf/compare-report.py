@@ -69,49 +69,57 @@ def pick(rows, **kv):
     return None
 
 
-def throughput_table(rows, servers, out):
-    both = "ringcached" in servers and "nginx" in servers
-    head = ["transport", "size", "mode"]
-    for s in servers:
-        head += ["%s req/s" % s]
-    if both:
-        head += ["ratio"]
-    for s in servers:
-        head += ["%s CPU/req" % s]
-    if both:
-        head += ["ratio"]
-    for s in servers:
-        head += ["%s wrk p50 / p99" % s]
-    if "ringcached" in servers:
-        head += ["ringcached /stats hit p50 / p99"]
-    head += ["client CPU", "other"]
+def groups(rows, servers, keys):
+    """Yields (values of keys, {server: row}, depth) for every combination
+    of keys' values that every server has a row for, in the order of the CSV."""
+    def walk(fixed, rest):
+        if not rest:
+            rs = {s: pick(rows, server=s, **fixed) for s in servers}
+            if all(rs.values()):
+                yield fixed, rs, next(iter(rs.values()))["depth"]
+            return
+        for v in ordered(r[rest[0]] for r in rows):
+            yield from walk(dict(fixed, **{rest[0]: v}), rest[1:])
+    yield from walk({}, list(keys))
+
+
+def table(out, head, lines):
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
-    for tr in ordered(r["transport"] for r in rows):
-        for size in ordered(r["size"] for r in rows):
-            for mode in ordered(r["mode"] for r in rows):
-                rs = {s: pick(rows, transport=tr, size=size, mode=mode, server=s)
-                      for s in servers}
-                if not all(rs.values()):
-                    continue
-                any_r = next(iter(rs.values()))
-                cells = [tr, size_name(size), mode_name(mode, any_r["depth"])]
-                cells += [num(rs[s]["req_per_s"]) for s in servers]
-                if both:
-                    cells.append(ratio(rs["ringcached"]["req_per_s"], rs["nginx"]["req_per_s"]))
-                cells += ["%s µs" % rs[s]["server_cpu_us_per_req"] for s in servers]
-                if both:
-                    cells.append(ratio(rs["ringcached"]["server_cpu_us_per_req"],
-                                       rs["nginx"]["server_cpu_us_per_req"]))
-                # wrk 4's own correction makes its pipelined percentiles meaningless
-                cells += ["%s / %s ms" % (ms(rs[s]["p50_us"]), ms(rs[s]["p99_us"]))
-                          if mode == "plain" else "n/a" for s in servers]
-                if "ringcached" in servers:
-                    r = rs["ringcached"]
-                    cells.append("%s / %s µs" % (r["srv_p50_us"], r["srv_p99_us"]))
-                cells.append(" / ".join("%s%%" % rs[s]["client_cpu_pct"] for s in servers))
-                cells.append(" / ".join("%s%%" % rs[s]["other_cpu_pct"] for s in servers))
-                out.append("| " + " | ".join(cells) + " |")
+    out.extend("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def shares(rs, servers):
+    """The client's and the rest of the machine's CPU, per server."""
+    return [" / ".join("%s%%" % rs[s][col] for s in servers)
+            for col in ("client_cpu_pct", "other_cpu_pct")]
+
+
+def throughput_table(rows, servers, out):
+    both = "ringcached" in servers and "nginx" in servers
+    head = ["transport", "size", "mode"] + ["%s req/s" % s for s in servers]
+    head += ["ratio"] * both + ["%s CPU/req" % s for s in servers] + ["ratio"] * both
+    head += ["%s wrk p50 / p99" % s for s in servers]
+    head += ["ringcached /stats hit p50 / p99"] * ("ringcached" in servers)
+    head += ["client CPU", "other"]
+    lines = []
+    for k, rs, depth in groups(rows, servers, ("transport", "size", "mode")):
+        cells = [k["transport"], size_name(k["size"]), mode_name(k["mode"], depth)]
+        cells += [num(rs[s]["req_per_s"]) for s in servers]
+        if both:
+            cells.append(ratio(rs["ringcached"]["req_per_s"], rs["nginx"]["req_per_s"]))
+        cells += ["%s µs" % rs[s]["server_cpu_us_per_req"] for s in servers]
+        if both:
+            cells.append(ratio(rs["ringcached"]["server_cpu_us_per_req"],
+                               rs["nginx"]["server_cpu_us_per_req"]))
+        # wrk 4's own correction makes its pipelined percentiles meaningless
+        cells += ["%s / %s ms" % (ms(rs[s]["p50_us"]), ms(rs[s]["p99_us"]))
+                  if k["mode"] == "plain" else "n/a" for s in servers]
+        if "ringcached" in servers:
+            r = rs["ringcached"]
+            cells.append("%s / %s µs" % (r["srv_p50_us"], r["srv_p99_us"]))
+        lines.append(cells + shares(rs, servers))
+    table(out, head, lines)
 
 
 def sweep_table(rows, servers, out):
@@ -119,43 +127,37 @@ def sweep_table(rows, servers, out):
     head = ["transport", "mode", "of peak"]
     for s in servers:
         head += ["%s rate (achieved)" % s, "p50", "p90", "p99", "p99.9", "max"]
-        if s == "ringcached":
-            head += ["/stats p99"]
-    if both:
-        head += ["p99 ratio"]
-    head += ["client CPU", "other"]
-    out.append("| " + " | ".join(head) + " |")
-    out.append("|" + "---|" * len(head))
-    for tr in ordered(r["transport"] for r in rows):
-        for mode in ordered(r["mode"] for r in rows):
-            for frac in ordered(r["fraction"] for r in rows):
-                rs = {s: pick(rows, transport=tr, mode=mode, fraction=frac, server=s)
-                      for s in servers}
-                if not all(rs.values()):
-                    continue
-                any_r = next(iter(rs.values()))
-                cells = [tr, mode_name(mode, any_r["depth"]), "%.0f%%" % (100 * float(frac))]
-                for s in servers:
-                    r = rs[s]
-                    cells += ["%s (%s)" % (num(r["target_rate"]), num(r["req_per_s"]))]
-                    cells += [ms(r[k]) for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")]
-                    if s == "ringcached":
-                        cells += ["%s µs" % r["srv_p99_us"]]
-                if both:
-                    cells.append(ratio(rs["ringcached"]["p99_us"], rs["nginx"]["p99_us"]))
-                cells.append(" / ".join("%s%%" % rs[s]["client_cpu_pct"] for s in servers))
-                cells.append(" / ".join("%s%%" % rs[s]["other_cpu_pct"] for s in servers))
-                out.append("| " + " | ".join(cells) + " |")
+        head += ["/stats p99"] * (s == "ringcached")
+    head += ["p99 ratio"] * both + ["client CPU", "other"]
+    lines = []
+    for k, rs, depth in groups(rows, servers, ("transport", "mode", "fraction")):
+        cells = [k["transport"], mode_name(k["mode"], depth),
+                 "%.0f%%" % (100 * float(k["fraction"]))]
+        for s in servers:
+            r = rs[s]
+            cells += ["%s (%s)" % (num(r["target_rate"]), num(r["req_per_s"]))]
+            cells += [ms(r[c]) for c in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")]
+            cells += ["%s µs" % r["srv_p99_us"]] * (s == "ringcached")
+        if both:
+            cells.append(ratio(rs["ringcached"]["p99_us"], rs["nginx"]["p99_us"]))
+        lines.append(cells + shares(rs, servers))
+    table(out, head, lines)
 
 
-def bars(gp, rows, servers, column, ylabel, yformat, fmt, png, title):
-    """A clustered bar chart per mode: bars per server, clusters per size."""
+def page(gp, rows, png, title):
+    """Starts a PNG of one panel per mode; returns the modes and transports."""
     modes = ordered(r["mode"] for r in rows)
-    tr = ordered(r["transport"] for r in rows)
+    gp.append("reset")
     gp.append("set terminal pngcairo noenhanced size %d,480 font 'sans,10'"
               % (460 * len(modes) + 40))
     gp.append("set output '%s'" % png)
     gp.append("set multiplot layout 1,%d title '%s'" % (len(modes), title))
+    return modes, ordered(r["transport"] for r in rows)
+
+
+def bars(gp, rows, servers, column, ylabel, yformat, fmt, png, title):
+    """A clustered bar chart per mode: bars per server, clusters per size."""
+    modes, tr = page(gp, rows, png, title)
     gp.append("set style data histograms")
     gp.append("set style histogram clustered gap 1")
     gp.append("set style fill solid 0.85 border -1")
@@ -201,13 +203,7 @@ def bars(gp, rows, servers, column, ylabel, yformat, fmt, png, title):
 
 def latency(gp, rows, servers, png, title):
     """p50 and p99 against the achieved rate, a panel per mode."""
-    modes = ordered(r["mode"] for r in rows)
-    tr = ordered(r["transport"] for r in rows)
-    gp.append("reset")
-    gp.append("set terminal pngcairo noenhanced size %d,480 font 'sans,10'"
-              % (460 * len(modes) + 40))
-    gp.append("set output '%s'" % png)
-    gp.append("set multiplot layout 1,%d title '%s'" % (len(modes), title))
+    modes, tr = page(gp, rows, png, title)
     gp.append("set style data linespoints")
     gp.append("set logscale y")
     gp.append("set logscale x")
