@@ -5,8 +5,9 @@
 # pipelining.  Prints requests/s, the ratio ringcached/nginx, and each
 # server's CPU time per request (utime+stime from /proc/PID/stat around the
 # run, over the requests wrk completed), and the load generator's latency
-# percentiles (p50, p90, p99, p99.9, max).  A benchmark, not a test: it
-# passes no verdict.
+# percentiles (p50, p90, p99, p99.9, max; none for pipelined closed-loop
+# runs, where wrk 4's own correction makes them meaningless: summary.lua).
+# A benchmark, not a test: it passes no verdict.
 #
 # Closed loop by default (Debian's wrk: each connection sends its next
 # request when the last is answered, so a slow answer delays the requests
@@ -44,7 +45,7 @@ servers=${SERVERS:-ringcached nginx}
 choose_cpus wrk
 need_tools "apt-get install nginx-light util-linux curl python3" nginx taskset curl python3
 choose_load
-lat_kind="wrk round trips"
+lat_kind="wrk, closed loop"
 [ -z "${RATE:-}" ] || lat_kind="wrk2, corrected"
 case " $servers " in *" ringcached "*) need_ringcached ;; esac
 bench_start
@@ -73,10 +74,17 @@ run_wrk() {	# name mode url pid
 		'BEGIN { printf "%.2f", n ? t / hz / n * 1e6 : 0 }')
 	log "$(printf '%-11s %-10s %12s req/s  %8s us CPU/request  (%s requests, %s CPU ticks)' \
 		"$name" "$mode" "$secs" "${cpu_us[$name,$mode]}" "$reqs" "$((after - before))")"
-	log "$(printf '%-11s %-10s latency, %s: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s us%s' \
-		"$name" "$mode" "$lat_kind" "${sum[p50]}" \
-		"${sum[p90]}" "${sum[p99]}" "${sum[p99.9]}" "${sum[max]}" \
-		"${RATE:+ (${sum[samples]} samples)}")"
+	if [ -z "${RATE:-}" ] && [ "$mode" = pipelined ]; then
+		# wrk 4's own correction makes these meaningless (summary.lua)
+		p99[$name,$mode]=
+		log "$(printf '%-11s %-10s latency: none from wrk for pipelined runs; RATE=N gives wrk2'"'"'s' \
+			"$name" "$mode")"
+	else
+		log "$(printf '%-11s %-10s latency, %s: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s us%s' \
+			"$name" "$mode" "$lat_kind" "${sum[p50]}" \
+			"${sum[p90]}" "${sum[p99]}" "${sum[p99.9]}" "${sum[max]}" \
+			"${RATE:+ (${sum[samples]} samples)}")"
+	fi
 	if [ -n "${RATE:-}" ] && awk -v r="$secs" -v t="$RATE" 'BEGIN { exit !(r < 0.95 * t) }'; then
 		log "warning: $name $mode: $secs req/s is under 95% of RATE=$RATE: the server or the client" \
 			"did not keep up, and the percentiles measure the queue that built"
@@ -144,8 +152,9 @@ for round in $(seq "$rounds"); do
 			ratio_rps[$m]+=" $(awk -v r="$r" -v n="$n" 'BEGIN { printf "%.2f", r / n }')"
 			ratio_cpu[$m]+=" $(awk -v cr="${cpu_us[ringcached,$m]}" -v cn="${cpu_us[nginx,$m]}" \
 				'BEGIN { printf "%.2f", cn ? cr / cn : 0 }')"
-			ratio_p99[$m]+=" $(awk -v r="${p99[ringcached,$m]}" -v n="${p99[nginx,$m]}" \
-				'BEGIN { printf "%.2f", n ? r / n : 0 }')"
+			[ -z "${p99[nginx,$m]}" ] ||
+				ratio_p99[$m]+=" $(awk -v r="${p99[ringcached,$m]}" -v n="${p99[nginx,$m]}" \
+					'BEGIN { printf "%.2f", n ? r / n : 0 }')"
 		fi
 	done
 done
@@ -154,8 +163,10 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print NR %
 log ""
 for m in $modes; do
 	[ -n "${ratio_rps[$m]:-}" ] || continue
-	log "$(printf '%-10s ringcached/nginx: %sx requests/s, %sx CPU per request, %sx p99 (median of:%s |%s |%s)' \
+	p99_part=
+	[ -z "${ratio_p99[$m]:-}" ] || p99_part=", $(echo "${ratio_p99[$m]}" | median)x p99"
+	log "$(printf '%-10s ringcached/nginx: %sx requests/s, %sx CPU per request%s (median of:%s |%s%s)' \
 		"$m" "$(echo "${ratio_rps[$m]}" | median)" "$(echo "${ratio_cpu[$m]}" | median)" \
-		"$(echo "${ratio_p99[$m]}" | median)" "${ratio_rps[$m]}" "${ratio_cpu[$m]}" "${ratio_p99[$m]}")"
+		"$p99_part" "${ratio_rps[$m]}" "${ratio_cpu[$m]}" "${ratio_p99[$m]:+ |${ratio_p99[$m]}}")"
 done
 log "full output: $out"
