@@ -4,15 +4,27 @@
 # other, under the same wrk load pinned to another CPU; with and without
 # pipelining.  Prints requests/s, the ratio ringcached/nginx, and each
 # server's CPU time per request (utime+stime from /proc/PID/stat around the
-# run, over the requests wrk completed).  A benchmark, not a test: it passes
-# no verdict.
+# run, over the requests wrk completed), and the load generator's latency
+# percentiles (p50, p90, p99, p99.9, max; none for pipelined closed-loop
+# runs, where wrk 4's own correction makes them meaningless: summary.lua).
+# A benchmark, not a test: it passes no verdict.
+#
+# Closed loop by default (Debian's wrk: each connection sends its next
+# request when the last is answered, so a slow answer delays the requests
+# behind it and they are never timed: coordinated omission).  With RATE=N,
+# wrk2 sends N requests/s (pipelined: responses/s) on a fixed schedule
+# whatever the server does, and times each from when it should have been
+# sent: corrected percentiles.  wrk2's timer cannot resolve under ~1 ms
+# (docs/benchmarks.md, "What wrk2's percentiles can show").
 #
 # usage: perf/bench-http.sh [path/to/ringcached]
 # environment (defaults in brackets):
 #   RINGCACHED   the binary                      [build-release/src/ringcached]
 #   SERVER_CPU   CPU of both servers             [last CPU we may use]
 #   CLIENT_CPU   CPU of wrk                      [first CPU we may use]
-#   WRK_ARGS     wrk load                        [-t1 -c64 -d10s]
+#   RATE         requests/s: run wrk2 -R RATE    [unset: closed loop, wrk]
+#   WRK2         the wrk2 binary (with RATE)     [wrk2 on PATH]
+#   WRK_ARGS     wrk/wrk2 load                   [-t1 -c64 -d10s]
 #   DEPTH        requests per pipelined write    [16]
 #   MODES        which runs                      ["plain pipelined"]
 #   SERVERS      which servers                   ["ringcached nginx"]
@@ -31,63 +43,52 @@ modes=${MODES:-plain pipelined}
 servers=${SERVERS:-ringcached nginx}
 
 choose_cpus wrk
-need_tools "apt-get install wrk nginx-light util-linux curl python3" wrk nginx taskset curl python3
+need_tools "apt-get install nginx-light util-linux curl python3" nginx taskset curl python3
+choose_load
+lat_kind="wrk, closed loop"
+[ -z "${RATE:-}" ] || lat_kind="wrk2, corrected"
 case " $servers " in *" ringcached "*) need_ringcached ;; esac
 bench_start
 
-declare -A rps cpu_us
+declare -A rps cpu_us p99
 
 run_wrk() {	# name mode url pid
-	local name=$1 mode=$2 url=$3 pid=$4 script before after wout reqs secs
+	local name=$1 mode=$2 url=$3 pid=$4 script before after reqs secs
 	script=$here/get.lua
 	[ "$mode" = pipelined ] && script=$here/pipeline.lua
 	before=$(cpu_ticks "$pid")
-	wout=$(RC_DEPTH=$depth taskset -c "$client_cpu" wrk $wrk_args -s "$script" "$url")
+	# shellcheck disable=SC2086  # WRK_ARGS is a list of arguments
+	RC_DEPTH=$depth taskset -c "$client_cpu" "$load_bin" "${load_args[@]}" $wrk_args \
+		-s "$script" "$url" >"$tmp/wrk.out" 2>&1 || { cat "$tmp/wrk.out" >&2; exit 1; }
 	after=$(cpu_ticks "$pid")
-	{ echo "--- $name, $mode"; echo "$wout"; } >>"$out"
-	reqs=$(echo "$wout" | awk '/requests in/ { print $1 }')
-	secs=$(echo "$wout" | awk '/Requests\/sec:/ { print $2 }')
-	if echo "$wout" | grep -q 'Non-2xx'; then
-		log "warning: $name $mode: $(echo "$wout" | grep 'Non-2xx')"
+	{ echo "--- $name, $mode"; cat "$tmp/wrk.out"; } >>"$out"
+	read_summary "$tmp/wrk.out"
+	reqs=${sum[requests]}
+	secs=$(awk -v n="$reqs" -v us="${sum[duration_us]}" 'BEGIN { printf "%.2f", us ? n / us * 1e6 : 0 }')
+	if [ "${sum[non2xx]}" != 0 ] || [ "${sum[errors]}" != 0 ]; then
+		log "warning: $name $mode: ${sum[non2xx]} non-2xx responses, ${sum[errors]} socket errors"
 	fi
 	rps[$name,$mode]=$secs
+	p99[$name,$mode]=${sum[p99]}
 	cpu_us[$name,$mode]=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" \
 		'BEGIN { printf "%.2f", n ? t / hz / n * 1e6 : 0 }')
 	log "$(printf '%-11s %-10s %12s req/s  %8s us CPU/request  (%s requests, %s CPU ticks)' \
 		"$name" "$mode" "$secs" "${cpu_us[$name,$mode]}" "$reqs" "$((after - before))")"
-}
-
-start_nginx() {	# serves $body (lib.sh), the value ringcached serves
-	local port
-	port=$(free_port)
-	mkdir -p "$tmp/nginx/logs"
-	cat >"$tmp/nginx/nginx.conf" <<-EOF
-		worker_processes 1;
-		daemon off;
-		pid $tmp/nginx/nginx.pid;
-		error_log $tmp/nginx/logs/error.log warn;
-		events { worker_connections 4096; }
-		http {
-		    access_log off;
-		    client_body_temp_path $tmp/nginx/body;
-		    proxy_temp_path $tmp/nginx/proxy;
-		    fastcgi_temp_path $tmp/nginx/fastcgi;
-		    uwsgi_temp_path $tmp/nginx/uwsgi;
-		    scgi_temp_path $tmp/nginx/scgi;
-		    keepalive_requests 1000000000;
-		    default_type application/octet-stream;
-		    server {
-		        listen 127.0.0.1:$port;
-		        location / { return 200 "$body"; }
-		    }
-		}
-	EOF
-	taskset -c "$server_cpu" nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/logs/error.log" \
-		>"$tmp/nginx.log" 2>&1 &
-	pids+=($!)
-	ng_pid=$!
-	ng_url=http://127.0.0.1:$port
-	wait_http "$ng_url/cache/bench" || { cat "$tmp/nginx.log" "$tmp/nginx/logs/error.log" >&2; exit 1; }
+	if [ -z "${RATE:-}" ] && [ "$mode" = pipelined ]; then
+		# wrk 4's own correction makes these meaningless (summary.lua)
+		p99[$name,$mode]=
+		log "$(printf '%-11s %-10s latency: none from wrk for pipelined runs; RATE=N gives wrk2'"'"'s' \
+			"$name" "$mode")"
+	else
+		log "$(printf '%-11s %-10s latency, %s: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s us%s' \
+			"$name" "$mode" "$lat_kind" "${sum[p50]}" \
+			"${sum[p90]}" "${sum[p99]}" "${sum[p99.9]}" "${sum[max]}" \
+			"${RATE:+ (${sum[samples]} samples)}")"
+	fi
+	if [ -n "${RATE:-}" ] && awk -v r="$secs" -v t="$RATE" 'BEGIN { exit !(r < 0.95 * t) }'; then
+		log "warning: $name $mode: $secs req/s is under 95% of RATE=$RATE: the server or the client" \
+			"did not keep up, and the percentiles measure the queue that built"
+	fi
 }
 
 print_stats() {	# url mode: hit latency percentiles from GET /stats, if served
@@ -117,7 +118,7 @@ print_stats() {	# url mode: hit latency percentiles from GET /stats, if served
 }
 
 log "bench-http: $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs"
-log "servers on CPU $server_cpu, wrk on CPU $client_cpu: wrk $wrk_args; pipelined depth $depth"
+log "servers on CPU $server_cpu, load on CPU $client_cpu: $load_name $wrk_args; pipelined depth $depth"
 log "ringcached: $rc_bin $("$rc_bin" --version 2>/dev/null || true)"
 log "nginx: $(nginx -v 2>&1)"
 log ""
@@ -126,7 +127,7 @@ log ""
 # fresh ringcached per mode so its /stats percentiles belong to that mode.
 # With ROUNDS > 1 the summary gives each round's ratios and their median:
 # this VM's timings drift, and only same-round comparisons mean anything.
-declare -A ratio_rps ratio_cpu
+declare -A ratio_rps ratio_cpu ratio_p99
 for round in $(seq "$rounds"); do
 	[ "$rounds" -gt 1 ] && log "== round $round"
 	for m in $modes; do
@@ -151,6 +152,9 @@ for round in $(seq "$rounds"); do
 			ratio_rps[$m]+=" $(awk -v r="$r" -v n="$n" 'BEGIN { printf "%.2f", r / n }')"
 			ratio_cpu[$m]+=" $(awk -v cr="${cpu_us[ringcached,$m]}" -v cn="${cpu_us[nginx,$m]}" \
 				'BEGIN { printf "%.2f", cn ? cr / cn : 0 }')"
+			[ -z "${p99[nginx,$m]}" ] ||
+				ratio_p99[$m]+=" $(awk -v r="${p99[ringcached,$m]}" -v n="${p99[nginx,$m]}" \
+					'BEGIN { printf "%.2f", n ? r / n : 0 }')"
 		fi
 	done
 done
@@ -159,8 +163,10 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print NR %
 log ""
 for m in $modes; do
 	[ -n "${ratio_rps[$m]:-}" ] || continue
-	log "$(printf '%-10s ringcached/nginx: %sx requests/s, %sx CPU per request (median of:%s |%s)' \
+	p99_part=
+	[ -z "${ratio_p99[$m]:-}" ] || p99_part=", $(echo "${ratio_p99[$m]}" | median)x p99"
+	log "$(printf '%-10s ringcached/nginx: %sx requests/s, %sx CPU per request%s (median of:%s |%s%s)' \
 		"$m" "$(echo "${ratio_rps[$m]}" | median)" "$(echo "${ratio_cpu[$m]}" | median)" \
-		"${ratio_rps[$m]}" "${ratio_cpu[$m]}")"
+		"$p99_part" "${ratio_rps[$m]}" "${ratio_cpu[$m]}" "${ratio_p99[$m]:+ |${ratio_p99[$m]}}")"
 done
 log "full output: $out"

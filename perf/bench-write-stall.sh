@@ -22,11 +22,19 @@
 # used meanwhile (other people's load spoils the row).  With ROUNDS > 1,
 # also the median over rounds.  A benchmark, not a test: it passes no verdict.
 #
+# With RATE=N the GET client is wrk2 sending N GETs/s on a fixed schedule
+# (-t1 -c1 -R N) and its percentiles are corrected: a GET held up behind a
+# compressing PUT also delays, and is charged for, the GETs that should have
+# gone out meanwhile, which the closed-loop client never sends.  The PUT
+# client stays closed loop (Debian's wrk): it is the disturbance.
+#
 # usage: perf/bench-write-stall.sh [path/to/ringcached]
 # environment (defaults in brackets):
 #   RINGCACHED   the binary                      [build-release/src/ringcached]
 #   SERVER_CPU   CPU of ringcached               [last CPU we may use]
 #   CLIENT_CPU   CPU of both wrk clients         [first CPU we may use]
+#   RATE         GETs/s: the GET client is wrk2  [unset: closed loop, wrk]
+#   WRK2         the wrk2 binary (with RATE)     [wrk2 on PATH]
 #   DURATION     seconds of GETs per phase       [10]
 #   PHASES       which phases, in order          ["a b c d"]
 #   ROUNDS       repetitions of all phases       [1]
@@ -45,23 +53,12 @@ lua=$here/write-stall.lua
 choose_cpus clients
 need_tools "apt-get install wrk util-linux curl python3 coreutils" wrk taskset curl python3 timeout
 need_ringcached
+choose_load	# the GET client's
 bench_start
 
 # Other people's load spoils the figures; each phase reports it: the CPU
-# time the machine spent busy that neither ringcached nor our clients used.
-busy_ticks() {	# all CPUs, every state but idle and iowait
-	local _cpu user nice sys idle iowait rest
-	read -r _cpu user nice sys idle iowait rest </proc/stat
-	set -- $rest
-	echo $((user + nice + sys + ${1:-0} + ${2:-0} + ${3:-0}))	# + irq softirq steal
-}
-children_ticks() {	# utime+stime of this shell's ended and waited-for children
-	local s rest
-	s=$(cat /proc/$$/stat)
-	rest=${s##*) }
-	set -- $rest
-	echo $((${14} + ${15}))	# fields 16 and 17: cutime, cstime
-}
+# time the machine spent busy that neither ringcached nor our clients used
+# (busy_ticks, children_ticks: lib.sh).
 
 stats_to() {	# file: GET /stats into it
 	curl -s -f --max-time 5 -o "$1" "$rc_url/stats" ||
@@ -69,11 +66,13 @@ stats_to() {	# file: GET /stats into it
 }
 
 # A wrk run never outlives its -d by much; timeout is the backstop.
-run_wrk() {	# out-file seconds env... -- : one wrk client on the client CPU
-	local f=$1 secs=$2
+run_wrk() {	# out-file seconds env... : one client on the client CPU; with
+	# RC_PUT_SIZE in env the closed-loop PUT client, else the GET client
+	local f=$1 secs=$2 bin=$load_bin args=("${load_args[@]}")
 	shift 2
+	case " $* " in *" RC_PUT_SIZE="*) bin=wrk args=() ;; esac
 	env "$@" timeout -k 5 $((secs + 30)) taskset -c "$client_cpu" \
-		wrk -t1 -c1 -d"${secs}s" --timeout 5s -s "$lua" "$rc_url" >"$f" 2>&1
+		"$bin" "${args[@]}" -t1 -c1 -d"${secs}s" --timeout 5s -s "$lua" "$rc_url" >"$f" 2>&1
 }
 
 results=$tmp/results.tsv
@@ -125,22 +124,22 @@ run_phase() {	# round phase
 		import json, re, sys
 		rnd, ph, size, getf, bef, aft, ticks, hz, ce, other = sys.argv[1:11]
 		putf = sys.argv[11] if len(sys.argv) > 11 else ""
-		def stall(f):
+		def summary(f):	# the summary: line of summary.lua
 		    for line in open(f):
-		        if line.startswith("stall:"):
-		            return {k: v for k, v in re.findall(r"(\w+)=(\S+)", line)}
-		    sys.exit("bench-write-stall: no stall: line in " + f)
-		g = stall(getf)
+		        if line.startswith("summary:"):
+		            return {k: v for k, v in re.findall(r"([\w.]+)=(\S+)", line)}
+		    sys.exit("bench-write-stall: no summary: line in " + f)
+		g = summary(getf)
 		secs = int(g["duration_us"]) / 1e6
 		b, a = json.load(open(bef))["total"], json.load(open(aft))["total"]
 		loc = a["latency_ns"]["local"]
 		bad = int(g["non2xx"]) + int(g["errors"])
 		if putf:
-		    p = stall(putf)
+		    p = summary(putf)
 		    bad += int(p["non2xx"]) + int(p["errors"])
 		print("\t".join(str(x) for x in (
 		    rnd, ph, size, int(g["requests"]) / secs,
-		    g["p50"], g["p99"], g["p999"], g["max"],
+		    g["p50"], g["p99"], g["p99.9"], g["max"],
 		    loc["p50"] / 1000, loc["p99"] / 1000, loc["p99.9"] / 1000, loc["max"] / 1000,
 		    (a["sets"] - b["sets"]) / secs, 100.0 * int(ticks) / int(hz) / secs, ce, bad, other)))
 	EOF
@@ -148,8 +147,8 @@ run_phase() {	# round phase
 }
 
 log "bench-write-stall: $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs"
-log "ringcached on CPU $server_cpu (--shards 1 ${RC_FLAGS:-}), both wrk clients on CPU $client_cpu;" \
-	"${duration}s of GETs per phase"
+log "ringcached on CPU $server_cpu (--shards 1 ${RC_FLAGS:-}), both clients on CPU $client_cpu;" \
+	"${duration}s of GETs per phase; GET client: $load_name -t1 -c1"
 log "ringcached: $rc_bin $("$rc_bin" --version 2>/dev/null || true)"
 log ""
 for round in $(seq "$rounds"); do
@@ -158,19 +157,24 @@ for round in $(seq "$rounds"); do
 	done
 done
 
-python3 - "$results" <<-'EOF' | tee -a "$out"
+python3 - "$results" "$load_name" <<-'EOF' | tee -a "$out"
 	import statistics, sys
 	rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+	def num(x):	# a percentile may be n/a (summary.lua)
+	    try:
+	        return float(x)
+	    except ValueError:
+	        return float("nan")
 	what = {"a": "GETs alone", "b": "+ 4 KB PUTs", "c": "+ 64 KB PUTs",
 	        "d": "+ 64 KB PUTs raw (--compress-max 16K)"}
 	head = ("phase", "GET/s", "cli p50", "p99", "p99.9", "max",
 	        "srv p50", "p99", "p99.9", "max", "PUT/s", "CPU%", "PUT enc", "other%")
-	print("latencies in microseconds; cli = wrk (GET client), srv = /stats local hits;")
+	print("latencies in microseconds; cli = the GET client (%s), srv = /stats local hits;" % sys.argv[2])
 	print("CPU% = ringcached's CPU use; other% = CPU (% of one) used by anything but")
 	print("ringcached and the two clients during the phase: above a few %, distrust the row")
 	fmt = "%-6s %8s %8s %8s %8s %8s | %7s %7s %7s %8s | %7s %5s %8s %6s"
 	def show(r, label):
-	    n = [float(x) for x in r[3:14]]
+	    n = [num(x) for x in r[3:14]]
 	    print(fmt % ((label, "%.0f" % n[0]) + tuple("%.0f" % x for x in n[1:5]) +
 	                 tuple("%.2f" % x for x in n[5:8]) + ("%.0f" % n[8],) +
 	                 ("%.0f" % n[9], "%.0f" % n[10], r[14], r[16])))
@@ -184,7 +188,7 @@ python3 - "$results" <<-'EOF' | tee -a "$out"
 	    print("median over %d rounds:" % len(rounds))
 	    for ph in dict.fromkeys(r[1] for r in rows):
 	        rs = [r for r in rows if r[1] == ph]
-	        med = [ph, ph, rs[0][2]] + ["%g" % statistics.median(float(r[i]) for r in rs)
+	        med = [ph, ph, rs[0][2]] + ["%g" % statistics.median(num(r[i]) for r in rs)
 	                                    for i in range(3, 14)] + [rs[-1][14], "0",
 	                                    "%g" % statistics.median(float(r[16]) for r in rs)]
 	        show(med, ph)

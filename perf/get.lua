@@ -4,8 +4,10 @@
 -- request() function), so wrk sends a prebuilt string and runs no Lua per
 -- request.  The key comes from the first script argument or $RC_KEY
 -- (default "bench"); bench-http.sh preloads it with a 100-byte value.
+-- done() (summary.lua) prints the summary: line the bench scripts read.
 --
 --   wrk -t1 -c64 -d10s -s perf/get.lua http://127.0.0.1:8080 [-- KEY]
+--   wrk2 -R 20000 -t1 -c64 -d10s -s perf/get.lua http://127.0.0.1:8080 [-- KEY]
 
 local key = os.getenv("RC_KEY") or "bench"
 
@@ -17,3 +19,5 @@ function init(args)
       wrk.path = "/cache/" .. args[1]
    end
 end
+
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "summary.lua")

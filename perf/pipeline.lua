@@ -3,7 +3,9 @@
 -- request() returns DEPTH concatenated requests; wrk (4.x and wrk2) counts
 -- the requests in the string it is given and waits for that many responses
 -- before it sends the next batch, so each connection keeps DEPTH requests in
--- flight.  wrk counts each response as a request in its totals.
+-- flight.  wrk counts each response as a request in its totals; wrk2's -R
+-- rate is responses per second.  done() (summary.lua) prints the summary:
+-- line the bench scripts read.
 --
 --   wrk -t1 -c64 -d10s -s perf/pipeline.lua http://127.0.0.1:8080 [-- DEPTH [KEY]]
 -- Defaults: $RC_DEPTH or 16, $RC_KEY or "bench".
@@ -22,3 +24,5 @@ end
 function request()
    return batch
 end
+
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "summary.lua")

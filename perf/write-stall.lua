@@ -5,13 +5,12 @@
 -- generated JSON records (the shape bench-compress.c uses: ids, names,
 -- numbers, dates; compresses to ~20 %) of exactly BYTES, Content-Type
 -- application/json, cycling over $RC_KEYS (default 16) keys "stall-1".. with
--- a different value each.  Either way done() prints one line for the script:
---
---   stall: role=get requests=N duration_us=D non2xx=E errors=S p50=.. p99=.. p999=.. max=..
---
--- (latencies in microseconds, wrk's own histogram).
+-- a different value each.  Either way done() (summary.lua) prints the
+-- summary: line the script reads (latencies in microseconds, the load
+-- generator's own histogram; under wrk2 -R, corrected for the schedule).
 --
 --   wrk -t1 -c1 -d10s -s perf/write-stall.lua http://127.0.0.1:8080
+--   wrk2 -R 2000 -t1 -c1 -d10s -s perf/write-stall.lua http://127.0.0.1:8080
 --   RC_PUT_SIZE=4096 wrk -t1 -c1 -d12s -s perf/write-stall.lua http://127.0.0.1:8080
 
 local key = os.getenv("RC_KEY") or "bench"
@@ -73,13 +72,4 @@ if role == "put" then
    end
 end
 
-function done(summary, latency, requests)
-   io.write(string.format(
-      "stall: role=%s requests=%d duration_us=%d non2xx=%d errors=%d " ..
-      "p50=%d p99=%d p999=%d max=%d\n",
-      role, summary.requests, summary.duration, summary.errors.status,
-      summary.errors.connect + summary.errors.read + summary.errors.write +
-      summary.errors.timeout,
-      latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
-      latency.max))
-end
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "summary.lua")
