@@ -429,7 +429,7 @@ static size_t process_bytes(struct conn *c, const char *p, size_t n)
  */
 static void compact_chunked(struct conn *c)
 {
-	size_t from = c->head_len, n = c->chunk_used;
+	size_t from = c->in_off + c->head_len, n = c->chunk_used;
 
 	if (c->state != RS_BODY || !c->chunked || !n || c->in.len < from + n)
 		return;
@@ -439,16 +439,43 @@ static void compact_chunked(struct conn *c)
 	c->chunk_used = 0;
 }
 
-/* Handles what is buffered in conn->in. */
+/* Drops the handled bytes from the front of c->in. */
+static void in_compact(struct conn *c)
+{
+	buf_consume(&c->in, c->in_off);
+	c->in_off = 0;
+}
+
+static void in_clear(struct conn *c)
+{
+	c->in.len = 0;
+	c->in_off = 0;
+}
+
+/*
+ * Handles what is buffered in conn->in.  Handled bytes are dropped from its
+ * front only once they are all of it or at least half of it, so every byte
+ * moves at most once on average: a paused connection handles its buffered
+ * pipeline a few requests per turn, and moving the rest of a megabyte each
+ * time made that quadratic.
+ */
 static void conn_process(struct conn *c)
 {
-	size_t used = process_bytes(c, c->in.data, c->in.len);
-
-	buf_consume(&c->in, used);
-	if (c->pipe.close || (c->flags & C_CLOSED))
-		c->in.len = 0;
+	c->in_off += process_bytes(c, c->in.data + c->in_off, c->in.len - c->in_off);
+	if (c->pipe.close || (c->flags & C_CLOSED) || c->in_off == c->in.len)
+		in_clear(c);
+	else if (c->in_off * 2 >= c->in.len)
+		in_compact(c);
 	compact_chunked(c);
 	buf_trim(&c->in);
+}
+
+/* Appends received bytes behind what is not handled yet. */
+static int in_append(struct conn *c, const char *data, size_t n)
+{
+	if (c->in_off)
+		in_compact(c);  /* at most what one request left, or a pause's backlog once */
+	return buf_append(&c->in, data, n);
 }
 
 /*
@@ -486,13 +513,13 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		} else if (c->in.len == 0 && conn_accepts_input(c)) {
 			size_t used = process_bytes(c, data, (size_t)res);
 			if (used < (size_t)res && !conn_closing(c)) {
-				if (buf_append(&c->in, data + used, (size_t)res - used))
+				if (in_append(c, data + used, (size_t)res - used))
 					conn_abort(c);
 				else
 					compact_chunked(c);
 			}
 		} else {
-			if (buf_append(&c->in, data, (size_t)res))
+			if (in_append(c, data, (size_t)res))
 				conn_abort(c);
 			else if (conn_accepts_input(c))
 				conn_process(c);
@@ -509,7 +536,7 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		if (c->flags & (C_CLOSED | C_LINGER))
 			conn_abort(c);
 		else if (res == 0 && (!pipeline_idle(&c->pipe) || (c->flags & C_SEND) ||
-				      ((c->flags & C_PAUSED) && c->in.len)))
+				      ((c->flags & C_PAUSED) && c->in.len > c->in_off)))
 			eof_settle(c); /* half-close: answer what was asked */
 		else
 			conn_abort(c);
@@ -735,7 +762,7 @@ void conn_sweep(struct shard *sh)
 			conn_abort(c); /* the client stopped reading */
 		} else if (c->req_start_ns && sh->now_ns - c->req_start_ns > reqt &&
 			   !c->pipe.close) {
-			c->in.len = 0;
+			in_clear(c);
 			protocol_error(c, 408);
 		} else if (!c->req_start_ns && pipeline_idle(&c->pipe) &&
 			   !(c->flags & C_SEND) && sh->now_ns - c->last_active_ns > idle) {

@@ -77,7 +77,8 @@ struct conn {
 	size_t chunk_used;              /* chunked: encoded bytes consumed after the head */
 	size_t chunk_dropped;           /* chunked: encoded bytes decoded and dropped from `in` */
 	struct http_chunked chunk;
-	struct buf in;                  /* unconsumed input, from the request start */
+	struct buf in;                  /* input: from in_off on, not yet handled */
+	size_t in_off;                  /* bytes at the start of `in` already handled */
 	struct buf body;                /* decoded chunked body */
 	struct outq sending;            /* the send in flight (outq.h) */
 	size_t sent;
