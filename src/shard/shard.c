@@ -32,6 +32,7 @@
 #include "conn.h"
 #include "fwd.h"
 #include "l2.h"
+#include "l2read.h"
 #include "listen.h"
 #include "shard.h"
 #include "ringcache/cache.h"
@@ -272,6 +273,9 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 		break;
 	case OP_POLL:
 		conn_on_poll(p, cqe->res);
+		break;
+	case OP_L2:
+		l2read_on_cqe(p, cqe);
 		break;
 	}
 }
