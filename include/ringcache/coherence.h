@@ -273,6 +273,9 @@ int coh_read_input(struct coh_read *r, const char *p, size_t n, uint64_t now);
 int coh_read_timers(struct coh_read *r, uint64_t now);
 /* The next deadline coh_read_timers() has to see (mono ns), 0 if none. */
 uint64_t coh_read_next_wake(const struct coh_read *r);
+/* When the oldest read still awaited (deadline not passed) was sent (mono
+ * ns), 0 if none. */
+uint64_t coh_read_waiting_since(const struct coh_read *r);
 /* The connection is gone (the caller closed it): reads in flight complete
  * COH_ERROR, the state is DOWN with a retry time. */
 void coh_read_lost(struct coh_read *r, uint64_t now);

@@ -382,6 +382,13 @@ uint64_t coh_read_next_wake(const struct coh_read *r)
 	return 0;
 }
 
+uint64_t coh_read_waiting_since(const struct coh_read *r)
+{
+	uint64_t due = r->cn.state == COH_CONN_READY ? coh_read_next_wake(r) : 0;
+
+	return due ? due - r->c->timeout_ns : 0;
+}
+
 int coh_read_get(struct coh_read *r, struct coh_msg *m, uint64_t now)
 {
 	struct coh *c = r->c;

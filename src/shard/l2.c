@@ -258,6 +258,11 @@ bool l2_pending(struct shard *sh)
 	return sh->l2 && coh_pending(sh->l2->coh, sh->id);
 }
 
+bool l2_waiting(const struct shard *sh)
+{
+	return sh->l2 && sh->l2->rd && l2read_waiting(sh->l2->rd, sh->now_ns);
+}
+
 bool l2_backlogged(const struct shard *sh)
 {
 	return sh->l2 && sh->l2->len;

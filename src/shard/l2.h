@@ -58,6 +58,9 @@ void l2_read_done(struct shard *sh, struct coh_msg *m);
 bool l2_drain(struct shard *sh);
 void l2_flush(struct shard *sh);
 bool l2_pending(struct shard *sh);
+/* Whether a read on the shard's own connection was just sent and is still
+ * awaited: the loop polls for its reply instead of parking (l2read.h). */
+bool l2_waiting(const struct shard *sh);
 bool l2_backlogged(const struct shard *sh);
 
 #endif

@@ -205,6 +205,13 @@ static void arm_timer(struct l2read *rd)
 	rd->timer_armed = true;
 }
 
+bool l2read_waiting(const struct l2read *rd, uint64_t now)
+{
+	uint64_t since = coh_read_waiting_since(rd->cr);
+
+	return since && now < since + L2READ_SPIN_NS;
+}
+
 void l2read_flush(struct l2read *rd)
 {
 	if (rd->fd == -1 || rd->closing || (rd->inflight & RD_SEND))

@@ -13,6 +13,8 @@
 #define RINGCACHE_L2READ_H
 
 #include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 struct coh_read;
 struct l2read;
@@ -30,6 +32,17 @@ struct coh_read *l2read_conn(struct l2read *rd);
  * at stop, closing (l2_drain); then the send of what was queued (l2_flush). */
 void l2read_tick(struct l2read *rd);
 void l2read_flush(struct l2read *rd);
+
+/*
+ * Whether the shard should keep polling rather than park: a read was sent
+ * less than L2READ_SPIN_NS ago and is still in flight.  Waking a parked
+ * shard costs about as much as the Redis round trip itself on the
+ * development VM, so a shard waiting for a reply spins for it, as it does
+ * for --spin-us after any work; never longer, so a slow or hung Redis costs
+ * no more than that per read, and an idle shard nothing.
+ */
+#define L2READ_SPIN_NS 250000ull
+bool l2read_waiting(const struct l2read *rd, uint64_t now);
 
 /* A completion of one of its SQEs (shard.h: OP_L2; p is the user_data's
  * pointer). */

@@ -399,7 +399,7 @@ static void loop(struct shard *sh)
 		if (work)
 			sh->last_work_ns = sh->now_ns;
 
-		enter(sh, sh->now_ns - sh->last_work_ns < spin_ns);
+		enter(sh, sh->now_ns - sh->last_work_ns < spin_ns || l2_waiting(sh));
 
 		sh->now_ns = clock_mono_ns();
 		unsigned head, seen = 0;
