@@ -53,18 +53,6 @@
 #include "state.h"
 #include "ringcache/clock.h"
 
-struct coh_read {
-	struct coh *c;                  /* running: gate, unsettled, trips, address, config */
-	struct coh_shard *cs;           /* c->shards[shard]: our counters */
-	struct coh_conn cn;             /* fd unused (-1): the shard's loop owns the socket */
-	struct sockaddr_storage addr;   /* of the connection being made */
-	uint32_t addr_len;
-	redisReply *held;               /* GET's reply until PTTL's */
-	struct coh_msg *done, **done_tail;
-	uint32_t failures;              /* consecutive: deadlines, error replies */
-	uint64_t rng;
-};
-
 int coh_read_create(struct coh_read **out, struct coh *c, unsigned shard)
 {
 	struct coh_read *r = calloc(1, sizeof(*r));

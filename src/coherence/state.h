@@ -82,6 +82,19 @@ struct coh_get {
 	bool answered;                      /* waiters got a TIMEOUT or ERROR */
 };
 
+/* A shard's own read connection (read.c): its shard's alone. */
+struct coh_read {
+	struct coh *c;                  /* running: gate, unsettled, trips, address, config */
+	struct coh_shard *cs;           /* c->shards[shard]: its counters */
+	struct coh_conn cn;             /* fd unused (-1): the shard's loop owns the socket */
+	struct sockaddr_storage addr;   /* of the connection being made */
+	uint32_t addr_len;
+	struct redisReply *held;        /* GET's reply until PTTL's */
+	struct coh_msg *done, **done_tail;
+	uint32_t failures;              /* consecutive: deadlines, error replies */
+	uint64_t rng;
+};
+
 /* A write kept for replay; at most one per key (the latest). */
 struct coh_replay {
 	struct coh_kt_node node;            /* key points into m */
