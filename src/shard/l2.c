@@ -347,8 +347,8 @@ static bool begin_write(struct shard *sh, struct coh_msg *m)
 			key_put(l2, k);
 		return false;
 	}
+	k->writes++;    /* first: supersede() frees an entry nothing holds */
 	supersede(l2, m->hash, m->key, m->key_len);
-	k->writes++;
 	return true;
 }
 
