@@ -23,6 +23,11 @@
  * GET is sent (nothing new enters L1 from Redis) and writes are replayed
  * after the FLUSH, so entries stored after the loss are safe to keep.
  *
+ * The shards' read connections (read.c) follow this state through the gate
+ * published here (breaker state and subscription epoch), use the address
+ * the command connection reached, and trip the breaker through their
+ * `trips` counts, which the timers look at like failures of our own.
+ *
  * Replies are matched to their commands here (FIFO per connection); what a
  * reply means to a request is ops.c's and registry.c's business.
  */
