@@ -132,20 +132,30 @@ def held_read(c, relay, a, key):
     return cn
 
 
-def overtaken_by_delete(c, redis, relay, a):
-    c.section("a read overtaken by a DELETE of its key on the same instance")
-    k = keys_per_shard("odel-", NSHARDS, 1)[1][0]
-    redis.cmd("SET", PREFIX + k, "v1")
-    cn = held_read(c, relay, a, k)
+def overtaken(c, redis, relay, a, key, meanwhile):
+    """key = v1 only in Redis; a GET of it on a whose reply (v1) is held
+    while meanwhile() runs, then delivered: the GET must be answered with
+    v1, what it read."""
+    redis.cmd("SET", PREFIX + key, "v1")
+    cn = held_read(c, relay, a, key)
     try:
-        r = a.request("DELETE", "/cache/" + k)
-        c.check(r.status == 204 and r.header("X-L2") == "ok", "DELETE meanwhile -> 204", show(r))
+        meanwhile()
         relay.release()
         r = cn.read_response()
     finally:
         cn.close()
         relay.release()
     c.check(is_hit(r, b"v1", "HIT-L2"), "the read is answered with what it read", show(r))
+
+
+def overtaken_by_delete(c, redis, relay, a):
+    c.section("a read overtaken by a DELETE of its key on the same instance")
+    k = keys_per_shard("odel-", NSHARDS, 1)[1][0]
+
+    def delete():
+        r = a.request("DELETE", "/cache/" + k)
+        c.check(r.status == 204 and r.header("X-L2") == "ok", "DELETE meanwhile -> 204", show(r))
+    overtaken(c, redis, relay, a, k, delete)
     r = get(a, k)
     c.check(r.status == 404, "but not kept: the next GET -> 404", show(r))
 
@@ -158,22 +168,16 @@ def overtaken_by_invalidation(c, redis, relay):
     r = a.request("PUT", "/cache/" + j, b"j")
     c.check(r.status in WRITE_OK, "PUT %s (same shard, kept in L1)" % j, show(r))
     c.check(wait_for(lambda: shard_items(a, 0) == 2, WAIT), "shard 0 holds 2 items")
-    redis.cmd("SET", PREFIX + k, "v1")
-    cn = held_read(c, relay, a, k)
-    try:
+
+    def invalidate():
         redis.cmd("SET", PREFIX + k, "v2")
         redis.cmd("PUBLISH", CHANNEL, k)
         redis.cmd("PUBLISH", CHANNEL, j)
         # the shard handles its invalidations in order: once j is gone, so
-        # was k's before the held reply arrives
+        # was k's, before the held reply arrives
         c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT),
                 "the invalidations reached shard 0 (%s dropped)" % j)
-        relay.release()
-        r = cn.read_response()
-    finally:
-        cn.close()
-        relay.release()
-    c.check(is_hit(r, b"v1", "HIT-L2"), "the read is answered with what it read", show(r))
+    overtaken(c, redis, relay, a, k, invalidate)
     r = get(a, k)
     c.check(is_hit(r, b"v2", "HIT-L2"), "but not kept: the next GET reads v2 from Redis",
             show(r))
@@ -183,19 +187,13 @@ def overtaken_by_invalidation(c, redis, relay):
 def across_lost_subscription(c, redis, relay, a):
     c.section("a read in flight while the subscription is lost")
     k = keys_per_shard("osub-", NSHARDS, 1)[0][0]
-    redis.cmd("SET", PREFIX + k, "v1")
-    cn = held_read(c, relay, a, k)
-    try:
+
+    def lose():
         flushes = l2(a)["flushes"]
         redis.cmd("CLIENT", "KILL", "TYPE", "pubsub")
         c.check(wait_for(lambda: l2(a)["flushes"] > flushes and l2(a)["subscribed"] == 1, WAIT),
                 "the subscription was lost and is back (FLUSH sent)")
-        relay.release()
-        r = cn.read_response()
-    finally:
-        cn.close()
-        relay.release()
-    c.check(is_hit(r, b"v1", "HIT-L2"), "the read is answered with what it read", show(r))
+    overtaken(c, redis, relay, a, k, lose)
     r = get(a, k)
     c.check(is_hit(r, b"v1", "HIT-L2"),
             "but not kept (it may have missed an invalidation): the next GET reads again", show(r))

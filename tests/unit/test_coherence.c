@@ -696,6 +696,19 @@ static void test_conn_limits(void)
 #undef FEED
 }
 
+/* r is the answer to a GET of what test_write_through_and_reads() and
+ * test_read_conn() write: "hello", text/plain, a TTL of 100 s.  Destroys it. */
+static void check_hello(struct coh_msg *r)
+{
+	if (r) {
+		CHECK(r->value_len == 5 && !memcmp(r->value, "hello", 5));
+		CHECK(r->ctype_len == 10 && !memcmp(r->ctype, "text/plain", 10));
+		CHECK(r->ttl >= 1 && r->ttl <= 100);
+		CHECK_EQ(r->flags, 0);
+		coh_msg_destroy(r);
+	}
+}
+
 /* --- a shard's read connection (read.c), the test playing the shard's loop --- */
 
 /*
@@ -874,13 +887,7 @@ static void test_read_conn(struct tinst *a)
 	CHECK_EQ(t_do(a, msg(COH_SET, "rk", "text/plain", "hello", 100), NULL), COH_OK);
 	r = trd_get(&t, "rk", &rc);
 	CHECK(r && r->status == COH_OK);
-	if (r) {
-		CHECK(r->value_len == 5 && !memcmp(r->value, "hello", 5));
-		CHECK(r->ctype_len == 10 && !memcmp(r->ctype, "text/plain", 10));
-		CHECK(r->ttl >= 1 && r->ttl <= 100);
-		CHECK_EQ(r->flags, 0);
-		coh_msg_destroy(r);
-	}
+	check_hello(r);
 	cmd_ok("SET ringcache:rplain %b", "plain", (size_t)5);
 	r = trd_get(&t, "rplain", &rc);
 	CHECK(r && r->status == COH_OK && r->value_len == 5 && r->ctype_len == 0 && r->ttl == 0);
@@ -1244,13 +1251,7 @@ static void test_write_through_and_reads(struct tinst *a)
 	CHECK(pttl > 0 && pttl <= 100000);
 
 	CHECK_EQ(t_do(a, msg(COH_GET, "k1", NULL, NULL, 0), &r), COH_OK);
-	if (r) {
-		CHECK(r->value_len == 5 && !memcmp(r->value, "hello", 5));
-		CHECK(r->ctype_len == 10 && !memcmp(r->ctype, "text/plain", 10));
-		CHECK(r->ttl >= 1 && r->ttl <= 100);
-		CHECK_EQ(r->flags, 0);
-		coh_msg_destroy(r);
-	}
+	check_hello(r);
 
 	/* no TTL, no content type, binary value */
 	struct coh_msg *m = coh_msg_create(COH_SET, shard_of("k2"), hash_key("k2", 2),
