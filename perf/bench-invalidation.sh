@@ -5,7 +5,9 @@
 #   - invalidation propagation: time from a DELETE's response on A to B
 #     answering 404, p50/p99 over KEYS keys;
 #   - miss latency through L2 (B's L1 miss answered from Redis) next to a
-#     direct GET of the same key from Redis, in the same run.
+#     direct GET of the same key from Redis, in the same run;
+#   - idle CPU: B's utime+stime over IDLE_SECONDS with nothing to do but
+#     keep its Redis connections (issue 8: no spinning when idle).
 # The measuring is done by perf/bench-invalidation.py.  A benchmark, not a
 # test: it passes no verdict.
 #
@@ -15,6 +17,7 @@
 #   KEYS         keys per figure                 [1000]
 #   RC_FLAGS     extra flags for both instances  [--shards 1 --memory 64M --hugepages off]
 #   REDIS_SERVER redis-server binary             [redis-server]
+#   IDLE_SECONDS how long the idle CPU is measured [10]
 # Results also go to perf/out/bench-invalidation-<time>.txt.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -63,7 +66,7 @@ start_instance() {	# name: starts it, sets port_<name>
 		--instance-id "bench-$name" $rc_flags >"$tmp/$name.log" 2>&1 &
 	pids+=($!)
 	wait_http "http://127.0.0.1:$port/health" || { cat "$tmp/$name.log" >&2; exit 1; }
-	eval "port_$name=$port"
+	eval "port_$name=$port pid_$name=$!"
 }
 start_instance a
 start_instance b
@@ -79,4 +82,17 @@ log "bench-invalidation: $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, $keys 
 log "ringcached $("$rc_bin" --version 2>&1 | head -1), flags: $rc_flags; $("$redis_server" --version | cut -d' ' -f1-3)"
 python3 "$here/bench-invalidation.py" --a "127.0.0.1:$port_a" --b "127.0.0.1:$port_b" \
 	--redis "127.0.0.1:$redis_port" --keys "$keys" | tee -a "$out"
+
+run_ns() {	# pid: time its threads have run, in ns (schedstat: finer than ticks)
+	cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ t += $1 } END { printf "%d", t }'
+}
+idle=${IDLE_SECONDS:-10}
+sleep 1		# past the shards' spin and the coherence thread's
+t0=$(cpu_ticks "$pid_b") n0=$(run_ns "$pid_b")
+sleep "$idle"
+t1=$(cpu_ticks "$pid_b") n1=$(run_ns "$pid_b")
+log "$(awk -v t="$((t1 - t0))" -v n="$((n1 - n0))" -v hz="$hz" -v s="$idle" 'BEGIN {
+	printf "idle CPU of B (--redis, connected) over %d s: utime+stime %d ticks = %.0f ms " \
+	       "(%.2f%% of one CPU); its threads ran %.2f ms (schedstat)",
+	       s, t, t * 1000 / hz, t * 100 / hz / s, n / 1e6 }')"
 log "results: $out"

@@ -9,6 +9,15 @@
  *    shard N ──in[N]──▶ │                   │ ◀─sub conn─── SUBSCRIBE
  *    shard N ◀─out[N]── └───────────────────┘               <prefix>invalidate
  *
+ *    shard i ══ its own read connection (struct coh_read) ══▶ GET+PTTL
+ *
+ * The one exception to "only the coherence thread talks to Redis": each
+ * shard may keep a read connection of its own for L1 misses (coh_read
+ * below), so an L2 hit costs one Redis round trip instead of two thread
+ * hand-offs.  The coherence thread keeps everything else, and publishes
+ * what those reads must honour: the gate (breaker state and subscription
+ * epoch) and each shard's count of unsettled writes.
+ *
  * A request (GET, SET, DEL, CLUSTER) is created by a shard, travels to the
  * coherence thread, and comes back on the origin shard's out ring with
  * `status` (and for GET/CLUSTER the value) filled in; the shard destroys it.
@@ -32,6 +41,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ringcache/buf.h"
 
 #define COH_KEY_MAX 1024u          /* same bound as the L1 store's keys */
 #define COH_CTYPE_MAX 255u         /* longest Content-Type kept with a value: L1's
@@ -117,7 +128,8 @@ struct coh_msg {
 	/* private */
 	void *value_mem;           /* value allocated apart from the message, or NULL */
 	struct coh_msg *next;
-	uint64_t seq;               /* order of writes, for the replay queue */
+	uint64_t seq;               /* writes: order, for the replay queue; a GET on a
+	                             * shard's read connection: the gate it was sent under */
 };
 
 /*
@@ -182,6 +194,105 @@ struct coh_msg *coh_poll(struct coh *c, unsigned shard);
 bool coh_pending(struct coh *c, unsigned shard);
 
 /*
+ * A shard's own read connection (read.c).  The protocol half only: the
+ * shard's loop owns the socket and moves the bytes on its io_uring; this
+ * object says what to send, parses what comes back with the command
+ * connection's reader and bounds (COH_REPLY_MAX, COH_REPLY_ELEMENTS_MAX),
+ * decodes values exactly as the coherence thread does, keeps the deadlines
+ * (timeout_ms per read, connect_timeout_ms per handshake) and the reconnect
+ * backoff, and hands back the COH_GET messages it completed, with `status`,
+ * the value and COH_F_NOCACHE set as the coherence thread would set them.
+ *
+ *   DOWN --open--> CONNECTING --connected(0)--> HANDSHAKE --PONG--> READY
+ *     ^                 any failure: lost() -> DOWN, retry after backoff      |
+ *     +-----------------------------------------------------------------------+
+ *
+ * What a read must honour, published by the coherence thread:
+ *   - the gate: while the breaker is open no read is sent (COH_SKIPPED at
+ *     once); a read completes with COH_F_NOCACHE if the gate changed while
+ *     it was in flight (the subscription was lost: an invalidation of its
+ *     key may have been missed);
+ *   - the shard's unsettled writes: writes the coherence thread holds on
+ *     the shard's behalf whose fate in Redis is not known yet (answered
+ *     TIMEOUT or SKIPPED: late, or queued for replay).  While there are any,
+ *     a read on this connection could overtake one of them, so the shard's
+ *     reads go through the coherence thread, ordered behind them.
+ * The caller keeps its own writes in flight and its invalidations per key
+ * (a read of a key with a write of it in flight goes through the coherence
+ * thread; a read overtaken by a write or invalidation is not cached).
+ *
+ * Failures: COH_TIMEOUT for a read past its deadline, COH_ERROR for error
+ * replies and reads lost with the connection.  breaker_failures consecutive
+ * failures make this connection give up (the caller drops it) and trip the
+ * coherence thread's breaker, as failures on its own command connection do.
+ *
+ * Every call is made by the shard that created the object.
+ */
+struct coh_read;
+
+enum coh_read_state {
+	COH_READ_DOWN = 0,
+	COH_READ_CONNECTING,
+	COH_READ_HANDSHAKE,
+	COH_READ_READY,
+};
+
+/* For shard `shard` of c; connects nothing yet.  0 or -ENOMEM. */
+int coh_read_create(struct coh_read **out, struct coh *c, unsigned shard);
+/* Frees it with every message it still holds.  Touches nothing of the
+ * struct coh (which may be gone already).  Accepts NULL. */
+void coh_read_destroy(struct coh_read *r);
+
+enum coh_read_state coh_read_state(const struct coh_read *r);
+
+/*
+ * DOWN and due to retry: a new non-blocking TCP socket (TCP_NODELAY) in *fd
+ * for the caller to connect to *addr (the address the coherence thread's
+ * command connection last reached; no name resolution here), with the
+ * handshake (AUTH, SELECT, PING) queued.  -EAGAIN: not now (backoff, or no
+ * address published yet); -errno: socket() failed (retried later).
+ */
+int coh_read_open(struct coh_read *r, uint64_t now, int *fd, const void **addr,
+		  uint32_t *addr_len);
+/* The connect finished: res 0 or -errno.  0, or -errno: drop the
+ * connection (call coh_read_lost()). */
+int coh_read_connected(struct coh_read *r, int res, uint64_t now);
+/*
+ * Output: swaps what is queued for sending into *out, which must be empty
+ * (len 0), and returns its length (0: nothing, or not connected yet).  The
+ * buffer stays the caller's until it is sent; swapping back an empty buffer
+ * keeps its memory in use.
+ */
+size_t coh_read_output(struct coh_read *r, struct buf *out);
+/* Input: bytes read from the socket.  Completed reads are queued for
+ * coh_read_done().  0, or -errno: drop the connection (protocol error,
+ * reply past the bounds, handshake refused, breaker tripped). */
+int coh_read_input(struct coh_read *r, const char *p, size_t n, uint64_t now);
+/* Deadlines.  0, or -ETIMEDOUT: drop the connection (handshake too slow, or
+ * breaker_failures reads in a row timed out). */
+int coh_read_timers(struct coh_read *r, uint64_t now);
+/* The next deadline coh_read_timers() has to see (mono ns), 0 if none. */
+uint64_t coh_read_next_wake(const struct coh_read *r);
+/* When the oldest read still awaited (deadline not passed) was sent (mono
+ * ns), 0 if none. */
+uint64_t coh_read_waiting_since(const struct coh_read *r);
+/* The connection is gone (the caller closed it): reads in flight complete
+ * COH_ERROR, the state is DOWN with a retry time. */
+void coh_read_lost(struct coh_read *r, uint64_t now);
+
+/*
+ * Sends m, a COH_GET created by this shard (m->cookie is the caller's), on
+ * the connection.  0: sent; it comes back from coh_read_done().  -EAGAIN:
+ * not now (connection not ready, or writes of this shard unsettled): give
+ * it to the coherence thread (coh_submit).  -ECANCELED: the breaker is
+ * open; m->status is COH_SKIPPED and m is still the caller's, to answer at
+ * once.  -ENOMEM.
+ */
+int coh_read_get(struct coh_read *r, struct coh_msg *m, uint64_t now);
+/* The next completed read (status set), or NULL.  The caller destroys it. */
+struct coh_msg *coh_read_done(struct coh_read *r);
+
+/*
  * Counters and gauges, one table so /stats and /metrics names cannot drift:
  * X(field, kind, help), kind COUNTER or GAUGE.
  */
@@ -210,10 +321,13 @@ bool coh_pending(struct coh *c, unsigned shard);
 	X(replayed, COUNTER, "queued writes sent after a reconnect")                \
 	X(replay_overflow, COUNTER, "writes not queued: replay queue full")         \
 	X(instances_reaped, COUNTER, "registry entries of dead instances removed")  \
+	X(shard_reads, COUNTER, "GETs sent on the shards' own read connections")   \
+	X(shard_trips, COUNTER, "breaker trips by timeouts on shards' connections") \
 	X(backlog, GAUGE, "messages waiting for room in a shard's ring")            \
 	X(replay_pending, GAUGE, "writes waiting in the replay queue")              \
 	X(breaker_open, GAUGE, "1 while GETs and writes are not sent to Redis")     \
-	X(subscribed, GAUGE, "1 while the invalidation feed is up")
+	X(subscribed, GAUGE, "1 while the invalidation feed is up")                 \
+	X(shard_conns, GAUGE, "shards whose own read connection is ready")
 
 struct coh_stats {
 #define COH_STATS_FIELD(name, kind, help) uint64_t name;
@@ -221,7 +335,9 @@ struct coh_stats {
 #undef COH_STATS_FIELD
 };
 
-/* A snapshot of the counters (relaxed loads, so not one instant).  Any thread. */
+/* A snapshot of the counters (relaxed loads, so not one instant): the
+ * coherence thread's plus those of the shards' read connections.  Any
+ * thread. */
 void coh_stats(const struct coh *c, struct coh_stats *out);
 
 #endif

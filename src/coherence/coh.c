@@ -35,10 +35,18 @@
 
 void coh_stats(const struct coh *c, struct coh_stats *out)
 {
+	/* the shards' blocks hold only what their read connections count; the
+	 * thread alone sets the gauges, so a sum is right for every field */
 #define COH_STATS_LOAD(name, kind, help) \
 	out->name = atomic_load_explicit(&c->st.name, memory_order_relaxed);
 	COH_STATS(COH_STATS_LOAD)
 #undef COH_STATS_LOAD
+	for (unsigned s = 0; s < c->nshards; s++) {
+#define COH_STATS_ADD(name, kind, help) \
+		out->name += atomic_load_explicit(&c->shards[s].st.name, memory_order_relaxed);
+		COH_STATS(COH_STATS_ADD)
+#undef COH_STATS_ADD
+	}
 }
 
 const char *coh_instance_id(const struct coh *c)
@@ -113,7 +121,7 @@ static bool inputs_pending(struct coh *c)
 	for (unsigned s = 0; s < c->nshards; s++)
 		if (ring_peek_sc(c->shards[s].in))
 			return true;
-	return false;
+	return coh_link_tripped(c);
 }
 
 static void *thread_main(void *arg)
@@ -217,6 +225,8 @@ int coh_create(struct coh **out, const struct coh_config *cfg,
 	if (!c)
 		return -ENOMEM;
 	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->addr_lock, NULL);
+	atomic_init(&c->gate, COH_GATE_OPEN);
 	c->efd = -1;
 	coh_conn_init(&c->cmd, "command");
 	coh_conn_init(&c->sub, "subscription");
@@ -365,5 +375,6 @@ void coh_destroy(struct coh *c)
 	free(c->instances_key);
 	free(c->heartbeat_key);
 	buf_deinit(&c->reg_json);
+	pthread_mutex_destroy(&c->addr_lock);
 	free(c);
 }

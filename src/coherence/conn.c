@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -123,6 +124,10 @@ int coh_conn_open(struct coh_conn *cn, const struct coh_url *u)
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (ai->ai_addrlen <= sizeof(cn->addr)) {
+			memcpy(&cn->addr, ai->ai_addr, ai->ai_addrlen);
+			cn->addr_len = (uint32_t)ai->ai_addrlen;
+		}
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
 			cn->state = COH_CONN_HANDSHAKE;
 			break;
@@ -148,6 +153,74 @@ int coh_conn_open(struct coh_conn *cn, const struct coh_url *u)
 	cn->out.len = 0;
 	cn->out_off = 0;
 	return 0;
+}
+
+int coh_conn_hello(struct coh_conn *cn, const struct coh_url *u, bool select_db,
+		   const char *channel)
+{
+	int rc = 0;
+
+	if (u->auth) {
+		bool user = u->user[0] != '\0';
+		rc |= coh_conn_array(cn, user ? 3 : 2);
+		rc |= coh_conn_bulk(cn, "AUTH", 4);
+		if (user)
+			rc |= coh_conn_bulk(cn, u->user, strlen(u->user));
+		rc |= coh_conn_bulk(cn, u->password, strlen(u->password));
+		rc |= coh_conn_push(cn, COH_P_HANDSHAKE, 0, 0, NULL);
+	}
+	if (select_db && u->db) {
+		rc |= coh_conn_array(cn, 2);
+		rc |= coh_conn_bulk(cn, "SELECT", 6);
+		rc |= coh_conn_bulk_u64(cn, u->db);
+		rc |= coh_conn_push(cn, COH_P_HANDSHAKE, 0, 0, NULL);
+	}
+	if (channel) {
+		rc |= coh_conn_array(cn, 2);
+		rc |= coh_conn_bulk(cn, "SUBSCRIBE", 9);
+		rc |= coh_conn_bulk(cn, channel, strlen(channel));
+	} else {
+		rc |= coh_conn_array(cn, 1);
+		rc |= coh_conn_bulk(cn, "PING", 4);
+	}
+	rc |= coh_conn_push(cn, COH_P_READY, 0, 0, NULL);
+	return rc ? -ENOMEM : 0;
+}
+
+bool coh_reply_is(const redisReply *r, const char *s)
+{
+	size_t n = strlen(s);
+	return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
+	       r->len == n && !strncasecmp(r->str, s, n);
+}
+
+bool coh_conn_hello_ok(uint8_t kind, const redisReply *r, bool sub)
+{
+	if (kind == COH_P_HANDSHAKE)
+		return r->type != REDIS_REPLY_ERROR;
+	if (sub)
+		return r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+		       coh_reply_is(r->element[0], "subscribe");
+	return coh_reply_is(r, "PONG");
+}
+
+void coh_conn_backoff(struct coh_conn *cn, uint64_t now, bool was_ready, uint64_t *rng,
+		      uint32_t min_ms, uint32_t max_ms)
+{
+	uint32_t ms;
+
+	if (was_ready)
+		cn->backoff_ms = min_ms;
+	ms = cn->backoff_ms;
+	*rng ^= *rng << 13;
+	*rng ^= *rng >> 7;
+	*rng ^= *rng << 17;
+	ms = ms - ms / 4 + (uint32_t)(*rng % (ms / 2 + 1));
+	cn->retry_at = now + (uint64_t)ms * 1000000u;
+	if (!was_ready) {
+		uint64_t next = (uint64_t)cn->backoff_ms * 2;
+		cn->backoff_ms = next > max_ms ? max_ms : (uint32_t)next;
+	}
 }
 
 int coh_conn_connected(struct coh_conn *cn)

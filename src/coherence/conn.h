@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <hiredis/hiredis.h>
 
@@ -83,6 +84,8 @@ struct coh_conn {
 	uint64_t deadline;      /* handshake deadline while not READY */
 	uint64_t retry_at;      /* DOWN: next attempt */
 	uint32_t backoff_ms;    /* delay before the next attempt after a failure */
+	struct sockaddr_storage addr;       /* what the last coh_conn_open() connected to */
+	uint32_t addr_len;
 };
 
 void coh_conn_init(struct coh_conn *cn, const char *name);
@@ -93,6 +96,27 @@ void coh_conn_deinit(struct coh_conn *cn);
 /* Starts a non-blocking connect to u; state becomes CONNECTING or HANDSHAKE.
  * Commands may be appended at once: they are sent when connected. */
 int coh_conn_open(struct coh_conn *cn, const struct coh_url *u);
+/*
+ * Queues the handshake and its awaited replies: AUTH when u has a user or
+ * password, SELECT when select_db and u names a database, then SUBSCRIBE
+ * channel (channel not NULL) or PING.  The last reply is COH_P_READY, the
+ * others COH_P_HANDSHAKE.  0 or -ENOMEM.
+ */
+int coh_conn_hello(struct coh_conn *cn, const struct coh_url *u, bool select_db,
+		   const char *channel);
+/* Whether r is a string or status reply equal to s, ignoring case. */
+bool coh_reply_is(const redisReply *r, const char *s);
+/* Whether r is a good answer to the handshake entry `kind`: no error for
+ * AUTH/SELECT, then PONG, or the SUBSCRIBE confirmation when sub. */
+bool coh_conn_hello_ok(uint8_t kind, const redisReply *r, bool sub);
+/*
+ * Sets cn->retry_at after a failure: cn->backoff_ms, jittered to 75-125% so
+ * a fleet does not reconnect in step, from `now`.  A connection that was
+ * ready retries first after min_ms; otherwise the delay doubles up to
+ * max_ms.  *rng is the caller's xorshift state (not 0).
+ */
+void coh_conn_backoff(struct coh_conn *cn, uint64_t now, bool was_ready, uint64_t *rng,
+		      uint32_t min_ms, uint32_t max_ms);
 /* Completes a connect after POLLOUT; 0 or -errno. */
 int coh_conn_connected(struct coh_conn *cn);
 /* Writes buffered commands; 0 (maybe partially written) or -errno. */

@@ -23,12 +23,16 @@
  * GET is sent (nothing new enters L1 from Redis) and writes are replayed
  * after the FLUSH, so entries stored after the loss are safe to keep.
  *
+ * The shards' read connections (read.c) follow this state through the gate
+ * published here (breaker state and subscription epoch), use the address
+ * the command connection reached, and trip the breaker through their
+ * `trips` counts, which the timers look at like failures of our own.
+ *
  * Replies are matched to their commands here (FIFO per connection); what a
  * reply means to a request is ops.c's and registry.c's business.
  */
 #include <poll.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "link.h"
@@ -39,27 +43,11 @@
 
 #define SHUTDOWN_MIN_NS (20 * COH_MS)
 
-static uint32_t jitter(struct coh *c, uint32_t ms)
-{
-	c->rng ^= c->rng << 13;
-	c->rng ^= c->rng >> 7;
-	c->rng ^= c->rng << 17;
-	/* 75% .. 125% so a fleet does not reconnect in lockstep */
-	return ms - ms / 4 + (uint32_t)(c->rng % (ms / 2 + 1));
-}
-
 static void schedule_retry(struct coh *c, struct coh_conn *cn, bool was_ready)
 {
-	if (was_ready) {
-		cn->backoff_ms = c->backoff_min_ms;
-	} else {
+	if (!was_ready)
 		COH_ADD(c, connect_failures, 1);
-	}
-	cn->retry_at = c->now + (uint64_t)jitter(c, cn->backoff_ms) * COH_MS;
-	if (!was_ready) {
-		uint64_t next = (uint64_t)cn->backoff_ms * 2;
-		cn->backoff_ms = next > c->backoff_max_ms ? c->backoff_max_ms : (uint32_t)next;
-	}
+	coh_conn_backoff(cn, c->now, was_ready, &c->rng, c->backoff_min_ms, c->backoff_max_ms);
 }
 
 static void send_flush(struct coh *c)
@@ -83,6 +71,7 @@ static void link_check(struct coh *c)
 		return;
 	c->link_up = up;
 	COH_SET(c, breaker_open, up ? 0 : 1);
+	coh_gate_publish(c);
 	if (!up) {
 		COH_ADD(c, breaker_opens, 1);
 		return;
@@ -95,6 +84,13 @@ static void link_check(struct coh *c)
 	}
 	c->ever_up = true;
 	coh_replay_start(c);
+}
+
+void coh_gate_publish(struct coh *c)
+{
+	uint64_t g = c->sub_epoch << 1 | (c->link_up ? 0 : COH_GATE_OPEN);
+
+	atomic_store_explicit(&c->gate, g, memory_order_seq_cst);
 }
 
 void coh_fail(struct coh *c)
@@ -126,11 +122,18 @@ void coh_sub_lost(struct coh *c)
 
 	coh_conn_close(&c->sub);
 	if (was_ready) {
+		/*
+		 * The new epoch is published before the store clock is read for
+		 * lost_at: a shard read that completes without seeing it was
+		 * stored in L1 at a store time no later than this reading, so
+		 * the FLUSH (items stored before lost_at) covers it (read.c).
+		 */
+		c->sub_epoch++;
+		coh_gate_publish(c);
 		if (!c->sub_lost) {
 			c->sub_lost = true;
 			c->lost_at = clock_store_now() + 1;
 		}
-		c->sub_epoch++;
 		c->ping_out = false;
 		COH_SET(c, subscribed, 0);
 	}
@@ -156,46 +159,26 @@ static void conn_try(struct coh *c, struct coh_conn *cn)
 		return;
 	}
 	cn->deadline = c->now + c->connect_timeout_ns;
-	if (c->url.auth) {
-		bool user = c->url.user[0] != '\0';
-		rc |= coh_conn_array(cn, user ? 3 : 2);
-		rc |= coh_conn_bulk(cn, "AUTH", 4);
-		if (user)
-			rc |= coh_conn_bulk(cn, c->url.user, strlen(c->url.user));
-		rc |= coh_conn_bulk(cn, c->url.password, strlen(c->url.password));
-		rc |= coh_conn_push(cn, COH_P_HANDSHAKE, 0, 0, NULL);
-	}
-	if (!sub && c->url.db) {
-		rc |= coh_conn_array(cn, 2);
-		rc |= coh_conn_bulk(cn, "SELECT", 6);
-		rc |= coh_conn_bulk_u64(cn, c->url.db);
-		rc |= coh_conn_push(cn, COH_P_HANDSHAKE, 0, 0, NULL);
-	}
-	if (sub) {
-		rc |= coh_conn_array(cn, 2);
-		rc |= coh_conn_bulk(cn, "SUBSCRIBE", 9);
-		rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
-	} else {
-		rc |= coh_conn_array(cn, 1);
-		rc |= coh_conn_bulk(cn, "PING", 4);
-	}
-	rc |= coh_conn_push(cn, COH_P_READY, 0, 0, NULL);
-	if (rc) {
+	if (coh_conn_hello(cn, &c->url, !sub, sub ? c->channel : NULL)) {
 		coh_conn_close(cn);
 		schedule_retry(c, cn, false);
 	}
 }
 
-static bool is_str(const redisReply *r, const char *s)
+static bool is_message(const redisReply *r)
 {
-	size_t n = strlen(s);
-	return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
-	       r->len == n && !strncasecmp(r->str, s, n);
+	return r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+	       coh_reply_is(r->element[0], "message");
 }
 
-static bool is_push(const redisReply *r, const char *kind, size_t min)
+/* The command connection is ready: the shards' read connections may use the
+ * address it reached (they resolve no names of their own). */
+static void publish_address(struct coh *c)
 {
-	return r->type == REDIS_REPLY_ARRAY && r->elements >= min && is_str(r->element[0], kind);
+	pthread_mutex_lock(&c->addr_lock);
+	memcpy(&c->addr, &c->cmd.addr, sizeof(c->addr));
+	c->addr_len = c->cmd.addr_len;
+	pthread_mutex_unlock(&c->addr_lock);
 }
 
 /* Returns false if the connection was dropped. */
@@ -203,14 +186,8 @@ static bool handshake_reply(struct coh *c, struct coh_conn *cn, const struct coh
 			    redisReply *r)
 {
 	bool sub = cn == &c->sub;
-	bool ok;
+	bool ok = coh_conn_hello_ok(e->kind, r, sub);
 
-	if (e->kind == COH_P_HANDSHAKE)
-		ok = r->type != REDIS_REPLY_ERROR;
-	else if (sub)
-		ok = is_push(r, "subscribe", 3);
-	else
-		ok = is_str(r, "PONG");
 	freeReplyObject(r);
 	if (!ok) {
 		lost(c, cn);
@@ -228,6 +205,7 @@ static bool handshake_reply(struct coh *c, struct coh_conn *cn, const struct coh
 	} else {
 		c->failures = 0;
 		c->heartbeat_due = c->now;
+		publish_address(c);
 	}
 	link_check(c);
 	return true;
@@ -264,7 +242,7 @@ static void sub_replies(struct coh *c)
 	int rc = 0;
 
 	while (c->sub.fd != -1 && (rc = coh_conn_reply(&c->sub, &r)) > 0) {
-		if (is_push(r, "message", 3)) {
+		if (is_message(r)) {
 			if (c->sub.state == COH_CONN_READY)
 				coh_sub_message(c, r);
 			freeReplyObject(r);
@@ -328,10 +306,37 @@ static void expire(struct coh *c)
 	}
 }
 
+/* A shard's read connection gave up on timeouts: a slow Redis is treated
+ * as down, as when the command connection's own reads time out. */
+static void shard_trips(struct coh *c)
+{
+	for (unsigned s = 0; s < c->nshards; s++) {
+		struct coh_shard *sh = &c->shards[s];
+		uint64_t t = atomic_load_explicit(&sh->trips, memory_order_acquire);
+		if (t == sh->trips_seen)
+			continue;
+		sh->trips_seen = t;
+		COH_ADD(c, shard_trips, 1);
+		if (c->link_up)
+			c->trip = true;
+	}
+}
+
+bool coh_link_tripped(struct coh *c)
+{
+	for (unsigned s = 0; s < c->nshards; s++)
+		if (atomic_load_explicit(&c->shards[s].trips, memory_order_seq_cst) !=
+		    c->shards[s].trips_seen)
+			return true;
+	return false;
+}
+
 void coh_link_timers(struct coh *c)
 {
 	bool stopping = atomic_load_explicit(&c->stop, memory_order_relaxed);
 	struct coh_conn *conns[2] = { &c->cmd, &c->sub };
+
+	shard_trips(c);
 
 	for (int i = 0; i < 2; i++) {
 		struct coh_conn *cn = conns[i];

@@ -8,6 +8,7 @@
 #ifndef RINGCACHE_COH_LINK_H
 #define RINGCACHE_COH_LINK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct coh;
@@ -23,6 +24,9 @@ void coh_succeed(struct coh *c);
 void coh_cmd_lost(struct coh *c);
 void coh_sub_lost(struct coh *c);
 
+/* Whether a shard reported a trip the thread has not seen (the parking
+ * check: a seq_cst load after `parked` was stored). */
+bool coh_link_tripped(struct coh *c);
 /* Connects, times out handshakes and commands, sends heartbeats and the
  * subscription PING, as c->now says is due. */
 void coh_link_timers(struct coh *c);

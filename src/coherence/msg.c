@@ -1,18 +1,22 @@
 /*
  * msg.c - the half of the module that runs on shard threads: messages
- * (create, destroy, copy) and the shard's end of its two rings (submit,
- * flush, poll, the parking peek).  Each ring function is called only by the
- * thread of the shard it names; the coherence thread's end of the same rings
- * is in coh.c.
+ * (create, destroy, copy, a GET's answer filled in from Redis' replies) and
+ * the shard's end of its two rings (submit, flush, poll, the parking peek).
+ * Each ring function is called only by the thread of the shard it names;
+ * the coherence thread's end of the same rings is in coh.c.
  *
- * What a shard touches of struct coh: its coh_shard's rings and `polled`
- * (its own line), `parked` and `efd` (the doorbell).  Nothing else, so a
- * shard never contends with the coherence thread but on the ring indices
- * and the parked flag, which is the point of the handshake.
+ * What a shard touches of struct coh here: its coh_shard's rings and
+ * `polled` (its own line), `parked` and `efd` (the doorbell).  Nothing
+ * else, so a shard never contends with the coherence thread but on the ring
+ * indices and the parked flag, which is the point of the handshake.  (Its
+ * read connection, read.c, adds the gate, `unsettled` and `trips`.)
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <hiredis/hiredis.h>
 
 #include "format.h"
 #include "msg.h"
@@ -73,6 +77,69 @@ struct coh_msg *coh_msg_copy(const struct coh_msg *m)
 	n->ttl = m->ttl;
 	n->seq = m->seq;
 	return n;
+}
+
+/* --- a GET's answer --- */
+
+static uint32_t ttl_seconds(long long pttl)
+{
+	if (pttl == -1)
+		return 0;
+	if (pttl <= 0)
+		return 1;
+	long long s = pttl / 1000 + (pttl % 1000 != 0);    /* + 999 could overflow */
+	return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+}
+
+void coh_get_decode(const redisReply *v, const redisReply *pttl, struct coh_got *g)
+{
+	memset(g, 0, sizeof(*g));
+	if (!v || v->type == REDIS_REPLY_NIL) {
+		g->status = v ? COH_MISS : COH_ERROR;
+	} else if (v->type == REDIS_REPLY_ERROR) {
+		g->status = !strncmp(v->str, "WRONGTYPE", 9) ? COH_BAD_DATA : COH_ERROR;
+	} else if (v->type != REDIS_REPLY_STRING) {
+		g->status = COH_BAD_DATA;
+	} else {
+		int d = coh_value_decode(v->str, v->len, &g->ctype_off, &g->ctype_len,
+					 &g->value_off);
+		if (d < 0) {
+			g->status = COH_BAD_DATA;
+		} else if (pttl->type != REDIS_REPLY_INTEGER) {
+			g->status = COH_ERROR;
+		} else if (pttl->integer == -2) {
+			g->status = COH_MISS;    /* expired or deleted between GET and PTTL */
+		} else {
+			g->status = COH_OK;
+			g->ttl = ttl_seconds(pttl->integer);
+			g->raw = d == 1;
+		}
+	}
+}
+
+int coh_msg_take_value(struct coh_msg *m, redisReply *v, const struct coh_got *g,
+		       uint16_t flags, bool copy)
+{
+	char *mem = v->str;
+
+	if (copy) {
+		mem = malloc(v->len + 1);
+		if (!mem)
+			return -ENOMEM;
+		memcpy(mem, v->str, v->len);
+		mem[v->len] = '\0';
+	} else {
+		v->str = NULL;    /* hiredis allocated it with malloc(): ours now */
+	}
+	m->value_mem = mem;
+	m->value = mem + g->value_off;
+	m->value_len = v->len - g->value_off;
+	if (g->ctype_len)
+		m->ctype = mem + g->ctype_off;
+	m->ctype_len = (uint32_t)g->ctype_len;
+	m->ttl = g->ttl;
+	m->flags = flags;
+	return 0;
 }
 
 /* --- the shard's end of its rings --- */

@@ -132,47 +132,16 @@ static void get_request(struct coh *c, struct coh_msg *m)
 	COH_ADD(c, redis_gets, 1);
 }
 
-static uint32_t ttl_seconds(long long pttl)
-{
-	if (pttl == -1)
-		return 0;
-	if (pttl <= 0)
-		return 1;
-	long long s = pttl / 1000 + (pttl % 1000 != 0);    /* + 999 could overflow */
-	return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
-}
-
 static void get_complete(struct coh *c, struct coh_get *g, const redisReply *pttl)
 {
 	redisReply *v = g->value;
-	enum coh_status st;
-	size_t coff = 0, clen = 0, voff = 0;
-	uint32_t ttl = 0;
+	struct coh_got got;
 
 	if (g->answered)
 		goto done;
 	get_detach(c, g);
-	if (!v || v->type == REDIS_REPLY_NIL) {
-		st = v ? COH_MISS : COH_ERROR;
-	} else if (v->type == REDIS_REPLY_ERROR) {
-		st = !strncmp(v->str, "WRONGTYPE", 9) ? COH_BAD_DATA : COH_ERROR;
-	} else if (v->type != REDIS_REPLY_STRING) {
-		st = COH_BAD_DATA;
-	} else {
-		int d = coh_value_decode(v->str, v->len, &coff, &clen, &voff);
-		if (d < 0) {
-			st = COH_BAD_DATA;
-		} else if (pttl->type != REDIS_REPLY_INTEGER) {
-			st = COH_ERROR;
-		} else if (pttl->integer == -2) {
-			st = COH_MISS;    /* expired or deleted between GET and PTTL */
-		} else {
-			st = COH_OK;
-			ttl = ttl_seconds(pttl->integer);
-			if (d == 1)
-				COH_ADD(c, raw_values, 1);
-		}
-	}
+	coh_get_decode(v, pttl, &got);
+	enum coh_status st = got.status;
 	if (st == COH_ERROR) {
 		coh_fail(c);
 	} else {
@@ -187,6 +156,8 @@ static void get_complete(struct coh *c, struct coh_get *g, const redisReply *ptt
 		get_answer(c, g, st);
 		goto done;
 	}
+	if (got.raw)
+		COH_ADD(c, raw_values, 1);
 
 	uint16_t flags = g->nocache || g->epoch != c->sub_epoch ? COH_F_NOCACHE : 0;
 	struct coh_msg *first = g->waiters, *m, *next;
@@ -195,33 +166,14 @@ static void get_complete(struct coh *c, struct coh_get *g, const redisReply *ptt
 	/* Copies for the others first: once sent, a message is its shard's. */
 	for (m = first->next; m; m = next) {
 		next = m->next;
-		char *mem = malloc(v->len + 1);
-		if (!mem) {
+		if (coh_msg_take_value(m, v, &got, flags, true)) {
 			reply(c, m, COH_ERROR);
 			continue;
 		}
-		memcpy(mem, v->str, v->len);
-		mem[v->len] = '\0';
-		m->value_mem = mem;
-		m->value = mem + voff;
-		m->value_len = v->len - voff;
-		if (clen)
-			m->ctype = mem + coff;
-		m->ctype_len = (uint32_t)clen;
-		m->ttl = ttl;
-		m->flags = flags;
 		COH_ADD(c, get_hits, 1);
 		reply(c, m, COH_OK);
 	}
-	first->value_mem = v->str;    /* hiredis allocated it with malloc() */
-	first->value = v->str + voff;
-	first->value_len = v->len - voff;
-	if (clen)
-		first->ctype = v->str + coff;
-	first->ctype_len = (uint32_t)clen;
-	first->ttl = ttl;
-	first->flags = flags;
-	v->str = NULL;
+	coh_msg_take_value(first, v, &got, flags, false);
 	COH_ADD(c, get_hits, 1);
 	reply(c, first, COH_OK);
 done:
@@ -231,6 +183,38 @@ done:
 }
 
 /* --- SET / DEL --- */
+
+/*
+ * Writes the thread keeps on a shard's behalf (copies answered TIMEOUT or
+ * SKIPPED: a late reply awaited, or queued for replay) are "unsettled":
+ * Redis may not hold them yet, so a read on the shard's own connection
+ * could overtake them.  Their number per shard is published for read.c;
+ * it rises before the shard is answered (the ring then orders the two) and
+ * falls when Redis acknowledged the write or it was dropped.
+ */
+static void unsettled_add(struct coh *c, const struct coh_msg *m, int n)
+{
+	if (m->shard < c->nshards)
+		atomic_fetch_add_explicit(&c->shards[m->shard].unsettled, (uint32_t)n,
+					  memory_order_release);
+}
+
+static struct coh_msg *keep_copy(struct coh *c, const struct coh_msg *m)
+{
+	struct coh_msg *copy = coh_msg_copy(m);
+
+	if (copy)
+		unsettled_add(c, copy, 1);
+	return copy;
+}
+
+static void drop_kept(struct coh *c, struct coh_msg *m)
+{
+	if (!m)
+		return;    /* keep_copy() found no memory */
+	unsettled_add(c, m, -1);
+	coh_msg_destroy(m);
+}
 
 static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 {
@@ -282,10 +266,10 @@ static void replay_add(struct coh *c, struct coh_msg *m)
 	if (n) {
 		r = coh_container_of(n, struct coh_replay, node);
 		if (r->m->seq > m->seq) {
-			coh_msg_destroy(m);    /* a newer write of the key is queued */
+			drop_kept(c, m);    /* a newer write of the key is queued */
 			return;
 		}
-		coh_msg_destroy(r->m);
+		drop_kept(c, r->m);
 		r->m = m;
 		r->node.key = m->key;
 		COH_ADD(c, replay_queued, 1);
@@ -300,7 +284,7 @@ static void replay_add(struct coh *c, struct coh_msg *m)
 			if (inv)
 				coh_send(c, inv);
 		}
-		coh_msg_destroy(m);
+		drop_kept(c, m);
 		return;
 	}
 	r->m = m;
@@ -342,7 +326,7 @@ void coh_replay_drop_all(struct coh *c)
 
 	for (; r; r = next) {
 		next = r->next;
-		coh_msg_destroy(r->m);
+		drop_kept(c, r->m);
 		free(r);
 	}
 	c->replay = NULL;
@@ -359,7 +343,7 @@ static void write_request(struct coh *c, struct coh_msg *m)
 	m->seq = ++c->write_seq;
 	supersede(c, m->hash, m->key, m->key_len);
 	if (!c->link_up) {
-		struct coh_msg *copy = coh_msg_copy(m);
+		struct coh_msg *copy = keep_copy(c, m);
 		reply(c, m, COH_SKIPPED);
 		if (copy)
 			replay_add(c, copy);
@@ -377,7 +361,7 @@ static void write_reply(struct coh *c, const struct coh_pend *e, const redisRepl
 	bool ok = r->type != REDIS_REPLY_ERROR;
 
 	if (e->flags & COH_PF_EXPIRED) {
-		coh_msg_destroy(m);    /* late, but answered: nothing to replay */
+		drop_kept(c, m);    /* late, but answered: nothing to replay */
 		return;
 	}
 	if (ok)
@@ -391,7 +375,7 @@ static void write_reply(struct coh *c, const struct coh_pend *e, const redisRepl
 	} else {
 		if (!ok)
 			COH_ADD(c, errors, 1);
-		coh_msg_destroy(m);
+		drop_kept(c, m);
 	}
 }
 
@@ -481,7 +465,7 @@ void coh_pend_expire(struct coh *c, struct coh_pend *p)
 			/* The shard gets its answer now; a copy stays for the replay
 			 * queue in case the link breaks before Redis answers. */
 			m = p->p;
-			p->p = coh_msg_copy(m);
+			p->p = keep_copy(c, m);
 			p->flags &= (uint8_t)~COH_PF_SHARD;
 			reply(c, m, COH_TIMEOUT);
 		} else {
@@ -529,7 +513,7 @@ void coh_pend_abandon(struct coh *c, struct coh_pend *p)
 			break;
 		if (p->flags & COH_PF_SHARD) {
 			/* Not confirmed: SKIPPED means "queued for replay". */
-			struct coh_msg *copy = coh_msg_copy(m);
+			struct coh_msg *copy = keep_copy(c, m);
 			reply(c, m, COH_SKIPPED);
 			if (copy)
 				replay_add(c, copy);

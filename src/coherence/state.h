@@ -3,9 +3,12 @@
  * is made of.  Everything here belongs to the coherence thread, except:
  *
  *   - the configuration block, fixed by coh_create() before any thread runs;
- *   - struct coh_shard's rings and `polled`, used by the shard-side calls
- *     (msg.c) on shard threads;
+ *   - struct coh_shard's rings, `polled`, `trips` and its counters, used by
+ *     the shard-side calls (msg.c, read.c) on shard threads, and its
+ *     `unsettled`, which the thread writes and the shard reads;
  *   - `parked` and `stop`, the parking handshake (ring.h's protocol);
+ *   - the gate and the published address, which the thread writes and the
+ *     shards' read connections read (read.c);
  *   - the counters, written by the coherence thread alone and read by any
  *     thread through coh_stats().
  *
@@ -14,6 +17,7 @@
  *
  *   | configuration ... (read-only after coh_create)                  |
  *   | parked, stop       (shards read `parked` at every coh_flush)    |
+ *   | gate, address      (thread writes rarely; shards read)          |
  *   | counters           (thread writes, coh_stats() reads)  2 lines  |
  *   | now, cmd, sub, ... (the thread's own state)                     |
  */
@@ -27,6 +31,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "ringcache/buf.h"
 #include "ringcache/coherence.h"
@@ -43,14 +48,27 @@
 
 struct redisReply;
 
+struct coh_counters {
+#define COH_COUNTER_FIELD(name, kind, help) _Atomic uint64_t name;
+	COH_STATS(COH_COUNTER_FIELD)
+#undef COH_COUNTER_FIELD
+};
+
 /* One per shard.  The lines keep the shard's fields away from the thread's. */
 struct coh_shard {
 	struct ring *in;                    /* shard -> coherence */
 	struct ring *out;                   /* coherence -> shard */
-	alignas(RING_LINE) uint32_t polled; /* shard's: pops since the last release */
-	alignas(RING_LINE) struct coh_msg *backlog, *backlog_tail; /* thread's */
+	/* the shard's: */
+	alignas(RING_LINE) uint32_t polled; /* pops since the last release */
+	_Atomic uint64_t trips;             /* its read connection tripped the breaker */
+	struct coh_counters st;             /* its read connection's (summed by coh_stats) */
+	/* the thread's, read by the shard before each read on its connection */
+	alignas(RING_LINE) _Atomic uint32_t unsettled;
+	/* the thread's own */
+	alignas(RING_LINE) struct coh_msg *backlog, *backlog_tail;
 	uint32_t backlog_len;
 	bool dirty;                         /* pushed since the last ring_flush */
+	uint64_t trips_seen;                /* `trips` when the thread last looked */
 };
 
 /* A GET in flight, shared by every waiter for the same key. */
@@ -64,6 +82,19 @@ struct coh_get {
 	bool answered;                      /* waiters got a TIMEOUT or ERROR */
 };
 
+/* A shard's own read connection (read.c): its shard's alone. */
+struct coh_read {
+	struct coh *c;                  /* running: gate, unsettled, trips, address, config */
+	struct coh_shard *cs;           /* c->shards[shard]: its counters */
+	struct coh_conn cn;             /* fd unused (-1): the shard's loop owns the socket */
+	struct sockaddr_storage addr;   /* of the connection being made */
+	uint32_t addr_len;
+	struct redisReply *held;        /* GET's reply until PTTL's */
+	struct coh_msg *done, **done_tail;
+	uint32_t failures;              /* consecutive: deadlines, error replies */
+	uint64_t rng;
+};
+
 /* A write kept for replay; at most one per key (the latest). */
 struct coh_replay {
 	struct coh_kt_node node;            /* key points into m */
@@ -71,13 +102,8 @@ struct coh_replay {
 	struct coh_replay *next;
 };
 
-struct coh_counters {
-#define COH_COUNTER_FIELD(name, kind, help) _Atomic uint64_t name;
-	COH_STATS(COH_COUNTER_FIELD)
-#undef COH_COUNTER_FIELD
-};
-
-/* Single writer (the coherence thread): a load and a store, no RMW. */
+/* Single writer (the coherence thread, or for a coh_shard's counters its
+ * shard): a load and a store, no RMW. */
 #define COH_ADD(c, field, n)                                                          \
 	atomic_store_explicit(&(c)->st.field,                                        \
 			      atomic_load_explicit(&(c)->st.field, memory_order_relaxed) + (n), \
@@ -113,6 +139,18 @@ struct coh {
 	alignas(RING_LINE) _Atomic int parked;
 	_Atomic bool stop;
 
+	/*
+	 * What the shards' read connections honour (read.c), written by the
+	 * thread, read by shards: the gate, (sub_epoch << 1) | breaker open,
+	 * stored seq_cst whenever either changes; and the address the command
+	 * connection last reached, copied under addr_lock (a shard only
+	 * trylocks it, so it never waits).
+	 */
+	alignas(RING_LINE) _Atomic uint64_t gate;
+	pthread_mutex_t addr_lock;
+	struct sockaddr_storage addr;
+	uint32_t addr_len;                  /* 0: no address yet */
+
 	alignas(RING_LINE) struct coh_counters st;
 
 	/* the coherence thread's own state */
@@ -138,13 +176,19 @@ struct coh {
 	uint64_t backlog_total;
 };
 
+#define COH_GATE_OPEN 1u
+
 static_assert(offsetof(struct coh, st) % RING_LINE == 0 &&
-	      offsetof(struct coh, st) >= offsetof(struct coh, parked) + RING_LINE &&
+	      offsetof(struct coh, gate) >= offsetof(struct coh, parked) + RING_LINE &&
+	      offsetof(struct coh, st) >= offsetof(struct coh, gate) + RING_LINE &&
 	      offsetof(struct coh, now) >= offsetof(struct coh, st) + sizeof(struct coh_counters),
 	      "the counters have lines of their own");
 
 /* coh.c: hands m to m->shard's out ring (or its backlog); the thread's only
  * way to give a message back to a shard. */
 void coh_send(struct coh *c, struct coh_msg *m);
+
+/* link.c: stores the gate from sub_epoch and link_up (seq_cst). */
+void coh_gate_publish(struct coh *c);
 
 #endif

@@ -1,13 +1,46 @@
 /*
  * l2.c - a shard's side of the Redis L2 (l2.h).
  *
+ * An L1 miss is read from Redis on the shard's own read connection
+ * (l2read.c, the protocol in src/coherence/read.c) when it can be, else
+ * through the coherence thread, which is always right but costs two
+ * hand-offs between threads.  Writes always go through the coherence thread
+ * (write-through, PUBLISH, replay).
+ *
+ *   miss ──▶ read of the key in flight? ──yes──▶ wait behind it
+ *                 │ no
+ *                 ▼
+ *            breaker open? ──yes──▶ answered at once, X-L2: skipped
+ *                 │ no
+ *                 ▼
+ *            a write of the key in flight from here, the read connection
+ *            not ready, or writes of this shard unsettled? ──yes──▶ COH_GET
+ *                 │ no                                 to the coherence thread
+ *                 ▼
+ *            GET + PTTL on the shard's read connection
+ *
+ * Why reads of a key wait for its writes: a write travels to Redis on the
+ * coherence thread's connection, a read on ours, and Redis orders only the
+ * commands of one connection.  A DELETE followed by a GET of the same key
+ * (pipelined, or from two clients) must not read back what was deleted, so
+ * while this shard has a SET or DEL of a key in flight, reads of it go
+ * through the coherence thread, behind the write.  Once the write's answer
+ * is back here it is in Redis (OK), was refused (ERROR), or the coherence
+ * thread keeps it (TIMEOUT, SKIPPED: counted as unsettled by coh_read_get).
+ *
  * Coalescing: the owner shard is the only one that asks Redis about a key,
- * so it keeps its outstanding reads in a small table (struct l2_get).  A miss
- * for a key already being read waits behind that read instead of sending
- * another: 75 concurrent misses make one Redis GET, and all 75 answers say
- * HIT-L2.  (The coherence thread coalesces too, but a second miss that
- * reaches it after Redis answered and before this shard stored the value
- * would start a new read; only the owner can close that window.)
+ * so it keeps its outstanding reads in a small table (struct l2_key ->
+ * struct l2_get).  A miss for a key already being read waits behind that
+ * read instead of sending another: 75 concurrent misses make one Redis GET,
+ * and all 75 answers say HIT-L2.  (The coherence thread coalesces too, but
+ * a second miss that reaches it after Redis answered and before this shard
+ * stored the value would start a new read; only the owner can close that
+ * window.)
+ *
+ * No stale value: a read overtaken on this shard by a write or an
+ * invalidation of its key is detached (later misses start a new read) and
+ * its value is answered but not kept in L1, as is one the coherence module
+ * marks COH_F_NOCACHE (the subscription was lost meanwhile).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -15,43 +48,103 @@
 
 #include "fwd.h"
 #include "l2.h"
+#include "l2read.h"
 #include "route.h"
 #include "shard.h"
 #include "ringcache/coherence.h"
 #include "ringcache/stats.h"
 #include "ringcache/store.h"
 
+struct l2_key;
+
 /* One Redis read in flight for a key, and the requests waiting for it. */
 struct l2_get {
-	struct l2_get *next;            /* bucket chain */
-	uint64_t hash;
-	struct fwd *first;              /* the request that sent COH_GET: its key */
+	struct l2_get *prev, *next;     /* every get alive, for l2_teardown() */
+	struct l2_key *key;             /* its key's entry; NULL once detached */
+	struct fwd *first;              /* the request that started the read */
 	struct fwd *last;               /* waiters chain through fwd->qnext */
+	bool nocache;                   /* overtaken by a write or invalidation here */
 };
 
-#define L2_GET_BUCKETS 1024u            /* power of two */
+/* A key with a read or writes in flight to Redis. */
+struct l2_key {
+	struct l2_key *next;            /* bucket chain */
+	uint64_t hash;
+	struct l2_get *get;             /* the read later misses join, or NULL */
+	uint32_t writes;                /* COH_SET/COH_DEL sent, answer not back yet */
+	uint32_t key_len;
+	uint8_t key[];
+};
+
+#define L2_KEY_BUCKETS 1024u            /* power of two */
 
 struct l2_state {
 	struct coh *coh;
+	struct l2read *rd;              /* the shard's read connection; NULL without memory */
 	/* messages for the coherence thread its ring had no room for */
 	struct coh_msg **queue;
 	uint32_t head, len, cap;
 	bool touched;                   /* submitted since the last flush */
-	struct l2_get *gets[L2_GET_BUCKETS];    /* Redis reads in flight, by key */
+	struct l2_get *gets;            /* alive: in flight, or detached and in flight */
+	struct l2_key *keys[L2_KEY_BUCKETS];
 };
 
-static struct l2_get **get_slot(struct l2_state *l2, uint64_t hash, const uint8_t *key,
+static struct l2_key **key_slot(struct l2_state *l2, uint64_t hash, const void *key,
 				uint32_t key_len)
 {
-	struct l2_get **pp = &l2->gets[(hash >> 20) & (L2_GET_BUCKETS - 1)];
+	struct l2_key **pp = &l2->keys[(hash >> 20) & (L2_KEY_BUCKETS - 1)];
 
-	for (; *pp; pp = &(*pp)->next) {
-		const struct cache_req *r = &(*pp)->first->req;
-		if ((*pp)->hash == hash && r->key_len == key_len &&
-		    memcmp(r->key, key, key_len) == 0)
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->hash == hash && (*pp)->key_len == key_len &&
+		    memcmp((*pp)->key, key, key_len) == 0)
 			break;
-	}
 	return pp;
+}
+
+/* The entry of a key, created if need be; NULL without memory. */
+static struct l2_key *key_get(struct l2_state *l2, uint64_t hash, const void *key,
+			      uint32_t key_len)
+{
+	struct l2_key **pp = key_slot(l2, hash, key, key_len);
+	struct l2_key *k = *pp;
+
+	if (k)
+		return k;
+	k = malloc(sizeof(*k) + key_len);
+	if (!k)
+		return NULL;
+	k->next = NULL;
+	k->hash = hash;
+	k->get = NULL;
+	k->writes = 0;
+	k->key_len = key_len;
+	memcpy(k->key, key, key_len);
+	*pp = k;
+	return k;
+}
+
+/* Frees k once nothing is in flight for it. */
+static void key_put(struct l2_state *l2, struct l2_key *k)
+{
+	if (k->get || k->writes)
+		return;
+	struct l2_key **pp = key_slot(l2, k->hash, k->key, k->key_len);
+	*pp = k->next;
+	free(k);
+}
+
+/* A write or an invalidation of the key on this shard: the read in flight
+ * may predate it.  Its waiters still get its value, which is not kept. */
+static void supersede(struct l2_state *l2, uint64_t hash, const void *key, uint32_t key_len)
+{
+	struct l2_key *k = *key_slot(l2, hash, key, key_len);
+
+	if (k && k->get) {
+		k->get->nocache = true;
+		k->get->key = NULL;
+		k->get = NULL;
+		key_put(l2, k);
+	}
 }
 
 int l2_setup(struct shard *sh)
@@ -61,6 +154,7 @@ int l2_setup(struct shard *sh)
 	if (!l2)
 		return -ENOMEM;
 	l2->coh = sh->srv->coh;
+	l2->rd = l2read_create(sh);     /* without it, every read goes through the thread */
 	sh->l2 = l2;
 	return 0;
 }
@@ -77,10 +171,16 @@ void l2_teardown(struct shard *sh)
 		l2->len--;
 	}
 	free(l2->queue);
-	for (unsigned b = 0; b < L2_GET_BUCKETS; b++)
-		for (struct l2_get *g = l2->gets[b], *next; g; g = next) {
-			next = g->next;
-			free(g); /* its waiters are fwds, freed by their origin (fwd.h) */
+	l2read_destroy(l2->rd);
+	/* the waiters of a get are fwds, freed by their origin (fwd.h) */
+	for (struct l2_get *g = l2->gets, *next; g; g = next) {
+		next = g->next;
+		free(g);
+	}
+	for (unsigned b = 0; b < L2_KEY_BUCKETS; b++)
+		for (struct l2_key *k = l2->keys[b], *next; k; k = next) {
+			next = k->next;
+			free(k);
 		}
 	free(l2);
 	sh->l2 = NULL;
@@ -150,6 +250,8 @@ void l2_flush(struct shard *sh)
 		l2->touched = false;
 		coh_flush(l2->coh, sh->id);
 	}
+	if (l2->rd)
+		l2read_flush(l2->rd);
 }
 
 bool l2_pending(struct shard *sh)
@@ -157,15 +259,21 @@ bool l2_pending(struct shard *sh)
 	return sh->l2 && coh_pending(sh->l2->coh, sh->id);
 }
 
+bool l2_waiting(const struct shard *sh)
+{
+	return sh->l2 && sh->l2->rd && l2read_waiting(sh->l2->rd, sh->now_ns);
+}
+
 bool l2_backlogged(const struct shard *sh)
 {
 	return sh->l2 && sh->l2->len;
 }
 
-/* Redis was not asked: the L1 reply goes out, saying so. */
-static void answer_unsent(struct shard *sh, struct fwd *f)
+/* Redis was not asked: the L1 reply goes out, saying why (SKIPPED: breaker
+ * open; ERROR: no memory). */
+static void answer_unread(struct shard *sh, struct fwd *f, uint8_t status)
 {
-	f->r.l2 = REPLY_L2_ERROR;
+	f->r.l2 = l2_status(status);
 	fwd_answer(sh, f);
 }
 
@@ -179,32 +287,70 @@ static uint32_t remaining_ttl(struct shard *sh, const struct cache_req *r)
 	return it.expires > sh->now_s + 1 ? it.expires - sh->now_s - 1 : 1;
 }
 
-/* An L1 miss: join the read of this key in flight, or start one. */
+/* An L1 miss: join the read of this key in flight, or start one (on the
+ * shard's read connection, or through the coherence thread). */
 static void begin_get(struct shard *sh, struct fwd *f)
 {
 	struct l2_state *l2 = sh->l2;
 	const struct cache_req *r = &f->req;
-	struct l2_get **pp = get_slot(l2, r->hash, r->key, r->key_len);
-	struct l2_get *g = *pp;
+	struct l2_key *k = *key_slot(l2, r->hash, r->key, r->key_len);
+	struct l2_get *g;
 	struct coh_msg *m;
+	int rc = -EAGAIN;
 
 	f->qnext = NULL;
-	if (g) {
-		g->last->qnext = f;
-		g->last = f;
+	if (k && k->get) {
+		k->get->last->qnext = f;
+		k->get->last = f;
 		return;
 	}
-	g = calloc(1, sizeof(*g));
 	m = coh_msg_create(COH_GET, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
-	if (!g || !m || (m->cookie = g, !submit(l2, sh->id, m))) {
+	g = calloc(1, sizeof(*g));
+	if (!k)
+		k = key_get(l2, r->hash, r->key, r->key_len);
+	if (!m || !g || !k) {
 		free(g);
 		coh_msg_destroy(m);
-		answer_unsent(sh, f);
+		if (k)
+			key_put(l2, k);
+		answer_unread(sh, f, COH_ERROR);
 		return;
 	}
-	g->hash = r->hash;
+	m->cookie = g;
+	if (l2->rd && !k->writes)
+		rc = coh_read_get(l2read_conn(l2->rd), m, sh->now_ns);
+	if (rc == -ECANCELED || (rc && !submit(l2, sh->id, m))) {
+		uint8_t status = rc == -ECANCELED ? m->status : COH_ERROR;
+		free(g);
+		coh_msg_destroy(m);
+		key_put(l2, k);
+		answer_unread(sh, f, status);
+		return;
+	}
+	g->key = k;
 	g->first = g->last = f;
-	*pp = g;
+	g->next = l2->gets;
+	if (g->next)
+		g->next->prev = g;
+	l2->gets = g;
+	k->get = g;
+}
+
+/* A SET or DEL of the key goes to the coherence thread: reads of it wait
+ * for its answer (the file's comment), and one in flight is overtaken. */
+static bool begin_write(struct shard *sh, struct coh_msg *m)
+{
+	struct l2_state *l2 = sh->l2;
+	struct l2_key *k = key_get(l2, m->hash, m->key, m->key_len);
+
+	if (!k || !submit(l2, sh->id, m)) {
+		if (k)
+			key_put(l2, k);
+		return false;
+	}
+	k->writes++;    /* first: supersede() frees an entry nothing holds */
+	supersede(l2, m->hash, m->key, m->key_len);
+	return true;
 }
 
 void l2_begin(struct shard *sh, struct fwd *f)
@@ -230,9 +376,9 @@ void l2_begin(struct shard *sh, struct fwd *f)
 		m = coh_msg_create(COH_DEL, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
 		break;
 	}
-	if (!m || (m->cookie = f, !submit(sh->l2, sh->id, m))) {
+	if (!m || (m->cookie = f, !begin_write(sh, m))) {
 		coh_msg_destroy(m);
-		answer_unsent(sh, f);
+		answer_unread(sh, f, COH_ERROR);
 	}
 }
 
@@ -270,19 +416,31 @@ static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct co
 
 /*
  * The read of g's key came back: store the value in L1 (unless L1 got a
- * newer one meanwhile, or the coherence thread says it may be stale), answer
- * every waiter from L1, then forget the read.  A value L1 refuses (larger
- * than --max-value, a Content-Type it cannot keep) is bad data to this
- * instance: counted in l2_refused, answered 404 with X-L2: bad-data.
+ * newer one meanwhile), answer every waiter from L1, then forget the read;
+ * a value that may be stale (overtaken here, or COH_F_NOCACHE) is removed
+ * again once the waiters are answered.  A value L1 refuses (larger than
+ * --max-value, a Content-Type it cannot keep) is bad data to this instance:
+ * counted in l2_refused, answered 404 with X-L2: bad-data.
  */
 static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg *m)
 {
+	struct l2_state *l2 = sh->l2;
 	const struct cache_req *key = &g->first->req;
 	enum reply_l2 status = l2_status(m->status);
+	bool nocache = g->nocache || (m->flags & COH_F_NOCACHE);
 	struct store_item it;
 	bool served_l2 = false;
 
-	*get_slot(sh->l2, g->hash, key->key, key->key_len) = g->next;
+	if (g->key) {
+		g->key->get = NULL;
+		key_put(l2, g->key);
+	}
+	if (g->prev)
+		g->prev->next = g->next;
+	else
+		l2->gets = g->next;
+	if (g->next)
+		g->next->prev = g->prev;
 	if (m->status == COH_OK &&
 	    store_get(sh->store, key->key, key->key_len, key->hash, &it) != 0) {
 		served_l2 = store_from_l2(sh, g->first, m);
@@ -311,15 +469,30 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 		}
 		fwd_answer(sh, f);
 	}
-	if (served_l2 && (m->flags & COH_F_NOCACHE) &&
+	if (served_l2 && nocache &&
 	    store_delete(sh->store, keybuf, key_len, hash) == 0)
 		route_count_store(sh);
 	free(g);
 }
 
-/* A write, a delete or the cluster list came back: complete f's reply. */
-static void finish(struct fwd *f, const struct coh_msg *m)
+void l2_read_done(struct shard *sh, struct coh_msg *m)
 {
+	finish_get(sh, m->cookie, m);
+	coh_msg_destroy(m);
+}
+
+/* A write, a delete or the cluster list came back: complete f's reply. */
+static void finish(struct shard *sh, struct fwd *f, const struct coh_msg *m)
+{
+	struct l2_key *k;
+
+	if (m->op == COH_SET || m->op == COH_DEL) {
+		k = *key_slot(sh->l2, m->hash, m->key, m->key_len);
+		if (k) {
+			k->writes--;
+			key_put(sh->l2, k);
+		}
+	}
 	switch (m->op) {
 	case COH_DEL:
 		if (f->outcome == CACHE_ABSENT && m->status == COH_OK &&
@@ -355,12 +528,15 @@ bool l2_drain(struct shard *sh)
 
 	if (!sh->l2)
 		return false;
+	if (sh->l2->rd)
+		l2read_tick(sh->l2->rd);
 	while ((m = coh_poll(sh->l2->coh, sh->id)) != NULL) {
 		any = true;
 		switch (m->op) {
 		case COH_INVALIDATE:
 			if (store_delete(sh->store, m->key, m->key_len, m->hash) == 0)
 				route_count_store(sh);
+			supersede(sh->l2, m->hash, m->key, m->key_len);
 			break;
 		case COH_FLUSH:
 			store_flush(sh->store, m->older_than);
@@ -370,7 +546,7 @@ bool l2_drain(struct shard *sh)
 			finish_get(sh, m->cookie, m);
 			break;
 		default:
-			finish(m->cookie, m);
+			finish(sh, m->cookie, m);
 			fwd_answer(sh, m->cookie); /* renders before m (the body) goes */
 			break;
 		}

@@ -3,17 +3,19 @@
  * of a key does after its L1 store answered, and what it does with the
  * coherence thread's messages.
  *
- * Only the owner shard of a key talks to the coherence thread about it, over
- * that shard's pair of rings (coherence.h).  The request waiting for Redis is
+ * Only the owner shard of a key talks to Redis about it: over that shard's
+ * pair of rings to the coherence thread, or for reads on its own connection
+ * (coherence.h).  The request waiting for Redis is
  * a struct fwd (fwd.h) holding the reply L1 gave; when Redis answers, l2.c
  * completes that reply (X-L2, X-Cache: HIT-L2, a 204 for a key only Redis
  * had) and hands the fwd to fwd_answer().
  *
  *   PUT     L1 set, then COH_SET    -> answered after Redis: X-L2: ok|skipped|...
  *   DELETE  L1 delete, then COH_DEL -> answered after Redis: X-L2: ...
- *   GET     L1 miss, then COH_GET   -> value: stored in L1 (unless COH_F_NOCACHE or
- *                                      L1 got a newer value meanwhile), served with
- *                                      X-Cache: HIT-L2; none: 404 X-Cache: MISS
+ *   GET     L1 miss, then GET+PTTL on the shard's own read connection (l2read.h),
+ *           or COH_GET              -> value: stored in L1 (unless it may be stale
+ *                                      or L1 got a newer value meanwhile), served
+ *                                      with X-Cache: HIT-L2; none: 404 X-Cache: MISS
  *   INVALIDATE / FLUSH from coherence: drop the key / everything older
  *
  * No silent path: every write reaches Redis, is queued there for replay, or
@@ -46,11 +48,19 @@ void l2_begin(struct shard *sh, struct fwd *f);
 /* GET /cluster: asks the coherence thread for the live instances. */
 void l2_cluster(struct shard *sh, struct fwd *f);
 
+/* A read on the shard's own connection completed (l2read.c): answers its
+ * waiters as a COH_GET reply from the coherence thread would, and destroys m. */
+struct coh_msg;
+void l2_read_done(struct shard *sh, struct coh_msg *m);
+
 /* The loop's part: handle what the coherence thread sent (true if anything),
  * publish what this shard submitted, and the parking checks. */
 bool l2_drain(struct shard *sh);
 void l2_flush(struct shard *sh);
 bool l2_pending(struct shard *sh);
+/* Whether a read on the shard's own connection was just sent and is still
+ * awaited: the loop polls for its reply instead of parking (l2read.h). */
+bool l2_waiting(const struct shard *sh);
 bool l2_backlogged(const struct shard *sh);
 
 #endif

@@ -32,6 +32,7 @@
 #include "conn.h"
 #include "fwd.h"
 #include "l2.h"
+#include "l2read.h"
 #include "listen.h"
 #include "shard.h"
 #include "ringcache/cache.h"
@@ -346,6 +347,9 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 	case OP_POLL:
 		conn_on_poll(p, cqe->res);
 		break;
+	case OP_L2:
+		l2read_on_cqe(p, cqe);
+		break;
 	}
 }
 
@@ -467,7 +471,7 @@ static void loop(struct shard *sh)
 		if (work)
 			sh->last_work_ns = sh->now_ns;
 
-		enter(sh, sh->now_ns - sh->last_work_ns < spin_ns);
+		enter(sh, sh->now_ns - sh->last_work_ns < spin_ns || l2_waiting(sh));
 
 		sh->now_ns = clock_mono_ns();
 		shard_date_update(sh);

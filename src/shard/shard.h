@@ -164,6 +164,7 @@ enum shard_op {
 	OP_EVENT,
 	OP_CANCEL,
 	OP_POLL,
+	OP_L2,          /* the shard's Redis read connection (l2read.h) */
 };
 
 static inline uint64_t shard_udata(void *p, enum shard_op op)

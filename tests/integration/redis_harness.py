@@ -15,9 +15,12 @@ one of its helpers.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.parse
 
 from harness import (WRITE_OK, Server, TcpClient, free_port, keys_per_shard, run_main, show,
                      wait_for)
@@ -47,10 +50,15 @@ def resp_encode(*args):
 class Resp(TcpClient):
     """One connection to Redis.  cmd() sends a command and returns its
     reply: bytes, int, None (nil), list, or a RespError instance (error
-    replies are values, not exceptions, so a test can check them)."""
+    replies are values, not exceptions, so a test can check them).  With a
+    password it authenticates first, with a db it selects it."""
 
-    def __init__(self, port, timeout=REDIS_IO_TIMEOUT):
+    def __init__(self, port, timeout=REDIS_IO_TIMEOUT, password=None, db=0):
         super().__init__(port, timeout)
+        for args in ((("AUTH", password),) if password else ()) + ((("SELECT", db),) if db else ()):
+            r = self.cmd(*args)
+            if isinstance(r, RespError):
+                raise ConnectionError("%s: %s" % (args[0], r))
 
     def _fill(self):
         chunk = self.sock.recv(1 << 16)
@@ -122,14 +130,17 @@ def command_calls(r, name):
 class Redis:
     """A redis-server on 127.0.0.1, no persistence.  restart() brings it
     back on the same port (empty).  kill() is idempotent and also works on a
-    paused process."""
+    paused process.  With a password, it is required (--requirepass) and
+    the harness's own clients authenticate; with a db, they select it."""
 
-    def __init__(self):
+    def __init__(self, password=None, db=0):
         self.port = None
         self.proc = None
         self.dir = tempfile.mkdtemp(prefix="ringcache-redis-")
         self.logpath = os.path.join(self.dir, "redis.log")
         self.paused = False
+        self.password = password
+        self.db = db
 
     def url(self):
         return "redis://127.0.0.1:%d" % self.port
@@ -142,9 +153,10 @@ class Redis:
         for _ in range(3 if port is None else 20):
             self.port = port or free_port()
             log = open(self.logpath, "ab")
+            auth = ["--requirepass", self.password] if self.password else []
             self.proc = subprocess.Popen(
                 [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
+                 "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"] + auth,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             log.close()
             self.paused = False
@@ -164,7 +176,7 @@ class Redis:
             if self.proc.poll() is not None:
                 return False
             try:
-                with Resp(self.port, timeout=1.0) as r:
+                with Resp(self.port, 1.0, self.password) as r:
                     if r.cmd("PING") == b"PONG":
                         return True
             except OSError:
@@ -173,11 +185,11 @@ class Redis:
         return False
 
     def client(self, timeout=REDIS_IO_TIMEOUT):
-        return Resp(self.port, timeout)
+        return Resp(self.port, timeout, self.password, self.db)
 
     def cmd(self, *args):
         """One command on a fresh connection."""
-        with Resp(self.port) as r:
+        with self.client() as r:
             return r.cmd(*args)
 
     def pause(self):
@@ -260,23 +272,25 @@ def wait_l2_ready(srv, instance_id, timeout):
     return None
 
 
-def run_with_redis(name, body):
+def run_with_redis(name, body, password=None, db=0, relay=False):
     """Runs a test module that needs Redis: body(c, redis) with a fresh
     redis-server, through harness.run_main(), which stops and checks the
     ringcached instances while Redis is still up (so a clean stop can
-    remove its registry entry), then kills Redis, on every exit path."""
-    redis = Redis()
+    remove its registry entry), then kills Redis, on every exit path.
+    relay: body(c, redis, relay) with a Relay in front of that Redis."""
+    redis = Redis(password, db)
+    helpers = [redis] + ([Relay(redis)] if relay else [])
 
     def with_redis(c):
         redis.start()
         print("redis-server on 127.0.0.1:%d" % redis.port, flush=True)
         try:
-            body(c, redis)
+            body(c, *helpers)
         finally:
             if redis.paused:
                 redis.resume()
 
-    run_main(name, with_redis, helpers=[redis])
+    run_main(name, with_redis, helpers=helpers)
 
 
 # --- what the L2 tests do to an instance ---------------------------------------------
@@ -361,3 +375,190 @@ def poll_get(srv, key, done, timeout, interval=0.01, headers=None):
         if (not isinstance(r, Exception) and done(r)) or time.monotonic() >= deadline:
             return r, seen, time.monotonic() - t0
         time.sleep(interval)
+
+
+# --- a relay in front of Redis, to decide when bytes arrive ---------------------------
+
+def resp_replies(data):
+    """How many complete RESP replies data starts with (a bulk string's
+    bytes are skipped by its length, so they may hold anything)."""
+    n, off = 0, 0
+
+    def one(off):
+        end = data.find(b"\r\n", off)
+        if end < 0:
+            return None
+        t, rest = data[off:off + 1], data[off + 1:end]
+        off = end + 2
+        if t in (b"+", b"-", b":"):
+            return off
+        if t == b"$":
+            ln = int(rest)
+            return off if ln < 0 else (off + ln + 2 if len(data) >= off + ln + 2 else None)
+        if t == b"*":
+            for _ in range(max(int(rest), 0)):
+                off = one(off)
+                if off is None:
+                    return None
+            return off
+        raise ValueError("not RESP: %r" % data[off - 2 - len(rest) - 1:off])
+
+    while True:
+        nxt = one(off)
+        if nxt is None:
+            return n
+        n, off = n + 1, nxt
+
+
+class _Link:
+    """One connection through the relay: downstream (ringcached's side) and
+    upstream (Redis).  Held bytes wait here."""
+
+    def __init__(self, down, up):
+        self.down, self.up = down, up
+        self.hold_down = False      # replies to ringcached held
+        self.held_down = bytearray()
+        self.hold_up = False        # commands to Redis held
+        self.held_up = bytearray()
+        self.closed = False
+
+
+class Relay:
+    """A TCP relay on a free loopback port in front of a Redis: ringcached
+    is pointed at it, so a test can decide when a command reaches Redis or
+    when a reply reaches ringcached.  Every byte is the real redis-server's;
+    the relay only forwards, or holds:
+
+      hold_replies(pattern): the next connection whose commands contain
+          pattern has its replies held from then on (that command still
+          reaches Redis at once, so Redis answers it now);
+      hold_commands(pattern): the next connection whose commands contain
+          pattern has its commands held from that one on;
+      held_replies(): complete replies held so far; holding(): whether a
+          connection matched; release(): sends what is held, stops holding.
+
+    A connection Redis closes is closed on the other side too (held replies
+    are dropped with it), so a Redis killed mid-read looks the same through
+    the relay.  Patterns must arrive in one recv() (a command of a few
+    dozen bytes on loopback does)."""
+
+    def __init__(self, redis):
+        self.redis = redis
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.links = []
+        self.want_down = self.want_up = None
+        self.matched = None
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self):
+        pw = self.redis.password
+        auth = ":%s@" % urllib.parse.quote(pw, safe="") if pw else ""
+        db = "/%d" % self.redis.db if self.redis.db else ""
+        return "redis://%s127.0.0.1:%d%s" % (auth, self.port, db)
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                up = socket.create_connection(("127.0.0.1", self.redis.port), timeout=5)
+                up.settimeout(None)
+            except OSError:
+                down.close()
+                continue
+            for sk in (down, up):
+                sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            link = _Link(down, up)
+            with self.lock:
+                self.links.append(link)
+            threading.Thread(target=self._pump, args=(link, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(link, False), daemon=True).start()
+
+    def _pump(self, link, commands):
+        src, dst = (link.down, link.up) if commands else (link.up, link.down)
+        while True:
+            try:
+                data = src.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            with self.lock:
+                if commands:
+                    if self.want_down is not None and self.want_down in data:
+                        self.want_down, self.matched, link.hold_down = None, link, True
+                    if self.want_up is not None and self.want_up in data:
+                        self.want_up, self.matched, link.hold_up = None, link, True
+                    if link.hold_up:
+                        link.held_up += data
+                        continue
+                elif link.hold_down:
+                    link.held_down += data
+                    continue
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+        self._close(link)
+
+    def _close(self, link):
+        with self.lock:
+            if link.closed:
+                return
+            link.closed = True
+        for sk in (link.down, link.up):
+            try:
+                sk.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sk.close()
+
+    def hold_replies(self, pattern):
+        with self.lock:
+            self.matched, self.want_down = None, pattern
+
+    def hold_commands(self, pattern):
+        with self.lock:
+            self.matched, self.want_up = None, pattern
+
+    def holding(self):
+        with self.lock:
+            return self.matched is not None
+
+    def held_replies(self):
+        with self.lock:
+            return resp_replies(bytes(self.matched.held_down)) if self.matched else 0
+
+    def release(self):
+        with self.lock:
+            link, self.matched = self.matched, None
+            self.want_down = self.want_up = None
+            if link is None or link.closed:
+                return
+            try:
+                if link.held_up:
+                    link.up.sendall(bytes(link.held_up))
+                if link.held_down:
+                    link.down.sendall(bytes(link.held_down))
+            except OSError:
+                pass
+            link.held_up, link.held_down = bytearray(), bytearray()
+            link.hold_up = link.hold_down = False
+
+    def dump_log(self):
+        pass
+
+    def cleanup(self):
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        for link in list(self.links):
+            self._close(link)

@@ -37,6 +37,7 @@
 #include "check.h"
 #include "coherence/conn.h"
 #include "coherence/format.h"
+#include "coherence/state.h"
 #include "coherence/url.h"
 #include "ringcache/clock.h"
 #include "ringcache/coherence.h"
@@ -695,6 +696,545 @@ static void test_conn_limits(void)
 #undef FEED
 }
 
+/* r is the answer to a GET of what test_write_through_and_reads() and
+ * test_read_conn() write: "hello", text/plain, a TTL of 100 s.  Destroys it. */
+static void check_hello(struct coh_msg *r)
+{
+	if (r) {
+		CHECK(r->value_len == 5 && !memcmp(r->value, "hello", 5));
+		CHECK(r->ctype_len == 10 && !memcmp(r->ctype, "text/plain", 10));
+		CHECK(r->ttl >= 1 && r->ttl <= 100);
+		CHECK_EQ(r->flags, 0);
+		coh_msg_destroy(r);
+	}
+}
+
+/* --- a shard's read connection (read.c), the test playing the shard's loop --- */
+
+/*
+ * Blocking socket calls stand in for the shard's io_uring: the protocol
+ * object is the same, only the bytes move differently.  trd_drop() is what
+ * l2read.c does when a call says the connection must go.
+ */
+struct trd {
+	struct coh_read *r;
+	int fd;
+	struct buf out;
+};
+
+static void trd_init(struct trd *t, struct coh *c, unsigned shard)
+{
+	memset(t, 0, sizeof(*t));
+	t->fd = -1;
+	CHECK_EQ(coh_read_create(&t->r, c, shard), 0);
+}
+
+static void trd_drop(struct trd *t)
+{
+	if (t->fd != -1)
+		close(t->fd);
+	t->fd = -1;
+	t->out.len = 0;
+	coh_read_lost(t->r, clock_mono_ns());
+}
+
+static void trd_deinit(struct trd *t)
+{
+	if (t->fd != -1)
+		close(t->fd);
+	coh_read_destroy(t->r);
+	buf_deinit(&t->out);
+}
+
+/* One turn of the loop: send what is queued, wait up to ms for bytes and
+ * feed them, run the deadlines.  0, or the first -errno a call returned. */
+static int trd_pump(struct trd *t, unsigned ms)
+{
+	if (t->fd == -1)
+		return -ENOTCONN;
+	if (coh_read_output(t->r, &t->out)) {
+		for (size_t off = 0; off < t->out.len;) {
+			ssize_t n = send(t->fd, t->out.data + off, t->out.len - off, MSG_NOSIGNAL);
+			if (n <= 0) {
+				struct pollfd p = { t->fd, POLLOUT, 0 };
+				if (n == -1 && errno == EAGAIN && poll(&p, 1, WAIT_MS) == 1)
+					continue;
+				return -EPIPE;
+			}
+			off += (size_t)n;
+		}
+		t->out.len = 0;
+	}
+	struct pollfd p = { t->fd, POLLIN, 0 };
+	if (poll(&p, 1, (int)ms) == 1) {
+		static char chunk[65536];
+		ssize_t n = recv(t->fd, chunk, sizeof(chunk), 0);
+		if (n <= 0)
+			return -ECONNRESET;
+		int rc = coh_read_input(t->r, chunk, (size_t)n, clock_mono_ns());
+		if (rc)
+			return rc;
+	}
+	return coh_read_timers(t->r, clock_mono_ns());
+}
+
+/* Connects and shakes hands (waiting out the backoff); true when ready,
+ * false after ms.  *err: the last -errno a failed attempt gave. */
+static bool trd_up(struct trd *t, unsigned ms, int *err)
+{
+	uint64_t deadline = now_ms() + ms;
+
+	while (now_ms() < deadline) {
+		if (t->fd == -1) {
+			const void *addr;
+			uint32_t len;
+			int fd, rc;
+			if (coh_read_open(t->r, clock_mono_ns(), &fd, &addr, &len)) {
+				sleep_ms(5);
+				continue;
+			}
+			t->fd = fd;
+			rc = connect(fd, addr, len) == 0 ? 0 : -errno;
+			if (rc == -EINPROGRESS) {
+				struct pollfd p = { fd, POLLOUT, 0 };
+				int soerr = 0;
+				socklen_t sl = sizeof(soerr);
+				rc = poll(&p, 1, WAIT_MS) == 1 &&
+				     getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 ? -soerr
+											      : -ETIMEDOUT;
+			}
+			if ((rc = coh_read_connected(t->r, rc, clock_mono_ns())) < 0) {
+				if (err)
+					*err = rc;
+				trd_drop(t);
+				continue;
+			}
+		}
+		int rc = trd_pump(t, 10);
+		if (rc < 0) {
+			if (err)
+				*err = rc;
+			trd_drop(t);
+			continue;
+		}
+		if (coh_read_state(t->r) == COH_READ_READY)
+			return true;
+	}
+	return false;
+}
+
+static struct coh_msg *get_msg(const char *key)
+{
+	size_t kl = strlen(key);
+	return coh_msg_create(COH_GET, shard_of(key), hash_key(key, kl), key, kl, NULL, 0, 0);
+}
+
+/* Pumps until m comes back (the connection dropped if a call says so);
+ * NULL after WAIT_MS.  *rc: the first error a call returned, else 0. */
+static struct coh_msg *trd_wait(struct trd *t, const struct coh_msg *m, int *rc)
+{
+	uint64_t deadline = now_ms() + WAIT_MS;
+	struct coh_msg *d;
+
+	if (rc)
+		*rc = 0;
+	for (;;) {
+		while ((d = coh_read_done(t->r))) {
+			if (d == m)
+				return d;
+			coh_msg_destroy(d);
+		}
+		if (now_ms() >= deadline || t->fd == -1)
+			return NULL;
+		int e = trd_pump(t, 10);
+		if (e < 0) {
+			if (rc && !*rc)
+				*rc = e;
+			trd_drop(t);
+		}
+	}
+}
+
+/* A GET on the read connection: its completed message (caller destroys), or
+ * NULL; *rc as coh_read_get() or the pump said. */
+static struct coh_msg *trd_get(struct trd *t, const char *key, int *rc)
+{
+	struct coh_msg *m = get_msg(key);
+	int e = coh_read_get(t->r, m, clock_mono_ns());
+
+	if (e) {
+		if (rc)
+			*rc = e;
+		coh_msg_destroy(m);
+		return NULL;
+	}
+	return trd_wait(t, m, rc);
+}
+
+/* What a read on a shard's own connection returns, counted as the thread's are. */
+static void test_read_conn(struct tinst *a)
+{
+	struct trd t;
+	struct coh_msg *r;
+	int rc;
+
+	trd_init(&t, a->c, 0);
+	CHECK(trd_up(&t, WAIT_MS, NULL));
+	CHECK_EQ(stats_of(a).shard_conns, 1);
+	struct coh_stats s0 = stats_of(a);
+	long long calls = get_calls();
+
+	CHECK_EQ(t_do(a, msg(COH_SET, "rk", "text/plain", "hello", 100), NULL), COH_OK);
+	r = trd_get(&t, "rk", &rc);
+	CHECK(r && r->status == COH_OK);
+	check_hello(r);
+	cmd_ok("SET ringcache:rplain %b", "plain", (size_t)5);
+	r = trd_get(&t, "rplain", &rc);
+	CHECK(r && r->status == COH_OK && r->value_len == 5 && r->ctype_len == 0 && r->ttl == 0);
+	coh_msg_destroy(r);
+	r = trd_get(&t, "rabsent", &rc);
+	CHECK(r && r->status == COH_MISS);
+	coh_msg_destroy(r);
+	cmd_ok("LPUSH ringcache:rlist x");
+	r = trd_get(&t, "rlist", &rc);
+	CHECK(r && r->status == COH_BAD_DATA);
+	coh_msg_destroy(r);
+	cmd_ok("SET ringcache:rcorrupt %b", "\0RCV1text", (size_t)9);
+	r = trd_get(&t, "rcorrupt", &rc);
+	CHECK(r && r->status == COH_BAD_DATA);
+	coh_msg_destroy(r);
+
+	/* pipelined: three reads out before any reply is read, answered in order */
+	struct coh_msg *m[3] = { get_msg("rk"), get_msg("rabsent"), get_msg("rplain") };
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(coh_read_get(t.r, m[i], clock_mono_ns()), 0);
+	for (int i = 0; i < 3; i++) {
+		r = trd_wait(&t, m[i], &rc);
+		CHECK(r == m[i] && r->status == (i == 1 ? COH_MISS : COH_OK));
+		coh_msg_destroy(r);
+	}
+
+	struct coh_stats s1 = stats_of(a);
+	CHECK_EQ(s1.shard_reads - s0.shard_reads, 8);
+	CHECK_EQ(s1.redis_gets - s0.redis_gets, 8);
+	CHECK_EQ(s1.gets - s0.gets, 8);
+	CHECK_EQ(s1.get_hits - s0.get_hits, 4);
+	CHECK_EQ(s1.get_misses - s0.get_misses, 4);
+	CHECK_EQ(s1.bad_data - s0.bad_data, 2);
+	CHECK_EQ(s1.raw_values - s0.raw_values, 2);
+	CHECK_EQ(get_calls() - calls, 8);
+	trd_deinit(&t);
+}
+
+/* A read in flight while the subscription is lost (CLIENT KILL): answered,
+ * but COH_F_NOCACHE, since an invalidation of its key may have been missed. */
+static void test_read_nocache(struct tinst *a, struct tinst *b)
+{
+	struct trd t;
+	int rc;
+
+	trd_init(&t, a->c, 0);
+	CHECK(trd_up(&t, WAIT_MS, NULL));
+	CHECK_EQ(t_do(a, msg(COH_SET, "rn", NULL, "v", 0), NULL), COH_OK);
+	struct coh_msg *m = get_msg("rn");
+	CHECK_EQ(coh_read_get(t.r, m, clock_mono_ns()), 0);
+	/* the GET goes out; its reply waits in the socket while the feed dies */
+	CHECK(coh_read_output(t.r, &t.out) > 0);
+	CHECK_EQ(send(t.fd, t.out.data, t.out.len, MSG_NOSIGNAL), (ssize_t)t.out.len);
+	t.out.len = 0;
+	uint64_t flushes = stats_of(a).flushes;
+	cmd_ok("CLIENT KILL TYPE pubsub");
+	/* once the FLUSH is sent, the new epoch was published long before */
+	uint64_t f = WAIT_STAT(a, flushes, > flushes);
+	CHECK(f > flushes);
+	struct coh_msg *r = trd_wait(&t, m, &rc);
+	CHECK(r && r->status == COH_OK && (r->flags & COH_F_NOCACHE));
+	coh_msg_destroy(r);
+	/* a read sent after the loss is fresh */
+	r = trd_get(&t, "rn", &rc);
+	CHECK(r && r->status == COH_OK && r->flags == 0);
+	coh_msg_destroy(r);
+	trd_deinit(&t);
+	/* B lost its subscription too: both are back before the next test */
+	wait_up(a);
+	wait_up(b);
+	for (unsigned i = 0; i < NSHARDS; i++) {
+		coh_msg_destroy(t_unsol(&b->sh[i], COH_FLUSH, NULL, 0, 0, WAIT_MS));
+		t_drop_unsolicited(&a->sh[i]);
+		t_drop_unsolicited(&b->sh[i]);
+	}
+}
+
+/*
+ * Redis hangs: each read times out (COH_TIMEOUT), breaker_failures (3) in a
+ * row drop the connection and trip the thread's breaker; then reads are
+ * SKIPPED at once, and a write made meanwhile is unsettled until Redis has
+ * the replay.
+ */
+static void test_read_timeouts(struct tinst *a)
+{
+	struct trd t;
+	struct coh_msg *r;
+	unsigned s = shard_of("ru");
+	int rc;
+
+	trd_init(&t, a->c, s);
+	CHECK(trd_up(&t, WAIT_MS, NULL));
+	uint64_t trips = stats_of(a).shard_trips, timeouts = stats_of(a).timeouts;
+	kill(redis_pid, SIGSTOP);
+	for (int i = 0; i < 3; i++) {
+		r = trd_get(&t, "rslow", &rc);
+		CHECK(r && r->status == COH_TIMEOUT);
+		CHECK_EQ(rc, i < 2 ? 0 : -ETIMEDOUT);
+		coh_msg_destroy(r);
+	}
+	CHECK_EQ(t.fd, -1);     /* dropped on the third */
+	CHECK(stats_of(a).timeouts >= timeouts + 3);   /* heartbeats may time out too */
+	uint64_t n = WAIT_STAT(a, shard_trips, > trips);
+	CHECK(n > trips);
+	uint64_t open = WAIT_STAT(a, breaker_open, == 1);
+	CHECK_EQ(open, 1);
+	struct coh_msg *m = get_msg("rslow");
+	CHECK_EQ(coh_read_get(t.r, m, clock_mono_ns()), -ECANCELED);
+	CHECK_EQ(m->status, COH_SKIPPED);
+	coh_msg_destroy(m);
+
+	CHECK_EQ(t_do(a, msg(COH_SET, "ru", NULL, "during", 0), NULL), COH_SKIPPED);
+	CHECK_EQ(atomic_load(&a->c->shards[s].unsettled), 1);
+	kill(redis_pid, SIGCONT);
+	wait_up(a);
+	for (int i = 0; i < 1000 && atomic_load(&a->c->shards[s].unsettled); i++)
+		sleep_ms(10);
+	CHECK_EQ(atomic_load(&a->c->shards[s].unsettled), 0);
+	CHECK(trd_up(&t, WAIT_MS, NULL));
+	r = trd_get(&t, "ru", &rc);
+	CHECK(r && r->status == COH_OK && r->value_len == 6 && !memcmp(r->value, "during", 6));
+	coh_msg_destroy(r);
+	t_drop_unsolicited(&a->sh[0]);
+	t_drop_unsolicited(&a->sh[1]);
+	trd_deinit(&t);
+}
+
+/*
+ * A write that timed out may still reach Redis: until its late reply, reads
+ * of that shard must not go on a connection that could overtake it
+ * (-EAGAIN: through the coherence thread instead).  Redis is made to hold
+ * writes with CLIENT PAUSE WRITE; heartbeats and the breaker are set so that
+ * nothing else fails meanwhile.
+ */
+static void test_read_unsettled(void)
+{
+	struct tinst t;
+	struct trd rd;
+	struct coh_config cfg = { .breaker_failures = 100, .heartbeat_ms = 5000,
+				  .heartbeat_ttl_ms = 15000 };
+	unsigned s = shard_of("unsettled");
+	int rc;
+
+	CHECK_EQ(t_create(&t, "inst-unsettled", &cfg), 0);
+	wait_up(&t);
+	trd_init(&rd, t.c, s);
+	CHECK(trd_up(&rd, WAIT_MS, NULL));
+	cmd_ok("CLIENT PAUSE 20000 WRITE");
+	CHECK_EQ(t_do(&t, msg(COH_SET, "unsettled", NULL, "written", 0), NULL), COH_TIMEOUT);
+	CHECK_EQ(atomic_load(&t.c->shards[s].unsettled), 1);
+	struct coh_msg *m = get_msg("unsettled");
+	CHECK_EQ(coh_read_state(rd.r), COH_READ_READY);
+	CHECK_EQ(stats_of(&t).breaker_open, 0);
+	CHECK_EQ(coh_read_get(rd.r, m, clock_mono_ns()), -EAGAIN);
+	coh_msg_destroy(m);
+	cmd_ok("CLIENT UNPAUSE");
+	for (int i = 0; i < 1000 && atomic_load(&t.c->shards[s].unsettled); i++)
+		sleep_ms(10);
+	CHECK_EQ(atomic_load(&t.c->shards[s].unsettled), 0);
+	struct coh_msg *r = trd_get(&rd, "unsettled", &rc);
+	CHECK(r && r->status == COH_OK && r->value_len == 7 && !memcmp(r->value, "written", 7));
+	coh_msg_destroy(r);
+	trd_deinit(&rd);
+	t_destroy(&t);
+}
+
+/* A module that is not started, with a read connection made ready by hand:
+ * what it makes of bytes a hostile Redis could send. */
+static struct coh *hostile_module(void)
+{
+	struct coh_config cfg = { .redis_url = "redis://127.0.0.1:1", .instance_id = "hostile",
+				  .nshards = 1, .cpu = -1 };
+	struct coh *c = NULL;
+	struct sockaddr_in *sa;
+
+	CHECK_EQ(coh_create(&c, &cfg, NULL, NULL), 0);
+	sa = (struct sockaddr_in *)&c->addr;
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons(1);
+	sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	c->addr_len = sizeof(*sa);
+	atomic_store(&c->gate, 0);     /* breaker closed, epoch 0 */
+	return c;
+}
+
+static struct coh_read *hostile_read(struct coh *c)
+{
+	struct coh_read *r = NULL;
+	const void *addr;
+	uint32_t len;
+	int fd = -1;
+
+	CHECK_EQ(coh_read_create(&r, c, 0), 0);
+	CHECK_EQ(coh_read_open(r, clock_mono_ns(), &fd, &addr, &len), 0);
+	close(fd);      /* the bytes are fed by hand */
+	CHECK_EQ(coh_read_connected(r, 0, clock_mono_ns()), 0);
+	struct buf hello = { 0 };
+	CHECK(coh_read_output(r, &hello) == 14 && !memcmp(hello.data, "*1\r\n$4\r\nPING\r\n", 14));
+	buf_deinit(&hello);
+	CHECK_EQ(coh_read_input(r, "+PONG\r\n", 7, 0), 0);
+	CHECK_EQ(coh_read_state(r), COH_READ_READY);
+	return r;
+}
+
+/* Feeds one read's reply bytes; returns coh_read_input's result, and the
+ * completed read's status in *st (-1: none). */
+static int hostile_feed(const char *bytes, size_t n, size_t reply_max, int *st, uint32_t *ttl)
+{
+	struct coh *c = hostile_module();
+	struct coh_read *r = hostile_read(c);
+	struct coh_msg *m = get_msg("k"), *d;
+	int rc;
+
+	r->cn.reply_max = reply_max;
+	r->cn.elements_max = 8;
+	CHECK_EQ(coh_read_get(r, m, clock_mono_ns()), 0);
+	rc = coh_read_input(r, bytes, n, 0);
+	*st = -1;
+	if ((d = coh_read_done(r))) {
+		*st = d->status;
+		if (ttl)
+			*ttl = d->ttl;
+		if (d->status == COH_OK)
+			CHECK(d->value >= (char *)d->value_mem &&
+			      coh_ctype_valid(d->ctype, d->ctype_len));
+		coh_msg_destroy(d);
+	}
+	coh_read_destroy(r);    /* frees m if it is still in flight */
+	coh_destroy(c);
+	return rc;
+}
+
+static void test_read_hostile(void)
+{
+	static char big[300];
+	uint32_t ttl = 0;
+	int st;
+
+#define HFEED(s) hostile_feed(s, sizeof(s) - 1, 1000, &st, &ttl)
+	CHECK_EQ(HFEED("$2\r\nhi\r\n:1500\r\n"), 0);
+	CHECK_EQ(st, COH_OK);
+	CHECK_EQ(ttl, 2);
+	CHECK_EQ(HFEED("$-1\r\n:-2\r\n"), 0);
+	CHECK_EQ(st, COH_MISS);
+	CHECK_EQ(HFEED("$2\r\nhi\r\n:-2\r\n"), 0);      /* gone between GET and PTTL */
+	CHECK_EQ(st, COH_MISS);
+	CHECK_EQ(HFEED("-ERR nope\r\n:-2\r\n"), 0);
+	CHECK_EQ(st, COH_ERROR);
+	CHECK_EQ(HFEED("-WRONGTYPE x\r\n:-1\r\n"), 0);
+	CHECK_EQ(st, COH_BAD_DATA);
+	CHECK_EQ(HFEED("*1\r\n$1\r\nx\r\n:5\r\n"), 0);
+	CHECK_EQ(st, COH_BAD_DATA);
+	CHECK_EQ(HFEED(":7\r\n:5\r\n"), 0);
+	CHECK_EQ(st, COH_BAD_DATA);
+	CHECK_EQ(HFEED("$6\r\n\0RCV1x\r\n:-1\r\n"), 0);  /* magic, no end of type */
+	CHECK_EQ(st, COH_BAD_DATA);
+	CHECK_EQ(HFEED("$2\r\nhi\r\n+OK\r\n"), 0);      /* PTTL not an integer */
+	CHECK_EQ(st, COH_ERROR);
+	CHECK_EQ(HFEED("$-5\r\n"), -EPROTO);
+	CHECK_EQ(st, -1);
+	CHECK_EQ(HFEED("*9\r\n"), -EPROTO);             /* past elements_max */
+	CHECK_EQ(HFEED("$2\r\nhi\r\n:5\r\n:5\r\n"), -EPROTO);   /* a reply to nothing */
+	CHECK_EQ(st, COH_OK);
+	int n = snprintf(big, sizeof(big), "$%d\r\n", 250);
+	memset(big + n, 'x', sizeof(big) - (size_t)n);
+	CHECK_EQ(hostile_feed(big, sizeof(big), 200, &st, NULL), -EPROTO);   /* past reply_max */
+	CHECK_EQ(st, -1);
+#undef HFEED
+
+	struct coh *c = hostile_module();
+	struct coh_read *r;
+	struct coh_msg *m[5], *d;
+
+	/* a handshake answered with anything but PONG is refused */
+	CHECK_EQ(coh_read_create(&r, c, 0), 0);
+	const void *addr;
+	uint32_t len;
+	int fd;
+	CHECK_EQ(coh_read_open(r, clock_mono_ns(), &fd, &addr, &len), 0);
+	close(fd);
+	CHECK_EQ(coh_read_connected(r, 0, clock_mono_ns()), 0);
+	CHECK_EQ(coh_read_input(r, "-NOAUTH x\r\n", 11, 0), -EACCES);
+	coh_read_lost(r, clock_mono_ns());
+	CHECK_EQ(coh_read_state(r), COH_READ_DOWN);
+	CHECK_EQ(coh_read_open(r, clock_mono_ns(), &fd, &addr, &len), -EAGAIN);  /* backoff */
+	coh_read_destroy(r);
+
+	/* deadlines: each read times out; the fifth in a row trips the breaker
+	 * (breaker_failures 5) and says the connection must go; late replies
+	 * complete nothing */
+	r = hostile_read(c);
+	uint64_t now = clock_mono_ns();
+	for (int i = 0; i < 5; i++) {
+		m[i] = get_msg("slow");
+		CHECK_EQ(coh_read_get(r, m[i], now), 0);
+	}
+	CHECK_EQ(coh_read_waiting_since(r), now);
+	CHECK_EQ(coh_read_timers(r, now + 10 * COH_MS), 0);
+	CHECK_EQ(coh_read_timers(r, now + 60 * COH_MS), -ETIMEDOUT);
+	CHECK_EQ(atomic_load(&c->shards[0].trips), 1);
+	for (int i = 0; i < 5; i++) {
+		d = coh_read_done(r);
+		CHECK(d == m[i] && d->status == COH_TIMEOUT);
+		coh_msg_destroy(d);
+	}
+	CHECK_EQ(coh_read_waiting_since(r), 0);
+	CHECK_EQ(coh_read_input(r, "$2\r\nhi\r\n:5\r\n", 12, 0), 0);
+	CHECK(coh_read_done(r) == NULL);
+	/* lost: what is in flight completes COH_ERROR */
+	m[0] = get_msg("a");
+	m[1] = get_msg("b");
+	CHECK_EQ(coh_read_get(r, m[0], now), 0);
+	CHECK_EQ(coh_read_get(r, m[1], now), 0);
+	coh_read_lost(r, now);
+	for (int i = 0; i < 2; i++) {
+		d = coh_read_done(r);
+		CHECK(d == m[i] && d->status == COH_ERROR);
+		coh_msg_destroy(d);
+	}
+	coh_read_destroy(r);
+
+	/* the breaker open: SKIPPED, nothing sent; unsettled writes: EAGAIN */
+	r = hostile_read(c);
+	struct buf out = { 0 };
+	atomic_store(&c->gate, COH_GATE_OPEN);
+	m[0] = get_msg("k");
+	CHECK_EQ(coh_read_get(r, m[0], now), -ECANCELED);
+	CHECK_EQ(m[0]->status, COH_SKIPPED);
+	atomic_store(&c->gate, 0);
+	atomic_store(&c->shards[0].unsettled, 1);
+	CHECK_EQ(coh_read_get(r, m[0], now), -EAGAIN);
+	CHECK_EQ(coh_read_output(r, &out), 0);
+	atomic_store(&c->shards[0].unsettled, 0);
+	/* a gate that moved while the read was out: NOCACHE */
+	CHECK_EQ(coh_read_get(r, m[0], now), 0);
+	CHECK(coh_read_output(r, &out) > 0);
+	CHECK(out.len > 0 && memmem(out.data, out.len, "ringcache:k", 11) != NULL);
+	atomic_store(&c->gate, 2);     /* epoch 1, closed */
+	CHECK_EQ(coh_read_input(r, "$1\r\nv\r\n:-1\r\n", 12, 0), 0);
+	d = coh_read_done(r);
+	CHECK(d == m[0] && d->status == COH_OK && (d->flags & COH_F_NOCACHE));
+	coh_msg_destroy(d);
+	buf_deinit(&out);
+	coh_read_destroy(r);
+	coh_destroy(c);
+}
+
 /* --- the main flows --- */
 
 static void test_write_through_and_reads(struct tinst *a)
@@ -711,13 +1251,7 @@ static void test_write_through_and_reads(struct tinst *a)
 	CHECK(pttl > 0 && pttl <= 100000);
 
 	CHECK_EQ(t_do(a, msg(COH_GET, "k1", NULL, NULL, 0), &r), COH_OK);
-	if (r) {
-		CHECK(r->value_len == 5 && !memcmp(r->value, "hello", 5));
-		CHECK(r->ctype_len == 10 && !memcmp(r->ctype, "text/plain", 10));
-		CHECK(r->ttl >= 1 && r->ttl <= 100);
-		CHECK_EQ(r->flags, 0);
-		coh_msg_destroy(r);
-	}
+	check_hello(r);
 
 	/* no TTL, no content type, binary value */
 	struct coh_msg *m = coh_msg_create(COH_SET, shard_of("k2"), hash_key("k2", 2),
@@ -1168,6 +1702,22 @@ static void test_auth_select(void)
 	cmd_ok("SELECT 2");
 	CHECK_EQ(cmd_int("EXISTS authtest:k"), 1);
 	cmd_ok("SELECT 0");
+	/* a shard's read connection authenticates and selects the same way */
+	struct trd rd;
+	int rc, err = 0;
+	trd_init(&rd, t.c, 0);
+	CHECK(trd_up(&rd, WAIT_MS, NULL));
+	struct coh_msg *r = trd_get(&rd, "k", &rc);
+	CHECK(r && r->status == COH_OK && r->value_len == 1 && r->value[0] == 'v');
+	coh_msg_destroy(r);
+	/* once the password stops working, its handshake is refused (retried) */
+	cmd_ok("ACL SETUSER bob resetpass >changed");
+	trd_drop(&rd);
+	uint64_t failures = stats_of(&t).connect_failures;
+	CHECK(!trd_up(&rd, 1000, &err));
+	CHECK_EQ(err, -EACCES);
+	CHECK(stats_of(&t).connect_failures > failures);
+	trd_deinit(&rd);
 	t_destroy(&t);
 
 	snprintf(url, sizeof(url), "redis://bob:wrong@127.0.0.1:%d", redis_port);
@@ -1294,6 +1844,7 @@ int main(void)
 	setvbuf(stdout, NULL, _IONBF, 0);
 	test_formats();
 	test_conn_limits();
+	test_read_hostile();
 
 	redis_port = free_port();
 	if (redis_port <= 0 || redis_start() != 0) {
@@ -1323,11 +1874,15 @@ int main(void)
 	wait_up(&b);
 
 	test_write_through_and_reads(&a);
+	test_read_conn(&a);
+	test_read_nocache(&a, &b);
 	test_invalidation(&a, &b);
 	test_registry(&a, &b);
 	test_registry_binary_ids(&a, &b);
 	test_registry_many(&a, &b);
 	test_auth_select();
+	test_read_unsettled();
+	test_read_timeouts(&a);
 	test_sigstop(&a);
 	test_restart(&a, &b);
 
