@@ -135,6 +135,11 @@ void store_destroy(struct store *st)
 	free(st);
 }
 
+uint32_t store_now(const struct store *st)
+{
+	return st->now;
+}
+
 void store_tick(struct store *st, uint32_t now)
 {
 	if (now > st->now)
