@@ -398,6 +398,10 @@ static int seal(struct snap *s, uint64_t *items, uint64_t *bytes, uint64_t *sync
 	rc = write_all(s->save_fd, table, (size_t)nblocks * SNAP_TABLE_ENT, h.table_off);
 	if (!rc)
 		rc = write_all(s->save_fd, hdr, sizeof(hdr), 0);
+	/* the first block starts at 4 KiB: an empty snapshot (no block, no
+	 * table) is still that long */
+	if (!rc && ftruncate(s->save_fd, (off_t)h.file_len) == -1)
+		rc = -errno;
 	free(all);
 	free(table);
 	t = clock_mono_ns();
