@@ -165,6 +165,20 @@ static inline void store_unpin(_Atomic uint32_t *pin)
 	atomic_fetch_sub_explicit(pin, 1, memory_order_release);
 }
 
+/*
+ * Grows the index now to what `items` entries will need, as store_set()
+ * would one bucket at a time (taking segments from the top of the arena,
+ * evicting what they hold, at most half the arena).  For a loader that
+ * knows how many items come: on an empty store it moves nothing, and the
+ * sets then insert into an index below its usual load.
+ */
+void store_reserve(struct store *st, uint64_t items);
+
+/* Starts loading the index buckets of a key's hash into the cache: a
+ * caller with many keys at hand prefetches a few ahead of its store_set()s
+ * so their cache misses overlap. */
+void store_prefetch(const struct store *st, uint64_t hash);
+
 /* The store clock: what the last store_tick() gave (1 before any). */
 uint32_t store_now(const struct store *st);
 

@@ -59,6 +59,19 @@ struct chunk {
 	uint8_t data[];
 };
 
+/* A record to store here: where it is, and its key's hash. */
+struct own {
+	const uint8_t *rec;
+	uint64_t hash;
+};
+
+/* The most records a block (or a chunk, smaller) can hold: each takes at
+ * least a header and a byte of key. */
+#define OWN_MAX (SNAP_BLOCK_SIZE / (SNAP_REC_HDR + 1) + 1)
+/* How many records ahead of its store_set() a key's index buckets are
+ * prefetched: enough to overlap the cache misses of a few. */
+#define PREFETCH_AHEAD 8u
+
 struct read {
 	uint8_t *buf;
 	size_t cap;
@@ -79,6 +92,8 @@ struct loader {
 	struct chunk **out;             /* one chunk in the making per peer */
 	uint32_t now;                   /* the store clock, and the two clocks */
 	uint64_t mono_ns, wall_ns;      /* read with it: for TTLs */
+	struct own *own;                /* records of a block or chunk this shard stores */
+	uint32_t nown;
 };
 
 static void take_time(struct loader *l)
@@ -117,25 +132,52 @@ static void store_rec(struct loader *l, const struct snap_rec *r, uint64_t hash)
 	}
 }
 
+/*
+ * Stores the records gathered in l->own, prefetching the index buckets of
+ * the ones PREFETCH_AHEAD places further: a store_set() of a new key is two
+ * cache misses in the index (a lookup, then the insert), which dominate a
+ * load; this overlaps them.
+ */
+static void store_own(struct loader *l)
+{
+	for (uint32_t i = 0; i < l->nown && i < PREFETCH_AHEAD; i++)
+		store_prefetch(l->st, l->own[i].hash);
+	for (uint32_t i = 0; i < l->nown; i++) {
+		struct snap_rec r;
+		size_t off = 0;
+
+		if (i + PREFETCH_AHEAD < l->nown)
+			store_prefetch(l->st, l->own[i + PREFETCH_AHEAD].hash);
+		/* checked when it was gathered: it decodes */
+		snap_rec_next(l->own[i].rec, SIZE_MAX / 2, &off, &r);
+		store_rec(l, &r, l->own[i].hash);
+	}
+	l->nown = 0;
+}
+
 /* Stores the items of a chunk another shard sent (unless the load failed). */
 static void take_chunk(struct loader *l, struct chunk *k)
 {
 	size_t off = 0;
 
-	if (!failed(l)) {
-		take_time(l);
-		while (off + 8 <= k->len) {
-			struct snap_rec r;
-			uint64_t hash;
+	if (failed(l))
+		return;
+	take_time(l);
+	while (off + 8 <= k->len) {
+		struct snap_rec r;
+		uint64_t hash;
 
-			memcpy(&hash, k->data + off, 8);
-			off += 8;
-			/* made by a shard of this process from a checked record */
-			if (snap_rec_next(k->data, k->len, &off, &r) != SNAP_OK)
-				break;
-			store_rec(l, &r, hash);
-		}
+		if (l->nown == OWN_MAX)
+			store_own(l);
+		memcpy(&hash, k->data + off, 8);
+		off += 8;
+		l->own[l->nown] = (struct own){ k->data + off, hash };
+		/* made by a shard of this process from a checked record */
+		if (snap_rec_next(k->data, k->len, &off, &r) != SNAP_OK)
+			break;
+		l->nown++;
 	}
+	store_own(l);
 }
 
 /* Stores what the other shards sent.  True if there was anything. */
@@ -218,7 +260,8 @@ static int route_rec(struct loader *l, unsigned owner, const uint8_t *rec, size_
 	return 0;
 }
 
-/* Checks block b, read into buf, and stores or routes each record. */
+/* Checks block b, read into buf, routes the records other shards own and
+ * stores this shard's own. */
 static void take_block(struct loader *l, uint32_t b, const uint8_t *buf)
 {
 	const struct snap_block_ent *e = &l->s->blocks[b];
@@ -242,15 +285,22 @@ static void take_block(struct loader *l, uint32_t b, const uint8_t *buf)
 		}
 		hash = hash_key(r.key, r.key_len);
 		owner = hash_shard(hash, l->n);
-		if (owner == l->me)
+		if (owner == l->me && l->nown < OWN_MAX)
+			l->own[l->nown++] = (struct own){ buf + start, hash };
+		else if (owner == l->me)
 			store_rec(l, &r, hash);
 		else if (route_rec(l, owner, buf + start, off - start, hash))
 			l->sh->counts.refused++;
 	}
 	if (err == SNAP_OK && off != e->len)
 		err = SNAP_E_CORRUPT;
-	if (err != SNAP_OK)
+	if (err != SNAP_OK) {
+		/* nothing of a block that does not check out is stored */
+		l->nown = 0;
 		snap_fail(l->s, err, b, 0);
+		return;
+	}
+	store_own(l);
 }
 
 /* Claims the next block and starts reading it into a free buffer. */
@@ -322,7 +372,8 @@ static int loader_init(struct loader *l, struct snap *s, unsigned me, struct sto
 	l->sh = &s->sh[me];
 	l->st = st;
 	l->out = calloc(l->n, sizeof(*l->out));
-	if (!l->out)
+	l->own = malloc(OWN_MAX * sizeof(*l->own));
+	if (!l->out || !l->own)
 		return -ENOMEM;
 	for (unsigned i = 0; i < READS_MAX; i++) {
 		l->reads[i].buf = malloc(SNAP_BLOCK_SIZE);
@@ -346,6 +397,27 @@ static void loader_deinit(struct loader *l)
 	for (unsigned i = 0; l->out && i < l->n; i++)
 		free(l->out[i]);
 	free(l->out);
+	free(l->own);
+}
+
+/*
+ * The items this shard will likely own (an even share, with room for the
+ * spread of a random hash), but no more than its arena could hold at the
+ * file's average item size: a file (hostile or from a larger daemon) does
+ * not get the index grown beyond use.
+ */
+static uint64_t reserve_for(const struct snap *s, struct store *st)
+{
+	struct store_stats ss;
+	uint64_t items = s->hdr.items, share, fit;
+
+	if (!items)
+		return 0;
+	share = items / s->nshards + items / s->nshards / 32 + 64;
+	store_stats(st, &ss);
+	/* a record's bytes less its own header, plus the store's ~24 per item */
+	fit = ss.arena_bytes / ((s->hdr.table_off - SNAP_DATA_OFF) / items + 24);
+	return share < fit ? share : fit;
 }
 
 void snap_load(struct snap *s, unsigned me, struct store *st)
@@ -356,6 +428,7 @@ void snap_load(struct snap *s, unsigned me, struct store *st)
 	if (!s || s->state != SNAP_READY)
 		return;
 	s->sh[me].start_ns = clock_mono_ns();
+	store_reserve(st, reserve_for(s, st));
 	rc = loader_init(&l, s, me, st);
 	if (rc)
 		snap_fail(s, SNAP_E_CORRUPT, 0, -rc);

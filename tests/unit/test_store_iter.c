@@ -1,6 +1,7 @@
 /*
  * test_store_iter.c - the walk over a store's live items (store_iter_*,
- * src/store/iter.c), which the snapshot of a warm restart writes out.
+ * src/store/iter.c), which the snapshot of a warm restart writes out, and
+ * the loader's store_reserve().
  *
  * The walk trusts each item's dead bit instead of asking the index, so the
  * central check is that the two agree: after long random sequences of
@@ -254,8 +255,47 @@ static void test_expired_and_flushed(void)
 	store_destroy(st);
 }
 
+/*
+ * store_reserve(): the index grows at once to what the items will need
+ * (and then does not grow while they are stored), never past half the
+ * arena, and a reserve on a store that holds items loses none of them.
+ */
+static void test_reserve(void)
+{
+	struct store *st = make(64u << 20);
+	struct store_stats a, b;
+	unsigned missing = 0;
+
+	store_stats(st, &a);
+	store_reserve(st, 200000);
+	store_stats(st, &b);
+	/* 200000 entries at 7.125 per 64-byte bucket */
+	CHECK(b.index_bytes >= 200000ull * 64 / 8 && b.index_bytes > a.index_bytes);
+	for (uint32_t k = 0; k < 200000; k++)
+		CHECK_EQ(put(st, k, 20, 0, 1), 0);
+	store_stats(st, &a);
+	CHECK_EQ(a.index_bytes, b.index_bytes);
+	CHECK_EQ(a.items, 200000);
+	/* more than the arena could index: capped at half of it, nothing lost
+	 * (the index takes empty segments from the top first) */
+	store_reserve(st, 1ull << 50);
+	store_stats(st, &b);
+	CHECK(b.index_bytes <= b.arena_bytes / 2 + b.segment_size);
+	for (uint32_t k = 0; k < 200000; k++) {
+		char key[32];
+		size_t kl = key_of(key, k);
+		missing += !store_contains(st, key, kl, hash_key(key, kl));
+	}
+	printf("  reserve: index %llu KiB of %llu MiB, %u of 200000 keys lost\n",
+	       (unsigned long long)(b.index_bytes >> 10), (unsigned long long)(b.arena_bytes >> 20),
+	       missing);
+	CHECK_EQ(missing, 0);
+	store_destroy(st);
+}
+
 int main(void)
 {
+	test_reserve();
 	test_order();
 	test_delete_while_walking();
 	test_expired_and_flushed();
