@@ -2,11 +2,14 @@
  * server.c - wiring: the shards, the rings between them, the listeners'
  * claim, the coherence thread; starting them together and stopping them.
  *
- * Startup is two barriers wide: every shard sets itself up in its own
+ * Startup is three barriers wide: every shard sets itself up in its own
  * pinned thread (ring, listener, arena: created where they will be used)
- * and waits; the main thread checks them all, logs one line per shard, and
- * then lets them run, or stops them all if any failed, so the daemon never
- * half-starts.
+ * and waits; the main thread checks them all, logs one line per shard,
+ * starts the coherence thread, and then lets them go on, or stops them all
+ * if anything failed, so the daemon never half-starts.  With --snapshot
+ * the shards then load it together (and check it against Redis) before
+ * the third barrier, after which they serve and server_run() returns.  At
+ * stop, after their loops end, they save it (server_stop()).
  */
 #include <errno.h>
 #include <netdb.h>
