@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,7 +172,38 @@ static int setup_exchange(struct snap *s)
 	return 0;
 }
 
+static enum snap_state snap_open_file(struct snap *s, char *msg, size_t len);
+
+/*
+ * A daemon that cannot write where it will save should say so at start, not
+ * at the stop when it is too late (a read-only file system, a unit without
+ * a state directory).  Appends the warning to msg.
+ */
+static void check_writable(const struct snap *s, char *msg, size_t len)
+{
+	char *copy = strdup(s->path);
+	const char *dir;
+	size_t o = strlen(msg);
+
+	if (!copy)
+		return;
+	dir = dirname(copy);
+	if (access(dir, W_OK | X_OK) == -1 && o < len)
+		snprintf(msg + o, len - o, "; warning: cannot write in %s (%s): no snapshot will be "
+			 "saved at stop", dir, strerror(errno));
+	free(copy);
+}
+
 enum snap_state snap_open(struct snap *s, char *msg, size_t len)
+{
+	enum snap_state st = snap_open_file(s, msg, len);
+
+	if (st != SNAP_FOREIGN)
+		check_writable(s, msg, len);
+	return st;
+}
+
+static enum snap_state snap_open_file(struct snap *s, char *msg, size_t len)
 {
 	uint8_t hdr[SNAP_HDR_LEN];
 	char why[160];

@@ -587,6 +587,15 @@ static void test_refusals(void)
 	CHECK(len == 13 && !memcmp(img, "hello, world\n", 13));
 	free(img);
 
+	/* a place it cannot write to is said at start, not found at the stop */
+	char nowhere[160];
+	snprintf(nowhere, sizeof(nowhere), "%s/no-such-dir/l1.snap", dir);
+	s = new_snap(nowhere, 1, 1u << 20);
+	CHECK_EQ(snap_open(s, msg, sizeof(msg)), SNAP_NONE);
+	CHECK(strstr(msg, "warning: cannot write in") != NULL);
+	CHECK(snap_save_begin(s, msg, sizeof(msg)) < 0);
+	snap_destroy(s);
+
 	/* a directory is not ours either */
 	s = new_snap(dir, 1, 1u << 20);
 	CHECK_EQ(snap_open(s, msg, sizeof(msg)), SNAP_FOREIGN);
