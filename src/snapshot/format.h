@@ -46,6 +46,23 @@
  * what contains it before it is used, and a check that fails refuses the
  * whole file (the loader then drops whatever it had loaded).
  *
+ * Why one file of interleaved blocks, not one file or one section per
+ * shard: a single rename replaces the whole snapshot atomically (a
+ * directory of per-shard files cannot be swapped in one step); the shards
+ * need no agreement on sizes before writing (a section per shard would,
+ * or leave holes), only one atomic add per 1 MiB block; and at load the
+ * block table lets any number of shards take blocks as they go, which a
+ * per-shard layout would tie to the old shard count (the items move to
+ * new owners anyway: the key hash's seed is new at every start).
+ *
+ * What the header checks and what it does not: the magic (not ours:
+ * never loaded, never replaced), the version and the blob format (another
+ * version: refused), the byte order, the CRCs and every length.  Not the
+ * instance, the host or the shard count, which are only recorded for the
+ * log: a snapshot copied to a new host prewarms it (with --redis the items
+ * are checked against L2 anyway), and any shard count loads it.  Not the
+ * key hash's seed, which is not kept: keys are hashed again at load.
+ *
  * "Blob format": the value blob and the store flags are the cache layer's
  * representation (src/cache/repr.h).  A change to that layout must raise
  * SNAP_BLOB_FORMAT, so older snapshots are refused instead of served
