@@ -28,6 +28,7 @@ import re
 import shutil
 import tempfile
 
+import harness
 from harness import WRITE_OK, Server, show, wait_for
 from redis_harness import PREFIX, CHANNEL, l2_flags, run_with_redis, wait_l2_ready
 
@@ -150,6 +151,9 @@ def run(c, redis, path):
     rc = a.stop()
     c.check(rc == 0 and log_line(a, "saved") is not None, "A saved again", a.log_text()[-1500:])
     redis.kill()
+    # it serves only after giving up on Redis (5 s without an answer): wait
+    # for that longer than the harness' usual start bound
+    harness.START_TIMEOUT = 40.0
     a = start(c, redis, "snap-a", path)
     line = wait_for(lambda: log_line(a, "not answered"), 5.0)
     m = re.search(r"(\d+) current, (\d+) changed or gone \(dropped\), (\d+) not answered",
