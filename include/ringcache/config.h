@@ -86,6 +86,8 @@
 	  "TTL of writes that give none; 0: no expiry")                            \
 	X("api-keys-file", STR, api_keys_file, "", "PATH",                         \
 	  "file with one API key per line; enables auth")                          \
+	X("snapshot", STR, snapshot, "", "PATH",                                   \
+	  "warm restarts: L1 saved here at SIGTERM, loaded (then removed) at start") \
 	X("redis", URL, redis, "", "URL",                                          \
 	  "redis://[user:password@]HOST:PORT[/DB] to use as L2")                   \
 	X("redis-prefix", STR, redis_prefix, "ringcache:", "PREFIX",               \

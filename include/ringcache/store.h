@@ -165,6 +165,47 @@ static inline void store_unpin(_Atomic uint32_t *pin)
 	atomic_fetch_sub_explicit(pin, 1, memory_order_release);
 }
 
+/*
+ * Grows the index now to what `items` entries will need, as store_set()
+ * would one bucket at a time (taking segments from the top of the arena,
+ * evicting what they hold, at most half the arena).  For a loader that
+ * knows how many items come: on an empty store it moves nothing, and the
+ * sets then insert into an index below its usual load.
+ */
+void store_reserve(struct store *st, uint64_t items);
+
+/* Starts loading the index buckets of a key's hash into the cache: a
+ * caller with many keys at hand prefetches a few ahead of its store_set()s
+ * so their cache misses overlap. */
+void store_prefetch(const struct store *st, uint64_t hash);
+
+/* The store clock: what the last store_tick() gave (1 before any). */
+uint32_t store_now(const struct store *st);
+
+/*
+ * Walking the live items (src/store/iter.c), for a snapshot: segment by
+ * segment, oldest segments first, each segment's items in the order they
+ * were written.  Expired items are left out.  Between two calls the owner
+ * may call store_get(), store_delete(), store_flush() and store_tick() (an
+ * item deleted or dropped meanwhile is not returned), but not store_set()
+ * or anything else that writes: a write could reuse space the walk has not
+ * reached.  The entry's pointers are valid as store_get()'s are.  Owner
+ * thread only.
+ */
+struct store_iter;
+
+struct store_entry {
+	const uint8_t *key;
+	uint32_t key_len;
+	struct store_item item;
+};
+
+/* 0 or -ENOMEM (it holds one int32 per segment). */
+int store_iter_create(struct store *st, struct store_iter **out);
+/* 0 with the next live item in *out, or -ENOENT at the end. */
+int store_iter_next(struct store_iter *it, struct store_entry *out);
+void store_iter_destroy(struct store_iter *it);
+
 const char *store_backing_name(enum store_backing b);
 
 #endif

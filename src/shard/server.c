@@ -2,11 +2,14 @@
  * server.c - wiring: the shards, the rings between them, the listeners'
  * claim, the coherence thread; starting them together and stopping them.
  *
- * Startup is two barriers wide: every shard sets itself up in its own
+ * Startup is three barriers wide: every shard sets itself up in its own
  * pinned thread (ring, listener, arena: created where they will be used)
- * and waits; the main thread checks them all, logs one line per shard, and
- * then lets them run, or stops them all if any failed, so the daemon never
- * half-starts.
+ * and waits; the main thread checks them all, logs one line per shard,
+ * starts the coherence thread, and then lets them go on, or stops them all
+ * if anything failed, so the daemon never half-starts.  With --snapshot
+ * the shards then load it together (and check it against Redis) before
+ * the third barrier, after which they serve and server_run() returns.  At
+ * stop, after their loops end, they save it (server_stop()).
  */
 #include <errno.h>
 #include <netdb.h>
@@ -24,7 +27,9 @@
 #include "ringcache/auth.h"
 #include "ringcache/coherence.h"
 #include "ringcache/cpuset.h"
+#include "ringcache/cache.h"
 #include "ringcache/ring.h"
+#include "ringcache/snapshot.h"
 #include "ringcache/stats.h"
 #include "ringcache/store.h"
 
@@ -232,6 +237,22 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 			return rc;
 		}
 	}
+	if (cfg->snapshot && *cfg->snapshot) {
+		char host[64] = "";
+		gethostname(host, sizeof(host) - 1);
+		struct snap_config sc = {
+			.path = cfg->snapshot,
+			.nshards = n,
+			.max_blob = cache_blob_max(cfg->max_value),
+			.host = srv->coh ? coh_instance_id(srv->coh) : host,
+		};
+		int rc = snap_create(&srv->snap, &sc);
+		if (rc) {
+			snprintf(err, errlen, "--snapshot %s: %s", cfg->snapshot, strerror(-rc));
+			server_destroy(srv);
+			return rc;
+		}
+	}
 	/* after the coherence module: each shard sets up its side of it */
 	for (unsigned i = 0; i < n; i++) {
 		/* shards beyond the CPUs of the set are not pinned */
@@ -261,11 +282,23 @@ static void log_shard(const struct shard *sh)
 		store_backing_name(ss.backing), (unsigned long long)(ss.arena_bytes >> 20));
 }
 
+/* Main thread: one line of the snapshot's for the log (none if empty). */
+static void log_snap(const char *msg)
+{
+	if (*msg)
+		fprintf(stderr, "ringcached: %s\n", msg);
+}
+
 int server_run(struct server *srv, char *err, size_t errlen)
 {
 	unsigned n = srv->nshards, started = 0;
+	char msg[512] = "";
 	int rc = 0;
 
+	if (srv->snap) {
+		snap_open(srv->snap, msg, sizeof(msg));
+		log_snap(msg);
+	}
 	pthread_barrier_init(&srv->ready, NULL, n + 1);
 	atomic_store(&srv->closing, n);
 	for (; started < n; started++) {
@@ -293,12 +326,10 @@ int server_run(struct server *srv, char *err, size_t errlen)
 		else
 			snprintf(err, errlen, "shard %u: %s", i, sh->error_msg);
 	}
-	if (rc)
-		atomic_store(&srv->stop, true);
-	else
+	if (!rc)
 		for (unsigned i = 0; i < n; i++)
 			log_shard(srv->shards[i]);
-	pthread_barrier_wait(&srv->ready);
+	/* before the shards go on: they check the snapshot against Redis */
 	if (!rc && srv->coh) {
 		rc = coh_start(srv->coh);
 		if (rc)
@@ -307,11 +338,28 @@ int server_run(struct server *srv, char *err, size_t errlen)
 			fprintf(stderr, "ringcached: coherence: instance %s, redis %s\n",
 				coh_instance_id(srv->coh), srv->cfg->redis);
 	}
+	if (rc)
+		atomic_store(&srv->stop, true);
+	pthread_barrier_wait(&srv->ready);
+	/* the shards load the snapshot (shard.c warm_start) */
+	pthread_barrier_wait(&srv->ready);
+	if (srv->snap) {
+		snap_load_end(srv->snap, rc == 0, NULL, msg, sizeof(msg));
+		log_snap(msg);
+	}
+	srv->serving = rc == 0;
 	return rc;
 }
 
 void server_stop(struct server *srv)
 {
+	char msg[512] = "";
+	bool save = srv->snap && srv->serving &&
+		    snap_save_begin(srv->snap, msg, sizeof(msg)) == 0;
+
+	log_snap(msg);
+	/* seq_cst, so a release: a shard that reads it set (shard.c) sees
+	 * what snap_save_begin() prepared */
 	atomic_store(&srv->stop, true);
 	for (unsigned i = 0; i < srv->nshards; i++) {
 		uint64_t one = 1;
@@ -322,6 +370,10 @@ void server_stop(struct server *srv)
 	}
 	for (unsigned i = 0; i < srv->nshards; i++)
 		pthread_join(srv->shards[i]->thread, NULL);
+	if (save) {
+		snap_save_end(srv->snap, msg, sizeof(msg));
+		log_snap(msg);
+	}
 }
 
 void server_destroy(struct server *srv)
@@ -331,6 +383,7 @@ void server_destroy(struct server *srv)
 	unsigned n = srv->nshards;
 	/* first the coherence thread, which may still ring the shards */
 	coh_destroy(srv->coh);
+	snap_destroy(srv->snap);
 	/* messages left in rings are fwds: their origin shard frees them (fwd.h) */
 	for (unsigned i = 0; srv->rings && i < n * n; i++)
 		ring_destroy(srv->rings[i]);

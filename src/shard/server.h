@@ -30,6 +30,7 @@ struct auth;
 struct coh;
 struct ring;
 struct shard;
+struct snap;
 struct stats_shard;
 
 struct server {
@@ -49,6 +50,8 @@ struct server {
 	_Atomic(struct auth *) auth;
 	struct coh *coh;                /* NULL: L1 only (no --redis) */
 	struct listen_set listeners;    /* claims and shared Unix sockets (listen.h) */
+	struct snap *snap;              /* NULL: no --snapshot */
+	bool serving;                   /* server_run() succeeded: a stop saves the snapshot */
 	size_t conn_memory;             /* --conn-memory, or what "auto" came to */
 	char advertise[128];            /* HOST:PORT (or unix:PATH) in the registry */
 	_Atomic bool stop;
@@ -67,11 +70,14 @@ struct server {
  */
 int server_create(struct server **out, const struct config *cfg, char *err, size_t errlen);
 
-/* Starts every shard, and once all have set up, the coherence thread.
- * 0 or -errno with a message in err (then call server_stop). */
+/* Starts every shard, and once all have set up, the coherence thread;
+ * then the shards load the --snapshot (and check it against Redis), and
+ * it returns once they are about to serve.  0 or -errno with a message in
+ * err (then call server_stop). */
 int server_run(struct server *srv, char *err, size_t errlen);
 
-/* Asks every shard to stop and waits for them. */
+/* Asks every shard to stop and waits for them; with --snapshot, after a
+ * successful server_run(), the shards save their stores on the way out. */
 void server_stop(struct server *srv);
 
 /* Frees everything, including what was still in flight.  Accepts NULL. */

@@ -34,10 +34,12 @@
 #include "l2.h"
 #include "l2read.h"
 #include "listen.h"
+#include "route.h"
 #include "shard.h"
 #include "ringcache/cache.h"
 #include "ringcache/clock.h"
 #include "ringcache/resp.h"
+#include "ringcache/snapshot.h"
 #include "ringcache/stats.h"
 #include "ringcache/store.h"
 
@@ -534,19 +536,43 @@ static void teardown(struct shard *sh)
 		atomic_fetch_sub_explicit(&sh->srv->closing, 1, memory_order_acq_rel);
 }
 
+/* --snapshot: every shard loads its share (and checks it against Redis)
+ * before any serves; the counts and the clock are then brought up to date. */
+static void warm_start(struct shard *sh)
+{
+	struct server *srv = sh->srv;
+
+	if (!srv->snap)
+		return;
+	snap_load(srv->snap, sh->id, sh->store);
+	if (srv->coh)
+		snap_verify(srv->snap, sh->id, sh->store, srv->coh);
+	sh->now_s = clock_store_now();
+	cache_tick(sh->cache, sh->now_s);
+	route_count_store(sh);
+}
+
 void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
+	bool served = false;
 
 	setup(sh);
 	pthread_barrier_wait(&sh->srv->ready);     /* main reads sh->error */
 	pthread_barrier_wait(&sh->srv->ready);     /* main has decided: run or stop */
+	if (!sh->error && !atomic_load(&sh->srv->stop))
+		warm_start(sh);
+	pthread_barrier_wait(&sh->srv->ready);     /* every shard has loaded */
 	if (!sh->error && !atomic_load(&sh->srv->stop)) {
 		arm_accepts(sh);
 		arm_event(sh);
 		loop(sh);
+		served = true;
 	}
 	teardown(sh);
+	/* the store no longer changes; the acquire pairs with server_stop() */
+	if (served && sh->srv->snap && atomic_load_explicit(&sh->srv->stop, memory_order_acquire))
+		snap_save(sh->srv->snap, sh->id, sh->store);
 	return NULL;
 }
 

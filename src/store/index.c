@@ -109,6 +109,14 @@ uint64_t *index_find(struct index *ix, uint32_t h, const void *key, uint32_t key
 	return NULL;
 }
 
+void index_prefetch(const struct index *ix, uint32_t h)
+{
+	unsigned l;
+
+	__builtin_prefetch(ix->b + addr(ix, h, &l) * INDEX_SLOTS);
+	__builtin_prefetch(ix->b + addr(ix, mix(h), &l) * INDEX_SLOTS);
+}
+
 uint64_t *index_find_loc(struct index *ix, uint32_t h, uint64_t loc)
 {
 	uint32_t h2 = mix(h);

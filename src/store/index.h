@@ -68,6 +68,9 @@ static inline uint64_t index_loc(uint64_t slot)
 /* The slot holding the item with this key, or NULL. */
 uint64_t *index_find(struct index *ix, uint32_t h, const void *key, uint32_t key_len);
 
+/* Starts loading both candidate buckets of hash h into the cache. */
+void index_prefetch(const struct index *ix, uint32_t h);
+
 /* The slot holding location `loc` for a key of hash h, or NULL: used by
  * segment scans, which know where the item is and only ask if it is live. */
 uint64_t *index_find_loc(struct index *ix, uint32_t h, uint64_t loc);

@@ -135,6 +135,28 @@ void store_destroy(struct store *st)
 	free(st);
 }
 
+uint32_t store_now(const struct store *st)
+{
+	return st->now;
+}
+
+void store_prefetch(const struct store *st, uint64_t hash)
+{
+	index_prefetch(&st->ix, (uint32_t)hash);
+}
+
+void store_reserve(struct store *st, uint64_t items)
+{
+	/* the index `items` entries would have grown by store_set(), grown at
+	 * once: splitting buckets that are still empty moves nothing, and the
+	 * sets that follow find a lightly loaded index instead of a full one */
+	if (items > (1ull << 40))
+		items = 1ull << 40;
+	while (items * 8 >= st->ix.nbuckets * 57 && st->ix.nbuckets < st->ix.max_buckets &&
+	       seg_grow_index(st))
+		index_split(&st->ix);
+}
+
 void store_tick(struct store *st, uint32_t now)
 {
 	if (now > st->now)
