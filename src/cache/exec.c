@@ -2,22 +2,28 @@
  * exec.c - the cache executor: one parsed /cache/ request in, one struct
  * reply out, on the shard that owns the key.
  *
- * Writes do the work: a PUT picks the Content-Type, compresses the variants
- * that pay, hashes every representation for its ETag and packs it all into
- * one blob (repr.c).  Reads only look up, negotiate and point: a GET hit is
- * one store_get(), an inline unpack (a bit test for plain values), at most
- * one Accept-Encoding scan, and a reply whose body and Content-Type point
- * into the store.  The protocol's renderer (http_render) writes it.
+ * Writes do the work: a PUT picks the Content-Type, hashes the value for
+ * its ETag and stores it (repr.c); a compressible one is also copied into a
+ * job for the compression workers (zip.h), whose blob with the br and gzip
+ * variants cache_zip_poll() installs later if the write is still the item.
+ * Reads only look up, negotiate and point: a GET hit is one store_get(), an
+ * inline unpack (a bit test for plain values), at most one Accept-Encoding
+ * scan, and a reply whose body and Content-Type point into the store.  The
+ * protocol's renderer (http_render) writes it.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ringcache/cache.h"
+#include "ringcache/clock.h"
+#include "ringcache/hist.h"
 #include "cache/compress.h"
 #include "cache/negotiate.h"
 #include "cache/repr.h"
+#include "cache/zip_int.h"
 
 _Static_assert((int)NEGOTIATE_BR == (int)REPR_BR && (int)NEGOTIATE_GZIP == (int)REPR_GZIP &&
 		       (int)NEGOTIATE_IDENTITY == (int)REPR_IDENTITY,
@@ -27,18 +33,17 @@ _Static_assert((int)REPLY_BR == (int)REPR_BR && (int)REPLY_GZIP == (int)REPR_GZI
 	       "reply and repr number the codings alike");
 _Static_assert(REPR_ETAG_MAX < REPLY_ETAG_MAX, "a formatted ETag fits in a reply");
 
-/* A scratch buffer grown past this is freed after the write that needed it. */
-#define SCRATCH_KEEP (1u << 20)
+/* Blob bytes one cache_zip_poll() installs at most (one blob at least):
+ * each costs a copy into the arena, and the shard serves nothing meanwhile. */
+#define POLL_BYTES (256u << 10)
 
 /* Longest Accept-Encoding value remembered (browsers send ~25 bytes). */
 #define AE_MEMO_MAX 96
 
 struct cache {
 	struct store *st;
-	struct compress *z;
 	struct cache_config cfg;
 	uint32_t now;           /* store clock, from cache_tick(); 1 until then */
-	struct buf scratch;     /* compressed variants of the write in progress */
 	/* The last Accept-Encoding value weighed: clients repeat theirs, so a
 	 * byte compare replaces the parse.  ae_len 0: nothing remembered. */
 	uint32_t ae_len;
@@ -64,11 +69,6 @@ int cache_create(struct cache **out, struct store *st, const struct cache_config
 	struct cache *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	int rc = compress_create(&c->z, cfg->brotli_quality, cfg->gzip_level);
-	if (rc) {
-		free(c);
-		return rc;
-	}
 	c->st = st;
 	c->cfg = *cfg;
 	if (!c->cfg.compress_max)
@@ -82,10 +82,6 @@ int cache_create(struct cache **out, struct store *st, const struct cache_config
 
 void cache_destroy(struct cache *c)
 {
-	if (!c)
-		return;
-	compress_destroy(c->z);
-	buf_deinit(&c->scratch);
 	free(c);
 }
 
@@ -143,7 +139,9 @@ static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 	const struct repr_part *part = &v.part[coding];
 
 	memset(out, 0, offsetof(struct reply, etag));
-	out->etag_len = (uint8_t)repr_format_etag(out->etag, part->etag, it.stamp, coding);
+	/* a value with variants keeps the stamp of the write it came from (repr.h) */
+	uint32_t stamp = it.flags & (REPR_F_BR | REPR_F_GZIP) ? v.stamp : it.stamp;
+	out->etag_len = (uint8_t)repr_format_etag(out->etag, part->etag, stamp, coding);
 	bool not_modified = r->if_none_match.len &&
 			    negotiate_etag_match(r->if_none_match.p, r->if_none_match.len,
 						 out->etag, out->etag_len);
@@ -217,36 +215,54 @@ static uint32_t put_ttl(const struct cache *c, const struct cache_req *r)
 	return ttl > room ? room : (uint32_t)ttl;
 }
 
-struct variants {
-	const uint8_t *br, *gz;
-	uint32_t br_len, gz_len;
-};
-
-/* Compresses the value into c->scratch; keeps each variant only if it saves
- * at least 10%, i.e. fits in floor(0.9 * n) bytes. */
-static void make_variants(struct cache *c, const struct cache_req *r, const char *ct,
-			  size_t ct_len, struct variants *var)
+/* Owner-only counting into the shard's stats (stats.h: one writer, so a
+ * relaxed load and store, never torn). */
+static void count(_Atomic uint64_t *ctr, int64_t d)
 {
-	size_t n = r->body_len;
+	if (ctr)
+		atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) +
+					      (uint64_t)d, memory_order_relaxed);
+}
 
-	memset(var, 0, sizeof(*var));
-	if (n == 0 || n < c->cfg.compress_min || n > c->cfg.compress_max ||
-	    compress_type_is_compressed(ct, ct_len))
+/* Whether a value of this size and type is worth variants at all. */
+static bool compressible(const struct cache *c, size_t n, const char *ct, size_t ct_len)
+{
+	return c->cfg.zip && n > 0 && n >= c->cfg.compress_min && n <= c->cfg.compress_max &&
+	       zip_variant_cap(n) > 0 && !compress_type_is_compressed(ct, ct_len);
+}
+
+/*
+ * Hands a copy of the write just stored to the compression workers, with
+ * what identifies that write in the store; without room (zip.h's bounds)
+ * or memory the value stays without variants, counted in zip_queue_full.
+ */
+static void queue_variants(struct cache *c, const struct cache_req *r, const char *ct,
+			   size_t ct_len, const struct repr_blob *blob, uint32_t stamp)
+{
+	size_t size = zip_job_size(r->key_len, (uint8_t)ct_len, r->body_len);
+	struct zip_job *j = NULL;
+
+	if (zip_room(c->cfg.zip, c->cfg.lane, size))
+		j = malloc(size);
+	if (!j) {
+		count(c->cfg.counters.zip_queue_full, 1);
 		return;
-	size_t cap = (size_t)((uint64_t)n * 9 / 10);
-	if (cap == 0 || buf_reserve(&c->scratch, 2 * cap) != 0)
+	}
+	zip_job_init(j, size, r->key, r->key_len, ct, (uint8_t)ct_len, r->body, r->body_len);
+	j->hash = r->hash;
+	j->queued_ns = clock_mono_ns();
+	j->stamp = stamp;
+	j->etag = blob->etag;
+	j->flags = blob->flags;
+	for (int i = 0; i < blob->iovcnt; i++)
+		j->stored_len += (uint32_t)blob->iov[i].iov_len;
+	if (!zip_submit(c->cfg.zip, c->cfg.lane, j)) {
+		free(j);        /* not reached: zip_room() said yes */
+		count(c->cfg.counters.zip_queue_full, 1);
 		return;
-	uint8_t *s = (uint8_t *)c->scratch.data;
-	size_t len = compress_br(c->z, r->body, n, s, cap);
-	if (len) {
-		var->br = s;
-		var->br_len = (uint32_t)len;
 	}
-	len = compress_gzip(c->z, r->body, n, s + cap, cap);
-	if (len) {
-		var->gz = s + cap;
-		var->gz_len = (uint32_t)len;
-	}
+	count(c->cfg.counters.zip_queued, 1);
+	count(c->cfg.counters.zip_pending, 1);
 }
 
 static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
@@ -254,7 +270,6 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 {
 	const char *ct = NULL;
 	size_t ct_len = 0;
-	struct variants var;
 	struct repr_blob blob;
 
 	if (r->body_len > c->cfg.max_value)
@@ -263,21 +278,11 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 		return fail(out, 400, "bad Content-Type\n");
 	uint32_t ttl = put_ttl(c, r);
 
-	make_variants(c, r, ct, ct_len, &var);
-	repr_build(&blob, r->body, r->body_len, ct, ct_len, var.br, var.br_len, var.gz,
-		   var.gz_len);
+	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
 	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
 	uint32_t stamp = 0;
 	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
 			   blob.flags, blob.etag, &stamp);
-	if (rc == -E2BIG && (var.br || var.gz)) {
-		repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0);
-		rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
-			       blob.flags, blob.etag, &stamp);
-	}
-	if (c->scratch.cap > SCRATCH_KEEP)
-		buf_deinit(&c->scratch);
-
 	switch (rc) {
 	case 0:
 		break;
@@ -290,9 +295,83 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 	default:
 		return fail(out, 500, "store failure\n");
 	}
+	if (compressible(c, r->body_len, ct, ct_len))
+		queue_variants(c, r, ct, ct_len, &blob, stamp);
 	reply_status(out, existed ? 204 : 201, NULL);
 	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob.etag, stamp, REPR_IDENTITY);
 	return CACHE_STORED;
+}
+
+/*
+ * A job came back.  Its variants go into the item only if the item is still
+ * the write the job was made from: same stamp (a new write, a compaction's
+ * copy, a re-install all get new ones, docs/store.md), same content hash,
+ * flags and length; a delete, eviction or expiry leaves no item.  Both
+ * halves must collide for a later write to pass, as for the ETags (2^-64).
+ * Installing rewrites the item with the blob [header | value | br | gzip],
+ * keeping its absolute expiry, Content-Type (flags and header) and content
+ * hash.  Returns the bytes it copied into the store.
+ */
+static size_t install(struct cache *c, const struct zip_job *j)
+{
+	const struct cache_counters *ctr = &c->cfg.counters;
+	const uint8_t *key = zip_job_key(j);
+	struct store_item it;
+
+	count(ctr->zip_pending, -1);
+	if (!j->blob_len) {
+		count(ctr->zip_unprofitable, 1);
+		return 0;
+	}
+	if (store_get(c->st, key, j->key_len, j->hash, &it) != 0 || it.stamp != j->stamp ||
+	    it.etag != j->etag || it.flags != j->flags || it.value_len != j->stored_len ||
+	    (it.expires && it.expires <= c->now)) {
+		count(ctr->zip_stale, 1);
+		return 0;
+	}
+	uint32_t ttl = it.expires ? it.expires - c->now : 0;
+	struct iovec iov = { (void *)(j->data + j->blob_off), j->blob_len };
+	if (store_set(c->st, key, j->key_len, j->hash, &iov, 1, ttl, j->out_flags, j->out_etag,
+		      NULL) == 0) {
+		count(ctr->zip_installed, 1);
+		if (c->cfg.zip_lag)
+			hist_record(c->cfg.zip_lag, clock_mono_ns() - j->queued_ns);
+		return j->blob_len;
+	}
+	/* A failed store_set() dropped the key (store.h): put the value back
+	 * as it was, without variants (a new write: a new stamp). */
+	struct repr_blob b;
+	repr_build(&b, zip_job_value(j), j->value_len, zip_job_ct(j), j->ct_len, NULL, 0, NULL, 0,
+		   0);
+	store_set(c->st, key, j->key_len, j->hash, b.iov, b.iovcnt, ttl, b.flags, b.etag, NULL);
+	count(ctr->zip_refused, 1);
+	return j->value_len;
+}
+
+bool cache_zip_poll(struct cache *c)
+{
+	struct zip_job *j;
+	size_t done = 0;
+	bool work = false;
+
+	if (!c || !c->cfg.zip)
+		return false;
+	while (done < POLL_BYTES && (j = zip_take(c->cfg.zip, c->cfg.lane))) {
+		done += install(c, j) + 1;
+		free(j);
+		work = true;
+	}
+	return zip_publish(c->cfg.zip, c->cfg.lane) || work;
+}
+
+bool cache_zip_waiting(const struct cache *c)
+{
+	return c && c->cfg.zip && zip_waiting(c->cfg.zip, c->cfg.lane);
+}
+
+uint32_t cache_zip_pending(const struct cache *c)
+{
+	return c->cfg.zip ? zip_outstanding(c->cfg.zip, c->cfg.lane) : 0;
 }
 
 static enum cache_outcome exec_delete(struct cache *c, const struct cache_req *r,

@@ -201,6 +201,8 @@ static int validate(const struct config *cfg, char *err, size_t errlen)
 		return fail(err, errlen, "--brotli-quality: from 0 to 11");
 	if (cfg->gzip_level < 1 || cfg->gzip_level > 12)
 		return fail(err, errlen, "--gzip-level: from 1 to 12");
+	if (cfg->compress_threads > 64)     /* ZIP_THREADS_MAX (zip.h) */
+		return fail(err, errlen, "--compress-threads: at most 64");
 	if (cfg->redis_timeout < 1)
 		return fail(err, errlen, "--redis-timeout: at least 1 millisecond");
 	return 0;

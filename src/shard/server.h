@@ -29,6 +29,7 @@ struct coh;
 struct ring;
 struct shard;
 struct stats_shard;
+struct zip;
 
 struct server {
 	const struct config *cfg;
@@ -38,6 +39,7 @@ struct server {
 	struct stats_shard **stats;     /* one per shard, for /stats and /metrics */
 	struct auth *auth;              /* NULL: no API keys configured */
 	struct coh *coh;                /* NULL: L1 only (no --redis) */
+	struct zip *zip;                /* compression workers; NULL: --compress-threads 0 */
 	int listen_claim;               /* holds --listen's port for this process (listen.h) */
 	char advertise[80];             /* HOST:PORT recorded in the registry */
 	_Atomic bool stop;

@@ -160,10 +160,14 @@ static int setup_store(struct shard *sh)
 	struct cache_config cc = {
 		.compress_min = cfg->compress_min,
 		.compress_max = cfg->compress_max,
-		.brotli_quality = (int)cfg->brotli_quality,
-		.gzip_level = (int)cfg->gzip_level,
 		.default_ttl = cfg->default_ttl,
 		.max_value = cfg->max_value,
+		.zip = sh->srv->zip,
+		.lane = sh->id,
+#define ZIP_COUNTER(name, type, help) .counters.name = &sh->stats->name,
+		CACHE_ZIP_STATS(ZIP_COUNTER)
+#undef ZIP_COUNTER
+		.zip_lag = &sh->stats->zip_lag,
 	};
 	int rc = store_create(&sh->store, &sc);
 
@@ -317,6 +321,7 @@ static void enter(struct shard *sh, bool spin)
 	atomic_store_explicit(&sh->parked, 1, memory_order_seq_cst);
 	/* never park on a backlog: the peer draining the ring would not ring us */
 	if (fwd_pending(sh) || l2_pending(sh) || fwd_backlogged(sh) || l2_backlogged(sh) ||
+	    cache_zip_waiting(sh->cache) ||
 	    atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
 		atomic_store_explicit(&sh->parked, 0, memory_order_relaxed);
 		io_uring_submit_and_get_events(&sh->ring);
@@ -338,6 +343,7 @@ static bool exchange(struct shard *sh)
 	bool work = fwd_drain(sh);
 
 	work |= l2_drain(sh);
+	work |= cache_zip_poll(sh->cache);     /* after the drains: they may queue jobs */
 	work |= fwd_flush(sh);
 	l2_flush(sh);
 	for (uint32_t i = 0; i < sh->ndirty; i++)
