@@ -68,6 +68,8 @@
 	  "every /cache/ request this shard's store answered (misses, writes, L2)") \
 	X(lat_forwarded_all, "forwarded_all",                                      \
 	  "every /cache/ request another shard's store answered")                 \
+	X(loop_busy, "loop_busy",                                                  \
+	  "busy stretches of the shard's loop, from a batch's first handling to the next io_uring_enter") \
 	X(zip_lag, "zip_lag", "from a PUT's store to the install of its br/gzip variants")
 
 struct stats_shard {

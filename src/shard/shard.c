@@ -356,13 +356,20 @@ static bool exchange(struct shard *sh)
 static void loop(struct shard *sh)
 {
 	uint64_t spin_ns = (uint64_t)sh->cfg->spin_us * 1000;
+	uint64_t busy_from = 0; /* start of a busy stretch, 0: none (stats.h loop_busy) */
 
 	sh->now_ns = clock_mono_ns();
 	sh->last_work_ns = sh->now_ns;
 	while (!atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
 		bool work = exchange(sh);
-		if (work)
+		if (work) {
 			sh->last_work_ns = sh->now_ns;
+			busy_from = busy_from ? busy_from : sh->now_ns;
+		}
+		if (busy_from) {
+			hist_record(&sh->stats->loop_busy, clock_mono_ns() - busy_from);
+			busy_from = 0;
+		}
 
 		enter(sh, sh->now_ns - sh->last_work_ns < spin_ns);
 
@@ -375,7 +382,7 @@ static void loop(struct shard *sh)
 		}
 		io_uring_cq_advance(&sh->ring, seen);
 		if (seen)
-			sh->last_work_ns = sh->now_ns;
+			sh->last_work_ns = busy_from = sh->now_ns;
 		if (sh->now_ns - sh->last_sweep_ns >= SWEEP_NS)
 			periodic(sh);
 	}
