@@ -55,16 +55,22 @@ struct zip;
  * What the compression off the shard does, for the shard's /stats: one
  * table, from which the shard's counters (stats.h STATS_METRICS) and the
  * pointers below are both made, so they cannot drift.  X(name, type, help)
- * as in STATS_METRICS.  Every value that qualifies for variants is counted
- * once in zip_queued or zip_queue_full, and every queued one once more, when
- * it comes back, in zip_installed, zip_stale, zip_unprofitable or
- * zip_refused; zip_pending is queued minus those four.
+ * as in STATS_METRICS.  Every write that qualifies for variants is counted
+ * once in zip_queued or zip_queue_full; of the latter, those queued later
+ * (the newest 64 of a shard are remembered and retried when the queue has
+ * room, if still the item) once more in zip_retried and zip_queued.  Every
+ * queued one is counted once more when it comes back, in zip_installed,
+ * zip_stale, zip_unprofitable or zip_refused.  zip_pending is what may
+ * still get variants: values at the workers and values remembered for a
+ * retry; 0 means nothing more will be installed until the next write.
  */
 #define CACHE_ZIP_STATS(X)                                                          \
 	X(zip_queued, COUNTER,                                                      \
 	  "Values handed to the compression workers for br/gzip variants.")        \
 	X(zip_queue_full, COUNTER,                                                  \
 	  "Compressible values stored without variants: the compression queue was full.") \
+	X(zip_retried, COUNTER,                                                     \
+	  "Of those, values queued later, when the queue had room and they were still current.") \
 	X(zip_installed, COUNTER, "Values whose br/gzip variants were installed.") \
 	X(zip_stale, COUNTER,                                                       \
 	  "Variants discarded: the value was overwritten, deleted, evicted, expired or moved first.") \
@@ -72,7 +78,8 @@ struct zip;
 	  "Values compressed for nothing: neither variant saved 10 percent.")       \
 	X(zip_refused, COUNTER,                                                     \
 	  "Variants the store could not hold; the value was kept without them.")   \
-	X(zip_pending, GAUGE, "Values at the compression workers now.")
+	X(zip_pending, GAUGE,                                                       \
+	  "Values waiting for variants: at the compression workers, or remembered for a retry.")
 
 /* Where the cache counts (the owning shard's stats); a NULL field is not
  * counted.  Owner-only updates: relaxed load + store, as stats.h does. */
@@ -107,7 +114,8 @@ void cache_destroy(struct cache *c);
 /*
  * The shard's side of the compression workers, called once per loop
  * iteration: installs the variants that came back (those of writes that are
- * still the item), at most ~256 KiB of blobs per call so one call stays
+ * still the item), queues remembered writes that found the queue full if
+ * there is room now, at most ~256 KiB of copies per call so one call stays
  * short, and publishes the jobs queued since the last call (waking parked
  * workers).  True if it did anything.  Without workers, or with c NULL (a
  * shard whose setup failed), false.
@@ -121,8 +129,9 @@ bool cache_zip_poll(struct cache *c);
  */
 bool cache_zip_waiting(const struct cache *c);
 
-/* Values of this cache at the compression workers (queued, not yet back
- * through cache_zip_poll()); what a test or a benchmark waits on. */
+/* Values of this cache waiting for variants: at the workers (not yet back
+ * through cache_zip_poll()) or remembered for a retry (zip_pending); what a
+ * test or a benchmark waits on. */
 uint32_t cache_zip_pending(const struct cache *c);
 
 /*

@@ -40,10 +40,29 @@ _Static_assert(REPR_ETAG_MAX < REPLY_ETAG_MAX, "a formatted ETag fits in a reply
 /* Longest Accept-Encoding value remembered (browsers send ~25 bytes). */
 #define AE_MEMO_MAX 96
 
+/* Writes that found the compression queue full, remembered (the newest
+ * RETRY_MAX) so they get their variants once it has room, if they are still
+ * the item then: after a burst of writes its last values get variants
+ * instead of staying without until rewritten.  64 x ~1 KiB per shard. */
+#define RETRY_MAX 64
+
+struct retry {
+	uint64_t hash;
+	uint64_t put_ns;                /* when the write was stored (zip_lag) */
+	uint32_t stamp, etag, stored_len;
+	uint16_t key_len;
+	uint8_t flags;
+	uint8_t key[STORE_KEY_MAX];
+};
+
 struct cache {
 	struct store *st;
 	struct cache_config cfg;
 	uint32_t now;           /* store clock, from cache_tick(); 1 until then */
+	/* a stack of writes to retry: retry[(retry_top - k) % RETRY_MAX] for
+	 * k = 1..retry_n, newest first; a push onto a full one drops the oldest */
+	struct retry *retry;
+	uint32_t retry_top, retry_n;
 	/* The last Accept-Encoding value weighed: clients repeat theirs, so a
 	 * byte compare replaces the parse.  ae_len 0: nothing remembered. */
 	uint32_t ae_len;
@@ -69,6 +88,10 @@ int cache_create(struct cache **out, struct store *st, const struct cache_config
 	struct cache *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	if (cfg->zip && !(c->retry = calloc(RETRY_MAX, sizeof(*c->retry)))) {
+		free(c);
+		return -ENOMEM;
+	}
 	c->st = st;
 	c->cfg = *cfg;
 	if (!c->cfg.compress_max)
@@ -82,6 +105,9 @@ int cache_create(struct cache **out, struct store *st, const struct cache_config
 
 void cache_destroy(struct cache *c)
 {
+	if (!c)
+		return;
+	free(c->retry);
 	free(c);
 }
 
@@ -231,38 +257,110 @@ static bool compressible(const struct cache *c, size_t n, const char *ct, size_t
 	       zip_variant_cap(n) > 0 && !compress_type_is_compressed(ct, ct_len);
 }
 
+/* What identifies one write in the store (install() compares it). */
+struct write_id {
+	uint64_t hash;
+	uint64_t put_ns;
+	uint32_t stamp, etag, stored_len;
+	uint8_t flags;
+};
+
 /*
- * Hands a copy of the write just stored to the compression workers, with
- * what identifies that write in the store; without room (zip.h's bounds)
- * or memory the value stays without variants, counted in zip_queue_full.
+ * Hands a copy of a stored value to the compression workers, with what
+ * identifies its write.  False, with nothing queued, when the queue has no
+ * room (zip.h's bounds) or there is no memory.
  */
-static void queue_variants(struct cache *c, const struct cache_req *r, const char *ct,
-			   size_t ct_len, const struct repr_blob *blob, uint32_t stamp)
+static bool queue_job(struct cache *c, const uint8_t *key, uint32_t key_len, const char *ct,
+		      size_t ct_len, const uint8_t *value, uint32_t len, const struct write_id *w)
 {
-	size_t size = zip_job_size(r->key_len, (uint8_t)ct_len, r->body_len);
+	size_t size = zip_job_size(key_len, (uint8_t)ct_len, len);
 	struct zip_job *j = NULL;
 
 	if (zip_room(c->cfg.zip, c->cfg.lane, size))
 		j = malloc(size);
-	if (!j) {
-		count(c->cfg.counters.zip_queue_full, 1);
-		return;
-	}
-	zip_job_init(j, size, r->key, r->key_len, ct, (uint8_t)ct_len, r->body, r->body_len);
-	j->hash = r->hash;
-	j->queued_ns = clock_mono_ns();
-	j->stamp = stamp;
-	j->etag = blob->etag;
-	j->flags = blob->flags;
-	for (int i = 0; i < blob->iovcnt; i++)
-		j->stored_len += (uint32_t)blob->iov[i].iov_len;
+	if (!j)
+		return false;
+	zip_job_init(j, size, key, key_len, ct, (uint8_t)ct_len, value, len);
+	j->hash = w->hash;
+	j->queued_ns = w->put_ns;
+	j->stamp = w->stamp;
+	j->etag = w->etag;
+	j->flags = w->flags;
+	j->stored_len = w->stored_len;
 	if (!zip_submit(c->cfg.zip, c->cfg.lane, j)) {
 		free(j);        /* not reached: zip_room() said yes */
-		count(c->cfg.counters.zip_queue_full, 1);
-		return;
+		return false;
 	}
 	count(c->cfg.counters.zip_queued, 1);
 	count(c->cfg.counters.zip_pending, 1);
+	return true;
+}
+
+/* Queues the variants of the write just stored, or (counted in
+ * zip_queue_full) remembers it for later. */
+static void queue_variants(struct cache *c, const struct cache_req *r, const char *ct,
+			   size_t ct_len, const struct repr_blob *blob, uint32_t stamp)
+{
+	struct write_id w = { .hash = r->hash, .put_ns = clock_mono_ns(), .stamp = stamp,
+			      .etag = blob->etag, .flags = blob->flags };
+
+	for (int i = 0; i < blob->iovcnt; i++)
+		w.stored_len += (uint32_t)blob->iov[i].iov_len;
+	if (queue_job(c, r->key, r->key_len, ct, ct_len, r->body, r->body_len, &w))
+		return;
+	count(c->cfg.counters.zip_queue_full, 1);
+	struct retry *e = &c->retry[c->retry_top];
+	c->retry_top = (c->retry_top + 1) % RETRY_MAX;
+	if (c->retry_n < RETRY_MAX) {   /* else the oldest is forgotten for this one */
+		c->retry_n++;
+		count(c->cfg.counters.zip_pending, 1);
+	}
+	e->hash = w.hash;
+	e->put_ns = w.put_ns;
+	e->stamp = w.stamp;
+	e->etag = w.etag;
+	e->stored_len = w.stored_len;
+	e->flags = w.flags;
+	e->key_len = (uint16_t)r->key_len;
+	memcpy(e->key, r->key, r->key_len);
+}
+
+/*
+ * The newest remembered write, queued now if it is still the item (same
+ * stamp, content hash, flags, length) and the queue has room for it; one
+ * that is no longer the item is forgotten.  Its bytes are copied from the
+ * store, here in the owning shard.  Returns the bytes copied, 0 when it
+ * queued nothing; *stop when the queue has no room (the entry stays).
+ */
+static size_t retry_newest(struct cache *c, bool *stop)
+{
+	uint32_t top = (c->retry_top + RETRY_MAX - 1) % RETRY_MAX;
+	const struct retry *e = &c->retry[top];
+	struct store_item it;
+	struct repr_view v;
+
+	if (store_get(c->st, e->key, e->key_len, e->hash, &it) != 0 || it.stamp != e->stamp ||
+	    it.etag != e->etag || it.flags != e->flags || it.value_len != e->stored_len ||
+	    repr_unpack(it.value, it.value_len, it.flags, it.etag, &v) != 0) {
+		c->retry_top = top;
+		c->retry_n--;
+		count(c->cfg.counters.zip_pending, -1);
+		return 0;
+	}
+	const struct repr_part *id = &v.part[REPR_IDENTITY];
+	uint32_t ct_len = v.type_len;
+	const char *ct = v.type >= 0 ? repr_type_name((unsigned)v.type, &ct_len) : v.type_str;
+	struct write_id w = { .hash = e->hash, .put_ns = e->put_ns, .stamp = e->stamp,
+			      .etag = e->etag, .flags = e->flags, .stored_len = e->stored_len };
+	if (!queue_job(c, e->key, e->key_len, ct, ct_len, id->p, id->len, &w)) {
+		*stop = true;
+		return 0;
+	}
+	count(c->cfg.counters.zip_retried, 1);
+	count(c->cfg.counters.zip_pending, -1);     /* queue_job() counted it again */
+	c->retry_top = top;
+	c->retry_n--;
+	return id->len;
 }
 
 static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
@@ -361,6 +459,11 @@ bool cache_zip_poll(struct cache *c)
 		free(j);
 		work = true;
 	}
+	bool stop = false;
+	while (c->retry_n && done < POLL_BYTES && !stop) {
+		done += retry_newest(c, &stop) + 1;
+		work |= !stop;
+	}
 	return zip_publish(c->cfg.zip, c->cfg.lane) || work;
 }
 
@@ -371,7 +474,7 @@ bool cache_zip_waiting(const struct cache *c)
 
 uint32_t cache_zip_pending(const struct cache *c)
 {
-	return c->cfg.zip ? zip_outstanding(c->cfg.zip, c->cfg.lane) : 0;
+	return c->cfg.zip ? zip_outstanding(c->cfg.zip, c->cfg.lane) + c->retry_n : 0;
 }
 
 static enum cache_outcome exec_delete(struct cache *c, const struct cache_req *r,

@@ -1304,8 +1304,10 @@ static void test_install_after_eviction(void)
 /*
  * Bounded work: with the workers not running, a shard can hand out at most
  * ZIP_QUEUE_JOBS values; the next ones are stored (and answered) without
- * variants and counted in zip_queue_full.  Once the workers run, the queued
- * ones get their variants; the others stay without.
+ * variants and counted in zip_queue_full.  The newest RETRY_MAX (64) of
+ * those are remembered and queued once there is room, if still the item:
+ * here the 6 oldest are forgotten (no variants), one is overwritten and one
+ * deleted meanwhile (their retries are dropped), the rest get variants.
  */
 static void test_queue_full(void)
 {
@@ -1323,7 +1325,8 @@ static void test_queue_full(void)
 	enum cache_outcome oc;
 	struct resp rs;
 	char key[32];
-	const unsigned total = ZIP_QUEUE_JOBS + 3;
+	const unsigned refused = 70, total = ZIP_QUEUE_JOBS + refused;
+	const unsigned forgotten = refused - 64;
 
 	CHECK_EQ(zip_create(&zq, &zc), 0);
 	struct cache_config cc = { .compress_min = 256, .max_value = MAX_VALUE, .zip = zq,
@@ -1336,20 +1339,38 @@ static void test_queue_full(void)
 		struct treq r = mkreq(CACHE_PUT, key);
 		r.c.body = (const uint8_t *)val;
 		r.c.body_len = (uint32_t)n;
+		if (i == 50)    /* a retry keeps a Content-Type of its own */
+			r.c.content_type = hs("application/vnd.q+json");
 		out.len = 0;
 		CHECK_EQ(exec_render(c2, &r, &out, &oc), 0);
 		CHECK_EQ(oc, CACHE_STORED);
 		cache_zip_poll(c2);     /* publishes; nothing can come back */
 	}
 	CHECK_EQ(zget(&z2.zip_queued), ZIP_QUEUE_JOBS);
-	CHECK_EQ(zget(&z2.zip_queue_full), 3);
-	CHECK_EQ(zget(&z2.zip_pending), ZIP_QUEUE_JOBS);
-	CHECK_EQ(cache_zip_pending(c2), ZIP_QUEUE_JOBS);
+	CHECK_EQ(zget(&z2.zip_queue_full), refused);
+	CHECK_EQ(zget(&z2.zip_retried), 0);
+	CHECK_EQ(zget(&z2.zip_pending), ZIP_QUEUE_JOBS + 64);   /* 64 remembered */
+	CHECK_EQ(cache_zip_pending(c2), ZIP_QUEUE_JOBS + 64);
 	CHECK(!cache_zip_waiting(c2));
+
+	/* the newest refused one overwritten (a value with no variants to
+	 * make), the one before it deleted */
+	struct treq w = mkreq(CACHE_PUT, "q85");
+	w.c.body = (const uint8_t *)"tiny";
+	w.c.body_len = 4;
+	out.len = 0;
+	CHECK_EQ(exec_render(c2, &w, &out, &oc), 0);
+	w = mkreq(CACHE_DELETE, "q84");
+	out.len = 0;
+	CHECK_EQ(exec_render(c2, &w, &out, &oc), 0);
+	CHECK_EQ(oc, CACHE_DELETED);
 
 	CHECK_EQ(zip_start(zq), 0);
 	settle_cache(c2);
-	CHECK_EQ(zget(&z2.zip_installed), ZIP_QUEUE_JOBS);
+	CHECK_EQ(zget(&z2.zip_retried), 64 - 2);
+	CHECK_EQ(zget(&z2.zip_queued), ZIP_QUEUE_JOBS + 64 - 2);
+	CHECK_EQ(zget(&z2.zip_installed), ZIP_QUEUE_JOBS + 64 - 2);
+	CHECK_EQ(zget(&z2.zip_stale), 0);
 	CHECK_EQ(zget(&z2.zip_pending), 0);
 	for (unsigned i = 0; i < total; i++) {
 		snprintf(key, sizeof(key), "q%u", i);
@@ -1358,12 +1379,19 @@ static void test_queue_full(void)
 		out.len = 0;
 		CHECK_EQ(exec_render(c2, &r, &out, &oc), 0);
 		CHECK_EQ(parse_resp(out.data, out.len, false, &rs), 0);
-		CHECK_EQ(rs.status, 200);
-		if (i < ZIP_QUEUE_JOBS)
-			CHECK(hdr_is(&rs, "Content-Encoding", "br") && br_equals(&rs, val, n));
-		else
-			CHECK(!has_hdr(&rs, "Vary") && rs.body_len == n &&
+		if (i == total - 2) {
+			CHECK_EQ(rs.status, 404);
+		} else if (i == total - 1) {
+			CHECK(rs.status == 200 && !has_hdr(&rs, "Vary") && rs.body_len == 4);
+		} else if (i >= ZIP_QUEUE_JOBS && i < ZIP_QUEUE_JOBS + forgotten) {
+			CHECK(rs.status == 200 && !has_hdr(&rs, "Vary") && rs.body_len == n &&
 			      memcmp(rs.body, val, n) == 0);
+		} else {
+			CHECK(rs.status == 200 && hdr_is(&rs, "Content-Encoding", "br") &&
+			      br_equals(&rs, val, n));
+			CHECK(hdr_is(&rs, "Content-Type", i == 50 ? "application/vnd.q+json"
+								  : "application/octet-stream"));
+		}
 		resp_free(&rs);
 	}
 	buf_deinit(&out);
