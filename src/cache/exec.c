@@ -47,11 +47,8 @@ _Static_assert(REPR_ETAG_MAX < REPLY_ETAG_MAX, "a formatted ETag fits in a reply
 #define RETRY_MAX 64
 
 struct retry {
-	uint64_t hash;
-	uint64_t put_ns;                /* when the write was stored (zip_lag) */
-	uint32_t stamp, etag, stored_len;
+	struct zip_write w;
 	uint16_t key_len;
-	uint8_t flags;
 	uint8_t key[STORE_KEY_MAX];
 };
 
@@ -257,21 +254,13 @@ static bool compressible(const struct cache *c, size_t n, const char *ct, size_t
 	       zip_variant_cap(n) > 0 && !compress_type_is_compressed(ct, ct_len);
 }
 
-/* What identifies one write in the store (install() compares it). */
-struct write_id {
-	uint64_t hash;
-	uint64_t put_ns;
-	uint32_t stamp, etag, stored_len;
-	uint8_t flags;
-};
-
 /*
  * Hands a copy of a stored value to the compression workers, with what
  * identifies its write.  False, with nothing queued, when the queue has no
  * room (zip.h's bounds) or there is no memory.
  */
 static bool queue_job(struct cache *c, const uint8_t *key, uint32_t key_len, const char *ct,
-		      size_t ct_len, const uint8_t *value, uint32_t len, const struct write_id *w)
+		      size_t ct_len, const uint8_t *value, uint32_t len, const struct zip_write *w)
 {
 	size_t size = zip_job_size(key_len, (uint8_t)ct_len, len);
 	struct zip_job *j = NULL;
@@ -281,12 +270,7 @@ static bool queue_job(struct cache *c, const uint8_t *key, uint32_t key_len, con
 	if (!j)
 		return false;
 	zip_job_init(j, size, key, key_len, ct, (uint8_t)ct_len, value, len);
-	j->hash = w->hash;
-	j->queued_ns = w->put_ns;
-	j->stamp = w->stamp;
-	j->etag = w->etag;
-	j->flags = w->flags;
-	j->stored_len = w->stored_len;
+	j->w = *w;
 	if (!zip_submit(c->cfg.zip, c->cfg.lane, j)) {
 		free(j);        /* not reached: zip_room() said yes */
 		return false;
@@ -301,8 +285,8 @@ static bool queue_job(struct cache *c, const uint8_t *key, uint32_t key_len, con
 static void queue_variants(struct cache *c, const struct cache_req *r, const char *ct,
 			   size_t ct_len, const struct repr_blob *blob, uint32_t stamp)
 {
-	struct write_id w = { .hash = r->hash, .put_ns = clock_mono_ns(), .stamp = stamp,
-			      .etag = blob->etag, .flags = blob->flags };
+	struct zip_write w = { .hash = r->hash, .put_ns = clock_mono_ns(), .stamp = stamp,
+			       .etag = blob->etag, .flags = blob->flags };
 
 	for (int i = 0; i < blob->iovcnt; i++)
 		w.stored_len += (uint32_t)blob->iov[i].iov_len;
@@ -315,14 +299,24 @@ static void queue_variants(struct cache *c, const struct cache_req *r, const cha
 		c->retry_n++;
 		count(c->cfg.counters.zip_pending, 1);
 	}
-	e->hash = w.hash;
-	e->put_ns = w.put_ns;
-	e->stamp = w.stamp;
-	e->etag = w.etag;
-	e->stored_len = w.stored_len;
-	e->flags = w.flags;
+	e->w = w;
 	e->key_len = (uint16_t)r->key_len;
 	memcpy(e->key, r->key, r->key_len);
+}
+
+/*
+ * Whether `key` still holds write w: the same stamp (a new write, a
+ * compaction's copy, a re-install all get new ones, docs/store.md), content
+ * hash, flags and stored length; a deleted, evicted or expired key has no
+ * item.  For a later write to pass, both its stamp and its content hash
+ * must collide with w's (2^-64, as for the ETags).  *it is the item.
+ */
+static bool still_the_item(struct cache *c, const uint8_t *key, uint32_t key_len,
+			   const struct zip_write *w, struct store_item *it)
+{
+	return store_get(c->st, key, key_len, w->hash, it) == 0 && it->stamp == w->stamp &&
+	       it->etag == w->etag && it->flags == w->flags && it->value_len == w->stored_len &&
+	       (!it->expires || it->expires > c->now);
 }
 
 /*
@@ -339,8 +333,7 @@ static size_t retry_newest(struct cache *c, bool *stop)
 	struct store_item it;
 	struct repr_view v;
 
-	if (store_get(c->st, e->key, e->key_len, e->hash, &it) != 0 || it.stamp != e->stamp ||
-	    it.etag != e->etag || it.flags != e->flags || it.value_len != e->stored_len ||
+	if (!still_the_item(c, e->key, e->key_len, &e->w, &it) ||
 	    repr_unpack(it.value, it.value_len, it.flags, it.etag, &v) != 0) {
 		c->retry_top = top;
 		c->retry_n--;
@@ -350,9 +343,7 @@ static size_t retry_newest(struct cache *c, bool *stop)
 	const struct repr_part *id = &v.part[REPR_IDENTITY];
 	uint32_t ct_len = v.type_len;
 	const char *ct = v.type >= 0 ? repr_type_name((unsigned)v.type, &ct_len) : v.type_str;
-	struct write_id w = { .hash = e->hash, .put_ns = e->put_ns, .stamp = e->stamp,
-			      .etag = e->etag, .flags = e->flags, .stored_len = e->stored_len };
-	if (!queue_job(c, e->key, e->key_len, ct, ct_len, id->p, id->len, &w)) {
+	if (!queue_job(c, e->key, e->key_len, ct, ct_len, id->p, id->len, &e->w)) {
 		*stop = true;
 		return 0;
 	}
@@ -402,13 +393,11 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 
 /*
  * A job came back.  Its variants go into the item only if the item is still
- * the write the job was made from: same stamp (a new write, a compaction's
- * copy, a re-install all get new ones, docs/store.md), same content hash,
- * flags and length; a delete, eviction or expiry leaves no item.  Both
- * halves must collide for a later write to pass, as for the ETags (2^-64).
- * Installing rewrites the item with the blob [header | value | br | gzip],
- * keeping its absolute expiry, Content-Type (flags and header) and content
- * hash.  Returns the bytes it copied into the store.
+ * the write the job was made from (still_the_item()).  Installing rewrites
+ * the item with the blob [header | value | br | gzip], keeping its absolute
+ * expiry, Content-Type (flags and header) and content hash; the header
+ * carries the write's stamp, so its ETags do not change (repr.h).  Returns
+ * the bytes it copied into the store.
  */
 static size_t install(struct cache *c, const struct zip_job *j)
 {
@@ -421,19 +410,17 @@ static size_t install(struct cache *c, const struct zip_job *j)
 		count(ctr->zip_unprofitable, 1);
 		return 0;
 	}
-	if (store_get(c->st, key, j->key_len, j->hash, &it) != 0 || it.stamp != j->stamp ||
-	    it.etag != j->etag || it.flags != j->flags || it.value_len != j->stored_len ||
-	    (it.expires && it.expires <= c->now)) {
+	if (!still_the_item(c, key, j->key_len, &j->w, &it)) {
 		count(ctr->zip_stale, 1);
 		return 0;
 	}
 	uint32_t ttl = it.expires ? it.expires - c->now : 0;
 	struct iovec iov = { (void *)(j->data + j->blob_off), j->blob_len };
-	if (store_set(c->st, key, j->key_len, j->hash, &iov, 1, ttl, j->out_flags, j->out_etag,
+	if (store_set(c->st, key, j->key_len, j->w.hash, &iov, 1, ttl, j->out_flags, j->out_etag,
 		      NULL) == 0) {
 		count(ctr->zip_installed, 1);
 		if (c->cfg.zip_lag)
-			hist_record(c->cfg.zip_lag, clock_mono_ns() - j->queued_ns);
+			hist_record(c->cfg.zip_lag, clock_mono_ns() - j->w.put_ns);
 		return j->blob_len;
 	}
 	/* A failed store_set() dropped the key (store.h): put the value back
@@ -441,7 +428,7 @@ static size_t install(struct cache *c, const struct zip_job *j)
 	struct repr_blob b;
 	repr_build(&b, zip_job_value(j), j->value_len, zip_job_ct(j), j->ct_len, NULL, 0, NULL, 0,
 		   0);
-	store_set(c->st, key, j->key_len, j->hash, b.iov, b.iovcnt, ttl, b.flags, b.etag, NULL);
+	store_set(c->st, key, j->key_len, j->w.hash, b.iov, b.iovcnt, ttl, b.flags, b.etag, NULL);
 	count(ctr->zip_refused, 1);
 	return j->value_len;
 }

@@ -135,7 +135,7 @@ void zip_job_run(struct compress *z, struct zip_job *j)
 	if (!br && !gz)
 		return;
 	repr_build(&b, v, (uint32_t)n, zip_job_ct(j), j->ct_len, br ? v + n : NULL,
-		   (uint32_t)br, gz ? v + n + br : NULL, (uint32_t)gz, j->stamp);
+		   (uint32_t)br, gz ? v + n + br : NULL, (uint32_t)gz, j->w.stamp);
 	/* with a variant the blob has a header, and it fits the room (hdr_room) */
 	size_t h = b.iov[0].iov_len;
 	memcpy(v - h, b.hdr, h);

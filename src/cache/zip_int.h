@@ -24,18 +24,23 @@
 
 #include "ringcache/zip.h"
 
+/* What identifies one write of a key in its store (exec.c's install rule). */
+struct zip_write {
+	uint64_t hash;                  /* the key's hash */
+	uint64_t put_ns;                /* clock_mono_ns() when it was stored (zip_lag) */
+	uint32_t stamp;                 /* the write's store stamp */
+	uint32_t etag;                  /* the identity's content hash */
+	uint32_t stored_len;            /* length of the blob the write stored */
+	uint8_t flags;                  /* the write's store flags */
+};
+
 struct zip_job {
 	/* The write this job belongs to: set by the shard, read-only after. */
-	uint64_t hash;                  /* the key's hash */
-	uint64_t queued_ns;             /* clock_mono_ns() when queued */
+	struct zip_write w;
 	size_t size;                    /* bytes of this block (the lane's budget) */
 	uint32_t key_len;
 	uint32_t value_len;             /* identity bytes */
 	uint32_t value_off;             /* where they sit in data[] */
-	uint32_t stored_len;            /* length of the blob the write stored */
-	uint32_t stamp;                 /* the write's store stamp */
-	uint32_t etag;                  /* the identity's content hash */
-	uint8_t flags;                  /* the write's store flags */
 	uint8_t ct_len;                 /* Content-Type, after the key */
 	/* The worker's answer. */
 	uint8_t out_flags;              /* flags of the blob with variants */
@@ -55,7 +60,7 @@ static inline size_t zip_variant_cap(size_t n)
 size_t zip_job_size(uint32_t key_len, uint8_t ct_len, uint32_t value_len);
 
 /* Lays out a job in a block of zip_job_size() bytes and copies key, ct and
- * value in; the caller sets the write's identity fields. */
+ * value in; the caller sets the write's identity (w). */
 void zip_job_init(struct zip_job *j, size_t size, const void *key, uint32_t key_len,
 		  const char *ct, uint8_t ct_len, const void *value, uint32_t value_len);
 

@@ -951,17 +951,28 @@ static void test_ttl(void)
 	resp_free(&rs);
 }
 
+/* A cache of its own on a store of its own (`memory` bytes, blobs up to
+ * `store_max`), its clock at 500, for the tests that need other settings. */
+static struct cache *other_cache(struct store **st2, size_t memory, size_t store_max,
+				 const struct cache_config *cc)
+{
+	struct store_config sc = { .memory = memory, .max_value = store_max,
+				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
+	struct cache *c2 = NULL;
+
+	CHECK_EQ(store_create(st2, &sc), 0);
+	CHECK_EQ(cache_create(&c2, *st2, cc), 0);
+	cache_tick(c2, 500);
+	return c2;
+}
+
 static void test_default_ttl(void)
 {
 	struct store *st2;
 	struct cache *c2;
-	struct store_config sc = { .memory = 16u << 20, .max_value = cache_blob_max(MAX_VALUE),
-				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
 	struct cache_config cc = { .compress_min = 256, .default_ttl = 60, .max_value = MAX_VALUE,
 				   .zip = zp, .lane = 1 };
-	CHECK_EQ(store_create(&st2, &sc), 0);
-	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
-	cache_tick(c2, 500);
+	c2 = other_cache(&st2, 16u << 20, cache_blob_max(MAX_VALUE), &cc);
 
 	struct treq r = mkreq(CACHE_PUT, "d");
 	struct buf out = { 0 };
@@ -983,13 +994,9 @@ static void test_compress_max(void)
 {
 	struct store *st2;
 	struct cache *c2;
-	struct store_config sc = { .memory = 16u << 20, .max_value = cache_blob_max(MAX_VALUE),
-				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
 	struct cache_config cc = { .compress_min = 256, .compress_max = 4096,
 				   .max_value = MAX_VALUE, .zip = zp, .lane = 2 };
-	CHECK_EQ(store_create(&st2, &sc), 0);
-	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
-	cache_tick(c2, 500);
+	c2 = other_cache(&st2, 16u << 20, cache_blob_max(MAX_VALUE), &cc);
 
 	const char *names[2] = { "small", "large" };
 	size_t sizes[2] = { 4096, 4097 };
@@ -1052,13 +1059,9 @@ static void test_variants_dropped_when_too_big(void)
 	struct zstats z2 = { 0 };
 	size_t n = 20000;
 	char *val = text_value(n);
-	struct store_config sc = { .memory = 16u << 20, .max_value = n + 64,
-				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
 	struct cache_config cc = { .compress_min = 256, .max_value = n, .zip = zp, .lane = 3,
 				   .counters = counters_of(&z2) };
-	CHECK_EQ(store_create(&st2, &sc), 0);
-	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
-	cache_tick(c2, 500);
+	c2 = other_cache(&st2, 16u << 20, n + 64, &cc);
 
 	struct treq r = mkreq(CACHE_PUT, "d");
 	r.c.body = (const uint8_t *)val;
@@ -1259,8 +1262,6 @@ static void test_install_after_eviction(void)
 	struct store *st2;
 	struct cache *c2;
 	struct zstats z2 = { 0 };
-	struct store_config sc = { .memory = 4u << 20, .max_value = cache_blob_max(64 << 10),
-				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
 	struct cache_config cc = { .compress_min = 256, .max_value = 64 << 10, .zip = zp,
 				   .lane = 4, .counters = counters_of(&z2) };
 	size_t n = 8000;
@@ -1270,9 +1271,7 @@ static void test_install_after_eviction(void)
 	enum cache_outcome oc;
 
 	memset(small, 'x', sizeof(small));
-	CHECK_EQ(store_create(&st2, &sc), 0);
-	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
-	cache_tick(c2, 500);
+	c2 = other_cache(&st2, 4u << 20, cache_blob_max(64 << 10), &cc);
 	struct treq r = mkreq(CACHE_PUT, "victim");
 	r.c.body = (const uint8_t *)val;
 	r.c.body_len = (uint32_t)n;
@@ -1317,8 +1316,6 @@ static void test_queue_full(void)
 	struct store *st2;
 	struct cache *c2;
 	struct zstats z2 = { 0 };
-	struct store_config sc = { .memory = 16u << 20, .max_value = cache_blob_max(MAX_VALUE),
-				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
 	size_t n = 3000;
 	char *val = text_value(n);
 	struct buf out = { 0 };
@@ -1331,9 +1328,7 @@ static void test_queue_full(void)
 	CHECK_EQ(zip_create(&zq, &zc), 0);
 	struct cache_config cc = { .compress_min = 256, .max_value = MAX_VALUE, .zip = zq,
 				   .lane = 0, .counters = counters_of(&z2) };
-	CHECK_EQ(store_create(&st2, &sc), 0);
-	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
-	cache_tick(c2, 500);
+	c2 = other_cache(&st2, 16u << 20, cache_blob_max(MAX_VALUE), &cc);
 	for (unsigned i = 0; i < total; i++) {
 		snprintf(key, sizeof(key), "q%u", i);
 		struct treq r = mkreq(CACHE_PUT, key);

@@ -112,10 +112,10 @@ static bool gz_is(const uint8_t *p, size_t len, const uint8_t *want, size_t n)
 static void check_result(struct lane *l, struct zip_job *j)
 {
 	uint8_t want[4096];
-	unsigned i = j->stamp;
+	unsigned i = j->w.stamp;
 	struct repr_view v;
 
-	if (j->hash != l->id || i >= JOBS_PER_LANE) {
+	if (j->w.hash != l->id || i >= JOBS_PER_LANE) {
 		l->wrong_lane++;
 		return;
 	}
@@ -131,7 +131,7 @@ static void check_result(struct lane *l, struct zip_job *j)
 	}
 	const uint8_t *blob = j->data + j->blob_off;
 	ok = ok && repr_unpack(blob, j->blob_len, j->out_flags, j->out_etag, &v) == 0 &&
-	     j->out_etag == j->etag && v.stamp == j->stamp && v.type == 1 &&
+	     j->out_etag == j->w.etag && v.stamp == j->w.stamp && v.type == 1 &&
 	     v.part[REPR_IDENTITY].len == n && memcmp(v.part[REPR_IDENTITY].p, want, n) == 0 &&
 	     (v.avail & 6u) != 0;
 	if (ok && (v.avail & (1u << REPR_BR)))
@@ -153,10 +153,10 @@ static struct zip_job *new_job(unsigned lane, unsigned i)
 	memcpy(key, &i, sizeof(i));
 	zip_job_init(j, size, key, sizeof(key), "application/json", 16, v, (uint32_t)n);
 	repr_build(&b, v, (uint32_t)n, "application/json", 16, NULL, 0, NULL, 0, 0);
-	j->hash = lane;
-	j->stamp = i;
-	j->etag = b.etag;
-	j->flags = b.flags;
+	j->w.hash = lane;
+	j->w.stamp = i;
+	j->w.etag = b.etag;
+	j->w.flags = b.flags;
 	return j;
 }
 
