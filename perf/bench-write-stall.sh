@@ -89,6 +89,17 @@ results=$tmp/results.tsv
 server=$tmp/server.tsv
 : >"$server"
 
+br_wait() {	# since-ns: ms from then until stall-1 is served as br (10 s at most)
+	local t
+	while :; do
+		t=$((($(date +%s%N) - $1) / 1000000))
+		[ "$t" -lt 10000 ] || { echo ">10000"; return; }
+		curl -s --max-time 2 -H 'Accept-Encoding: br' -D - -o /dev/null "$rc_url/cache/stall-1" |
+			tr -d '\r' | grep -qi '^content-encoding: br$' && { echo "$t"; return; }
+		sleep 0.002
+	done
+}
+
 zip_nice() {	# nice: the compression workers from SCHED_IDLE to SCHED_OTHER + nice
 	local t
 	for t in /proc/"$rc_pid"/task/*; do
@@ -98,7 +109,7 @@ zip_nice() {	# nice: the compression workers from SCHED_IDLE to SCHED_OTHER + ni
 }
 
 run_phase() {	# round phase
-	local round=$1 ph=$2 size=0 flags=() put_pid= t0 t1 ce put_end=
+	local round=$1 ph=$2 size=0 flags=() put_pid= t0 t1 ce put_end= br_in=-
 	case $ph in
 	a) ;;
 	b) size=4096 ;;
@@ -130,6 +141,7 @@ run_phase() {	# round phase
 		ce=$(curl -s --max-time 2 -H 'Accept-Encoding: br' -D - -o /dev/null "$rc_url/cache/stall-1" |
 			tr -d '\r' | awk -F': ' 'tolower($1) == "content-encoding" { print $2 }')
 		ce=${ce:-identity}
+		br_in=$(br_wait "$put_end")
 	fi
 	b1=$(busy_ticks) s1=$(cpu_ticks "$rc_pid") c1=$(children_ticks) w1=$(date +%s%N)
 	other=$(awk -v t=$(((b1 - b0) - (s1 - s0) - (c1 - c0))) -v hz="$hz" -v ns=$((w1 - w0)) \
@@ -165,20 +177,9 @@ run_phase() {	# round phase
 		    (a["sets"] - b["sets"]) / secs, 100.0 * int(ticks) / int(hz) / secs, ce, bad, other)))
 	EOF
 	python3 - "$round" "$ph" "$tmp/before.json" "$tmp/after.json" "$tmp/get.out" \
-		"$rc_url" "$put_end" >>"$server" <<-'EOF'
-		import json, re, sys, time, urllib.request
-		rnd, ph, bef, aft, getf, url, put_end = sys.argv[1:8]
-		# after the PUT client stopped: how long until stall-1 is served as br
-		br = "-"
-		while put_end and time.time() * 1e9 - int(put_end) < 10e9:
-		    req = urllib.request.Request(url + "/cache/stall-1", headers={"Accept-Encoding": "br"})
-		    with urllib.request.urlopen(req, timeout=2) as r:
-		        if r.headers.get("Content-Encoding") == "br":
-		            br = "%.0f" % ((time.time() * 1e9 - int(put_end)) / 1e6)
-		            break
-		    time.sleep(0.005)
-		else:
-		    br = ">10000" if put_end else "-"
+		"$br_in" >>"$server" <<-'EOF'
+		import json, re, sys
+		rnd, ph, bef, aft, getf, br = sys.argv[1:7]
 		us = [int(v) for v in re.findall(r"duration_us=(\d+)", open(getf).read())[:1]] or [0]
 		secs = us[0] / 1e6 or 1
 		b, a = json.load(open(bef))["total"], json.load(open(aft))["total"]
