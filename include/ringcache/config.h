@@ -59,7 +59,7 @@
 	X("compress-threads", U32, compress_threads, "1", "N",                     \
 	  "threads making the variants off the shards; 0: values get no variants") \
 	X("compress-cpuset", CPUSET, compress_cpuset, "", "LIST",                  \
-	  "CPUs for those threads (default unpinned); SCHED_IDLE unless disjoint from the shards'") \
+	  "CPUs for those threads; unpinned or on a shard's CPU: SCHED_IDLE")      \
 	X("brotli-quality", U32, brotli_quality, "4", "0-11",                      \
 	  "brotli quality for stored variants")                                    \
 	X("gzip-level", U32, gzip_level, "6", "1-12",                              \

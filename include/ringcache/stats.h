@@ -69,7 +69,7 @@
 	X(lat_forwarded_all, "forwarded_all",                                      \
 	  "every /cache/ request another shard's store answered")                 \
 	X(loop_busy, "loop_busy",                                                  \
-	  "busy stretches of the shard's loop, from a batch's first handling to the next io_uring_enter") \
+	  "the shard loop's busy stretches, first handling to next io_uring_enter") \
 	X(zip_lag, "zip_lag", "from a PUT's store to the install of its br/gzip variants")
 
 struct stats_shard {

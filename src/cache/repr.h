@@ -44,8 +44,9 @@
  * the Content-Type and the coding; the identity's in the store's `etag`, the
  * variants' in the blob) followed by the write's 32-bit store stamp
  * (store_item.stamp: where the write landed, hashed with a per-store random
- * key; for a value with variants the stamp in its header), as 16 hex digits: "hhhhhhhhssssssss" (identity),
- * "hhhhhhhhssssssss-br" and "hhhhhhhhssssssss-gz".  A changed value keeps
+ * key; for a value with variants the stamp in its header), as 16 hex
+ * digits: "hhhhhhhhssssssss" (identity), "hhhhhhhhssssssss-br" and
+ * "hhhhhhhhssssssss-gz".  A changed value keeps
  * its tag only if both halves collide (2^-64; docs/fastlane.md), where a
  * 32-bit hash alone kept it with probability 2^-32.  The suffix keeps the
  * three distinct even if two hashes collide.
