@@ -39,6 +39,14 @@
 #   PHASES       which phases, in order          ["a b c d"]
 #   ROUNDS       repetitions of all phases       [1]
 #   RC_FLAGS     extra ringcached flags          []
+#   ZIP_NICE     run the compression workers at SCHED_OTHER with this nice
+#                value instead of SCHED_IDLE         [unset]
+#
+# After the client table, a server-side one (issue 8): the shard loop's busy
+# stretches (/stats loop_busy: one iteration's work, what a request arriving
+# meanwhile waits for), and what the compression workers did during the GET
+# run (values queued, stored without variants because the queue was full,
+# installed, found stale; zip_lag: PUT to install).
 # Results also go to perf/out/bench-write-stall-<time>.txt.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -77,9 +85,30 @@ run_wrk() {	# out-file seconds env... : one client on the client CPU; with
 
 results=$tmp/results.tsv
 : >"$results"
+server=$tmp/server.tsv
+: >"$server"
+
+br_wait() {	# since-ns: ms from then until stall-1 is served as br (10 s at most)
+	local t
+	while :; do
+		t=$((($(date +%s%N) - $1) / 1000000))
+		[ "$t" -lt 10000 ] || { echo ">10000"; return; }
+		curl -s --max-time 2 -H 'Accept-Encoding: br' -D - -o /dev/null "$rc_url/cache/stall-1" |
+			tr -d '\r' | grep -qi '^content-encoding: br$' && { echo "$t"; return; }
+		sleep 0.002
+	done
+}
+
+zip_nice() {	# nice: the compression workers from SCHED_IDLE to SCHED_OTHER + nice
+	local t
+	for t in /proc/"$rc_pid"/task/*; do
+		[ "$(cat "$t/comm" 2>/dev/null)" = ringcache-zip ] || continue
+		chrt -o -p 0 "${t##*/}" >/dev/null && renice -n "$1" -p "${t##*/}" >/dev/null
+	done
+}
 
 run_phase() {	# round phase
-	local round=$1 ph=$2 size=0 flags=() put_pid= t0 t1 ce
+	local round=$1 ph=$2 size=0 flags=() put_pid= t0 t1 ce put_end= br_in=-
 	case $ph in
 	a) ;;
 	b) size=4096 ;;
@@ -88,6 +117,7 @@ run_phase() {	# round phase
 	*) echo "bench-write-stall: unknown phase $ph" >&2; exit 1 ;;
 	esac
 	start_ringcached "${flags[@]}"
+	[ -z "${ZIP_NICE:-}" ] || zip_nice "$ZIP_NICE"
 	local b0 s0 c0 w0 b1 s1 c1 w1
 	b0=$(busy_ticks) s0=$(cpu_ticks "$rc_pid") c0=$(children_ticks) w0=$(date +%s%N)
 	if [ "$size" -gt 0 ]; then
@@ -104,11 +134,13 @@ run_phase() {	# round phase
 	ce=-
 	if [ -n "$put_pid" ]; then
 		wait "$put_pid" || { cat "$tmp/put.out" >&2; exit 1; }
+		put_end=$(date +%s%N)
 		forget_pid "$put_pid"
 		# the value of a key the PUT client wrote: did it get a br variant?
 		ce=$(curl -s --max-time 2 -H 'Accept-Encoding: br' -D - -o /dev/null "$rc_url/cache/stall-1" |
 			tr -d '\r' | awk -F': ' 'tolower($1) == "content-encoding" { print $2 }')
 		ce=${ce:-identity}
+		br_in=$(br_wait "$put_end")
 	fi
 	b1=$(busy_ticks) s1=$(cpu_ticks "$rc_pid") c1=$(children_ticks) w1=$(date +%s%N)
 	other=$(awk -v t=$(((b1 - b0) - (s1 - s0) - (c1 - c0))) -v hz="$hz" -v ns=$((w1 - w0)) \
@@ -142,6 +174,24 @@ run_phase() {	# round phase
 		    g["p50"], g["p99"], g["p99.9"], g["max"],
 		    loc["p50"] / 1000, loc["p99"] / 1000, loc["p99.9"] / 1000, loc["max"] / 1000,
 		    (a["sets"] - b["sets"]) / secs, 100.0 * int(ticks) / int(hz) / secs, ce, bad, other)))
+	EOF
+	python3 - "$round" "$ph" "$tmp/before.json" "$tmp/after.json" "$tmp/get.out" \
+		"$br_in" >>"$server" <<-'EOF'
+		import json, re, sys
+		rnd, ph, bef, aft, getf, br = sys.argv[1:7]
+		us = [int(v) for v in re.findall(r"duration_us=(\d+)", open(getf).read())[:1]] or [0]
+		secs = us[0] / 1e6 or 1
+		b, a = json.load(open(bef))["total"], json.load(open(aft))["total"]
+		lat = a["latency_ns"]
+		def q(kind, key, div):
+		    return "%g" % (lat[kind][key] / div) if kind in lat else "-"
+		def rate(k):
+		    return "%.0f" % ((a[k] - b[k]) / secs) if k in a else "-"
+		print("\t".join([rnd, ph] + [q("loop_busy", k, 1000) for k in ("p50", "p99", "p99.9", "max")] +
+		                 [rate(k) for k in ("zip_queued", "zip_queue_full", "zip_installed",
+		                                    "zip_stale")] +
+		                 [q("zip_lag", k, 1e6) for k in ("p50", "p99")] +
+		                 [str(a.get("zip_pending", "-")), br]))
 	EOF
 	stop_pid "$rc_pid"
 }
@@ -198,5 +248,19 @@ python3 - "$results" "$load_name" <<-'EOF' | tee -a "$out"
 	bad = sum(int(r[15]) for r in rows)
 	if bad:
 	    print("warning: %d non-2xx responses or socket errors (see the full output)" % bad)
+EOF
+python3 - "$server" <<-'EOF' | tee -a "$out"
+	import sys
+	rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+	print()
+	print("server side: loop_busy = the shard loop's busy stretches, microseconds (/stats);")
+	print("values per second of the GET run: zip queued, stored without variants (queue")
+	print("full), installed, stale; zip_lag = PUT to install, ms; pending at the end;")
+	print("br in = ms from the PUT client's end until stall-1 is served as br")
+	fmt = "%-6s %8s %8s %8s %8s | %7s %7s %7s %7s | %8s %8s %7s %7s"
+	print(fmt % ("phase", "busy p50", "p99", "p99.9", "max", "queued", "full", "inst", "stale",
+	             "lag p50", "lag p99", "pending", "br in"))
+	for r in rows:
+	    print(fmt % tuple([r[1] + "/" + r[0]] + r[2:]))
 EOF
 log "full output: $out"

@@ -9,10 +9,17 @@
  * the forwarding shard copies exactly that into its message.
  *
  * The fast lane (issue 4) is decided at write time: a PUT stores the raw
- * value with its Content-Type, a brotli and a gzip variant when they pay,
- * and a strong ETag per representation (layout in src/cache/repr.h).  A GET
- * only looks up, negotiates Accept-Encoding against what is stored and
- * points the reply at the chosen bytes.
+ * value with its Content-Type and a strong ETag per representation (layout
+ * in src/cache/repr.h).  A GET only looks up, negotiates Accept-Encoding
+ * against what is stored and points the reply at the chosen bytes.
+ *
+ * The brotli and gzip variants are made off the shard (issue 8): a PUT of a
+ * compressible value stores the identity representation at once, answers,
+ * and hands a copy to the compression workers (zip.h).  When the variants
+ * come back, cache_zip_poll() swaps them into the item only if the item is
+ * still that write (same stamp, content hash, flags and length); an
+ * overwrite, delete, eviction, expiry or move meanwhile discards them.
+ * Until then GETs get the identity representation with its own ETag.
  *
  * Replies:
  *   GET/HEAD   200 hit (cache HIT), 304 If-None-Match matched,
@@ -41,23 +48,91 @@
 #include "ringcache/store.h"
 
 struct cache;
+struct hist;
+struct zip;
+
+/*
+ * What the compression off the shard does, for the shard's /stats: one
+ * table, from which the shard's counters (stats.h STATS_METRICS) and the
+ * pointers below are both made, so they cannot drift.  X(name, type, help)
+ * as in STATS_METRICS.  Every write that qualifies for variants is counted
+ * once in zip_queued or zip_queue_full; of the latter, those queued later
+ * (the newest 64 of a shard are remembered and retried when the queue has
+ * room, if still the item) once more in zip_retried and zip_queued.  Every
+ * queued one is counted once more when it comes back, in zip_installed,
+ * zip_stale, zip_unprofitable or zip_refused.  zip_pending is what may
+ * still get variants: values at the workers and values remembered for a
+ * retry; 0 means nothing more will be installed until the next write.
+ */
+#define CACHE_ZIP_STATS(X)                                                          \
+	X(zip_queued, COUNTER,                                                      \
+	  "Values handed to the compression workers for br/gzip variants.")        \
+	X(zip_queue_full, COUNTER,                                                  \
+	  "Compressible values stored without variants: the compression queue was full.") \
+	X(zip_retried, COUNTER,                                                     \
+	  "Of those, values queued later, when the queue had room and they were still current.") \
+	X(zip_installed, COUNTER, "Values whose br/gzip variants were installed.") \
+	X(zip_stale, COUNTER,                                                       \
+	  "Variants discarded: the value was overwritten, deleted, evicted, expired or moved first.") \
+	X(zip_unprofitable, COUNTER,                                                \
+	  "Values compressed for nothing: neither variant saved 10 percent.")       \
+	X(zip_refused, COUNTER,                                                     \
+	  "Variants the store could not hold; the value was kept without them.")   \
+	X(zip_pending, GAUGE,                                                       \
+	  "Values waiting for variants: at the compression workers, or remembered for a retry.")
+
+/* Where the cache counts (the owning shard's stats); a NULL field is not
+ * counted.  Owner-only updates: relaxed load + store, as stats.h does. */
+struct cache_counters {
+#define CACHE_COUNTER_PTR(name, type, help) _Atomic uint64_t *name;
+	CACHE_ZIP_STATS(CACHE_COUNTER_PTR)
+#undef CACHE_COUNTER_PTR
+};
 
 struct cache_config {
 	size_t compress_min;    /* --compress-min: smallest value given variants (256) */
 	size_t compress_max;    /* --compress-max: largest one (0: no limit) */
-	int brotli_quality;     /* --brotli-quality, 0..11 (4) */
-	int gzip_level;         /* --gzip-level, libdeflate 1..12 (6) */
 	uint32_t default_ttl;   /* --default-ttl, seconds; 0: no expiry */
 	size_t max_value;       /* --max-value: largest raw value accepted (413 above) */
+	struct zip *zip;        /* the compression workers; NULL: no variants are made */
+	unsigned lane;          /* this shard's lane in zip (its shard id) */
+	struct cache_counters counters;
+	struct hist *zip_lag;   /* time from a PUT to its variants' install; NULL: none */
 };
 
 /*
  * Creates the executor of one shard over its store (not owned: the shard
  * destroys the store after the cache).  Call from the owning thread.
- * Returns 0, -EINVAL for an out-of-range level, or -ENOMEM.
+ * Returns 0 or -ENOMEM.
  */
 int cache_create(struct cache **out, struct store *st, const struct cache_config *cfg);
+
+/* Jobs still at the workers stay with the pool, which frees them
+ * (zip_destroy()).  Accepts NULL. */
 void cache_destroy(struct cache *c);
+
+/*
+ * The shard's side of the compression workers, called once per loop
+ * iteration: installs the variants that came back (those of writes that are
+ * still the item), queues remembered writes that found the queue full if
+ * there is room now, at most ~256 KiB of copies per call so one call stays
+ * short, and publishes the jobs queued since the last call (waking parked
+ * workers).  True if it did anything.  Without workers, or with c NULL (a
+ * shard whose setup failed), false.
+ */
+bool cache_zip_poll(struct cache *c);
+
+/*
+ * Before the shard parks (after storing its `parked` flag, seq_cst): are
+ * finished jobs waiting?  Then it must not park; a job finished later rings
+ * the shard's doorbell (zip.h).
+ */
+bool cache_zip_waiting(const struct cache *c);
+
+/* Values of this cache waiting for variants: at the workers (not yet back
+ * through cache_zip_poll()) or remembered for a retry (zip_pending); what a
+ * test or a benchmark waits on. */
+uint32_t cache_zip_pending(const struct cache *c);
 
 /*
  * Advances the store clock: calls store_tick(st, now) and remembers `now` for
@@ -69,7 +144,7 @@ void cache_tick(struct cache *c, uint32_t now);
 /*
  * The largest value blob a PUT of max_value bytes can produce (raw value,
  * both variants, representation header).  Give it to the store as its
- * max_value; a blob the store still refuses is stored raw only.
+ * max_value; variants the store still refuses are not installed.
  */
 size_t cache_blob_max(size_t max_value);
 

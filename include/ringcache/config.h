@@ -77,7 +77,11 @@
 	X("compress-min", SIZE, compress_min, "256", "SIZE",                       \
 	  "smallest value stored with br/gzip variants")                           \
 	X("compress-max", SIZE, compress_max, "1M", "SIZE",                        \
-	  "largest value given variants (compression holds its shard)")           \
+	  "largest value given variants")                                          \
+	X("compress-threads", U32, compress_threads, "1", "N",                     \
+	  "threads making the variants off the shards; 0: values get no variants") \
+	X("compress-cpuset", CPUSET, compress_cpuset, "", "LIST",                  \
+	  "CPUs for those threads; unpinned or on a shard's CPU: SCHED_IDLE")      \
 	X("brotli-quality", U32, brotli_quality, "4", "0-11",                      \
 	  "brotli quality for stored variants")                                    \
 	X("gzip-level", U32, gzip_level, "6", "1-12",                              \

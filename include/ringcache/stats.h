@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "ringcache/buf.h"
+#include "ringcache/cache.h"
 #include "ringcache/hist.h"
 #include "ringcache/store.h"
 
@@ -61,7 +62,8 @@
 	X(value_bytes, GAUGE, "Bytes of values (all variants) in the store.")     \
 	X(arena_bytes, GAUGE, "Bytes reserved for the store's items and index.")  \
 	X(evictions, COUNTER, "Items dropped to make room.")                      \
-	X(expirations, COUNTER, "Items dropped because their TTL passed.")
+	X(expirations, COUNTER, "Items dropped because their TTL passed.")        \
+	CACHE_ZIP_STATS(X)
 
 /* Latency histograms, same idea: X(name, kind label, help). */
 #define STATS_HISTS(X)                                                             \
@@ -70,7 +72,10 @@
 	X(lat_local_all, "local_all",                                              \
 	  "every /cache/ request this shard's store answered (misses, writes, L2)") \
 	X(lat_forwarded_all, "forwarded_all",                                      \
-	  "every /cache/ request another shard's store answered")
+	  "every /cache/ request another shard's store answered")                 \
+	X(loop_busy, "loop_busy",                                                  \
+	  "the shard loop's busy stretches, first handling to next io_uring_enter") \
+	X(zip_lag, "zip_lag", "from a PUT's store to the install of its br/gzip variants")
 
 struct stats_shard {
 #define STATS_FIELD(name, type, help) _Atomic uint64_t name;

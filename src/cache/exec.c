@@ -2,22 +2,28 @@
  * exec.c - the cache executor: one parsed /cache/ request in, one struct
  * reply out, on the shard that owns the key.
  *
- * Writes do the work: a PUT picks the Content-Type, compresses the variants
- * that pay, hashes every representation for its ETag and packs it all into
- * one blob (repr.c).  Reads only look up, negotiate and point: a GET hit is
- * one store_get(), an inline unpack (a bit test for plain values), at most
- * one Accept-Encoding scan, and a reply whose body and Content-Type point
- * into the store.  The protocol's renderer (http_render) writes it.
+ * Writes do the work: a PUT picks the Content-Type, hashes the value for
+ * its ETag and stores it (repr.c); a compressible one is also copied into a
+ * job for the compression workers (zip.h), whose blob with the br and gzip
+ * variants cache_zip_poll() installs later if the write is still the item.
+ * Reads only look up, negotiate and point: a GET hit is one store_get(), an
+ * inline unpack (a bit test for plain values), at most one Accept-Encoding
+ * scan, and a reply whose body and Content-Type point into the store.  The
+ * protocol's renderer (http_render) writes it.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ringcache/cache.h"
+#include "ringcache/clock.h"
+#include "ringcache/hist.h"
 #include "cache/compress.h"
 #include "cache/negotiate.h"
 #include "cache/repr.h"
+#include "cache/zip_int.h"
 
 _Static_assert((int)NEGOTIATE_BR == (int)REPR_BR && (int)NEGOTIATE_GZIP == (int)REPR_GZIP &&
 		       (int)NEGOTIATE_IDENTITY == (int)REPR_IDENTITY,
@@ -27,18 +33,33 @@ _Static_assert((int)REPLY_BR == (int)REPR_BR && (int)REPLY_GZIP == (int)REPR_GZI
 	       "reply and repr number the codings alike");
 _Static_assert(REPR_ETAG_MAX < REPLY_ETAG_MAX, "a formatted ETag fits in a reply");
 
-/* A scratch buffer grown past this is freed after the write that needed it. */
-#define SCRATCH_KEEP (1u << 20)
+/* Blob bytes one cache_zip_poll() installs at most (one blob at least):
+ * each costs a copy into the arena, and the shard serves nothing meanwhile. */
+#define POLL_BYTES (256u << 10)
 
 /* Longest Accept-Encoding value remembered (browsers send ~25 bytes). */
 #define AE_MEMO_MAX 96
 
+/* Writes that found the compression queue full, remembered (the newest
+ * RETRY_MAX) so they get their variants once it has room, if they are still
+ * the item then: after a burst of writes its last values get variants
+ * instead of staying without until rewritten.  64 x ~1 KiB per shard. */
+#define RETRY_MAX 64
+
+struct retry {
+	struct zip_write w;
+	uint16_t key_len;
+	uint8_t key[STORE_KEY_MAX];
+};
+
 struct cache {
 	struct store *st;
-	struct compress *z;
 	struct cache_config cfg;
 	uint32_t now;           /* store clock, from cache_tick(); 1 until then */
-	struct buf scratch;     /* compressed variants of the write in progress */
+	/* a stack of writes to retry: retry[(retry_top - k) % RETRY_MAX] for
+	 * k = 1..retry_n, newest first; a push onto a full one drops the oldest */
+	struct retry *retry;
+	uint32_t retry_top, retry_n;
 	/* The last Accept-Encoding value weighed: clients repeat theirs, so a
 	 * byte compare replaces the parse.  ae_len 0: nothing remembered. */
 	uint32_t ae_len;
@@ -64,10 +85,9 @@ int cache_create(struct cache **out, struct store *st, const struct cache_config
 	struct cache *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	int rc = compress_create(&c->z, cfg->brotli_quality, cfg->gzip_level);
-	if (rc) {
+	if (cfg->zip && !(c->retry = calloc(RETRY_MAX, sizeof(*c->retry)))) {
 		free(c);
-		return rc;
+		return -ENOMEM;
 	}
 	c->st = st;
 	c->cfg = *cfg;
@@ -84,8 +104,7 @@ void cache_destroy(struct cache *c)
 {
 	if (!c)
 		return;
-	compress_destroy(c->z);
-	buf_deinit(&c->scratch);
+	free(c->retry);
 	free(c);
 }
 
@@ -143,7 +162,9 @@ static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 	const struct repr_part *part = &v.part[coding];
 
 	memset(out, 0, offsetof(struct reply, etag));
-	out->etag_len = (uint8_t)repr_format_etag(out->etag, part->etag, it.stamp, coding);
+	/* a value with variants keeps the stamp of the write it came from (repr.h) */
+	uint32_t stamp = it.flags & (REPR_F_BR | REPR_F_GZIP) ? v.stamp : it.stamp;
+	out->etag_len = (uint8_t)repr_format_etag(out->etag, part->etag, stamp, coding);
 	bool not_modified = r->if_none_match.len &&
 			    negotiate_etag_match(r->if_none_match.p, r->if_none_match.len,
 						 out->etag, out->etag_len);
@@ -218,36 +239,120 @@ static uint32_t put_ttl(const struct cache *c, const struct cache_req *r)
 	return ttl > room ? room : (uint32_t)ttl;
 }
 
-struct variants {
-	const uint8_t *br, *gz;
-	uint32_t br_len, gz_len;
-};
-
-/* Compresses the value into c->scratch; keeps each variant only if it saves
- * at least 10%, i.e. fits in floor(0.9 * n) bytes. */
-static void make_variants(struct cache *c, const struct cache_req *r, const char *ct,
-			  size_t ct_len, struct variants *var)
+/* Owner-only counting into the shard's stats (stats.h: one writer, so a
+ * relaxed load and store, never torn). */
+static void count(_Atomic uint64_t *ctr, int64_t d)
 {
-	size_t n = r->body_len;
+	if (ctr)
+		atomic_store_explicit(ctr, atomic_load_explicit(ctr, memory_order_relaxed) +
+					      (uint64_t)d, memory_order_relaxed);
+}
 
-	memset(var, 0, sizeof(*var));
-	if (n == 0 || n < c->cfg.compress_min || n > c->cfg.compress_max ||
-	    compress_type_is_compressed(ct, ct_len))
-		return;
-	size_t cap = (size_t)((uint64_t)n * 9 / 10);
-	if (cap == 0 || buf_reserve(&c->scratch, 2 * cap) != 0)
-		return;
-	uint8_t *s = (uint8_t *)c->scratch.data;
-	size_t len = compress_br(c->z, r->body, n, s, cap);
-	if (len) {
-		var->br = s;
-		var->br_len = (uint32_t)len;
+/* Whether a value of this size and type is worth variants at all. */
+static bool compressible(const struct cache *c, size_t n, const char *ct, size_t ct_len)
+{
+	return c->cfg.zip && n > 0 && n >= c->cfg.compress_min && n <= c->cfg.compress_max &&
+	       zip_variant_cap(n) > 0 && !compress_type_is_compressed(ct, ct_len);
+}
+
+/*
+ * Hands a copy of a stored value to the compression workers, with what
+ * identifies its write.  False, with nothing queued, when the queue has no
+ * room (zip.h's bounds) or there is no memory.
+ */
+static bool queue_job(struct cache *c, const uint8_t *key, uint32_t key_len, const char *ct,
+		      size_t ct_len, const uint8_t *value, uint32_t len, const struct zip_write *w)
+{
+	size_t size = zip_job_size(key_len, (uint8_t)ct_len, len);
+	struct zip_job *j = NULL;
+
+	if (zip_room(c->cfg.zip, c->cfg.lane, size))
+		j = malloc(size);
+	if (!j)
+		return false;
+	zip_job_init(j, size, key, key_len, ct, (uint8_t)ct_len, value, len);
+	j->w = *w;
+	if (!zip_submit(c->cfg.zip, c->cfg.lane, j)) {
+		free(j);        /* not reached: zip_room() said yes */
+		return false;
 	}
-	len = compress_gzip(c->z, r->body, n, s + cap, cap);
-	if (len) {
-		var->gz = s + cap;
-		var->gz_len = (uint32_t)len;
+	count(c->cfg.counters.zip_queued, 1);
+	count(c->cfg.counters.zip_pending, 1);
+	return true;
+}
+
+/* Queues the variants of the write just stored, or (counted in
+ * zip_queue_full) remembers it for later. */
+static void queue_variants(struct cache *c, const struct cache_req *r, const char *ct,
+			   size_t ct_len, const struct repr_blob *blob, uint32_t stamp)
+{
+	struct zip_write w = { .hash = r->hash, .put_ns = clock_mono_ns(), .stamp = stamp,
+			       .etag = blob->etag, .flags = blob->flags };
+
+	for (int i = 0; i < blob->iovcnt; i++)
+		w.stored_len += (uint32_t)blob->iov[i].iov_len;
+	if (queue_job(c, r->key, r->key_len, ct, ct_len, r->body, r->body_len, &w))
+		return;
+	count(c->cfg.counters.zip_queue_full, 1);
+	struct retry *e = &c->retry[c->retry_top];
+	c->retry_top = (c->retry_top + 1) % RETRY_MAX;
+	if (c->retry_n < RETRY_MAX) {   /* else the oldest is forgotten for this one */
+		c->retry_n++;
+		count(c->cfg.counters.zip_pending, 1);
 	}
+	e->w = w;
+	e->key_len = (uint16_t)r->key_len;
+	memcpy(e->key, r->key, r->key_len);
+}
+
+/*
+ * Whether `key` still holds write w: the same stamp (a new write, a
+ * compaction's copy, a re-install all get new ones, docs/store.md), content
+ * hash, flags and stored length; a deleted, evicted or expired key has no
+ * item.  For a later write to pass, both its stamp and its content hash
+ * must collide with w's (2^-64, as for the ETags).  *it is the item.
+ */
+static bool still_the_item(struct cache *c, const uint8_t *key, uint32_t key_len,
+			   const struct zip_write *w, struct store_item *it)
+{
+	return store_get(c->st, key, key_len, w->hash, it) == 0 && it->stamp == w->stamp &&
+	       it->etag == w->etag && it->flags == w->flags && it->value_len == w->stored_len &&
+	       (!it->expires || it->expires > c->now);
+}
+
+/*
+ * The newest remembered write, queued now if it is still the item (same
+ * stamp, content hash, flags, length) and the queue has room for it; one
+ * that is no longer the item is forgotten.  Its bytes are copied from the
+ * store, here in the owning shard.  Returns the bytes copied, 0 when it
+ * queued nothing; *stop when the queue has no room (the entry stays).
+ */
+static size_t retry_newest(struct cache *c, bool *stop)
+{
+	uint32_t top = (c->retry_top + RETRY_MAX - 1) % RETRY_MAX;
+	const struct retry *e = &c->retry[top];
+	struct store_item it;
+	struct repr_view v;
+
+	if (!still_the_item(c, e->key, e->key_len, &e->w, &it) ||
+	    repr_unpack(it.value, it.value_len, it.flags, it.etag, &v) != 0) {
+		c->retry_top = top;
+		c->retry_n--;
+		count(c->cfg.counters.zip_pending, -1);
+		return 0;
+	}
+	const struct repr_part *id = &v.part[REPR_IDENTITY];
+	uint32_t ct_len = v.type_len;
+	const char *ct = v.type >= 0 ? repr_type_name((unsigned)v.type, &ct_len) : v.type_str;
+	if (!queue_job(c, e->key, e->key_len, ct, ct_len, id->p, id->len, &e->w)) {
+		*stop = true;
+		return 0;
+	}
+	count(c->cfg.counters.zip_retried, 1);
+	count(c->cfg.counters.zip_pending, -1);     /* queue_job() counted it again */
+	c->retry_top = top;
+	c->retry_n--;
+	return id->len;
 }
 
 static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
@@ -255,7 +360,6 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 {
 	const char *ct = NULL;
 	size_t ct_len = 0;
-	struct variants var;
 	struct repr_blob blob;
 
 	if (r->body_len > c->cfg.max_value)
@@ -264,21 +368,11 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 		return fail(out, 400, "bad Content-Type\n");
 	uint32_t ttl = put_ttl(c, r);
 
-	make_variants(c, r, ct, ct_len, &var);
-	repr_build(&blob, r->body, r->body_len, ct, ct_len, var.br, var.br_len, var.gz,
-		   var.gz_len);
+	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
 	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
 	uint32_t stamp = 0;
 	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
 			   blob.flags, blob.etag, &stamp);
-	if (rc == -E2BIG && (var.br || var.gz)) {
-		repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0);
-		rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
-			       blob.flags, blob.etag, &stamp);
-	}
-	if (c->scratch.cap > SCRATCH_KEEP)
-		buf_deinit(&c->scratch);
-
 	switch (rc) {
 	case 0:
 		break;
@@ -291,9 +385,84 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 	default:
 		return fail(out, 500, "store failure\n");
 	}
+	if (compressible(c, r->body_len, ct, ct_len))
+		queue_variants(c, r, ct, ct_len, &blob, stamp);
 	reply_status(out, existed ? 204 : 201, NULL);
 	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob.etag, stamp, REPR_IDENTITY);
 	return CACHE_STORED;
+}
+
+/*
+ * A job came back.  Its variants go into the item only if the item is still
+ * the write the job was made from (still_the_item()).  Installing rewrites
+ * the item with the blob [header | value | br | gzip], keeping its absolute
+ * expiry, Content-Type (flags and header) and content hash; the header
+ * carries the write's stamp, so its ETags do not change (repr.h).  Returns
+ * the bytes it copied into the store.
+ */
+static size_t install(struct cache *c, const struct zip_job *j)
+{
+	const struct cache_counters *ctr = &c->cfg.counters;
+	const uint8_t *key = zip_job_key(j);
+	struct store_item it;
+
+	count(ctr->zip_pending, -1);
+	if (!j->blob_len) {
+		count(ctr->zip_unprofitable, 1);
+		return 0;
+	}
+	if (!still_the_item(c, key, j->key_len, &j->w, &it)) {
+		count(ctr->zip_stale, 1);
+		return 0;
+	}
+	uint32_t ttl = it.expires ? it.expires - c->now : 0;
+	struct iovec iov = { (void *)(j->data + j->blob_off), j->blob_len };
+	if (store_set(c->st, key, j->key_len, j->w.hash, &iov, 1, ttl, j->out_flags, j->out_etag,
+		      NULL) == 0) {
+		count(ctr->zip_installed, 1);
+		if (c->cfg.zip_lag)
+			hist_record(c->cfg.zip_lag, clock_mono_ns() - j->w.put_ns);
+		return j->blob_len;
+	}
+	/* A failed store_set() dropped the key (store.h): put the value back
+	 * as it was, without variants (a new write: a new stamp). */
+	struct repr_blob b;
+	repr_build(&b, zip_job_value(j), j->value_len, zip_job_ct(j), j->ct_len, NULL, 0, NULL, 0,
+		   0);
+	store_set(c->st, key, j->key_len, j->w.hash, b.iov, b.iovcnt, ttl, b.flags, b.etag, NULL);
+	count(ctr->zip_refused, 1);
+	return j->value_len;
+}
+
+bool cache_zip_poll(struct cache *c)
+{
+	struct zip_job *j;
+	size_t done = 0;
+	bool work = false;
+
+	if (!c || !c->cfg.zip)
+		return false;
+	while (done < POLL_BYTES && (j = zip_take(c->cfg.zip, c->cfg.lane))) {
+		done += install(c, j) + 1;
+		free(j);
+		work = true;
+	}
+	bool stop = false;
+	while (c->retry_n && done < POLL_BYTES && !stop) {
+		done += retry_newest(c, &stop) + 1;
+		work |= !stop;
+	}
+	return zip_publish(c->cfg.zip, c->cfg.lane) || work;
+}
+
+bool cache_zip_waiting(const struct cache *c)
+{
+	return c && c->cfg.zip && zip_waiting(c->cfg.zip, c->cfg.lane);
+}
+
+uint32_t cache_zip_pending(const struct cache *c)
+{
+	return c->cfg.zip ? zip_outstanding(c->cfg.zip, c->cfg.lane) + c->retry_n : 0;
 }
 
 static enum cache_outcome exec_delete(struct cache *c, const struct cache_req *r,

@@ -71,7 +71,7 @@ static uint32_t get_le32(const uint8_t *p)
 
 void repr_build(struct repr_blob *b, const void *value, uint32_t len,
 		const char *ct, size_t ct_len, const void *br, uint32_t br_len,
-		const void *gz, uint32_t gz_len)
+		const void *gz, uint32_t gz_len, uint32_t stamp)
 {
 	uint32_t type_name_len;
 	const char *type_name;
@@ -94,6 +94,8 @@ void repr_build(struct repr_blob *b, const void *value, uint32_t len,
 	b->etag = etag_of(value, len, REPR_IDENTITY, type_seed);
 
 	uint8_t *h = b->hdr;
+	if (br || gz)
+		h = put_le32(h, stamp);
 	if (br) {
 		b->flags |= REPR_F_BR;
 		h = put_le32(h, br_len);
@@ -130,6 +132,12 @@ int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint8_t flags,
 	if (flags & ~(REPR_F_HDR | REPR_F_TYPE))
 		return -EINVAL;
 	v->avail = 1u << REPR_IDENTITY;
+	if (flags & (REPR_F_BR | REPR_F_GZIP)) {
+		if (end - p < 4)
+			return -EINVAL;
+		v->stamp = get_le32(p);
+		p += 4;
+	}
 	for (unsigned c = REPR_BR; c <= REPR_GZIP; c++) {
 		unsigned bit = c == REPR_BR ? REPR_F_BR : REPR_F_GZIP;
 		if (!(flags & bit))

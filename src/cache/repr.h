@@ -26,20 +26,27 @@
  * The blob when C, B and G are all clear is the raw value.  Otherwise
  * (integers little-endian, unaligned; each group present only if its flag is):
  *
- *   +--------+---------+--------+---------+--------+---------+----------+-----+------+
- *   | br_len | br_etag | gz_len | gz_etag | ct_len | ct      | identity | br  | gzip |
- *   | u32    | u32     | u32    | u32     | u8     | ct_len  |          |     |      |
- *   +--------+---------+--------+---------+--------+---------+----------+-----+------+
- *    \______ B ______/  \______ G ______/  \______ C _____/
+ *   +-------+--------+---------+--------+---------+--------+--------+----------+----+------+
+ *   | stamp | br_len | br_etag | gz_len | gz_etag | ct_len | ct     | identity | br | gzip |
+ *   | u32   | u32    | u32     | u32    | u32     | u8     | ct_len |          |    |      |
+ *   +-------+--------+---------+--------+---------+--------+--------+----------+----+------+
+ *    B or G  \______ B ______/  \______ G ______/  \_____ C ______/
  *
  * identity length = blob length - header - br_len - gz_len.
+ *
+ * stamp: the stamp of the write the value came from.  Variants are made off
+ * the shard and installed later by rewriting the item (exec.c), which gives
+ * it a new store stamp; the tags keep the write's own, so a client holding
+ * the tag the PUT answered still gets a 304, and compaction, which moves
+ * the item, does not change the tags of a value with variants.
  *
  * ETags: each representation's 32-bit content hash (its bytes, seeded with
  * the Content-Type and the coding; the identity's in the store's `etag`, the
  * variants' in the blob) followed by the write's 32-bit store stamp
  * (store_item.stamp: where the write landed, hashed with a per-store random
- * key), as 16 hex digits: "hhhhhhhhssssssss" (identity),
- * "hhhhhhhhssssssss-br" and "hhhhhhhhssssssss-gz".  A changed value keeps
+ * key; for a value with variants the stamp in its header), as 16 hex
+ * digits: "hhhhhhhhssssssss" (identity), "hhhhhhhhssssssss-br" and
+ * "hhhhhhhhssssssss-gz".  A changed value keeps
  * its tag only if both halves collide (2^-64; docs/fastlane.md), where a
  * 32-bit hash alone kept it with probability 2^-32.  The suffix keeps the
  * three distinct even if two hashes collide.
@@ -60,7 +67,7 @@
 #define REPR_F_HDR  (REPR_F_CT | REPR_F_BR | REPR_F_GZIP)
 
 #define REPR_TYPE_MAX 255u
-#define REPR_HDR_MAX  (16u + 1u + REPR_TYPE_MAX)
+#define REPR_HDR_MAX  (20u + 1u + REPR_TYPE_MAX)
 #define REPR_ETAG_MAX 21u  /* "hhhhhhhhssssssss-br" with its quotes */
 
 /* Content-Types stored as an index in flags, matched byte for byte.  Index 0
@@ -96,6 +103,7 @@ struct repr_part {
 struct repr_view {
 	struct repr_part part[REPR_NCODINGS];
 	unsigned avail;         /* bit (1 << coding) for each stored coding */
+	uint32_t stamp;         /* the write's stamp when the blob has variants */
 	int type;               /* index in REPR_TYPES, or -1: type_str */
 	const char *type_str;
 	uint32_t type_len;
@@ -118,12 +126,13 @@ const char *repr_type_name(unsigned i, uint32_t *len);
 
 /*
  * Builds the blob of `value` with Content-Type ct[0..ct_len) (ct_len <=
- * REPR_TYPE_MAX; 0: the default type) and the optional variants (NULL: none).
+ * REPR_TYPE_MAX; 0: the default type) and the optional variants (NULL: none)
+ * of the write whose store stamp is `stamp` (kept only with a variant).
  * The iovecs point at the caller's bytes and at b->hdr.
  */
 void repr_build(struct repr_blob *b, const void *value, uint32_t len,
 		const char *ct, size_t ct_len, const void *br, uint32_t br_len,
-		const void *gz, uint32_t gz_len);
+		const void *gz, uint32_t gz_len, uint32_t stamp);
 
 /* The slow half of repr_unpack(): a blob with a header.  0 or -EINVAL. */
 int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint8_t flags,

@@ -421,6 +421,8 @@ static int validate(const struct config *cfg, const struct state *st, char *err,
 		return BLAME("brotli-quality", "from 0 to 11");
 	if (cfg->gzip_level < 1 || cfg->gzip_level > 12)
 		return BLAME("gzip-level", "from 1 to 12");
+	if (cfg->compress_threads > 64)     /* ZIP_THREADS_MAX (zip.h) */
+		return BLAME("compress-threads", "at most 64");
 	if (cfg->redis_timeout < 1)
 		return BLAME("redis-timeout", "at least 1 millisecond");
 	if (cfg->listen.n == 0)

@@ -32,6 +32,7 @@
 #include "ringcache/snapshot.h"
 #include "ringcache/stats.h"
 #include "ringcache/store.h"
+#include "ringcache/zip.h"
 
 static void io_uring_hint(char *err, size_t errlen, const char *what, int rc)
 {
@@ -80,6 +81,34 @@ static int coherence_cpu(const struct server *srv, const struct cpuset *cpus)
 			return allowed.cpu[i];
 	}
 	return -1;
+}
+
+/* The compression workers (zip.h): idle priority when they may share a
+ * CPU with a shard. */
+static int setup_zip(struct server *srv, const struct cpuset *cpus, char *err, size_t errlen)
+{
+	const struct config *cfg = srv->cfg;
+	struct zip_config zc = {
+		.threads = cfg->compress_threads,
+		.shards = srv->nshards,
+		.cpus = &cfg->compress_cpuset,
+		.idle = zip_should_idle(&cfg->compress_cpuset, cpus, srv->nshards),
+		.brotli_quality = (int)cfg->brotli_quality,
+		.gzip_level = (int)cfg->gzip_level,
+		.wake = wake_shard,
+		.wake_arg = srv,
+	};
+	int rc = zip_create(&srv->zip, &zc);
+
+	if (rc)
+		snprintf(err, errlen, "--compress-threads %u --compress-cpuset: %s",
+			 cfg->compress_threads, strerror(-rc));
+	else
+		fprintf(stderr, "ringcached: compression: %u thread%s, %s, %s\n",
+			cfg->compress_threads, cfg->compress_threads == 1 ? "" : "s",
+			zc.idle ? "SCHED_IDLE" : "normal priority",
+			cfg->compress_cpuset.n ? "pinned to --compress-cpuset" : "unpinned");
+	return rc;
 }
 
 static int setup_coherence(struct server *srv, const struct cpuset *cpus, char *err,
@@ -253,6 +282,13 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 			return rc;
 		}
 	}
+	if (cfg->compress_threads) {
+		int rc = setup_zip(srv, &cpus, err, errlen);
+		if (rc) {
+			server_destroy(srv);
+			return rc;
+		}
+	}
 	/* after the coherence module: each shard sets up its side of it */
 	for (unsigned i = 0; i < n; i++) {
 		/* shards beyond the CPUs of the set are not pinned */
@@ -381,9 +417,10 @@ void server_destroy(struct server *srv)
 	if (!srv)
 		return;
 	unsigned n = srv->nshards;
-	/* first the coherence thread, which may still ring the shards */
+	/* first the threads that may still ring the shards */
 	coh_destroy(srv->coh);
 	snap_destroy(srv->snap);
+	zip_destroy(srv->zip);
 	/* messages left in rings are fwds: their origin shard frees them (fwd.h) */
 	for (unsigned i = 0; srv->rings && i < n * n; i++)
 		ring_destroy(srv->rings[i]);

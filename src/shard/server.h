@@ -32,6 +32,7 @@ struct ring;
 struct shard;
 struct snap;
 struct stats_shard;
+struct zip;
 
 struct server {
 	const struct config *cfg;
@@ -54,6 +55,7 @@ struct server {
 	bool serving;                   /* server_run() succeeded: a stop saves the snapshot */
 	size_t conn_memory;             /* --conn-memory, or what "auto" came to */
 	char advertise[128];            /* HOST:PORT (or unix:PATH) in the registry */
+	struct zip *zip;                /* compression workers; NULL: --compress-threads 0 */
 	_Atomic bool stop;
 	_Atomic unsigned closing;       /* shards still ending their work (shard.c teardown) */
 	pthread_barrier_t ready;

@@ -196,10 +196,14 @@ static int setup_store(struct shard *sh)
 	struct cache_config cc = {
 		.compress_min = cfg->compress_min,
 		.compress_max = cfg->compress_max,
-		.brotli_quality = (int)cfg->brotli_quality,
-		.gzip_level = (int)cfg->gzip_level,
 		.default_ttl = cfg->default_ttl,
 		.max_value = cfg->max_value,
+		.zip = sh->srv->zip,
+		.lane = sh->id,
+#define ZIP_COUNTER(name, type, help) .counters.name = &sh->stats->name,
+		CACHE_ZIP_STATS(ZIP_COUNTER)
+#undef ZIP_COUNTER
+		.zip_lag = &sh->stats->zip_lag,
 	};
 	int rc = store_create(&sh->store, &sc);
 
@@ -424,6 +428,7 @@ static void enter(struct shard *sh, bool spin)
 	atomic_store_explicit(&sh->parked, 1, memory_order_seq_cst);
 	/* never park on a backlog: the peer draining the ring would not ring us */
 	if (fwd_pending(sh) || l2_pending(sh) || fwd_backlogged(sh) || l2_backlogged(sh) ||
+	    cache_zip_waiting(sh->cache) ||
 	    atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
 		atomic_store_explicit(&sh->parked, 0, memory_order_relaxed);
 		io_uring_submit_and_get_events(&sh->ring);
@@ -453,6 +458,7 @@ static bool exchange(struct shard *sh)
 		sh->mem_resume = false;
 		conn_resume_paused(sh);
 	}
+	work |= cache_zip_poll(sh->cache);     /* after the drains: they may queue jobs */
 	work |= fwd_flush(sh);
 	l2_flush(sh);
 	for (uint32_t i = 0; i < sh->ndirty; i++)
@@ -465,13 +471,20 @@ static bool exchange(struct shard *sh)
 static void loop(struct shard *sh)
 {
 	uint64_t spin_ns = (uint64_t)sh->cfg->spin_us * 1000;
+	uint64_t busy_from = 0; /* start of a busy stretch, 0: none (stats.h loop_busy) */
 
 	sh->now_ns = clock_mono_ns();
 	sh->last_work_ns = sh->now_ns;
 	while (!atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
 		bool work = exchange(sh);
-		if (work)
+		if (work) {
 			sh->last_work_ns = sh->now_ns;
+			busy_from = busy_from ? busy_from : sh->now_ns;
+		}
+		if (busy_from) {
+			hist_record(&sh->stats->loop_busy, clock_mono_ns() - busy_from);
+			busy_from = 0;
+		}
 
 		enter(sh, sh->now_ns - sh->last_work_ns < spin_ns || l2_waiting(sh));
 
@@ -485,7 +498,7 @@ static void loop(struct shard *sh)
 		}
 		io_uring_cq_advance(&sh->ring, seen);
 		if (seen)
-			sh->last_work_ns = sh->now_ns;
+			sh->last_work_ns = busy_from = sh->now_ns;
 		if (sh->now_ns - sh->last_sweep_ns >= SWEEP_NS)
 			periodic(sh);
 		/* the heartbeat (shard.h); this thread alone writes it */

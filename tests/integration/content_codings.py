@@ -1,6 +1,7 @@
 """Content codings for the integration tests (docs/fastlane.md): decoding
-br and gzip bodies, and values of a chosen compressibility.  The daemon and
-the client side are harness.py's.
+br and gzip bodies, values of a chosen compressibility, and waiting for the
+variants the compression workers make after a PUT is answered.  The daemon
+and the client side are harness.py's.
 
 br bodies are decoded with the brotli command-line tool (Debian package
 `brotli`), run with a timeout; gzip bodies with python's gzip module.
@@ -12,6 +13,8 @@ import random
 import shutil
 import subprocess
 import zlib
+
+from harness import stats, wait_for
 
 DECODE_TIMEOUT = 10.0
 
@@ -111,3 +114,21 @@ def skewed_value(size, alphabet, seed):
     the two codings saves 10 %."""
     rnd = random.Random(seed)
     return bytes(32 + rnd.randrange(alphabet) for _ in range(size))
+
+
+SETTLE_TIMEOUT = 60.0
+
+
+def zip_pending(srv):
+    """Values the daemon has handed to its compression workers whose
+    variants are not installed (or discarded) yet (/stats zip_pending)."""
+    return stats(srv)["total"]["zip_pending"]
+
+
+def settle(srv):
+    """Waits until every value written so far has its br/gzip variants in
+    place (or was found not to need them): a PUT is answered before they
+    exist (issue 8).  Returns False if they are still pending after
+    SETTLE_TIMEOUT seconds (the workers run at SCHED_IDLE, so a machine
+    busy with other work slows them down)."""
+    return wait_for(lambda: zip_pending(srv) == 0, SETTLE_TIMEOUT, 0.01)

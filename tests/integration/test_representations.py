@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """How a stored value is represented in responses (the fast lane of
 issue 4, docs/fastlane.md), over real sockets: the br and gzip variants made
-at write time and the flags that shape them, Accept-Encoding negotiation,
+after each write by the compression workers (issue 8: a PUT is answered
+first, so the checks of a stored value wait for its variants, settle()) and
+the flags that shape them, Accept-Encoding negotiation,
 Content-Type, ETags and 304, HEAD, TTL and Cache-Control: max-age, X-Cache.
 br bodies are decoded with the brotli CLI, gzip bodies with python's gzip
 module (content_codings.py).
@@ -14,7 +16,8 @@ import time
 
 from harness import (WRITE_OK, Server, build_request, chunked, free_port, keys_per_shard,
                      run_binary, run_main, show, wait_for)
-from content_codings import brotli_cli, decode, json_value, random_value, skewed_value, text_value
+from content_codings import (SETTLE_TIMEOUT, brotli_cli, decode, json_value, random_value, settle,
+                             skewed_value, text_value)
 
 FLAGS = ["--shards", "2", "--memory", "64M"]
 # the representation's 32-bit content hash, then the write's 32-bit stamp
@@ -29,10 +32,14 @@ def content_half(tag):
 
 
 def put(srv, key, value, ctype=None, query="", headers=()):
+    """A PUT, then a wait until its variants are in place."""
     h = list(headers)
     if ctype is not None:
         h.append(("Content-Type", ctype))
-    return srv.request("PUT", "/cache/" + key + query, value, h)
+    r = srv.request("PUT", "/cache/" + key + query, value, h)
+    if not settle(srv):
+        raise AssertionError("variants still pending %.0f s after a PUT" % SETTLE_TIMEOUT)
+    return r
 
 
 def get(srv, key, ae=None, headers=(), method="GET"):
@@ -594,6 +601,7 @@ def across_shards(c, srv):
             r = conn.roundtrip("PUT", "/cache/%s?ttl=300" % k, value,
                                [("Content-Type", "application/json; charset=utf-8")])
             c.eq(r.status, 201, "%s: PUT -> 201" % what)
+            c.check(settle(srv), "%s: variants made" % what)
             tag = r.header("ETag")
             for ae, want in ((None, "identity"), ("br", "br"), ("gzip", "gzip"),
                              ("gzip;q=0.9, br;q=0.8", "gzip"), ("*;q=0", 406)):
@@ -622,6 +630,7 @@ def across_shards(c, srv):
             c.eq(r.status, 404, "%s-style miss -> 404" % what)
             r = conn.roundtrip("PUT", "/cache/" + k + "-big", big, [("Content-Type", "text/plain")])
             c.eq(r.status, 201, "%s: PUT 1 MB text -> 201" % what)
+            c.check(settle(srv), "%s: 1 MB text: variants made" % what)
             for ae in ("br", "gzip"):
                 r = conn.roundtrip("GET", "/cache/" + k + "-big", headers=[("Accept-Encoding", ae)])
                 check_repr(c, r, big, ae, True, "%s: 1 MB text, %s" % (what, ae))
@@ -630,6 +639,7 @@ def across_shards(c, srv):
                                [("Content-Type", "application/json"),
                                 ("Transfer-Encoding", "chunked")])
             c.eq(r.status, 201, "%s: chunked PUT -> 201" % what)
+            c.check(settle(srv), "%s: chunked value: variants made" % what)
             r = conn.roundtrip("GET", "/cache/" + k + "-chunked", headers=[("Accept-Encoding", "br")])
             check_repr(c, r, value, "br", True, "%s: value sent chunked, br" % what)
 

@@ -1,9 +1,18 @@
 /*
- * test_cache.c - the cache executor over a real store: statuses, headers,
- * negotiation with decoded br/gzip bodies, ETags and 304, TTLs driven by a
- * hand-set store clock, and the responses of cache_respond_status().
+ * test_cache.c - the cache executor over a real store and real compression
+ * workers (zip.h): statuses, headers, negotiation with decoded br/gzip
+ * bodies, ETags and 304, TTLs driven by a hand-set store clock, and the
+ * install rule of the variants made off the shard (issue 8): only the write
+ * they were made from gets them, never a later one, a deleted, evicted or
+ * expired one; a full queue stores without variants.
+ *
+ * The variants arrive when cache_zip_poll() takes them, which a shard does
+ * once per loop iteration: settle() is that loop, waiting (on the workers'
+ * wake-up, never on a timer) until nothing is out at the workers.
  */
 #include <errno.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +26,10 @@
 #include "ringcache/cache.h"
 #include "ringcache/hash.h"
 #include "ringcache/http_render.h"
+#include "ringcache/zip.h"
 
 #define MAX_VALUE (1u << 20)
+#define LANES 8         /* caches sharing the pool: lane 0 is `cache` */
 
 struct resp {
 	int status;
@@ -32,6 +43,58 @@ struct resp {
 static struct store *st;
 static struct cache *cache;
 static uint32_t now = 1000;
+
+/* The compression workers every cache of this test uses; each finished job
+ * posts `done`, as it would ring a parked shard's doorbell. */
+static struct zip *zp;
+static sem_t done;
+
+static void on_done(void *arg, unsigned lane)
+{
+	(void)arg;
+	(void)lane;
+	sem_post(&done);
+}
+
+/* A cache's counters (what a shard's stats hold). */
+struct zstats {
+#define ZSTATS_FIELD(name, type, help) _Atomic uint64_t name;
+	CACHE_ZIP_STATS(ZSTATS_FIELD)
+#undef ZSTATS_FIELD
+};
+
+static struct zstats zs;        /* `cache`'s */
+
+static struct cache_counters counters_of(struct zstats *z)
+{
+	struct cache_counters c = {
+#define ZSTATS_PTR(name, type, help) .name = &z->name,
+		CACHE_ZIP_STATS(ZSTATS_PTR)
+#undef ZSTATS_PTR
+	};
+	return c;
+}
+
+static uint64_t zget(_Atomic uint64_t *v)
+{
+	return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* What a shard's loop does until the variants of every write so far are
+ * installed (or discarded): poll, and when nothing came back, wait for a
+ * worker to finish a job. */
+static void settle_cache(struct cache *c)
+{
+	cache_zip_poll(c);      /* publishes what the PUTs queued */
+	while (cache_zip_pending(c))
+		if (!cache_zip_poll(c))
+			sem_wait(&done);
+}
+
+static void settle(void)
+{
+	settle_cache(cache);
+}
 
 static void resp_free(struct resp *r)
 {
@@ -171,7 +234,9 @@ static enum cache_outcome run(const struct treq *r, struct resp *rs)
 	return oc;
 }
 
-static int put(const char *key, const void *val, size_t len, const char *ct, struct resp *rs)
+/* A PUT, answered before its variants exist. */
+static int put_now(const char *key, const void *val, size_t len, const char *ct,
+		   struct resp *rs)
 {
 	struct treq r = mkreq(CACHE_PUT, key);
 	r.c.body = val;
@@ -183,6 +248,14 @@ static int put(const char *key, const void *val, size_t len, const char *ct, str
 	int status = o->status;
 	if (!rs)
 		resp_free(&tmp);
+	return status;
+}
+
+/* A PUT, then what the shard's loop does until its variants are in. */
+static int put(const char *key, const void *val, size_t len, const char *ct, struct resp *rs)
+{
+	int status = put_now(key, val, len, ct, rs);
+	settle();
 	return status;
 }
 
@@ -717,7 +790,7 @@ static void test_etag_collision(void)
 	bool found = false;
 
 	for (uint64_t i = 0; i < N; i++) {
-		repr_build(&b, &i, sizeof(i), NULL, 0, NULL, 0, NULL, 0);
+		repr_build(&b, &i, sizeof(i), NULL, 0, NULL, 0, NULL, 0, 0);
 		h[i] = (uint64_t)b.etag << 32 | i;
 	}
 	qsort(h, N, sizeof(*h), cmp_u64);
@@ -733,8 +806,8 @@ static void test_etag_collision(void)
 	if (!found)
 		return;
 	struct repr_blob ba, bb;
-	repr_build(&ba, &va, sizeof(va), NULL, 0, NULL, 0, NULL, 0);
-	repr_build(&bb, &vb, sizeof(vb), NULL, 0, NULL, 0, NULL, 0);
+	repr_build(&ba, &va, sizeof(va), NULL, 0, NULL, 0, NULL, 0, 0);
+	repr_build(&bb, &vb, sizeof(vb), NULL, 0, NULL, 0, NULL, 0, 0);
 	CHECK(va != vb && ba.etag == bb.etag);
 
 	CHECK_EQ(put("collide", &va, sizeof(va), NULL, &rs) / 100, 2);
@@ -878,17 +951,28 @@ static void test_ttl(void)
 	resp_free(&rs);
 }
 
+/* A cache of its own on a store of its own (`memory` bytes, blobs up to
+ * `store_max`), its clock at 500, for the tests that need other settings. */
+static struct cache *other_cache(struct store **st2, size_t memory, size_t store_max,
+				 const struct cache_config *cc)
+{
+	struct store_config sc = { .memory = memory, .max_value = store_max,
+				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
+	struct cache *c2 = NULL;
+
+	CHECK_EQ(store_create(st2, &sc), 0);
+	CHECK_EQ(cache_create(&c2, *st2, cc), 0);
+	cache_tick(c2, 500);
+	return c2;
+}
+
 static void test_default_ttl(void)
 {
 	struct store *st2;
 	struct cache *c2;
-	struct store_config sc = { .memory = 16u << 20, .max_value = cache_blob_max(MAX_VALUE),
-				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
-	struct cache_config cc = { .compress_min = 256, .brotli_quality = 4, .gzip_level = 6,
-				   .default_ttl = 60, .max_value = MAX_VALUE };
-	CHECK_EQ(store_create(&st2, &sc), 0);
-	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
-	cache_tick(c2, 500);
+	struct cache_config cc = { .compress_min = 256, .default_ttl = 60, .max_value = MAX_VALUE,
+				   .zip = zp, .lane = 1 };
+	c2 = other_cache(&st2, 16u << 20, cache_blob_max(MAX_VALUE), &cc);
 
 	struct treq r = mkreq(CACHE_PUT, "d");
 	struct buf out = { 0 };
@@ -910,13 +994,9 @@ static void test_compress_max(void)
 {
 	struct store *st2;
 	struct cache *c2;
-	struct store_config sc = { .memory = 16u << 20, .max_value = cache_blob_max(MAX_VALUE),
-				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
-	struct cache_config cc = { .compress_min = 256, .compress_max = 4096, .brotli_quality = 4,
-				   .gzip_level = 6, .max_value = MAX_VALUE };
-	CHECK_EQ(store_create(&st2, &sc), 0);
-	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
-	cache_tick(c2, 500);
+	struct cache_config cc = { .compress_min = 256, .compress_max = 4096,
+				   .max_value = MAX_VALUE, .zip = zp, .lane = 2 };
+	c2 = other_cache(&st2, 16u << 20, cache_blob_max(MAX_VALUE), &cc);
 
 	const char *names[2] = { "small", "large" };
 	size_t sizes[2] = { 4096, 4097 };
@@ -929,6 +1009,7 @@ static void test_compress_max(void)
 		r.c.body_len = (uint32_t)sizes[i];
 		CHECK_EQ(exec_render(c2, &r, &out, &oc), 0);
 		CHECK_EQ(oc, CACHE_STORED);
+		settle_cache(c2);
 		out.len = 0;
 		r = mkreq(CACHE_GET, names[i]);
 		r.c.accept_encoding.p = "gzip";
@@ -960,6 +1041,7 @@ static void test_limits(void)
 	CHECK_EQ(run(&r, &rs), CACHE_STORED);
 	CHECK_EQ(rs.status, 201);
 	resp_free(&rs);
+	settle();
 	CHECK_EQ(get_ae("big", "gzip", &rs), 200);
 	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
 	CHECK(gzip_equals(&rs, big, MAX_VALUE));
@@ -968,20 +1050,18 @@ static void test_limits(void)
 }
 
 /* A store whose largest blob fits the value but not its variants: the
- * value is stored raw. */
+ * store refuses the variants, and the value stays, raw (a failed store_set()
+ * drops the key, so the install must put the value back). */
 static void test_variants_dropped_when_too_big(void)
 {
 	struct store *st2;
 	struct cache *c2;
+	struct zstats z2 = { 0 };
 	size_t n = 20000;
 	char *val = text_value(n);
-	struct store_config sc = { .memory = 16u << 20, .max_value = n + 64,
-				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
-	struct cache_config cc = { .compress_min = 256, .brotli_quality = 4, .gzip_level = 6,
-				   .max_value = n };
-	CHECK_EQ(store_create(&st2, &sc), 0);
-	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
-	cache_tick(c2, 500);
+	struct cache_config cc = { .compress_min = 256, .max_value = n, .zip = zp, .lane = 3,
+				   .counters = counters_of(&z2) };
+	c2 = other_cache(&st2, 16u << 20, n + 64, &cc);
 
 	struct treq r = mkreq(CACHE_PUT, "d");
 	r.c.body = (const uint8_t *)val;
@@ -991,6 +1071,11 @@ static void test_variants_dropped_when_too_big(void)
 	struct resp rs;
 	CHECK_EQ(exec_render(c2, &r, &out, &oc), 0);
 	CHECK_EQ(oc, CACHE_STORED);
+	settle_cache(c2);
+	CHECK_EQ(zget(&z2.zip_queued), 1);
+	CHECK_EQ(zget(&z2.zip_refused), 1);
+	CHECK_EQ(zget(&z2.zip_installed), 0);
+	CHECK_EQ(zget(&z2.zip_pending), 0);
 	out.len = 0;
 	r.c.op = CACHE_GET;
 	r.c.accept_encoding = hs("br");
@@ -1004,6 +1089,326 @@ static void test_variants_dropped_when_too_big(void)
 	cache_destroy(c2);
 	store_destroy(st2);
 	free(val);
+}
+
+/* The ETag a PUT answered, into out. */
+static void put_etag(const char *key, const void *val, size_t len, const char *ct,
+		     int64_t ttl, char *out, size_t cap)
+{
+	struct treq r = mkreq(CACHE_PUT, key);
+	struct resp rs;
+
+	r.c.body = val;
+	r.c.body_len = (uint32_t)len;
+	r.c.content_type = hs(ct);
+	r.c.ttl = ttl;
+	CHECK_EQ(run(&r, &rs), CACHE_STORED);
+	hdr_copy(&rs, "ETag", out, cap);
+	resp_free(&rs);
+}
+
+static void del(const char *key)
+{
+	struct treq r = mkreq(CACHE_DELETE, key);
+	struct resp rs;
+
+	CHECK_EQ(run(&r, &rs), CACHE_DELETED);
+	resp_free(&rs);
+}
+
+/*
+ * Issue 8: a PUT is stored and answered before its variants exist.  Until
+ * the shard installs them (cache_zip_poll(), which this test has not called
+ * yet, so whatever the workers did meanwhile cannot show) a GET gets the
+ * identity with the ETag the PUT answered; after, br and gzip, and the
+ * identity keeps that ETag (its holder still gets a 304).
+ */
+static void test_async_variants(void)
+{
+	size_t n = 8000;
+	char *val = text_value(n);
+	char e_put[64], e[64];
+	struct resp rs;
+	uint64_t q0 = zget(&zs.zip_queued), in0 = zget(&zs.zip_installed);
+
+	put_etag("async", val, n, "application/json", -1, e_put, sizeof(e_put));
+	CHECK(etag_ok(e_put, ""));
+	CHECK_EQ(zget(&zs.zip_queued), q0 + 1);
+	CHECK_EQ(zget(&zs.zip_pending), 1);
+	CHECK_EQ(cache_zip_pending(cache), 1);
+	CHECK_EQ(get_ae("async", "br, gzip", &rs), 200);
+	CHECK(!has_hdr(&rs, "Content-Encoding") && !has_hdr(&rs, "Vary"));
+	CHECK(hdr_is(&rs, "ETag", e_put));
+	CHECK(hdr_is(&rs, "Content-Type", "application/json"));
+	CHECK(rs.body_len == n && memcmp(rs.body, val, n) == 0);
+	resp_free(&rs);
+	CHECK_EQ(revalidate("async", "br", e_put), 304);
+
+	settle();
+	CHECK_EQ(zget(&zs.zip_installed), in0 + 1);
+	CHECK_EQ(zget(&zs.zip_pending), 0);
+	CHECK_EQ(get_ae("async", "br", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "br"));
+	CHECK(hdr_is(&rs, "Vary", "Accept-Encoding"));
+	CHECK(hdr_is(&rs, "Content-Type", "application/json"));
+	CHECK(br_equals(&rs, val, n));
+	hdr_copy(&rs, "ETag", e, sizeof(e));
+	resp_free(&rs);
+	/* the variants carry the stamp of the write they were made from */
+	CHECK(etag_ok(e, "-br") && memcmp(e + 9, e_put + 9, 8) == 0);
+	CHECK_EQ(get_ae("async", "gzip", &rs), 200);
+	CHECK(gzip_equals(&rs, val, n));
+	resp_free(&rs);
+	get_etag("async", NULL, e, sizeof(e));
+	CHECK(strcmp(e, e_put) == 0);
+	CHECK_EQ(revalidate("async", NULL, e_put), 304);
+	free(val);
+}
+
+/*
+ * The install rule: variants go into the item only if it is still the write
+ * they were made from.  Overwritten (even with the same bytes), deleted,
+ * expired or evicted first: they are discarded (zip_stale) and nothing
+ * comes back to life; a later write gets its own.
+ */
+static void test_install_rule(void)
+{
+	size_t n = 6000, n2 = 6100;
+	char *v1 = text_value(n), *v2 = text_value(n2);
+	char e_a[64], e_b[64], e[64];
+	struct resp rs;
+	uint64_t stale = zget(&zs.zip_stale), inst = zget(&zs.zip_installed);
+
+	/* overwritten by other bytes before the variants came back */
+	put_etag("ow", v1, n, "text/plain", -1, e_a, sizeof(e_a));
+	put_etag("ow", v2, n2, "text/plain", -1, e_b, sizeof(e_b));
+	settle();
+	CHECK_EQ(zget(&zs.zip_stale), stale + 1);
+	CHECK_EQ(zget(&zs.zip_installed), inst + 1);
+	CHECK_EQ(get_ae("ow", "br", &rs), 200);
+	CHECK(br_equals(&rs, v2, n2));
+	resp_free(&rs);
+	CHECK_EQ(get_ae("ow", "gzip", &rs), 200);
+	CHECK(gzip_equals(&rs, v2, n2));
+	resp_free(&rs);
+	get_etag("ow", NULL, e, sizeof(e));
+	CHECK(strcmp(e, e_b) == 0);
+
+	/* overwritten by the same bytes: another write, only its variants go in */
+	put_etag("same", v1, n, NULL, -1, e_a, sizeof(e_a));
+	put_etag("same", v1, n, NULL, -1, e_b, sizeof(e_b));
+	CHECK(strcmp(e_a, e_b) != 0);
+	settle();
+	CHECK_EQ(zget(&zs.zip_stale), stale + 2);
+	CHECK_EQ(zget(&zs.zip_installed), inst + 2);
+	get_etag("same", "br", e, sizeof(e));
+	CHECK(etag_ok(e, "-br") && memcmp(e + 9, e_b + 9, 8) == 0);
+	CHECK_EQ(revalidate("same", NULL, e_a), 200);
+	CHECK_EQ(revalidate("same", NULL, e_b), 304);
+
+	/* deleted first: the key stays absent */
+	put_etag("del", v1, n, NULL, -1, e, sizeof(e));
+	del("del");
+	settle();
+	CHECK_EQ(zget(&zs.zip_stale), stale + 3);
+	CHECK_EQ(get_ae("del", "br", &rs), 404);
+	resp_free(&rs);
+
+	/* deleted and written again with a value that gets no variants */
+	put_etag("del2", v1, n, NULL, -1, e, sizeof(e));
+	del("del2");
+	put_etag("del2", "tiny", 4, NULL, -1, e, sizeof(e));
+	settle();
+	CHECK_EQ(zget(&zs.zip_stale), stale + 4);
+	CHECK_EQ(get_ae("del2", "br, gzip", &rs), 200);
+	CHECK(rs.body_len == 4 && memcmp(rs.body, "tiny", 4) == 0);
+	CHECK(!has_hdr(&rs, "Vary") && hdr_is(&rs, "ETag", e));
+	resp_free(&rs);
+
+	/* expired first */
+	put_etag("exp", v1, n, NULL, 5, e, sizeof(e));
+	tick(now + 10);
+	settle();
+	CHECK_EQ(zget(&zs.zip_stale), stale + 5);
+	CHECK_EQ(get_ae("exp", NULL, &rs), 404);
+	resp_free(&rs);
+
+	/* installed: the absolute expiry and a custom Content-Type are kept */
+	const char *ct = "application/vnd.example+json";
+	put_etag("keep", v1, n, ct, 100, e_a, sizeof(e_a));
+	tick(now + 30);
+	settle();
+	CHECK_EQ(zget(&zs.zip_installed), inst + 3);
+	CHECK_EQ(get_ae("keep", "br", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "br"));
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=70"));
+	CHECK(hdr_is(&rs, "Content-Type", ct));
+	CHECK(br_equals(&rs, v1, n));
+	resp_free(&rs);
+	get_etag("keep", NULL, e, sizeof(e));
+	CHECK(strcmp(e, e_a) == 0);
+	tick(now + 71);
+	CHECK_EQ(get_ae("keep", "br", &rs), 404);
+	resp_free(&rs);
+	CHECK_EQ(zget(&zs.zip_pending), 0);
+	free(v1);
+	free(v2);
+}
+
+/* Evicted before the variants came back: they are discarded, the key is
+ * not brought back. */
+static void test_install_after_eviction(void)
+{
+	struct store *st2;
+	struct cache *c2;
+	struct zstats z2 = { 0 };
+	struct cache_config cc = { .compress_min = 256, .max_value = 64 << 10, .zip = zp,
+				   .lane = 4, .counters = counters_of(&z2) };
+	size_t n = 8000;
+	char *val = text_value(n);
+	char small[200];
+	struct buf out = { 0 };
+	enum cache_outcome oc;
+
+	memset(small, 'x', sizeof(small));
+	c2 = other_cache(&st2, 4u << 20, cache_blob_max(64 << 10), &cc);
+	struct treq r = mkreq(CACHE_PUT, "victim");
+	r.c.body = (const uint8_t *)val;
+	r.c.body_len = (uint32_t)n;
+	CHECK_EQ(exec_render(c2, &r, &out, &oc), 0);
+	CHECK_EQ(oc, CACHE_STORED);
+	/* values below --compress-min queue nothing: fill until the victim goes */
+	char key[32];
+	unsigned i;
+	for (i = 0; i < 200000 && store_contains(st2, "victim", 6, r.c.hash); i++) {
+		snprintf(key, sizeof(key), "filler:%u", i);
+		struct treq f = mkreq(CACHE_PUT, key);
+		f.c.body = (const uint8_t *)small;
+		f.c.body_len = sizeof(small);
+		out.len = 0;
+		CHECK_EQ(exec_render(c2, &f, &out, &oc), 0);
+	}
+	CHECK(!store_contains(st2, "victim", 6, r.c.hash));
+	CHECK_EQ(zget(&z2.zip_queued), 1);
+	settle_cache(c2);
+	CHECK_EQ(zget(&z2.zip_stale), 1);
+	CHECK_EQ(zget(&z2.zip_installed), 0);
+	CHECK(!store_contains(st2, "victim", 6, r.c.hash));
+	buf_deinit(&out);
+	cache_destroy(c2);
+	store_destroy(st2);
+	free(val);
+}
+
+/*
+ * Bounded work: with the workers not running, a shard can hand out at most
+ * ZIP_QUEUE_JOBS values; the next ones are stored (and answered) without
+ * variants and counted in zip_queue_full.  The newest RETRY_MAX (64) of
+ * those are remembered and queued once there is room, if still the item:
+ * here the 6 oldest are forgotten (no variants), one is overwritten and one
+ * deleted meanwhile (their retries are dropped), the rest get variants.
+ */
+static void test_queue_full(void)
+{
+	struct zip *zq;
+	struct zip_config zc = { .threads = 1, .shards = 1, .brotli_quality = 4, .gzip_level = 6,
+				 .wake = on_done, .paused = true };
+	struct store *st2;
+	struct cache *c2;
+	struct zstats z2 = { 0 };
+	size_t n = 3000;
+	char *val = text_value(n);
+	struct buf out = { 0 };
+	enum cache_outcome oc;
+	struct resp rs;
+	char key[32];
+	const unsigned refused = 70, total = ZIP_QUEUE_JOBS + refused;
+	const unsigned forgotten = refused - 64;
+
+	CHECK_EQ(zip_create(&zq, &zc), 0);
+	struct cache_config cc = { .compress_min = 256, .max_value = MAX_VALUE, .zip = zq,
+				   .lane = 0, .counters = counters_of(&z2) };
+	c2 = other_cache(&st2, 16u << 20, cache_blob_max(MAX_VALUE), &cc);
+	for (unsigned i = 0; i < total; i++) {
+		snprintf(key, sizeof(key), "q%u", i);
+		struct treq r = mkreq(CACHE_PUT, key);
+		r.c.body = (const uint8_t *)val;
+		r.c.body_len = (uint32_t)n;
+		if (i == 50)    /* a retry keeps a Content-Type of its own */
+			r.c.content_type = hs("application/vnd.q+json");
+		out.len = 0;
+		CHECK_EQ(exec_render(c2, &r, &out, &oc), 0);
+		CHECK_EQ(oc, CACHE_STORED);
+		cache_zip_poll(c2);     /* publishes; nothing can come back */
+	}
+	CHECK_EQ(zget(&z2.zip_queued), ZIP_QUEUE_JOBS);
+	CHECK_EQ(zget(&z2.zip_queue_full), refused);
+	CHECK_EQ(zget(&z2.zip_retried), 0);
+	CHECK_EQ(zget(&z2.zip_pending), ZIP_QUEUE_JOBS + 64);   /* 64 remembered */
+	CHECK_EQ(cache_zip_pending(c2), ZIP_QUEUE_JOBS + 64);
+	CHECK(!cache_zip_waiting(c2));
+
+	/* the newest refused one overwritten (a value with no variants to
+	 * make), the one before it deleted */
+	struct treq w = mkreq(CACHE_PUT, "q85");
+	w.c.body = (const uint8_t *)"tiny";
+	w.c.body_len = 4;
+	out.len = 0;
+	CHECK_EQ(exec_render(c2, &w, &out, &oc), 0);
+	w = mkreq(CACHE_DELETE, "q84");
+	out.len = 0;
+	CHECK_EQ(exec_render(c2, &w, &out, &oc), 0);
+	CHECK_EQ(oc, CACHE_DELETED);
+
+	CHECK_EQ(zip_start(zq), 0);
+	settle_cache(c2);
+	CHECK_EQ(zget(&z2.zip_retried), 64 - 2);
+	CHECK_EQ(zget(&z2.zip_queued), ZIP_QUEUE_JOBS + 64 - 2);
+	CHECK_EQ(zget(&z2.zip_installed), ZIP_QUEUE_JOBS + 64 - 2);
+	CHECK_EQ(zget(&z2.zip_stale), 0);
+	CHECK_EQ(zget(&z2.zip_pending), 0);
+	for (unsigned i = 0; i < total; i++) {
+		snprintf(key, sizeof(key), "q%u", i);
+		struct treq r = mkreq(CACHE_GET, key);
+		r.c.accept_encoding = hs("br");
+		out.len = 0;
+		CHECK_EQ(exec_render(c2, &r, &out, &oc), 0);
+		CHECK_EQ(parse_resp(out.data, out.len, false, &rs), 0);
+		if (i == total - 2) {
+			CHECK_EQ(rs.status, 404);
+		} else if (i == total - 1) {
+			CHECK(rs.status == 200 && !has_hdr(&rs, "Vary") && rs.body_len == 4);
+		} else if (i >= ZIP_QUEUE_JOBS && i < ZIP_QUEUE_JOBS + forgotten) {
+			CHECK(rs.status == 200 && !has_hdr(&rs, "Vary") && rs.body_len == n &&
+			      memcmp(rs.body, val, n) == 0);
+		} else {
+			CHECK(rs.status == 200 && hdr_is(&rs, "Content-Encoding", "br") &&
+			      br_equals(&rs, val, n));
+			CHECK(hdr_is(&rs, "Content-Type", i == 50 ? "application/vnd.q+json"
+								  : "application/octet-stream"));
+		}
+		resp_free(&rs);
+	}
+	buf_deinit(&out);
+	cache_destroy(c2);
+	store_destroy(st2);
+	zip_destroy(zq);
+	free(val);
+}
+
+/* Random bytes: compressed for nothing, counted, stored without variants. */
+static void test_unprofitable(void)
+{
+	uint64_t u0 = zget(&zs.zip_unprofitable);
+	uint8_t *rnd = random_value(5000, 11);
+	struct resp rs;
+
+	put("noise", rnd, 5000, "application/json", NULL);
+	CHECK_EQ(zget(&zs.zip_unprofitable), u0 + 1);
+	CHECK_EQ(get_ae("noise", "br, gzip", &rs), 200);
+	CHECK(!has_hdr(&rs, "Vary") && rs.body_len == 5000 && memcmp(rs.body, rnd, 5000) == 0);
+	resp_free(&rs);
+	free(rnd);
 }
 
 /* A value promoted from L2 is a reply whose cache says HIT_L2: the renderer
@@ -1056,14 +1461,16 @@ int main(void)
 {
 	struct store_config sc = { .memory = 32u << 20, .max_value = cache_blob_max(MAX_VALUE),
 				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
-	struct cache_config cc = { .compress_min = 256, .brotli_quality = 4, .gzip_level = 6,
-				   .default_ttl = 0, .max_value = MAX_VALUE };
-	struct cache *bad;
+	struct zip_config zc = { .threads = 2, .shards = LANES, .idle = false,
+				 .brotli_quality = 4, .gzip_level = 6, .wake = on_done };
+
+	CHECK_EQ(sem_init(&done, 0, 0), 0);
+	CHECK_EQ(zip_create(&zp, &zc), 0);
+	struct cache_config cc = { .compress_min = 256, .default_ttl = 0, .max_value = MAX_VALUE,
+				   .zip = zp, .lane = 0, .counters = counters_of(&zs) };
 
 	CHECK_EQ(store_create(&st, &sc), 0);
 	CHECK_EQ(cache_create(&cache, st, &cc), 0);
-	cc.brotli_quality = 12;
-	CHECK_EQ(cache_create(&bad, st, &cc), -EINVAL);
 	cache_destroy(NULL);
 	tick(now);
 
@@ -1081,8 +1488,14 @@ int main(void)
 	test_variants_dropped_when_too_big();
 	test_pipelined_appends();
 	test_x_cache_from_reply();
+	test_async_variants();
+	test_install_rule();
+	test_install_after_eviction();
+	test_queue_full();
+	test_unprofitable();
 
 	cache_destroy(cache);
 	store_destroy(st);
+	zip_destroy(zp);
 	return check_done("test_cache");
 }

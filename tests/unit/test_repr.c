@@ -41,7 +41,7 @@ static void test_plain(void)
 	struct repr_view v;
 	uint32_t len;
 
-	repr_build(&b, "hello", 5, NULL, 0, NULL, 0, NULL, 0);
+	repr_build(&b, "hello", 5, NULL, 0, NULL, 0, NULL, 0, 0);
 	CHECK_EQ(b.flags, 0);
 	CHECK_EQ(b.iovcnt, 1);
 	uint8_t *blob = flatten(&b, &len);
@@ -58,7 +58,7 @@ static void test_plain(void)
 		uint32_t tl;
 		const char *t = repr_type_name(i, &tl);
 		CHECK_EQ(repr_type_index(t, tl), (int)i);
-		repr_build(&b, "x", 1, t, tl, NULL, 0, NULL, 0);
+		repr_build(&b, "x", 1, t, tl, NULL, 0, NULL, 0, 0);
 		CHECK_EQ(b.flags, i);
 		CHECK_EQ(b.iovcnt, 1);
 		CHECK_EQ(repr_unpack((const uint8_t *)"x", 1, b.flags, b.etag, &v), 0);
@@ -66,8 +66,8 @@ static void test_plain(void)
 	}
 	/* The default type named explicitly is the same representation. */
 	struct repr_blob b2;
-	repr_build(&b, "v", 1, NULL, 0, NULL, 0, NULL, 0);
-	repr_build(&b2, "v", 1, "application/octet-stream", 24, NULL, 0, NULL, 0);
+	repr_build(&b, "v", 1, NULL, 0, NULL, 0, NULL, 0, 0);
+	repr_build(&b2, "v", 1, "application/octet-stream", 24, NULL, 0, NULL, 0, 0);
 	CHECK_EQ(b.flags, b2.flags);
 	CHECK_EQ(b.etag, b2.etag);
 	/* Matching is exact: another spelling is a custom type. */
@@ -75,7 +75,7 @@ static void test_plain(void)
 	CHECK_EQ(repr_type_index("application/json ", 17), -1);
 
 	/* Empty value. */
-	repr_build(&b, NULL, 0, NULL, 0, NULL, 0, NULL, 0);
+	repr_build(&b, NULL, 0, NULL, 0, NULL, 0, NULL, 0, 0);
 	CHECK_EQ(b.iovcnt, 1);
 	CHECK(b.iov[0].iov_base != NULL);
 	CHECK_EQ(repr_unpack((const uint8_t *)"", 0, b.flags, b.etag, &v), 0);
@@ -95,17 +95,21 @@ static void test_with_header(void)
 		bool has_ct = mask & 1, has_br = mask & 2, has_gz = mask & 4;
 		repr_build(&b, val, (uint32_t)strlen(val), has_ct ? ct : NULL,
 			   has_ct ? strlen(ct) : 0, has_br ? br : NULL, has_br ? 2 : 0,
-			   has_gz ? gz : NULL, has_gz ? 7 : 0);
+			   has_gz ? gz : NULL, has_gz ? 7 : 0, 0xa1b2c3d4u);
 		CHECK_EQ(!!(b.flags & REPR_F_CT), has_ct);
 		CHECK_EQ(!!(b.flags & REPR_F_BR), has_br);
 		CHECK_EQ(!!(b.flags & REPR_F_GZIP), has_gz);
 		uint8_t *blob = flatten(&b, &len);
-		size_t hdr = (has_br ? 8 : 0) + (has_gz ? 8 : 0) + (has_ct ? 1 + strlen(ct) : 0);
+		size_t hdr = (has_br || has_gz ? 4 : 0) + (has_br ? 8 : 0) + (has_gz ? 8 : 0) +
+			     (has_ct ? 1 + strlen(ct) : 0);
 		CHECK_EQ(len, hdr + strlen(val) + (has_br ? 2 : 0) + (has_gz ? 7 : 0));
 		CHECK_EQ(repr_unpack(blob, len, b.flags, b.etag, &v), 0);
 		CHECK(part_is(&v.part[REPR_IDENTITY], val, strlen(val)));
 		CHECK_EQ(v.part[REPR_IDENTITY].etag, b.etag);
 		CHECK_EQ(v.avail, 1u | (has_br ? 2u : 0) | (has_gz ? 4u : 0));
+		/* the write's stamp travels with the variants (issue 8) */
+		if (has_br || has_gz)
+			CHECK_EQ(v.stamp, 0xa1b2c3d4u);
 		if (has_br) {
 			CHECK(part_is(&v.part[REPR_BR], br, 2));
 			CHECK(v.part[REPR_BR].etag != b.etag);
@@ -135,20 +139,21 @@ static void test_with_header(void)
 	}
 
 	/* The header layout is the documented one. */
-	repr_build(&b, "v", 1, ct, strlen(ct), br, 2, gz, 7);
+	repr_build(&b, "v", 1, ct, strlen(ct), br, 2, gz, 7, 0x04030201u);
 	uint8_t *blob = flatten(&b, &len);
-	CHECK_EQ(blob[0], 2);
-	CHECK(blob[1] == 0 && blob[2] == 0 && blob[3] == 0);
-	CHECK_EQ(blob[8], 7);
-	CHECK_EQ(blob[16], strlen(ct));
-	CHECK(memcmp(blob + 17, ct, strlen(ct)) == 0);
-	CHECK(memcmp(blob + 17 + strlen(ct), "vBRGZIPPED", 10) == 0);
+	CHECK(blob[0] == 1 && blob[1] == 2 && blob[2] == 3 && blob[3] == 4);
+	CHECK_EQ(blob[4], 2);
+	CHECK(blob[5] == 0 && blob[6] == 0 && blob[7] == 0);
+	CHECK_EQ(blob[12], 7);
+	CHECK_EQ(blob[20], strlen(ct));
+	CHECK(memcmp(blob + 21, ct, strlen(ct)) == 0);
+	CHECK(memcmp(blob + 21 + strlen(ct), "vBRGZIPPED", 10) == 0);
 	free(blob);
 
 	/* A type longer than REPR_TYPE_MAX is cut (exec refuses it first). */
 	char longct[300];
 	memset(longct, 'a', sizeof(longct));
-	repr_build(&b, "v", 1, longct, sizeof(longct), NULL, 0, NULL, 0);
+	repr_build(&b, "v", 1, longct, sizeof(longct), NULL, 0, NULL, 0, 0);
 	blob = flatten(&b, &len);
 	CHECK_EQ(len, 1 + REPR_TYPE_MAX + 1);
 	CHECK_EQ(repr_unpack(blob, len, b.flags, b.etag, &v), 0);
@@ -158,7 +163,8 @@ static void test_with_header(void)
 	/* Reserved flag bits or impossible lengths are refused. */
 	CHECK_EQ(repr_unpack((const uint8_t *)"abc", 3, 0x80, 0, &v), -EINVAL);
 	CHECK_EQ(repr_unpack((const uint8_t *)"abc", 3, REPR_F_BR, 0, &v), -EINVAL);
-	uint8_t bad[12] = { 0xff, 0xff, 0, 0 };
+	CHECK_EQ(repr_unpack((const uint8_t *)"abcdefgh", 8, REPR_F_BR, 0, &v), -EINVAL);
+	uint8_t bad[16] = { 0, 0, 0, 0, 0xff, 0xff, 0, 0 };
 	CHECK_EQ(repr_unpack(bad, sizeof(bad), REPR_F_BR, 0, &v), -EINVAL);
 	uint8_t badct[4] = { 9, 'a', 'b', 'c' };
 	CHECK_EQ(repr_unpack(badct, sizeof(badct), REPR_F_CT, 0, &v), -EINVAL);
@@ -198,15 +204,15 @@ static void test_etags(void)
 
 	/* Same bytes, same type: same content hash (the stamp makes the tags of
 	 * two writes differ; test_cache.c). */
-	repr_build(&a, "payload", 7, "text/plain", 10, NULL, 0, NULL, 0);
-	repr_build(&b, "payload", 7, "text/plain", 10, NULL, 0, NULL, 0);
+	repr_build(&a, "payload", 7, "text/plain", 10, NULL, 0, NULL, 0, 0);
+	repr_build(&b, "payload", 7, "text/plain", 10, NULL, 0, NULL, 0, 0);
 	CHECK_EQ(a.etag, b.etag);
-	repr_build(&b, "payloae", 7, "text/plain", 10, NULL, 0, NULL, 0);
+	repr_build(&b, "payloae", 7, "text/plain", 10, NULL, 0, NULL, 0, 0);
 	CHECK(a.etag != b.etag);
-	repr_build(&b, "payload", 7, "text/html", 9, NULL, 0, NULL, 0);
+	repr_build(&b, "payload", 7, "text/html", 9, NULL, 0, NULL, 0, 0);
 	CHECK(a.etag != b.etag);
 	/* A variant whose bytes equal the identity still gets another tag. */
-	repr_build(&a, "same", 4, NULL, 0, "same", 4, "same", 4);
+	repr_build(&a, "same", 4, NULL, 0, "same", 4, "same", 4, 0);
 	struct repr_view v;
 	uint32_t len;
 	uint8_t *blob = flatten(&a, &len);

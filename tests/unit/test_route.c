@@ -59,8 +59,7 @@ static void setup(void)
 
 	struct store_config sc = { .memory = 8u << 20, .max_value = cache_blob_max(1 << 20),
 				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
-	struct cache_config cc = { .compress_min = 256, .brotli_quality = 4, .gzip_level = 6,
-				   .max_value = 1 << 20 };
+	struct cache_config cc = { .compress_min = 256, .max_value = 1 << 20 };
 	CHECK_EQ(store_create(&sh->store, &sc), 0);
 	CHECK_EQ(cache_create(&sh->cache, sh->store, &cc), 0);
 	cache_tick(sh->cache, 10);
