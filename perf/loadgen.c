@@ -38,7 +38,7 @@
  * than --max-head, Transfer-Encoding (chunked is not supported), no
  * Content-Length, two different Content-Lengths, 101, a response nobody
  * asked for.  The connection is then counted as an error, closed and
- * opened again 1 ms later (100 ms after a failed connect); the first few
+ * opened again 10 ms later (100 ms after a failed connect); the first few
  * errors of each kind are printed.  A response with Connection: close (or
  * HTTP/1.0 without keep-alive) ends its connection, which is opened again.
  *
@@ -560,9 +560,9 @@ static void conn_fail(struct lg *g, struct conn *c, enum err_kind k, uint64_t no
 			fprintf(stderr, " (further %s errors not shown)", err_name[k]);
 		fputc('\n', stderr);
 	}
-	/* opened again after 1 ms, a refused connect after 100 ms: a broken
+	/* opened again after 10 ms, a refused connect after 100 ms: a broken
 	 * server is not hammered in a hot loop */
-	conn_close(g, c, now, k == E_CONNECT ? NS / 10 : NS / 1000);
+	conn_close(g, c, now, k == E_CONNECT ? NS / 10 : NS / 100);
 }
 
 static void conn_open(struct lg *g, struct conn *c, uint64_t now)
