@@ -287,22 +287,27 @@ def both(rs, col, fmt=lambda v: "%s%%" % v):
     return " / ".join(fmt(rs[t][col]) for t in TRANSPORTS)
 
 
-def transport_tables(rows, out):
+def transport_tables(rows, wrk_rows, out):
+    """wrk_rows: part 1's, for a check of the client: loadgen's tcp req/s
+    against wrk's for the same load, where part 1 measured it."""
     closed = [r for r in rows if r["load"] == "closed"]
     rate = [r for r in rows if r["load"] == "rate"]
     head = ["server", "size", "mode", "tcp req/s", "unix req/s", "unix / tcp",
             "tcp CPU/req", "unix CPU/req", "unix / tcp", "tcp p50 / p99", "unix p50 / p99",
-            "client CPU", "other"]
+            "client CPU", "other", "tcp: loadgen / wrk"]
     lines = []
     for srv, size, mode, rs in transport_pairs(closed):
         t, u = rs["tcp"], rs["unix"]
+        w = pick(wrk_rows, transport="tcp", server=srv, size=size, mode=mode,
+                 depth=t["depth"], connections=t["connections"])
         lines.append([srv, size_name(size), mode_name(mode, t["depth"]),
                       num(t["req_per_s"]), num(u["req_per_s"]),
                       ratio(u["req_per_s"], t["req_per_s"]),
                       "%s µs" % t["server_cpu_us_per_req"], "%s µs" % u["server_cpu_us_per_req"],
                       ratio(u["server_cpu_us_per_req"], t["server_cpu_us_per_req"])]
                      + ["%s / %s µs" % (us(r["p50_us"]), us(r["p99_us"])) for r in (t, u)]
-                     + [both(rs, "client_cpu_pct"), both(rs, "other_cpu_pct")])
+                     + [both(rs, "client_cpu_pct"), both(rs, "other_cpu_pct"),
+                        ratio(t["req_per_s"], w["req_per_s"]) if w else "-"])
     table(out, head, lines)
     if not rate:
         return
@@ -435,9 +440,10 @@ def main():
         out.append("Part 3: TCP loopback against a Unix socket, the same client (loadgen) "
                    "and the same server for both, run for run. Closed loop; p50 / p99: "
                    "every request timed from its write to its response's last byte, µs; "
-                   "client CPU and other: tcp / unix.")
+                   "client CPU and other: tcp / unix; loadgen / wrk: against part 1's "
+                   "figure for the same load, a check of the client.")
         out.append("")
-        transport_tables(part3, out)
+        transport_tables(part3, closed, out)
     bad = sum(int(r["non2xx"]) + int(r["errors"]) for r in rows + part3)
     if bad:
         out.append("")
