@@ -11,10 +11,14 @@ HEADER-FILE's lines above them, and draws with gnuplot:
     DIR/compare-cpu.png         server CPU per request, the same layout
     DIR/compare-latency.png     wrk2's corrected p50 and p99 against the
                                 achieved rate, a panel per mode (part 2)
+    DIR/compare-transport.png   part 3, TCP loopback against a Unix socket
+                                (loadgen): requests/s and server CPU per
+                                request closed loop, p50 and p99 at one rate
 
 The data and script gnuplot was given are kept in DIR/gnuplot/, so a plot can
 be redrawn or restyled without measuring again.  Rerunning this on an old DIR
-redraws from its CSV.  Ratios are ringcached / nginx, from the same run.
+redraws from its CSV.  Ratios are ringcached / nginx in parts 1 and 2, unix /
+tcp in part 3, always from the same run.
 """
 
 import csv
@@ -24,6 +28,9 @@ import sys
 from collections import OrderedDict
 
 COLORS = {"ringcached": "#1f77b4", "nginx": "#2ca02c"}
+# part 3: a light shade for p50, the full colour for p99 (and the other bars)
+TR_COLORS = {"tcp": ("#ffbb78", "#ff7f0e"), "unix": ("#c5b0d5", "#9467bd")}
+TRANSPORTS = ("tcp", "unix")
 
 
 def size_name(b):
@@ -44,6 +51,15 @@ def ms(us):
         return "n/a"
 
 
+def us(v):
+    """Microseconds as loadgen gives them (one decimal)."""
+    try:
+        f = float(v)
+    except ValueError:
+        return "n/a"
+    return "{:,.0f}".format(f) if f >= 100 else "%.1f" % f
+
+
 def ratio(a, b):
     a, b = float(a), float(b)
     return "%.2fx" % (a / b) if b else "-"
@@ -55,7 +71,11 @@ def mode_name(mode, depth):
 
 def load_rows(path):
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    for r in rows:  # a CSV from before part 3 has no client column
+        if not r.get("client"):
+            r["client"] = "wrk" if r["load"] == "closed" else "wrk2"
+    return rows
 
 
 def ordered(values):
@@ -251,6 +271,135 @@ def latency(gp, rows, servers, png, title):
     gp.append("unset multiplot")
 
 
+def transport_pairs(rows):
+    """Part 3: yields (server, size, mode, {transport: row}) for every
+    server, size and mode with a row of both transports, in CSV order."""
+    for srv in ordered(r["server"] for r in rows):
+        for size in ordered(r["size"] for r in rows):
+            for mode in ordered(r["mode"] for r in rows):
+                rs = {t: pick(rows, server=srv, size=size, mode=mode, transport=t)
+                      for t in TRANSPORTS}
+                if all(rs.values()):
+                    yield srv, size, mode, rs
+
+
+def both(rs, col, fmt=lambda v: "%s%%" % v):
+    return " / ".join(fmt(rs[t][col]) for t in TRANSPORTS)
+
+
+def transport_tables(rows, wrk_rows, out):
+    """wrk_rows: part 1's, for a check of the client: loadgen's tcp req/s
+    against wrk's for the same load, where part 1 measured it."""
+    closed = [r for r in rows if r["load"] == "closed"]
+    rate = [r for r in rows if r["load"] == "rate"]
+    head = ["server", "size", "mode", "tcp req/s", "unix req/s", "unix / tcp",
+            "tcp CPU/req", "unix CPU/req", "unix / tcp", "tcp p50 / p99", "unix p50 / p99",
+            "client CPU", "other", "tcp: loadgen / wrk"]
+    lines = []
+    for srv, size, mode, rs in transport_pairs(closed):
+        t, u = rs["tcp"], rs["unix"]
+        w = pick(wrk_rows, transport="tcp", server=srv, size=size, mode=mode,
+                 depth=t["depth"], connections=t["connections"])
+        lines.append([srv, size_name(size), mode_name(mode, t["depth"]),
+                      num(t["req_per_s"]), num(u["req_per_s"]),
+                      ratio(u["req_per_s"], t["req_per_s"]),
+                      "%s µs" % t["server_cpu_us_per_req"], "%s µs" % u["server_cpu_us_per_req"],
+                      ratio(u["server_cpu_us_per_req"], t["server_cpu_us_per_req"])]
+                     + ["%s / %s µs" % (us(r["p50_us"]), us(r["p99_us"])) for r in (t, u)]
+                     + [both(rs, "client_cpu_pct"), both(rs, "other_cpu_pct"),
+                        ratio(t["req_per_s"], w["req_per_s"]) if w else "-"])
+    table(out, head, lines)
+    if not rate:
+        return
+    out.append("")
+    out.append("At one rate for both transports (%s of the lower peak above; loadgen -R, "
+               "latency from each request's due time, µs):"
+               % ("%.0f%%" % (100 * float(rate[0]["fraction"]))))
+    out.append("")
+    head = ["server", "size", "mode", "rate", "achieved tcp / unix"]
+    head += ["%s p50 / p90 / p99 / p99.9 / max" % t for t in TRANSPORTS]
+    head += ["p99 unix / tcp", "CPU/req tcp / unix", "unix / tcp", "client CPU", "other"]
+    lines = []
+    for srv, size, mode, rs in transport_pairs(rate):
+        t, u = rs["tcp"], rs["unix"]
+        cells = [srv, size_name(size), mode_name(mode, t["depth"]), num(t["target_rate"]),
+                 both(rs, "req_per_s", num)]
+        cells += [" / ".join(us(r[c]) for c in ("p50_us", "p90_us", "p99_us", "p999_us",
+                                                "max_us")) for r in (t, u)]
+        cells += [ratio(u["p99_us"], t["p99_us"]),
+                  both(rs, "server_cpu_us_per_req", lambda v: "%s µs" % v),
+                  ratio(u["server_cpu_us_per_req"], t["server_cpu_us_per_req"]),
+                  both(rs, "client_cpu_pct"), both(rs, "other_cpu_pct")]
+        lines.append(cells)
+    table(out, head, lines)
+
+
+def transport_plot(gp, rows, png):
+    """Three panels: requests/s and server CPU per request (closed loop),
+    p50 and p99 at one rate; a cluster per mode (and server), tcp and unix
+    side by side."""
+    closed = [r for r in rows if r["load"] == "closed"]
+    rate = [r for r in rows if r["load"] == "rate"]
+    servers = ordered(r["server"] for r in rows)
+    panels = 2 + bool(rate)
+
+    def label(srv, mode, depth):
+        return mode_name(mode, depth) + ("" if len(servers) == 1 else " " + srv)
+
+    def data(name, sel, cols):
+        lines = []
+        for srv, size, mode, rs in transport_pairs(sel):
+            lines.append('"%s" %s' % (label(srv, mode, rs["tcp"]["depth"]),
+                                      " ".join(rs[t][c] for c, t in cols)))
+        with open(os.path.join(gp.dir, name), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return name
+
+    first = rows[0]
+    gp.append("reset")
+    gp.append("set terminal pngcairo noenhanced size %d,480 font 'sans,10'" % (420 * panels + 40))
+    gp.append("set output '%s'" % png)
+    gp.append("set multiplot layout 1,%d title 'TCP loopback against a Unix socket, the same "
+              "client (loadgen -c%s), size %s'" % (panels, first["connections"],
+                                                   size_name(first["size"])))
+    gp.append("set style data histograms")
+    gp.append("set style histogram clustered gap 1")
+    gp.append("set style fill solid 0.85 border -1")
+    gp.append("set boxwidth 0.9")
+    gp.append("set grid ytics")
+    gp.append("set key top left")
+    for column, title, ylabel, fmt in (
+            ("req_per_s", "requests/s, closed loop", "requests/s", "%.0fk"),
+            ("server_cpu_us_per_req", "server CPU per request, closed loop",
+             "µs (utime+stime)", "%.2f")):
+        name = data("transport-%s.dat" % column, closed, [(column, t) for t in TRANSPORTS])
+        gp.append("set title '%s'" % title)
+        gp.append("set ylabel '%s'" % ylabel)
+        gp.append("set yrange [0:*]")
+        gp.append("set offsets 0, 0, graph 0.1, 0")
+        value = "column(%d)/1000" if column == "req_per_s" else "column(%d)"
+        plots = ["'%s' using %d:xtic(1) title '%s' lc rgb '%s'" % (name, i + 2, t, TR_COLORS[t][1])
+                 for i, t in enumerate(TRANSPORTS)]
+        plots += ["'%s' using ($0%+.3f):%d:(sprintf('%s', %s)) with labels offset 0,0.7 "
+                  "font ',8' notitle" % (name, -0.5 + (i + 1) / 3.0, i + 2, fmt, value % (i + 2))
+                  for i in range(len(TRANSPORTS))]
+        gp.append("plot " + ", \\\n     ".join(plots))
+    if rate:
+        cols = [(c, t) for c in ("p50_us", "p99_us") for t in TRANSPORTS]
+        name = data("transport-latency.dat", rate, cols)
+        gp.append("set title 'latency at %.0f%% of the lower peak (loadgen -R)'"
+                  % (100 * float(rate[0]["fraction"])))
+        gp.append("set ylabel 'µs (log scale)'")
+        gp.append("set logscale y")
+        gp.append("set yrange [1:*]")
+        plots = ["'%s' using %d:xtic(1) title '%s %s' lc rgb '%s'"
+                 % (name, i + 2, t, c[:3], TR_COLORS[t][c == "p99_us"])
+                 for i, (c, t) in enumerate(cols)]
+        gp.append("plot " + ", \\\n     ".join(plots))
+        gp.append("unset logscale y")
+    gp.append("unset multiplot")
+
+
 class Script(list):
     def __init__(self, d):
         super().__init__()
@@ -262,6 +411,8 @@ def main():
         sys.exit("usage: compare-report.py DIR [HEADER-FILE]")
     d = sys.argv[1]
     rows = load_rows(os.path.join(d, "runs.csv"))
+    part3 = [r for r in rows if r["client"] == "loadgen"]
+    rows = [r for r in rows if r["client"] != "loadgen"]
     servers = ordered(r["server"] for r in rows)
     closed = [r for r in rows if r["load"] == "closed"]
     rate = [r for r in rows if r["load"] == "rate"]
@@ -271,19 +422,29 @@ def main():
         with open(sys.argv[2]) as f:
             out += [l.rstrip("\n") for l in f]
         out.append("")
-    out.append("Part 1: throughput, closed loop (wrk). CPU/req: the server's utime+stime "
-               "per request; wrk p50 / p99: round trips as wrk 4 reports them (after its "
-               "rough correction; none for pipelined runs); client CPU and other: % of one "
-               "CPU, per server.")
-    out.append("")
-    throughput_table(closed, servers, out)
+    if closed:
+        out.append("Part 1: throughput, closed loop (wrk). CPU/req: the server's utime+stime "
+                   "per request; wrk p50 / p99: round trips as wrk 4 reports them (after its "
+                   "rough correction; none for pipelined runs); client CPU and other: % of one "
+                   "CPU, per server.")
+        out.append("")
+        throughput_table(closed, servers, out)
     if rate:
         out.append("")
         out.append("Part 2: latency against rate (wrk2, corrected, ms; under ~1 ms is "
                    "wrk2's timer). Each server at fractions of its own part-1 peak.")
         out.append("")
         sweep_table(rate, servers, out)
-    bad = sum(int(r["non2xx"]) + int(r["errors"]) for r in rows)
+    if part3:
+        out.append("")
+        out.append("Part 3: TCP loopback against a Unix socket, the same client (loadgen) "
+                   "and the same server for both, run for run. Closed loop; p50 / p99: "
+                   "every request timed from its write to its response's last byte, µs; "
+                   "client CPU and other: tcp / unix; loadgen / wrk: against part 1's "
+                   "figure for the same load, a check of the client.")
+        out.append("")
+        transport_tables(part3, closed, out)
+    bad = sum(int(r["non2xx"]) + int(r["errors"]) for r in rows + part3)
     if bad:
         out.append("")
         out.append("warning: %d non-2xx responses or socket errors (raw.txt)" % bad)
@@ -293,13 +454,16 @@ def main():
     os.makedirs(gdir, exist_ok=True)
     gp = Script(gdir)
     png = lambda name: os.path.join(os.path.abspath(d), name)
-    bars(gp, closed, servers, "req_per_s", "requests/s", "%.0s%c",
-         'sprintf("%%.0fk", column(%d)/1000)', png("compare-throughput.png"),
-         "GET hits, closed loop (wrk -c%s), server and client on one CPU each"
-         % closed[0]["connections"])
-    bars(gp, closed, servers, "server_cpu_us_per_req", "server CPU per request (µs)", "%g",
-         'sprintf("%%.1f", column(%d))', png("compare-cpu.png"),
-         "server CPU time (utime+stime) per GET hit, lower is better")
+    if closed:
+        bars(gp, closed, servers, "req_per_s", "requests/s", "%.0s%c",
+             'sprintf("%%.0fk", column(%d)/1000)', png("compare-throughput.png"),
+             "GET hits, closed loop (wrk -c%s), server and client on one CPU each"
+             % closed[0]["connections"])
+        bars(gp, closed, servers, "server_cpu_us_per_req", "server CPU per request (µs)", "%g",
+             'sprintf("%%.1f", column(%d))', png("compare-cpu.png"),
+             "server CPU time (utime+stime) per GET hit, lower is better")
+    if any(True for _ in transport_pairs(part3)):
+        transport_plot(gp, part3, png("compare-transport.png"))
     if rate:
         latency(gp, rate, servers, png("compare-latency.png"),
                 "latency against offered rate (wrk2 -c%s, corrected), size %s"

@@ -47,10 +47,13 @@
 #                         and FLAGs; logs to $tmp/ringcached.log; preloads
 #                         /cache/bench with $body, or with the file
 #                         $value_file if set; sets rc_pid, rc_url
-#   start_nginx [ROOT]    one worker on $server_cpu; serves $body with
+#   start_nginx [ROOT [SOCKET]]
+#                         one worker on $server_cpu; serves $body with
 #                         `return 200`, or with ROOT the files under ROOT
 #                         (/cache/bench is ROOT/cache/bench) with sendfile
-#                         and an open-file cache; sets ng_pid, ng_url
+#                         and an open-file cache; listens on loopback and,
+#                         with SOCKET, on that Unix socket too; sets
+#                         ng_pid, ng_url (the TCP one)
 
 # shellcheck shell=bash disable=SC2034,SC2154  # globals of the sourcing script
 
@@ -238,9 +241,10 @@ start_ringcached() {	# extra flags...
 	fi || { echo "$bench: could not preload /cache/bench" >&2; exit 1; }
 }
 
-start_nginx() {	# [root]
-	local port serve="return 200 \"$body\";"
+start_nginx() {	# [root [socket]]
+	local port serve="return 200 \"$body\";" unix=
 	[ -z "${1:-}" ] || serve="root $1; sendfile on; tcp_nopush on; open_file_cache max=16; open_file_cache_valid 1h;"
+	[ -z "${2:-}" ] || unix="listen unix:$2;"
 	port=$(free_port)
 	mkdir -p "$tmp/nginx/logs"
 	cat >"$tmp/nginx/nginx.conf" <<-EOF
@@ -260,6 +264,7 @@ start_nginx() {	# [root]
 		    default_type application/octet-stream;
 		    server {
 		        listen 127.0.0.1:$port;
+		        $unix
 		        location / { $serve }
 		    }
 		}
