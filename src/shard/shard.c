@@ -458,7 +458,10 @@ static bool exchange(struct shard *sh)
 		sh->mem_resume = false;
 		conn_resume_paused(sh);
 	}
-	work |= cache_zip_poll(sh->cache);     /* after the drains: they may queue jobs */
+	if (cache_zip_poll(sh->cache)) {       /* after the drains: they may queue jobs */
+		work = true;
+		route_count_store(sh);          /* installs rewrite items: value_bytes */
+	}
 	work |= fwd_flush(sh);
 	l2_flush(sh);
 	for (uint32_t i = 0; i < sh->ndirty; i++)

@@ -155,6 +155,12 @@ def counters(c):
         r = cl.req("PUT", "/cache/" + k, values[k], [("Content-Type", "text/plain")])
         c.eq(r.status, 201, "PUT /cache/%s (shard %d) -> 201" % (k, key_shard(k, 2)))
         nreq += 1
+    # the variants are made off the shard and installed a little later
+    # (docs/fastlane.md): wait for all of them before reading them
+    ok, _ = poll_stats(srv, lambda d: d["total"]["zip_installed"] - s0["total"]["zip_installed"]
+                       == len(allkeys) and d["total"]["zip_pending"] == 0)
+    c.check(ok, "the br and gzip variants of all %d values are installed within 5 s"
+            % len(allkeys))
     enc = {}
     for k in allkeys:
         for ae in ("br", "gzip"):
