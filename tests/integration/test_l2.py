@@ -20,6 +20,7 @@ import json
 import os
 import time
 
+from content_codings import settle
 from harness import WRITE_OK, Conn, build_request, show, stats, stats_delta, wait_for
 from redis_harness import (CHANNEL, PREFIX, Marker, command_calls, l1_on, poll_get, put_settled,
                            run_with_redis, start_instance, wait_l2_ready)
@@ -174,6 +175,8 @@ def promotion(c, redis, a, b):
     r = get(a, "big", [("Accept-Encoding", "gzip")])
     c.check(r.status == 200 and r.header("X-Cache") == "HIT-L2",
             "GET /cache/big (Accept-Encoding: gzip) on a -> 200 HIT-L2", show(r))
+    # the promoted value's variants are made off the shard (docs/fastlane.md)
+    c.check(settle(a), "the compression workers made the promoted value's variants")
     r = get(a, "big", [("Accept-Encoding", "gzip")])
     body = r.body
     if r.header("Content-Encoding") == "gzip":
