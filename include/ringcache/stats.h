@@ -45,6 +45,10 @@
 	X(responses_3xx, COUNTER, "Responses with a 3xx status.")                 \
 	X(responses_4xx, COUNTER, "Responses with a 4xx status.")                 \
 	X(responses_5xx, COUNTER, "Responses with a 5xx status.")                 \
+	X(l2_hits, COUNTER,                                                        \
+	  "L1 misses this shard owns that Redis answered with a value (one per read).") \
+	X(l2_misses, COUNTER,                                                      \
+	  "L1 misses this shard owns that Redis did not hold either (one per read).") \
 	X(l2_refused, COUNTER,                                                     \
 	  "Values read from Redis that L1 would not keep (answered X-L2: bad-data).") \
 	X(received_bytes, COUNTER, "Bytes received from clients.")                \

@@ -441,6 +441,10 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 		l2->gets = g->next;
 	if (g->next)
 		g->next->prev = g->prev;
+	if (m->status == COH_OK)
+		stats_inc(&sh->stats->l2_hits);
+	else if (m->status == COH_MISS)
+		stats_inc(&sh->stats->l2_misses);
 	if (m->status == COH_OK &&
 	    store_get(sh->store, key->key, key->key_len, key->hash, &it) != 0) {
 		served_l2 = store_from_l2(sh, g->first, m);

@@ -605,6 +605,13 @@ def with_redis(c, b, redis, png):
                 "had were read" % s.cell("total", "l2_hits"))
         c.check((rate(s.cell("total", "l2_misses")) or 0) > 0, "L2 misses/s > 0 (%s)"
                 % s.cell("total", "l2_misses"))
+        s = wait_page(b, lambda s: all((rate(s.cell(str(i), "l2_hits")) or 0) > 0
+                                       for i in range(NSHARDS)))
+        for i in range(NSHARDS):
+            c.check((rate(s.cell(str(i), "l2_hits")) or 0) > 0 and
+                    rate(s.cell(str(i), "l2_misses")) is not None,
+                    "shard %d: its own L2 hits/s > 0 and misses/s shown (%s, %s)"
+                    % (i, s.cell(str(i), "l2_hits"), s.cell(str(i), "l2_misses")))
     else:
         c.skip("the L2 figures and the Redis link state", "redis-server is not installed")
 
