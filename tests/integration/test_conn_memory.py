@@ -13,9 +13,9 @@ daemon with 2 shards:
     b. once the clients are gone, the `connections` gauge returns to 0;
     c. RSS returns to its level before the load (plus the receive buffer
        rings and allocator slack) within 10 s of the load's end;
-    d. the same without sampling: a connection whose forwarded GET waits
-       behind 128 PUTs (with compression) at the owner is let go when it
-       resets, before the owner has done them (an order, not a time).
+    d. the same without sampling: a connection whose forwarded GET is
+       outstanding at the owner (held there by a stopped Redis) is let go
+       when it resets, before the GET is answered (an order, not a time).
  2. 10 clients that pipeline PUTs of 4 MiB and GETs of 1 MiB values (keys
     on both shards) and never read: once the server has stopped reading
     them, RSS stays under the baseline plus 10 x the per-connection bound
@@ -43,6 +43,7 @@ import time
 
 from harness import (IO_TIMEOUT, ProtocolError, Server, build_request, free_port, keys_per_shard,
                      run_binary, run_main, shadow_sanitizers, stats, wait_for)
+from redis_harness import Redis
 
 MiB = 1 << 20
 NSHARDS = 2
@@ -296,11 +297,9 @@ def churn(c):
     srv.stop()
 
 
-# --- 1d: a reset connection whose request waits behind other work ----------------
+# --- 1d: a reset connection whose forwarded request is outstanding ----------------
 
-AHEAD_CONNS = 8          # connections that queue work ahead of the reset one
-AHEAD_PER_CONN = 16      # PUTs each: 4 MiB in flight, under OUT_MAX and INFLIGHT_MAX
-AHEAD_VALUE = 256 << 10  # JSON text, under --compress-max: the owner compresses it
+L2_TIMEOUT_MS = 60000    # --redis-timeout: the held read never times out meanwhile
 
 
 def per_shard(doc, field):
@@ -334,69 +333,64 @@ def conns_on_shard(srv, admin, shard, n):
     return out
 
 
+def l2_answered(doc):
+    l2 = doc["l2"]
+    return l2["get_hits"] + l2["get_misses"] + l2["timeouts"] + l2["errors"] + l2["skipped"]
+
+
 def reset_behind_work(c):
-    """Connections on shard A forward 128 PUTs of 256 KiB JSON to shard B,
-    which makes their brotli and gzip variants; then one more connection on
-    A sends a GET for a key of B and resets.  Its GET waits in B's queue
-    behind the PUTs: the connection must be let go (A's `connections`
-    drops) before B has worked through them, not after its GET is
-    answered to nobody.  /stats is asked on A (B is busy), whose counters
-    then include those requests.  This relies on B's work (compressing
-    128 x 256 KiB, about 0.7 s here) outlasting A's reaction to the reset
-    (milliseconds): if compression ever leaves the shard loop, queue
-    other work ahead instead."""
-    srv = Server(BASE_FLAGS, checks=c).start()
+    """A connection on shard A sends a GET for a key of shard B that is in
+    neither L1 nor Redis, and resets.  Its GET is forwarded to B, which
+    reads Redis for it; Redis is stopped (SIGSTOP) and --redis-timeout is a
+    minute, so the GET stays outstanding at B for as long as Redis is
+    stopped.  The connection must be let go (A's `connections` drops) while
+    it is: not after its GET is answered to nobody.  This is an order,
+    not a time: Redis resumes only after the check."""
+    redis = Redis().start()
+    srv = Server(BASE_FLAGS + ["--redis", redis.url(), "--instance-id", "conn-memory-1d",
+                               "--redis-timeout", str(L2_TIMEOUT_MS)], checks=c).start()
     admin = srv.connect(timeout=30)
-    conns = []
+    victim = None
     try:
+        c.check(wait_for(lambda: stats_via(admin)["l2"]["shard_conns"] == NSHARDS, 30, 0.05),
+                "1d. every shard's Redis read connection is up")
         a = per_shard(stats_via(admin), "connections").index(1)
         b = 1 - a
-        conns = conns_on_shard(srv, admin, a, AHEAD_CONNS + 1)
-        victim = conns.pop()
-        total = AHEAD_CONNS * AHEAD_PER_CONN
-        keys = keys_per_shard("behind-", NSHARDS, total + 1)[b]
-        body = json_body(random.Random(7), AHEAD_VALUE)[:AHEAD_VALUE]
+        victim = conns_on_shard(srv, admin, a, 1)[0]
+        key = keys_per_shard("held-", NSHARDS, 1)[b][0]
         doc0 = stats_via(admin)
-        polls = [0]
-
-        def since(field, shard):
-            """(`field` of `shard` now - at doc0, the document)."""
-            doc = stats_via(admin)
-            polls[0] += 1
-            n = per_shard(doc, field)[shard] - per_shard(doc0, field)[shard]
-            return (n - polls[0] if field == "requests" else n), doc
-
-        for i, conn in enumerate(conns):
-            conn.send(b"".join(build_request("PUT", "/cache/" + keys[i * AHEAD_PER_CONN + j],
-                                             body, [("Content-Type", "application/json")])
-                               for j in range(AHEAD_PER_CONN)))
-        # every PUT handed to B before the victim's GET
-        parsed = wait_for(lambda: since("requests", a)[0] >= total, 60, 0.01)
-        c.check(parsed, "1d. shard %d parsed the %d PUTs for shard %d" % (a, total, b))
-        victim.send(build_request("GET", "/cache/" + keys[-1]))
+        redis.pause()
+        victim.send(build_request("GET", "/cache/" + key))
+        sent = wait_for(lambda: stats_via(admin)["l2"]["gets"] > doc0["l2"]["gets"], 30, 0.01)
+        c.check(sent, "1d. shard %d asked Redis for the key of its forwarded GET" % b)
         victim.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         victim.close()
+        victim = None
         seen = {}
 
         def released():
-            seen["done"], doc = since("forwarded_requests", b)
-            return per_shard(doc, "connections")[a] <= AHEAD_CONNS + 1
+            doc = stats_via(admin)
+            seen["doc"] = doc
+            return per_shard(doc, "connections")[a] <= 1    # the admin connection
 
         ok = wait_for(released, 60, 0.01)
-        c.note("when the reset connection was let go, shard %d had done %s of the %d PUTs "
-               "queued ahead of its GET" % (b, seen.get("done"), total))
-        c.check(ok and seen["done"] < total,
-                "1d. a reset connection is let go while the requests queued ahead of its "
-                "forwarded GET are outstanding",
-                "let go: %s, after %s of %d" % (ok, seen.get("done"), total))
+        doc = seen["doc"]
+        c.check(ok and l2_answered(doc) == l2_answered(doc0),
+                "1d. a reset connection is let go while its forwarded GET is outstanding "
+                "(Redis stopped, nothing answered)",
+                "let go: %s; Redis answers %d -> %d" % (ok, l2_answered(doc0), l2_answered(doc)))
     finally:
+        if redis.paused:
+            redis.resume()
         admin.close()
-        for conn in conns:
-            conn.close()
-    # the owner may still be compressing the PUTs queued ahead: it answers
-    # once they are done (issue 8 moves compression off the shard)
-    c.check(wait_for(srv.healthy, 60), "server healthy once the queued work is done")
+        if victim is not None:
+            victim.close()
+    # the late answer goes to nobody; the shards go on
+    c.check(wait_for(lambda: l2_answered(stats(srv)) > l2_answered(doc0), 30, 0.05),
+            "1d. once Redis resumes, the held GET is answered (to nobody)")
+    c.check(wait_for(srv.healthy, 30), "server healthy after the held GET")
     srv.stop()
+    redis.cleanup()
 
 
 # --- 2: clients that never read -------------------------------------------------
@@ -591,8 +585,8 @@ def conn_memory_cap(c):
 def main(c):
     for title, fn in (("1. churn: pipelines, then close (70%% reset), %d clients, %d s"
                        % (CHURN_CLIENTS, CHURN_SECONDS), churn),
-                      ("1d. a reset connection behind %d forwarded PUTs"
-                       % (AHEAD_CONNS * AHEAD_PER_CONN), reset_behind_work),
+                      ("1d. a reset connection whose forwarded GET is outstanding",
+                       reset_behind_work),
                       ("2. %d clients that pipeline 4 MiB PUTs and 1 MiB GETs and never read"
                        % STALL_CLIENTS, never_reading),
                       ("3. --conn-memory, the cap over all connections", conn_memory_cap)):
