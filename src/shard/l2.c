@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fill.h"
 #include "fwd.h"
 #include "l2.h"
 #include "l2read.h"
@@ -467,7 +468,10 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 		} else if (status != REPLY_L2_MISS) {
 			f->r.l2 = status;   /* still L1's 404 miss */
 		}
-		fwd_answer(sh, f);
+		if (fill_wants(&f->req, (enum cache_outcome)f->outcome))
+			fill_missed(sh, f);     /* a lease GET missed L2 too (fill.h) */
+		else
+			fwd_answer(sh, f);
 	}
 	if (served_l2 && nocache &&
 	    store_delete(sh->store, keybuf, key_len, hash) == 0)
@@ -537,6 +541,7 @@ bool l2_drain(struct shard *sh)
 			if (store_delete(sh->store, m->key, m->key_len, m->hash) == 0)
 				route_count_store(sh);
 			supersede(sh->l2, m->hash, m->key, m->key_len);
+			fill_invalidated(sh, m->key, m->key_len, m->hash);
 			break;
 		case COH_FLUSH:
 			store_flush(sh->store, m->older_than);
