@@ -57,7 +57,7 @@
  */
 #define LEASE_STATS(X)                                                              \
 	X(lease_granted, COUNTER,                                                   \
-	  "Fill leases handed out: to a lease GET that missed, or to a waiter after a lease ended unfilled.") \
+	  "Fill leases made: for a lease GET that missed, or for a waiter after a lease ended unfilled (with --redis each is tried in Redis first, and may lose to another instance's).") \
 	X(lease_filled, COUNTER, "Leases ended by a write of their key (PUT with or without the token).") \
 	X(lease_revoked, COUNTER,                                                   \
 	  "Leases ended by a DELETE or an invalidation of their key (the holder's PUT then gets 409).") \
@@ -143,6 +143,17 @@ bool lease_holds(const struct lease_tab *t, const void *key, uint32_t key_len, u
 		 const char *tok, size_t len);
 
 /*
+ * With a fleet (--redis): whether the key's lease, tok, is also the fleet's
+ * (taken in Redis) rather than this instance's alone.  lease_set_fleet()
+ * marks it (0, or -ENOENT when tok is not the lease); a new token (hand-over)
+ * starts unmarked.
+ */
+int lease_set_fleet(struct lease_tab *t, const void *key, uint32_t key_len, uint64_t hash,
+		    const char *tok);
+bool lease_is_fleet(const struct lease_tab *t, const void *key, uint32_t key_len,
+		    uint64_t hash, const char *tok, size_t len);
+
+/*
  * The key was written: its lease (if any) ends as filled, and its waiters,
  * oldest first (chained through next), are returned for the caller to answer
  * with the value.  NULL when the key had no lease.
@@ -174,8 +185,13 @@ enum lease_event_kind {
 
 struct lease_event {
 	uint8_t kind;           /* enum lease_event_kind */
+	bool prev_fleet;        /* HANDED: the expired lease was the fleet's */
 	struct lease_waiter *w;
 	char token[LEASE_TOKEN_LEN + 1];
+	char prev[LEASE_TOKEN_LEN + 1];         /* HANDED: the expired lease */
+	const void *key;        /* HANDED: the key (valid until the table changes) */
+	uint32_t key_len;
+	uint64_t hash;
 };
 
 /*

@@ -24,6 +24,7 @@ struct lease_entry {
 	uint64_t expires;
 	struct lease_waiter *head, *tail;       /* waiters, oldest first */
 	uint32_t nwait;
+	bool fleet;                             /* lease_set_fleet() */
 	uint32_t key_len;
 	char token[LEASE_TOKEN_LEN + 1];
 	uint8_t key[];
@@ -286,6 +287,25 @@ bool lease_holds(const struct lease_tab *t, const void *key, uint32_t key_len, u
 	return e && token_eq(e, tok, len);
 }
 
+int lease_set_fleet(struct lease_tab *t, const void *key, uint32_t key_len, uint64_t hash,
+		    const char *tok)
+{
+	struct lease_entry *e = *slot_of(t, hash, key, key_len);
+
+	if (!e || !token_eq(e, tok, strlen(tok)))
+		return -ENOENT;
+	e->fleet = true;
+	return 0;
+}
+
+bool lease_is_fleet(const struct lease_tab *t, const void *key, uint32_t key_len,
+		    uint64_t hash, const char *tok, size_t len)
+{
+	const struct lease_entry *e = *slot_of(t, hash, key, key_len);
+
+	return e && token_eq(e, tok, len) && e->fleet;
+}
+
 /* Takes every waiter of e off the deadline list; returns the FIFO. */
 static struct lease_waiter *take_waiters(struct lease_tab *t, struct lease_entry *e)
 {
@@ -328,6 +348,7 @@ static struct lease_waiter *hand_over(struct lease_tab *t, struct lease_entry **
 	e->nwait--;
 	w->next = NULL;
 	waiter_unlink(t, w);
+	e->fleet = false;
 	make_token(t, e->token);
 	memcpy(token, e->token, LEASE_TOKEN_LEN + 1);
 	expiry_unlink(t, e);
@@ -380,6 +401,11 @@ int lease_tick(struct lease_tab *t, uint64_t now, struct lease_event *ev)
 	while (t->ehead && t->ehead->expires <= now) {
 		struct lease_entry *e = t->ehead;
 		count(t->cnt.lease_expired, 1);
+		memcpy(ev->prev, e->token, sizeof(ev->prev));
+		ev->prev_fleet = e->fleet;
+		ev->key = e->key;
+		ev->key_len = e->key_len;
+		ev->hash = e->hash;
 		w = hand_over(t, slot_of(t, e->hash, e->key, e->key_len), now, ev->token);
 		if (w) {
 			ev->kind = LEASE_EV_HANDED;

@@ -13,7 +13,9 @@
 #include "conn.h"
 #include "fill.h"
 #include "fwd.h"
+#include "l2.h"
 #include "shard.h"
+#include "ringcache/coherence.h"
 #include "ringcache/hash.h"
 #include "ringcache/lease.h"
 #include "ringcache/stats.h"
@@ -73,6 +75,19 @@ static void grant(struct shard *sh, struct fwd *f, const char *token)
 	fwd_answer(sh, f);
 }
 
+/* With --redis the lease is the fleet's: taken in Redis, one per key. */
+static inline bool fleet(const struct shard *sh)
+{
+	return sh->l2 != NULL;
+}
+
+/* The lease `token` (this shard's, for f) is tried in Redis, with the read. */
+static void try_fleet(struct shard *sh, struct fwd *f, const char *token)
+{
+	memcpy(f->lease_tok, token, LEASE_TOKEN_LEN + 1);
+	l2_lease_get(sh, f);
+}
+
 /*
  * A lease that ended unfilled went to waiter w.  If w's connection is gone
  * (cancelled: read relaxed, as route_exec_forwarded does), nobody would
@@ -83,7 +98,22 @@ static void handed(struct shard *sh, struct lease_waiter *w, char *token)
 	while (w) {
 		struct fwd *f = fwd_of_waiter(w);
 		if (!atomic_load_explicit(&f->cancelled, memory_order_relaxed)) {
-			grant(sh, f, token);
+			if (!fleet(sh)) {
+				grant(sh, f, token);
+				return;
+			}
+			/*
+			 * In Redis after what ended the lease: the DELETE being
+			 * executed writes through after this returns, so the try
+			 * waits for fill_tick (fill.h), behind it on the same ring.
+			 */
+			memcpy(f->lease_tok, token, LEASE_TOKEN_LEN + 1);
+			f->lw.next = NULL;
+			if (sh->lease_last)
+				sh->lease_last->next = &f->lw;
+			else
+				sh->lease_next = &f->lw;
+			sh->lease_last = &f->lw;
 			return;
 		}
 		char gone[LEASE_TOKEN_LEN + 1];
@@ -96,13 +126,32 @@ static void handed(struct shard *sh, struct lease_waiter *w, char *token)
 	}
 }
 
-bool fill_refuses(struct shard *sh, const struct cache_req *cr, struct reply *r)
+/* The key's waiters get the value just stored in L1 (HIT-FILL). */
+static void answer_waiters(struct shard *sh, struct lease_waiter *w)
+{
+	while (w) {
+		struct fwd *f = fwd_of_waiter(w);
+		w = w->next;
+		f->lw.next = NULL;
+		f->outcome = (uint8_t)cache_exec(sh->cache, &f->req, &f->r);
+		if (f->r.cache == REPLY_CACHE_HIT)
+			f->r.cache = REPLY_CACHE_HIT_FILL;
+		fwd_answer(sh, f);
+	}
+}
+
+bool fill_refuses(struct shard *sh, struct cache_req *cr, struct reply *r)
 {
 	if (!cr->lease_token.len || cr->op == CACHE_GET || cr->op == CACHE_HEAD)
 		return false;
 	if (lease_holds(sh->lease, cr->key, cr->key_len, cr->hash, cr->lease_token.p,
-			cr->lease_token.len))
+			cr->lease_token.len)) {
+		if (cr->op == CACHE_PUT &&
+		    !lease_is_fleet(sh->lease, cr->key, cr->key_len, cr->hash, cr->lease_token.p,
+				    cr->lease_token.len))
+			cr->lease_token.len = 0;        /* this instance's alone */
 		return false;
+	}
 	stats_inc(&sh->stats->lease_conflicts);
 	reply_status(r, 409, conflict_text);
 	return true;
@@ -115,16 +164,7 @@ void fill_after(struct shard *sh, const struct cache_req *cr, enum cache_outcome
 	char token[LEASE_TOKEN_LEN + 1];
 
 	if (cr->op == CACHE_PUT && oc == CACHE_STORED) {
-		w = lease_filled(sh->lease, cr->key, cr->key_len, cr->hash);
-		while (w) {
-			struct fwd *f = fwd_of_waiter(w);
-			w = w->next;
-			f->lw.next = NULL;
-			f->outcome = (uint8_t)cache_exec(sh->cache, &f->req, &f->r);
-			if (f->r.cache == REPLY_CACHE_HIT)
-				f->r.cache = REPLY_CACHE_HIT_FILL;
-			fwd_answer(sh, f);
-		}
+		answer_waiters(sh, lease_filled(sh->lease, cr->key, cr->key_len, cr->hash));
 	} else if (cr->op == CACHE_DELETE) {
 		/* refused first (fill_refuses) if its token is not the lease */
 		bool mine = cr->lease_token.len > 0;
@@ -144,14 +184,73 @@ void fill_missed(struct shard *sh, struct fwd *f)
 	switch (lease_miss(sh->lease, f->req.key, f->req.key_len, f->req.hash, sh->now_ns,
 			   &f->lw, token)) {
 	case LEASE_GRANTED:
-		grant(sh, f, token);
+		if (fleet(sh))
+			try_fleet(sh, f, token);
+		else
+			grant(sh, f, token);
 		break;
 	case LEASE_WAIT:
 		break;  /* answered by a fill, a hand-over or fill_tick */
 	case LEASE_REFUSED:
-		fwd_answer(sh, f);      /* its 404, without a token */
+		if (fleet(sh)) {
+			f->req.fill_lease = false;      /* over a limit: a plain read */
+			l2_begin(sh, f);
+		} else {
+			fwd_answer(sh, f);      /* its 404, without a token */
+		}
 		break;
 	}
+}
+
+void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t flags)
+{
+	struct cache_req *r = &f->req;
+	char token[LEASE_TOKEN_LEN + 1];
+
+	if (status == COH_OK) {
+		/* someone filled it (maybe on another instance): the value is in
+		 * L1 now, for f and every waiter; the lease this shard made for
+		 * f was never used */
+		f->outcome = (uint8_t)cache_exec(sh->cache, r, &f->r);
+		if (f->r.cache == REPLY_CACHE_HIT)
+			f->r.cache = REPLY_CACHE_HIT_L2;
+		answer_waiters(sh, lease_filled(sh->lease, r->key, r->key_len, r->hash));
+		fwd_answer(sh, f);
+		return;
+	}
+	if (status == COH_MISS && (flags & COH_F_LEASED)) {
+		if (lease_set_fleet(sh->lease, r->key, r->key_len, r->hash, f->lease_tok) == 0) {
+			grant(sh, f, f->lease_tok);
+			return;
+		}
+		/* ended here meanwhile (a DELETE, an invalidation): give it back */
+		l2_lease_release(sh, r->key, r->key_len, r->hash, f->lease_tok);
+		flags = COH_F_LEASE_HELD;
+	}
+	if (status == COH_MISS && (flags & COH_F_LEASE_HELD)) {
+		/* another instance fills: wait here for its invalidation (or this
+		 * shard's lease expiring, which tries again) */
+		switch (lease_miss(sh->lease, r->key, r->key_len, r->hash, sh->now_ns, &f->lw,
+				   token)) {
+		case LEASE_WAIT:
+			return;
+		case LEASE_GRANTED:
+			try_fleet(sh, f, token);        /* the entry went meanwhile */
+			return;
+		case LEASE_REFUSED:
+			fwd_answer(sh, f);
+			return;
+		}
+	}
+	/* Redis did not answer: the lease is this instance's alone (X-L2 says
+	 * why), if it is still the one made for f */
+	f->r.l2 = (uint8_t)(status == COH_TIMEOUT ? REPLY_L2_TIMEOUT :
+			    status == COH_SKIPPED ? REPLY_L2_SKIPPED :
+			    status == COH_BAD_DATA ? REPLY_L2_BAD_DATA : REPLY_L2_ERROR);
+	if (lease_holds(sh->lease, r->key, r->key_len, r->hash, f->lease_tok, LEASE_TOKEN_LEN))
+		grant(sh, f, f->lease_tok);
+	else
+		fwd_answer(sh, f);
 }
 
 void fill_invalidated(struct shard *sh, const void *key, uint32_t key_len, uint64_t hash)
@@ -170,9 +269,14 @@ static void abandon(struct shard *sh, const void *key, uint32_t key_len, uint64_
 	struct lease_waiter *w;
 	char token[LEASE_TOKEN_LEN + 1];
 
+	bool was_fleet = lease_is_fleet(sh->lease, key, key_len, hash, tok, LEASE_TOKEN_LEN);
+
 	if (lease_end(sh->lease, key, key_len, hash, tok, LEASE_TOKEN_LEN, LEASE_END_ABANDONED,
-		      sh->now_ns, &w, token) == 0)
+		      sh->now_ns, &w, token) == 0) {
+		if (was_fleet)
+			l2_lease_release(sh, key, key_len, hash, tok);
 		handed(sh, w, token);
+	}
 }
 
 void fill_exec_abandon(struct shard *sh, struct fwd *f)
@@ -188,11 +292,34 @@ void fill_tick(struct shard *sh)
 
 	if (!sh->lease)
 		return;
+	/* fleet hand-overs (handed()), in order, each tried in Redis */
+	while (sh->lease_next) {
+		struct lease_waiter *w = sh->lease_next;
+		struct fwd *f = fwd_of_waiter(w);
+		sh->lease_next = w->next;
+		if (!sh->lease_next)
+			sh->lease_last = NULL;
+		w->next = NULL;
+		if (!atomic_load_explicit(&f->cancelled, memory_order_relaxed)) {
+			l2_lease_get(sh, f);
+			continue;
+		}
+		char token[LEASE_TOKEN_LEN + 1];
+		struct lease_waiter *next;
+		int rc = lease_end(sh->lease, f->req.key, f->req.key_len, f->req.hash, f->lease_tok,
+				   LEASE_TOKEN_LEN, LEASE_END_ABANDONED, sh->now_ns, &next, token);
+		fwd_answer(sh, f);
+		if (rc == 0)
+			handed(sh, next, token);        /* queued behind: this loop gets it */
+	}
 	while (lease_tick(sh->lease, now, &ev)) {
-		if (ev.kind == LEASE_EV_HANDED)
+		if (ev.kind == LEASE_EV_HANDED) {
+			if (ev.prev_fleet)
+				l2_lease_release(sh, ev.key, ev.key_len, ev.hash, ev.prev);
 			handed(sh, ev.w, ev.token);
-		else
+		} else {
 			fwd_answer(sh, fwd_of_waiter(ev.w)); /* its 404, without a token */
+		}
 	}
 }
 

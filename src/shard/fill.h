@@ -53,9 +53,11 @@ static inline bool fill_wants(const struct cache_req *cr, enum cache_outcome oc)
 /*
  * Owner, before executing a PUT or DELETE that carries X-Cache-Lease: true,
  * and a 409 in *r, when that token is not the key's lease (nothing must
- * change then).
+ * change then).  A PUT whose lease is this instance's alone (taken while
+ * Redis was unreachable) loses its token here: it writes through as a plain
+ * PUT, not as a fill that Redis would refuse.
  */
-bool fill_refuses(struct shard *sh, const struct cache_req *cr, struct reply *r);
+bool fill_refuses(struct shard *sh, struct cache_req *cr, struct reply *r);
 
 /*
  * Owner, after executing cr with outcome oc (its reply in *r): a stored
@@ -68,6 +70,15 @@ void fill_after(struct shard *sh, const struct cache_req *cr, enum cache_outcome
 /* Owner: f, a lease GET whose miss is final (f->r), takes the lease, waits,
  * or is answered.  Always takes f. */
 void fill_missed(struct shard *sh, struct fwd *f);
+
+/*
+ * Owner, with --redis: what Redis said to f's COH_LEASE_GET (l2.c): status
+ * COH_OK (the value, in L1 now: f and the key's waiters are answered from
+ * it), COH_MISS with COH_F_LEASED (f gets the token) or COH_F_LEASE_HELD
+ * (f waits here for the fill's invalidation), anything else (Redis
+ * unreachable: the lease is this instance's alone).  Takes f.
+ */
+void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t flags);
 
 /* Owner: another instance (or a PUBLISH) invalidated the key. */
 void fill_invalidated(struct shard *sh, const void *key, uint32_t key_len, uint64_t hash);

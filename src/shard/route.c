@@ -220,15 +220,16 @@ static void exec_local_wait(struct conn *c, const struct cache_req *cr, const st
 	f->outcome = (uint8_t)oc;
 	f->room = CONN_ROOM;
 	conn_wait(c, &f->slot, q, CONN_ROOM);
-	if (l2_continues(sh, cr->op, oc))
-		l2_begin(sh, f);
+	if (fill_wants(cr, oc))
+		fill_missed(sh, f);     /* with --redis: the read and the lease in one step */
 	else
-		fill_missed(sh, f);
+		l2_begin(sh, f);
 }
 
-void route_exec_local(struct conn *c, const struct cache_req *cr, const struct pipeline_req *q)
+void route_exec_local(struct conn *c, const struct cache_req *req, const struct pipeline_req *q)
 {
 	struct shard *sh = c->sh;
+	struct cache_req copy = *req, *cr = &copy;      /* fill_refuses() may drop the token */
 	struct reply r;
 	enum cache_outcome oc;
 
@@ -278,10 +279,10 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		stats_inc(f->remote ? &sh->stats->forwarded_requests : &sh->stats->local_requests);
 		route_count_outcome(sh, oc);
 	}
-	if (l2_continues(sh, f->req.op, oc))
+	if (fill_wants(&f->req, oc))
+		fill_missed(sh, f);     /* with --redis: the read and the lease in one step */
+	else if (l2_continues(sh, f->req.op, oc))
 		l2_begin(sh, f);
-	else if (fill_wants(&f->req, oc))
-		fill_missed(sh, f);
 	else
 		fwd_answer(sh, f);
 }
@@ -333,7 +334,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		return;
 	}
 	if (coh_key_reserved(sh->srv->coh, sh->key_scratch, (size_t)klen)) {
-		answer_status(c, req, 400, "key reserved for the instance registry in Redis\n");
+		answer_status(c, req, 400, "key reserved in Redis (instance registry, fill leases)\n");
 		return;
 	}
 	qr = http_query_u32(req->query, "ttl", &ttl);
