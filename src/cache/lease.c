@@ -325,6 +325,7 @@ struct lease_waiter *lease_filled(struct lease_tab *t, const void *key, uint32_t
 
 	if (!*pp)
 		return NULL;
+	count(t->cnt.lease_waiters_answered, (*pp)->nwait);
 	struct lease_waiter *all = take_waiters(t, *pp);
 	count(t->cnt.lease_filled, 1);
 	entry_free(t, pp);

@@ -85,6 +85,7 @@ static void test_grant_wait_fill(void)
 	CHECK_EQ(lease_tick(t, 1500 * MS, &ev), 0);
 	CHECK_EQ(get(&st.lease_granted), 2);
 	CHECK_EQ(get(&st.lease_filled), 1);
+	CHECK_EQ(get(&st.lease_waiters_answered), 2);
 	/* the next miss after a fill leases again */
 	CHECK_EQ(lease_miss(t, K("k"), 4 * MS, &w[0], tok2), LEASE_GRANTED);
 	CHECK(strcmp(tok, tok2) != 0);
@@ -199,6 +200,35 @@ static void test_stop_returns_everyone(void)
 	lease_tab_destroy(t);
 }
 
+/* With a fleet: a lease marked as Redis's; a hand-over starts unmarked and
+ * the expiry event says what the expired lease was (the shard releases it
+ * in Redis). */
+static void test_fleet_marks(void)
+{
+	struct lease_tab *t = make(0, 0);
+	struct lease_waiter w;
+	struct lease_event ev;
+	char tok[LEASE_TOKEN_LEN + 1];
+
+	CHECK_EQ(lease_miss(t, K("f"), 0, &w, tok), LEASE_GRANTED);
+	CHECK(!lease_is_fleet(t, K("f"), tok, strlen(tok)));
+	CHECK_EQ(lease_set_fleet(t, K("f"), "not-it"), -ENOENT);
+	CHECK_EQ(lease_set_fleet(t, K("g"), tok), -ENOENT);
+	CHECK_EQ(lease_set_fleet(t, K("f"), tok), 0);
+	CHECK(lease_is_fleet(t, K("f"), tok, strlen(tok)));
+	CHECK(!lease_is_fleet(t, K("f"), tok, strlen(tok) - 1));
+	char unused[LEASE_TOKEN_LEN + 1];
+	CHECK_EQ(lease_miss(t, K("f"), 1500 * MS, &w, unused), LEASE_WAIT);
+	CHECK_EQ(lease_tick(t, 2000 * MS, &ev), 1);
+	CHECK_EQ(ev.kind, LEASE_EV_HANDED);
+	CHECK(ev.w == &w);
+	CHECK(ev.prev_fleet);
+	CHECK(strcmp(ev.prev, tok) == 0);
+	CHECK(ev.key_len == 1 && memcmp(ev.key, "f", 1) == 0);
+	CHECK(!lease_is_fleet(t, K("f"), ev.token, strlen(ev.token)));
+	lease_tab_destroy(t);
+}
+
 static void test_limits(void)
 {
 	struct lease_tab *t = make(2, 2);
@@ -264,6 +294,7 @@ int main(void)
 	test_revoke_and_give_up();
 	test_time();
 	test_stop_returns_everyone();
+	test_fleet_marks();
 	test_limits();
 	test_tokens();
 	return check_done("test_lease");
