@@ -64,26 +64,13 @@ class Http:
         self.buf += chunk
 
     def request(self, method, path, body=None, headers=()):
-        head = "%s %s HTTP/1.1\r\nHost: bench\r\n" % (method, path)
-        for k, v in headers:
-            head += "%s: %s\r\n" % (k, v)
-        if body is not None:
-            head += "Content-Length: %d\r\n" % len(body)
-        self.s.sendall(head.encode() + b"\r\n" + (body or b""))
-        while b"\r\n\r\n" not in self.buf:
+        self.s.sendall(request_bytes(method, path, body, headers))
+        while True:
+            r = parse_one(self.buf, method == "HEAD")
+            if r:
+                st, h, self.buf = r
+                return st, h, None
             self._fill()
-        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        hdrs = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        n = 0 if method == "HEAD" else int(hdrs.get("content-length", "0"))
-        while len(self.buf) < n:
-            self._fill()
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return status, hdrs, data
 
     def close(self):
         self.s.close()
@@ -97,8 +84,9 @@ class Origin:
         self.calls = 0
 
 
-def parse_one(buf):
-    """(status, headers, rest of buf) for one complete response, or None."""
+def parse_one(buf, head_only=False):
+    """(status, headers, rest of buf) for one complete response (its body
+    skipped), or None."""
     end = buf.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -107,7 +95,7 @@ def parse_one(buf):
     for line in lines[1:]:
         k, _, v = line.partition(":")
         hdrs[k.strip().lower()] = v.strip()
-    n = int(hdrs.get("content-length", "0"))
+    n = 0 if head_only else int(hdrs.get("content-length", "0"))
     if len(buf) < end + 4 + n:
         return None
     return int(lines[0].split()[1]), hdrs, buf[end + 4 + n:]

@@ -387,12 +387,15 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 
 	if (coh_conn_reserve(cn, 3))
 		return -ENOMEM;
-	if (m->op == COH_SET && m->lease_len) {
-		/* a fill with its lease: stored only if still the lease (above) */
+	bool fill = m->op == COH_SET && m->lease_len;
+	size_t in = inval_head(c, inval);
+
+	if (fill) {
+		/* a fill with its lease: stored only if still the lease (above);
+		 * one EVAL, the PUBLISH inside it */
 		char px[24];
 		int pn = snprintf(px, sizeof(px), "%llu", (unsigned long long)m->ttl * 1000);
 		size_t hn = coh_value_header(hdr, m->ctype, m->ctype_len);
-		size_t in = inval_head(c, inval);
 		rc = eval_head(cn, fill_lua, sizeof(fill_lua) - 1, 5, 2);
 		rc |= coh_key_bulk(c, cn, m->key, m->key_len);
 		rc |= coh_lease_bulk(c, cn, m->key, m->key_len);
@@ -401,15 +404,7 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 		rc |= coh_conn_bulk(cn, px, (size_t)pn);
 		rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
 		rc |= coh_conn_bulk2(cn, inval, in, m->key, m->key_len);
-		if (rc) {
-			c->trip = true;
-			return -ENOMEM;
-		}
-		coh_conn_push(cn, COH_P_WRITE, flags, c->now + c->timeout_ns, m);
-		COH_ADD(c, invalidations_sent, 1);
-		return 0;
-	}
-	if (m->op == COH_SET) {
+	} else if (m->op == COH_SET) {
 		size_t hn = coh_value_header(hdr, m->ctype, m->ctype_len);
 		rc = coh_conn_array(cn, m->ttl ? 5 : 3);
 		rc |= coh_conn_bulk(cn, "SET", 3);
@@ -424,24 +419,27 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 		rc |= coh_conn_bulk(cn, "DEL", 3);
 		rc |= coh_key_bulk(c, cn, m->key, m->key_len);
 	}
-	/* A write without the lease ends the key's fill lease too: the holder's
-	 * later fill would overwrite this newer value (a stale set) */
-	rc |= coh_conn_array(cn, 2);
-	rc |= coh_conn_bulk(cn, "DEL", 3);
-	rc |= coh_lease_bulk(c, cn, m->key, m->key_len);
-	size_t in = inval_head(c, inval);
-	rc |= coh_conn_array(cn, 3);
-	rc |= coh_conn_bulk(cn, "PUBLISH", 7);
-	rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
-	rc |= coh_conn_bulk2(cn, inval, in, m->key, m->key_len);
+	if (!fill) {
+		/* A write without the lease ends the key's fill lease too: the
+		 * holder's later fill would overwrite this newer value (a stale set) */
+		rc |= coh_conn_array(cn, 2);
+		rc |= coh_conn_bulk(cn, "DEL", 3);
+		rc |= coh_lease_bulk(c, cn, m->key, m->key_len);
+		rc |= coh_conn_array(cn, 3);
+		rc |= coh_conn_bulk(cn, "PUBLISH", 7);
+		rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
+		rc |= coh_conn_bulk2(cn, inval, in, m->key, m->key_len);
+	}
 	if (rc) {
 		c->trip = true;
 		return -ENOMEM;
 	}
 	/* Redis runs a connection's commands in order: the PUBLISH follows the write. */
 	coh_conn_push(cn, COH_P_WRITE, flags, c->now + c->timeout_ns, m);
-	coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
-	coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
+	if (!fill) {
+		coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
+		coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
+	}
 	COH_ADD(c, invalidations_sent, 1);
 	return 0;
 }
