@@ -350,20 +350,34 @@ static void send_abandon(struct shard *sh, const uint8_t *key, uint32_t key_len,
 
 void fill_home(struct shard *sh, struct fwd *f)
 {
-	struct conn *c = f->conn;
-
 	f->lease_granted = false;
-	if (!c) {
+	if (!f->conn)
 		send_abandon(sh, f->req.key, f->req.key_len, f->req.hash, f->lease_tok);
-		return;
-	}
-	struct fill_note *n = malloc(sizeof(*n) + f->req.key_len);
+	else
+		fill_note(f->conn, &f->req, f->lease_tok);
+}
+
+bool fill_try(struct shard *sh, const struct cache_req *cr, char token[LEASE_TOKEN_LEN + 1],
+	      struct reply *r)
+{
+	if (lease_try(sh->lease, cr->key, cr->key_len, cr->hash, sh->now_ns, token) !=
+	    LEASE_GRANTED)
+		return false;
+	r->lease = token;
+	r->lease_len = LEASE_TOKEN_LEN;
+	return true;
+}
+
+void fill_note(struct conn *c, const struct cache_req *cr, const char *token)
+{
+	struct fill_note *n = malloc(sizeof(*n) + cr->key_len);
+
 	if (!n)
 		return; /* ends by --lease-ttl if the client goes */
-	n->hash = f->req.hash;
-	n->key_len = f->req.key_len;
-	memcpy(n->key, f->req.key, f->req.key_len);
-	memcpy(n->token, f->lease_tok, LEASE_TOKEN_LEN + 1);
+	n->hash = cr->hash;
+	n->key_len = cr->key_len;
+	memcpy(n->key, cr->key, cr->key_len);
+	memcpy(n->token, token, LEASE_TOKEN_LEN + 1);
 	n->next = c->leases;
 	c->leases = n;
 	if (++c->nleases > FILL_NOTES_MAX) {

@@ -32,6 +32,7 @@
 #include <stdbool.h>
 
 #include "ringcache/cache.h"
+#include "ringcache/lease.h"
 #include "ringcache/reply.h"
 
 struct conn;
@@ -79,6 +80,22 @@ void fill_missed(struct shard *sh, struct fwd *f);
  * unreachable: the lease is this instance's alone).  Takes f.
  */
 void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t flags);
+
+/*
+ * Owner: takes the key's lease without waiting, if nobody holds it: true,
+ * with the token in `token` and in *r (X-Cache-Lease; r->lease points at
+ * `token`, which must outlive the rendering).  For an answer that does not
+ * wait anyway (a stale value served while it is refreshed).  The lease is
+ * this instance's alone, also with --redis (its fill writes through as a
+ * plain PUT).  The caller makes the connection remember it: fill_note() on
+ * the connection's shard, or for a fwd, f->lease_granted and f->lease_tok
+ * (fill_home() then notes it when f comes home).
+ */
+bool fill_try(struct shard *sh, const struct cache_req *cr, char token[LEASE_TOKEN_LEN + 1],
+	      struct reply *r);
+
+/* Connection's shard: c's client was handed the lease `token` of cr's key. */
+void fill_note(struct conn *c, const struct cache_req *cr, const char *token);
 
 /* Owner: another instance (or a PUBLISH) invalidated the key. */
 void fill_invalidated(struct shard *sh, const void *key, uint32_t key_len, uint64_t hash);
