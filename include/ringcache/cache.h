@@ -162,6 +162,8 @@ struct cache_req {
 	struct http_str accept_encoding;
 	struct http_str if_none_match;
 	struct http_str cache_control;
+	struct http_str lease_token;    /* X-Cache-Lease of a PUT/DELETE (shard's fill.c) */
+	bool fill_lease;                /* GET/HEAD with X-Cache-Fill: lease */
 };
 
 /* What a request did, for the shard's counters. */

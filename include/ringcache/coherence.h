@@ -49,6 +49,7 @@
                                     * limit (REPR_TYPE_MAX), so every type in L2
                                     * can be served from L1 */
 #define COH_INSTANCE_ID_MAX 128u   /* printable ASCII, no spaces */
+#define COH_LEASE_MAX 64u          /* a fill lease's token (docs/cache-aside.md) */
 
 struct coh;
 
@@ -85,6 +86,12 @@ enum coh_op {
 	/* coherence -> shard, unsolicited */
 	COH_INVALIDATE,     /* drop key from L1 (another instance or an application changed it) */
 	COH_FLUSH,          /* drop every L1 item stored before older_than */
+	/* fill leases across the fleet (docs/cache-aside.md), shard -> coherence */
+	COH_LEASE_GET,      /* one EVAL: read key as COH_GET does; if absent, take
+			     * <prefix>lease:<key> = lease (NX, PX lease_ttl_ms):
+			     * COH_MISS with COH_F_LEASED or COH_F_LEASE_HELD */
+	COH_LEASE_RELEASE,  /* one EVAL: drop <prefix>lease:<key> if it is still
+			     * `lease`, and then publish an invalidation of key */
 };
 
 enum coh_status {
@@ -103,6 +110,9 @@ enum coh_status {
  */
 #define COH_F_NOCACHE 0x1u
 #define COH_F_EXISTED 0x2u   /* DEL: Redis had the key */
+#define COH_F_LEASED 0x4u    /* LEASE_GET: absent, and the lease is the caller's now */
+#define COH_F_LEASE_HELD 0x8u /* LEASE_GET: absent, another holds its lease */
+#define COH_F_LEASE_LOST 0x10u /* SET with a lease: not the key's lease, nothing written */
 
 /*
  * One message.  key, ctype and value point into memory the message owns;
@@ -125,6 +135,11 @@ struct coh_msg {
 	char *key;
 	char *ctype;
 	char *value;
+	/* SET: store only if <prefix>lease:<key> is this (then drop it), in one
+	 * EVAL; LEASE_GET/LEASE_RELEASE: the token.  lease_len 0: none */
+	char lease[COH_LEASE_MAX + 1];
+	uint8_t lease_len;
+	uint32_t lease_ttl_ms;     /* LEASE_GET: PX of the lease taken */
 	/* private */
 	void *value_mem;           /* value allocated apart from the message, or NULL */
 	struct coh_msg *next;

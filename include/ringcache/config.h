@@ -102,6 +102,10 @@
 	  "CPU of the coherence thread; auto: an allowed CPU no shard uses")       \
 	X("instance-id", STR, instance_id, "", "ID",                               \
 	  "this instance's id in the registry (default: generated)")                \
+	X("lease-wait", U32, lease_wait, "2000", "MILLISECONDS",                   \
+	  "how long a GET with X-Cache-Fill: lease waits for another client's fill") \
+	X("lease-ttl", U32, lease_ttl, "2000", "MILLISECONDS",                     \
+	  "a fill lease not filled this long ends (the next waiter gets one)")     \
 	X("hash-seed", SEED, hash_seed, "random", "random|N",                      \
 	  "key hash seed; keep it random (a known seed lets clients aim keys at one shard)")
 

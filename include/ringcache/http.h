@@ -71,6 +71,8 @@ struct http_request {
 	struct http_str cache_control;
 	struct http_str x_api_key;
 	struct http_str authorization;
+	struct http_str x_cache_fill;   /* fill leases (docs/cache-aside.md) */
+	struct http_str x_cache_lease;
 	uint32_t head_len;          /* bytes of request line + headers + CRLFCRLF */
 };
 

@@ -33,6 +33,7 @@ enum reply_cache {
 	REPLY_CACHE_HIT,        /* L1 */
 	REPLY_CACHE_HIT_L2,     /* L1 miss, value read from Redis */
 	REPLY_CACHE_MISS,
+	REPLY_CACHE_HIT_FILL,   /* a waiter answered by a lease's fill (docs/cache-aside.md) */
 };
 
 /* X-L2: what Redis did with a write, or why it could not answer a read. */
@@ -84,6 +85,8 @@ struct reply {
 	void *body_store;       /* the struct store body points into, or NULL: a large
 				 * body may then be sent from there (store_pin) */
 	int64_t num;            /* REPLY_INT */
+	const char *lease;      /* X-Cache-Lease: a fill lease's token, lease_len bytes */
+	uint32_t lease_len;
 	char etag[REPLY_ETAG_MAX];  /* quoted, etag_len bytes */
 };
 

@@ -27,6 +27,7 @@
 #include "ringcache/buf.h"
 #include "ringcache/cache.h"
 #include "ringcache/hist.h"
+#include "ringcache/lease.h"
 #include "ringcache/store.h"
 
 #define STATS_METRICS(X)                                                           \
@@ -67,7 +68,8 @@
 	X(arena_bytes, GAUGE, "Bytes reserved for the store's items and index.")  \
 	X(evictions, COUNTER, "Items dropped to make room.")                      \
 	X(expirations, COUNTER, "Items dropped because their TTL passed.")        \
-	CACHE_ZIP_STATS(X)
+	CACHE_ZIP_STATS(X)                                                         \
+	LEASE_STATS(X)
 
 /* Latency histograms, same idea: X(name, kind label, help). */
 #define STATS_HISTS(X)                                                             \

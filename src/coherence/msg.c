@@ -76,6 +76,9 @@ struct coh_msg *coh_msg_copy(const struct coh_msg *m)
 		memcpy(n->value, m->value, m->value_len);
 	n->ttl = m->ttl;
 	n->seq = m->seq;
+	memcpy(n->lease, m->lease, sizeof(n->lease));
+	n->lease_len = m->lease_len;
+	n->lease_ttl_ms = m->lease_ttl_ms;
 	return n;
 }
 

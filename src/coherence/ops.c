@@ -17,6 +17,7 @@
  * L1 copy, since Redis will never hold that value.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +44,167 @@ static void reply(struct coh *c, struct coh_msg *m, enum coh_status st)
 static int coh_key_bulk(struct coh *c, struct coh_conn *cn, const char *key, size_t len)
 {
 	return coh_conn_bulk2(cn, c->prefix, c->prefix_len, key, len);
+}
+
+/* <prefix>lease:<key>: a fill lease's name (coh_key_reserved() keeps cache
+ * keys out of it). */
+static int coh_lease_bulk(struct coh *c, struct coh_conn *cn, const char *key, size_t len)
+{
+	return coh_conn_bulk3(cn, c->prefix, c->prefix_len, "lease:", 6, key, len);
+}
+
+/* The invalidation message of key: magic, our id, NUL, then the key. */
+static size_t inval_head(struct coh *c, char *inval)
+{
+	memcpy(inval, COH_INVAL_MAGIC, COH_MAGIC_LEN);
+	memcpy(inval + COH_MAGIC_LEN, c->id, c->id_len);
+	inval[COH_MAGIC_LEN + c->id_len] = '\0';
+	return COH_MAGIC_LEN + c->id_len + 1;
+}
+
+/*
+ * --- fill leases (docs/cache-aside.md) ---
+ *
+ * Each is one EVAL, so reading the value and taking the lease (or checking
+ * the lease and storing) is one step in Redis: a fill landing between an
+ * instance's miss and its lease attempt cannot hand out a second lease.
+ *
+ * LEASE_GET   KEYS: data, lease   ARGV: token, px
+ *   -> {1, value, pttl}  the value (decoded as a GET's)
+ *   -> {2}               absent; the lease is the caller's now
+ *   -> {3}               absent; someone else holds the lease
+ * FILL        KEYS: data, lease   ARGV: token, blob, px (0: none), channel, message
+ *   -> 1 stored, the lease dropped, the invalidation published; 0 not the lease
+ * RELEASE     KEYS: lease         ARGV: token, channel, message
+ *   -> 1 dropped and published; 0 not (or no longer) the lease
+ */
+static const char lease_get_lua[] =
+	"local v = redis.call('GET', KEYS[1]) "
+	"if v then return {1, v, redis.call('PTTL', KEYS[1])} end "
+	"if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end "
+	"return {3}";
+static const char fill_lua[] =
+	"if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end "
+	"if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) "
+	"else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end "
+	"redis.call('DEL', KEYS[2]) "
+	"redis.call('PUBLISH', ARGV[4], ARGV[5]) "
+	"return 1";
+static const char release_lua[] =
+	"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
+	"redis.call('DEL', KEYS[1]) "
+	"redis.call('PUBLISH', ARGV[2], ARGV[3]) "
+	"return 1";
+
+static int eval_head(struct coh_conn *cn, const char *lua, size_t lua_len, unsigned nargs,
+		     unsigned nkeys)
+{
+	int rc = coh_conn_array(cn, 3 + nkeys + nargs);
+	rc |= coh_conn_bulk(cn, "EVAL", 4);
+	rc |= coh_conn_bulk(cn, lua, lua_len);
+	rc |= coh_conn_bulk_u64(cn, nkeys);
+	return rc;
+}
+
+static void lease_request(struct coh *c, struct coh_msg *m)
+{
+	struct coh_conn *cn = &c->cmd;
+	char inval[COH_MAGIC_LEN + COH_INSTANCE_ID_MAX + 1];
+	int rc;
+
+	if (!c->link_up) {
+		reply(c, m, COH_SKIPPED);
+		return;
+	}
+	if (coh_conn_reserve(cn, 1)) {
+		reply(c, m, COH_ERROR);
+		return;
+	}
+	if (m->op == COH_LEASE_GET) {
+		/* a read of the key in flight may predate what this finds */
+		rc = eval_head(cn, lease_get_lua, sizeof(lease_get_lua) - 1, 2, 2);
+		rc |= coh_key_bulk(c, cn, m->key, m->key_len);
+		rc |= coh_lease_bulk(c, cn, m->key, m->key_len);
+		rc |= coh_conn_bulk(cn, m->lease, m->lease_len);
+		rc |= coh_conn_bulk_u64(cn, m->lease_ttl_ms ? m->lease_ttl_ms : 1);
+		COH_ADD(c, gets, 1);
+		COH_ADD(c, redis_gets, 1);
+	} else {
+		size_t in = inval_head(c, inval);
+		rc = eval_head(cn, release_lua, sizeof(release_lua) - 1, 3, 1);
+		rc |= coh_lease_bulk(c, cn, m->key, m->key_len);
+		rc |= coh_conn_bulk(cn, m->lease, m->lease_len);
+		rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
+		rc |= coh_conn_bulk2(cn, inval, in, m->key, m->key_len);
+	}
+	if (rc) {
+		c->trip = true;    /* a half-written command: the connection must go */
+		reply(c, m, COH_ERROR);
+		return;
+	}
+	coh_conn_push(cn, COH_P_LEASE, 0, c->now + c->timeout_ns, m);
+}
+
+/*
+ * The EVAL's reply, hostile like every reply: anything but the shapes above
+ * is COH_BAD_DATA (an error reply COH_ERROR), and the value inside {1, ...}
+ * goes through the same decoding as a GET's.
+ */
+static void lease_reply(struct coh *c, struct coh_pend *p, redisReply *r)
+{
+	struct coh_msg *m = p->p;
+	struct coh_got got;
+
+	if (p->flags & COH_PF_EXPIRED)
+		return;         /* answered TIMEOUT already */
+	if (r->type == REDIS_REPLY_ERROR) {
+		coh_fail(c);
+		reply(c, m, COH_ERROR);
+		return;
+	}
+	coh_succeed(c);
+	if (m->op == COH_LEASE_RELEASE) {
+		if (r->type != REDIS_REPLY_INTEGER)
+			COH_ADD(c, bad_data, 1);
+		reply(c, m, r->type == REDIS_REPLY_INTEGER ? COH_OK : COH_BAD_DATA);
+		return;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER) {
+		COH_ADD(c, bad_data, 1);
+		reply(c, m, COH_BAD_DATA);
+		return;
+	}
+	long long kind = r->element[0]->integer;
+	if ((kind == 2 || kind == 3) && r->elements == 1) {
+		m->flags |= kind == 2 ? COH_F_LEASED : COH_F_LEASE_HELD;
+		COH_ADD(c, get_misses, 1);
+		reply(c, m, COH_MISS);
+		return;
+	}
+	if (kind != 1 || r->elements != 3) {
+		COH_ADD(c, bad_data, 1);
+		reply(c, m, COH_BAD_DATA);
+		return;
+	}
+	coh_get_decode(r->element[1], r->element[2], &got);
+	if (got.status == COH_BAD_DATA)
+		COH_ADD(c, bad_data, 1);
+	if (got.status != COH_OK) {
+		reply(c, m, got.status);
+		return;
+	}
+	if (got.raw)
+		COH_ADD(c, raw_values, 1);
+	/* NOCACHE: the invalidation feed broke since the request was made, so a
+	 * missed invalidation may have left this value behind (as for a GET) */
+	if (coh_msg_take_value(m, r->element[1], &got,
+			       m->seq != c->sub_epoch ? COH_F_NOCACHE : 0, false)) {
+		reply(c, m, COH_ERROR);
+		return;
+	}
+	COH_ADD(c, get_hits, 1);
+	reply(c, m, COH_OK);
 }
 
 /* --- GET --- */
@@ -223,9 +385,26 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 	char inval[COH_MAGIC_LEN + COH_INSTANCE_ID_MAX + 1];
 	int rc;
 
-	if (coh_conn_reserve(cn, 2))
+	if (coh_conn_reserve(cn, 3))
 		return -ENOMEM;
-	if (m->op == COH_SET) {
+	bool fill = m->op == COH_SET && m->lease_len;
+	size_t in = inval_head(c, inval);
+
+	if (fill) {
+		/* a fill with its lease: stored only if still the lease (above);
+		 * one EVAL, the PUBLISH inside it */
+		char px[24];
+		int pn = snprintf(px, sizeof(px), "%llu", (unsigned long long)m->ttl * 1000);
+		size_t hn = coh_value_header(hdr, m->ctype, m->ctype_len);
+		rc = eval_head(cn, fill_lua, sizeof(fill_lua) - 1, 5, 2);
+		rc |= coh_key_bulk(c, cn, m->key, m->key_len);
+		rc |= coh_lease_bulk(c, cn, m->key, m->key_len);
+		rc |= coh_conn_bulk(cn, m->lease, m->lease_len);
+		rc |= coh_conn_bulk2(cn, hdr, hn, m->value, m->value_len);
+		rc |= coh_conn_bulk(cn, px, (size_t)pn);
+		rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
+		rc |= coh_conn_bulk2(cn, inval, in, m->key, m->key_len);
+	} else if (m->op == COH_SET) {
 		size_t hn = coh_value_header(hdr, m->ctype, m->ctype_len);
 		rc = coh_conn_array(cn, m->ttl ? 5 : 3);
 		rc |= coh_conn_bulk(cn, "SET", 3);
@@ -240,20 +419,27 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 		rc |= coh_conn_bulk(cn, "DEL", 3);
 		rc |= coh_key_bulk(c, cn, m->key, m->key_len);
 	}
-	memcpy(inval, COH_INVAL_MAGIC, COH_MAGIC_LEN);
-	memcpy(inval + COH_MAGIC_LEN, c->id, c->id_len);
-	inval[COH_MAGIC_LEN + c->id_len] = '\0';
-	rc |= coh_conn_array(cn, 3);
-	rc |= coh_conn_bulk(cn, "PUBLISH", 7);
-	rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
-	rc |= coh_conn_bulk2(cn, inval, COH_MAGIC_LEN + c->id_len + 1, m->key, m->key_len);
+	if (!fill) {
+		/* A write without the lease ends the key's fill lease too: the
+		 * holder's later fill would overwrite this newer value (a stale set) */
+		rc |= coh_conn_array(cn, 2);
+		rc |= coh_conn_bulk(cn, "DEL", 3);
+		rc |= coh_lease_bulk(c, cn, m->key, m->key_len);
+		rc |= coh_conn_array(cn, 3);
+		rc |= coh_conn_bulk(cn, "PUBLISH", 7);
+		rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
+		rc |= coh_conn_bulk2(cn, inval, in, m->key, m->key_len);
+	}
 	if (rc) {
 		c->trip = true;
 		return -ENOMEM;
 	}
 	/* Redis runs a connection's commands in order: the PUBLISH follows the write. */
 	coh_conn_push(cn, COH_P_WRITE, flags, c->now + c->timeout_ns, m);
-	coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
+	if (!fill) {
+		coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
+		coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
+	}
 	COH_ADD(c, invalidations_sent, 1);
 	return 0;
 }
@@ -370,6 +556,9 @@ static void write_reply(struct coh *c, const struct coh_pend *e, const redisRepl
 		coh_fail(c);
 	if (ok && m->op == COH_DEL && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
 		m->flags |= COH_F_EXISTED;
+	if (ok && m->op == COH_SET && m->lease_len &&
+	    (r->type != REDIS_REPLY_INTEGER || r->integer != 1))
+		m->flags |= COH_F_LEASE_LOST;   /* 0: not the lease; else bad data: not stored */
 	if (e->flags & COH_PF_SHARD) {
 		reply(c, m, ok ? COH_OK : COH_ERROR);
 	} else {
@@ -400,6 +589,14 @@ void coh_request(struct coh *c, struct coh_msg *m)
 		else
 			reply(c, m, COH_SKIPPED);
 		break;
+	case COH_LEASE_GET:
+		m->seq = c->sub_epoch;  /* the feed it relies on (lease_reply) */
+		supersede(c, m->hash, m->key, m->key_len);
+		lease_request(c, m);
+		break;
+	case COH_LEASE_RELEASE:
+		lease_request(c, m);
+		break;
 	default:
 		reply(c, m, COH_ERROR);
 		break;
@@ -423,6 +620,9 @@ void coh_cmd_reply(struct coh *c, struct coh_pend *p, redisReply *r)
 		break;
 	case COH_P_WRITE:
 		write_reply(c, p, r);
+		break;
+	case COH_P_LEASE:
+		lease_reply(c, p, r);
 		break;
 	case COH_P_HEARTBEAT:
 		if (!(p->flags & COH_PF_EXPIRED)) {
@@ -479,6 +679,11 @@ void coh_pend_expire(struct coh *c, struct coh_pend *p)
 		p->p = NULL;
 		coh_fail(c);
 		break;
+	case COH_P_LEASE:
+		reply(c, p->p, COH_TIMEOUT);
+		p->flags |= COH_PF_EXPIRED;
+		coh_fail(c);
+		break;
 	case COH_P_HEARTBEAT:
 		COH_ADD(c, timeouts, 1);
 		coh_fail(c);
@@ -523,6 +728,10 @@ void coh_pend_abandon(struct coh *c, struct coh_pend *p)
 		break;
 	case COH_P_CLUSTER:
 		if (p->p)
+			reply(c, p->p, COH_ERROR);
+		break;
+	case COH_P_LEASE:
+		if (!(p->flags & COH_PF_EXPIRED))
 			reply(c, p->p, COH_ERROR);
 		break;
 	case COH_P_REAP_EXISTS:

@@ -423,6 +423,10 @@ static int validate(const struct config *cfg, const struct state *st, char *err,
 		return BLAME("gzip-level", "from 1 to 12");
 	if (cfg->compress_threads > 64)     /* ZIP_THREADS_MAX (zip.h) */
 		return BLAME("compress-threads", "at most 64");
+	if (cfg->lease_wait > 600000)
+		return BLAME("lease-wait", "at most 600000 milliseconds");
+	if (cfg->lease_ttl < 1 || cfg->lease_ttl > 600000)
+		return BLAME("lease-ttl", "from 1 to 600000 milliseconds");
 	if (cfg->redis_timeout < 1)
 		return BLAME("redis-timeout", "at least 1 millisecond");
 	if (cfg->listen.n == 0)

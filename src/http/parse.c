@@ -537,6 +537,8 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 	case 12:
 		if (lower_eq(p, "content-type", 12))
 			keep_first(&r->content_type, v, vn);
+		else if (lower_eq(p, "x-cache-fill", 12))
+			keep_first(&r->x_cache_fill, v, vn);
 		break;
 	case 13:
 		switch (p[0] | 0x20) {
@@ -551,6 +553,10 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 		case 'i':
 			if (lower_eq(p, "if-none-match", 13))
 				keep_first(&r->if_none_match, v, vn);
+			break;
+		case 'x':
+			if (lower_eq(p, "x-cache-lease", 13))
+				keep_first(&r->x_cache_lease, v, vn);
 			break;
 		}
 		break;
@@ -615,6 +621,7 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	r->content_length = -1;
 	r->accept_encoding = r->if_none_match = r->content_type = (struct http_str){ 0 };
 	r->cache_control = r->x_api_key = r->authorization = (struct http_str){ 0 };
+	r->x_cache_fill = r->x_cache_lease = (struct http_str){ 0 };
 	int err = parse_request_line(p, p + min_sz(len - start, l->line + 2), r, &line);
 	if (err || (size_t)(line - p) - 1 - (line[-2] == '\r') > l->line) {
 		/* the slow path: the line was refused, is incomplete or too long,

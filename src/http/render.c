@@ -149,32 +149,44 @@ const char *reply_l2_name(enum reply_l2 l2)
  * Content-Length value.  [status][cache]; other statuses are spelled out. */
 enum { HS_200, HS_304, HS_404, HS_N };
 
-static const struct seg head_seg[HS_N][4] = {
+/* enum reply_cache's values; anything else renders no X-Cache */
+#define CACHE_KINDS 5u
+
+static inline unsigned cache_ix(const struct reply *r)
+{
+	return r->cache < CACHE_KINDS ? r->cache : 0;
+}
+
+static const struct seg head_seg[HS_N][CACHE_KINDS] = {
 	[HS_200] = {
 		SEG_INIT("HTTP/1.1 200 OK\r\nContent-Length: "),
 		SEG_INIT("HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nContent-Length: "),
 		SEG_INIT("HTTP/1.1 200 OK\r\nX-Cache: HIT-L2\r\nContent-Length: "),
 		SEG_INIT("HTTP/1.1 200 OK\r\nX-Cache: MISS\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 200 OK\r\nX-Cache: HIT-FILL\r\nContent-Length: "),
 	},
 	[HS_304] = {
 		SEG_INIT("HTTP/1.1 304 Not Modified\r\nContent-Length: "),
 		SEG_INIT("HTTP/1.1 304 Not Modified\r\nX-Cache: HIT\r\nContent-Length: "),
 		SEG_INIT("HTTP/1.1 304 Not Modified\r\nX-Cache: HIT-L2\r\nContent-Length: "),
 		SEG_INIT("HTTP/1.1 304 Not Modified\r\nX-Cache: MISS\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 304 Not Modified\r\nX-Cache: HIT-FILL\r\nContent-Length: "),
 	},
 	[HS_404] = {
 		SEG_INIT("HTTP/1.1 404 Not Found\r\nContent-Length: "),
 		SEG_INIT("HTTP/1.1 404 Not Found\r\nX-Cache: HIT\r\nContent-Length: "),
 		SEG_INIT("HTTP/1.1 404 Not Found\r\nX-Cache: HIT-L2\r\nContent-Length: "),
 		SEG_INIT("HTTP/1.1 404 Not Found\r\nX-Cache: MISS\r\nContent-Length: "),
+		SEG_INIT("HTTP/1.1 404 Not Found\r\nX-Cache: HIT-FILL\r\nContent-Length: "),
 	},
 };
 
-static const struct seg cache_seg[4] = {
+static const struct seg cache_seg[CACHE_KINDS] = {
 	SEG_INIT(""),
 	SEG_INIT("X-Cache: HIT\r\n"),
 	SEG_INIT("X-Cache: HIT-L2\r\n"),
 	SEG_INIT("X-Cache: MISS\r\n"),
+	SEG_INIT("X-Cache: HIT-FILL\r\n"),
 };
 
 static const struct seg coding_vary_seg[3][2] = {
@@ -199,6 +211,7 @@ static const struct seg etag_seg = SEG_INIT("ETag: ");
 static const struct seg etag_crlf_seg = SEG_INIT("\r\nETag: ");
 static const struct seg max_age_seg = SEG_INIT("Cache-Control: max-age=");
 static const struct seg l2_seg = SEG_INIT("X-L2: ");
+static const struct seg lease_seg = SEG_INIT("X-Cache-Lease: ");
 static const struct seg text_type = SEG_INIT("text/plain; charset=utf-8");
 
 /* "Date: ...\r\n", copied whole from its 64-byte line (http_date_line). */
@@ -266,7 +279,7 @@ static inline unsigned conn_tail(const struct reply *r, const struct http_answer
 static inline bool is_plain_hit(const struct reply *r)
 {
 	return (r->status == 200 || r->status == 304) && r->type_padded && r->type_len <= SEG &&
-	       r->etag_len && !r->headers && !r->l2 && r->coding <= REPLY_GZIP;
+	       r->etag_len && !r->headers && !r->l2 && !r->lease_len && r->coding <= REPLY_GZIP;
 }
 
 static int render_hit(struct buf *out, const struct reply *r, const struct http_answer_to *to,
@@ -281,7 +294,7 @@ static int render_hit(struct buf *out, const struct reply *r, const struct http_
 	if (out->cap - out->len < HEAD_ROOM + room && buf_reserve(out, HEAD_ROOM + room) != 0)
 		return -ENOMEM;
 	char *p = out->data + out->len;
-	p = put_seg(p, &head_seg[nm ? HS_304 : HS_200][r->cache & 3]);
+	p = put_seg(p, &head_seg[nm ? HS_304 : HS_200][cache_ix(r)]);
 	p = put_u64(p, r->body_len);
 	if (!nm) {
 		p = put_seg(p, &type_seg);
@@ -347,20 +360,21 @@ static int render(struct buf *out, const struct reply *r, const struct http_answ
 	    hdr_len > SIZE_MAX / 4)
 		return -ENOMEM; /* no buffer holds it; and the sum below cannot wrap */
 	size_t need = HEAD_ROOM + reason_len + type_len + hdr_len +
+		      (r->lease_len ? SEG + r->lease_len + 2 : 0) +
 		      (body && !split ? r->body_len : 0);
 	if (out->cap - out->len < need && buf_reserve(out, need) != 0)
 		return -ENOMEM;
 
 	char *p = out->data + out->len;
 	if (hs >= 0) {
-		p = put_seg(p, &head_seg[hs][r->cache & 3]);
+		p = put_seg(p, &head_seg[hs][cache_ix(r)]);
 	} else {
 		p = put(p, "HTTP/1.1 ", 9);
 		p = put_u64(p, st);
 		*p++ = ' ';
 		p = put(p, reason, reason_len);
 		p = put(p, "\r\n", 2);
-		p = put_seg(p, &cache_seg[r->cache & 3]);
+		p = put_seg(p, &cache_seg[cache_ix(r)]);
 		if (length)
 			p = put_seg(p, &length_seg);
 	}
@@ -396,6 +410,11 @@ static int render(struct buf *out, const struct reply *r, const struct http_answ
 	}
 	if (hdr_len)
 		p = put(p, r->headers, hdr_len);
+	if (r->lease_len) {
+		p = put_seg(p, &lease_seg);
+		p = put(p, r->lease, r->lease_len);
+		p = put(p, "\r\n", 2);
+	}
 	if (r->l2) {
 		const char *name = reply_l2_name((enum reply_l2)r->l2);
 		p = put_seg(p, &l2_seg);

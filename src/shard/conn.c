@@ -41,6 +41,7 @@
 
 #include "cmd.h"
 #include "conn.h"
+#include "fill.h"
 #include "fwd.h"
 #include "route.h"
 #include "shard.h"
@@ -179,6 +180,7 @@ void conn_destroy(struct conn *c)
 	close(c->fd);
 	pipeline_deinit(&c->pipe);
 	cmd_session_destroy(c);         /* after the pipeline: its parent is orphaned */
+	fill_conn_free(c);
 	buf_deinit(&c->in);
 	buf_deinit(&c->body);
 	outq_deinit(&c->sending);
@@ -190,8 +192,10 @@ void conn_destroy(struct conn *c)
 /* The kernel holds no operation on c any more: free it. */
 static void conn_maybe_free(struct conn *c)
 {
-	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING | C_POLL)))
+	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING | C_POLL))) {
+		fill_conn_gone(c);      /* the leases its client held end now */
 		conn_destroy(c);
+	}
 }
 
 void conn_account(struct conn *c)

@@ -25,6 +25,7 @@
 #include "ringcache/http.h"
 
 struct cmd_session;
+struct fill_note;
 struct shard;
 
 enum conn_flags {
@@ -86,6 +87,8 @@ struct conn {
 	struct iovec iov[CONN_IOV];
 	struct pipeline pipe;           /* answers, in order; pipe.close: no more requests */
 	struct cmd_session *resp;       /* a RESP connection's state (cmd.h); NULL for HTTP */
+	struct fill_note *leases;       /* fill leases its clients were handed (fill.h) */
+	uint32_t nleases;
 	size_t mem;                     /* what conn_account() last counted for this connection */
 	uint64_t last_active_ns;
 	uint64_t send_ns;               /* when the send in flight was queued */

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "conn.h"
+#include "fill.h"
 #include "fwd.h"
 #include "keys.h"
 #include "route.h"
@@ -77,7 +78,8 @@ struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req 
 {
 	struct fwd_state *st = sh->fwd;
 	size_t extra = (size_t)r->key_len + r->body_len + r->content_type.len +
-		       r->accept_encoding.len + r->if_none_match.len + r->cache_control.len;
+		       r->accept_encoding.len + r->if_none_match.len + r->cache_control.len +
+		       r->lease_token.len;
 	struct fwd *f = malloc(sizeof(*f) + extra);
 
 	if (!f)
@@ -105,7 +107,8 @@ struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req 
 	p = copy_str(p, &f->req.content_type);
 	p = copy_str(p, &f->req.accept_encoding);
 	p = copy_str(p, &f->req.if_none_match);
-	copy_str(p, &f->req.cache_control);
+	p = copy_str(p, &f->req.cache_control);
+	copy_str(p, &f->req.lease_token);
 
 	f->next = st->live;
 	if (st->live)
@@ -187,6 +190,8 @@ bool fwd_send_conn(struct shard *sh, unsigned to, uintptr_t token)
 /* f is back on its origin shard with its answer, or bounced. */
 static void arrive_home(struct fwd *f)
 {
+	if (f->lease_granted)
+		fill_home(f->home->sh, f);  /* its connection holds a lease now, or is gone */
 	if (f->parent) {
 		keys_part_home(f);      /* a part of a gathered answer */
 	} else if (!f->conn) {

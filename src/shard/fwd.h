@@ -35,6 +35,7 @@
 
 #include "pipeline.h"
 #include "ringcache/cache.h"
+#include "ringcache/lease.h"
 #include "ringcache/reply.h"
 
 struct conn;
@@ -68,6 +69,10 @@ struct fwd {
 	size_t size;                    /* bytes allocated for it (connection memory) */
 	struct answer_to to;            /* how the answer is rendered (its protocol) */
 	struct reply r;                 /* the answer while Redis completes it (l2.c) */
+	struct lease_waiter lw;         /* owner: waiting for a fill (fill.h) */
+	bool lease_granted;             /* its answer carries lease_tok: noted at home */
+	bool lease_abandon;             /* not a request: ends lease_tok's lease (fill.h) */
+	char lease_tok[LEASE_TOKEN_LEN + 1];
 	struct cache_req req;
 	struct cache_kv kv;             /* RESP: what the command does beyond req.op */
 	uint8_t data[];

@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fill.h"
 #include "fwd.h"
 #include "l2.h"
 #include "l2read.h"
@@ -370,6 +371,11 @@ void l2_begin(struct shard *sh, struct fwd *f)
 			if (r->body_len)
 				memcpy(m->value, r->body, r->body_len);
 			m->ttl = remaining_ttl(sh, r);
+			if (r->lease_token.len && r->lease_token.len <= COH_LEASE_MAX) {
+				/* a fill with the fleet's lease: stored only if still it */
+				memcpy(m->lease, r->lease_token.p, r->lease_token.len);
+				m->lease_len = (uint8_t)r->lease_token.len;
+			}
 		}
 		break;
 	case CACHE_DELETE:
@@ -380,6 +386,71 @@ void l2_begin(struct shard *sh, struct fwd *f)
 		coh_msg_destroy(m);
 		answer_unread(sh, f, COH_ERROR);
 	}
+}
+
+static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct coh_msg *m);
+
+void l2_lease_get(struct shard *sh, struct fwd *f)
+{
+	const struct cache_req *r = &f->req;
+	struct coh_msg *m = coh_msg_create(COH_LEASE_GET, sh->id, r->hash, r->key, r->key_len,
+					   NULL, 0, 0);
+
+	if (m) {
+		memcpy(m->lease, f->lease_tok, LEASE_TOKEN_LEN);
+		m->lease_len = LEASE_TOKEN_LEN;
+		m->lease_ttl_ms = sh->cfg->lease_ttl;
+		m->cookie = f;
+	}
+	if (!m || !submit(sh->l2, sh->id, m)) {
+		coh_msg_destroy(m);
+		fill_fleet_done(sh, f, COH_ERROR, 0);
+	}
+}
+
+void l2_lease_release(struct shard *sh, const void *key, uint32_t key_len, uint64_t hash,
+		      const char *tok)
+{
+	struct coh_msg *m = coh_msg_create(COH_LEASE_RELEASE, sh->id, hash, key, key_len, NULL,
+					   0, 0);
+
+	if (!m)
+		return; /* it ends in Redis by its PX */
+	memcpy(m->lease, tok, LEASE_TOKEN_LEN);
+	m->lease_len = LEASE_TOKEN_LEN;
+	if (!submit(sh->l2, sh->id, m))
+		coh_msg_destroy(m);
+}
+
+/*
+ * A COH_LEASE_GET came back.  A value: kept in L1 (as a read's, unless L1
+ * has the key already) and served HIT-L2, then fill.c answers the key's
+ * other waiters from L1; otherwise fill.c decides (leased, held elsewhere,
+ * or Redis unreachable: this instance alone).
+ */
+static void lease_got(struct shard *sh, struct fwd *f, const struct coh_msg *m)
+{
+	struct store_item it;
+	bool stored = false;
+
+	if (m->status != COH_OK) {
+		fill_fleet_done(sh, f, m->status, m->flags);
+		return;
+	}
+	if (store_get(sh->store, f->req.key, f->req.key_len, f->req.hash, &it) != 0) {
+		stored = store_from_l2(sh, f, m);
+		if (!stored)
+			stats_inc(&sh->stats->l2_refused);
+	}
+	uint8_t keybuf[STORE_KEY_MAX];
+	uint32_t key_len = f->req.key_len;
+	uint64_t hash = f->req.hash;
+	memcpy(keybuf, f->req.key, key_len);
+
+	fill_fleet_done(sh, f, COH_OK, m->flags);       /* may free f */
+	if (stored && (m->flags & COH_F_NOCACHE) &&
+	    store_delete(sh->store, keybuf, key_len, hash) == 0)
+		route_count_store(sh);
 }
 
 void l2_cluster(struct shard *sh, struct fwd *f)
@@ -509,6 +580,16 @@ static void finish(struct shard *sh, struct fwd *f, const struct coh_msg *m)
 		break;
 	case COH_SET:
 		f->r.l2 = l2_status(m->status);
+		if (m->status == COH_OK && (m->flags & COH_F_LEASE_LOST)) {
+			/* the fleet's lease went elsewhere first: nothing in Redis,
+			 * so nothing here either (docs/cache-aside.md) */
+			if (store_delete(sh->store, m->key, m->key_len, m->hash) == 0)
+				route_count_store(sh);
+			stats_inc(&sh->stats->lease_conflicts);
+			reply_status(&f->r, 409, "lease revoked, expired or unknown\n");
+			f->r.l2 = REPLY_L2_OK;
+			f->outcome = CACHE_FAILED;
+		}
 		break;
 	case COH_CLUSTER:
 		if (m->status == COH_OK) {
@@ -541,6 +622,7 @@ bool l2_drain(struct shard *sh)
 			if (store_delete(sh->store, m->key, m->key_len, m->hash) == 0)
 				route_count_store(sh);
 			supersede(sh->l2, m->hash, m->key, m->key_len);
+			fill_invalidated(sh, m->key, m->key_len, m->hash);
 			break;
 		case COH_FLUSH:
 			store_flush(sh->store, m->older_than);
@@ -549,6 +631,11 @@ bool l2_drain(struct shard *sh)
 		case COH_GET:
 			finish_get(sh, m->cookie, m);
 			break;
+		case COH_LEASE_GET:
+			lease_got(sh, m->cookie, m);
+			break;
+		case COH_LEASE_RELEASE:
+			break;  /* done, or not the lease any more: nothing to do */
 		default:
 			finish(sh, m->cookie, m);
 			fwd_answer(sh, m->cookie); /* renders before m (the body) goes */

@@ -25,6 +25,7 @@
 #define RINGCACHE_L2_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "ringcache/cache.h"
 
@@ -44,6 +45,17 @@ bool l2_continues(const struct shard *sh, enum cache_op op, enum cache_outcome o
  * Redis was not asked.
  */
 void l2_begin(struct shard *sh, struct fwd *f);
+
+/*
+ * Fill leases across the fleet (fill.h): f, a lease GET, reads its key and
+ * takes the lease f->lease_tok in Redis in one step (COH_LEASE_GET); the
+ * answer goes to fill_fleet_done().  l2_lease_release() drops the lease
+ * `tok` in Redis if it is still that (and publishes an invalidation, so the
+ * other instances' waiters try again).
+ */
+void l2_lease_get(struct shard *sh, struct fwd *f);
+void l2_lease_release(struct shard *sh, const void *key, uint32_t key_len, uint64_t hash,
+		      const char *tok);
 
 /* GET /cluster: asks the coherence thread for the live instances. */
 void l2_cluster(struct shard *sh, struct fwd *f);

@@ -18,8 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "conn.h"
+#include "fill.h"
 #include "fwd.h"
 #include "keys.h"
 #include "l2.h"
@@ -200,11 +202,12 @@ void route_count_store(struct shard *sh)
 
 /*
  * With --redis, a write, a delete or an L1 miss continues at the coherence
- * thread: the request is copied into a fwd that waits in the pipeline until
- * l2.c answers it.
+ * thread; a lease GET's final miss waits for a fill or takes the lease
+ * (fill.h): the request is copied into a fwd that waits in the pipeline until
+ * l2.c or fill.c answers it.
  */
-static void exec_local_l2(struct conn *c, const struct cache_req *cr, const struct reply *r,
-			  enum cache_outcome oc, const struct pipeline_req *q)
+static void exec_local_wait(struct conn *c, const struct cache_req *cr, const struct reply *r,
+			    enum cache_outcome oc, const struct pipeline_req *q)
 {
 	struct shard *sh = c->sh;
 	struct fwd *f = fwd_create(sh, c, cr, &q->to);
@@ -217,25 +220,39 @@ static void exec_local_l2(struct conn *c, const struct cache_req *cr, const stru
 	f->outcome = (uint8_t)oc;
 	f->room = CONN_ROOM;
 	conn_wait(c, &f->slot, q, CONN_ROOM);
-	l2_begin(sh, f);
+	if (fill_wants(cr, oc))
+		fill_missed(sh, f);     /* with --redis: the read and the lease in one step */
+	else
+		l2_begin(sh, f);
 }
 
-void route_exec_local(struct conn *c, const struct cache_req *cr, const struct pipeline_req *q)
+void route_exec_local(struct conn *c, const struct cache_req *req, const struct pipeline_req *q)
 {
 	struct shard *sh = c->sh;
+	struct cache_req copy = *req, *cr = &copy;      /* fill_refuses() may drop the token */
 	struct reply r;
-	enum cache_outcome oc = cache_exec(sh->cache, cr, &r);
+	enum cache_outcome oc;
 
 	stats_inc(&sh->stats->local_requests);
+	if (fill_refuses(sh, cr, &r)) {
+		conn_answer(c, &r, q);  /* 409: nothing changed */
+		return;
+	}
+	oc = cache_exec(sh->cache, cr, &r);
 	route_count_outcome(sh, oc);
-	if (l2_continues(sh, cr->op, oc))
-		exec_local_l2(c, cr, &r, oc, q);
+	fill_after(sh, cr, oc, &r);
+	if (l2_continues(sh, cr->op, oc) || fill_wants(cr, oc))
+		exec_local_wait(c, cr, &r, oc, q);
 	else
 		conn_answer(c, &r, q);
 }
 
 void route_exec_forwarded(struct shard *sh, struct fwd *f)
 {
+	if (f->lease_abandon) {
+		fill_exec_abandon(sh, f);       /* its client's connection ended */
+		return;
+	}
 	if (atomic_load_explicit(&f->cancelled, memory_order_relaxed)) {
 		/* nobody waits for it: not executed (its client never learns
 		 * whether a write of it was applied, and now it was not) */
@@ -246,9 +263,15 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		keys_exec_owner(sh, f); /* a RESP operation beyond GET/PUT/DELETE */
 		return;
 	}
+	if (fill_refuses(sh, &f->req, &f->r)) {
+		f->outcome = CACHE_FAILED;
+		fwd_answer(sh, f);      /* 409: nothing changed */
+		return;
+	}
 	enum cache_outcome oc = cache_exec(sh->cache, &f->req, &f->r);
 
 	f->outcome = (uint8_t)oc;
+	fill_after(sh, &f->req, oc, &f->r);
 	if (f->via_l2 && f->r.cache == REPLY_CACHE_HIT)
 		f->r.cache = REPLY_CACHE_HIT_L2;   /* made again for room: still Redis' answer */
 	if (!f->resent) {
@@ -256,10 +279,40 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		stats_inc(f->remote ? &sh->stats->forwarded_requests : &sh->stats->local_requests);
 		route_count_outcome(sh, oc);
 	}
-	if (l2_continues(sh, f->req.op, oc))
+	if (fill_wants(&f->req, oc))
+		fill_missed(sh, f);     /* with --redis: the read and the lease in one step */
+	else if (l2_continues(sh, f->req.op, oc))
 		l2_begin(sh, f);
 	else
 		fwd_answer(sh, f);
+}
+
+/*
+ * X-Cache-Fill and X-Cache-Lease (docs/cache-aside.md) into cr.  True when
+ * the request was answered here: 400 for an X-Cache-Fill other than
+ * "lease"; 409 for a token that cannot be one (no owner need look).
+ */
+static bool fill_headers(struct conn *c, const struct http_request *req, struct cache_req *cr)
+{
+	const struct http_str *fill = &req->x_cache_fill, *tok = &req->x_cache_lease;
+
+	if (fill->len) {
+		if (fill->len != 5 || strncasecmp(fill->p, "lease", 5) != 0) {
+			answer_status(c, req, 400, "bad X-Cache-Fill: only \"lease\" is known\n");
+			return true;
+		}
+		cr->fill_lease = cr->op == CACHE_GET || cr->op == CACHE_HEAD;
+	}
+	if (!tok->len || cr->op == CACHE_GET || cr->op == CACHE_HEAD)
+		return false;
+	if (!lease_token_valid(tok->p, tok->len)) {
+		stats_inc(&c->sh->stats->lease_conflicts);
+		answer_status(c, req, 409, "lease revoked, expired or unknown\n");
+		return true;
+	}
+	cr->lease_token = *tok;
+	fill_note_drop(c, cr);  /* it ends (or was not) that lease: nothing to end at close */
+	return false;
 }
 
 static void serve_cache(struct conn *c, const struct http_request *req, const uint8_t *body,
@@ -281,7 +334,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		return;
 	}
 	if (coh_key_reserved(sh->srv->coh, sh->key_scratch, (size_t)klen)) {
-		answer_status(c, req, 400, "key reserved for the instance registry in Redis\n");
+		answer_status(c, req, 400, "key reserved in Redis (instance registry, fill leases)\n");
 		return;
 	}
 	qr = http_query_u32(req->query, "ttl", &ttl);
@@ -306,6 +359,8 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	cr.accept_encoding = req->accept_encoding;
 	cr.if_none_match = req->if_none_match;
 	cr.cache_control = req->cache_control;
+	if (fill_headers(c, req, &cr))
+		return;
 
 	struct pipeline_req q = untimed(c, req);
 	q.t0 = sh->now_ns;

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "fill.h"
 #include "fwd.h"
 #include "l2.h"
 #include "l2read.h"
@@ -450,6 +451,7 @@ static bool exchange(struct shard *sh)
 	bool work = fwd_drain(sh);
 
 	work |= l2_drain(sh);
+	fill_tick(sh);          /* --lease-wait, --lease-ttl; at stop, every waiter */
 	if (sh->mem_pause) {
 		sh->mem_pause = false;
 		conn_pause_all(sh);
@@ -616,7 +618,7 @@ struct shard *shard_create(struct server *srv, unsigned id, int cpu)
 		sh->resp_scratch = malloc(RESP_LINE_MAX + 2);  /* an inline frame, its LF too */
 	if (!sh->conns || !sh->dirty || !sh->key_scratch || fwd_setup(sh) ||
 	    (cfg->resp_listen.n && !sh->resp_scratch) ||
-	    (srv->coh && l2_setup(sh))) {
+	    fill_setup(sh) || (srv->coh && l2_setup(sh))) {
 		shard_destroy(sh);
 		return NULL;
 	}
@@ -644,6 +646,7 @@ void shard_destroy(struct shard *sh)
 	if (!sh)
 		return;
 	shard_drop_clients(sh);
+	fill_teardown(sh);
 	cache_destroy(sh->cache);
 	store_destroy(sh->store);
 	if (sh->ring.ring_fd > 0)

@@ -34,6 +34,8 @@ struct cache;
 struct conn;
 struct fwd_state;
 struct l2_state;
+struct lease_tab;
+struct lease_waiter;
 struct stats_shard;
 struct store;
 
@@ -105,6 +107,8 @@ struct shard {
 
 	struct fwd_state *fwd;          /* fwd.c: backlogs, messages alive */
 	struct l2_state *l2;            /* l2.c; NULL without --redis */
+	struct lease_tab *lease;        /* fill.c: the leases of keys this shard owns */
+	struct lease_waiter *lease_next, *lease_last;   /* fill.c: fleet hand-overs due */
 
 	/* Memory held for connections (conn_account(), fwds): over the share of
 	 * --conn-memory, every connection stops reading and parsing until it is

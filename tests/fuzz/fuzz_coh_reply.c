@@ -9,10 +9,14 @@
  * daemon creates it but not started: the test plays its thread.
  *
  * The first byte picks what is in flight when the replies arrive (low 3
- * bits) and whether its deadline passes first (0x80).  Properties checked
+ * bits), whether the fill-lease EVALs follow it (0x40: LEASE_GET, a SET
+ * with a lease, LEASE_RELEASE of key "k") and whether its deadline passes
+ * first (0x80).  Properties checked
  * on everything the module hands back (abort on failure):
  *  - a GET answered OK carries a content type coh_ctype_valid() accepts and
  *    a value inside its own memory; statuses are the documented ones;
+ *  - a COH_LEASE_GET answered OK is checked as a GET; answered MISS it
+ *    says at most one of "leased" and "held by another";
  *  - a COH_CLUSTER answer is one valid JSON object starting with our id;
  *  - an INVALIDATE names a key of 1..COH_KEY_MAX bytes, with its hash, on
  *    the shard the hash picks;
@@ -67,6 +71,13 @@ static void check_replies(struct coh *c)
 			}
 			FUZZ_ASSERT(m->status <= COH_BAD_DATA);
 			switch (m->op) {
+			case COH_LEASE_GET:
+				FUZZ_ASSERT((m->flags & (COH_F_LEASED | COH_F_LEASE_HELD)) !=
+					    (COH_F_LEASED | COH_F_LEASE_HELD));
+				FUZZ_ASSERT(!(m->flags & (COH_F_LEASED | COH_F_LEASE_HELD)) ||
+					    m->status == COH_MISS);
+				/* its value is checked as a GET's */
+				__attribute__((fallthrough));
 			case COH_GET:
 				if (m->status != COH_OK)
 					break;
@@ -89,6 +100,7 @@ static void check_replies(struct coh *c)
 			case COH_SET:
 			case COH_DEL:
 			case COH_FLUSH:
+			case COH_LEASE_RELEASE:
 				break;
 			default:
 				FUZZ_ASSERT(!"unknown op");
@@ -223,6 +235,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		coh_request(c, request(COH_GET, "other", NULL, NULL));
 		hkeys = 1;
 		break;
+	}
+	if (mode & 0x40) {
+		static const enum coh_op lease_ops[] = { COH_LEASE_GET, COH_SET,
+							 COH_LEASE_RELEASE };
+		for (unsigned i = 0; i < 3; i++) {
+			struct coh_msg *m = request(lease_ops[i], "k", i == 1 ? "text/plain" : NULL,
+						    i == 1 ? "v" : NULL);
+			memcpy(m->lease, "0123456789abcdef0123456789abcdef", 32);
+			m->lease_len = 32;
+			m->lease_ttl_ms = 2000;
+			coh_request(c, m);
+		}
 	}
 	if (mode & 0x80) {
 		/* every deadline passes before the replies arrive */

@@ -65,7 +65,9 @@ static bool req_same(const struct http_request *a, const char *abase,
 	       str_same(a->content_type, abase, b->content_type, bbase) &&
 	       str_same(a->cache_control, abase, b->cache_control, bbase) &&
 	       str_same(a->x_api_key, abase, b->x_api_key, bbase) &&
-	       str_same(a->authorization, abase, b->authorization, bbase);
+	       str_same(a->authorization, abase, b->authorization, bbase) &&
+	       str_same(a->x_cache_fill, abase, b->x_cache_fill, bbase) &&
+	       str_same(a->x_cache_lease, abase, b->x_cache_lease, bbase);
 }
 
 static void check_parsed(const struct http_request *r, const char *p, size_t n,

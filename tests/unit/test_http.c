@@ -30,6 +30,7 @@ struct want {
 	const char *target;         /* when not origin-form */
 	const char *accept_encoding, *if_none_match, *content_type, *cache_control;
 	const char *x_api_key, *authorization;
+	const char *x_cache_fill, *x_cache_lease;
 };
 
 #define WRK_GET "GET / HTTP/1.1\r\nHost: localhost:8080\r\n\r\n"
@@ -73,6 +74,12 @@ static const struct want valid[] = {
 	  .content_length = -1, .path = "/cache/k", .query = "", .accept_encoding = "gzip, br",
 	  .if_none_match = "\"abc\"", .cache_control = "no-cache", .x_api_key = "k1",
 	  .authorization = "Bearer t" },
+	/* fill leases (docs/cache-aside.md): the first of each kept, any case */
+	{ .raw = "GET /cache/k HTTP/1.1\r\nx-cache-fill: lease\r\nX-CACHE-FILL: no\r\n"
+		 "X-Cache-Lease:  0123abcd \r\nx-cache-lease: other\r\n\r\n",
+	  .method = HTTP_METHOD_GET, .method_name = "GET", .minor = 1, .keep_alive = true,
+	  .content_length = -1, .path = "/cache/k", .query = "", .x_cache_fill = "lease",
+	  .x_cache_lease = "0123abcd" },
 	{ .raw = "GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n", .method = HTTP_METHOD_GET,
 	  .method_name = "GET", .minor = 1, .keep_alive = false, .content_length = -1,
 	  .path = "/", .query = "" },
@@ -317,7 +324,9 @@ static bool req_same(const struct http_request *a, const char *abase,
 	       str_same(a->content_type, abase, b->content_type, bbase) &&
 	       str_same(a->cache_control, abase, b->cache_control, bbase) &&
 	       str_same(a->x_api_key, abase, b->x_api_key, bbase) &&
-	       str_same(a->authorization, abase, b->authorization, bbase);
+	       str_same(a->authorization, abase, b->authorization, bbase) &&
+	       str_same(a->x_cache_fill, abase, b->x_cache_fill, bbase) &&
+	       str_same(a->x_cache_lease, abase, b->x_cache_lease, bbase);
 }
 
 static int parse_once(const char *p, size_t n, const struct http_limits *lim,
@@ -365,6 +374,8 @@ static void check_fields(const struct want *w)
 	CHECK(str_is(r.content_type, w->content_type));
 	CHECK(str_is(r.cache_control, w->cache_control));
 	CHECK(str_is(r.x_api_key, w->x_api_key));
+	CHECK(str_is(r.x_cache_fill, w->x_cache_fill));
+	CHECK(str_is(r.x_cache_lease, w->x_cache_lease));
 	CHECK(str_is(r.authorization, w->authorization));
 	free(b);
 }

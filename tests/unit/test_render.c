@@ -3,6 +3,7 @@
  * shapes of the daemon's answers, header by header, and the hit fast path
  * against the general path, byte for byte.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +26,11 @@ static long render(const struct reply *r, uint8_t minor, bool keep_alive, bool h
 	}
 	buf_deinit(&b);
 	return n;
+}
+
+static bool starts(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
 static void test_status(void)
@@ -74,6 +80,25 @@ static void test_status(void)
 	CHECK(strcmp(text, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n"
 			   "ETag: \"0123456789abcdef\"\r\nX-L2: skipped\r\n\r\n") == 0);
 
+	/* fill leases: a token on a miss, a waiter's fill, a refused fill */
+	reply_status(&r, 404, NULL);
+	r.cache = REPLY_CACHE_MISS;
+	r.lease = "0123456789abcdef0123456789abcdef";
+	r.lease_len = 32;
+	CHECK(render(&r, 1, true, false) > 0);
+	CHECK(strcmp(text, "HTTP/1.1 404 Not Found\r\nX-Cache: MISS\r\nContent-Length: 0\r\n"
+			   "X-Cache-Lease: 0123456789abcdef0123456789abcdef\r\n\r\n") == 0);
+	reply_status(&r, 200, "v");
+	r.cache = REPLY_CACHE_HIT_FILL;
+	CHECK(render(&r, 1, true, false) > 0);
+	CHECK(starts(text, "HTTP/1.1 200 OK\r\nX-Cache: HIT-FILL\r\nContent-Length: 1\r\n"));
+	reply_status(&r, 409, "lease revoked, expired or unknown\n");
+	CHECK(render(&r, 1, true, false) > 0);
+	CHECK(starts(text, "HTTP/1.1 409 Conflict\r\nContent-Length: 34\r\n"));
+	r.cache = 200;  /* not an enum reply_cache: no X-Cache, nothing read out of bounds */
+	CHECK(render(&r, 1, true, false) > 0);
+	CHECK(strstr(text, "X-Cache") == NULL);
+
 	reply_status(&r, 999, NULL);
 	CHECK(render(&r, 1, true, false) > 0);
 	CHECK(strncmp(text, "HTTP/1.1 999 Unknown\r\n", 22) == 0);
@@ -96,7 +121,7 @@ static void test_hit_paths(void)
 	unsigned combos = 0;
 
 	for (int st = 0; st < 2; st++)
-		for (int cache = REPLY_CACHE_HIT; cache <= REPLY_CACHE_HIT_L2; cache++)
+		for (int cache = REPLY_CACHE_HIT; cache <= REPLY_CACHE_HIT_FILL; cache++)
 			for (int coding = 0; coding <= REPLY_GZIP; coding++)
 				for (int vary = 0; vary < 2; vary++)
 					for (int age = 0; age < 2; age++)
@@ -126,7 +151,7 @@ static void test_hit_paths(void)
 	CHECK(strcmp(fast, slow) == 0);
 	combos++;
 							}
-	CHECK_EQ(combos, 2 * 2 * 3 * 2 * 2 * 3 * 2);
+	CHECK_EQ(combos, 2 * 4 * 3 * 2 * 2 * 3 * 2);   /* HIT, HIT-L2, MISS, HIT-FILL */
 
 	/* and one in full */
 	struct reply r;

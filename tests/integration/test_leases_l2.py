@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Fill leases across a fleet (issue 9, docs/cache-aside.md): a real
+redis-server and two real ringcached instances (a and b, --shards 2)
+sharing it.  One lease per key across both, taken in Redis with the read
+in one step; a waiter on b answered after a's fill; a DELETE on b revokes
+a's lease; a holder on a that dies hands the lease to b's waiter; with
+Redis down, leases are each instance's alone and hits never wait.
+
+No timing thresholds: waiting is observed through /stats (lease_waiters),
+arrival through the answers themselves.
+
+usage: test_leases_l2.py [path/to/ringcached]
+"""
+
+import time
+
+from harness import IO_TIMEOUT, Conn, build_request, stats
+from redis_harness import PREFIX, run_with_redis, start_instance, wait_l2_ready
+
+READY_TIMEOUT = 10.0
+LEASE = [("X-Cache-Fill", "lease")]
+
+
+def tot(srv):
+    return stats(srv)["total"]
+
+
+def wait_waiters(c, srv, want, what):
+    deadline = time.monotonic() + IO_TIMEOUT
+    got = None
+    while time.monotonic() < deadline:
+        got = tot(srv)["lease_waiters"]
+        if got == want:
+            break
+        time.sleep(0.01)
+    return c.eq(got, want, what)
+
+
+def lease_get(conn, key):
+    return conn.roundtrip("GET", "/cache/" + key, headers=LEASE)
+
+
+def put(conn, key, value, token=None):
+    h = [("X-Cache-Lease", token)] if token else []
+    return conn.roundtrip("PUT", "/cache/" + key, value, headers=h)
+
+
+def granted(r):
+    return r.status == 404 and r.header("X-Cache") == "MISS" and bool(r.header("X-Cache-Lease"))
+
+
+def one_lease(c, redis, a, b):
+    c.section("one lease per key across two instances; b's waiter gets a's fill")
+    ca, cb, cb2 = Conn(a.port), Conn(b.port), Conn(b.port)
+    r = lease_get(ca, "fk")
+    c.check(granted(r), "a: miss in L1 and Redis -> 404 with a token", r)
+    tok = r.header("X-Cache-Lease")
+    c.eq(redis.cmd("GET", PREFIX + "lease:fk"), tok.encode(),
+         "the lease is in Redis: <prefix>lease:<key> = the token")
+    r = b.request("GET", "/cache/fk")
+    c.check(r.status == 404 and r.header("X-Cache-Lease") is None,
+            "b: a GET without X-Cache-Fill is a plain miss", r)
+    cb.send(build_request("GET", "/cache/fk", headers=LEASE))
+    cb2.send(build_request("GET", "/cache/fk", headers=LEASE))
+    wait_waiters(c, b, 2, "b: both lease GETs wait (a holds the fleet's lease)")
+    r = put(ca, "fk", b"from-a", tok)
+    c.check(r.status == 201 and r.header("X-L2") == "ok", "a fills with its token", r)
+    c.eq(redis.cmd("EXISTS", PREFIX + "lease:fk"), 0, "the fill dropped the lease in Redis")
+    got = [cb.read_response(), cb2.read_response()]
+    c.check(all(g.status == 200 and g.body == b"from-a" for g in got),
+            "b's waiters get a's value once its invalidation arrives", got)
+    c.check(sorted(g.header("X-Cache") for g in got) == ["HIT-FILL", "HIT-L2"],
+            "one read it from Redis (HIT-L2), the other from b's L1 (HIT-FILL)",
+            [g.header("X-Cache") for g in got])
+    c.check(all(g.header("X-Cache-Lease") is None for g in got), "no token went to b's clients")
+    r = lease_get(cb, "fk")
+    c.eq((r.status, r.header("X-Cache")), (200, "HIT"), "then b hits in L1")
+    for x in (ca, cb, cb2):
+        x.close()
+
+
+def fill_lands_first(c, redis, a, b):
+    c.section("a value already in Redis: the lease GET reads it, no token")
+    redis.cmd("DEL", PREFIX + "lease:pre")
+    with Conn(a.port) as ca:
+        c.eq(put(ca, "pre", b"there").status, 201, "a: plain PUT")
+    with Conn(b.port) as cb:
+        r = lease_get(cb, "pre")
+        c.check(r.status == 200 and r.body == b"there" and r.header("X-Cache") == "HIT-L2" and
+                r.header("X-Cache-Lease") is None, "b: 200 HIT-L2 from Redis, no token", r)
+    c.eq(redis.cmd("EXISTS", PREFIX + "lease:pre"), 0, "and no lease was taken in Redis")
+
+
+def delete_revokes(c, redis, a, b):
+    c.section("a DELETE on b revokes a's lease everywhere: a's late fill is 409")
+    ca, cb = Conn(a.port), Conn(b.port)
+    tok = lease_get(ca, "dk").header("X-Cache-Lease")
+    c.check(tok is not None, "a holds the lease")
+    r = cb.roundtrip("DELETE", "/cache/dk")
+    c.eq(r.header("X-L2"), "ok", "b's DELETE writes through")
+    c.eq(redis.cmd("EXISTS", PREFIX + "lease:dk"), 0, "the lease is gone from Redis")
+    r = put(ca, "dk", b"stale", tok)
+    c.eq(r.status, 409, "a's holder fills with the revoked token: 409")
+    c.eq(redis.cmd("EXISTS", PREFIX + "dk"), 0, "nothing stored in Redis")
+    c.eq(ca.roundtrip("GET", "/cache/dk").status, 404, "nothing served by a")
+    c.eq(cb.roundtrip("GET", "/cache/dk").status, 404, "nothing served by b")
+    r = lease_get(cb, "dk")
+    c.check(granted(r), "the next lease GET (on b) takes a new lease", r)
+    c.eq(put(cb, "dk", b"fresh", r.header("X-Cache-Lease")).status, 201, "and fills")
+    ca.close()
+    cb.close()
+
+
+def holder_dies(c, redis, a, b):
+    c.section("a holder on a dies: b's waiter is handed the fleet's lease")
+    ca, cb = Conn(a.port), Conn(b.port)
+    tok = lease_get(ca, "hk").header("X-Cache-Lease")
+    base = tot(b)["lease_waiters"]
+    cb.send(build_request("GET", "/cache/hk", headers=LEASE))
+    wait_waiters(c, b, base + 1, "b's lease GET waits")
+    ca.close()
+    r = cb.read_response()
+    c.check(granted(r), "b's waiter gets a token (a released the lease in Redis)", r)
+    tok_b = r.header("X-Cache-Lease")
+    c.check(tok_b != tok, "a new token")
+    c.eq(redis.cmd("GET", PREFIX + "lease:hk"), (tok_b or "").encode(),
+         "Redis holds b's lease now")
+    c.eq(put(cb, "hk", b"from-b", tok_b).status, 201, "b fills")
+    with Conn(a.port) as ca2:
+        c.eq(put(ca2, "hk", b"x", tok).status, 409, "the dead holder's token: 409")
+        r = ca2.roundtrip("GET", "/cache/hk")
+        c.eq((r.status, r.body), (200, b"from-b"), "a serves b's value")
+    cb.close()
+
+
+def redis_down(c, redis, a):
+    c.section("Redis unreachable: leases are a's alone, hits never wait")
+    with Conn(a.port) as ca:
+        c.eq(put(ca, "hot", b"cached").status, 201, "a value in a's L1 first")
+    redis.kill()
+    ca, cw, ch = Conn(a.port), Conn(a.port), Conn(a.port)
+    r = lease_get(ca, "down")
+    c.check(granted(r) and r.header("X-L2") in ("timeout", "error", "skipped"),
+            "a lease GET still gets a token, X-L2 says why Redis was not asked", r)
+    tok = r.header("X-Cache-Lease")
+    base = tot(a)["lease_waiters"]
+    cw.send(build_request("GET", "/cache/down", headers=LEASE))
+    wait_waiters(c, a, base + 1, "a second lease GET on a waits for a's holder")
+    r = lease_get(ch, "hot")
+    c.eq((r.status, r.header("X-Cache"), r.body), (200, "HIT", b"cached"),
+         "a hit is answered at once")
+    r = put(ca, "down", b"filled-alone", tok)
+    c.eq(r.status, 201, "the holder fills (stored in L1; Redis: %s)" % r.header("X-L2"))
+    r = cw.read_response()
+    c.eq((r.status, r.header("X-Cache"), r.body), (200, "HIT-FILL", b"filled-alone"),
+         "the waiter gets the fill")
+    for x in (ca, cw, ch):
+        x.close()
+
+
+def reserved(c, a):
+    c.section("lease names cannot be cache keys with --redis")
+    r = a.request("PUT", "/cache/lease:x", b"v")
+    c.eq(r.status, 400, "PUT /cache/lease:x -> 400 (its Redis name is a lease's)")
+
+
+def main(c, redis):
+    a = start_instance(c, redis, "lease-a")
+    b = start_instance(c, redis, "lease-b")
+    c.check(wait_l2_ready(a, "lease-a", READY_TIMEOUT) is not None, "a: L2 ready")
+    c.check(wait_l2_ready(b, "lease-b", READY_TIMEOUT) is not None, "b: L2 ready")
+    one_lease(c, redis, a, b)
+    fill_lands_first(c, redis, a, b)
+    delete_revokes(c, redis, a, b)
+    holder_dies(c, redis, a, b)
+    reserved(c, a)
+    redis_down(c, redis, a)
+
+
+if __name__ == "__main__":
+    run_with_redis("test_leases_l2", main)
