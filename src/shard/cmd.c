@@ -209,7 +209,7 @@ static const char *key_refused(const struct shard *sh, struct resp_str k)
 	if (k.len == 0 || k.len > STORE_KEY_MAX)
 		return "ERR key length out of range: ringcached keys are 1 to 1024 bytes";
 	if (coh_key_reserved(sh->srv->coh, k.p, k.len))
-		return "ERR key reserved for the instance registry in Redis";
+		return "ERR key reserved for ringcached's own use in Redis (registry, fill leases)";
 	return NULL;
 }
 
