@@ -20,6 +20,7 @@
 
 #include "cmd.h"
 #include "conn.h"
+#include "fill.h"
 #include "fwd.h"
 #include "keys.h"
 #include "l2.h"
@@ -53,6 +54,18 @@ static void exec_kv(struct shard *sh, const struct cache_req *r, const struct ca
 	enum cache_outcome oc = cache_kv_exec(&ctx, r, kv, out, effect);
 
 	route_count_outcome(sh, oc);
+	/* As over HTTP (route.c, docs/cache-aside.md): a write fills the key's
+	 * lease and answers its waiters; a delete revokes it, also of a key that
+	 * was not there (GETDEL of a missing key still means "the value changed") */
+	if (*effect == CACHE_KV_WROTE || *effect == CACHE_KV_DELETED ||
+	    kv->op == CACHE_KV_GETDEL) {
+		struct cache_req w = *r;
+		bool wrote = *effect == CACHE_KV_WROTE;
+
+		w.op = wrote ? CACHE_PUT : CACHE_DELETE;
+		w.lease_token.len = 0;
+		fill_after(sh, &w, wrote ? CACHE_STORED : CACHE_DELETED, out);
+	}
 	if (kv->op == CACHE_KV_FLUSH || (*effect != CACHE_KV_UNCHANGED &&
 					 oc != CACHE_STORED && oc != CACHE_DELETED))
 		route_count_store(sh);

@@ -13,6 +13,7 @@ import re
 import signal
 import time
 
+from resp_harness import RespServer
 from harness import (IO_TIMEOUT, Conn, Server, build_request, keys_per_shard, run_main,
                      stats)
 
@@ -264,6 +265,39 @@ def stop_with_waiters(c):
     b.close()
 
 
+def resp_writes(c):
+    c.section("a write over RESP fills the lease and answers the waiters; DEL revokes it")
+    srv = RespServer(["--shards", "2", "--memory", "32M"], checks=c).start()
+    rc = srv.client()
+    for key in keys_per_shard("rw", 2, 1)[0] + keys_per_shard("rw", 2, 1)[1]:
+        a, b = Conn(srv.port), Conn(srv.port)
+        tok = lease_get(a, key).header("X-Cache-Lease")
+        c.check(tok is not None, "the first lease GET of %s holds the lease" % key)
+        waiting = tot(srv)["lease_waiters"]
+        send_lease_get(b, key)
+        wait_for(srv, "lease_waiters", waiting + 1, "a second lease GET waits", c)
+        c.check(rc.cmd("SET", key, "from-resp", "KEEPTTL") in (b"OK", "OK"),
+                "SET %s KEEPTTL over RESP (a command run as a kv operation)" % key)
+        r = b.read_response()
+        c.eq((r.status, r.header("X-Cache"), r.body), (200, "HIT-FILL", b"from-resp"),
+             "the waiter is answered with the RESP write's value (HIT-FILL)")
+        c.eq(put(a, key, b"late", tok).status, 409,
+             "the holder's fill after the RESP write: 409 (its lease ended)")
+        c.eq(rc.cmd("DEL", key), 1, "DEL %s over RESP" % key)
+        for cmd in (("DEL", key), ("GETDEL", key)):
+            tok = lease_get(a, key).header("X-Cache-Lease")
+            c.check(tok is not None, "a new lease on %s" % key)
+            rc.cmd(*cmd)
+            c.eq(put(a, key, b"stale", tok).status, 409,
+                 "%s over RESP of the missing key revoked the lease: the late fill is 409"
+                 % cmd[0])
+            c.eq(a.roundtrip("GET", "/cache/" + key).status, 404, "... and stored nothing")
+        a.close()
+        b.close()
+    rc.close()
+    srv.stop()
+
+
 def main(c):
     srv = Server(["--shards", "2", "--memory", "32M"], checks=c).start()
     per = keys_per_shard("lk", 2, 2)
@@ -284,6 +318,7 @@ def main(c):
     waiter_timeout(c)
     ttl_expiry(c)
     stop_with_waiters(c)
+    resp_writes(c)
 
 
 if __name__ == "__main__":
