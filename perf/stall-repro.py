@@ -173,21 +173,29 @@ def main():
                         if c.need == 0:
                             c.batch(a.depth)
             now = time.monotonic()
-            for i, c in enumerate(conns):
-                if c.need and not c.reported and now - c.last > a.stall:
-                    t0 = thread_ticks(srv.proc.pid)
-                    time.sleep(1)
-                    t1 = thread_ticks(srv.proc.pid)
-                    busy = {t1[t][0] + "/" + t: t1[t][1] - t0[t][1] for t in t1 if t in t0}
-                    try:
-                        fresh = srv.request("GET", "/stats", timeout=5).status
-                    except Exception as e:  # noqa: BLE001 - reported
-                        fresh = repr(e)
-                    print("STALL conn %d: %d answers owed, nothing for %.1f s, %d unsent bytes; "
-                          "thread ticks over 1 s: %s; fresh GET /stats: %s"
-                          % (i, c.need, now - c.last, len(c.out), busy, fresh))
+            stuck = [i for i, c in enumerate(conns)
+                     if c.need and not c.reported and now - c.last > a.stall]
+            if stuck:
+                # one sample per scan: what the daemon's threads do meanwhile
+                t0 = thread_ticks(srv.proc.pid)
+                time.sleep(1)
+                t1 = thread_ticks(srv.proc.pid)
+                busy = {t1[t][0] + "/" + t: t1[t][1] - t0[t][1] for t in t1 if t in t0}
+                try:
+                    doc = stats(srv)
+                    fresh = "200, conn_memory per shard %s, memory_pauses %s" % (
+                        [p["conn_memory"] for p in doc["per_shard"]],
+                        [p["memory_pauses"] for p in doc["per_shard"]])
+                except Exception as e:  # noqa: BLE001 - reported
+                    fresh = repr(e)
+                for i in stuck:
+                    c = conns[i]
+                    print("STALL conn %d: %d answers owed, nothing for %.1f s, %d unsent bytes"
+                          % (i, c.need, now - c.last, len(c.out)))
                     c.reported = now
                     stalls.append(i)
+                print("  daemon thread CPU ticks over 1 s: %s; fresh GET /stats: %s"
+                      % (busy, fresh))
     finally:
         for h in hogs:
             h.kill()
@@ -198,7 +206,10 @@ def main():
         except Exception:  # noqa: BLE001
             pass
         srv.stop()
-        srv.remove_log()
+        if stalls:
+            print("daemon log kept: %s" % srv.logpath)
+        else:
+            srv.remove_log()
     print("%d answers in %.0f s over %d connections (%d shards, depth %d, flags %s); "
           "stalls: %d" % (total, a.seconds, a.conns, a.shards, a.depth, a.flag, len(stalls)))
     if doc:
