@@ -746,15 +746,26 @@ static void shed_idle_buffers(struct conn *c)
 	conn_account(c);
 }
 
+/*
+ * A connection with a request under way (req_start_ns) keeps reading until
+ * that request is whole and handles it, then pauses (conn_congested() after
+ * it): paused halfway, its input could only be freed by the rest of it, and
+ * connections paused halfway with enough input between them would hold the
+ * shard over 7/8 of its share until --request-timeout answered them 408.
+ * README "Memory per connection" counts the rest of that request as what may
+ * land past the share.
+ */
 void conn_pause_all(struct shard *sh)
 {
 	for (uint32_t i = 0; i < sh->nconns; i++) {
 		struct conn *c = sh->conns[i];
-		if (!(c->flags & C_CLOSED)) {
+		if (c->flags & C_CLOSED)
+			continue;
+		if (!c->req_start_ns) {
 			c->flags |= C_PAUSED;
 			stop_reading_if_paused(c);
-			shed_idle_buffers(c);
 		}
+		shed_idle_buffers(c);
 	}
 }
 
