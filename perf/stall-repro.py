@@ -14,8 +14,16 @@ of seconds is a bug.  A diagnostic, not a test: it exits 1 if it saw a
 stall, 0 if not, 2 if it could not run.
 
 usage: perf/stall-repro.py [--shards N] [--conns C] [--depth D] [--seconds S]
-                           [--stall S] [--no-hogs] [--flag=--conn-memory=8M]...
-                           path/to/ringcached
+                           [--stall S] [--no-hogs] [--large BYTES]
+                           [--flag=--FLAG=VALUE]... path/to/ringcached
+
+Found this way (fixed; tests/integration/test_conn_memory_resume.py):
+  perf/stall-repro.py --shards 1 --flag=--max-value=128K \
+      --flag=--conn-memory=18M build/src/ringcached
+stalled every connection within seconds (--conn-memory pause never resumed:
+conn_memory held by kept buffers); with --no-hogs too.  Runs of 30-40 s
+with hogs, 1 and 2 shards, default --conn-memory and --recv-buffers 2 or 8,
+saw no stall.
 """
 
 import argparse
@@ -116,7 +124,11 @@ def main():
     flags = ["--shards", str(a.shards), "--memory", "256M"]
     for f in a.flag:
         flags += f.split("=", 1)
-    srv = Server(flags, binary=os.path.abspath(a.binary)).start()
+    try:
+        srv = Server(flags, binary=os.path.abspath(a.binary)).start()
+    except RuntimeError as e:
+        print("stall-repro: %s" % e, file=sys.stderr)
+        return 2
     hogs = []
     if not a.no_hogs:
         for cpu in sorted(os.sched_getaffinity(0)):
