@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A shard over its --conn-memory share resumes its connections (README
 "Memory per connection"): nothing it holds may keep it there for ever, with
-every connection paused, nothing in flight and the shard idle.  Both found
-by perf/stall-repro.py; each failed before its fix.
+every connection paused, nothing in flight and the shard idle.  A was
+found by perf/stall-repro.py, B by reading conn_pause_all() after it; each
+failed before its fix.
 
 A. Kept buffers.  Drained buffers of up to 256 KiB were kept and counted:
 connections paused with enough of them stayed over 7/8 of the share until
