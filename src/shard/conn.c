@@ -54,10 +54,17 @@
 #define CHUNK_SLACK (64u << 10)        /* chunked framing allowed beyond 2 x --max-value */
 #define BUF_KEEP (256u << 10)          /* a drained buffer larger than this is freed */
 
-/* A large value's buffers are not kept for the rest of the connection's life. */
-static void buf_trim(struct buf *b)
+/*
+ * A drained buffer is freed when it is large (a large value's buffers are
+ * not kept for the rest of the connection's life), and any drained buffer
+ * while the shard is over its --conn-memory share: kept capacity counts
+ * against the share, and nothing a paused connection does lowers it, so
+ * connections paused with enough of it would wait for ever (the shard
+ * idle, never back under 7/8 of its share).
+ */
+static void buf_trim(const struct conn *c, struct buf *b)
 {
-	if (b->len == 0 && b->cap > BUF_KEEP)
+	if (b->len == 0 && b->cap && (b->cap > BUF_KEEP || shard_memory_tight(c->sh)))
 		buf_deinit(b);
 }
 
@@ -262,7 +269,7 @@ static void request_done(struct conn *c)
 	c->chunked = false;
 	c->continue_sent = false;
 	c->body.len = 0;
-	buf_trim(&c->body);
+	buf_trim(c, &c->body);
 	c->req_start_ns = 0;
 }
 
@@ -471,7 +478,7 @@ static void conn_process(struct conn *c)
 	else if (c->in_off * 2 >= c->in.len)
 		in_compact(c);
 	compact_chunked(c);
-	buf_trim(&c->in);
+	buf_trim(c, &c->in);
 }
 
 /* Appends received bytes behind what is not handled yet. */
@@ -663,7 +670,7 @@ void conn_on_send(struct conn *c, int res)
 	}
 	outq_clear(&c->sending); /* the values sent from stores are let go */
 	c->sent = 0;
-	buf_trim(&c->sending.bytes); /* becomes `out` at the next send */
+	buf_trim(c, &c->sending.bytes); /* becomes `out` at the next send */
 	resend_bounced(c);
 	conn_maybe_resume(c);
 	shard_dirty(sh, c);
@@ -725,14 +732,44 @@ void conn_complete(struct conn *c, struct slot *s)
 	conn_account(c);
 }
 
+/*
+ * Frees c's drained buffers (the shard is over its share: buf_trim): input
+ * all handled, no chunked body being decoded, nothing to send and no send
+ * in flight (the kernel reads `sending` until its completion).
+ */
+static void shed_idle_buffers(struct conn *c)
+{
+	if (c->in_off == c->in.len)
+		in_clear(c);
+	buf_trim(c, &c->in);
+	buf_trim(c, &c->body);
+	if (!(c->flags & C_SEND) && outq_len(&c->sending) == 0)
+		buf_trim(c, &c->sending.bytes);
+	if (outq_len(&c->pipe.out) == 0)
+		buf_trim(c, &c->pipe.out.bytes);
+	conn_account(c);
+}
+
+/*
+ * A connection with a request under way (req_start_ns) keeps reading until
+ * that request is whole and handles it, then pauses (conn_congested() after
+ * it): paused halfway, its input could only be freed by the rest of it, and
+ * connections paused halfway with enough input between them would hold the
+ * shard over 7/8 of its share until --request-timeout answered them 408.
+ * README "Memory per connection" counts the rest of that request as what may
+ * land past the share.
+ */
 void conn_pause_all(struct shard *sh)
 {
 	for (uint32_t i = 0; i < sh->nconns; i++) {
 		struct conn *c = sh->conns[i];
-		if (!(c->flags & C_CLOSED)) {
+		if (c->flags & C_CLOSED)
+			continue;
+		if (!c->req_start_ns) {
 			c->flags |= C_PAUSED;
 			stop_reading_if_paused(c);
 		}
+		shed_idle_buffers(c);
 	}
 }
 

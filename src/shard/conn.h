@@ -150,7 +150,8 @@ void conn_maybe_resume(struct conn *c);
 void conn_account(struct conn *c);
 
 /* The shard's connection memory reached its share: every connection stops
- * reading now, not at its next request. */
+ * reading now, not at its next request, except one with a request under way,
+ * which reads and handles the rest of it first; drained buffers are freed. */
 void conn_pause_all(struct shard *sh);
 
 /* Resumes the connections paused while the shard's connection memory was

@@ -427,9 +427,13 @@ static void enter(struct shard *sh, bool spin)
 		return;
 	}
 	atomic_store_explicit(&sh->parked, 1, memory_order_seq_cst);
-	/* never park on a backlog: the peer draining the ring would not ring us */
+	/*
+	 * never park on a backlog: the peer draining the ring would not ring
+	 * us; nor on a pause or resume for --conn-memory that exchange() has
+	 * not acted on (set while it flushed): nobody would ring for it
+	 */
 	if (fwd_pending(sh) || l2_pending(sh) || fwd_backlogged(sh) || l2_backlogged(sh) ||
-	    cache_zip_waiting(sh->cache) ||
+	    cache_zip_waiting(sh->cache) || sh->mem_pause || sh->mem_resume ||
 	    atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
 		atomic_store_explicit(&sh->parked, 0, memory_order_relaxed);
 		io_uring_submit_and_get_events(&sh->ring);

@@ -111,8 +111,9 @@ struct shard {
 	struct lease_waiter *lease_next, *lease_last;   /* fill.c: fleet hand-overs due */
 
 	/* Memory held for connections (conn_account(), fwds): over the share of
-	 * --conn-memory, every connection stops reading and parsing until it is
-	 * back under 7/8 of it. */
+	 * --conn-memory, every connection stops reading and parsing (one with a
+	 * request under way once that request is handled) and drained buffers
+	 * are freed, until it is back under 7/8 of it (conn_pause_all()). */
 	size_t conn_mem;
 	size_t conn_budget;
 	size_t conn_mem_peak;           /* the most conn_mem since malloc_trim() last ran */
