@@ -4,13 +4,14 @@
  * order, with the producer flushing in batches of varying size.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "check.h"
 #include "ringcache/ring.h"
 
-#define STRESS_ITEMS 5000000u
+#define STRESS_ITEMS 2000000u
 
 static void single_thread(void)
 {
@@ -54,8 +55,10 @@ static void *producer(void *arg)
 	uint32_t batch = 0, limit = 1;
 
 	for (uintptr_t i = 1; i <= STRESS_ITEMS; i++) {
-		while (!ring_push(s->r, (void *)i))
+		while (!ring_push(s->r, (void *)i)) {
 			ring_flush(s->r);
+			sched_yield();  /* full: let the consumer run (2 CPUs, shared) */
+		}
 		if (++batch >= limit) {
 			ring_flush(s->r);
 			batch = 0;
@@ -83,6 +86,8 @@ static void *consumer(void *arg)
 				break;
 		}
 		ring_release(s->r);
+		if (!n)
+			sched_yield();  /* empty: let the producer run */
 	}
 	return NULL;
 }

@@ -553,7 +553,12 @@ static void test_refusals(void)
 	img = slurp(path, &len);
 	CHECK(img != NULL);
 	CHECK_EQ(snap_image_walk(img, len, count_rec, &recs), SNAP_OK);
-	CHECK_EQ(recs, NKEYS);
+	/* every key, but those with a 1 s TTL may have expired before the save
+	 * walked their store (a slow run: sanitizers, a busy machine) */
+	unsigned short_lived = 0;
+	for (uint32_t k = 0; k < NKEYS; k++)
+		short_lived += ttl_of(k) == 1;
+	CHECK(recs <= NKEYS && recs >= NKEYS - short_lived);
 
 	/* a byte in the last data block: read after the others were stored */
 	struct snap_header h;
