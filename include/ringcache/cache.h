@@ -21,11 +21,21 @@
  * overwrite, delete, eviction, expiry or move meanwhile discards them.
  * Until then GETs get the identity representation with its own ETag.
  *
+ * Stale serving (issue 9, docs/stale-and-tags.md): a PUT may give windows
+ * (Cache-Control stale-while-revalidate=S, stale-if-error=E, or ?swr= ?sie=)
+ * and the item is kept S + E seconds past its TTL; the windows travel in the
+ * blob's extension header (repr.h).  Within S past expiry a GET with
+ * stale_ok gets it as CACHE_STALE (X-Cache: STALE, Age); within S + E only if
+ * its Cache-Control carries stale-if-error[=N] or max-stale[=N] (N bounds the
+ * seconds past expiry it accepts); otherwise, and always without stale_ok,
+ * the item is a miss.
+ *
  * Replies:
  *   GET/HEAD   200 hit (cache HIT), 304 If-None-Match matched,
+ *              200/304 stale (cache STALE, Age),
  *              404 miss (cache MISS), 406 no acceptable coding stored
  *   PUT/POST   201 new key, 204 replaced (both with the ETag),
- *              400 bad Content-Type, 413 over max_value or larger than the
+ *              400 bad Content-Type or stale window, 413 over max_value or larger than the
  *              store can hold, 507 the store could not make room, 500 else
  *   DELETE     204 deleted, 404 absent
  * A hit's body and type point into the store: render the reply before the
@@ -158,6 +168,9 @@ struct cache_req {
 	const uint8_t *body;            /* PUT value */
 	uint32_t body_len;
 	int64_t ttl;                    /* from ?ttl=, -1: not given; 0: no expiry */
+	int64_t swr, sie;               /* from ?swr=, ?sie= (<= CACHE_STALE_MAX), -1: not given */
+	bool stale_ok;                  /* GET/HEAD may be answered from a stale window
+					 * (HTTP); false: past its TTL an item is gone (RESP) */
 	struct http_str content_type;   /* header values, len 0 when absent */
 	struct http_str accept_encoding;
 	struct http_str if_none_match;
@@ -173,7 +186,12 @@ enum cache_outcome {
 	CACHE_DELETED,          /* 204 on DELETE */
 	CACHE_ABSENT,           /* 404 on DELETE */
 	CACHE_FAILED,           /* 400, 406, 413, 500, 507 */
+	CACHE_STALE,            /* 200 or 304 from a stale window (X-Cache: STALE) */
 };
+
+/* The largest stale-while-revalidate or stale-if-error window a PUT may
+ * give, in seconds (one year); more is 400. */
+#define CACHE_STALE_MAX 31536000u
 
 /*
  * Executes one request on the owning shard and describes its answer in

@@ -37,6 +37,9 @@ _Static_assert(REPR_ETAG_MAX < REPLY_ETAG_MAX, "a formatted ETag fits in a reply
  * each costs a copy into the arena, and the shard serves nothing meanwhile. */
 #define POLL_BYTES (256u << 10)
 
+#define STALE_MAX_TEXT "31536000"
+_Static_assert(CACHE_STALE_MAX == 31536000u, "STALE_MAX_TEXT spells CACHE_STALE_MAX");
+
 /* Longest Accept-Encoding value remembered (browsers send ~25 bytes). */
 #define AE_MEMO_MAX 96
 
@@ -116,7 +119,7 @@ void cache_tick(struct cache *c, uint32_t now)
 
 size_t cache_blob_max(size_t max_value)
 {
-	return REPR_HDR_MAX + max_value + 2 * (max_value / 10 * 9 + 9);
+	return REPR_EXT_MAX + REPR_HDR_MAX + max_value + 2 * (max_value / 10 * 9 + 9);
 }
 
 static int choose_coding(struct cache *c, const struct http_str *ae, unsigned avail)
@@ -135,19 +138,52 @@ static enum cache_outcome fail(struct reply *out, int status, const char *text)
 	return CACHE_FAILED;
 }
 
+static enum cache_outcome miss(struct reply *out)
+{
+	reply_status(out, 404, NULL);
+	out->cache = REPLY_CACHE_MISS;
+	return CACHE_MISS;
+}
+
+/*
+ * Whether a GET may have an item `late` seconds past its fresh-until (0:
+ * the first stale second) with windows swr and sie: within swr always;
+ * within swr + sie when the request's Cache-Control carries stale-if-error
+ * or max-stale, bare or with N >= late.  A malformed request directive
+ * counts as absent.
+ */
+static bool stale_allowed(const struct cache_req *r, uint64_t late, const struct repr_ext *e)
+{
+	if (late < e->swr)
+		return true;
+	if (late >= (uint64_t)e->swr + e->sie || !r->cache_control.len)
+		return false;
+	static const char *const directives[] = { "stale-if-error", "max-stale" };
+	for (unsigned i = 0; i < 2; i++) {
+		uint32_t n = 0;
+		int rc = negotiate_cc_secs(r->cache_control.p, r->cache_control.len,
+					   directives[i], &n);
+		if (rc == 2 || (rc == 1 && late <= n))
+			return true;
+	}
+	return false;
+}
+
 static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 				   struct reply *out)
 {
 	struct store_item it;
 	struct repr_view v;
 
-	if (store_get(c->st, r->key, r->key_len, r->hash, &it) != 0) {
-		reply_status(out, 404, NULL);
-		out->cache = REPLY_CACHE_MISS;
-		return CACHE_MISS;
-	}
+	if (store_get(c->st, r->key, r->key_len, r->hash, &it) != 0)
+		return miss(out);
 	if (repr_unpack(it.value, it.value_len, it.flags, it.etag, &v) != 0)
 		return fail(out, 500, "stored value is damaged\n");
+	/* past its TTL an item with windows is stale, or a miss (cache.h) */
+	uint32_t fresh_until = repr_fresh_until(it.expires, &v);
+	bool stale = fresh_until && fresh_until <= c->now;
+	if (stale && (!r->stale_ok || !stale_allowed(r, c->now - fresh_until, &v.ext)))
+		return miss(out);
 
 	unsigned coding = REPR_IDENTITY;
 	if (r->accept_encoding.len) {
@@ -169,7 +205,7 @@ static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 			    negotiate_etag_match(r->if_none_match.p, r->if_none_match.len,
 						 out->etag, out->etag_len);
 	out->status = not_modified ? 304 : 200;
-	out->cache = REPLY_CACHE_HIT;
+	out->cache = stale ? REPLY_CACHE_STALE : REPLY_CACHE_HIT;
 	out->coding = (uint8_t)coding;
 	out->vary = v.avail != 1u << REPR_IDENTITY;
 	if (v.type >= 0) {
@@ -183,10 +219,17 @@ static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 	out->body = part->p;
 	out->body_len = part->len;
 	out->body_store = c->st;
-	if (it.expires) {
+	if (stale) {
+		/* Age: seconds since the write (repr.h: stored_at) */
+		uint32_t stored_at = fresh_until > v.ext.ttl ? fresh_until - v.ext.ttl : 0;
+		out->has_age = true;
+		out->age = c->now - stored_at;
+		return CACHE_STALE;
+	}
+	if (fresh_until) {
 		out->has_max_age = true;
 		/* the extra second put_ttl() added is not promised to caches */
-		out->max_age = it.expires > c->now + 1 ? it.expires - c->now - 1 : 0;
+		out->max_age = fresh_until > c->now + 1 ? fresh_until - c->now - 1 : 0;
 	}
 	return not_modified ? CACHE_NOT_MODIFIED : CACHE_HIT;
 }
@@ -223,7 +266,7 @@ static int put_type(const struct cache_req *r, const char **ct, size_t *ct_len)
  * one more second makes it live at least N (and at most N+1, plus the
  * shard's tick interval).  A TTL of 0 (none) stays 0.
  */
-static uint32_t put_ttl(const struct cache *c, const struct cache_req *r)
+static uint32_t put_ttl(const struct cache *c, const struct cache_req *r, uint64_t windows)
 {
 	uint64_t ttl = c->cfg.default_ttl;
 	uint32_t max_age;
@@ -235,8 +278,36 @@ static uint32_t put_ttl(const struct cache *c, const struct cache_req *r)
 		ttl = max_age;
 	if (ttl)
 		ttl++;
-	uint32_t room = UINT32_MAX - c->now;
-	return ttl > room ? room : (uint32_t)ttl;
+	/* room for the stale windows past it too (the store's expiry is
+	 * ttl + windows); a TTL so long they do not fit gives them up first */
+	uint64_t room = UINT32_MAX - c->now;
+	room = room > windows ? room - windows : 0;
+	return ttl > room ? (uint32_t)room : (uint32_t)ttl;
+}
+
+/*
+ * A stale window of a PUT: ?q= (the route checked its syntax; -1: absent),
+ * else the Cache-Control directive.  0 with *secs (0 when absent), or
+ * -EINVAL when malformed or above CACHE_STALE_MAX.
+ */
+static int put_window(const struct cache_req *r, int64_t q, const char *directive,
+		      uint32_t *secs)
+{
+	uint32_t v = 0;
+
+	if (q >= 0) {
+		if (q > CACHE_STALE_MAX)
+			return -EINVAL;
+		*secs = (uint32_t)q;
+		return 0;
+	}
+	if (r->cache_control.len) {
+		int rc = negotiate_cc_secs(r->cache_control.p, r->cache_control.len, directive, &v);
+		if (rc < 0 || rc == 2 || v > CACHE_STALE_MAX)
+			return -EINVAL;
+	}
+	*secs = v;
+	return 0;
 }
 
 /* Owner-only counting into the shard's stats (stats.h: one writer, so a
@@ -366,12 +437,29 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 		return fail(out, 413, "value too large\n");
 	if (put_type(r, &ct, &ct_len) != 0)
 		return fail(out, 400, "bad Content-Type\n");
-	uint32_t ttl = put_ttl(c, r);
+	struct repr_ext ext = { 0 };
+	if (put_window(r, r->swr, "stale-while-revalidate", &ext.swr) != 0)
+		return fail(out, 400, "bad stale-while-revalidate (swr): 0.." STALE_MAX_TEXT
+				      " seconds\n");
+	if (put_window(r, r->sie, "stale-if-error", &ext.sie) != 0)
+		return fail(out, 400, "bad stale-if-error (sie): 0.." STALE_MAX_TEXT " seconds\n");
+	uint64_t windows = (uint64_t)ext.swr + ext.sie;
+	uint32_t ttl = put_ttl(c, r, windows);
+	uint8_t ext_hdr[REPR_EXT_MAX];
+	uint32_t store_ttl = ttl;
 
+	/* windows only mean something past a TTL: an item without one is
+	 * never stale, and pays no byte for them */
+	if (ttl && windows) {
+		ext.bits = REPR_EXT_WINDOWS;
+		ext.ttl = ttl;
+		store_ttl = (uint32_t)(ttl + windows);
+	}
 	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
+	repr_blob_ext(&blob, ext_hdr, repr_ext_encode(ext_hdr, &ext));
 	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
 	uint32_t stamp = 0;
-	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
+	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, store_ttl,
 			   blob.flags, blob.etag, &stamp);
 	switch (rc) {
 	case 0:
@@ -416,9 +504,16 @@ static size_t install(struct cache *c, const struct zip_job *j)
 		return 0;
 	}
 	uint32_t ttl = it.expires ? it.expires - c->now : 0;
-	struct iovec iov = { (void *)(j->data + j->blob_off), j->blob_len };
-	if (store_set(c->st, key, j->key_len, j->w.hash, &iov, 1, ttl, j->out_flags, j->out_etag,
-		      NULL) == 0) {
+	/* the worker's blob lacks the item's extension header (stale windows,
+	 * tags): copied out of the store before the write that replaces it */
+	uint8_t ext[REPR_EXT_MAX];
+	struct repr_ext e = { 0 };
+	if ((it.flags & REPR_F_EXT) && repr_ext_decode(it.value, it.value_len, &e) == 0)
+		memcpy(ext, it.value, e.len);
+	struct iovec iov[2] = { { ext, e.len }, { (void *)(j->data + j->blob_off), j->blob_len } };
+	uint8_t flags = (uint8_t)(j->out_flags | (e.len ? REPR_F_EXT : 0));
+	if (store_set(c->st, key, j->key_len, j->w.hash, e.len ? iov : iov + 1, e.len ? 2 : 1, ttl,
+		      flags, j->out_etag, NULL) == 0) {
 		count(ctr->zip_installed, 1);
 		if (c->cfg.zip_lag)
 			hist_record(c->cfg.zip_lag, clock_mono_ns() - j->w.put_ns);
@@ -429,6 +524,7 @@ static size_t install(struct cache *c, const struct zip_job *j)
 	struct repr_blob b;
 	repr_build(&b, zip_job_value(j), j->value_len, zip_job_ct(j), j->ct_len, NULL, 0, NULL, 0,
 		   0);
+	repr_blob_ext(&b, ext, e.len);
 	store_set(c->st, key, j->key_len, j->w.hash, b.iov, b.iovcnt, ttl, b.flags, b.etag, NULL);
 	count(ctr->zip_refused, 1);
 	return j->value_len;

@@ -185,6 +185,7 @@ void route_count_outcome(struct shard *sh, enum cache_outcome oc)
 	case CACHE_DELETED: stats_inc(&st->deletes); break;
 	case CACHE_ABSENT: break;
 	case CACHE_FAILED: break;
+	case CACHE_STALE: stats_inc(&st->stale); break;
 	}
 	if (oc == CACHE_STORED || oc == CACHE_DELETED || oc == CACHE_FAILED)
 		route_count_store(sh);  /* a failed write may have evicted */
@@ -268,8 +269,8 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	struct shard *sh = c->sh;
 	const struct http_str *path = &req->path;
 	struct cache_req cr;
-	uint32_t ttl;
-	int klen, qr;
+	uint32_t ttl, swr, sie;
+	int klen, qr, qs, qe;
 
 	klen = http_decode_key(path->p + 7, path->len - 7, sh->key_scratch);
 	if (klen <= 0) {
@@ -289,6 +290,16 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		answer_status(c, req, 400, "bad ttl\n");
 		return;
 	}
+	qs = http_query_u32(req->query, "swr", &swr);
+	qe = http_query_u32(req->query, "sie", &sie);
+	if (qs < 0 || (qs == 1 && swr > CACHE_STALE_MAX)) {
+		answer_status(c, req, 400, "bad swr: 0..31536000 seconds\n");
+		return;
+	}
+	if (qe < 0 || (qe == 1 && sie > CACHE_STALE_MAX)) {
+		answer_status(c, req, 400, "bad sie: 0..31536000 seconds\n");
+		return;
+	}
 	memset(&cr, 0, sizeof(cr));
 	switch (req->method) {
 	case HTTP_METHOD_GET: cr.op = CACHE_GET; break;
@@ -302,6 +313,9 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	cr.body = body;
 	cr.body_len = (uint32_t)body_len;
 	cr.ttl = qr == 1 ? (int64_t)ttl : -1;
+	cr.swr = qs == 1 ? (int64_t)swr : -1;
+	cr.sie = qe == 1 ? (int64_t)sie : -1;
+	cr.stale_ok = true;     /* HTTP serves stale windows; RESP does not (cache.h) */
 	cr.content_type = req->content_type;
 	cr.accept_encoding = req->accept_encoding;
 	cr.if_none_match = req->if_none_match;

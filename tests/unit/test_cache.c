@@ -213,6 +213,8 @@ static struct treq mkreq(uint8_t op, const char *key)
 	r.key_len = (uint32_t)strlen(key);
 	r.hash = hash_key(key, r.key_len);
 	r.ttl = -1;
+	r.swr = r.sie = -1;
+	r.stale_ok = op == CACHE_GET || op == CACHE_HEAD;   /* as route.c sets it */
 	t.c = r;
 	return t;
 }
@@ -1457,6 +1459,235 @@ static void test_pipelined_appends(void)
 	buf_deinit(&out);
 }
 
+
+/* A PUT of "key" with ?ttl=, ?swr=, ?sie= (-1: absent) and Cache-Control. */
+static enum cache_outcome put_windows(const char *key, const char *val, int64_t ttl, int64_t swr,
+				      int64_t sie, const char *cc, struct resp *rs)
+{
+	struct treq r = mkreq(CACHE_PUT, key);
+	r.c.body = (const uint8_t *)val;
+	r.c.body_len = (uint32_t)strlen(val);
+	r.c.ttl = ttl;
+	r.c.swr = swr;
+	r.c.sie = sie;
+	r.c.cache_control = hs(cc);
+	return run(&r, rs);
+}
+
+/* A GET (or HEAD) with a request Cache-Control (NULL: none). */
+static enum cache_outcome get_cc(const char *key, uint8_t op, const char *cc, struct resp *rs)
+{
+	struct treq r = mkreq(op, key);
+	r.c.cache_control = hs(cc);
+	return run(&r, rs);
+}
+
+static void test_stale_while_revalidate(void)
+{
+	struct resp rs;
+
+	tick(2000);
+	CHECK_EQ(put_windows("swr", "old", 10, -1, -1, "max-age=99, stale-while-revalidate=20",
+			     &rs), CACHE_STORED);
+	CHECK(!has_hdr(&rs, "Age"));
+	resp_free(&rs);
+	/* the query wins over Cache-Control, as ?ttl= does over max-age */
+	CHECK_EQ(put_windows("swr", "old", 10, 20, -1, "stale-while-revalidate=1", &rs),
+		 CACHE_STORED);
+	char etag[64];
+	hdr_copy(&rs, "ETag", etag, sizeof(etag));
+	resp_free(&rs);
+
+	/* fresh: an ordinary hit whose max-age counts to the TTL, not past it */
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_HIT);
+	CHECK(hdr_is(&rs, "X-Cache", "HIT"));
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=10"));
+	CHECK(!has_hdr(&rs, "Age"));
+	resp_free(&rs);
+	tick(2000 + 10);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_HIT);
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=0"));
+	resp_free(&rs);
+
+	/* the first stale second (fresh until 2000 + 11): STALE with its Age */
+	tick(2000 + 11);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_STALE);
+	CHECK_EQ(rs.status, 200);
+	CHECK(hdr_is(&rs, "X-Cache", "STALE"));
+	CHECK(hdr_is(&rs, "Age", "11"));
+	CHECK(!has_hdr(&rs, "Cache-Control"));
+	CHECK(hdr_is(&rs, "ETag", etag));
+	CHECK(strcmp(rs.body, "old") == 0);
+	resp_free(&rs);
+	/* HEAD and a matching If-None-Match keep their rules when stale */
+	CHECK_EQ(get_cc("swr", CACHE_HEAD, NULL, &rs), CACHE_STALE);
+	CHECK(hdr_is(&rs, "X-Cache", "STALE"));
+	CHECK(hdr_is(&rs, "Content-Length", "3"));
+	CHECK_EQ(rs.body_len, 0);
+	resp_free(&rs);
+	struct treq g = mkreq(CACHE_GET, "swr");
+	g.c.if_none_match = hs(etag);
+	CHECK_EQ(run(&g, &rs), CACHE_STALE);
+	CHECK_EQ(rs.status, 304);
+	CHECK(hdr_is(&rs, "X-Cache", "STALE"));
+	CHECK(hdr_is(&rs, "Age", "11"));
+	resp_free(&rs);
+
+	/* the last second of the window, then a miss (no sie: also gone) */
+	tick(2000 + 11 + 19);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_STALE);
+	CHECK(hdr_is(&rs, "Age", "30"));
+	resp_free(&rs);
+	tick(2000 + 11 + 20);
+	CHECK_EQ(get_cc("swr", CACHE_GET, "max-stale", &rs), CACHE_MISS);
+	CHECK(hdr_is(&rs, "X-Cache", "MISS"));
+	resp_free(&rs);
+
+	/* without stale_ok (RESP) a stale item is a miss */
+	CHECK_EQ(put_windows("swr", "v", 5, 100, -1, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(now + 6);
+	struct treq rr = mkreq(CACHE_GET, "swr");
+	rr.c.stale_ok = false;
+	CHECK_EQ(run(&rr, &rs), CACHE_MISS);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_STALE);
+	resp_free(&rs);
+
+	/* an overwrite without windows is fresh, then simply gone */
+	CHECK_EQ(put_windows("swr", "new", 5, -1, -1, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(now + 6);
+	CHECK_EQ(get_cc("swr", CACHE_GET, "max-stale", &rs), CACHE_MISS);
+	resp_free(&rs);
+
+	/* windows without a TTL mean nothing: never stale */
+	CHECK_EQ(put_windows("swr", "forever", 0, 30, 30, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(now + 1000);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_HIT);
+	CHECK(!has_hdr(&rs, "Cache-Control"));
+	resp_free(&rs);
+}
+
+static void test_stale_if_error(void)
+{
+	struct resp rs;
+
+	tick(5000);
+	/* fresh until 5011; stale-while-revalidate to 5016; stale-if-error to 5046 */
+	CHECK_EQ(put_windows("sie", "v", 10, 5, 30, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(5011 + 5);         /* past swr: only a request that asks gets it */
+	CHECK_EQ(get_cc("sie", CACHE_GET, NULL, &rs), CACHE_MISS);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "no-cache, foo=1", &rs), CACHE_MISS);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "stale-if-error", &rs), CACHE_STALE);
+	CHECK(hdr_is(&rs, "Age", "16"));
+	resp_free(&rs);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "Max-Stale", &rs), CACHE_STALE);
+	resp_free(&rs);
+	/* N bounds the seconds past expiry accepted: here 5 */
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=5", &rs), CACHE_STALE);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=4", &rs), CACHE_MISS);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "stale-if-error=4", &rs), CACHE_MISS);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=4, stale-if-error=\"60\"", &rs),
+		 CACHE_STALE);
+	resp_free(&rs);
+	/* malformed request directives count as absent */
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=-1", &rs), CACHE_MISS);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=\"9", &rs), CACHE_MISS);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=99999999999999999999", &rs), CACHE_STALE);
+	resp_free(&rs);
+	/* the last second of S + E, then the store drops it */
+	tick(5011 + 34);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale", &rs), CACHE_STALE);
+	resp_free(&rs);
+	tick(5011 + 35);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale", &rs), CACHE_MISS);
+	resp_free(&rs);
+	struct treq d = mkreq(CACHE_DELETE, "sie");
+	CHECK_EQ(run(&d, &rs), CACHE_ABSENT);
+	resp_free(&rs);
+}
+
+static void test_stale_bad_windows(void)
+{
+	static const char *const bad[] = {
+		"stale-while-revalidate=-1",      "stale-while-revalidate=abc",
+		"stale-while-revalidate=",        "stale-while-revalidate",
+		"stale-if-error=1e3",             "stale-if-error=\"5",
+		"stale-while-revalidate=31536001", "stale-if-error=99999999999999999999",
+	};
+	struct resp rs;
+
+	CHECK_EQ(put_windows("bad", "keep", 10, -1, -1, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK_EQ(put_windows("bad", "lost", 10, -1, -1, bad[i], &rs), CACHE_FAILED);
+		CHECK_EQ(rs.status, 400);
+		CHECK(strstr(rs.body, strncmp(bad[i], "stale-if", 8) == 0 ? "(sie)" : "(swr)"));
+		resp_free(&rs);
+	}
+	CHECK_EQ(put_windows("bad", "lost", 10, CACHE_STALE_MAX + 1, -1, NULL, &rs), CACHE_FAILED);
+	CHECK_EQ(rs.status, 400);
+	resp_free(&rs);
+	CHECK_EQ(put_windows("bad", "lost", 10, -1, CACHE_STALE_MAX + 1, NULL, &rs), CACHE_FAILED);
+	resp_free(&rs);
+	/* nothing was stored by a refused PUT */
+	CHECK_EQ(get_cc("bad", CACHE_GET, NULL, &rs), CACHE_HIT);
+	CHECK(strcmp(rs.body, "keep") == 0);
+	resp_free(&rs);
+	/* the largest windows and TTL: the expiry cannot wrap the clock */
+	CHECK_EQ(put_windows("bad", "max", UINT32_MAX, CACHE_STALE_MAX, CACHE_STALE_MAX, NULL,
+			     &rs), CACHE_STORED);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("bad", CACHE_GET, NULL, &rs), CACHE_HIT);
+	resp_free(&rs);
+}
+
+/* Variants made off the shard keep the item's windows (install() puts the
+ * extension header back in front of the worker's blob). */
+static void test_stale_with_variants(void)
+{
+	struct resp rs;
+	char *v = text_value(4096);
+
+	tick(8000);
+	struct treq r = mkreq(CACHE_PUT, "swr-br");
+	r.c.body = (const uint8_t *)v;
+	r.c.body_len = 4096;
+	r.c.content_type = hs("application/json");
+	r.c.ttl = 10;
+	r.c.swr = 60;
+	CHECK_EQ(run(&r, &rs), CACHE_STORED);
+	resp_free(&rs);
+	uint64_t installed = zget(&zs.zip_installed);
+	settle();
+	CHECK_EQ(zget(&zs.zip_installed), installed + 1);
+	CHECK_EQ(get_ae("swr-br", "br", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "br"));
+	CHECK(hdr_is(&rs, "X-Cache", "HIT"));
+	resp_free(&rs);
+	tick(8000 + 12);
+	CHECK_EQ(get_ae("swr-br", "br", &rs), 200);
+	CHECK(hdr_is(&rs, "X-Cache", "STALE"));
+	CHECK(hdr_is(&rs, "Content-Encoding", "br"));
+	CHECK(hdr_is(&rs, "Age", "12"));
+	resp_free(&rs);
+	CHECK_EQ(get_ae("swr-br", NULL, &rs), 200);
+	CHECK_EQ(rs.body_len, 4096);
+	CHECK(memcmp(rs.body, v, 4096) == 0);
+	resp_free(&rs);
+	free(v);
+}
+
 int main(void)
 {
 	struct store_config sc = { .memory = 32u << 20, .max_value = cache_blob_max(MAX_VALUE),
@@ -1493,6 +1724,10 @@ int main(void)
 	test_install_after_eviction();
 	test_queue_full();
 	test_unprofitable();
+	test_stale_while_revalidate();
+	test_stale_if_error();
+	test_stale_bad_windows();
+	test_stale_with_variants();
 
 	cache_destroy(cache);
 	store_destroy(st);
