@@ -171,6 +171,10 @@ struct cache_req {
 	int64_t swr, sie;               /* from ?swr=, ?sie= (<= CACHE_STALE_MAX), -1: not given */
 	bool stale_ok;                  /* GET/HEAD may be answered from a stale window
 					 * (HTTP); false: past its TTL an item is gone (RESP) */
+	const uint8_t *ext;             /* PUT of a value read from L2: its extension
+					 * header (repr.h), kept as is; ttl is then the
+					 * store's whole TTL, windows included */
+	uint32_t ext_len;
 	struct http_str content_type;   /* header values, len 0 when absent */
 	struct http_str accept_encoding;
 	struct http_str if_none_match;
@@ -267,6 +271,15 @@ struct cache_kv_ctx {
 enum cache_outcome cache_kv_exec(const struct cache_kv_ctx *ctx, const struct cache_req *r,
 				 const struct cache_kv *kv, struct reply *out,
 				 enum cache_kv_effect *effect);
+
+/*
+ * The extension header (stale windows, tags; src/cache/repr.h) of key
+ * r->key's item, copied to out (CACHE_EXT_MAX bytes of room): its length,
+ * 0 when the item has none, -ENOENT without an item.  For writing it
+ * through to Redis with the value (docs/coherence.md, RCV2).
+ */
+#define CACHE_EXT_MAX 1046u
+int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out);
 
 /*
  * The identity representation of key r->key and its Content-Type, for

@@ -45,6 +45,8 @@
 #include "ringcache/buf.h"
 
 #define COH_KEY_MAX 1024u          /* same bound as the L1 store's keys */
+#define COH_EXT_MAX 2048u          /* longest extension header in an RCV2 frame
+				    * (docs/coherence.md); L1's is shorter */
 #define COH_CTYPE_MAX 255u         /* longest Content-Type kept with a value: L1's
                                     * limit (REPR_TYPE_MAX), so every type in L2
                                     * can be served from L1 */
@@ -125,6 +127,12 @@ struct coh_msg {
 	char *key;
 	char *ctype;
 	char *value;
+	/* SET: the value's extension header (stale windows, tags: opaque here,
+	 * src/cache/repr.h), written in an RCV2 frame when ext_len > 0; GET
+	 * reply: the one an RCV2 frame carried (0: RCV1 or a plain value).
+	 * Lives in the message's memory, like value. */
+	char *ext;
+	uint32_t ext_len;
 	/* private */
 	void *value_mem;           /* value allocated apart from the message, or NULL */
 	struct coh_msg *next;
@@ -144,6 +152,14 @@ struct coh_msg *coh_msg_create(enum coh_op op, unsigned shard, uint64_t hash,
 			       const void *key, size_t key_len,
 			       const void *ctype, size_t ctype_len, size_t value_len);
 void coh_msg_destroy(struct coh_msg *m);
+
+/*
+ * For a SET: the first ext_len bytes the caller wrote to m->value are the
+ * value's extension header (1..COH_EXT_MAX bytes), the rest the value:
+ * m->ext points at them and m->value past them.  -EINVAL (m unchanged) when
+ * ext_len is 0, over COH_EXT_MAX or over m->value_len.
+ */
+int coh_msg_split_ext(struct coh_msg *m, uint32_t ext_len);
 
 /*
  * Creates the module: parses the URL, allocates the 2 * nshards rings and

@@ -39,6 +39,7 @@ _Static_assert(REPR_ETAG_MAX < REPLY_ETAG_MAX, "a formatted ETag fits in a reply
 
 #define STALE_MAX_TEXT "31536000"
 _Static_assert(CACHE_STALE_MAX == 31536000u, "STALE_MAX_TEXT spells CACHE_STALE_MAX");
+_Static_assert(CACHE_EXT_MAX == REPR_EXT_MAX, "cache.h's CACHE_EXT_MAX is repr.h's");
 
 /* Longest Accept-Encoding value remembered (browsers send ~25 bytes). */
 #define AE_MEMO_MAX 96
@@ -426,6 +427,70 @@ static size_t retry_newest(struct cache *c, bool *stop)
 	return id->len;
 }
 
+/* Stores a PUT's blob, queues its variants, describes the answer. */
+static enum cache_outcome store_put(struct cache *c, const struct cache_req *r,
+				    struct reply *out, const char *ct, size_t ct_len,
+				    struct repr_blob *blob, uint32_t store_ttl)
+{
+	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
+	uint32_t stamp = 0;
+	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob->iov, blob->iovcnt, store_ttl,
+			   blob->flags, blob->etag, &stamp);
+	switch (rc) {
+	case 0:
+		break;
+	case -E2BIG:
+		return fail(out, 413, "value too large for the store\n");
+	case -ENOMEM:
+		return fail(out, 507, "no room in the store\n");
+	case -EINVAL:
+		return fail(out, 400, "bad key\n");
+	default:
+		return fail(out, 500, "store failure\n");
+	}
+	if (compressible(c, r->body_len, ct, ct_len))
+		queue_variants(c, r, ct, ct_len, blob, stamp);
+	reply_status(out, existed ? 204 : 201, NULL);
+	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob->etag, stamp, REPR_IDENTITY);
+	return CACHE_STORED;
+}
+
+/*
+ * A value read back from L2 with its extension header (cache_req.ext): the
+ * header is checked (it came from Redis: hostile) and kept byte for byte,
+ * so the windows, the write's TTL (for Age) and the tags stay those of the
+ * original write; r->ttl is what Redis had left of the whole expiry.
+ */
+static enum cache_outcome put_from_l2(struct cache *c, const struct cache_req *r,
+				      struct reply *out, const char *ct, size_t ct_len)
+{
+	struct repr_ext e;
+	struct repr_blob blob;
+
+	if (r->ext_len > REPR_EXT_MAX || repr_ext_decode(r->ext, r->ext_len, &e) != 0 ||
+	    e.len != r->ext_len)
+		return fail(out, 400, "bad extension header\n");
+	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
+	repr_blob_ext(&blob, r->ext, r->ext_len);
+	/* Redis' time left, already rounded up: without put_ttl()'s extra
+	 * second, so this copy turns stale within a second of the writer's */
+	uint64_t ttl = r->ttl > 0 ? (uint64_t)r->ttl : 0, room = UINT32_MAX - c->now;
+	return store_put(c, r, out, ct, ct_len, &blob, (uint32_t)(ttl > room ? room : ttl));
+}
+
+int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out)
+{
+	struct store_item it;
+	struct repr_ext e;
+
+	if (store_get(st, r->key, r->key_len, r->hash, &it) != 0)
+		return -ENOENT;
+	if (!(it.flags & REPR_F_EXT) || repr_ext_decode(it.value, it.value_len, &e) != 0)
+		return 0;
+	memcpy(out, it.value, e.len);
+	return (int)e.len;
+}
+
 static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 				   struct reply *out)
 {
@@ -437,6 +502,8 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 		return fail(out, 413, "value too large\n");
 	if (put_type(r, &ct, &ct_len) != 0)
 		return fail(out, 400, "bad Content-Type\n");
+	if (r->ext_len)
+		return put_from_l2(c, r, out, ct, ct_len);
 	struct repr_ext ext = { 0 };
 	if (put_window(r, r->swr, "stale-while-revalidate", &ext.swr) != 0)
 		return fail(out, 400, "bad stale-while-revalidate (swr): 0.." STALE_MAX_TEXT
@@ -457,27 +524,7 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 	}
 	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
 	repr_blob_ext(&blob, ext_hdr, repr_ext_encode(ext_hdr, &ext));
-	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
-	uint32_t stamp = 0;
-	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, store_ttl,
-			   blob.flags, blob.etag, &stamp);
-	switch (rc) {
-	case 0:
-		break;
-	case -E2BIG:
-		return fail(out, 413, "value too large for the store\n");
-	case -ENOMEM:
-		return fail(out, 507, "no room in the store\n");
-	case -EINVAL:
-		return fail(out, 400, "bad key\n");
-	default:
-		return fail(out, 500, "store failure\n");
-	}
-	if (compressible(c, r->body_len, ct, ct_len))
-		queue_variants(c, r, ct, ct_len, &blob, stamp);
-	reply_status(out, existed ? 204 : 201, NULL);
-	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob.etag, stamp, REPR_IDENTITY);
-	return CACHE_STORED;
+	return store_put(c, r, out, ct, ct_len, &blob, store_ttl);
 }
 
 /*

@@ -219,14 +219,16 @@ static void drop_kept(struct coh *c, struct coh_msg *m)
 static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 {
 	struct coh_conn *cn = &c->cmd;
-	char hdr[COH_MAGIC_LEN + COH_CTYPE_MAX + 1];
+	char hdr[COH_VALUE_HEADER2_MAX];
 	char inval[COH_MAGIC_LEN + COH_INSTANCE_ID_MAX + 1];
 	int rc;
 
 	if (coh_conn_reserve(cn, 2))
 		return -ENOMEM;
 	if (m->op == COH_SET) {
-		size_t hn = coh_value_header(hdr, m->ctype, m->ctype_len);
+		size_t hn = m->ext_len ? coh_value_header2(hdr, m->ctype, m->ctype_len, m->ext,
+							   m->ext_len)
+				       : coh_value_header(hdr, m->ctype, m->ctype_len);
 		rc = coh_conn_array(cn, m->ttl ? 5 : 3);
 		rc |= coh_conn_bulk(cn, "SET", 3);
 		rc |= coh_key_bulk(c, cn, m->key, m->key_len);

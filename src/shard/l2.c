@@ -363,15 +363,26 @@ void l2_begin(struct shard *sh, struct fwd *f)
 	case CACHE_HEAD:
 		begin_get(sh, f);
 		return;
-	case CACHE_PUT:
+	case CACHE_PUT: {
+		/* the item's stale windows and tags travel with it (RCV2) */
+		_Static_assert(CACHE_EXT_MAX <= COH_EXT_MAX, "an L1 extension fits an RCV2 frame");
+		uint8_t ext[CACHE_EXT_MAX];
+		int ext_len = cache_item_ext(sh->store, r, ext);
+		if (ext_len < 0)
+			ext_len = 0;
 		m = coh_msg_create(COH_SET, sh->id, r->hash, r->key, r->key_len, r->content_type.p,
-				   r->content_type.len, r->body_len);
+				   r->content_type.len, (size_t)ext_len + r->body_len);
 		if (m) {
+			memcpy(m->value, ext, (size_t)ext_len);
 			if (r->body_len)
-				memcpy(m->value, r->body, r->body_len);
+				memcpy(m->value + ext_len, r->body, r->body_len);
+			if (ext_len)
+				coh_msg_split_ext(m, (uint32_t)ext_len);
+			/* with windows: the whole expiry, PX = TTL + S + E */
 			m->ttl = remaining_ttl(sh, r);
 		}
 		break;
+	}
 	case CACHE_DELETE:
 		m = coh_msg_create(COH_DEL, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
 		break;
@@ -406,6 +417,9 @@ static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct co
 	put.ttl = m->ttl;   /* 0: none in Redis, so none here */
 	put.content_type.p = m->ctype;
 	put.content_type.len = m->ctype_len;
+	put.ext = (const uint8_t *)m->ext;     /* checked by the executor */
+	put.ext_len = m->ext_len;
+	put.swr = put.sie = 0;                  /* the GET's query is not a write's */
 	put.cache_control.len = 0;
 	put.if_none_match.len = 0;
 	if (m->value_len > UINT32_MAX || cache_exec(sh->cache, &put, &ignored) != CACHE_STORED)
