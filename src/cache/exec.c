@@ -23,6 +23,7 @@
 #include "cache/compress.h"
 #include "cache/negotiate.h"
 #include "cache/repr.h"
+#include "cache/tags.h"
 #include "cache/zip_int.h"
 
 _Static_assert((int)NEGOTIATE_BR == (int)REPR_BR && (int)NEGOTIATE_GZIP == (int)REPR_GZIP &&
@@ -59,6 +60,7 @@ struct retry {
 struct cache {
 	struct store *st;
 	struct cache_config cfg;
+	struct tags *tags;      /* the tag index; NULL until the first tagged write */
 	uint32_t now;           /* store clock, from cache_tick(); 1 until then */
 	/* a stack of writes to retry: retry[(retry_top - k) % RETRY_MAX] for
 	 * k = 1..retry_n, newest first; a push onto a full one drops the oldest */
@@ -98,6 +100,11 @@ int cache_create(struct cache **out, struct store *st, const struct cache_config
 	if (!c->cfg.compress_max)
 		c->cfg.compress_max = SIZE_MAX;
 	c->now = 1;
+	if (!c->cfg.tags_memory) {
+		struct store_stats ss;
+		store_stats(st, &ss);
+		c->cfg.tags_memory = ss.arena_bytes / 4;
+	}
 	if (c->cfg.max_value > UINT32_MAX)
 		c->cfg.max_value = UINT32_MAX;
 	*out = c;
@@ -108,14 +115,18 @@ void cache_destroy(struct cache *c)
 {
 	if (!c)
 		return;
+	tags_destroy(c->tags);
 	free(c->retry);
 	free(c);
 }
+
+static void tags_sweep_slice(struct cache *c);
 
 void cache_tick(struct cache *c, uint32_t now)
 {
 	c->now = now;
 	store_tick(c->st, now);
+	tags_sweep_slice(c);
 }
 
 size_t cache_blob_max(size_t max_value)
@@ -455,6 +466,177 @@ static enum cache_outcome store_put(struct cache *c, const struct cache_req *r,
 	return CACHE_STORED;
 }
 
+/* --- the tag index (tags.h) ---------------------------------------------------- */
+
+static void tags_gauges(struct cache *c)
+{
+	const struct cache_counters *ctr = &c->cfg.counters;
+
+	if (ctr->tag_index_bytes)
+		atomic_store_explicit(ctr->tag_index_bytes, tags_memory(c->tags),
+				      memory_order_relaxed);
+	if (ctr->tag_index_entries)
+		atomic_store_explicit(ctr->tag_index_entries, tags_entries(c->tags),
+				      memory_order_relaxed);
+}
+
+/* The tags of an item's blob: their count, and the encoded list at *enc. */
+static unsigned item_tags(const struct store_item *it, const uint8_t **enc, uint32_t *len)
+{
+	struct repr_ext e;
+
+	if (!(it->flags & REPR_F_EXT) || repr_ext_decode(it->value, it->value_len, &e) != 0 ||
+	    !(e.bits & REPR_EXT_TAGS))
+		return 0;
+	*enc = e.tags;
+	*len = e.tags_len;
+	return e.ntags;
+}
+
+/* The tags key's item has now, copied to buf: their count (0 too when the
+ * index is empty: there is nothing to take out of it). */
+static unsigned old_tags(struct cache *c, const uint8_t *key, uint32_t key_len, uint64_t hash,
+			 uint8_t *buf, uint32_t *len)
+{
+	struct store_item it;
+	const uint8_t *enc;
+	unsigned n;
+
+	if (!tags_entries(c->tags) || store_get(c->st, key, key_len, hash, &it) != 0 ||
+	    !(n = item_tags(&it, &enc, len)))
+		return 0;
+	memcpy(buf, enc, *len);
+	return n;
+}
+
+/* Takes key out of the index for each tag of enc[0..len). */
+static void unindex(struct cache *c, const uint8_t *key, uint32_t key_len, uint64_t hash,
+		    const uint8_t *enc, uint32_t len, unsigned n)
+{
+	const uint8_t *p = enc;
+
+	(void)len;
+	for (unsigned i = 0; i < n; i++, p += 1 + *p)
+		tags_remove(c->tags, p + 1, *p, key, key_len, hash);
+	if (n)
+		tags_gauges(c);
+}
+
+/* The sweep's question: does key's item still carry tag? */
+static bool still_tagged(void *arg, const uint8_t *tag, size_t tag_len, const uint8_t *key,
+			 uint32_t key_len, uint64_t hash)
+{
+	struct cache *c = arg;
+	struct store_item it;
+	const uint8_t *enc;
+	uint32_t len;
+	unsigned n;
+
+	return store_get(c->st, key, key_len, hash, &it) == 0 &&
+	       (n = item_tags(&it, &enc, &len)) && tags_has(enc, len, n, tag, tag_len);
+}
+
+/* Entries the index drops per store tick (4 a second) when their keys were
+ * evicted, expired or rewritten behind its back. */
+#define SWEEP_SLICE 256u
+
+static void tags_sweep_slice(struct cache *c)
+{
+	if (c->tags && tags_entries(c->tags)) {
+		tags_sweep(c->tags, SWEEP_SLICE, still_tagged, c);
+		tags_gauges(c);
+	}
+}
+
+/*
+ * Stores a blob whose extension header is e, and keeps the tag index true:
+ * the key leaves the index for the tags of the item it replaces and enters
+ * it for its own.  A tagged write the index has no room for is refused
+ * (507) rather than stored where a purge could not find it.
+ */
+static enum cache_outcome put_indexed(struct cache *c, const struct cache_req *r,
+				      struct reply *out, const char *ct, size_t ct_len,
+				      struct repr_blob *blob, uint32_t store_ttl,
+				      const struct repr_ext *e)
+{
+	unsigned ntags = e->bits & REPR_EXT_TAGS ? e->ntags : 0;
+	const struct cache_counters *ctr = &c->cfg.counters;
+
+	if (ntags && ((!c->tags && tags_create(&c->tags, c->cfg.tags_memory) != 0) ||
+		      !tags_room(c->tags, ntags, r->key_len))) {
+		count(ctr->tag_index_full, 1);
+		return fail(out, 507, "tag index full\n");
+	}
+	uint8_t old[REPR_TAGS_MAX * (1 + REPR_TAG_MAX)];
+	uint32_t old_len = 0;
+	unsigned old_n = old_tags(c, r->key, r->key_len, r->hash, old, &old_len);
+	enum cache_outcome oc = store_put(c, r, out, ct, ct_len, blob, store_ttl);
+
+	if (oc != CACHE_STORED)
+		return oc;
+	unindex(c, r->key, r->key_len, r->hash, old, old_len, old_n);
+	const uint8_t *p = e->tags;
+	for (unsigned i = 0; i < ntags; i++, p += 1 + *p) {
+		if (tags_add(c->tags, p + 1, *p, r->key, r->key_len, r->hash) != 0) {
+			/* not findable by its tags: not stored either */
+			unindex(c, r->key, r->key_len, r->hash, e->tags, e->tags_len, i);
+			store_delete(c->st, r->key, r->key_len, r->hash);
+			count(ctr->tag_index_full, 1);
+			return fail(out, 507, "tag index full\n");
+		}
+	}
+	if (ntags)
+		tags_gauges(c);
+	return oc;
+}
+
+bool cache_tag_valid(const uint8_t *tag, size_t len)
+{
+	return tags_valid(tag, len);
+}
+
+uint64_t cache_tag_count(const struct cache *c, const uint8_t *tag, size_t len)
+{
+	return c->tags ? tags_count(c->tags, tag, len) : 0;
+}
+
+int cache_tag_purge(struct cache *c, const uint8_t *tag, size_t len, uint32_t max,
+		    uint64_t *removed, cache_removed_fn removed_fn, void *arg)
+{
+	struct tags_key k;
+	int more = 1;
+
+	if (!c->tags)
+		return 0;
+	for (uint32_t i = 0; i < max; i++) {
+		if (!tags_take(c->tags, tag, len, &k)) {
+			more = 0;
+			break;
+		}
+		/* the item's own tags decide (tags.h): the key may have been
+		 * rewritten without this tag behind the index's back */
+		struct store_item it;
+		const uint8_t *enc;
+		uint32_t elen;
+		unsigned n;
+		if (store_get(c->st, k.key, k.len, k.hash, &it) != 0 ||
+		    !(n = item_tags(&it, &enc, &elen)) || !tags_has(enc, elen, n, tag, len))
+			continue;
+		uint8_t own[REPR_TAGS_MAX * (1 + REPR_TAG_MAX)];
+		memcpy(own, enc, elen);
+		store_delete(c->st, k.key, k.len, k.hash);
+		unindex(c, k.key, k.len, k.hash, own, elen, n);    /* its other tags */
+		(*removed)++;
+		count(c->cfg.counters.tag_purged, 1);
+		if (removed_fn)
+			removed_fn(arg, k.key, k.len, k.hash);
+	}
+	if (more)
+		more = tags_count(c->tags, tag, len) > 0;
+	tags_gauges(c);
+	return more;
+}
+
 /*
  * A value read back from L2 with its extension header (cache_req.ext): the
  * header is checked (it came from Redis: hostile) and kept byte for byte,
@@ -475,7 +657,7 @@ static enum cache_outcome put_from_l2(struct cache *c, const struct cache_req *r
 	/* Redis' time left, already rounded up: without put_ttl()'s extra
 	 * second, so this copy turns stale within a second of the writer's */
 	uint64_t ttl = r->ttl > 0 ? (uint64_t)r->ttl : 0, room = UINT32_MAX - c->now;
-	return store_put(c, r, out, ct, ct_len, &blob, (uint32_t)(ttl > room ? room : ttl));
+	return put_indexed(c, r, out, ct, ct_len, &blob, (uint32_t)(ttl > room ? room : ttl), &e);
 }
 
 int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out)
@@ -510,6 +692,18 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 				      " seconds\n");
 	if (put_window(r, r->sie, "stale-if-error", &ext.sie) != 0)
 		return fail(out, 400, "bad stale-if-error (sie): 0.." STALE_MAX_TEXT " seconds\n");
+	uint8_t tagbuf[REPR_TAGS_MAX * (1 + REPR_TAG_MAX)];
+	if (r->tags.len) {
+		int n = tags_parse(r->tags.p, r->tags.len, tagbuf, &ext.tags_len);
+		if (n < 0)
+			return fail(out, 400,
+				    n == -E2BIG ? "bad X-Cache-Tags: more than 8 tags\n"
+				    : n == -ENAMETOOLONG
+					    ? "bad X-Cache-Tags: a tag longer than 128 bytes\n"
+					    : "bad X-Cache-Tags: a tag is visible ASCII but ','\n");
+		ext.ntags = (uint8_t)n;
+		ext.tags = tagbuf;
+	}
 	uint64_t windows = (uint64_t)ext.swr + ext.sie;
 	uint32_t ttl = put_ttl(c, r, windows);
 	uint8_t ext_hdr[REPR_EXT_MAX];
@@ -522,9 +716,11 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 		ext.ttl = ttl;
 		store_ttl = (uint32_t)(ttl + windows);
 	}
+	if (ext.ntags)
+		ext.bits |= REPR_EXT_TAGS;
 	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
 	repr_blob_ext(&blob, ext_hdr, repr_ext_encode(ext_hdr, &ext));
-	return store_put(c, r, out, ct, ct_len, &blob, store_ttl);
+	return put_indexed(c, r, out, ct, ct_len, &blob, store_ttl, &ext);
 }
 
 /*
@@ -611,7 +807,12 @@ uint32_t cache_zip_pending(const struct cache *c)
 static enum cache_outcome exec_delete(struct cache *c, const struct cache_req *r,
 				      struct reply *out)
 {
+	uint8_t old[REPR_TAGS_MAX * (1 + REPR_TAG_MAX)];
+	uint32_t old_len = 0;
+	unsigned old_n = old_tags(c, r->key, r->key_len, r->hash, old, &old_len);
 	bool existed = store_delete(c->st, r->key, r->key_len, r->hash) == 0;
+
+	unindex(c, r->key, r->key_len, r->hash, old, old_len, old_n);
 
 	reply_status(out, existed ? 204 : 404, NULL);
 	return existed ? CACHE_DELETED : CACHE_ABSENT;

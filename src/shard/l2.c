@@ -207,6 +207,7 @@ bool l2_continues(const struct shard *sh, enum cache_op op, enum cache_outcome o
 	case CACHE_DELETE: return true;
 	case CACHE_GET:
 	case CACHE_HEAD: return oc == CACHE_MISS;
+	case CACHE_TAG_PURGE: return false;     /* its Redis part: route.c */
 	}
 	return false;
 }

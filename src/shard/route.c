@@ -4,6 +4,9 @@
  *   /cache/{key}  key decoding, ?ttl=; then by the key's hash: this shard's
  *                 store (exec_local), another shard's (fwd.h), and with
  *                 --redis the coherence thread after L1 (l2.h)
+ *   /tags/{tag}   DELETE: every shard purges its keys carrying the tag, a
+ *                 slice per loop iteration (fwd.c); the counts are summed
+ *                 here (route_purge_part_home)
  *   /health       always open
  *   /stats, /metrics, /cluster
  *   /dashboard    a page that polls /stats (src/daemon/dashboard.html)
@@ -34,6 +37,8 @@
 
 #define M(method) (1u << HTTP_METHOD_##method)
 
+static const char json_type[] = "application/json";
+
 struct route {
 	const char *path;
 	uint8_t len;
@@ -55,6 +60,8 @@ static void serve_cluster(struct conn *c, const struct http_request *req, const 
 			  size_t body_len);
 static void serve_dashboard(struct conn *c, const struct http_request *req, const uint8_t *body,
 			    size_t body_len);
+static void serve_tags(struct conn *c, const struct http_request *req, const uint8_t *body,
+		       size_t body_len);
 
 #define ROUTE_READ M(GET) | M(HEAD), "Allow: GET, HEAD\r\n"
 
@@ -62,6 +69,8 @@ static const struct route routes[] = {
 	{ "/cache/", 7, true, true,
 	  M(GET) | M(HEAD) | M(PUT) | M(POST) | M(DELETE),
 	  "Allow: GET, HEAD, PUT, POST, DELETE\r\n", serve_cache },
+	/* a purge removes what /cache/ writes: the same key rule */
+	{ "/tags/", 6, true, true, M(DELETE), "Allow: DELETE\r\n", serve_tags },
 	{ "/health", 7, false, false, ROUTE_READ, serve_health },
 	{ "/stats", 6, false, true, ROUTE_READ, serve_stats },
 	{ "/metrics", 8, false, true, ROUTE_READ, serve_stats },
@@ -247,6 +256,10 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		keys_exec_owner(sh, f); /* a RESP operation beyond GET/PUT/DELETE */
 		return;
 	}
+	if (f->req.op == CACHE_TAG_PURGE) {
+		fwd_purge_begin(sh, f); /* this shard's part of DELETE /tags/ */
+		return;
+	}
 	enum cache_outcome oc = cache_exec(sh->cache, &f->req, &f->r);
 
 	f->outcome = (uint8_t)oc;
@@ -290,6 +303,10 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		answer_status(c, req, 400, "bad ttl\n");
 		return;
 	}
+	if (req->tags_repeated) {
+		answer_status(c, req, 400, "bad X-Cache-Tags: send one field, tags separated by ','\n");
+		return;
+	}
 	qs = http_query_u32(req->query, "swr", &swr);
 	qe = http_query_u32(req->query, "sie", &sie);
 	if (qs < 0 || (qs == 1 && swr > CACHE_STALE_MAX)) {
@@ -320,6 +337,8 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	cr.accept_encoding = req->accept_encoding;
 	cr.if_none_match = req->if_none_match;
 	cr.cache_control = req->cache_control;
+	if (cr.op == CACHE_PUT)
+		cr.tags = req->x_cache_tags;
 
 	struct pipeline_req q = untimed(c, req);
 	q.t0 = sh->now_ns;
@@ -351,6 +370,92 @@ struct fwd *route_forward(struct conn *c, const struct cache_req *cr,
 	return f;
 }
 
+/* --- DELETE /tags/{tag} ----------------------------------------------------- */
+
+/*
+ * A purge is a parent fwd that waits in the pipeline and never leaves this
+ * shard, and one part per shard (this one included), each run by its shard
+ * a slice at a time (fwd_purge_begin); the parts come home here with the
+ * keys they removed in `sum`.
+ */
+static void serve_tags(struct conn *c, const struct http_request *req, const uint8_t *body,
+		       size_t body_len)
+{
+	struct shard *sh = c->sh;
+	const struct http_str *path = &req->path;
+	struct cache_req cr;
+
+	(void)body;
+	(void)body_len;
+	int tlen = http_decode_key(path->p + 6, path->len - 6, sh->key_scratch);
+	if (tlen <= 0 || !cache_tag_valid(sh->key_scratch, (size_t)tlen)) {
+		answer_status(c, req, 400, "bad tag: 1..128 bytes of visible ASCII but ','\n");
+		return;
+	}
+	memset(&cr, 0, sizeof(cr));
+	cr.op = CACHE_TAG_PURGE;
+	cr.key = sh->key_scratch;
+	cr.key_len = (uint32_t)tlen;
+	struct pipeline_req q = untimed(c, req);
+	struct fwd *p = fwd_create(sh, c, &cr, &q.to);
+	if (!p) {
+		conn_abort(c);
+		return;
+	}
+	conn_wait(c, &p->slot, &q, 0);  /* its answer is a short line: room not counted */
+	p->pending = sh->srv->nshards;
+	for (unsigned s = 0; s < sh->srv->nshards; s++) {
+		struct fwd *f = fwd_create(sh, c, &cr, &q.to);
+		if (!f) {
+			p->pending -= sh->srv->nshards - s;
+			p->sum = -1;    /* answered 500 once the parts sent come home */
+			if (!p->pending)
+				route_purge_part_home(NULL, p);
+			return;
+		}
+		f->conn = NULL; /* it answers its parent, never the connection */
+		f->parent = p;
+		f->owner = (uint16_t)s;
+		if (s != sh->id) {
+			f->remote = true;
+			fwd_send(sh, s, f);
+		} else {
+			fwd_purge_begin(sh, f);
+		}
+	}
+}
+
+void route_purge_part_home(struct fwd *f, struct fwd *p)
+{
+	if (f) {
+		p = f->parent;
+		if (p->sum >= 0)
+			p->sum += f->sum;
+		fwd_destroy(f);
+		if (--p->pending)
+			return;
+	}
+	struct conn *c = p->conn;
+	if (!c) {
+		fwd_destroy(p);         /* its connection has ended */
+		return;
+	}
+	char text[64];
+	if (p->sum < 0) {
+		reply_status(&p->r, 500, "no memory for the purge\n");
+	} else {
+		int n = snprintf(text, sizeof(text), "{\"removed\": %lld}\n", (long long)p->sum);
+		reply_status(&p->r, 200, NULL);
+		p->r.type = json_type;
+		p->r.type_len = sizeof(json_type) - 1;
+		p->r.body = text;
+		p->r.body_len = (size_t)n;
+	}
+	p->to.http.date = c->sh->date;
+	pipeline_render(&p->slot, &p->r, &p->to);      /* copies the text */
+	conn_complete(c, &p->slot);
+}
+
 /* --- the other paths ------------------------------------------------------ */
 
 static void serve_health(struct conn *c, const struct http_request *req, const uint8_t *body,
@@ -361,7 +466,6 @@ static void serve_health(struct conn *c, const struct http_request *req, const u
 	answer_status(c, req, 200, "OK\n");
 }
 
-static const char json_type[] = "application/json";
 static const char prom_type[] = "text/plain; version=0.0.4; charset=utf-8";
 
 /* GET /stats (JSON) and /metrics (Prometheus): every shard's counters, and

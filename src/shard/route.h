@@ -41,6 +41,13 @@ bool route_refuse_early(struct conn *c, const struct http_request *req);
 void route_exec_forwarded(struct shard *sh, struct fwd *f);
 
 /*
+ * A part of DELETE /tags/{tag} came home to the shard of its parent (fwd.c's
+ * arrive_home): adds its count; once every part is home, answers
+ * {"removed": N}.  f NULL: p has no part out (answer it now).
+ */
+void route_purge_part_home(struct fwd *f, struct fwd *p);
+
+/*
  * A /cache/ request (or a RESP command that is one: keys.h) for a key this
  * shard owns: executed now, and with --redis continued at Redis when L1's
  * answer calls for it.  The answer goes to c's pipeline.

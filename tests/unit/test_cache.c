@@ -1688,6 +1688,208 @@ static void test_stale_with_variants(void)
 	free(v);
 }
 
+/* A PUT of key with X-Cache-Tags (NULL: none). */
+static int put_tags(struct cache *c, const char *key, const char *val, const char *tags)
+{
+	struct treq r = mkreq(CACHE_PUT, key);
+	r.c.body = (const uint8_t *)val;
+	r.c.body_len = (uint32_t)strlen(val);
+	r.c.tags = hs(tags);
+	struct buf out = { 0 };
+	struct resp rs;
+	enum cache_outcome oc;
+	CHECK_EQ(exec_render(c, &r, &out, &oc), 0);
+	CHECK_EQ(parse_resp(out.data, out.len, false, &rs), 0);
+	buf_deinit(&out);
+	int status = rs.status;
+	resp_free(&rs);
+	return status;
+}
+
+static int status_of(const char *key)
+{
+	struct resp rs;
+	int status = get_ae(key, NULL, &rs);
+	resp_free(&rs);
+	return status;
+}
+
+struct removed_log {
+	unsigned n;
+	char last[64];
+};
+
+static void on_removed(void *arg, const uint8_t *key, uint32_t key_len, uint64_t hash)
+{
+	struct removed_log *l = arg;
+	CHECK_EQ(hash, hash_key(key, key_len));
+	l->n++;
+	memcpy(l->last, key, key_len < 63 ? key_len : 63);
+	l->last[key_len < 63 ? key_len : 63] = '\0';
+}
+
+static uint64_t purge_all(struct cache *c, const char *tag, uint32_t slice, unsigned *calls,
+			  struct removed_log *log)
+{
+	uint64_t removed = 0;
+	unsigned n = 0;
+	while (cache_tag_purge(c, (const uint8_t *)tag, strlen(tag), slice, &removed,
+			       log ? on_removed : NULL, log) == 1 && n < 100000)
+		n++;
+	if (calls)
+		*calls = n + 1;
+	return removed;
+}
+
+static void test_tags(void)
+{
+	uint64_t bytes0 = zget(&zs.tag_index_bytes);
+
+	/* untagged writes never touch the index */
+	CHECK_EQ(put_tags(cache, "tg-plain", "v", NULL), 201);
+	CHECK_EQ(zget(&zs.tag_index_bytes), bytes0);
+	CHECK_EQ(bytes0, 0);
+
+	CHECK_EQ(put_tags(cache, "tg-1", "one", "user:1, page"), 201);
+	CHECK_EQ(put_tags(cache, "tg-2", "two", "user:1"), 201);
+	CHECK_EQ(put_tags(cache, "tg-3", "three", "page"), 201);
+	CHECK(zget(&zs.tag_index_bytes) > 0);
+	CHECK_EQ(zget(&zs.tag_index_entries), 4);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"user:1", 6), 2);
+
+	/* overwritten without the tag: no longer the tag's, not purged */
+	CHECK_EQ(put_tags(cache, "tg-2", "two again", NULL), 204);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"user:1", 6), 1);
+	/* deleted: out of the index */
+	struct treq d = mkreq(CACHE_DELETE, "tg-3");
+	struct resp rs;
+	CHECK_EQ(run(&d, &rs), CACHE_DELETED);
+	resp_free(&rs);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"page", 4), 1);
+
+	struct removed_log log = { 0 };
+	uint64_t purged0 = zget(&zs.tag_purged);
+	CHECK_EQ(purge_all(cache, "user:1", 16, NULL, &log), 1);
+	CHECK_EQ(log.n, 1);
+	CHECK(strcmp(log.last, "tg-1") == 0);
+	CHECK_EQ(zget(&zs.tag_purged), purged0 + 1);
+	CHECK_EQ(status_of("tg-1"), 404);
+	CHECK_EQ(status_of("tg-2"), 200);
+	CHECK_EQ(status_of("tg-plain"), 200);
+	/* the purged key's other tag let go of it too */
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"page", 4), 0);
+	CHECK_EQ(purge_all(cache, "page", 16, NULL, NULL), 0);
+	CHECK_EQ(purge_all(cache, "never-seen", 16, NULL, NULL), 0);
+	CHECK_EQ(zget(&zs.tag_index_entries), 0);
+
+	/* bad X-Cache-Tags: 400, nothing stored */
+	static const char *const bad[] = { "a b", "1,2,3,4,5,6,7,8,9", "caf\xc3\xa9", "x\x01" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_EQ(put_tags(cache, "tg-bad", "v", bad[i]), 400);
+	char longtag[200];
+	memset(longtag, 'l', 129);
+	longtag[129] = '\0';
+	CHECK_EQ(put_tags(cache, "tg-bad", "v", longtag), 400);
+	CHECK_EQ(status_of("tg-bad"), 404);
+	CHECK(cache_tag_valid((const uint8_t *)"user:1", 6));
+	CHECK(!cache_tag_valid((const uint8_t *)"a,b", 3));
+
+	/* a purge in slices: each call takes at most `slice` keys */
+	char key[32];
+	for (unsigned i = 0; i < 1000; i++) {
+		snprintf(key, sizeof(key), "tg-many-%u", i);
+		CHECK_EQ(put_tags(cache, key, "v", i % 2 ? "many, odd" : "many"), 201);
+	}
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"many", 4), 1000);
+	unsigned calls = 0;
+	CHECK_EQ(purge_all(cache, "many", 10, &calls, NULL), 1000);
+	CHECK_EQ(calls, 100);
+	CHECK_EQ(status_of("tg-many-7"), 404);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"odd", 3), 0);
+
+	/* an item in its stale window is purged too */
+	struct treq w = mkreq(CACHE_PUT, "tg-stale");
+	w.c.body = (const uint8_t *)"s";
+	w.c.body_len = 1;
+	w.c.ttl = 1;
+	w.c.swr = 100;
+	w.c.tags = hs("st");
+	CHECK_EQ(run(&w, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(now + 5);
+	struct treq g = mkreq(CACHE_GET, "tg-stale");
+	CHECK_EQ(run(&g, &rs), CACHE_STALE);
+	resp_free(&rs);
+	CHECK_EQ(purge_all(cache, "st", 16, NULL, NULL), 1);
+	CHECK_EQ(run(&g, &rs), CACHE_MISS);
+	resp_free(&rs);
+
+	/* tags survive the install of variants made off the shard */
+	char *v = text_value(4096);
+	struct treq z = mkreq(CACHE_PUT, "tg-zip");
+	z.c.body = (const uint8_t *)v;
+	z.c.body_len = 4096;
+	z.c.content_type = hs("application/json");
+	z.c.tags = hs("zipped");
+	CHECK_EQ(run(&z, &rs), CACHE_STORED);
+	resp_free(&rs);
+	uint64_t installed = zget(&zs.zip_installed);
+	settle();
+	CHECK_EQ(zget(&zs.zip_installed), installed + 1);
+	CHECK_EQ(get_ae("tg-zip", "gzip", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
+	resp_free(&rs);
+	CHECK_EQ(purge_all(cache, "zipped", 16, NULL, NULL), 1);
+	CHECK_EQ(status_of("tg-zip"), 404);
+	free(v);
+
+	/* the sweep drops entries of keys that left without telling the index
+	 * (expired here) */
+	struct treq e = mkreq(CACHE_PUT, "tg-exp");
+	e.c.body = (const uint8_t *)"e";
+	e.c.body_len = 1;
+	e.c.ttl = 1;
+	e.c.tags = hs("exp");
+	CHECK_EQ(run(&e, &rs), CACHE_STORED);
+	resp_free(&rs);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"exp", 3), 1);
+	tick(now + 5);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"exp", 3), 0);
+}
+
+/* The index's bound: a tagged write it has no room for is refused (507)
+ * and not stored; untagged writes go on. */
+static void test_tags_bound(void)
+{
+	struct store *st2;
+	struct zstats z2 = { 0 };
+	struct cache_config cc = { .compress_min = 256, .max_value = MAX_VALUE,
+				   .counters = counters_of(&z2), .tags_memory = 8192 };
+	struct cache *c2 = other_cache(&st2, 8u << 20, cache_blob_max(MAX_VALUE), &cc);
+	char key[32];
+	int status = 201;
+	unsigned stored = 0;
+
+	for (unsigned i = 0; i < 1000 && status == 201; i++) {
+		snprintf(key, sizeof(key), "b-%u", i);
+		status = put_tags(c2, key, "v", "t");
+		stored += status == 201;
+	}
+	CHECK_EQ(status, 507);
+	CHECK(stored > 10);
+	CHECK_EQ(zget(&z2.tag_index_full), 1);
+	CHECK(zget(&z2.tag_index_bytes) <= 8192);
+	CHECK_EQ(cache_tag_count(c2, (const uint8_t *)"t", 1), stored);
+	CHECK_EQ(put_tags(c2, "untagged", "v", NULL), 201);
+	uint64_t removed = 0;
+	while (cache_tag_purge(c2, (const uint8_t *)"t", 1, 64, &removed, NULL, NULL))
+		;
+	CHECK_EQ(removed, stored);
+	CHECK_EQ(put_tags(c2, key, "v", "t"), 201);     /* room again */
+	cache_destroy(c2);
+	store_destroy(st2);
+}
+
 int main(void)
 {
 	struct store_config sc = { .memory = 32u << 20, .max_value = cache_blob_max(MAX_VALUE),
@@ -1728,6 +1930,8 @@ int main(void)
 	test_stale_if_error();
 	test_stale_bad_windows();
 	test_stale_with_variants();
+	test_tags();
+	test_tags_bound();
 
 	cache_destroy(cache);
 	store_destroy(st);
