@@ -306,11 +306,17 @@ bool cache_tag_valid(const uint8_t *tag, size_t len);
 /*
  * The extension header (stale windows, tags; src/cache/repr.h) of key
  * r->key's item, copied to out (CACHE_EXT_MAX bytes of room): its length,
- * 0 when the item has none, -ENOENT without an item.  For writing it
+ * 0 when the item has none, -ENOENT without an item; *tags says where its
+ * tags are in it (each a length byte and the tag).  For writing it
  * through to Redis with the value (docs/coherence.md, RCV2).
  */
 #define CACHE_EXT_MAX 1046u
-int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out);
+struct cache_ext_tags {
+	uint32_t off;           /* where the encoded tags start in out */
+	uint8_t n;              /* how many (0: none) */
+};
+int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out,
+		   struct cache_ext_tags *tags);
 
 /*
  * The identity representation of key r->key and its Content-Type, for

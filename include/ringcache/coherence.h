@@ -47,6 +47,8 @@
 #define COH_KEY_MAX 1024u          /* same bound as the L1 store's keys */
 #define COH_EXT_MAX 2048u          /* longest extension header in an RCV2 frame
 				    * (docs/coherence.md); L1's is shorter */
+#define COH_TAG_MAX 128u           /* longest tag (L1's rule: src/cache/tags.h) */
+#define COH_TAG_PREFIX "tag:"      /* <prefix>tag:<tag> sets; "tag:<tag>" purge messages */
 #define COH_CTYPE_MAX 255u         /* longest Content-Type kept with a value: L1's
                                     * limit (REPR_TYPE_MAX), so every type in L2
                                     * can be served from L1 */
@@ -84,9 +86,14 @@ enum coh_op {
 	COH_SET,            /* write value+ctype with ttl, then publish an invalidation */
 	COH_DEL,            /* delete key, then publish an invalidation */
 	COH_CLUSTER,        /* live instances as JSON in value (no key) */
+	COH_PURGE,          /* key: a tag.  Delete the keys of <prefix>tag:<tag> whose
+			     * values still carry it, in bounded batches, then
+			     * publish "tag:<tag>"; count: keys deleted in Redis */
 	/* coherence -> shard, unsolicited */
 	COH_INVALIDATE,     /* drop key from L1 (another instance or an application changed it) */
 	COH_FLUSH,          /* drop every L1 item stored before older_than */
+	COH_PURGE_TAG,      /* key: a tag: purge the keys carrying it from L1 (another
+			     * instance or an application purged it) */
 };
 
 enum coh_status {
@@ -133,6 +140,12 @@ struct coh_msg {
 	 * Lives in the message's memory, like value. */
 	char *ext;
 	uint32_t ext_len;
+	/* SET: the value's tags, inside ext at tags_off: ntags times a length
+	 * byte (1..COH_TAG_MAX) and the tag; each key is added to the set
+	 * <prefix>tag:<tag> (docs/coherence.md) */
+	uint32_t tags_off;
+	uint8_t ntags;
+	uint64_t count;            /* PURGE reply: keys deleted in Redis */
 	/* private */
 	void *value_mem;           /* value allocated apart from the message, or NULL */
 	struct coh_msg *next;
@@ -189,8 +202,9 @@ const char *coh_instance_id(const struct coh *c);
 /*
  * True if the Redis name of cache key key[0..len), <prefix><key>, is one of
  * the registry's: "instances" (the hash of instances) or any key starting
- * with "instance:" (heartbeats).  A shard refuses such keys so that a PUT
- * cannot overwrite the fleet's registry.  False for c == NULL (no L2).
+ * with "instance:" (heartbeats), or a tag set's: any key starting with
+ * "tag:" (issue 9).  A shard refuses such keys so that a PUT cannot
+ * overwrite the fleet's registry or tag sets.  False for c == NULL (no L2).
  * Any thread.
  */
 bool coh_key_reserved(const struct coh *c, const void *key, size_t len);
@@ -329,6 +343,9 @@ struct coh_msg *coh_read_done(struct coh_read *r);
 	X(invalidations_received, COUNTER, "invalidations delivered to shards")     \
 	X(invalidations_own, COUNTER, "own invalidations ignored")                  \
 	X(invalidations_bad, COUNTER, "malformed invalidation messages ignored")    \
+	X(purges, COUNTER, "tag purges asked by shards (DELETE /tags/)")           \
+	X(purged_keys, COUNTER, "keys deleted from Redis by tag purges")           \
+	X(purges_received, COUNTER, "tag purge messages delivered to shards")     \
 	X(flushes, COUNTER, "subscription losses answered with FLUSH")              \
 	X(connects, COUNTER, "successful connections (command and subscription)")   \
 	X(connect_failures, COUNTER, "failed connection attempts")                  \

@@ -660,16 +660,23 @@ static enum cache_outcome put_from_l2(struct cache *c, const struct cache_req *r
 	return put_indexed(c, r, out, ct, ct_len, &blob, (uint32_t)(ttl > room ? room : ttl), &e);
 }
 
-int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out)
+int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out,
+		   struct cache_ext_tags *tags)
 {
 	struct store_item it;
 	struct repr_ext e;
 
+	tags->off = 0;
+	tags->n = 0;
 	if (store_get(st, r->key, r->key_len, r->hash, &it) != 0)
 		return -ENOENT;
 	if (!(it.flags & REPR_F_EXT) || repr_ext_decode(it.value, it.value_len, &e) != 0)
 		return 0;
 	memcpy(out, it.value, e.len);
+	if (e.bits & REPR_EXT_TAGS) {
+		tags->off = (uint32_t)(e.tags - it.value);
+		tags->n = e.ntags;
+	}
 	return (int)e.len;
 }
 

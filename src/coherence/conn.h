@@ -53,6 +53,7 @@ enum coh_pend_kind {
 	COH_P_CLUSTER,          /* HGETALL of the registry; p: struct coh_msg */
 	COH_P_PING,             /* subscription health PING */
 	COH_P_BYE,              /* HDEL/DEL of our own entry at shutdown */
+	COH_P_PURGE,            /* a batch of a tag purge (EVAL); p: struct coh_msg */
 };
 
 #define COH_PF_SHARD 0x1u      /* p is a shard's message still waiting for its reply */

@@ -91,6 +91,8 @@ struct coh_msg *coh_msg_copy(const struct coh_msg *m)
 		coh_msg_split_ext(n, m->ext_len);
 	n->ttl = m->ttl;
 	n->seq = m->seq;
+	n->tags_off = m->tags_off;
+	n->ntags = m->ntags;
 	return n;
 }
 

@@ -368,7 +368,8 @@ void l2_begin(struct shard *sh, struct fwd *f)
 		/* the item's stale windows and tags travel with it (RCV2) */
 		_Static_assert(CACHE_EXT_MAX <= COH_EXT_MAX, "an L1 extension fits an RCV2 frame");
 		uint8_t ext[CACHE_EXT_MAX];
-		int ext_len = cache_item_ext(sh->store, r, ext);
+		struct cache_ext_tags tags;
+		int ext_len = cache_item_ext(sh->store, r, ext, &tags);
 		if (ext_len < 0)
 			ext_len = 0;
 		m = coh_msg_create(COH_SET, sh->id, r->hash, r->key, r->key_len, r->content_type.p,
@@ -377,8 +378,11 @@ void l2_begin(struct shard *sh, struct fwd *f)
 			memcpy(m->value, ext, (size_t)ext_len);
 			if (r->body_len)
 				memcpy(m->value + ext_len, r->body, r->body_len);
-			if (ext_len)
+			if (ext_len) {
 				coh_msg_split_ext(m, (uint32_t)ext_len);
+				m->tags_off = tags.off;     /* its key joins each tag's set */
+				m->ntags = tags.n;
+			}
 			/* with windows: the whole expiry, PX = TTL + S + E */
 			m->ttl = remaining_ttl(sh, r);
 		}
@@ -392,6 +396,35 @@ void l2_begin(struct shard *sh, struct fwd *f)
 		coh_msg_destroy(m);
 		answer_unread(sh, f, COH_ERROR);
 	}
+}
+
+void l2_purge(struct shard *sh, struct fwd *p)
+{
+	struct coh_msg *m = coh_msg_create(COH_PURGE, sh->id, 0, p->req.key, p->req.key_len, NULL,
+					   0, 0);
+
+	if (!m || (m->cookie = p, !submit(sh->l2, sh->id, m))) {
+		coh_msg_destroy(m);
+		route_purge_l2_done(p, REPLY_L2_ERROR, 0);
+	}
+}
+
+/* Another instance (or an application) purged a tag: this shard's part,
+ * in slices like a DELETE /tags/ here, answering nobody. */
+static void purge_from_l2(struct shard *sh, const struct coh_msg *m)
+{
+	struct cache_req cr;
+	struct answer_to to;
+
+	memset(&cr, 0, sizeof(cr));
+	memset(&to, 0, sizeof(to));
+	cr.op = CACHE_TAG_PURGE;
+	cr.key = (const uint8_t *)m->key;
+	cr.key_len = m->key_len;
+	struct fwd *f = fwd_create(sh, NULL, &cr, &to);
+	if (f)
+		fwd_purge_begin(sh, f);
+	/* without memory the keys stay until their TTL: as a lost message */
 }
 
 void l2_cluster(struct shard *sh, struct fwd *f)
@@ -556,6 +589,12 @@ bool l2_drain(struct shard *sh)
 		case COH_FLUSH:
 			store_flush(sh->store, m->older_than);
 			route_count_store(sh);
+			break;
+		case COH_PURGE_TAG:
+			purge_from_l2(sh, m);
+			break;
+		case COH_PURGE:
+			route_purge_l2_done(m->cookie, l2_status(m->status), m->count);
 			break;
 		case COH_GET:
 			finish_get(sh, m->cookie, m);

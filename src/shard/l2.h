@@ -48,6 +48,12 @@ void l2_begin(struct shard *sh, struct fwd *f);
 /* GET /cluster: asks the coherence thread for the live instances. */
 void l2_cluster(struct shard *sh, struct fwd *f);
 
+/* The Redis half of DELETE /tags/{tag} (p: the purge's parent, req.key the
+ * tag): the tagged keys deleted from Redis in bounded batches and one
+ * message that purges the tag from every instance's L1 (docs/coherence.md);
+ * answered through route_purge_l2_done(). */
+void l2_purge(struct shard *sh, struct fwd *p);
+
 /* A read on the shard's own connection completed (l2read.c): answers its
  * waiters as a COH_GET reply from the coherence thread would, and destroys m. */
 struct coh_msg;

@@ -295,7 +295,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		return;
 	}
 	if (coh_key_reserved(sh->srv->coh, sh->key_scratch, (size_t)klen)) {
-		answer_status(c, req, 400, "key reserved for the instance registry in Redis\n");
+		answer_status(c, req, 400, "key reserved in Redis (the instance registry, tag sets)\n");
 		return;
 	}
 	qr = http_query_u32(req->query, "ttl", &ttl);
@@ -403,7 +403,9 @@ static void serve_tags(struct conn *c, const struct http_request *req, const uin
 		return;
 	}
 	conn_wait(c, &p->slot, &q, 0);  /* its answer is a short line: room not counted */
-	p->pending = sh->srv->nshards;
+	p->pending = sh->srv->nshards + (sh->l2 ? 1 : 0);
+	if (sh->l2)
+		l2_purge(sh, p);        /* first: it may answer at once */
 	for (unsigned s = 0; s < sh->srv->nshards; s++) {
 		struct fwd *f = fwd_create(sh, c, &cr, &q.to);
 		if (!f) {
@@ -425,6 +427,14 @@ static void serve_tags(struct conn *c, const struct http_request *req, const uin
 	}
 }
 
+void route_purge_l2_done(struct fwd *p, enum reply_l2 l2, uint64_t count)
+{
+	p->r.l2 = (uint8_t)l2;
+	p->kv.num = (int64_t)count;     /* a purge parent's: keys deleted in Redis */
+	if (--p->pending == 0)
+		route_purge_part_home(NULL, p);
+}
+
 void route_purge_part_home(struct fwd *f, struct fwd *p)
 {
 	if (f) {
@@ -440,12 +450,18 @@ void route_purge_part_home(struct fwd *f, struct fwd *p)
 		fwd_destroy(p);         /* its connection has ended */
 		return;
 	}
-	char text[64];
+	char text[96];
+	uint8_t l2 = p->r.l2;
 	if (p->sum < 0) {
 		reply_status(&p->r, 500, "no memory for the purge\n");
 	} else {
-		int n = snprintf(text, sizeof(text), "{\"removed\": %lld}\n", (long long)p->sum);
+		/* removed: from this instance's L1; with --redis, l2_removed:
+		 * from Redis (X-L2 says whether Redis was purged) */
+		int n = l2 ? snprintf(text, sizeof(text), "{\"removed\": %lld, \"l2_removed\": %lld}\n",
+				      (long long)p->sum, (long long)p->kv.num)
+			   : snprintf(text, sizeof(text), "{\"removed\": %lld}\n", (long long)p->sum);
 		reply_status(&p->r, 200, NULL);
+		p->r.l2 = l2;
 		p->r.type = json_type;
 		p->r.type_len = sizeof(json_type) - 1;
 		p->r.body = text;

@@ -47,6 +47,10 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f);
  */
 void route_purge_part_home(struct fwd *f, struct fwd *p);
 
+/* The Redis half of purge p is done (l2_purge): l2 how Redis took it,
+ * `count` keys deleted there. */
+void route_purge_l2_done(struct fwd *p, enum reply_l2 l2, uint64_t count);
+
 /*
  * A /cache/ request (or a RESP command that is one: keys.h) for a key this
  * shard owns: executed now, and with --redis continued at Redis when L1's
