@@ -19,6 +19,7 @@
 
 #include "ringcache/cache.h"
 #include "ringcache/clock.h"
+#include "ringcache/hash.h"
 #include "ringcache/hist.h"
 #include "cache/compress.h"
 #include "cache/negotiate.h"
@@ -61,6 +62,8 @@ struct cache {
 	struct store *st;
 	struct cache_config cfg;
 	struct tags *tags;      /* the tag index; NULL until the first tagged write */
+	bool served;            /* a request was executed: the store holds only what
+				 * this cache wrote (or a load it has indexed) */
 	uint32_t now;           /* store clock, from cache_tick(); 1 until then */
 	/* a stack of writes to retry: retry[(retry_top - k) % RETRY_MAX] for
 	 * k = 1..retry_n, newest first; a push onto a full one drops the oldest */
@@ -121,11 +124,14 @@ void cache_destroy(struct cache *c)
 }
 
 static void tags_sweep_slice(struct cache *c);
+static void tags_index_loaded(struct cache *c);
 
 void cache_tick(struct cache *c, uint32_t now)
 {
 	c->now = now;
 	store_tick(c->st, now);
+	if (!c->served)
+		tags_index_loaded(c);
 	tags_sweep_slice(c);
 }
 
@@ -590,6 +596,47 @@ static enum cache_outcome put_indexed(struct cache *c, const struct cache_req *r
 	return oc;
 }
 
+/*
+ * Items in the store before the first request came from a snapshot
+ * (--snapshot: stored by src/snapshot/ without this cache), and their tags
+ * travel in their blobs: the index is rebuilt from them, once, by the tick
+ * the shard gives after the load and before it serves.  An item the index
+ * has no room for is dropped (a purge could not find it), counted in
+ * tag_index_full.
+ */
+static void tags_index_loaded(struct cache *c)
+{
+	struct store_counts sc;
+	struct store_iter *it;
+	struct store_entry e;
+
+	store_counts(c->st, &sc);
+	if (!sc.items || store_iter_create(c->st, &it) != 0)
+		return;
+	c->served = true;       /* once */
+	while (store_iter_next(it, &e) == 0) {
+		const uint8_t *enc;
+		uint32_t len;
+		unsigned n = item_tags(&e.item, &enc, &len);
+		if (!n)
+			continue;
+		uint64_t hash = hash_key(e.key, e.key_len);
+		bool ok = (c->tags || tags_create(&c->tags, c->cfg.tags_memory) == 0);
+		const uint8_t *p = enc;
+		for (unsigned i = 0; ok && i < n; i++, p += 1 + *p)
+			ok = tags_add(c->tags, p + 1, *p, e.key, e.key_len, hash) == 0;
+		if (!ok) {
+			if (c->tags)
+				unindex(c, e.key, e.key_len, hash, enc, len, n);
+			store_delete(c->st, e.key, e.key_len, hash);
+			count(c->cfg.counters.tag_index_full, 1);
+		}
+	}
+	store_iter_destroy(it);
+	if (c->tags)
+		tags_gauges(c);
+}
+
 bool cache_tag_valid(const uint8_t *tag, size_t len)
 {
 	return tags_valid(tag, len);
@@ -827,6 +874,7 @@ static enum cache_outcome exec_delete(struct cache *c, const struct cache_req *r
 
 enum cache_outcome cache_exec(struct cache *c, const struct cache_req *r, struct reply *out)
 {
+	c->served = true;
 	switch (r->op) {
 	case CACHE_GET:
 	case CACHE_HEAD:

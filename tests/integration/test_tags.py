@@ -10,10 +10,11 @@ usage: test_tags.py [path/to/ringcached]
 import json
 import os
 import secrets
+import shutil
 import tempfile
 
 from harness import (Conn, Server, build_request, keys_per_shard, run_main, show, stats,
-                     stats_delta)
+                     stats_delta, wait_for)
 
 FLAGS = ["--shards", "2", "--memory", "64M"]
 
@@ -174,12 +175,47 @@ def auth(c):
         os.unlink(path)
 
 
+def snapshot(c):
+    c.section("--snapshot: windows and tags survive a warm restart, the index is rebuilt")
+    d = tempfile.mkdtemp(prefix="ringcached-tags-snap-")
+    path = os.path.join(d, "cache.snap")
+    fl = FLAGS + ["--snapshot", path]
+    try:
+        srv = Server(fl, checks=c, hash_seed="random").start()
+        for i in range(50):
+            put(srv, "snap-%d" % i, b"v%d" % i, "snaptag" if i % 2 else "other")
+        r = srv.request("PUT", "/cache/snap-stale?ttl=1&swr=300", b"old",
+                        headers=[("X-Cache-Tags", "snaptag")])
+        c.eq(r.status, 201, "PUT a tagged value with a stale window")
+        c.eq(srv.stop(), 0, "SIGTERM: saved")
+        srv = Server(fl, checks=c, hash_seed="random").start()
+        c.eq(stats(srv)["total"]["items"], 51, "51 items loaded")
+        c.eq(stats(srv)["total"]["tag_index_entries"], 51, "the tag index was rebuilt: 51 entries")
+        r = wait_for_stale(srv, "snap-stale")
+        c.check(r is not None and r.body == b"old" and (r.header("Age") or "").isdigit(),
+                "the window survived: STALE with Age after the restart", show(r) if r else None)
+        r = purge(srv, "snaptag")
+        c.check(r.status == 200 and removed(r) == 26, "DELETE /tags/snaptag -> removed 26",
+                show(r))
+        c.eq(srv.request("GET", "/cache/snap-1").status, 404, "a loaded tagged key is purged")
+        c.eq(srv.request("GET", "/cache/snap-2").status, 200, "the other tag's keys stay")
+        srv.stop()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def wait_for_stale(srv, key):
+    return wait_for(lambda: (lambda r: r if r.header("X-Cache") == "STALE" else None)(
+        srv.request("GET", "/cache/" + key)), 15)
+
+
 def body(c):
     srv = Server(FLAGS, checks=c).start()
     basics(c, srv)
     hostile(c, srv)
     many(c, srv)
     auth(c)
+    snapshot(c)
 
 
 if __name__ == "__main__":

@@ -1890,6 +1890,58 @@ static void test_tags_bound(void)
 	store_destroy(st2);
 }
 
+/* Items a snapshot load put in the store (without the cache) are indexed
+ * by their blobs' tags at the first tick before any request; one the
+ * index has no room for is dropped, not left unfindable. */
+static void test_tags_loaded(void)
+{
+	struct store *st2;
+	struct zstats z2 = { 0 };
+	struct cache_config cc = { .compress_min = 256, .max_value = MAX_VALUE,
+				   .counters = counters_of(&z2), .tags_memory = 4096 };
+	struct store_config sc = { .memory = 8u << 20, .max_value = cache_blob_max(MAX_VALUE),
+				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
+	struct cache *c2 = NULL;
+	char key[32];
+
+	CHECK_EQ(store_create(&st2, &sc), 0);
+	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
+	cache_tick(c2, 500);    /* the tick a shard gives at setup: still empty */
+	/* what src/snapshot/load.c does: blobs stored as they were saved */
+	static const uint8_t tags[] = { 4, 'l', 'o', 'a', 'd' };
+	struct repr_ext e = { .bits = REPR_EXT_TAGS, .ntags = 1, .tags = tags,
+			      .tags_len = sizeof(tags) };
+	uint8_t ext[REPR_EXT_MAX];
+	uint32_t n = repr_ext_encode(ext, &e);
+	unsigned stored = 200;
+	for (unsigned i = 0; i < stored; i++) {
+		struct repr_blob b;
+		snprintf(key, sizeof(key), "loaded-%u", i);
+		repr_build(&b, "v", 1, NULL, 0, NULL, 0, NULL, 0, 0);
+		repr_blob_ext(&b, ext, n);
+		CHECK_EQ(store_set(st2, key, strlen(key), hash_key(key, strlen(key)), b.iov,
+				   b.iovcnt, 0, b.flags, b.etag, NULL), 0);
+	}
+	CHECK_EQ(cache_tag_count(c2, (const uint8_t *)"load", 4), 0);
+	cache_tick(c2, 501);    /* warm_start's tick, after the load */
+	uint64_t indexed = cache_tag_count(c2, (const uint8_t *)"load", 4);
+	uint64_t dropped = zget(&z2.tag_index_full);
+	CHECK(indexed > 0);
+	CHECK(dropped > 0);     /* 4 KiB does not hold 200 entries */
+	CHECK_EQ(indexed + dropped, stored);
+	struct store_counts cnt;
+	store_counts(st2, &cnt);
+	CHECK_EQ(cnt.items, indexed);   /* what could not be indexed is gone */
+	uint64_t removed = 0;
+	while (cache_tag_purge(c2, (const uint8_t *)"load", 4, 64, &removed, NULL, NULL))
+		;
+	CHECK_EQ(removed, indexed);
+	store_counts(st2, &cnt);
+	CHECK_EQ(cnt.items, 0);
+	cache_destroy(c2);
+	store_destroy(st2);
+}
+
 int main(void)
 {
 	struct store_config sc = { .memory = 32u << 20, .max_value = cache_blob_max(MAX_VALUE),
@@ -1932,6 +1984,7 @@ int main(void)
 	test_stale_with_variants();
 	test_tags();
 	test_tags_bound();
+	test_tags_loaded();
 
 	cache_destroy(cache);
 	store_destroy(st);
