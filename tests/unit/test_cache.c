@@ -1578,33 +1578,31 @@ static void test_stale_if_error(void)
 	/* fresh until 5011; stale-while-revalidate to 5016; stale-if-error to 5046 */
 	CHECK_EQ(put_windows("sie", "v", 10, 5, 30, NULL, &rs), CACHE_STORED);
 	resp_free(&rs);
-	tick(5011 + 5);         /* past swr: only a request that asks gets it */
-	CHECK_EQ(get_cc("sie", CACHE_GET, NULL, &rs), CACHE_MISS);
-	resp_free(&rs);
-	CHECK_EQ(get_cc("sie", CACHE_GET, "no-cache, foo=1", &rs), CACHE_MISS);
-	resp_free(&rs);
-	CHECK_EQ(get_cc("sie", CACHE_GET, "stale-if-error", &rs), CACHE_STALE);
-	CHECK(hdr_is(&rs, "Age", "16"));
-	resp_free(&rs);
-	CHECK_EQ(get_cc("sie", CACHE_GET, "Max-Stale", &rs), CACHE_STALE);
-	resp_free(&rs);
-	/* N bounds the seconds past expiry accepted: here 5 */
-	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=5", &rs), CACHE_STALE);
-	resp_free(&rs);
-	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=4", &rs), CACHE_MISS);
-	resp_free(&rs);
-	CHECK_EQ(get_cc("sie", CACHE_GET, "stale-if-error=4", &rs), CACHE_MISS);
-	resp_free(&rs);
-	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=4, stale-if-error=\"60\"", &rs),
-		 CACHE_STALE);
-	resp_free(&rs);
-	/* malformed request directives count as absent */
-	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=-1", &rs), CACHE_MISS);
-	resp_free(&rs);
-	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=\"9", &rs), CACHE_MISS);
-	resp_free(&rs);
-	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale=99999999999999999999", &rs), CACHE_STALE);
-	resp_free(&rs);
+	tick(5011 + 5);
+	/* 5 s past expiry: only a request that asks gets it; N bounds the
+	 * seconds past expiry accepted; a malformed directive is absent */
+	static const struct {
+		const char *cc;
+		enum cache_outcome want;
+	} asks[] = {
+		{ NULL, CACHE_MISS },
+		{ "no-cache, foo=1", CACHE_MISS },
+		{ "stale-if-error", CACHE_STALE },
+		{ "Max-Stale", CACHE_STALE },
+		{ "max-stale=5", CACHE_STALE },
+		{ "max-stale=4", CACHE_MISS },
+		{ "stale-if-error=4", CACHE_MISS },
+		{ "max-stale=4, stale-if-error=\"60\"", CACHE_STALE },
+		{ "max-stale=-1", CACHE_MISS },
+		{ "max-stale=\"9", CACHE_MISS },
+		{ "max-stale=99999999999999999999", CACHE_STALE },
+	};
+	for (size_t i = 0; i < sizeof(asks) / sizeof(asks[0]); i++) {
+		CHECK_EQ(get_cc("sie", CACHE_GET, asks[i].cc, &rs), asks[i].want);
+		if (asks[i].want == CACHE_STALE)
+			CHECK(hdr_is(&rs, "Age", "16"));
+		resp_free(&rs);
+	}
 	/* the last second of S + E, then the store drops it */
 	tick(5011 + 34);
 	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale", &rs), CACHE_STALE);
@@ -1652,6 +1650,22 @@ static void test_stale_bad_windows(void)
 	resp_free(&rs);
 }
 
+/* PUTs 4096 bytes of JSON text v with r's other fields, and waits until
+ * its variants are installed. */
+static void put_variants(struct treq *r, const char *v)
+{
+	struct resp rs;
+
+	r->c.body = (const uint8_t *)v;
+	r->c.body_len = 4096;
+	r->c.content_type = hs("application/json");
+	CHECK_EQ(run(r, &rs), CACHE_STORED);
+	resp_free(&rs);
+	uint64_t installed = zget(&zs.zip_installed);
+	settle();
+	CHECK_EQ(zget(&zs.zip_installed), installed + 1);
+}
+
 /* Variants made off the shard keep the item's windows (install() puts the
  * extension header back in front of the worker's blob). */
 static void test_stale_with_variants(void)
@@ -1661,16 +1675,9 @@ static void test_stale_with_variants(void)
 
 	tick(8000);
 	struct treq r = mkreq(CACHE_PUT, "swr-br");
-	r.c.body = (const uint8_t *)v;
-	r.c.body_len = 4096;
-	r.c.content_type = hs("application/json");
 	r.c.ttl = 10;
 	r.c.swr = 60;
-	CHECK_EQ(run(&r, &rs), CACHE_STORED);
-	resp_free(&rs);
-	uint64_t installed = zget(&zs.zip_installed);
-	settle();
-	CHECK_EQ(zget(&zs.zip_installed), installed + 1);
+	put_variants(&r, v);
 	CHECK_EQ(get_ae("swr-br", "br", &rs), 200);
 	CHECK(hdr_is(&rs, "Content-Encoding", "br"));
 	CHECK(hdr_is(&rs, "X-Cache", "HIT"));
@@ -1827,15 +1834,8 @@ static void test_tags(void)
 	/* tags survive the install of variants made off the shard */
 	char *v = text_value(4096);
 	struct treq z = mkreq(CACHE_PUT, "tg-zip");
-	z.c.body = (const uint8_t *)v;
-	z.c.body_len = 4096;
-	z.c.content_type = hs("application/json");
 	z.c.tags = hs("zipped");
-	CHECK_EQ(run(&z, &rs), CACHE_STORED);
-	resp_free(&rs);
-	uint64_t installed = zget(&zs.zip_installed);
-	settle();
-	CHECK_EQ(zget(&zs.zip_installed), installed + 1);
+	put_variants(&z, v);
 	CHECK_EQ(get_ae("tg-zip", "gzip", &rs), 200);
 	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
 	resp_free(&rs);
