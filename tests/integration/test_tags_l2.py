@@ -12,6 +12,9 @@ usage: test_tags_l2.py [path/to/ringcached]
 """
 
 import json
+import os
+import shutil
+import tempfile
 
 from harness import keys_per_shard, show, stats, wait_for
 from redis_harness import (CHANNEL, PREFIX, l1_on, put_settled, run_with_redis, start_instance,
@@ -135,6 +138,36 @@ def hostile(c, redis, a, b):
     c.check(wait_l2_ready(a, "a", READY_TIMEOUT) is not None, "a's L2 works again")
 
 
+def snapshot(c, redis):
+    c.section("--snapshot with --redis: an L1 copy whose tags differ from Redis' is dropped")
+    d = tempfile.mkdtemp(prefix="ringcached-tags-l2-snap-")
+    path = os.path.join(d, "cache.snap")
+    try:
+        s = start_instance(c, redis, "s", ["--snapshot", path])
+        if not c.check(wait_l2_ready(s, "s", READY_TIMEOUT) is not None, "s: L2 ready"):
+            return
+        for k in ("snap-same", "snap-moved"):
+            r = s.request("PUT", "/cache/" + k, b"v", headers=[("X-Cache-Tags", "t1")])
+            c.eq(r.header("X-L2"), "ok", "PUT %s tagged t1 written through" % k)
+        c.eq(s.stop(), 0, "s saved its snapshot")
+        # while s is down, snap-moved is rewritten in Redis with other tags
+        ext = b"\x02\x01\x02t2"
+        redis.cmd("SET", PREFIX + "snap-moved", b"\0RCV2\n" + bytes([len(ext), 0]) + ext + b"v")
+        s = start_instance(c, redis, "s", ["--snapshot", path])
+        r = s.request("GET", "/cache/snap-same")
+        c.check(r.status == 200 and r.header("X-Cache") == "HIT",
+                "the item Redis holds alike is kept in L1 (HIT)", show(r))
+        r = s.request("GET", "/cache/snap-moved")
+        c.check(r.status == 200 and r.header("X-Cache") == "HIT-L2",
+                "the item whose tags changed in Redis was dropped: read again (HIT-L2)", show(r))
+        r = s.request("DELETE", "/tags/t2")
+        c.check(r.status == 200 and (body_of(r) or {}).get("removed") == 1,
+                "and it now carries Redis' tag t2", show(r))
+        s.stop()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main(c, redis):
     a = start_instance(c, redis, "a")
     b = start_instance(c, redis, "b")
@@ -147,6 +180,7 @@ def main(c, redis):
     app_publish(c, redis, a, b)
     hostile(c, redis, a, b)
     c.check(a.healthy() and b.healthy(), "both healthy")
+    snapshot(c, redis)
 
 
 if __name__ == "__main__":
