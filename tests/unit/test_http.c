@@ -30,6 +30,8 @@ struct want {
 	const char *target;         /* when not origin-form */
 	const char *accept_encoding, *if_none_match, *content_type, *cache_control;
 	const char *x_api_key, *authorization;
+	const char *x_cache_tags;
+	bool tags_repeated;
 };
 
 #define WRK_GET "GET / HTTP/1.1\r\nHost: localhost:8080\r\n\r\n"
@@ -73,6 +75,14 @@ static const struct want valid[] = {
 	  .content_length = -1, .path = "/cache/k", .query = "", .accept_encoding = "gzip, br",
 	  .if_none_match = "\"abc\"", .cache_control = "no-cache", .x_api_key = "k1",
 	  .authorization = "Bearer t" },
+	{ .raw = "PUT /cache/k HTTP/1.1\r\nContent-Length: 0\r\nx-cache-tags:  a, b \r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 1, .keep_alive = true,
+	  .content_length = 0, .path = "/cache/k", .query = "", .x_cache_tags = "a, b" },
+	{ .raw = "PUT /cache/k HTTP/1.1\r\nContent-Length: 0\r\nX-Cache-Tags: a\r\n"
+		 "X-CACHE-TAGS: b\r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 1, .keep_alive = true,
+	  .content_length = 0, .path = "/cache/k", .query = "", .x_cache_tags = "a",
+	  .tags_repeated = true },
 	{ .raw = "GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n", .method = HTTP_METHOD_GET,
 	  .method_name = "GET", .minor = 1, .keep_alive = false, .content_length = -1,
 	  .path = "/", .query = "" },
@@ -317,7 +327,9 @@ static bool req_same(const struct http_request *a, const char *abase,
 	       str_same(a->content_type, abase, b->content_type, bbase) &&
 	       str_same(a->cache_control, abase, b->cache_control, bbase) &&
 	       str_same(a->x_api_key, abase, b->x_api_key, bbase) &&
-	       str_same(a->authorization, abase, b->authorization, bbase);
+	       str_same(a->authorization, abase, b->authorization, bbase) &&
+	       str_same(a->x_cache_tags, abase, b->x_cache_tags, bbase) &&
+	       a->tags_repeated == b->tags_repeated;
 }
 
 static int parse_once(const char *p, size_t n, const struct http_limits *lim,
@@ -366,6 +378,8 @@ static void check_fields(const struct want *w)
 	CHECK(str_is(r.cache_control, w->cache_control));
 	CHECK(str_is(r.x_api_key, w->x_api_key));
 	CHECK(str_is(r.authorization, w->authorization));
+	CHECK(str_is(r.x_cache_tags, w->x_cache_tags));
+	CHECK_EQ(r.tags_repeated, w->tags_repeated);
 	free(b);
 }
 
