@@ -21,11 +21,21 @@
  * overwrite, delete, eviction, expiry or move meanwhile discards them.
  * Until then GETs get the identity representation with its own ETag.
  *
+ * Stale serving (issue 9, docs/stale-and-tags.md): a PUT may give windows
+ * (Cache-Control stale-while-revalidate=S, stale-if-error=E, or ?swr= ?sie=)
+ * and the item is kept S + E seconds past its TTL; the windows travel in the
+ * blob's extension header (repr.h).  Within S past expiry a GET with
+ * stale_ok gets it as CACHE_STALE (X-Cache: STALE, Age); within S + E only if
+ * its Cache-Control carries stale-if-error[=N] or max-stale[=N] (N bounds the
+ * seconds past expiry it accepts); otherwise, and always without stale_ok,
+ * the item is a miss.
+ *
  * Replies:
  *   GET/HEAD   200 hit (cache HIT), 304 If-None-Match matched,
+ *              200/304 stale (cache STALE, Age),
  *              404 miss (cache MISS), 406 no acceptable coding stored
  *   PUT/POST   201 new key, 204 replaced (both with the ETag),
- *              400 bad Content-Type, 413 over max_value or larger than the
+ *              400 bad Content-Type or stale window, 413 over max_value or larger than the
  *              store can hold, 507 the store could not make room, 500 else
  *   DELETE     204 deleted, 404 absent
  * A hit's body and type point into the store: render the reply before the
@@ -79,7 +89,15 @@ struct zip;
 	X(zip_refused, COUNTER,                                                     \
 	  "Variants the store could not hold; the value was kept without them.")   \
 	X(zip_pending, GAUGE,                                                       \
-	  "Values waiting for variants: at the compression workers, or remembered for a retry.")
+	  "Values waiting for variants: at the compression workers, or remembered for a retry.") \
+	/* the tag index's (issue 9), in this table because it is the one the \
+	 * shard wires into its stats */                                            \
+	X(tag_index_bytes, GAUGE,                                                   \
+	  "Bytes held by the tag index (tag -> keys); 0 until the first tagged write.") \
+	X(tag_index_entries, GAUGE, "(tag, key) entries in the tag index.")        \
+	X(tag_index_full, COUNTER,                                                  \
+	  "Tagged writes refused (507): the tag index was at its memory bound.")   \
+	X(tag_purged, COUNTER, "Keys removed by DELETE /tags/{tag}.")
 
 /* Where the cache counts (the owning shard's stats); a NULL field is not
  * counted.  Owner-only updates: relaxed load + store, as stats.h does. */
@@ -98,6 +116,8 @@ struct cache_config {
 	unsigned lane;          /* this shard's lane in zip (its shard id) */
 	struct cache_counters counters;
 	struct hist *zip_lag;   /* time from a PUT to its variants' install; NULL: none */
+	size_t tags_memory;     /* bound of the tag index, bytes; 0: a quarter of the
+				 * store's arena (allocated apart from it, on demand) */
 };
 
 /*
@@ -148,7 +168,7 @@ void cache_tick(struct cache *c, uint32_t now);
  */
 size_t cache_blob_max(size_t max_value);
 
-enum cache_op { CACHE_GET, CACHE_HEAD, CACHE_PUT, CACHE_DELETE };
+enum cache_op { CACHE_GET, CACHE_HEAD, CACHE_PUT, CACHE_DELETE, CACHE_TAG_PURGE };
 
 struct cache_req {
 	uint8_t op;                     /* enum cache_op; POST arrives as CACHE_PUT */
@@ -158,6 +178,14 @@ struct cache_req {
 	const uint8_t *body;            /* PUT value */
 	uint32_t body_len;
 	int64_t ttl;                    /* from ?ttl=, -1: not given; 0: no expiry */
+	int64_t swr, sie;               /* from ?swr=, ?sie= (<= CACHE_STALE_MAX), -1: not given */
+	bool stale_ok;                  /* GET/HEAD may be answered from a stale window
+					 * (HTTP); false: past its TTL an item is gone (RESP) */
+	struct http_str tags;           /* PUT: X-Cache-Tags (tags.h); len 0: none */
+	const uint8_t *ext;             /* PUT of a value read from L2: its extension
+					 * header (repr.h), kept as is; ttl is then the
+					 * store's whole TTL, windows included */
+	uint32_t ext_len;
 	struct http_str content_type;   /* header values, len 0 when absent */
 	struct http_str accept_encoding;
 	struct http_str if_none_match;
@@ -174,8 +202,13 @@ enum cache_outcome {
 	CACHE_STORED,           /* 201/204 on PUT */
 	CACHE_DELETED,          /* 204 on DELETE */
 	CACHE_ABSENT,           /* 404 on DELETE */
-	CACHE_FAILED,           /* 400, 406, 413, 500, 507 */
+	CACHE_FAILED,           /* 400, 406, 413, 500, 507 (507 also: tag index full) */
+	CACHE_STALE,            /* 200 or 304 from a stale window (X-Cache: STALE) */
 };
+
+/* The largest stale-while-revalidate or stale-if-error window a PUT may
+ * give, in seconds (one year); more is 400. */
+#define CACHE_STALE_MAX 31536000u
 
 /*
  * Executes one request on the owning shard and describes its answer in
@@ -251,6 +284,41 @@ struct cache_kv_ctx {
 enum cache_outcome cache_kv_exec(const struct cache_kv_ctx *ctx, const struct cache_req *r,
 				 const struct cache_kv *kv, struct reply *out,
 				 enum cache_kv_effect *effect);
+
+/*
+ * One slice of DELETE /tags/{tag} on this shard: takes up to `max` keys the
+ * tag index holds for tag[0..len) and deletes each whose item still carries
+ * the tag (its own tags decide, not the index), adding them to *removed.
+ * Returns 1 while keys remain, 0 when the tag has none left here.  The
+ * caller runs slices across loop iterations, so the shard is never held for
+ * long (docs/stale-and-tags.md).  With removed_fn, each removed key is also
+ * reported (for Redis).  Owner shard only.
+ */
+typedef void (*cache_removed_fn)(void *arg, const uint8_t *key, uint32_t key_len,
+				 uint64_t hash);
+int cache_tag_purge(struct cache *c, const uint8_t *tag, size_t len, uint32_t max,
+		    uint64_t *removed, cache_removed_fn removed_fn, void *arg);
+
+/* Keys the tag index holds for tag[0..len) on this shard (a purge's work). */
+uint64_t cache_tag_count(const struct cache *c, const uint8_t *tag, size_t len);
+
+/* Whether tag[0..len) is a valid tag (1..128 visible ASCII bytes but ','). */
+bool cache_tag_valid(const uint8_t *tag, size_t len);
+
+/*
+ * The extension header (stale windows, tags; src/cache/repr.h) of key
+ * r->key's item, copied to out (CACHE_EXT_MAX bytes of room): its length,
+ * 0 when the item has none, -ENOENT without an item; *tags says where its
+ * tags are in it (each a length byte and the tag).  For writing it
+ * through to Redis with the value (docs/coherence.md, RCV2).
+ */
+#define CACHE_EXT_MAX 1046u
+struct cache_ext_tags {
+	uint32_t off;           /* where the encoded tags start in out */
+	uint8_t n;              /* how many (0: none) */
+};
+int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out,
+		   struct cache_ext_tags *tags);
 
 /*
  * The identity representation of key r->key and its Content-Type, for

@@ -45,6 +45,10 @@
 #include "ringcache/buf.h"
 
 #define COH_KEY_MAX 1024u          /* same bound as the L1 store's keys */
+#define COH_EXT_MAX 2048u          /* longest extension header in an RCV2 frame
+				    * (docs/coherence.md); L1's is shorter */
+#define COH_TAG_MAX 128u           /* longest tag (L1's rule: src/cache/tags.h) */
+#define COH_TAG_PREFIX "tag:"      /* <prefix>tag:<tag> sets; "tag:<tag>" purge messages */
 #define COH_CTYPE_MAX 255u         /* longest Content-Type kept with a value: L1's
                                     * limit (REPR_TYPE_MAX), so every type in L2
                                     * can be served from L1 */
@@ -83,6 +87,9 @@ enum coh_op {
 	COH_SET,            /* write value+ctype with ttl, then publish an invalidation */
 	COH_DEL,            /* delete key, then publish an invalidation */
 	COH_CLUSTER,        /* live instances as JSON in value (no key) */
+	COH_PURGE,          /* key: a tag.  Delete the keys of <prefix>tag:<tag> whose
+			     * values still carry it, in bounded batches, then
+			     * publish "tag:<tag>"; count: keys deleted in Redis */
 	/* coherence -> shard, unsolicited */
 	COH_INVALIDATE,     /* drop key from L1 (another instance or an application changed it) */
 	COH_FLUSH,          /* drop every L1 item stored before older_than */
@@ -92,6 +99,8 @@ enum coh_op {
 			     * COH_MISS with COH_F_LEASED or COH_F_LEASE_HELD */
 	COH_LEASE_RELEASE,  /* one EVAL: drop <prefix>lease:<key> if it is still
 			     * `lease`, and then publish an invalidation of key */
+	COH_PURGE_TAG,      /* key: a tag: purge the keys carrying it from L1 (another
+			     * instance or an application purged it) */
 };
 
 enum coh_status {
@@ -140,6 +149,18 @@ struct coh_msg {
 	char lease[COH_LEASE_MAX + 1];
 	uint8_t lease_len;
 	uint32_t lease_ttl_ms;     /* LEASE_GET: PX of the lease taken */
+	/* SET: the value's extension header (stale windows, tags: opaque here,
+	 * src/cache/repr.h), written in an RCV2 frame when ext_len > 0; GET
+	 * reply: the one an RCV2 frame carried (0: RCV1 or a plain value).
+	 * Lives in the message's memory, like value. */
+	char *ext;
+	uint32_t ext_len;
+	/* SET: the value's tags, inside ext at tags_off: ntags times a length
+	 * byte (1..COH_TAG_MAX) and the tag; each key is added to the set
+	 * <prefix>tag:<tag> (docs/coherence.md) */
+	uint32_t tags_off;
+	uint8_t ntags;
+	uint64_t count;            /* PURGE reply: keys deleted in Redis */
 	/* private */
 	void *value_mem;           /* value allocated apart from the message, or NULL */
 	struct coh_msg *next;
@@ -159,6 +180,14 @@ struct coh_msg *coh_msg_create(enum coh_op op, unsigned shard, uint64_t hash,
 			       const void *key, size_t key_len,
 			       const void *ctype, size_t ctype_len, size_t value_len);
 void coh_msg_destroy(struct coh_msg *m);
+
+/*
+ * For a SET: the first ext_len bytes the caller wrote to m->value are the
+ * value's extension header (1..COH_EXT_MAX bytes), the rest the value:
+ * m->ext points at them and m->value past them.  -EINVAL (m unchanged) when
+ * ext_len is 0, over COH_EXT_MAX or over m->value_len.
+ */
+int coh_msg_split_ext(struct coh_msg *m, uint32_t ext_len);
 
 /*
  * Creates the module: parses the URL, allocates the 2 * nshards rings and
@@ -188,8 +217,9 @@ const char *coh_instance_id(const struct coh *c);
 /*
  * True if the Redis name of cache key key[0..len), <prefix><key>, is one of
  * the registry's: "instances" (the hash of instances) or any key starting
- * with "instance:" (heartbeats).  A shard refuses such keys so that a PUT
- * cannot overwrite the fleet's registry.  False for c == NULL (no L2).
+ * with "instance:" (heartbeats), or a tag set's: any key starting with
+ * "tag:" (issue 9).  A shard refuses such keys so that a PUT cannot
+ * overwrite the fleet's registry or tag sets.  False for c == NULL (no L2).
  * Any thread.
  */
 bool coh_key_reserved(const struct coh *c, const void *key, size_t len);
@@ -328,6 +358,9 @@ struct coh_msg *coh_read_done(struct coh_read *r);
 	X(invalidations_received, COUNTER, "invalidations delivered to shards")     \
 	X(invalidations_own, COUNTER, "own invalidations ignored")                  \
 	X(invalidations_bad, COUNTER, "malformed invalidation messages ignored")    \
+	X(purges, COUNTER, "tag purges asked by shards (DELETE /tags/)")           \
+	X(purged_keys, COUNTER, "keys deleted from Redis by tag purges")           \
+	X(purges_received, COUNTER, "tag purge messages delivered to shards")     \
 	X(flushes, COUNTER, "subscription losses answered with FLUSH")              \
 	X(connects, COUNTER, "successful connections (command and subscription)")   \
 	X(connect_failures, COUNTER, "failed connection attempts")                  \

@@ -73,6 +73,8 @@ struct http_request {
 	struct http_str authorization;
 	struct http_str x_cache_fill;   /* fill leases (docs/cache-aside.md) */
 	struct http_str x_cache_lease;
+	struct http_str x_cache_tags;   /* X-Cache-Tags (issue 9), the first field */
+	bool tags_repeated;             /* X-Cache-Tags came in more than one field */
 	uint32_t head_len;          /* bytes of request line + headers + CRLFCRLF */
 };
 

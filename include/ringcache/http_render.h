@@ -33,13 +33,14 @@ void http_date_line(char buf[HTTP_DATE_LINE], int64_t t);
  * Headers, in this order, each only when it applies:
  *
  *   HTTP/1.1 <status> <reason>
- *   X-Cache: HIT | HIT-L2 | MISS                     r->cache
+ *   X-Cache: HIT | HIT-L2 | MISS | STALE             r->cache
  *   Content-Length: <body_len>                       not for 1xx and 204
  *   Content-Type: <type | text/plain; charset=utf-8> not for 304
  *   ETag: <etag>
  *   Content-Encoding: br | gzip
  *   Vary: Accept-Encoding
  *   Cache-Control: max-age=<n>
+ *   Age: <n>                                         r->has_age (a stale answer)
  *   <r->headers>
  *   X-L2: <reply_l2_name(r->l2)>
  *   Date: <to->date>                                 not for 1xx (RFC 9110 6.6.1)

@@ -34,6 +34,7 @@ enum reply_cache {
 	REPLY_CACHE_HIT_L2,     /* L1 miss, value read from Redis */
 	REPLY_CACHE_MISS,
 	REPLY_CACHE_HIT_FILL,   /* a waiter answered by a lease's fill (docs/cache-aside.md) */
+	REPLY_CACHE_STALE,      /* served from a stale window (issue 9): with Age */
 };
 
 /* X-L2: what Redis did with a write, or why it could not answer a read. */
@@ -75,8 +76,10 @@ struct reply {
 	bool close;             /* end the connection after this answer */
 	bool has_max_age;       /* Cache-Control: max-age=<max_age> */
 	bool type_padded;       /* 64 bytes may be read at type (a copy of fixed size) */
+	bool has_age;           /* Age: <age> (a stale answer) */
 	uint8_t kind;           /* enum reply_kind */
 	uint32_t max_age;
+	uint32_t age;
 	uint32_t type_len;
 	const char *type;       /* Content-Type; NULL: text/plain for a body, else none */
 	const char *headers;    /* NULL or NUL-terminated header lines, each ending in CRLF */

@@ -39,6 +39,7 @@
 	X(hits, COUNTER, "Lookups in this shard's store that found the key.")     \
 	X(misses, COUNTER, "Lookups in this shard's store that did not.")         \
 	X(not_modified, COUNTER, "Responses 304 Not Modified.")                   \
+	X(stale, COUNTER, "Lookups answered from a stale window (X-Cache: STALE).") \
 	X(sets, COUNTER, "Values stored in this shard's store.")                  \
 	X(deletes, COUNTER, "Deletes applied to this shard's store.")             \
 	X(errors, COUNTER, "Responses with a 4xx or 5xx status.")                 \

@@ -19,10 +19,12 @@
 
 #include "ringcache/cache.h"
 #include "ringcache/clock.h"
+#include "ringcache/hash.h"
 #include "ringcache/hist.h"
 #include "cache/compress.h"
 #include "cache/negotiate.h"
 #include "cache/repr.h"
+#include "cache/tags.h"
 #include "cache/zip_int.h"
 
 _Static_assert((int)NEGOTIATE_BR == (int)REPR_BR && (int)NEGOTIATE_GZIP == (int)REPR_GZIP &&
@@ -36,6 +38,10 @@ _Static_assert(REPR_ETAG_MAX < REPLY_ETAG_MAX, "a formatted ETag fits in a reply
 /* Blob bytes one cache_zip_poll() installs at most (one blob at least):
  * each costs a copy into the arena, and the shard serves nothing meanwhile. */
 #define POLL_BYTES (256u << 10)
+
+#define STALE_MAX_TEXT "31536000"
+_Static_assert(CACHE_STALE_MAX == 31536000u, "STALE_MAX_TEXT spells CACHE_STALE_MAX");
+_Static_assert(CACHE_EXT_MAX == REPR_EXT_MAX, "cache.h's CACHE_EXT_MAX is repr.h's");
 
 /* Longest Accept-Encoding value remembered (browsers send ~25 bytes). */
 #define AE_MEMO_MAX 96
@@ -55,6 +61,9 @@ struct retry {
 struct cache {
 	struct store *st;
 	struct cache_config cfg;
+	struct tags *tags;      /* the tag index; NULL until the first tagged write */
+	bool served;            /* a request was executed: the store holds only what
+				 * this cache wrote (or a load it has indexed) */
 	uint32_t now;           /* store clock, from cache_tick(); 1 until then */
 	/* a stack of writes to retry: retry[(retry_top - k) % RETRY_MAX] for
 	 * k = 1..retry_n, newest first; a push onto a full one drops the oldest */
@@ -94,6 +103,11 @@ int cache_create(struct cache **out, struct store *st, const struct cache_config
 	if (!c->cfg.compress_max)
 		c->cfg.compress_max = SIZE_MAX;
 	c->now = 1;
+	if (!c->cfg.tags_memory) {
+		struct store_stats ss;
+		store_stats(st, &ss);
+		c->cfg.tags_memory = ss.arena_bytes / 4;
+	}
 	if (c->cfg.max_value > UINT32_MAX)
 		c->cfg.max_value = UINT32_MAX;
 	*out = c;
@@ -104,19 +118,26 @@ void cache_destroy(struct cache *c)
 {
 	if (!c)
 		return;
+	tags_destroy(c->tags);
 	free(c->retry);
 	free(c);
 }
+
+static void tags_sweep_slice(struct cache *c);
+static void tags_index_loaded(struct cache *c);
 
 void cache_tick(struct cache *c, uint32_t now)
 {
 	c->now = now;
 	store_tick(c->st, now);
+	if (!c->served)
+		tags_index_loaded(c);
+	tags_sweep_slice(c);
 }
 
 size_t cache_blob_max(size_t max_value)
 {
-	return REPR_HDR_MAX + max_value + 2 * (max_value / 10 * 9 + 9);
+	return REPR_EXT_MAX + REPR_HDR_MAX + max_value + 2 * (max_value / 10 * 9 + 9);
 }
 
 static int choose_coding(struct cache *c, const struct http_str *ae, unsigned avail)
@@ -135,19 +156,52 @@ static enum cache_outcome fail(struct reply *out, int status, const char *text)
 	return CACHE_FAILED;
 }
 
+static enum cache_outcome miss(struct reply *out)
+{
+	reply_status(out, 404, NULL);
+	out->cache = REPLY_CACHE_MISS;
+	return CACHE_MISS;
+}
+
+/*
+ * Whether a GET may have an item `late` seconds past its fresh-until (0:
+ * the first stale second) with windows swr and sie: within swr always;
+ * within swr + sie when the request's Cache-Control carries stale-if-error
+ * or max-stale, bare or with N >= late.  A malformed request directive
+ * counts as absent.
+ */
+static bool stale_allowed(const struct cache_req *r, uint64_t late, const struct repr_ext *e)
+{
+	if (late < e->swr)
+		return true;
+	if (late >= (uint64_t)e->swr + e->sie || !r->cache_control.len)
+		return false;
+	static const char *const directives[] = { "stale-if-error", "max-stale" };
+	for (unsigned i = 0; i < 2; i++) {
+		uint32_t n = 0;
+		int rc = negotiate_cc_secs(r->cache_control.p, r->cache_control.len,
+					   directives[i], &n);
+		if (rc == 2 || (rc == 1 && late <= n))
+			return true;
+	}
+	return false;
+}
+
 static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 				   struct reply *out)
 {
 	struct store_item it;
 	struct repr_view v;
 
-	if (store_get(c->st, r->key, r->key_len, r->hash, &it) != 0) {
-		reply_status(out, 404, NULL);
-		out->cache = REPLY_CACHE_MISS;
-		return CACHE_MISS;
-	}
+	if (store_get(c->st, r->key, r->key_len, r->hash, &it) != 0)
+		return miss(out);
 	if (repr_unpack(it.value, it.value_len, it.flags, it.etag, &v) != 0)
 		return fail(out, 500, "stored value is damaged\n");
+	/* past its TTL an item with windows is stale, or a miss (cache.h) */
+	uint32_t fresh_until = repr_fresh_until(it.expires, &v);
+	bool stale = fresh_until && fresh_until <= c->now;
+	if (stale && (!r->stale_ok || !stale_allowed(r, c->now - fresh_until, &v.ext)))
+		return miss(out);
 
 	unsigned coding = REPR_IDENTITY;
 	if (r->accept_encoding.len) {
@@ -169,7 +223,7 @@ static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 			    negotiate_etag_match(r->if_none_match.p, r->if_none_match.len,
 						 out->etag, out->etag_len);
 	out->status = not_modified ? 304 : 200;
-	out->cache = REPLY_CACHE_HIT;
+	out->cache = stale ? REPLY_CACHE_STALE : REPLY_CACHE_HIT;
 	out->coding = (uint8_t)coding;
 	out->vary = v.avail != 1u << REPR_IDENTITY;
 	if (v.type >= 0) {
@@ -183,10 +237,17 @@ static enum cache_outcome exec_get(struct cache *c, const struct cache_req *r,
 	out->body = part->p;
 	out->body_len = part->len;
 	out->body_store = c->st;
-	if (it.expires) {
+	if (stale) {
+		/* Age: seconds since the write (repr.h: stored_at) */
+		uint32_t stored_at = fresh_until > v.ext.ttl ? fresh_until - v.ext.ttl : 0;
+		out->has_age = true;
+		out->age = c->now - stored_at;
+		return CACHE_STALE;
+	}
+	if (fresh_until) {
 		out->has_max_age = true;
 		/* the extra second put_ttl() added is not promised to caches */
-		out->max_age = it.expires > c->now + 1 ? it.expires - c->now - 1 : 0;
+		out->max_age = fresh_until > c->now + 1 ? fresh_until - c->now - 1 : 0;
 	}
 	return not_modified ? CACHE_NOT_MODIFIED : CACHE_HIT;
 }
@@ -223,7 +284,7 @@ static int put_type(const struct cache_req *r, const char **ct, size_t *ct_len)
  * one more second makes it live at least N (and at most N+1, plus the
  * shard's tick interval).  A TTL of 0 (none) stays 0.
  */
-static uint32_t put_ttl(const struct cache *c, const struct cache_req *r)
+static uint32_t put_ttl(const struct cache *c, const struct cache_req *r, uint64_t windows)
 {
 	uint64_t ttl = c->cfg.default_ttl;
 	uint32_t max_age;
@@ -235,8 +296,36 @@ static uint32_t put_ttl(const struct cache *c, const struct cache_req *r)
 		ttl = max_age;
 	if (ttl)
 		ttl++;
-	uint32_t room = UINT32_MAX - c->now;
-	return ttl > room ? room : (uint32_t)ttl;
+	/* room for the stale windows past it too (the store's expiry is
+	 * ttl + windows); a TTL so long they do not fit gives them up first */
+	uint64_t room = UINT32_MAX - c->now;
+	room = room > windows ? room - windows : 0;
+	return ttl > room ? (uint32_t)room : (uint32_t)ttl;
+}
+
+/*
+ * A stale window of a PUT: ?q= (the route checked its syntax; -1: absent),
+ * else the Cache-Control directive.  0 with *secs (0 when absent), or
+ * -EINVAL when malformed or above CACHE_STALE_MAX.
+ */
+static int put_window(const struct cache_req *r, int64_t q, const char *directive,
+		      uint32_t *secs)
+{
+	uint32_t v = 0;
+
+	if (q >= 0) {
+		if (q > CACHE_STALE_MAX)
+			return -EINVAL;
+		*secs = (uint32_t)q;
+		return 0;
+	}
+	if (r->cache_control.len) {
+		int rc = negotiate_cc_secs(r->cache_control.p, r->cache_control.len, directive, &v);
+		if (rc < 0 || rc == 2 || v > CACHE_STALE_MAX)
+			return -EINVAL;
+	}
+	*secs = v;
+	return 0;
 }
 
 /* Owner-only counting into the shard's stats (stats.h: one writer, so a
@@ -355,24 +444,15 @@ static size_t retry_newest(struct cache *c, bool *stop)
 	return id->len;
 }
 
-static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
-				   struct reply *out)
+/* Stores a PUT's blob, queues its variants, describes the answer. */
+static enum cache_outcome store_put(struct cache *c, const struct cache_req *r,
+				    struct reply *out, const char *ct, size_t ct_len,
+				    struct repr_blob *blob, uint32_t store_ttl)
 {
-	const char *ct = NULL;
-	size_t ct_len = 0;
-	struct repr_blob blob;
-
-	if (r->body_len > c->cfg.max_value)
-		return fail(out, 413, "value too large\n");
-	if (put_type(r, &ct, &ct_len) != 0)
-		return fail(out, 400, "bad Content-Type\n");
-	uint32_t ttl = put_ttl(c, r);
-
-	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
 	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
 	uint32_t stamp = 0;
-	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob.iov, blob.iovcnt, ttl,
-			   blob.flags, blob.etag, &stamp);
+	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob->iov, blob->iovcnt, store_ttl,
+			   blob->flags, blob->etag, &stamp);
 	switch (rc) {
 	case 0:
 		break;
@@ -386,10 +466,315 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
 		return fail(out, 500, "store failure\n");
 	}
 	if (compressible(c, r->body_len, ct, ct_len))
-		queue_variants(c, r, ct, ct_len, &blob, stamp);
+		queue_variants(c, r, ct, ct_len, blob, stamp);
 	reply_status(out, existed ? 204 : 201, NULL);
-	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob.etag, stamp, REPR_IDENTITY);
+	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob->etag, stamp, REPR_IDENTITY);
 	return CACHE_STORED;
+}
+
+/* --- the tag index (tags.h) ---------------------------------------------------- */
+
+static void tags_gauges(struct cache *c)
+{
+	const struct cache_counters *ctr = &c->cfg.counters;
+
+	if (ctr->tag_index_bytes)
+		atomic_store_explicit(ctr->tag_index_bytes, tags_memory(c->tags),
+				      memory_order_relaxed);
+	if (ctr->tag_index_entries)
+		atomic_store_explicit(ctr->tag_index_entries, tags_entries(c->tags),
+				      memory_order_relaxed);
+}
+
+/* The tags of an item's blob: their count, and the encoded list at *enc. */
+static unsigned item_tags(const struct store_item *it, const uint8_t **enc, uint32_t *len)
+{
+	struct repr_ext e;
+
+	if (!(it->flags & REPR_F_EXT) || repr_ext_decode(it->value, it->value_len, &e) != 0 ||
+	    !(e.bits & REPR_EXT_TAGS))
+		return 0;
+	*enc = e.tags;
+	*len = e.tags_len;
+	return e.ntags;
+}
+
+/* The tags key's item has now, copied to buf: their count (0 too when the
+ * index is empty: there is nothing to take out of it). */
+static unsigned old_tags(struct cache *c, const uint8_t *key, uint32_t key_len, uint64_t hash,
+			 uint8_t *buf, uint32_t *len)
+{
+	struct store_item it;
+	const uint8_t *enc;
+	unsigned n;
+
+	if (!tags_entries(c->tags) || store_get(c->st, key, key_len, hash, &it) != 0 ||
+	    !(n = item_tags(&it, &enc, len)))
+		return 0;
+	memcpy(buf, enc, *len);
+	return n;
+}
+
+/* Takes key out of the index for each tag of enc[0..len). */
+static void unindex(struct cache *c, const uint8_t *key, uint32_t key_len, uint64_t hash,
+		    const uint8_t *enc, uint32_t len, unsigned n)
+{
+	const uint8_t *p = enc;
+
+	(void)len;
+	for (unsigned i = 0; i < n; i++, p += 1 + *p)
+		tags_remove(c->tags, p + 1, *p, key, key_len, hash);
+	if (n)
+		tags_gauges(c);
+}
+
+/* The sweep's question: does key's item still carry tag? */
+static bool still_tagged(void *arg, const uint8_t *tag, size_t tag_len, const uint8_t *key,
+			 uint32_t key_len, uint64_t hash)
+{
+	struct cache *c = arg;
+	struct store_item it;
+	const uint8_t *enc;
+	uint32_t len;
+	unsigned n;
+
+	return store_get(c->st, key, key_len, hash, &it) == 0 &&
+	       (n = item_tags(&it, &enc, &len)) && tags_has(enc, len, n, tag, tag_len);
+}
+
+/* Entries the index drops per store tick (4 a second) when their keys were
+ * evicted, expired or rewritten behind its back. */
+#define SWEEP_SLICE 256u
+
+static void tags_sweep_slice(struct cache *c)
+{
+	if (c->tags && tags_entries(c->tags)) {
+		tags_sweep(c->tags, SWEEP_SLICE, still_tagged, c);
+		tags_gauges(c);
+	}
+}
+
+/*
+ * Stores a blob whose extension header is e, and keeps the tag index true:
+ * the key leaves the index for the tags of the item it replaces and enters
+ * it for its own.  A tagged write the index has no room for is refused
+ * (507) rather than stored where a purge could not find it.
+ */
+static enum cache_outcome put_indexed(struct cache *c, const struct cache_req *r,
+				      struct reply *out, const char *ct, size_t ct_len,
+				      struct repr_blob *blob, uint32_t store_ttl,
+				      const struct repr_ext *e)
+{
+	unsigned ntags = e->bits & REPR_EXT_TAGS ? e->ntags : 0;
+	const struct cache_counters *ctr = &c->cfg.counters;
+
+	if (ntags && ((!c->tags && tags_create(&c->tags, c->cfg.tags_memory) != 0) ||
+		      !tags_room(c->tags, ntags, r->key_len))) {
+		count(ctr->tag_index_full, 1);
+		return fail(out, 507, "tag index full\n");
+	}
+	uint8_t old[REPR_TAGS_MAX * (1 + REPR_TAG_MAX)];
+	uint32_t old_len = 0;
+	unsigned old_n = old_tags(c, r->key, r->key_len, r->hash, old, &old_len);
+	enum cache_outcome oc = store_put(c, r, out, ct, ct_len, blob, store_ttl);
+
+	if (oc != CACHE_STORED)
+		return oc;
+	unindex(c, r->key, r->key_len, r->hash, old, old_len, old_n);
+	const uint8_t *p = e->tags;
+	for (unsigned i = 0; i < ntags; i++, p += 1 + *p) {
+		if (tags_add(c->tags, p + 1, *p, r->key, r->key_len, r->hash) != 0) {
+			/* not findable by its tags: not stored either */
+			unindex(c, r->key, r->key_len, r->hash, e->tags, e->tags_len, i);
+			store_delete(c->st, r->key, r->key_len, r->hash);
+			count(ctr->tag_index_full, 1);
+			return fail(out, 507, "tag index full\n");
+		}
+	}
+	if (ntags)
+		tags_gauges(c);
+	return oc;
+}
+
+/*
+ * Items in the store before the first request came from a snapshot
+ * (--snapshot: stored by src/snapshot/ without this cache), and their tags
+ * travel in their blobs: the index is rebuilt from them, once, by the tick
+ * the shard gives after the load and before it serves.  An item the index
+ * has no room for is dropped (a purge could not find it), counted in
+ * tag_index_full.
+ */
+static void tags_index_loaded(struct cache *c)
+{
+	struct store_counts sc;
+	struct store_iter *it;
+	struct store_entry e;
+
+	store_counts(c->st, &sc);
+	if (!sc.items || store_iter_create(c->st, &it) != 0)
+		return;
+	c->served = true;       /* once */
+	while (store_iter_next(it, &e) == 0) {
+		const uint8_t *enc;
+		uint32_t len;
+		unsigned n = item_tags(&e.item, &enc, &len);
+		if (!n)
+			continue;
+		uint64_t hash = hash_key(e.key, e.key_len);
+		bool ok = (c->tags || tags_create(&c->tags, c->cfg.tags_memory) == 0);
+		const uint8_t *p = enc;
+		for (unsigned i = 0; ok && i < n; i++, p += 1 + *p)
+			ok = tags_add(c->tags, p + 1, *p, e.key, e.key_len, hash) == 0;
+		if (!ok) {
+			if (c->tags)
+				unindex(c, e.key, e.key_len, hash, enc, len, n);
+			store_delete(c->st, e.key, e.key_len, hash);
+			count(c->cfg.counters.tag_index_full, 1);
+		}
+	}
+	store_iter_destroy(it);
+	if (c->tags)
+		tags_gauges(c);
+}
+
+bool cache_tag_valid(const uint8_t *tag, size_t len)
+{
+	return tags_valid(tag, len);
+}
+
+uint64_t cache_tag_count(const struct cache *c, const uint8_t *tag, size_t len)
+{
+	return c->tags ? tags_count(c->tags, tag, len) : 0;
+}
+
+int cache_tag_purge(struct cache *c, const uint8_t *tag, size_t len, uint32_t max,
+		    uint64_t *removed, cache_removed_fn removed_fn, void *arg)
+{
+	struct tags_key k;
+	int more = 1;
+
+	if (!c->tags)
+		return 0;
+	for (uint32_t i = 0; i < max; i++) {
+		if (!tags_take(c->tags, tag, len, &k)) {
+			more = 0;
+			break;
+		}
+		/* the item's own tags decide (tags.h): the key may have been
+		 * rewritten without this tag behind the index's back */
+		struct store_item it;
+		const uint8_t *enc;
+		uint32_t elen;
+		unsigned n;
+		if (store_get(c->st, k.key, k.len, k.hash, &it) != 0 ||
+		    !(n = item_tags(&it, &enc, &elen)) || !tags_has(enc, elen, n, tag, len))
+			continue;
+		uint8_t own[REPR_TAGS_MAX * (1 + REPR_TAG_MAX)];
+		memcpy(own, enc, elen);
+		store_delete(c->st, k.key, k.len, k.hash);
+		unindex(c, k.key, k.len, k.hash, own, elen, n);    /* its other tags */
+		(*removed)++;
+		count(c->cfg.counters.tag_purged, 1);
+		if (removed_fn)
+			removed_fn(arg, k.key, k.len, k.hash);
+	}
+	if (more)
+		more = tags_count(c->tags, tag, len) > 0;
+	tags_gauges(c);
+	return more;
+}
+
+/*
+ * A value read back from L2 with its extension header (cache_req.ext): the
+ * header is checked (it came from Redis: hostile) and kept byte for byte,
+ * so the windows, the write's TTL (for Age) and the tags stay those of the
+ * original write; r->ttl is what Redis had left of the whole expiry.
+ */
+static enum cache_outcome put_from_l2(struct cache *c, const struct cache_req *r,
+				      struct reply *out, const char *ct, size_t ct_len)
+{
+	struct repr_ext e;
+	struct repr_blob blob;
+
+	if (r->ext_len > REPR_EXT_MAX || repr_ext_decode(r->ext, r->ext_len, &e) != 0 ||
+	    e.len != r->ext_len)
+		return fail(out, 400, "bad extension header\n");
+	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
+	repr_blob_ext(&blob, r->ext, r->ext_len);
+	/* Redis' time left, already rounded up: without put_ttl()'s extra
+	 * second, so this copy turns stale within a second of the writer's */
+	uint64_t ttl = r->ttl > 0 ? (uint64_t)r->ttl : 0, room = UINT32_MAX - c->now;
+	return put_indexed(c, r, out, ct, ct_len, &blob, (uint32_t)(ttl > room ? room : ttl), &e);
+}
+
+int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out,
+		   struct cache_ext_tags *tags)
+{
+	struct store_item it;
+	struct repr_ext e;
+
+	tags->off = 0;
+	tags->n = 0;
+	if (store_get(st, r->key, r->key_len, r->hash, &it) != 0)
+		return -ENOENT;
+	if (!(it.flags & REPR_F_EXT) || repr_ext_decode(it.value, it.value_len, &e) != 0)
+		return 0;
+	memcpy(out, it.value, e.len);
+	if (e.bits & REPR_EXT_TAGS) {
+		tags->off = (uint32_t)(e.tags - it.value);
+		tags->n = e.ntags;
+	}
+	return (int)e.len;
+}
+
+static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
+				   struct reply *out)
+{
+	const char *ct = NULL;
+	size_t ct_len = 0;
+	struct repr_blob blob;
+
+	if (r->body_len > c->cfg.max_value)
+		return fail(out, 413, "value too large\n");
+	if (put_type(r, &ct, &ct_len) != 0)
+		return fail(out, 400, "bad Content-Type\n");
+	if (r->ext_len)
+		return put_from_l2(c, r, out, ct, ct_len);
+	struct repr_ext ext = { 0 };
+	if (put_window(r, r->swr, "stale-while-revalidate", &ext.swr) != 0)
+		return fail(out, 400, "bad stale-while-revalidate (swr): 0.." STALE_MAX_TEXT
+				      " seconds\n");
+	if (put_window(r, r->sie, "stale-if-error", &ext.sie) != 0)
+		return fail(out, 400, "bad stale-if-error (sie): 0.." STALE_MAX_TEXT " seconds\n");
+	uint8_t tagbuf[REPR_TAGS_MAX * (1 + REPR_TAG_MAX)];
+	if (r->tags.len) {
+		int n = tags_parse(r->tags.p, r->tags.len, tagbuf, &ext.tags_len);
+		if (n < 0)
+			return fail(out, 400,
+				    n == -E2BIG ? "bad X-Cache-Tags: more than 8 tags\n"
+				    : n == -ENAMETOOLONG
+					    ? "bad X-Cache-Tags: a tag longer than 128 bytes\n"
+					    : "bad X-Cache-Tags: a tag is visible ASCII but ','\n");
+		ext.ntags = (uint8_t)n;
+		ext.tags = tagbuf;
+	}
+	uint64_t windows = (uint64_t)ext.swr + ext.sie;
+	uint32_t ttl = put_ttl(c, r, windows);
+	uint8_t ext_hdr[REPR_EXT_MAX];
+	uint32_t store_ttl = ttl;
+
+	/* windows only mean something past a TTL: an item without one is
+	 * never stale, and pays no byte for them */
+	if (ttl && windows) {
+		ext.bits = REPR_EXT_WINDOWS;
+		ext.ttl = ttl;
+		store_ttl = (uint32_t)(ttl + windows);
+	}
+	if (ext.ntags)
+		ext.bits |= REPR_EXT_TAGS;
+	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
+	repr_blob_ext(&blob, ext_hdr, repr_ext_encode(ext_hdr, &ext));
+	return put_indexed(c, r, out, ct, ct_len, &blob, store_ttl, &ext);
 }
 
 /*
@@ -416,9 +801,16 @@ static size_t install(struct cache *c, const struct zip_job *j)
 		return 0;
 	}
 	uint32_t ttl = it.expires ? it.expires - c->now : 0;
-	struct iovec iov = { (void *)(j->data + j->blob_off), j->blob_len };
-	if (store_set(c->st, key, j->key_len, j->w.hash, &iov, 1, ttl, j->out_flags, j->out_etag,
-		      NULL) == 0) {
+	/* the worker's blob lacks the item's extension header (stale windows,
+	 * tags): copied out of the store before the write that replaces it */
+	uint8_t ext[REPR_EXT_MAX];
+	struct repr_ext e = { 0 };
+	if ((it.flags & REPR_F_EXT) && repr_ext_decode(it.value, it.value_len, &e) == 0)
+		memcpy(ext, it.value, e.len);
+	struct iovec iov[2] = { { ext, e.len }, { (void *)(j->data + j->blob_off), j->blob_len } };
+	uint8_t flags = (uint8_t)(j->out_flags | (e.len ? REPR_F_EXT : 0));
+	if (store_set(c->st, key, j->key_len, j->w.hash, e.len ? iov : iov + 1, e.len ? 2 : 1, ttl,
+		      flags, j->out_etag, NULL) == 0) {
 		count(ctr->zip_installed, 1);
 		if (c->cfg.zip_lag)
 			hist_record(c->cfg.zip_lag, clock_mono_ns() - j->w.put_ns);
@@ -429,6 +821,7 @@ static size_t install(struct cache *c, const struct zip_job *j)
 	struct repr_blob b;
 	repr_build(&b, zip_job_value(j), j->value_len, zip_job_ct(j), j->ct_len, NULL, 0, NULL, 0,
 		   0);
+	repr_blob_ext(&b, ext, e.len);
 	store_set(c->st, key, j->key_len, j->w.hash, b.iov, b.iovcnt, ttl, b.flags, b.etag, NULL);
 	count(ctr->zip_refused, 1);
 	return j->value_len;
@@ -468,7 +861,12 @@ uint32_t cache_zip_pending(const struct cache *c)
 static enum cache_outcome exec_delete(struct cache *c, const struct cache_req *r,
 				      struct reply *out)
 {
+	uint8_t old[REPR_TAGS_MAX * (1 + REPR_TAG_MAX)];
+	uint32_t old_len = 0;
+	unsigned old_n = old_tags(c, r->key, r->key_len, r->hash, old, &old_len);
 	bool existed = store_delete(c->st, r->key, r->key_len, r->hash) == 0;
+
+	unindex(c, r->key, r->key_len, r->hash, old, old_len, old_n);
 
 	reply_status(out, existed ? 204 : 404, NULL);
 	return existed ? CACHE_DELETED : CACHE_ABSENT;
@@ -476,6 +874,7 @@ static enum cache_outcome exec_delete(struct cache *c, const struct cache_req *r
 
 enum cache_outcome cache_exec(struct cache *c, const struct cache_req *r, struct reply *out)
 {
+	c->served = true;
 	switch (r->op) {
 	case CACHE_GET:
 	case CACHE_HEAD:

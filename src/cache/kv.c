@@ -65,13 +65,22 @@ static void reply_bulk(struct reply *out, const void *p, size_t n, void *store)
 	out->body_store = store;
 }
 
-/* The item of r's key: 1 found, 0 absent, -EINVAL damaged. */
-static int read_item(struct store *st, const struct cache_req *r, struct item *x)
+/*
+ * The item of r's key: 1 found, 0 absent, -EINVAL damaged.  An item past
+ * its TTL but kept for its stale windows (cache.h) is absent here, as an
+ * expired key is in Redis: RESP never sees a stale value.
+ */
+static int read_item(struct store *st, uint32_t now, const struct cache_req *r, struct item *x)
 {
 	if (store_get(st, r->key, r->key_len, r->hash, &x->it) != 0)
 		return 0;
 	if (repr_unpack(x->it.value, x->it.value_len, x->it.flags, x->it.etag, &x->v) != 0)
 		return -EINVAL;
+	uint32_t fresh_until = repr_fresh_until(x->it.expires, &x->v);
+	if (fresh_until && fresh_until <= now)
+		return 0;
+	/* the rest of this file reads the expiry as the end of freshness */
+	x->it.expires = fresh_until;
 	if (x->v.type >= 0) {
 		x->type = repr_type_name((unsigned)x->v.type, &x->type_len);
 	} else {
@@ -91,7 +100,7 @@ int cache_kv_identity(struct store *st, const struct cache_req *r, const uint8_t
 {
 	struct item x;
 
-	if (read_item(st, r, &x) != 1)
+	if (read_item(st, store_now(st), r, &x) != 1)
 		return -ENOENT;
 	*value = identity(&x)->p;
 	*len = identity(&x)->len;
@@ -148,16 +157,36 @@ static enum cache_outcome put(const struct cache_kv_ctx *ctx, const struct cache
 	return cache_exec(ctx->cache, &w, out);
 }
 
-/* The same blob again with a new TTL (seconds, 0: none).  0 or -errno. */
+/*
+ * The same blob again with a new TTL (seconds, 0: none).  0 or -errno.  An
+ * item with stale windows keeps them past the new TTL: its extension header
+ * is rewritten with the new TTL (repr.h), its tags kept.
+ */
 static int retime(const struct cache_kv_ctx *ctx, const struct cache_req *r,
 		  const struct item *x, int64_t ttl)
 {
 	uint64_t t = ttl ? (uint64_t)ttl + 1 : 0;
-	uint32_t room = UINT32_MAX - ctx->now;
-	struct iovec iov = { (void *)x->it.value, x->it.value_len };
+	uint64_t room = UINT32_MAX - ctx->now;
+	uint8_t ext[REPR_EXT_MAX];
+	struct iovec iov[2] = { { NULL, 0 }, { (void *)x->it.value, x->it.value_len } };
+
+	if (x->v.ext.bits & REPR_EXT_WINDOWS) {
+		uint64_t windows = (uint64_t)x->v.ext.swr + x->v.ext.sie;
+		room = room > windows ? room - windows : 0;
+		t = t > room ? room : t;
+		struct repr_ext e = x->v.ext;
+		e.ttl = (uint32_t)t;
+		iov[0] = (struct iovec){ ext, repr_ext_encode(ext, &e) };
+		iov[1].iov_base = (void *)(x->it.value + x->v.ext.len);
+		iov[1].iov_len = x->it.value_len - x->v.ext.len;
+		if (t)
+			t += windows;   /* fits: room was made for the windows */
+	} else if (t > room) {
+		t = room;
+	}
 	_Atomic uint32_t *pin = store_pin(ctx->st, x->it.value);
-	int rc = store_set(ctx->st, r->key, r->key_len, r->hash, &iov, 1,
-			   t > room ? room : (uint32_t)t, x->it.flags, x->it.etag, NULL);
+	int rc = store_set(ctx->st, r->key, r->key_len, r->hash, iov[0].iov_len ? iov : iov + 1,
+			   iov[0].iov_len ? 2 : 1, (uint32_t)t, x->it.flags, x->it.etag, NULL);
 
 	store_unpin(pin);
 	return rc;
@@ -169,7 +198,7 @@ static void reply_current(const struct cache_kv_ctx *ctx, const struct cache_req
 {
 	struct item x;
 
-	if (read_item(ctx->st, r, &x) == 1)
+	if (read_item(ctx->st, ctx->now, r, &x) == 1)
 		reply_bulk(out, identity(&x)->p, identity(&x)->len, ctx->st);
 	else
 		reply_kind(out, REPLY_NIL);
@@ -374,7 +403,7 @@ enum cache_outcome cache_kv_exec(const struct cache_kv_ctx *ctx, const struct ca
 		reply_kind(out, REPLY_OK);
 		return CACHE_FAILED;
 	}
-	found = read_item(ctx->st, r, &x);
+	found = read_item(ctx->st, ctx->now, r, &x);
 	if (found < 0) {
 		reply_error(out, err_damaged);
 		return CACHE_FAILED;

@@ -245,9 +245,10 @@ bool negotiate_etag_match(const char *s, size_t n, const char *etag, size_t elen
 	return false;
 }
 
-int negotiate_max_age(const char *s, size_t n, uint32_t *secs)
+int negotiate_cc_secs(const char *s, size_t n, const char *directive, uint32_t *secs)
 {
 	const char *p = s, *end = s + n;
+	bool bare = false;
 
 	while (p < end) {
 		const char *m = skip_ows(p, end);
@@ -257,15 +258,19 @@ int negotiate_max_age(const char *s, size_t n, uint32_t *secs)
 		size_t name_len = (size_t)(m - name);
 		m = skip_ows(m, end);
 		const char *val = NULL, *val_end = NULL;
+		bool unclosed = false;
 		if (m < end && *m == '=') {
 			m = skip_ows(m + 1, end);
 			if (m < end && *m == '"') {
 				val = m + 1;
 				const char *close = memchr(val, '"', (size_t)(end - val));
-				if (!close)
-					return 0;
-				val_end = close;
-				m = close + 1;
+				if (close) {
+					val_end = close;
+					m = close + 1;
+				} else {
+					unclosed = true;
+					val_end = m = end;
+				}
 			} else {
 				val = m;
 				while (m < end && *m != ',' && !is_ows(*m))
@@ -276,8 +281,14 @@ int negotiate_max_age(const char *s, size_t n, uint32_t *secs)
 		const char *comma = memchr(m, ',', (size_t)(end - m));
 		p = comma ? comma + 1 : end;
 
-		if (!token_eq(name, name_len, "max-age") || !val || val == val_end)
+		if (!token_eq(name, name_len, directive))
 			continue;
+		if (!val) {
+			bare = true;
+			continue;
+		}
+		if (unclosed || val == val_end)
+			return -1;
 		uint64_t v = 0;
 		const char *d;
 		for (d = val; d < val_end && *d >= '0' && *d <= '9'; d++) {
@@ -285,9 +296,14 @@ int negotiate_max_age(const char *s, size_t n, uint32_t *secs)
 				v = v * 10 + (uint64_t)(*d - '0');
 		}
 		if (d != val_end)
-			return 0;
+			return -1;
 		*secs = v > (1ull << 31) ? 1u << 31 : (uint32_t)v;
 		return 1;
 	}
-	return 0;
+	return bare ? 2 : 0;
+}
+
+int negotiate_max_age(const char *s, size_t n, uint32_t *secs)
+{
+	return negotiate_cc_secs(s, n, "max-age", secs) == 1;
 }

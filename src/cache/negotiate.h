@@ -61,4 +61,14 @@ bool negotiate_etag_match(const char *s, size_t n, const char *etag, size_t elen
  */
 int negotiate_max_age(const char *s, size_t n, uint32_t *secs);
 
+/*
+ * The first valued occurrence of a delta-seconds directive (max-age,
+ * stale-while-revalidate, stale-if-error, max-stale) in a Cache-Control
+ * value s[0..n), matched case-insensitively.  Returns 1 with *secs (above
+ * 2^31: 2^31), 2 when it is present only without a value ("max-stale"),
+ * 0 when absent, -1 when its value is malformed (empty, not digits, "-5",
+ * an unclosed quote).  Quoted values ("60") are accepted.
+ */
+int negotiate_cc_secs(const char *s, size_t n, const char *directive, uint32_t *secs);
+
 #endif

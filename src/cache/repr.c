@@ -123,6 +123,72 @@ void repr_build(struct repr_blob *b, const void *value, uint32_t len,
 	b->iovcnt = n;
 }
 
+uint32_t repr_ext_encode(uint8_t *out, const struct repr_ext *e)
+{
+	uint8_t *p = out;
+
+	if (!e->bits)
+		return 0;
+	*p++ = e->bits;
+	if (e->bits & REPR_EXT_WINDOWS) {
+		p = put_le32(p, e->ttl);
+		p = put_le32(p, e->swr);
+		p = put_le32(p, e->sie);
+	}
+	if (e->bits & REPR_EXT_TAGS) {
+		*p++ = e->ntags;
+		memcpy(p, e->tags, e->tags_len);
+		p += e->tags_len;
+	}
+	return (uint32_t)(p - out);
+}
+
+void repr_blob_ext(struct repr_blob *b, const uint8_t *ext, uint32_t len)
+{
+	if (!len)
+		return;
+	memmove(&b->iov[1], &b->iov[0], (size_t)b->iovcnt * sizeof(b->iov[0]));
+	b->iov[0] = (struct iovec){ (void *)ext, len };
+	b->iovcnt++;
+	b->flags |= REPR_F_EXT;
+}
+
+int repr_ext_decode(const uint8_t *blob, uint32_t len, struct repr_ext *e)
+{
+	const uint8_t *p = blob, *end = blob + len;
+
+	memset(e, 0, sizeof(*e));
+	if (p == end)
+		return -EINVAL;
+	e->bits = *p++;
+	if (!e->bits || (e->bits & ~(REPR_EXT_WINDOWS | REPR_EXT_TAGS)))
+		return -EINVAL;
+	if (e->bits & REPR_EXT_WINDOWS) {
+		if (end - p < 12)
+			return -EINVAL;
+		e->ttl = get_le32(p);
+		e->swr = get_le32(p + 4);
+		e->sie = get_le32(p + 8);
+		p += 12;
+	}
+	if (e->bits & REPR_EXT_TAGS) {
+		if (p == end)
+			return -EINVAL;
+		e->ntags = *p++;
+		if (e->ntags == 0 || e->ntags > REPR_TAGS_MAX)
+			return -EINVAL;
+		e->tags = p;
+		for (unsigned i = 0; i < e->ntags; i++) {
+			if (p == end || *p == 0 || *p > REPR_TAG_MAX || end - p - 1 < *p)
+				return -EINVAL;
+			p += 1 + *p;
+		}
+		e->tags_len = (uint32_t)(p - e->tags);
+	}
+	e->len = (uint32_t)(p - blob);
+	return 0;
+}
+
 int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint8_t flags,
 		    uint32_t etag, struct repr_view *v)
 {
@@ -131,6 +197,12 @@ int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint8_t flags,
 
 	if (flags & ~(REPR_F_HDR | REPR_F_TYPE))
 		return -EINVAL;
+	v->ext.bits = 0;
+	if (flags & REPR_F_EXT) {
+		if (repr_ext_decode(blob, len, &v->ext) != 0)
+			return -EINVAL;
+		p += v->ext.len;
+	}
 	v->avail = 1u << REPR_IDENTITY;
 	if (flags & (REPR_F_BR | REPR_F_GZIP)) {
 		if (end - p < 4)

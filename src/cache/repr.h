@@ -13,9 +13,10 @@
  *
  *     7   6   5   4   3       0
  *   +---+---+---+---+----------+
- *   | 0 | G | B | C |   type   |
+ *   | X | G | B | C |   type   |
  *   +---+---+---+---+----------+
- *   0     reserved, always clear
+ *   X     REPR_F_EXT: the blob starts with an extension header (stale
+ *         windows, tags: below); clear for every blob written before it
  *   type  index into REPR_TYPES when C is clear (0: application/octet-stream)
  *   C     REPR_F_CT: the blob carries its own Content-Type
  *   B     REPR_F_BR: the blob carries a brotli variant
@@ -33,6 +34,28 @@
  *    B or G  \______ B ______/  \______ G ______/  \_____ C ______/
  *
  * identity length = blob length - header - br_len - gz_len.
+ *
+ * The extension header (issue 9), present only when X is set, comes first,
+ * before the group above; a value without stale windows or tags pays no byte:
+ *
+ *   +------+---------------------+-------------------------------------+
+ *   | bits | ttl   | swr  | sie  | ntags | len | tag | len | tag | ... |
+ *   | u8   | u32   | u32  | u32  | u8    | u8  |     | u8  |     |     |
+ *   +------+---------------------+-------------------------------------+
+ *           \___ bits & 0x01 ___/ \___________ bits & 0x02 ___________/
+ *
+ * bits: REPR_EXT_WINDOWS, REPR_EXT_TAGS; any other bit set, or a length
+ * running past the blob, is a damaged blob (-EINVAL).  ttl: the seconds the
+ * store was given for freshness (put_ttl(), its extra second included);
+ * swr, sie: the stale-while-revalidate and stale-if-error windows.  The
+ * store's expiry is set to fresh-until + swr + sie, so everything is
+ * relative to it and survives whatever moves the expiry as a whole (a
+ * snapshot translating clocks, a copy to Redis with PX):
+ *
+ *   fresh_until = expires - swr - sie      stored_at = fresh_until - ttl
+ *
+ * Tags: 1..REPR_TAGS_MAX of 1..REPR_TAG_MAX bytes each (docs/stale-and-tags.md
+ * has the allowed bytes), in the order the PUT gave them.
  *
  * stamp: the stamp of the write the value came from.  Variants are made off
  * the shard and installed later by rewriting the item (exec.c), which gives
@@ -64,7 +87,15 @@
 #define REPR_F_CT   0x10u
 #define REPR_F_BR   0x20u
 #define REPR_F_GZIP 0x40u
-#define REPR_F_HDR  (REPR_F_CT | REPR_F_BR | REPR_F_GZIP)
+#define REPR_F_EXT  0x80u
+#define REPR_F_HDR  (REPR_F_CT | REPR_F_BR | REPR_F_GZIP | REPR_F_EXT)
+
+#define REPR_EXT_WINDOWS 0x01u
+#define REPR_EXT_TAGS    0x02u
+#define REPR_TAGS_MAX    8u
+#define REPR_TAG_MAX     128u
+/* bits, windows, ntags, then each tag with its length byte */
+#define REPR_EXT_MAX     (1u + 12u + 1u + REPR_TAGS_MAX * (1u + REPR_TAG_MAX))
 
 #define REPR_TYPE_MAX 255u
 #define REPR_HDR_MAX  (20u + 1u + REPR_TYPE_MAX)
@@ -99,6 +130,17 @@ struct repr_part {
 	uint32_t etag;          /* content hash: the first half of the ETag */
 };
 
+/* The extension header, decoded (bits 0: none).  tags points at the
+ * encoded list (length byte, bytes; ntags times), tags_len bytes. */
+struct repr_ext {
+	uint8_t bits;           /* REPR_EXT_* */
+	uint8_t ntags;
+	uint32_t ttl, swr, sie;
+	const uint8_t *tags;
+	uint32_t tags_len;
+	uint32_t len;           /* bytes of the header in the blob */
+};
+
 /* A read-only view of a stored value; valid as long as the store item is. */
 struct repr_view {
 	struct repr_part part[REPR_NCODINGS];
@@ -107,6 +149,7 @@ struct repr_view {
 	int type;               /* index in REPR_TYPES, or -1: type_str */
 	const char *type_str;
 	uint32_t type_len;
+	struct repr_ext ext;    /* bits 0 without REPR_F_EXT */
 };
 
 /* A blob ready for store_set(): iov[0..iovcnt) with flags and etag. */
@@ -114,7 +157,7 @@ struct repr_blob {
 	uint8_t flags;
 	uint32_t etag;
 	int iovcnt;
-	struct iovec iov[4];
+	struct iovec iov[5];
 	uint8_t hdr[REPR_HDR_MAX];
 };
 
@@ -134,6 +177,33 @@ void repr_build(struct repr_blob *b, const void *value, uint32_t len,
 		const char *ct, size_t ct_len, const void *br, uint32_t br_len,
 		const void *gz, uint32_t gz_len, uint32_t stamp);
 
+/*
+ * Writes the extension header of e (bits, and the fields they name; tags
+ * already encoded, e->tags_len <= REPR_EXT_MAX - 14) to out, REPR_EXT_MAX
+ * bytes of room; returns its length, 0 when e->bits is 0.
+ */
+uint32_t repr_ext_encode(uint8_t *out, const struct repr_ext *e);
+
+/* Puts an encoded extension header ext[0..len) (repr_ext_encode(), kept by
+ * the caller) at the front of blob b and sets REPR_F_EXT.  len 0: nothing. */
+void repr_blob_ext(struct repr_blob *b, const uint8_t *ext, uint32_t len);
+
+/* Decodes the extension header at the start of blob[0..len): 0, or -EINVAL. */
+int repr_ext_decode(const uint8_t *blob, uint32_t len, struct repr_ext *e);
+
+/*
+ * The store-clock second an item stops being fresh: its expiry less its
+ * stale windows (0: never, the item has no expiry).  An expiry smaller than
+ * the windows (a damaged or foreign blob) is already stale: 1.
+ */
+static inline uint32_t repr_fresh_until(uint32_t expires, const struct repr_view *v)
+{
+	if (!expires || !(v->ext.bits & REPR_EXT_WINDOWS))
+		return expires;
+	uint64_t w = (uint64_t)v->ext.swr + v->ext.sie;
+	return expires > w ? expires - (uint32_t)w : 1;
+}
+
 /* The slow half of repr_unpack(): a blob with a header.  0 or -EINVAL. */
 int repr_unpack_hdr(const uint8_t *blob, uint32_t len, uint8_t flags,
 		    uint32_t etag, struct repr_view *v);
@@ -151,6 +221,7 @@ static inline int repr_unpack(const uint8_t *blob, uint32_t len, uint8_t flags,
 		v->part[REPR_IDENTITY].etag = etag;
 		v->avail = 1u << REPR_IDENTITY;
 		v->type = flags & REPR_F_TYPE;
+		v->ext.bits = 0;
 		return 0;
 	}
 	return repr_unpack_hdr(blob, len, flags, etag, v);

@@ -54,6 +54,7 @@ enum coh_pend_kind {
 	COH_P_PING,             /* subscription health PING */
 	COH_P_BYE,              /* HDEL/DEL of our own entry at shutdown */
 	COH_P_LEASE,            /* EVAL of a LEASE_GET or LEASE_RELEASE; p: struct coh_msg */
+	COH_P_PURGE,            /* a batch of a tag purge (EVAL); p: struct coh_msg */
 };
 
 #define COH_PF_SHARD 0x1u      /* p is a shard's message still waiting for its reply */

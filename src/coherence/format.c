@@ -5,6 +5,9 @@
  * kept here in one place.
  *
  * Stored value:      "\0RCV1" <content-type> "\n" <value bytes>
+ *                or  "\0RCV2" <content-type> "\n" <ext len: u16 LE> <ext> <value bytes>
+ *                    (ext: the blob's extension header, src/cache/repr.h:
+ *                    stale windows, tags; issue 9)
  * Invalidation:      "\0RCI1" <instance id> "\0" <key bytes>
  *                or  <key bytes>            (a bare key, from anyone)
  *
@@ -50,10 +53,33 @@ size_t coh_value_header(char *buf, const char *ctype, size_t ctype_len)
 	return COH_MAGIC_LEN + ctype_len + 1;
 }
 
+size_t coh_value_header2(char *buf, const char *ctype, size_t ctype_len, const char *ext,
+			 size_t ext_len)
+{
+	size_t n = coh_value_header(buf, ctype, ctype_len);
+
+	memcpy(buf, COH_VALUE_MAGIC2, COH_MAGIC_LEN);
+	buf[n++] = (char)(ext_len & 0xff);
+	buf[n++] = (char)(ext_len >> 8);
+	memcpy(buf + n, ext, ext_len);
+	return n + ext_len;
+}
+
 int coh_value_decode(const char *s, size_t n, size_t *ctype_off, size_t *ctype_len,
 		     size_t *value_off)
 {
-	if (n < COH_MAGIC_LEN || memcmp(s, COH_VALUE_MAGIC, COH_MAGIC_LEN) != 0) {
+	size_t ext_off, ext_len;
+
+	return coh_value_decode_ext(s, n, ctype_off, ctype_len, &ext_off, &ext_len, value_off);
+}
+
+int coh_value_decode_ext(const char *s, size_t n, size_t *ctype_off, size_t *ctype_len,
+			 size_t *ext_off, size_t *ext_len, size_t *value_off)
+{
+	bool v2 = n >= COH_MAGIC_LEN && memcmp(s, COH_VALUE_MAGIC2, COH_MAGIC_LEN) == 0;
+
+	*ext_off = *ext_len = 0;
+	if (!v2 && (n < COH_MAGIC_LEN || memcmp(s, COH_VALUE_MAGIC, COH_MAGIC_LEN) != 0)) {
 		*ctype_off = *ctype_len = *value_off = 0;
 		return 1;
 	}
@@ -66,9 +92,20 @@ int coh_value_decode(const char *s, size_t n, size_t *ctype_off, size_t *ctype_l
 	size_t len = (size_t)(nl - s) - COH_MAGIC_LEN;
 	if (!coh_ctype_valid(s + COH_MAGIC_LEN, len))
 		return -EINVAL;
+	size_t off = COH_MAGIC_LEN + len + 1, elen = 0;
+	if (v2) {
+		if (n - off < 2)
+			return -EINVAL;
+		elen = (size_t)(unsigned char)s[off] | (size_t)(unsigned char)s[off + 1] << 8;
+		off += 2;
+		if (elen == 0 || elen > COH_EXT_MAX || n - off < elen)
+			return -EINVAL;
+		*ext_off = off;
+		*ext_len = elen;
+	}
 	*ctype_off = COH_MAGIC_LEN;
 	*ctype_len = len;
-	*value_off = COH_MAGIC_LEN + len + 1;
+	*value_off = off + elen;
 	return 0;
 }
 

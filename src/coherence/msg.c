@@ -66,19 +66,36 @@ void coh_msg_destroy(struct coh_msg *m)
 	free(m);
 }
 
+int coh_msg_split_ext(struct coh_msg *m, uint32_t ext_len)
+{
+	if (ext_len == 0 || ext_len > COH_EXT_MAX || ext_len > m->value_len)
+		return -EINVAL;
+	m->ext = m->value;
+	m->ext_len = ext_len;
+	m->value += ext_len;
+	m->value_len -= ext_len;
+	return 0;
+}
+
 struct coh_msg *coh_msg_copy(const struct coh_msg *m)
 {
 	struct coh_msg *n = coh_msg_create(m->op, m->shard, m->hash, m->key, m->key_len,
-					   m->ctype, m->ctype_len, m->value_len);
+					   m->ctype, m->ctype_len, m->ext_len + m->value_len);
 	if (!n)
 		return NULL;
+	if (m->ext_len)
+		memcpy(n->value, m->ext, m->ext_len);
 	if (m->value_len)
-		memcpy(n->value, m->value, m->value_len);
+		memcpy(n->value + m->ext_len, m->value, m->value_len);
+	if (m->ext_len)
+		coh_msg_split_ext(n, m->ext_len);
 	n->ttl = m->ttl;
 	n->seq = m->seq;
 	memcpy(n->lease, m->lease, sizeof(n->lease));
 	n->lease_len = m->lease_len;
 	n->lease_ttl_ms = m->lease_ttl_ms;
+	n->tags_off = m->tags_off;
+	n->ntags = m->ntags;
 	return n;
 }
 
@@ -104,8 +121,8 @@ void coh_get_decode(const redisReply *v, const redisReply *pttl, struct coh_got 
 	} else if (v->type != REDIS_REPLY_STRING) {
 		g->status = COH_BAD_DATA;
 	} else {
-		int d = coh_value_decode(v->str, v->len, &g->ctype_off, &g->ctype_len,
-					 &g->value_off);
+		int d = coh_value_decode_ext(v->str, v->len, &g->ctype_off, &g->ctype_len,
+					     &g->ext_off, &g->ext_len, &g->value_off);
 		if (d < 0) {
 			g->status = COH_BAD_DATA;
 		} else if (pttl->type != REDIS_REPLY_INTEGER) {
@@ -140,6 +157,8 @@ int coh_msg_take_value(struct coh_msg *m, redisReply *v, const struct coh_got *g
 	if (g->ctype_len)
 		m->ctype = mem + g->ctype_off;
 	m->ctype_len = (uint32_t)g->ctype_len;
+	m->ext = g->ext_len ? mem + g->ext_off : NULL;
+	m->ext_len = (uint32_t)g->ext_len;
 	m->ttl = g->ttl;
 	m->flags = flags;
 	return 0;

@@ -17,6 +17,7 @@ struct coh_got {
 	bool raw;                  /* OK: a plain value, not our frame */
 	uint32_t ttl;              /* OK: seconds left in Redis, rounded up; 0: none */
 	size_t ctype_off, ctype_len, value_off;   /* OK: the parts of value->str */
+	size_t ext_off, ext_len;   /* OK: an RCV2 frame's extension header (len 0: none) */
 };
 
 /*

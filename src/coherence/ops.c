@@ -10,6 +10,13 @@
  * an invalidation of that key detaches it (later GETs send a fresh read, and
  * its waiters are told not to cache what may predate the write).
  *
+ * A SET of a tagged value also adds its key to <prefix>tag:<tag> for each
+ * tag (SADD), whose expiry follows its longest-lived member.  A PURGE
+ * empties such a set in batches of PURGE_BATCH keys, each one EVAL that
+ * pops them and deletes those whose value still carries the tag (so a key
+ * rewritten without it stays), then publishes "tag:<tag>" so every other
+ * instance purges its L1 (docs/coherence.md).
+ *
  * The replay queue keeps at most one write per key, the latest (by `seq`,
  * the order the thread first saw the writes), so replaying it in queue order
  * leaves Redis as the shards last wrote it.  A write that does not fit is
@@ -378,24 +385,74 @@ static void drop_kept(struct coh *c, struct coh_msg *m)
 	coh_msg_destroy(m);
 }
 
+/* The commands that add m's key to the set of each of its tags, and keep
+ * the set alive as long as its longest-lived member (Redis 7's NX and GT;
+ * an older Redis refuses them and the set keeps no expiry).  Replies are
+ * ignored: a set is a hint for a purge, which checks each value itself. */
+static int send_tag_sets(struct coh *c, struct coh_conn *cn, const struct coh_msg *m,
+			 unsigned *pushes)
+{
+	const uint8_t *p = (const uint8_t *)m->ext + m->tags_off;
+	const uint8_t *end = (const uint8_t *)m->ext + m->ext_len;
+	size_t tl = sizeof(COH_TAG_PREFIX) - 1;
+	int rc = 0;
+
+	*pushes = 0;
+	if (!m->ntags || m->tags_off > m->ext_len)
+		return 0;
+	for (unsigned i = 0; i < m->ntags; i++) {
+		if (p >= end || *p == 0 || *p > COH_TAG_MAX || (size_t)(end - p - 1) < *p)
+			break;
+		const void *tag = p + 1;
+		size_t n = *p;
+		p += 1 + n;
+		rc |= coh_conn_array(cn, 3);
+		rc |= coh_conn_bulk(cn, "SADD", 4);
+		rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl, tag, n);
+		rc |= coh_conn_bulk(cn, m->key, m->key_len);    /* the cache key, unprefixed */
+		if (m->ttl) {
+			static const char *const how[] = { "NX", "GT" };
+			for (unsigned k = 0; k < 2; k++) {
+				rc |= coh_conn_array(cn, 4);
+				rc |= coh_conn_bulk(cn, "PEXPIRE", 7);
+				rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl,
+						     tag, n);
+				rc |= coh_conn_bulk_u64(cn, (uint64_t)m->ttl * 1000);
+				rc |= coh_conn_bulk(cn, how[k], 2);
+			}
+			*pushes += 3;
+		} else {
+			rc |= coh_conn_array(cn, 2);
+			rc |= coh_conn_bulk(cn, "PERSIST", 7);
+			rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl, tag, n);
+			*pushes += 2;
+		}
+	}
+	return rc;
+}
+
 static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 {
 	struct coh_conn *cn = &c->cmd;
-	char hdr[COH_MAGIC_LEN + COH_CTYPE_MAX + 1];
+	char hdr[COH_VALUE_HEADER2_MAX];
 	char inval[COH_MAGIC_LEN + COH_INSTANCE_ID_MAX + 1];
+	unsigned tag_pushes = 0;
 	int rc;
 
-	if (coh_conn_reserve(cn, 3))
+	if (coh_conn_reserve(cn, 3 + (m->op == COH_SET ? 3u * m->ntags : 0)))
 		return -ENOMEM;
 	bool fill = m->op == COH_SET && m->lease_len;
 	size_t in = inval_head(c, inval);
+	size_t hn = 0;
 
+	if (m->op == COH_SET)
+		hn = m->ext_len ? coh_value_header2(hdr, m->ctype, m->ctype_len, m->ext, m->ext_len)
+				: coh_value_header(hdr, m->ctype, m->ctype_len);
 	if (fill) {
 		/* a fill with its lease: stored only if still the lease (above);
 		 * one EVAL, the PUBLISH inside it */
 		char px[24];
 		int pn = snprintf(px, sizeof(px), "%llu", (unsigned long long)m->ttl * 1000);
-		size_t hn = coh_value_header(hdr, m->ctype, m->ctype_len);
 		rc = eval_head(cn, fill_lua, sizeof(fill_lua) - 1, 5, 2);
 		rc |= coh_key_bulk(c, cn, m->key, m->key_len);
 		rc |= coh_lease_bulk(c, cn, m->key, m->key_len);
@@ -404,8 +461,10 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 		rc |= coh_conn_bulk(cn, px, (size_t)pn);
 		rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
 		rc |= coh_conn_bulk2(cn, inval, in, m->key, m->key_len);
+		/* a refused fill may leave the key in a tag's set: purges check
+		 * the value's own tags before deleting (purge_lua) */
+		rc |= send_tag_sets(c, cn, m, &tag_pushes);
 	} else if (m->op == COH_SET) {
-		size_t hn = coh_value_header(hdr, m->ctype, m->ctype_len);
 		rc = coh_conn_array(cn, m->ttl ? 5 : 3);
 		rc |= coh_conn_bulk(cn, "SET", 3);
 		rc |= coh_key_bulk(c, cn, m->key, m->key_len);
@@ -414,6 +473,7 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 			rc |= coh_conn_bulk(cn, "PX", 2);
 			rc |= coh_conn_bulk_u64(cn, (uint64_t)m->ttl * 1000);
 		}
+		rc |= send_tag_sets(c, cn, m, &tag_pushes);
 	} else {
 		rc = coh_conn_array(cn, 2);
 		rc |= coh_conn_bulk(cn, "DEL", 3);
@@ -436,6 +496,8 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 	}
 	/* Redis runs a connection's commands in order: the PUBLISH follows the write. */
 	coh_conn_push(cn, COH_P_WRITE, flags, c->now + c->timeout_ns, m);
+	for (unsigned i = 0; i < tag_pushes; i++)
+		coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
 	if (!fill) {
 		coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
 		coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
@@ -568,6 +630,141 @@ static void write_reply(struct coh *c, const struct coh_pend *e, const redisRepl
 	}
 }
 
+/* --- tag purges --- */
+
+/* Keys popped from a tag's set per EVAL: bounds the time Redis spends in
+ * one script (a GET and maybe a DEL per key). */
+#define PURGE_BATCH 500
+
+/*
+ * KEYS[1] the set; ARGV: the key prefix, the batch size, the tag.  Pops up to
+ * a batch of members and deletes each <prefix><member> whose value is an
+ * RCV2 frame whose extension header lists the tag (its layout:
+ * docs/coherence.md, src/cache/repr.h) and is well formed as L1 checks it
+ * (1..8 tags of 1..128 bytes ending the header): nothing is deleted on a
+ * guess.  Returns {popped, deleted}.
+ */
+static const char purge_script[] =
+	"local popped = redis.call('SPOP', KEYS[1], ARGV[2])\n"
+	"local tag, deleted = ARGV[3], 0\n"
+	"local function tagged(v)\n"
+	"  if type(v) ~= 'string' or string.sub(v, 1, 5) ~= '\\0RCV2' then return false end\n"
+	"  local nl = string.find(v, '\\n', 6, true)\n"
+	"  if not nl or #v < nl + 3 then return false end\n"
+	"  local p = nl + 3\n"
+	"  local stop = p + string.byte(v, nl + 1) + 256 * string.byte(v, nl + 2)\n"
+	"  local bits = string.byte(v, p)\n"
+	"  if bits > 3 or stop > #v + 1 then return false end\n"
+	"  p = p + 1\n"
+	"  if bits % 2 == 1 then p = p + 12 end\n"
+	"  if math.floor(bits / 2) % 2 ~= 1 or p >= stop or p > #v then return false end\n"
+	"  local n = string.byte(v, p)\n"
+	"  if n < 1 or n > 8 then return false end\n"
+	"  p = p + 1\n"
+	"  local found = false\n"
+	"  for i = 1, n do\n"
+	"    local l = string.byte(v, p)\n"
+	"    if not l or l < 1 or l > 128 or p + l >= stop then return false end\n"
+	"    if string.sub(v, p + 1, p + l) == tag then found = true end\n"
+	"    p = p + 1 + l\n"
+	"  end\n"
+	"  return found and p == stop\n"
+	"end\n"
+	"for _, k in ipairs(popped) do\n"
+	"  local name = ARGV[1] .. k\n"
+	"  local ok, v = pcall(redis.call, 'GET', name)\n"
+	"  if ok and tagged(v) then redis.call('DEL', name) deleted = deleted + 1 end\n"
+	"end\n"
+	"return {#popped, deleted}\n";
+
+static int send_purge_batch(struct coh *c, struct coh_msg *m)
+{
+	struct coh_conn *cn = &c->cmd;
+	size_t tl = sizeof(COH_TAG_PREFIX) - 1;
+
+	if (coh_conn_reserve(cn, 1))
+		return -ENOMEM;
+	int rc = coh_conn_array(cn, 7);
+	rc |= coh_conn_bulk(cn, "EVAL", 4);
+	rc |= coh_conn_bulk(cn, purge_script, sizeof(purge_script) - 1);
+	rc |= coh_conn_bulk(cn, "1", 1);
+	rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl, m->key, m->key_len);
+	rc |= coh_conn_bulk(cn, c->prefix, c->prefix_len);
+	rc |= coh_conn_bulk_u64(cn, PURGE_BATCH);
+	rc |= coh_conn_bulk(cn, m->key, m->key_len);
+	if (rc) {
+		c->trip = true;
+		return -ENOMEM;
+	}
+	coh_conn_push(cn, COH_P_PURGE, 0, c->now + c->timeout_ns, m);
+	return 0;
+}
+
+/* The one message that purges the tag from every other instance's L1:
+ * "tag:<tag>", framed with our id so we skip it. */
+static int send_purge_publish(struct coh *c, const struct coh_msg *m)
+{
+	struct coh_conn *cn = &c->cmd;
+	char inval[COH_MAGIC_LEN + COH_INSTANCE_ID_MAX + 1 + sizeof(COH_TAG_PREFIX)];
+	size_t n = COH_MAGIC_LEN + c->id_len + 1;
+
+	if (coh_conn_reserve(cn, 1))
+		return -ENOMEM;
+	memcpy(inval, COH_INVAL_MAGIC, COH_MAGIC_LEN);
+	memcpy(inval + COH_MAGIC_LEN, c->id, c->id_len);
+	inval[COH_MAGIC_LEN + c->id_len] = '\0';
+	memcpy(inval + n, COH_TAG_PREFIX, sizeof(COH_TAG_PREFIX) - 1);
+	n += sizeof(COH_TAG_PREFIX) - 1;
+	int rc = coh_conn_array(cn, 3);
+	rc |= coh_conn_bulk(cn, "PUBLISH", 7);
+	rc |= coh_conn_bulk(cn, c->channel, strlen(c->channel));
+	rc |= coh_conn_bulk2(cn, inval, n, m->key, m->key_len);
+	if (rc) {
+		c->trip = true;
+		return -ENOMEM;
+	}
+	coh_conn_push(cn, COH_P_IGNORE, 0, 0, NULL);
+	COH_ADD(c, invalidations_sent, 1);
+	return 0;
+}
+
+static void purge_request(struct coh *c, struct coh_msg *m)
+{
+	COH_ADD(c, purges, 1);
+	m->count = 0;
+	if (!c->link_up || c->trip) {
+		reply(c, m, COH_SKIPPED);
+		return;
+	}
+	if (send_purge_batch(c, m))
+		reply(c, m, COH_ERROR);
+}
+
+static void purge_reply(struct coh *c, struct coh_pend *e, const redisReply *r)
+{
+	struct coh_msg *m = e->p;
+
+	if (!m)
+		return;         /* answered already (timeout) */
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER ||
+	    r->element[1]->type != REDIS_REPLY_INTEGER || r->element[0]->integer < 0 ||
+	    r->element[1]->integer < 0 || r->element[1]->integer > r->element[0]->integer) {
+		coh_fail(c);
+		reply(c, m, r->type == REDIS_REPLY_ARRAY ? COH_BAD_DATA : COH_ERROR);
+		return;
+	}
+	coh_succeed(c);
+	m->count += (uint64_t)r->element[1]->integer;
+	COH_ADD(c, purged_keys, (uint64_t)r->element[1]->integer);
+	if (r->element[0]->integer >= PURGE_BATCH) {
+		if (send_purge_batch(c, m))
+			reply(c, m, COH_ERROR);
+		return;
+	}
+	reply(c, m, send_purge_publish(c, m) ? COH_ERROR : COH_OK);
+}
+
 /* --- dispatch --- */
 
 void coh_request(struct coh *c, struct coh_msg *m)
@@ -596,6 +793,9 @@ void coh_request(struct coh *c, struct coh_msg *m)
 		break;
 	case COH_LEASE_RELEASE:
 		lease_request(c, m);
+		break;
+	case COH_PURGE:
+		purge_request(c, m);
 		break;
 	default:
 		reply(c, m, COH_ERROR);
@@ -636,6 +836,9 @@ void coh_cmd_reply(struct coh *c, struct coh_pend *p, redisReply *r)
 		if (p->p)
 			coh_cluster_reply(c, p->p, r);
 		break;
+	case COH_P_PURGE:
+		purge_reply(c, p, r);
+		break;
 	case COH_P_REAP_KEYS:
 	case COH_P_REAP_EXISTS:
 	case COH_P_REAP_DEL:
@@ -674,6 +877,7 @@ void coh_pend_expire(struct coh *c, struct coh_pend *p)
 		coh_fail(c);
 		break;
 	case COH_P_CLUSTER:
+	case COH_P_PURGE:
 		if (p->p)
 			reply(c, p->p, COH_TIMEOUT);
 		p->p = NULL;
@@ -727,6 +931,7 @@ void coh_pend_abandon(struct coh *c, struct coh_pend *p)
 		}
 		break;
 	case COH_P_CLUSTER:
+	case COH_P_PURGE:
 		if (p->p)
 			reply(c, p->p, COH_ERROR);
 		break;
@@ -770,6 +975,22 @@ void coh_sub_message(struct coh *c, redisReply *r)
 	}
 	if (id && id_len == c->id_len && !memcmp(id, c->id, id_len)) {
 		COH_ADD(c, invalidations_own, 1);
+		return;
+	}
+	size_t tl = sizeof(COH_TAG_PREFIX) - 1;
+	if (key_len > tl && key_len - tl <= COH_TAG_MAX && !memcmp(key, COH_TAG_PREFIX, tl)) {
+		/* "tag:<tag>": a purge, for every shard (no cache key is named so
+		 * with --redis: coh_key_reserved()) */
+		for (unsigned s = 0; s < c->nshards; s++) {
+			struct coh_msg *pm = coh_msg_create(COH_PURGE_TAG, s, 0, key + tl,
+							    key_len - tl, NULL, 0, 0);
+			if (!pm) {
+				coh_sub_lost(c);
+				return;
+			}
+			coh_send(c, pm);
+		}
+		COH_ADD(c, purges_received, 1);
 		return;
 	}
 	uint64_t h = hash_key(key, key_len);

@@ -49,10 +49,13 @@ bool coh_key_reserved(const struct coh *c, const void *key, size_t len)
 {
 	if (!c)
 		return false;
-	/* "lease:": the fill leases' names, <prefix>lease:<key> (ops.c) */
+	/* "lease:": the fill leases' names, <prefix>lease:<key> (ops.c); and
+	 * the tag sets' names (issue 9): <prefix>tag:<tag> */
+	size_t tl = sizeof(COH_TAG_PREFIX) - 1;
 	return (len == REG_HASH_LEN && memcmp(key, REG_HASH, REG_HASH_LEN) == 0) ||
 	       (len >= HB_NAME_LEN && memcmp(key, HB_NAME, HB_NAME_LEN) == 0) ||
-	       (len >= 6 && memcmp(key, "lease:", 6) == 0);
+	       (len >= 6 && memcmp(key, "lease:", 6) == 0) ||
+	       (len >= tl && memcmp(key, COH_TAG_PREFIX, tl) == 0);
 }
 
 static bool id_valid(const char *s, size_t n)

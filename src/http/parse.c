@@ -535,10 +535,17 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 			parse_connection(v, vn, f);
 		break;
 	case 12:
-		if (lower_eq(p, "content-type", 12))
+		if (lower_eq(p, "content-type", 12)) {
 			keep_first(&r->content_type, v, vn);
-		else if (lower_eq(p, "x-cache-fill", 12))
+		} else if (lower_eq(p, "x-cache-fill", 12)) {
 			keep_first(&r->x_cache_fill, v, vn);
+		} else if (lower_eq(p, "x-cache-tags", 12)) {
+			/* a second field would be a list split in two: one is
+			 * asked for (docs/stale-and-tags.md), not guessed */
+			if (r->x_cache_tags.p)
+				r->tags_repeated = true;
+			keep_first(&r->x_cache_tags, v, vn);
+		}
 		break;
 	case 13:
 		switch (p[0] | 0x20) {
@@ -622,6 +629,8 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	r->accept_encoding = r->if_none_match = r->content_type = (struct http_str){ 0 };
 	r->cache_control = r->x_api_key = r->authorization = (struct http_str){ 0 };
 	r->x_cache_fill = r->x_cache_lease = (struct http_str){ 0 };
+	r->x_cache_tags = (struct http_str){ 0 };
+	r->tags_repeated = false;
 	int err = parse_request_line(p, p + min_sz(len - start, l->line + 2), r, &line);
 	if (err || (size_t)(line - p) - 1 - (line[-2] == '\r') > l->line) {
 		/* the slow path: the line was refused, is incomplete or too long,

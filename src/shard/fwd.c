@@ -20,6 +20,8 @@
 #include "conn.h"
 #include "fill.h"
 #include "fwd.h"
+#include "ringcache/clock.h"
+#include "ringcache/stats.h"
 #include "keys.h"
 #include "route.h"
 #include "shard.h"
@@ -31,6 +33,7 @@ struct fwd_queue {
 
 struct fwd_state {
 	struct shard *sh;
+	struct fwd_queue purges;        /* DELETE /tags/ parts to run here, in order */
 	struct fwd_queue *backlog;      /* per peer: messages the ring had no room for */
 	bool *touched;                  /* per peer: pushed since the last flush */
 	struct fwd *live;               /* every fwd this shard created and not freed */
@@ -79,7 +82,7 @@ struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req 
 	struct fwd_state *st = sh->fwd;
 	size_t extra = (size_t)r->key_len + r->body_len + r->content_type.len +
 		       r->accept_encoding.len + r->if_none_match.len + r->cache_control.len +
-		       r->lease_token.len;
+		       r->lease_token.len + r->tags.len;
 	struct fwd *f = malloc(sizeof(*f) + extra);
 
 	if (!f)
@@ -108,7 +111,8 @@ struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req 
 	p = copy_str(p, &f->req.accept_encoding);
 	p = copy_str(p, &f->req.if_none_match);
 	p = copy_str(p, &f->req.cache_control);
-	copy_str(p, &f->req.lease_token);
+	p = copy_str(p, &f->req.lease_token);
+	copy_str(p, &f->req.tags);
 
 	f->next = st->live;
 	if (st->live)
@@ -192,7 +196,9 @@ static void arrive_home(struct fwd *f)
 {
 	if (f->lease_granted)
 		fill_home(f->home->sh, f);  /* its connection holds a lease now, or is gone */
-	if (f->parent) {
+	if (f->parent && f->req.op == CACHE_TAG_PURGE) {
+		route_purge_part_home(f, NULL);
+	} else if (f->parent) {
 		keys_part_home(f);      /* a part of a gathered answer */
 	} else if (!f->conn) {
 		fwd_destroy(f); /* its connection ended while it was out */
@@ -302,6 +308,52 @@ bool fwd_flush(struct shard *sh)
 	return backlog;
 }
 
+void fwd_purge_begin(struct shard *sh, struct fwd *f)
+{
+	struct fwd_queue *q = &sh->fwd->purges;
+
+	if (!f->resent)
+		stats_inc(f->remote ? &sh->stats->forwarded_requests : &sh->stats->local_requests);
+	f->sum = 0;
+	f->qnext = NULL;
+	if (q->tail)
+		q->tail->qnext = f;
+	else
+		q->head = f;
+	q->tail = f;
+}
+
+/* Keys looked at per cache_tag_purge() call; calls repeat until the slice's
+ * time is used. */
+#define PURGE_KEYS 32u
+
+/* One slice of the oldest purge queued here: true if there was one. */
+static bool purge_slice(struct shard *sh)
+{
+	struct fwd_queue *q = &sh->fwd->purges;
+	struct fwd *f = q->head;
+
+	if (!f)
+		return false;
+	uint64_t t0 = clock_mono_ns(), removed = 0;
+	int more;
+	do {
+		more = cache_tag_purge(sh->cache, f->req.key, f->req.key_len, PURGE_KEYS, &removed,
+				       NULL, NULL);
+	} while (more && clock_mono_ns() - t0 < FWD_PURGE_SLICE_NS);
+	f->sum += (int64_t)removed;
+	if (removed)
+		route_count_store(sh);
+	if (!more) {
+		q->head = f->qnext;
+		if (!q->head)
+			q->tail = NULL;
+		f->qnext = NULL;
+		fwd_home(sh, f);
+	}
+	return true;
+}
+
 bool fwd_drain(struct shard *sh)
 {
 	unsigned n = sh->srv->nshards;
@@ -325,6 +377,7 @@ bool fwd_drain(struct shard *sh)
 		}
 		ring_release(r);
 	}
+	any |= purge_slice(sh);
 	return any;
 }
 
@@ -332,6 +385,8 @@ bool fwd_pending(struct shard *sh)
 {
 	unsigned n = sh->srv->nshards;
 
+	if (sh->fwd->purges.head)
+		return true;    /* a purge in slices: no parking until it is done */
 	for (unsigned from = 0; from < n; from++)
 		if (from != sh->id && ring_peek_sc(server_ring(sh->srv, from, sh->id)))
 			return true;

@@ -145,6 +145,15 @@ bool fwd_drain(struct shard *sh);
 bool fwd_pending(struct shard *sh);
 bool fwd_backlogged(const struct shard *sh);
 
+/*
+ * The owner's part of DELETE /tags/{tag} (issue 9): f (req.key the tag) is
+ * queued and purged a slice per loop iteration (fwd_drain), at most
+ * FWD_PURGE_SLICE_NS at a time, so the shard keeps serving meanwhile; then
+ * it goes home with the keys it removed in f->sum.
+ */
+void fwd_purge_begin(struct shard *sh, struct fwd *f);
+#define FWD_PURGE_SLICE_NS 100000u      /* 100 us of purge per loop iteration */
+
 /* Fwds this shard created that are not freed yet (stop waits for 0). */
 uint64_t fwd_alive(const struct shard *sh);
 

@@ -208,6 +208,7 @@ bool l2_continues(const struct shard *sh, enum cache_op op, enum cache_outcome o
 	case CACHE_DELETE: return true;
 	case CACHE_GET:
 	case CACHE_HEAD: return oc == CACHE_MISS;
+	case CACHE_TAG_PURGE: return false;     /* its Redis part: route.c */
 	}
 	return false;
 }
@@ -364,12 +365,26 @@ void l2_begin(struct shard *sh, struct fwd *f)
 	case CACHE_HEAD:
 		begin_get(sh, f);
 		return;
-	case CACHE_PUT:
+	case CACHE_PUT: {
+		/* the item's stale windows and tags travel with it (RCV2) */
+		_Static_assert(CACHE_EXT_MAX <= COH_EXT_MAX, "an L1 extension fits an RCV2 frame");
+		uint8_t ext[CACHE_EXT_MAX];
+		struct cache_ext_tags tags;
+		int ext_len = cache_item_ext(sh->store, r, ext, &tags);
+		if (ext_len < 0)
+			ext_len = 0;
 		m = coh_msg_create(COH_SET, sh->id, r->hash, r->key, r->key_len, r->content_type.p,
-				   r->content_type.len, r->body_len);
+				   r->content_type.len, (size_t)ext_len + r->body_len);
 		if (m) {
+			memcpy(m->value, ext, (size_t)ext_len);
 			if (r->body_len)
-				memcpy(m->value, r->body, r->body_len);
+				memcpy(m->value + ext_len, r->body, r->body_len);
+			if (ext_len) {
+				coh_msg_split_ext(m, (uint32_t)ext_len);
+				m->tags_off = tags.off;     /* its key joins each tag's set */
+				m->ntags = tags.n;
+			}
+			/* with windows: the whole expiry, PX = TTL + S + E */
 			m->ttl = remaining_ttl(sh, r);
 			if (r->lease_token.len && r->lease_token.len <= COH_LEASE_MAX) {
 				/* a fill with the fleet's lease: stored only if still it */
@@ -378,6 +393,7 @@ void l2_begin(struct shard *sh, struct fwd *f)
 			}
 		}
 		break;
+	}
 	case CACHE_DELETE:
 		m = coh_msg_create(COH_DEL, sh->id, r->hash, r->key, r->key_len, NULL, 0, 0);
 		break;
@@ -453,6 +469,35 @@ static void lease_got(struct shard *sh, struct fwd *f, const struct coh_msg *m)
 		route_count_store(sh);
 }
 
+void l2_purge(struct shard *sh, struct fwd *p)
+{
+	struct coh_msg *m = coh_msg_create(COH_PURGE, sh->id, 0, p->req.key, p->req.key_len, NULL,
+					   0, 0);
+
+	if (!m || (m->cookie = p, !submit(sh->l2, sh->id, m))) {
+		coh_msg_destroy(m);
+		route_purge_l2_done(p, REPLY_L2_ERROR, 0);
+	}
+}
+
+/* Another instance (or an application) purged a tag: this shard's part,
+ * in slices like a DELETE /tags/ here, answering nobody. */
+static void purge_from_l2(struct shard *sh, const struct coh_msg *m)
+{
+	struct cache_req cr;
+	struct answer_to to;
+
+	memset(&cr, 0, sizeof(cr));
+	memset(&to, 0, sizeof(to));
+	cr.op = CACHE_TAG_PURGE;
+	cr.key = (const uint8_t *)m->key;
+	cr.key_len = m->key_len;
+	struct fwd *f = fwd_create(sh, NULL, &cr, &to);
+	if (f)
+		fwd_purge_begin(sh, f);
+	/* without memory the keys stay until their TTL: as a lost message */
+}
+
 void l2_cluster(struct shard *sh, struct fwd *f)
 {
 	struct coh_msg *m = coh_msg_create(COH_CLUSTER, sh->id, 0, NULL, 0, NULL, 0, 0);
@@ -477,6 +522,9 @@ static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct co
 	put.ttl = m->ttl;   /* 0: none in Redis, so none here */
 	put.content_type.p = m->ctype;
 	put.content_type.len = m->ctype_len;
+	put.ext = (const uint8_t *)m->ext;     /* checked by the executor */
+	put.ext_len = m->ext_len;
+	put.swr = put.sie = 0;                  /* the GET's query is not a write's */
 	put.cache_control.len = 0;
 	put.if_none_match.len = 0;
 	if (m->value_len > UINT32_MAX || cache_exec(sh->cache, &put, &ignored) != CACHE_STORED)
@@ -627,6 +675,12 @@ bool l2_drain(struct shard *sh)
 		case COH_FLUSH:
 			store_flush(sh->store, m->older_than);
 			route_count_store(sh);
+			break;
+		case COH_PURGE_TAG:
+			purge_from_l2(sh, m);
+			break;
+		case COH_PURGE:
+			route_purge_l2_done(m->cookie, l2_status(m->status), m->count);
 			break;
 		case COH_GET:
 			finish_get(sh, m->cookie, m);

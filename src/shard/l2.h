@@ -60,6 +60,12 @@ void l2_lease_release(struct shard *sh, const void *key, uint32_t key_len, uint6
 /* GET /cluster: asks the coherence thread for the live instances. */
 void l2_cluster(struct shard *sh, struct fwd *f);
 
+/* The Redis half of DELETE /tags/{tag} (p: the purge's parent, req.key the
+ * tag): the tagged keys deleted from Redis in bounded batches and one
+ * message that purges the tag from every instance's L1 (docs/coherence.md);
+ * answered through route_purge_l2_done(). */
+void l2_purge(struct shard *sh, struct fwd *p);
+
 /* A read on the shard's own connection completed (l2read.c): answers its
  * waiters as a COH_GET reply from the coherence thread would, and destroys m. */
 struct coh_msg;

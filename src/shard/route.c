@@ -4,6 +4,9 @@
  *   /cache/{key}  key decoding, ?ttl=; then by the key's hash: this shard's
  *                 store (exec_local), another shard's (fwd.h), and with
  *                 --redis the coherence thread after L1 (l2.h)
+ *   /tags/{tag}   DELETE: every shard purges its keys carrying the tag, a
+ *                 slice per loop iteration (fwd.c); the counts are summed
+ *                 here (route_purge_part_home)
  *   /health       always open
  *   /stats, /metrics, /cluster
  *   /dashboard    a page that polls /stats (src/daemon/dashboard.html)
@@ -36,6 +39,8 @@
 
 #define M(method) (1u << HTTP_METHOD_##method)
 
+static const char json_type[] = "application/json";
+
 struct route {
 	const char *path;
 	uint8_t len;
@@ -57,6 +62,8 @@ static void serve_cluster(struct conn *c, const struct http_request *req, const 
 			  size_t body_len);
 static void serve_dashboard(struct conn *c, const struct http_request *req, const uint8_t *body,
 			    size_t body_len);
+static void serve_tags(struct conn *c, const struct http_request *req, const uint8_t *body,
+		       size_t body_len);
 
 #define ROUTE_READ M(GET) | M(HEAD), "Allow: GET, HEAD\r\n"
 
@@ -64,6 +71,8 @@ static const struct route routes[] = {
 	{ "/cache/", 7, true, true,
 	  M(GET) | M(HEAD) | M(PUT) | M(POST) | M(DELETE),
 	  "Allow: GET, HEAD, PUT, POST, DELETE\r\n", serve_cache },
+	/* a purge removes what /cache/ writes: the same key rule */
+	{ "/tags/", 6, true, true, M(DELETE), "Allow: DELETE\r\n", serve_tags },
 	{ "/health", 7, false, false, ROUTE_READ, serve_health },
 	{ "/stats", 6, false, true, ROUTE_READ, serve_stats },
 	{ "/metrics", 8, false, true, ROUTE_READ, serve_stats },
@@ -187,6 +196,7 @@ void route_count_outcome(struct shard *sh, enum cache_outcome oc)
 	case CACHE_DELETED: stats_inc(&st->deletes); break;
 	case CACHE_ABSENT: break;
 	case CACHE_FAILED: break;
+	case CACHE_STALE: stats_inc(&st->stale); break;
 	}
 	if (oc == CACHE_STORED || oc == CACHE_DELETED || oc == CACHE_FAILED)
 		route_count_store(sh);  /* a failed write may have evicted */
@@ -263,6 +273,10 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		keys_exec_owner(sh, f); /* a RESP operation beyond GET/PUT/DELETE */
 		return;
 	}
+	if (f->req.op == CACHE_TAG_PURGE) {
+		fwd_purge_begin(sh, f); /* this shard's part of DELETE /tags/ */
+		return;
+	}
 	if (fill_refuses(sh, &f->req, &f->r)) {
 		f->outcome = CACHE_FAILED;
 		fwd_answer(sh, f);      /* 409: nothing changed */
@@ -321,8 +335,8 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	struct shard *sh = c->sh;
 	const struct http_str *path = &req->path;
 	struct cache_req cr;
-	uint32_t ttl;
-	int klen, qr;
+	uint32_t ttl, swr, sie;
+	int klen, qr, qs, qe;
 
 	klen = http_decode_key(path->p + 7, path->len - 7, sh->key_scratch);
 	if (klen <= 0) {
@@ -334,12 +348,27 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		return;
 	}
 	if (coh_key_reserved(sh->srv->coh, sh->key_scratch, (size_t)klen)) {
-		answer_status(c, req, 400, "key reserved in Redis (instance registry, fill leases)\n");
+		answer_status(c, req, 400,
+			      "key reserved in Redis (instance registry, fill leases, tag sets)\n");
 		return;
 	}
 	qr = http_query_u32(req->query, "ttl", &ttl);
 	if (qr < 0) {
 		answer_status(c, req, 400, "bad ttl\n");
+		return;
+	}
+	if (req->tags_repeated) {
+		answer_status(c, req, 400, "bad X-Cache-Tags: send one field, tags separated by ','\n");
+		return;
+	}
+	qs = http_query_u32(req->query, "swr", &swr);
+	qe = http_query_u32(req->query, "sie", &sie);
+	if (qs < 0 || (qs == 1 && swr > CACHE_STALE_MAX)) {
+		answer_status(c, req, 400, "bad swr: 0..31536000 seconds\n");
+		return;
+	}
+	if (qe < 0 || (qe == 1 && sie > CACHE_STALE_MAX)) {
+		answer_status(c, req, 400, "bad sie: 0..31536000 seconds\n");
 		return;
 	}
 	memset(&cr, 0, sizeof(cr));
@@ -355,10 +384,15 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	cr.body = body;
 	cr.body_len = (uint32_t)body_len;
 	cr.ttl = qr == 1 ? (int64_t)ttl : -1;
+	cr.swr = qs == 1 ? (int64_t)swr : -1;
+	cr.sie = qe == 1 ? (int64_t)sie : -1;
+	cr.stale_ok = true;     /* HTTP serves stale windows; RESP does not (cache.h) */
 	cr.content_type = req->content_type;
 	cr.accept_encoding = req->accept_encoding;
 	cr.if_none_match = req->if_none_match;
 	cr.cache_control = req->cache_control;
+	if (cr.op == CACHE_PUT)
+		cr.tags = req->x_cache_tags;
 	if (fill_headers(c, req, &cr))
 		return;
 
@@ -392,6 +426,108 @@ struct fwd *route_forward(struct conn *c, const struct cache_req *cr,
 	return f;
 }
 
+/* --- DELETE /tags/{tag} ----------------------------------------------------- */
+
+/*
+ * A purge is a parent fwd that waits in the pipeline and never leaves this
+ * shard, and one part per shard (this one included), each run by its shard
+ * a slice at a time (fwd_purge_begin); the parts come home here with the
+ * keys they removed in `sum`.
+ */
+static void serve_tags(struct conn *c, const struct http_request *req, const uint8_t *body,
+		       size_t body_len)
+{
+	struct shard *sh = c->sh;
+	const struct http_str *path = &req->path;
+	struct cache_req cr;
+
+	(void)body;
+	(void)body_len;
+	int tlen = http_decode_key(path->p + 6, path->len - 6, sh->key_scratch);
+	if (tlen <= 0 || !cache_tag_valid(sh->key_scratch, (size_t)tlen)) {
+		answer_status(c, req, 400, "bad tag: 1..128 bytes of visible ASCII but ','\n");
+		return;
+	}
+	memset(&cr, 0, sizeof(cr));
+	cr.op = CACHE_TAG_PURGE;
+	cr.key = sh->key_scratch;
+	cr.key_len = (uint32_t)tlen;
+	struct pipeline_req q = untimed(c, req);
+	struct fwd *p = fwd_create(sh, c, &cr, &q.to);
+	if (!p) {
+		conn_abort(c);
+		return;
+	}
+	conn_wait(c, &p->slot, &q, 0);  /* its answer is a short line: room not counted */
+	p->pending = sh->srv->nshards + (sh->l2 ? 1 : 0);
+	if (sh->l2)
+		l2_purge(sh, p);        /* first: it may answer at once */
+	for (unsigned s = 0; s < sh->srv->nshards; s++) {
+		struct fwd *f = fwd_create(sh, c, &cr, &q.to);
+		if (!f) {
+			p->pending -= sh->srv->nshards - s;
+			p->sum = -1;    /* answered 500 once the parts sent come home */
+			if (!p->pending)
+				route_purge_part_home(NULL, p);
+			return;
+		}
+		f->conn = NULL; /* it answers its parent, never the connection */
+		f->parent = p;
+		f->owner = (uint16_t)s;
+		if (s != sh->id) {
+			f->remote = true;
+			fwd_send(sh, s, f);
+		} else {
+			fwd_purge_begin(sh, f);
+		}
+	}
+}
+
+void route_purge_l2_done(struct fwd *p, enum reply_l2 l2, uint64_t count)
+{
+	p->r.l2 = (uint8_t)l2;
+	p->kv.num = (int64_t)count;     /* a purge parent's: keys deleted in Redis */
+	if (--p->pending == 0)
+		route_purge_part_home(NULL, p);
+}
+
+void route_purge_part_home(struct fwd *f, struct fwd *p)
+{
+	if (f) {
+		p = f->parent;
+		if (p->sum >= 0)
+			p->sum += f->sum;
+		fwd_destroy(f);
+		if (--p->pending)
+			return;
+	}
+	struct conn *c = p->conn;
+	if (!c) {
+		fwd_destroy(p);         /* its connection has ended */
+		return;
+	}
+	char text[96];
+	uint8_t l2 = p->r.l2;
+	if (p->sum < 0) {
+		reply_status(&p->r, 500, "no memory for the purge\n");
+	} else {
+		/* removed: from this instance's L1; with --redis, l2_removed:
+		 * from Redis (X-L2 says whether Redis was purged) */
+		int n = l2 ? snprintf(text, sizeof(text), "{\"removed\": %lld, \"l2_removed\": %lld}\n",
+				      (long long)p->sum, (long long)p->kv.num)
+			   : snprintf(text, sizeof(text), "{\"removed\": %lld}\n", (long long)p->sum);
+		reply_status(&p->r, 200, NULL);
+		p->r.l2 = l2;
+		p->r.type = json_type;
+		p->r.type_len = sizeof(json_type) - 1;
+		p->r.body = text;
+		p->r.body_len = (size_t)n;
+	}
+	p->to.http.date = c->sh->date;
+	pipeline_render(&p->slot, &p->r, &p->to);      /* copies the text */
+	conn_complete(c, &p->slot);
+}
+
 /* --- the other paths ------------------------------------------------------ */
 
 static void serve_health(struct conn *c, const struct http_request *req, const uint8_t *body,
@@ -402,7 +538,6 @@ static void serve_health(struct conn *c, const struct http_request *req, const u
 	answer_status(c, req, 200, "OK\n");
 }
 
-static const char json_type[] = "application/json";
 static const char prom_type[] = "text/plain; version=0.0.4; charset=utf-8";
 
 /* GET /stats (JSON) and /metrics (Prometheus): every shard's counters, and

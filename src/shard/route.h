@@ -41,6 +41,17 @@ bool route_refuse_early(struct conn *c, const struct http_request *req);
 void route_exec_forwarded(struct shard *sh, struct fwd *f);
 
 /*
+ * A part of DELETE /tags/{tag} came home to the shard of its parent (fwd.c's
+ * arrive_home): adds its count; once every part is home, answers
+ * {"removed": N}.  f NULL: p has no part out (answer it now).
+ */
+void route_purge_part_home(struct fwd *f, struct fwd *p);
+
+/* The Redis half of purge p is done (l2_purge): l2 how Redis took it,
+ * `count` keys deleted there. */
+void route_purge_l2_done(struct fwd *p, enum reply_l2 l2, uint64_t count);
+
+/*
  * A /cache/ request (or a RESP command that is one: keys.h) for a key this
  * shard owns: executed now, and with --redis continued at Redis when L1's
  * answer calls for it.  The answer goes to c's pipeline.

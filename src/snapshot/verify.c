@@ -106,6 +106,11 @@ static bool same(struct verifier *v, const struct store_item *it, const struct c
 	if (m->ctype_len ? (m->ctype_len != type_len || memcmp(m->ctype, type, type_len))
 			 : rv.type != 0)
 		return false;
+	/* the same stale windows and tags (issue 9): the extension header L1
+	 * keeps is the one an RCV2 frame carries, byte for byte */
+	if (rv.ext.bits ? m->ext_len != rv.ext.len || memcmp(m->ext, it->value, rv.ext.len)
+			: m->ext_len != 0)
+		return false;
 	/* L1 must not outlive L2: a TTL in Redis shorter than what L1 keeps
 	 * (remaining max-age; the second the cache adds is not a promise) */
 	if (m->ttl) {

@@ -1,8 +1,11 @@
 /*
  * fuzz_coh_value.c - libFuzzer target for the stored-value format read from
- * Redis: coh_value_decode() and coh_ctype_valid().
+ * Redis: coh_value_decode_ext() (RCV1 and RCV2 frames) and coh_ctype_valid().
  *
  * Properties (abort on failure):
+ *  - an RCV2 frame's extension lies inside the input, right after the two
+ *    length bytes, is 1..COH_EXT_MAX bytes, and the value follows it;
+ *    coh_value_header2() rebuilds the input's head; an RCV1 has none;
  *  - a framed value's content type and value lie inside the input, the type
  *    is at most COH_CTYPE_MAX bytes that coh_ctype_valid() accepts, the '\n'
  *    ends it, and coh_value_header() of that type rebuilds the input's head;
@@ -32,22 +35,39 @@ static bool l1_ctype_ok(const unsigned char *s, size_t n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *s = fuzz_copy(data, size);
-	size_t co = 7, cl = 7, vo = 7;
-	bool magic = size >= COH_MAGIC_LEN && !memcmp(s, COH_VALUE_MAGIC, COH_MAGIC_LEN);
-	int rc = coh_value_decode(s, size, &co, &cl, &vo);
+	size_t co = 7, cl = 7, vo = 7, eo = 7, el = 7;
+	bool v1 = size >= COH_MAGIC_LEN && !memcmp(s, COH_VALUE_MAGIC, COH_MAGIC_LEN);
+	bool v2 = size >= COH_MAGIC_LEN && !memcmp(s, COH_VALUE_MAGIC2, COH_MAGIC_LEN);
+	bool magic = v1 || v2;
+	int rc = coh_value_decode_ext(s, size, &co, &cl, &eo, &el, &vo);
+	size_t co1, cl1, vo1;
+	int rc1 = coh_value_decode(s, size, &co1, &cl1, &vo1);
+
+	/* the decoder without the extension agrees on everything else */
+	FUZZ_ASSERT(rc1 == rc && (rc != 0 || (co1 == co && cl1 == cl && vo1 == vo)));
 
 	FUZZ_ASSERT(rc == 0 || rc == 1 || rc == -EINVAL);
 	if (rc == 1) {
-		FUZZ_ASSERT(!magic && co == 0 && cl == 0 && vo == 0);
+		FUZZ_ASSERT(!magic && co == 0 && cl == 0 && vo == 0 && eo == 0 && el == 0);
 	} else if (rc == -EINVAL) {
 		FUZZ_ASSERT(magic);
 	} else {
-		char hdr[COH_MAGIC_LEN + COH_CTYPE_MAX + 1];
+		static char hdr[COH_VALUE_HEADER2_MAX];
 		FUZZ_ASSERT(magic && co == COH_MAGIC_LEN && cl <= COH_CTYPE_MAX);
-		FUZZ_ASSERT(vo == co + cl + 1 && vo <= size && s[vo - 1] == '\n');
+		FUZZ_ASSERT(s[co + cl] == '\n');
 		FUZZ_ASSERT(coh_ctype_valid(s + co, cl));
 		FUZZ_ASSERT(!memchr(s + co, '\n', cl));
-		size_t hn = coh_value_header(hdr, s + co, cl);
+		size_t hn;
+		if (v2) {
+			FUZZ_ASSERT(eo == co + cl + 3 && el >= 1 && el <= COH_EXT_MAX);
+			FUZZ_ASSERT(el == ((size_t)(unsigned char)s[eo - 2] |
+					   (size_t)(unsigned char)s[eo - 1] << 8));
+			FUZZ_ASSERT(vo == eo + el && vo <= size);
+			hn = coh_value_header2(hdr, s + co, cl, s + eo, el);
+		} else {
+			FUZZ_ASSERT(eo == 0 && el == 0 && vo == co + cl + 1 && vo <= size);
+			hn = coh_value_header(hdr, s + co, cl);
+		}
 		FUZZ_ASSERT(hn == vo && !memcmp(hdr, s, hn));
 	}
 	FUZZ_ASSERT(coh_ctype_valid(s, size) == l1_ctype_ok((const unsigned char *)s, size));

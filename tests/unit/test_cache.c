@@ -213,6 +213,8 @@ static struct treq mkreq(uint8_t op, const char *key)
 	r.key_len = (uint32_t)strlen(key);
 	r.hash = hash_key(key, r.key_len);
 	r.ttl = -1;
+	r.swr = r.sie = -1;
+	r.stale_ok = op == CACHE_GET || op == CACHE_HEAD;   /* as route.c sets it */
 	t.c = r;
 	return t;
 }
@@ -1457,6 +1459,489 @@ static void test_pipelined_appends(void)
 	buf_deinit(&out);
 }
 
+
+/* A PUT of "key" with ?ttl=, ?swr=, ?sie= (-1: absent) and Cache-Control. */
+static enum cache_outcome put_windows(const char *key, const char *val, int64_t ttl, int64_t swr,
+				      int64_t sie, const char *cc, struct resp *rs)
+{
+	struct treq r = mkreq(CACHE_PUT, key);
+	r.c.body = (const uint8_t *)val;
+	r.c.body_len = (uint32_t)strlen(val);
+	r.c.ttl = ttl;
+	r.c.swr = swr;
+	r.c.sie = sie;
+	r.c.cache_control = hs(cc);
+	return run(&r, rs);
+}
+
+/* A GET (or HEAD) with a request Cache-Control (NULL: none). */
+static enum cache_outcome get_cc(const char *key, uint8_t op, const char *cc, struct resp *rs)
+{
+	struct treq r = mkreq(op, key);
+	r.c.cache_control = hs(cc);
+	return run(&r, rs);
+}
+
+static void test_stale_while_revalidate(void)
+{
+	struct resp rs;
+
+	tick(2000);
+	CHECK_EQ(put_windows("swr", "old", 10, -1, -1, "max-age=99, stale-while-revalidate=20",
+			     &rs), CACHE_STORED);
+	CHECK(!has_hdr(&rs, "Age"));
+	resp_free(&rs);
+	/* the query wins over Cache-Control, as ?ttl= does over max-age */
+	CHECK_EQ(put_windows("swr", "old", 10, 20, -1, "stale-while-revalidate=1", &rs),
+		 CACHE_STORED);
+	char etag[64];
+	hdr_copy(&rs, "ETag", etag, sizeof(etag));
+	resp_free(&rs);
+
+	/* fresh: an ordinary hit whose max-age counts to the TTL, not past it */
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_HIT);
+	CHECK(hdr_is(&rs, "X-Cache", "HIT"));
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=10"));
+	CHECK(!has_hdr(&rs, "Age"));
+	resp_free(&rs);
+	tick(2000 + 10);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_HIT);
+	CHECK(hdr_is(&rs, "Cache-Control", "max-age=0"));
+	resp_free(&rs);
+
+	/* the first stale second (fresh until 2000 + 11): STALE with its Age */
+	tick(2000 + 11);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_STALE);
+	CHECK_EQ(rs.status, 200);
+	CHECK(hdr_is(&rs, "X-Cache", "STALE"));
+	CHECK(hdr_is(&rs, "Age", "11"));
+	CHECK(!has_hdr(&rs, "Cache-Control"));
+	CHECK(hdr_is(&rs, "ETag", etag));
+	CHECK(strcmp(rs.body, "old") == 0);
+	resp_free(&rs);
+	/* HEAD and a matching If-None-Match keep their rules when stale */
+	CHECK_EQ(get_cc("swr", CACHE_HEAD, NULL, &rs), CACHE_STALE);
+	CHECK(hdr_is(&rs, "X-Cache", "STALE"));
+	CHECK(hdr_is(&rs, "Content-Length", "3"));
+	CHECK_EQ(rs.body_len, 0);
+	resp_free(&rs);
+	struct treq g = mkreq(CACHE_GET, "swr");
+	g.c.if_none_match = hs(etag);
+	CHECK_EQ(run(&g, &rs), CACHE_STALE);
+	CHECK_EQ(rs.status, 304);
+	CHECK(hdr_is(&rs, "X-Cache", "STALE"));
+	CHECK(hdr_is(&rs, "Age", "11"));
+	resp_free(&rs);
+
+	/* the last second of the window, then a miss (no sie: also gone) */
+	tick(2000 + 11 + 19);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_STALE);
+	CHECK(hdr_is(&rs, "Age", "30"));
+	resp_free(&rs);
+	tick(2000 + 11 + 20);
+	CHECK_EQ(get_cc("swr", CACHE_GET, "max-stale", &rs), CACHE_MISS);
+	CHECK(hdr_is(&rs, "X-Cache", "MISS"));
+	resp_free(&rs);
+
+	/* without stale_ok (RESP) a stale item is a miss */
+	CHECK_EQ(put_windows("swr", "v", 5, 100, -1, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(now + 6);
+	struct treq rr = mkreq(CACHE_GET, "swr");
+	rr.c.stale_ok = false;
+	CHECK_EQ(run(&rr, &rs), CACHE_MISS);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_STALE);
+	resp_free(&rs);
+
+	/* an overwrite without windows is fresh, then simply gone */
+	CHECK_EQ(put_windows("swr", "new", 5, -1, -1, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(now + 6);
+	CHECK_EQ(get_cc("swr", CACHE_GET, "max-stale", &rs), CACHE_MISS);
+	resp_free(&rs);
+
+	/* windows without a TTL mean nothing: never stale */
+	CHECK_EQ(put_windows("swr", "forever", 0, 30, 30, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(now + 1000);
+	CHECK_EQ(get_cc("swr", CACHE_GET, NULL, &rs), CACHE_HIT);
+	CHECK(!has_hdr(&rs, "Cache-Control"));
+	resp_free(&rs);
+}
+
+static void test_stale_if_error(void)
+{
+	struct resp rs;
+
+	tick(5000);
+	/* fresh until 5011; stale-while-revalidate to 5016; stale-if-error to 5046 */
+	CHECK_EQ(put_windows("sie", "v", 10, 5, 30, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(5011 + 5);
+	/* 5 s past expiry: only a request that asks gets it; N bounds the
+	 * seconds past expiry accepted; a malformed directive is absent */
+	static const struct {
+		const char *cc;
+		enum cache_outcome want;
+	} asks[] = {
+		{ NULL, CACHE_MISS },
+		{ "no-cache, foo=1", CACHE_MISS },
+		{ "stale-if-error", CACHE_STALE },
+		{ "Max-Stale", CACHE_STALE },
+		{ "max-stale=5", CACHE_STALE },
+		{ "max-stale=4", CACHE_MISS },
+		{ "stale-if-error=4", CACHE_MISS },
+		{ "max-stale=4, stale-if-error=\"60\"", CACHE_STALE },
+		{ "max-stale=-1", CACHE_MISS },
+		{ "max-stale=\"9", CACHE_MISS },
+		{ "max-stale=99999999999999999999", CACHE_STALE },
+	};
+	for (size_t i = 0; i < sizeof(asks) / sizeof(asks[0]); i++) {
+		CHECK_EQ(get_cc("sie", CACHE_GET, asks[i].cc, &rs), asks[i].want);
+		if (asks[i].want == CACHE_STALE)
+			CHECK(hdr_is(&rs, "Age", "16"));
+		resp_free(&rs);
+	}
+	/* the last second of S + E, then the store drops it */
+	tick(5011 + 34);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale", &rs), CACHE_STALE);
+	resp_free(&rs);
+	tick(5011 + 35);
+	CHECK_EQ(get_cc("sie", CACHE_GET, "max-stale", &rs), CACHE_MISS);
+	resp_free(&rs);
+	struct treq d = mkreq(CACHE_DELETE, "sie");
+	CHECK_EQ(run(&d, &rs), CACHE_ABSENT);
+	resp_free(&rs);
+}
+
+static void test_stale_bad_windows(void)
+{
+	static const char *const bad[] = {
+		"stale-while-revalidate=-1",      "stale-while-revalidate=abc",
+		"stale-while-revalidate=",        "stale-while-revalidate",
+		"stale-if-error=1e3",             "stale-if-error=\"5",
+		"stale-while-revalidate=31536001", "stale-if-error=99999999999999999999",
+	};
+	struct resp rs;
+
+	CHECK_EQ(put_windows("bad", "keep", 10, -1, -1, NULL, &rs), CACHE_STORED);
+	resp_free(&rs);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK_EQ(put_windows("bad", "lost", 10, -1, -1, bad[i], &rs), CACHE_FAILED);
+		CHECK_EQ(rs.status, 400);
+		CHECK(strstr(rs.body, strncmp(bad[i], "stale-if", 8) == 0 ? "(sie)" : "(swr)"));
+		resp_free(&rs);
+	}
+	CHECK_EQ(put_windows("bad", "lost", 10, CACHE_STALE_MAX + 1, -1, NULL, &rs), CACHE_FAILED);
+	CHECK_EQ(rs.status, 400);
+	resp_free(&rs);
+	CHECK_EQ(put_windows("bad", "lost", 10, -1, CACHE_STALE_MAX + 1, NULL, &rs), CACHE_FAILED);
+	resp_free(&rs);
+	/* nothing was stored by a refused PUT */
+	CHECK_EQ(get_cc("bad", CACHE_GET, NULL, &rs), CACHE_HIT);
+	CHECK(strcmp(rs.body, "keep") == 0);
+	resp_free(&rs);
+	/* the largest windows and TTL: the expiry cannot wrap the clock */
+	CHECK_EQ(put_windows("bad", "max", UINT32_MAX, CACHE_STALE_MAX, CACHE_STALE_MAX, NULL,
+			     &rs), CACHE_STORED);
+	resp_free(&rs);
+	CHECK_EQ(get_cc("bad", CACHE_GET, NULL, &rs), CACHE_HIT);
+	resp_free(&rs);
+}
+
+/* PUTs 4096 bytes of JSON text v with r's other fields, and waits until
+ * its variants are installed. */
+static void put_variants(struct treq *r, const char *v)
+{
+	struct resp rs;
+
+	r->c.body = (const uint8_t *)v;
+	r->c.body_len = 4096;
+	r->c.content_type = hs("application/json");
+	CHECK_EQ(run(r, &rs), CACHE_STORED);
+	resp_free(&rs);
+	uint64_t installed = zget(&zs.zip_installed);
+	settle();
+	CHECK_EQ(zget(&zs.zip_installed), installed + 1);
+}
+
+/* Variants made off the shard keep the item's windows (install() puts the
+ * extension header back in front of the worker's blob). */
+static void test_stale_with_variants(void)
+{
+	struct resp rs;
+	char *v = text_value(4096);
+
+	tick(8000);
+	struct treq r = mkreq(CACHE_PUT, "swr-br");
+	r.c.ttl = 10;
+	r.c.swr = 60;
+	put_variants(&r, v);
+	CHECK_EQ(get_ae("swr-br", "br", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "br"));
+	CHECK(hdr_is(&rs, "X-Cache", "HIT"));
+	resp_free(&rs);
+	tick(8000 + 12);
+	CHECK_EQ(get_ae("swr-br", "br", &rs), 200);
+	CHECK(hdr_is(&rs, "X-Cache", "STALE"));
+	CHECK(hdr_is(&rs, "Content-Encoding", "br"));
+	CHECK(hdr_is(&rs, "Age", "12"));
+	resp_free(&rs);
+	CHECK_EQ(get_ae("swr-br", NULL, &rs), 200);
+	CHECK_EQ(rs.body_len, 4096);
+	CHECK(memcmp(rs.body, v, 4096) == 0);
+	resp_free(&rs);
+	free(v);
+}
+
+/* A PUT of key with X-Cache-Tags (NULL: none). */
+static int put_tags(struct cache *c, const char *key, const char *val, const char *tags)
+{
+	struct treq r = mkreq(CACHE_PUT, key);
+	r.c.body = (const uint8_t *)val;
+	r.c.body_len = (uint32_t)strlen(val);
+	r.c.tags = hs(tags);
+	struct buf out = { 0 };
+	struct resp rs;
+	enum cache_outcome oc;
+	CHECK_EQ(exec_render(c, &r, &out, &oc), 0);
+	CHECK_EQ(parse_resp(out.data, out.len, false, &rs), 0);
+	buf_deinit(&out);
+	int status = rs.status;
+	resp_free(&rs);
+	return status;
+}
+
+static int status_of(const char *key)
+{
+	struct resp rs;
+	int status = get_ae(key, NULL, &rs);
+	resp_free(&rs);
+	return status;
+}
+
+struct removed_log {
+	unsigned n;
+	char last[64];
+};
+
+static void on_removed(void *arg, const uint8_t *key, uint32_t key_len, uint64_t hash)
+{
+	struct removed_log *l = arg;
+	CHECK_EQ(hash, hash_key(key, key_len));
+	l->n++;
+	memcpy(l->last, key, key_len < 63 ? key_len : 63);
+	l->last[key_len < 63 ? key_len : 63] = '\0';
+}
+
+static uint64_t purge_all(struct cache *c, const char *tag, uint32_t slice, unsigned *calls,
+			  struct removed_log *log)
+{
+	uint64_t removed = 0;
+	unsigned n = 0;
+	while (cache_tag_purge(c, (const uint8_t *)tag, strlen(tag), slice, &removed,
+			       log ? on_removed : NULL, log) == 1 && n < 100000)
+		n++;
+	if (calls)
+		*calls = n + 1;
+	return removed;
+}
+
+static void test_tags(void)
+{
+	uint64_t bytes0 = zget(&zs.tag_index_bytes);
+
+	/* untagged writes never touch the index */
+	CHECK_EQ(put_tags(cache, "tg-plain", "v", NULL), 201);
+	CHECK_EQ(zget(&zs.tag_index_bytes), bytes0);
+	CHECK_EQ(bytes0, 0);
+
+	CHECK_EQ(put_tags(cache, "tg-1", "one", "user:1, page"), 201);
+	CHECK_EQ(put_tags(cache, "tg-2", "two", "user:1"), 201);
+	CHECK_EQ(put_tags(cache, "tg-3", "three", "page"), 201);
+	CHECK(zget(&zs.tag_index_bytes) > 0);
+	CHECK_EQ(zget(&zs.tag_index_entries), 4);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"user:1", 6), 2);
+
+	/* overwritten without the tag: no longer the tag's, not purged */
+	CHECK_EQ(put_tags(cache, "tg-2", "two again", NULL), 204);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"user:1", 6), 1);
+	/* deleted: out of the index */
+	struct treq d = mkreq(CACHE_DELETE, "tg-3");
+	struct resp rs;
+	CHECK_EQ(run(&d, &rs), CACHE_DELETED);
+	resp_free(&rs);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"page", 4), 1);
+
+	struct removed_log log = { 0 };
+	uint64_t purged0 = zget(&zs.tag_purged);
+	CHECK_EQ(purge_all(cache, "user:1", 16, NULL, &log), 1);
+	CHECK_EQ(log.n, 1);
+	CHECK(strcmp(log.last, "tg-1") == 0);
+	CHECK_EQ(zget(&zs.tag_purged), purged0 + 1);
+	CHECK_EQ(status_of("tg-1"), 404);
+	CHECK_EQ(status_of("tg-2"), 200);
+	CHECK_EQ(status_of("tg-plain"), 200);
+	/* the purged key's other tag let go of it too */
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"page", 4), 0);
+	CHECK_EQ(purge_all(cache, "page", 16, NULL, NULL), 0);
+	CHECK_EQ(purge_all(cache, "never-seen", 16, NULL, NULL), 0);
+	CHECK_EQ(zget(&zs.tag_index_entries), 0);
+
+	/* bad X-Cache-Tags: 400, nothing stored */
+	static const char *const bad[] = { "a b", "1,2,3,4,5,6,7,8,9", "caf\xc3\xa9", "x\x01" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_EQ(put_tags(cache, "tg-bad", "v", bad[i]), 400);
+	char longtag[200];
+	memset(longtag, 'l', 129);
+	longtag[129] = '\0';
+	CHECK_EQ(put_tags(cache, "tg-bad", "v", longtag), 400);
+	CHECK_EQ(status_of("tg-bad"), 404);
+	CHECK(cache_tag_valid((const uint8_t *)"user:1", 6));
+	CHECK(!cache_tag_valid((const uint8_t *)"a,b", 3));
+
+	/* a purge in slices: each call takes at most `slice` keys */
+	char key[32];
+	for (unsigned i = 0; i < 1000; i++) {
+		snprintf(key, sizeof(key), "tg-many-%u", i);
+		CHECK_EQ(put_tags(cache, key, "v", i % 2 ? "many, odd" : "many"), 201);
+	}
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"many", 4), 1000);
+	unsigned calls = 0;
+	CHECK_EQ(purge_all(cache, "many", 10, &calls, NULL), 1000);
+	CHECK_EQ(calls, 100);
+	CHECK_EQ(status_of("tg-many-7"), 404);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"odd", 3), 0);
+
+	/* an item in its stale window is purged too */
+	struct treq w = mkreq(CACHE_PUT, "tg-stale");
+	w.c.body = (const uint8_t *)"s";
+	w.c.body_len = 1;
+	w.c.ttl = 1;
+	w.c.swr = 100;
+	w.c.tags = hs("st");
+	CHECK_EQ(run(&w, &rs), CACHE_STORED);
+	resp_free(&rs);
+	tick(now + 5);
+	struct treq g = mkreq(CACHE_GET, "tg-stale");
+	CHECK_EQ(run(&g, &rs), CACHE_STALE);
+	resp_free(&rs);
+	CHECK_EQ(purge_all(cache, "st", 16, NULL, NULL), 1);
+	CHECK_EQ(run(&g, &rs), CACHE_MISS);
+	resp_free(&rs);
+
+	/* tags survive the install of variants made off the shard */
+	char *v = text_value(4096);
+	struct treq z = mkreq(CACHE_PUT, "tg-zip");
+	z.c.tags = hs("zipped");
+	put_variants(&z, v);
+	CHECK_EQ(get_ae("tg-zip", "gzip", &rs), 200);
+	CHECK(hdr_is(&rs, "Content-Encoding", "gzip"));
+	resp_free(&rs);
+	CHECK_EQ(purge_all(cache, "zipped", 16, NULL, NULL), 1);
+	CHECK_EQ(status_of("tg-zip"), 404);
+	free(v);
+
+	/* the sweep drops entries of keys that left without telling the index
+	 * (expired here) */
+	struct treq e = mkreq(CACHE_PUT, "tg-exp");
+	e.c.body = (const uint8_t *)"e";
+	e.c.body_len = 1;
+	e.c.ttl = 1;
+	e.c.tags = hs("exp");
+	CHECK_EQ(run(&e, &rs), CACHE_STORED);
+	resp_free(&rs);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"exp", 3), 1);
+	tick(now + 5);
+	CHECK_EQ(cache_tag_count(cache, (const uint8_t *)"exp", 3), 0);
+}
+
+/* The index's bound: a tagged write it has no room for is refused (507)
+ * and not stored; untagged writes go on. */
+static void test_tags_bound(void)
+{
+	struct store *st2;
+	struct zstats z2 = { 0 };
+	struct cache_config cc = { .compress_min = 256, .max_value = MAX_VALUE,
+				   .counters = counters_of(&z2), .tags_memory = 8192 };
+	struct cache *c2 = other_cache(&st2, 8u << 20, cache_blob_max(MAX_VALUE), &cc);
+	char key[32];
+	int status = 201;
+	unsigned stored = 0;
+
+	for (unsigned i = 0; i < 1000 && status == 201; i++) {
+		snprintf(key, sizeof(key), "b-%u", i);
+		status = put_tags(c2, key, "v", "t");
+		stored += status == 201;
+	}
+	CHECK_EQ(status, 507);
+	CHECK(stored > 10);
+	CHECK_EQ(zget(&z2.tag_index_full), 1);
+	CHECK(zget(&z2.tag_index_bytes) <= 8192);
+	CHECK_EQ(cache_tag_count(c2, (const uint8_t *)"t", 1), stored);
+	CHECK_EQ(put_tags(c2, "untagged", "v", NULL), 201);
+	uint64_t removed = 0;
+	while (cache_tag_purge(c2, (const uint8_t *)"t", 1, 64, &removed, NULL, NULL))
+		;
+	CHECK_EQ(removed, stored);
+	CHECK_EQ(put_tags(c2, key, "v", "t"), 201);     /* room again */
+	cache_destroy(c2);
+	store_destroy(st2);
+}
+
+/* Items a snapshot load put in the store (without the cache) are indexed
+ * by their blobs' tags at the first tick before any request; one the
+ * index has no room for is dropped, not left unfindable. */
+static void test_tags_loaded(void)
+{
+	struct store *st2;
+	struct zstats z2 = { 0 };
+	struct cache_config cc = { .compress_min = 256, .max_value = MAX_VALUE,
+				   .counters = counters_of(&z2), .tags_memory = 4096 };
+	struct store_config sc = { .memory = 8u << 20, .max_value = cache_blob_max(MAX_VALUE),
+				   .hugepages = STORE_HUGEPAGES_OFF, .numa_node = -1 };
+	struct cache *c2 = NULL;
+	char key[32];
+
+	CHECK_EQ(store_create(&st2, &sc), 0);
+	CHECK_EQ(cache_create(&c2, st2, &cc), 0);
+	cache_tick(c2, 500);    /* the tick a shard gives at setup: still empty */
+	/* what src/snapshot/load.c does: blobs stored as they were saved */
+	static const uint8_t tags[] = { 4, 'l', 'o', 'a', 'd' };
+	struct repr_ext e = { .bits = REPR_EXT_TAGS, .ntags = 1, .tags = tags,
+			      .tags_len = sizeof(tags) };
+	uint8_t ext[REPR_EXT_MAX];
+	uint32_t n = repr_ext_encode(ext, &e);
+	unsigned stored = 200;
+	for (unsigned i = 0; i < stored; i++) {
+		struct repr_blob b;
+		snprintf(key, sizeof(key), "loaded-%u", i);
+		repr_build(&b, "v", 1, NULL, 0, NULL, 0, NULL, 0, 0);
+		repr_blob_ext(&b, ext, n);
+		CHECK_EQ(store_set(st2, key, strlen(key), hash_key(key, strlen(key)), b.iov,
+				   b.iovcnt, 0, b.flags, b.etag, NULL), 0);
+	}
+	CHECK_EQ(cache_tag_count(c2, (const uint8_t *)"load", 4), 0);
+	cache_tick(c2, 501);    /* warm_start's tick, after the load */
+	uint64_t indexed = cache_tag_count(c2, (const uint8_t *)"load", 4);
+	uint64_t dropped = zget(&z2.tag_index_full);
+	CHECK(indexed > 0);
+	CHECK(dropped > 0);     /* 4 KiB does not hold 200 entries */
+	CHECK_EQ(indexed + dropped, stored);
+	struct store_counts cnt;
+	store_counts(st2, &cnt);
+	CHECK_EQ(cnt.items, indexed);   /* what could not be indexed is gone */
+	uint64_t removed = 0;
+	while (cache_tag_purge(c2, (const uint8_t *)"load", 4, 64, &removed, NULL, NULL))
+		;
+	CHECK_EQ(removed, indexed);
+	store_counts(st2, &cnt);
+	CHECK_EQ(cnt.items, 0);
+	cache_destroy(c2);
+	store_destroy(st2);
+}
+
 int main(void)
 {
 	struct store_config sc = { .memory = 32u << 20, .max_value = cache_blob_max(MAX_VALUE),
@@ -1493,6 +1978,13 @@ int main(void)
 	test_install_after_eviction();
 	test_queue_full();
 	test_unprofitable();
+	test_stale_while_revalidate();
+	test_stale_if_error();
+	test_stale_bad_windows();
+	test_stale_with_variants();
+	test_tags();
+	test_tags_bound();
+	test_tags_loaded();
 
 	cache_destroy(cache);
 	store_destroy(st);

@@ -37,6 +37,7 @@
 #include "check.h"
 #include "coherence/conn.h"
 #include "coherence/format.h"
+#include "coherence/msg.h"
 #include "coherence/state.h"
 #include "coherence/url.h"
 #include "ringcache/clock.h"
@@ -510,6 +511,46 @@ static void test_formats(void)
 	longf[COH_MAGIC_LEN + COH_CTYPE_MAX] = '\n';
 	CHECK_EQ(coh_value_decode(longf, COH_MAGIC_LEN + COH_CTYPE_MAX + 2, &co, &cl, &vo), 0);
 	CHECK(cl == COH_CTYPE_MAX && vo == COH_MAGIC_LEN + COH_CTYPE_MAX + 1);
+
+	/* RCV2 (issue 9): an extension header between the type and the value,
+	 * its length in two bytes; every bad length is corrupt, never a read
+	 * past the string */
+	static char h2[COH_VALUE_HEADER2_MAX];
+	size_t eo, el;
+	hn = coh_value_header2(h2, "text/plain", 10, "\x01WXYZ", 5);
+	CHECK_EQ(hn, COH_MAGIC_LEN + 10 + 1 + 2 + 5);
+	memcpy(framed, h2, hn);
+	memcpy(framed + hn, "val", 3);
+	CHECK_EQ(coh_value_decode_ext(framed, hn + 3, &co, &cl, &eo, &el, &vo), 0);
+	CHECK(cl == 10 && !memcmp(framed + co, "text/plain", 10));
+	CHECK(el == 5 && !memcmp(framed + eo, "\x01WXYZ", 5) && vo == hn);
+	CHECK_EQ(coh_value_decode(framed, hn + 3, &co, &cl, &vo), 0);  /* ext skipped */
+	CHECK_EQ(vo, hn);
+	for (size_t cut = COH_MAGIC_LEN; cut < hn; cut++)
+		CHECK_EQ(coh_value_decode_ext(framed, cut, &co, &cl, &eo, &el, &vo), -EINVAL);
+	CHECK_EQ(coh_value_decode_ext("\0RCV2\n\0\0v", 9, &co, &cl, &eo, &el, &vo), -EINVAL);
+	static char big2[COH_MAGIC_LEN + 3 + COH_EXT_MAX + 8];
+	memcpy(big2, "\0RCV2\n\x01\x08", 8);         /* 2049 */
+	CHECK_EQ(coh_value_decode_ext(big2, sizeof(big2), &co, &cl, &eo, &el, &vo), -EINVAL);
+	memcpy(big2, "\0RCV2\n\x00\x08", 8);         /* 2048: the most */
+	CHECK_EQ(coh_value_decode_ext(big2, sizeof(big2), &co, &cl, &eo, &el, &vo), 0);
+	CHECK(el == COH_EXT_MAX && vo == 8 + COH_EXT_MAX);
+	CHECK_EQ(coh_value_decode_ext("\0RCV1\nab", 8, &co, &cl, &eo, &el, &vo), 0);
+	CHECK(el == 0 && eo == 0 && vo == 6);
+	/* a SET's extension rides in front of its value, and survives a copy
+	 * (the replay queue keeps copies) */
+	om = coh_msg_create(COH_SET, 0, 0, "k", 1, NULL, 0, 3 + 2);
+	memcpy(om->value, "EEEvv", 5);
+	CHECK_EQ(coh_msg_split_ext(om, 0), -EINVAL);
+	CHECK_EQ(coh_msg_split_ext(om, 6), -EINVAL);
+	CHECK_EQ(coh_msg_split_ext(om, 3), 0);
+	CHECK(om->ext_len == 3 && !memcmp(om->ext, "EEE", 3));
+	CHECK(om->value_len == 2 && !memcmp(om->value, "vv", 2));
+	struct coh_msg *oc = coh_msg_copy(om);
+	CHECK(oc && oc->ext_len == 3 && !memcmp(oc->ext, "EEE", 3) && oc->value_len == 2 &&
+	      !memcmp(oc->value, "vv", 2));
+	coh_msg_destroy(oc);
+	coh_msg_destroy(om);
 
 	const char *id, *key;
 	size_t idl, kl;

@@ -31,6 +31,8 @@ struct want {
 	const char *accept_encoding, *if_none_match, *content_type, *cache_control;
 	const char *x_api_key, *authorization;
 	const char *x_cache_fill, *x_cache_lease;
+	const char *x_cache_tags;
+	bool tags_repeated;
 };
 
 #define WRK_GET "GET / HTTP/1.1\r\nHost: localhost:8080\r\n\r\n"
@@ -80,6 +82,14 @@ static const struct want valid[] = {
 	  .method = HTTP_METHOD_GET, .method_name = "GET", .minor = 1, .keep_alive = true,
 	  .content_length = -1, .path = "/cache/k", .query = "", .x_cache_fill = "lease",
 	  .x_cache_lease = "0123abcd" },
+	{ .raw = "PUT /cache/k HTTP/1.1\r\nContent-Length: 0\r\nx-cache-tags:  a, b \r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 1, .keep_alive = true,
+	  .content_length = 0, .path = "/cache/k", .query = "", .x_cache_tags = "a, b" },
+	{ .raw = "PUT /cache/k HTTP/1.1\r\nContent-Length: 0\r\nX-Cache-Tags: a\r\n"
+		 "X-CACHE-TAGS: b\r\n\r\n",
+	  .method = HTTP_METHOD_PUT, .method_name = "PUT", .minor = 1, .keep_alive = true,
+	  .content_length = 0, .path = "/cache/k", .query = "", .x_cache_tags = "a",
+	  .tags_repeated = true },
 	{ .raw = "GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n", .method = HTTP_METHOD_GET,
 	  .method_name = "GET", .minor = 1, .keep_alive = false, .content_length = -1,
 	  .path = "/", .query = "" },
@@ -326,7 +336,9 @@ static bool req_same(const struct http_request *a, const char *abase,
 	       str_same(a->x_api_key, abase, b->x_api_key, bbase) &&
 	       str_same(a->authorization, abase, b->authorization, bbase) &&
 	       str_same(a->x_cache_fill, abase, b->x_cache_fill, bbase) &&
-	       str_same(a->x_cache_lease, abase, b->x_cache_lease, bbase);
+	       str_same(a->x_cache_lease, abase, b->x_cache_lease, bbase) &&
+	       str_same(a->x_cache_tags, abase, b->x_cache_tags, bbase) &&
+	       a->tags_repeated == b->tags_repeated;
 }
 
 static int parse_once(const char *p, size_t n, const struct http_limits *lim,
@@ -377,6 +389,8 @@ static void check_fields(const struct want *w)
 	CHECK(str_is(r.x_cache_fill, w->x_cache_fill));
 	CHECK(str_is(r.x_cache_lease, w->x_cache_lease));
 	CHECK(str_is(r.authorization, w->authorization));
+	CHECK(str_is(r.x_cache_tags, w->x_cache_tags));
+	CHECK_EQ(r.tags_repeated, w->tags_repeated);
 	free(b);
 }
 

@@ -205,9 +205,40 @@ static void test_max_age(void)
 	CHECK_EQ(v, 12345);
 }
 
+static int cc(const char *s, const char *d, uint32_t *v)
+{
+	return negotiate_cc_secs(s, strlen(s), d, v);
+}
+
+/* The stale directives (issue 9): valued, bare, absent, malformed. */
+static void test_cc_secs(void)
+{
+	uint32_t v = 7;
+
+	CHECK_EQ(cc("max-age=5, stale-while-revalidate=30", "stale-while-revalidate", &v), 1);
+	CHECK_EQ(v, 30);
+	CHECK_EQ(cc("Stale-If-Error=\"86400\"", "stale-if-error", &v), 1);
+	CHECK_EQ(v, 86400);
+	CHECK_EQ(cc("max-stale", "max-stale", &v), 2);
+	CHECK_EQ(cc("max-stale, max-stale=3", "max-stale", &v), 1);  /* a value wins */
+	CHECK_EQ(v, 3);
+	CHECK_EQ(cc("max-stale=99999999999999999999", "max-stale", &v), 1);
+	CHECK_EQ(v, 1u << 31);
+	CHECK_EQ(cc("stale-if-errors=5", "stale-if-error", &v), 0);
+	CHECK_EQ(cc("", "max-stale", &v), 0);
+	v = 9;
+	CHECK_EQ(cc("stale-if-error=", "stale-if-error", &v), -1);
+	CHECK_EQ(cc("stale-if-error=-1", "stale-if-error", &v), -1);
+	CHECK_EQ(cc("stale-if-error=1.5", "stale-if-error", &v), -1);
+	CHECK_EQ(cc("stale-if-error=\"5", "stale-if-error", &v), -1);
+	CHECK_EQ(cc("stale-if-error=\"\"", "stale-if-error", &v), -1);
+	CHECK_EQ(v, 9);
+}
+
 int main(void)
 {
 	test_encoding();
+	test_cc_secs();
 	test_etag_match();
 	test_max_age();
 	return check_done("test_negotiate");
