@@ -52,6 +52,16 @@ static inline bool fill_wants(const struct cache_req *cr, enum cache_outcome oc)
 }
 
 /*
+ * Whether a stale answer (X-Cache: STALE) to a lease GET should try to carry
+ * a lease: the first such GET gets one, to refresh the value, without
+ * waiting (fill_try); the others get the stale value alone (issue 9).
+ */
+static inline bool fill_stale_wants(const struct cache_req *cr, enum cache_outcome oc)
+{
+	return cr->fill_lease && oc == CACHE_STALE;
+}
+
+/*
  * Owner, before executing a PUT or DELETE that carries X-Cache-Lease: true,
  * and a 409 in *r, when that token is not the key's lease (nothing must
  * change then).  A PUT whose lease is this instance's alone (taken while

@@ -251,6 +251,9 @@ void route_exec_local(struct conn *c, const struct cache_req *req, const struct 
 	oc = cache_exec(sh->cache, cr, &r);
 	route_count_outcome(sh, oc);
 	fill_after(sh, cr, oc, &r);
+	char tok[LEASE_TOKEN_LEN + 1];          /* rendered before it goes (conn_answer) */
+	if (fill_stale_wants(cr, oc) && fill_try(sh, cr, tok, &r))
+		fill_note(c, cr, tok);
 	if (l2_continues(sh, cr->op, oc) || fill_wants(cr, oc))
 		exec_local_wait(c, cr, &r, oc, q);
 	else
@@ -286,6 +289,8 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 
 	f->outcome = (uint8_t)oc;
 	fill_after(sh, &f->req, oc, &f->r);
+	if (fill_stale_wants(&f->req, oc) && fill_try(sh, &f->req, f->lease_tok, &f->r))
+		f->lease_granted = true;        /* noted on its connection at home */
 	if (f->via_l2 && f->r.cache == REPLY_CACHE_HIT)
 		f->r.cache = REPLY_CACHE_HIT_L2;   /* made again for room: still Redis' answer */
 	if (!f->resent) {

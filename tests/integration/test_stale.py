@@ -135,6 +135,34 @@ def resp_never_stale(c, srv, key):
             "the INCR's value replaced the stale one", r)
 
 
+def stale_with_lease(c, srv, key):
+    """Within swr, a GET with X-Cache-Fill: lease gets the stale value and,
+    the first one only, a lease to refresh it; nobody waits (issue 9)."""
+    lease = [("X-Cache-Fill", "lease")]
+    r = srv.request("PUT", "/cache/%s?ttl=1&swr=60" % key, b"old")
+    c.eq(r.status, 201, "PUT ?ttl=1&swr=60 -> 201 (%s)" % key)
+    r = wait_for(lambda: (lambda g: g if x_cache(g) == "STALE" else None)(get(srv, key)), WAIT)
+    c.check(r is not None, "the value turns stale", r)
+    conn = srv.connect()
+    first = conn.roundtrip("GET", "/cache/" + key, headers=lease)
+    tok = first.header("X-Cache-Lease")
+    c.check(first.status == 200 and x_cache(first) == "STALE" and first.body == b"old" and
+            tok is not None and len(tok) == 32,
+            "the first lease GET of a stale value: 200 STALE, the old value, and a lease", first)
+    for i in range(3):
+        r = get(srv, key, headers=lease)
+        c.check(r.status == 200 and x_cache(r) == "STALE" and r.body == b"old" and
+                r.header("X-Cache-Lease") is None,
+                "lease GET %d while the refresh is out: the stale value at once, no token" % (i + 2),
+                r)
+    r = conn.roundtrip("PUT", "/cache/%s?ttl=60" % key, b"new", headers=[("X-Cache-Lease", tok)])
+    c.eq(r.status, 204, "the refresh with the token stores (204: it replaces the stale item)")
+    r = get(srv, key, headers=lease)
+    c.check(r.status == 200 and x_cache(r) == "HIT" and r.body == b"new",
+            "then a fresh HIT of the new value", r)
+    conn.close()
+
+
 def body(c):
     srv = RespServer(checks=c).start()
     # one key per shard: the local path and the forwarded one
@@ -144,6 +172,9 @@ def body(c):
         swr_window(c, srv, ks[shard][0])
     c.section("windows from Cache-Control")
     cache_control_windows(c, srv, ks[0][1])
+    c.section("stale-while-revalidate with fill leases: one refresher, nobody waits")
+    for shard in (0, 1):
+        stale_with_lease(c, srv, ks[shard][1] + "-lease")
     hostile(c, srv)
     resp_never_stale(c, srv, ks[1][2])
 
