@@ -46,6 +46,8 @@
 	  "CPUs to pin shards to, taskset syntax (e.g. 2-5,8)")                    \
 	X("memory", SIZE, memory, "256M", "SIZE",                                  \
 	  "total L1 budget across shards, index included")                         \
+	X("tag-memory", SIZEAUTO, tag_memory, "auto", "auto|SIZE",                 \
+	  "memory for the tag indexes, all shards (auto: a quarter of --memory)") \
 	X("max-value", SIZE, max_value, "16M", "SIZE",                             \
 	  "largest value accepted (413 above)")                                    \
 	X("hugepages", HUGEPAGES, hugepages, "auto", "auto|on|off",                \

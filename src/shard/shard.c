@@ -205,6 +205,8 @@ static int setup_store(struct shard *sh)
 		CACHE_ZIP_STATS(ZIP_COUNTER)
 #undef ZIP_COUNTER
 		.zip_lag = &sh->stats->zip_lag,
+		/* CONFIG_SIZE_AUTO (0): the cache takes a quarter of its arena */
+		.tags_memory = cfg->tag_memory / sh->srv->nshards,
 	};
 	int rc = store_create(&sh->store, &sc);
 

@@ -152,6 +152,23 @@ def many(c, srv):
         busy["count"], busy["p50"], busy["p99"], busy["p99.9"], busy["max"]))
 
 
+def bound(c):
+    c.section("--tag-memory bounds the tag index: a tagged write past it is 507")
+    srv = Server(["--shards", "1", "--memory", "64M", "--tag-memory", "64K"], checks=c).start()
+    statuses = [put(srv, "b%d" % i, b"v", "t%d" % i).status for i in range(2000)]
+    c.check(201 in statuses and 507 in statuses,
+            "tagged writes are stored until the 64 KiB index is full, then refused 507",
+            "first 507 at write %s" % (statuses.index(507) if 507 in statuses else None))
+    refused = statuses.count(507)
+    s = stats(srv)["total"]
+    c.eq(s["tag_index_full"], refused, "each refusal counted in tag_index_full")
+    c.check(s["tag_index_bytes"] <= 64 << 10, "tag_index_bytes (%d) within --tag-memory"
+            % s["tag_index_bytes"])
+    r = put(srv, "untagged", b"v")
+    c.eq(r.status, 201, "an untagged write still stores")
+    srv.stop()
+
+
 def auth(c):
     c.section("--api-keys-file covers /tags/ like /cache/")
     key = secrets.token_hex(16)
@@ -214,6 +231,7 @@ def body(c):
     basics(c, srv)
     hostile(c, srv)
     many(c, srv)
+    bound(c)
     auth(c)
     snapshot(c)
 
