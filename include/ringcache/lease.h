@@ -203,6 +203,10 @@ struct lease_event {
 int lease_tick(struct lease_tab *t, uint64_t now, struct lease_event *ev);
 
 /* Leases outstanding, and waiters, now. */
+/* The earliest time lease_tick() has something to do (a waiter's deadline, a
+ * lease's expiry), or UINT64_MAX: how long a loop may sleep. */
+uint64_t lease_next_due(const struct lease_tab *t);
+
 uint32_t lease_count(const struct lease_tab *t);
 uint32_t lease_waiting(const struct lease_tab *t);
 

@@ -374,6 +374,19 @@ int lease_end(struct lease_tab *t, const void *key, uint32_t key_len, uint64_t h
 	return 0;
 }
 
+uint64_t lease_next_due(const struct lease_tab *t)
+{
+	uint64_t due = UINT64_MAX;
+
+	/* both lists are sorted (one constant each for --lease-wait and
+	 * --lease-ttl): their heads are the earliest */
+	if (t->whead)
+		due = t->whead->deadline;
+	if (t->ehead && t->ehead->expires < due)
+		due = t->ehead->expires;
+	return due;
+}
+
 int lease_tick(struct lease_tab *t, uint64_t now, struct lease_event *ev)
 {
 	struct lease_waiter *w = t->whead;

@@ -441,9 +441,20 @@ static void enter(struct shard *sh, bool spin)
 		io_uring_submit_and_get_events(&sh->ring);
 		return;
 	}
-	struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = PARK_TIMEOUT_NS };
+	/* wake for the next lease deadline (--lease-wait, --lease-ttl), not
+	 * up to PARK_TIMEOUT_NS after it */
+	uint64_t park = PARK_TIMEOUT_NS;
+	uint64_t due = sh->lease ? lease_next_due(sh->lease) : UINT64_MAX;
+	if (due != UINT64_MAX) {
+		uint64_t now = clock_mono_ns();
+		park = due <= now ? 0 : due - now < park ? due - now : park;
+	}
+	struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = (long long)park };
 	struct io_uring_cqe *cqe;
-	io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
+	if (park)
+		io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
+	else
+		io_uring_submit_and_get_events(&sh->ring);
 	atomic_store_explicit(&sh->parked, 0, memory_order_relaxed);
 }
 

@@ -145,8 +145,11 @@ static void test_time(void)
 	CHECK_EQ(lease_miss(t, K("a"), 500 * MS, &w[1], tok), LEASE_WAIT);
 	CHECK_EQ(lease_miss(t, K("a"), 1500 * MS, &w[2], tok), LEASE_WAIT);
 
+	/* what the loop may sleep until: the earliest of both lists */
+	CHECK_EQ(lease_next_due(t), 1200 * MS);
 	CHECK_EQ(lease_tick(t, 1199 * MS, &ev), 0);
 	CHECK_EQ(lease_tick(t, 1200 * MS, &ev), 1);     /* b's waiter */
+	CHECK_EQ(lease_next_due(t), 1500 * MS);
 	CHECK_EQ(ev.kind, LEASE_EV_TIMED_OUT);
 	CHECK(ev.w == &w[3]);
 	CHECK_EQ(lease_tick(t, 1200 * MS, &ev), 0);
@@ -161,14 +164,17 @@ static void test_time(void)
 	CHECK(lease_holds(t, K("a"), ev.token, strlen(ev.token)));
 	CHECK(!lease_holds(t, K("a"), tok, strlen(tok)));
 	CHECK_EQ(lease_waiting(t), 0);
+	CHECK_EQ(lease_next_due(t), 2100 * MS);        /* b's lease */
 	/* b (expires 2100) goes with nobody waiting: no event */
 	CHECK_EQ(lease_tick(t, 2100 * MS, &ev), 0);
+	CHECK_EQ(lease_next_due(t), 4000 * MS);        /* the handed lease */
 	CHECK_EQ(lease_count(t), 1);
 	/* the handed lease lasts a full ttl from its hand-over */
 	CHECK_EQ(lease_tick(t, 3999 * MS, &ev), 0);
 	CHECK_EQ(lease_count(t), 1);
 	CHECK_EQ(lease_tick(t, 4000 * MS, &ev), 0);
 	CHECK_EQ(lease_count(t), 0);
+	CHECK_EQ(lease_next_due(t), UINT64_MAX);       /* nothing to wake for */
 	CHECK_EQ(get(&st.lease_expired), 3);
 	CHECK_EQ(get(&st.lease_waiters_timed_out), 2);
 	CHECK_EQ(get(&st.lease_handed_over), 1);
