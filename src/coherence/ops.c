@@ -385,10 +385,26 @@ static void drop_kept(struct coh *c, struct coh_msg *m)
 	coh_msg_destroy(m);
 }
 
-/* The commands that add m's key to the set of each of its tags, and keep
- * the set alive as long as its longest-lived member (Redis 7's NX and GT;
- * an older Redis refuses them and the set keeps no expiry).  Replies are
- * ignored: a set is a hint for a purge, which checks each value itself. */
+/*
+ * One EVAL per tag adds m's key to the tag's set and keeps the set alive as
+ * long as its longest-lived member: a set made now takes the member's TTL,
+ * a set with a shorter one is extended, a set without one (a member that
+ * never expires) keeps none, and a member without TTL makes it persist.
+ * (PEXPIRE NX would give a persistent set the next member's TTL: the set
+ * would go first and a purge would miss the member that never expires.)
+ * Replies are ignored: a set is a hint for a purge, which checks each value
+ * itself.
+ *
+ * KEYS: the set   ARGV: the cache key (unprefixed), its TTL in ms (0: none)
+ */
+static const char tag_set_lua[] =
+	"local t = redis.call('PTTL', KEYS[1]) "
+	"redis.call('SADD', KEYS[1], ARGV[1]) "
+	"if ARGV[2] == '0' then redis.call('PERSIST', KEYS[1]) "
+	"elseif t == -2 or (t >= 0 and t < tonumber(ARGV[2])) then "
+	"redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
+	"return 0";
+
 static int send_tag_sets(struct coh *c, struct coh_conn *cn, const struct coh_msg *m,
 			 unsigned *pushes)
 {
@@ -406,27 +422,11 @@ static int send_tag_sets(struct coh *c, struct coh_conn *cn, const struct coh_ms
 		const void *tag = p + 1;
 		size_t n = *p;
 		p += 1 + n;
-		rc |= coh_conn_array(cn, 3);
-		rc |= coh_conn_bulk(cn, "SADD", 4);
+		rc |= eval_head(cn, tag_set_lua, sizeof(tag_set_lua) - 1, 2, 1);
 		rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl, tag, n);
-		rc |= coh_conn_bulk(cn, m->key, m->key_len);    /* the cache key, unprefixed */
-		if (m->ttl) {
-			static const char *const how[] = { "NX", "GT" };
-			for (unsigned k = 0; k < 2; k++) {
-				rc |= coh_conn_array(cn, 4);
-				rc |= coh_conn_bulk(cn, "PEXPIRE", 7);
-				rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl,
-						     tag, n);
-				rc |= coh_conn_bulk_u64(cn, (uint64_t)m->ttl * 1000);
-				rc |= coh_conn_bulk(cn, how[k], 2);
-			}
-			*pushes += 3;
-		} else {
-			rc |= coh_conn_array(cn, 2);
-			rc |= coh_conn_bulk(cn, "PERSIST", 7);
-			rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl, tag, n);
-			*pushes += 2;
-		}
+		rc |= coh_conn_bulk(cn, m->key, m->key_len);
+		rc |= coh_conn_bulk_u64(cn, (uint64_t)m->ttl * 1000);
+		*pushes += 1;
 	}
 	return rc;
 }
@@ -439,7 +439,7 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 	unsigned tag_pushes = 0;
 	int rc;
 
-	if (coh_conn_reserve(cn, 3 + (m->op == COH_SET ? 3u * m->ntags : 0)))
+	if (coh_conn_reserve(cn, 3 + (m->op == COH_SET ? m->ntags : 0)))
 		return -ENOMEM;
 	bool fill = m->op == COH_SET && m->lease_len;
 	size_t in = inval_head(c, inval);

@@ -59,6 +59,12 @@ def sets(c, redis, a, b):
             "the value is an RCV2 frame carrying its tags", frame[:60])
     put_settled(c, redis, a, b, ks[1][2], b"forever", [("X-Cache-Tags", "eternal")])
     c.eq(redis.cmd("PTTL", PREFIX + "tag:eternal"), -1, "a member without TTL: the set has none")
+    # Found by review: PEXPIRE NX gave the set of a member without TTL the
+    # TTL of the next member, so the set went first and a purge then left
+    # the member without TTL in Redis for every instance to read back.
+    put_settled(c, redis, a, b, ks[0][2], b"brief", [("X-Cache-Tags", "eternal")], "?ttl=300")
+    c.eq(redis.cmd("PTTL", PREFIX + "tag:eternal"), -1,
+         "a member with a TTL joins it later: the set still has none (it outlives the first)")
     r = a.request("PUT", "/cache/tag:grp", b"x")
     c.check(r.status == 400 and b"reserved" in r.body,
             "PUT /cache/tag:grp (the set's name) -> 400 reserved", show(r))
