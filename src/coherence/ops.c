@@ -80,14 +80,38 @@ static size_t inval_head(struct coh *c, char *inval)
  *   -> {1, value, pttl}  the value (decoded as a GET's)
  *   -> {2}               absent; the lease is the caller's now
  *   -> {3}               absent; someone else holds the lease
+ *   -> {4, value, pttl}  the value, past its TTL and its stale-while-revalidate
+ *                        window (only its stale-if-error window is left: a miss
+ *                        to a GET that does not ask for stale); the lease is
+ *                        the caller's now
+ *   -> {5, value, pttl}  the same, someone else holds the lease
  * FILL        KEYS: data, lease   ARGV: token, blob, px (0: none), channel, message
  *   -> 1 stored, the lease dropped, the invalidation published; 0 not the lease
  * RELEASE     KEYS: lease         ARGV: token, channel, message
  *   -> 1 dropped and published; 0 not (or no longer) the lease
  */
 static const char lease_get_lua[] =
+	/* whether v, with t ms left, is an RCV2 frame with stale windows
+	 * (docs/coherence.md: ext len u16, then bits, ttl, swr, sie as u32
+	 * LE) left with its stale-if-error window alone: PX was TTL + S + E */
+	"local function sie_only(v, t) "
+	"  if t < 0 or string.sub(v, 1, 5) ~= '\\0RCV2' then return false end "
+	"  local nl = string.find(v, '\\n', 6, true) "
+	"  if not nl or #v < nl + 15 then return false end "
+	"  local p = nl + 3 "
+	"  if string.byte(v, nl + 1) + 256 * string.byte(v, nl + 2) < 13 or "
+	"     string.byte(v, p) % 2 ~= 1 then return false end "
+	"  local e = string.byte(v, p + 9) + 256 * string.byte(v, p + 10) + "
+	"            65536 * string.byte(v, p + 11) + 16777216 * string.byte(v, p + 12) "
+	"  return t <= e * 1000 "
+	"end "
 	"local v = redis.call('GET', KEYS[1]) "
-	"if v then return {1, v, redis.call('PTTL', KEYS[1])} end "
+	"if v then "
+	"  local t = redis.call('PTTL', KEYS[1]) "
+	"  if not sie_only(v, t) then return {1, v, t} end "
+	"  if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {4, v, t} end "
+	"  return {5, v, t} "
+	"end "
 	"if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end "
 	"return {3}";
 static const char fill_lua[] =
@@ -189,7 +213,7 @@ static void lease_reply(struct coh *c, struct coh_pend *p, redisReply *r)
 		reply(c, m, COH_MISS);
 		return;
 	}
-	if (kind != 1 || r->elements != 3) {
+	if ((kind != 1 && kind != 4 && kind != 5) || r->elements != 3) {
 		COH_ADD(c, bad_data, 1);
 		reply(c, m, COH_BAD_DATA);
 		return;
@@ -210,6 +234,8 @@ static void lease_reply(struct coh *c, struct coh_pend *p, redisReply *r)
 		reply(c, m, COH_ERROR);
 		return;
 	}
+	if (kind != 1)
+		m->flags |= kind == 4 ? COH_F_LEASED : COH_F_LEASE_HELD;
 	COH_ADD(c, get_hits, 1);
 	reply(c, m, COH_OK);
 }
