@@ -668,7 +668,9 @@ static void write_reply(struct coh *c, const struct coh_pend *e, const redisRepl
  * RCV2 frame whose extension header lists the tag (its layout:
  * docs/coherence.md, src/cache/repr.h) and is well formed as L1 checks it
  * (1..8 tags of 1..128 bytes ending the header): nothing is deleted on a
- * guess.  Returns {popped, deleted}.
+ * guess.  A key deleted loses its fill lease too, as a DEL's write does
+ * (send_write): a holder's fill of the purged key is refused.  Returns
+ * {popped, deleted}.
  */
 static const char purge_script[] =
 	"local popped = redis.call('SPOP', KEYS[1], ARGV[2])\n"
@@ -699,7 +701,10 @@ static const char purge_script[] =
 	"for _, k in ipairs(popped) do\n"
 	"  local name = ARGV[1] .. k\n"
 	"  local ok, v = pcall(redis.call, 'GET', name)\n"
-	"  if ok and tagged(v) then redis.call('DEL', name) deleted = deleted + 1 end\n"
+	"  if ok and tagged(v) then\n"
+	"    redis.call('DEL', name, ARGV[1] .. 'lease:' .. k)\n"
+	"    deleted = deleted + 1\n"
+	"  end\n"
 	"end\n"
 	"return {#popped, deleted}\n";
 

@@ -174,6 +174,42 @@ def snapshot(c, redis):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def purge_revokes_fleet_lease(c, redis, a):
+    """A purge deletes the tagged keys from Redis and must revoke their
+    fleet leases there too, as a DELETE does (it deletes <prefix>lease:<key>):
+    a holder whose instance has no copy of the key in L1 (so its L1 purge
+    revokes nothing), or whose tag: message has not arrived yet, would
+    otherwise fill the purged key with what it read before the purge.  Here
+    the holder's instance m takes no copy (its --max-value is smaller than
+    the value), so the outcome does not depend on when messages arrive.
+    Found by review."""
+    c.section("DELETE /tags/ revokes the fleet leases of the keys it deletes from Redis")
+    m = start_instance(c, redis, "m", ["--max-value", "64"])
+    if not c.check(wait_l2_ready(m, "m", READY_TIMEOUT) is not None, "m: L2 ready"):
+        return
+    key, big = "plk", b"o" * 100
+    r = a.request("PUT", "/cache/%s?ttl=1&sie=300" % key, big, headers=[("X-Cache-Tags", "plt")])
+    c.check(r.status in (201, 204) and r.header("X-L2") == "ok",
+            "a: PUT ?ttl=1&sie=300 tagged plt, written through", show(r))
+    c.check(wait_for(lambda: a.request("GET", "/cache/" + key).status == 404, WAIT),
+            "past its TTL a GET that does not ask for stale misses")
+    cm = m.connect()
+    r = cm.roundtrip("GET", "/cache/" + key, headers=[("X-Cache-Fill", "lease")])
+    tok = r.header("X-Cache-Lease")
+    c.check(r.status == 404 and tok is not None and
+            redis.cmd("GET", PREFIX + "lease:" + key) == (tok or "").encode(),
+            "m: a lease GET in the stale-if-error window takes the fleet's lease", show(r))
+    r = a.request("DELETE", "/tags/plt")
+    c.check(r.status == 200 and (body_of(r) or {}).get("l2_removed") == 1,
+            "a: DELETE /tags/plt deletes the key from Redis", show(r))
+    r = cm.roundtrip("PUT", "/cache/" + key, b"read-before-the-purge",
+                     headers=[("X-Cache-Lease", tok or "")])
+    c.eq(r.status, 409, "m: the fill with the purged key's lease -> 409")
+    c.eq(redis.cmd("EXISTS", PREFIX + key), 0, "nothing stored in Redis")
+    cm.close()
+    m.stop()
+
+
 def main(c, redis):
     a = start_instance(c, redis, "a")
     b = start_instance(c, redis, "b")
@@ -185,6 +221,7 @@ def main(c, redis):
     purge(c, redis, a, b, keys)
     app_publish(c, redis, a, b)
     hostile(c, redis, a, b)
+    purge_revokes_fleet_lease(c, redis, a)
     c.check(a.healthy() and b.healthy(), "both healthy")
     snapshot(c, redis)
 
