@@ -421,10 +421,22 @@ static void drop_kept(struct coh *c, struct coh_msg *m)
  * Replies are ignored: a set is a hint for a purge, which checks each value
  * itself.
  *
- * KEYS: the set   ARGV: the cache key (unprefixed), its TTL in ms (0: none)
+ * Members whose keys are gone (expired, deleted) are removed lazily: each
+ * add looks at TAG_SET_SAMPLE random members and drops those whose key no
+ * longer exists.  Without it a tag written on ever new keys keeps its set
+ * alive (each add extends it) and every dead member in it: Redis memory
+ * without bound.  With it, dead members stay about as many as live ones
+ * (an add removes 2 x dead / all of them on average, and adds one).
+ *
+ * KEYS: the set   ARGV: the cache key (unprefixed), its TTL in ms (0: none),
+ * the key prefix
  */
+#define TAG_SET_SAMPLE "2"
 static const char tag_set_lua[] =
 	"local t = redis.call('PTTL', KEYS[1]) "
+	"for _, k in ipairs(redis.call('SRANDMEMBER', KEYS[1], " TAG_SET_SAMPLE ")) do "
+	"  if redis.call('EXISTS', ARGV[3] .. k) == 0 then redis.call('SREM', KEYS[1], k) end "
+	"end "
 	"redis.call('SADD', KEYS[1], ARGV[1]) "
 	"if ARGV[2] == '0' then redis.call('PERSIST', KEYS[1]) "
 	"elseif t == -2 or (t >= 0 and t < tonumber(ARGV[2])) then "
@@ -448,10 +460,11 @@ static int send_tag_sets(struct coh *c, struct coh_conn *cn, const struct coh_ms
 		const void *tag = p + 1;
 		size_t n = *p;
 		p += 1 + n;
-		rc |= eval_head(cn, tag_set_lua, sizeof(tag_set_lua) - 1, 2, 1);
+		rc |= eval_head(cn, tag_set_lua, sizeof(tag_set_lua) - 1, 3, 1);
 		rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl, tag, n);
 		rc |= coh_conn_bulk(cn, m->key, m->key_len);
 		rc |= coh_conn_bulk_u64(cn, (uint64_t)m->ttl * 1000);
+		rc |= coh_conn_bulk(cn, c->prefix, c->prefix_len);
 		*pushes += 1;
 	}
 	return rc;

@@ -210,6 +210,33 @@ def purge_revokes_fleet_lease(c, redis, a):
     m.stop()
 
 
+def dead_members_pruned(c, redis, a):
+    """A tag written on ever new keys keeps its set alive (each add extends
+    it), so members whose keys expired must leave it, or the set grows
+    without bound in Redis.  Each add samples two members and drops those
+    whose key is gone: after 20 members die, 200 adds sample 400 times
+    from a set of 20 dead among at most 221, so at least one is dropped
+    unless the pruning is missing (the chance of missing all is ~1e-16).
+    Found by review."""
+    c.section("a tag's set in Redis drops members whose keys are gone")
+    name = PREFIX + "tag:dm"
+    r = a.request("PUT", "/cache/dm-keep?ttl=300", b"v", headers=[("X-Cache-Tags", "dm")])
+    c.check(r.status in (201, 204), "a long-lived member keeps the set alive", show(r))
+    for i in range(20):
+        r = a.request("PUT", "/cache/dm-old-%d?ttl=1" % i, b"v", headers=[("X-Cache-Tags", "dm")])
+        c.check(r.status in (201, 204) and r.header("X-L2") == "ok", "PUT dm-old-%d" % i, show(r))
+    c.eq(redis.cmd("SCARD", name), 21, "21 members")
+    gone = wait_for(lambda: all(redis.cmd("EXISTS", PREFIX + "dm-old-%d" % i) == 0
+                                for i in range(20)), WAIT)
+    c.check(gone, "their keys expired in Redis")
+    for i in range(200):
+        a.request("PUT", "/cache/dm-new-%d?ttl=300" % i, b"v", headers=[("X-Cache-Tags", "dm")])
+    live = sum(redis.cmd("SISMEMBER", name, "dm-new-%d" % i) for i in range(200))
+    c.eq(live, 200, "every live key is a member (a purge finds it)")
+    n = redis.cmd("SCARD", name)
+    c.check(n < 221, "dead members were dropped: SCARD %s < 221" % n, n)
+
+
 def main(c, redis):
     a = start_instance(c, redis, "a")
     b = start_instance(c, redis, "b")
@@ -222,6 +249,7 @@ def main(c, redis):
     app_publish(c, redis, a, b)
     hostile(c, redis, a, b)
     purge_revokes_fleet_lease(c, redis, a)
+    dead_members_pruned(c, redis, a)
     c.check(a.healthy() and b.healthy(), "both healthy")
     snapshot(c, redis)
 
