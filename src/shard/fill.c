@@ -275,6 +275,11 @@ void fill_invalidated(struct shard *sh, const void *key, uint32_t key_len, uint6
 		handed(sh, w, token);
 }
 
+void fill_flushed(struct shard *sh)
+{
+	lease_expire_all(sh->lease);
+}
+
 static void abandon(struct shard *sh, const void *key, uint32_t key_len, uint64_t hash,
 		    const char *tok)
 {

@@ -110,6 +110,10 @@ void fill_note(struct conn *c, const struct cache_req *cr, const char *token);
 /* Owner: another instance (or a PUBLISH) invalidated the key. */
 void fill_invalidated(struct shard *sh, const void *key, uint32_t key_len, uint64_t hash);
 
+/* The invalidation feed broke (COH_FLUSH): any lease may have missed its
+ * revoke, so every one ends at the next fill_tick() (a holder's fill: 409). */
+void fill_flushed(struct shard *sh);
+
 /* Owner: an abandon fwd arrived (fill_conn_gone on its origin). */
 void fill_exec_abandon(struct shard *sh, struct fwd *f);
 

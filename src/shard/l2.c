@@ -675,6 +675,7 @@ bool l2_drain(struct shard *sh)
 		case COH_FLUSH:
 			store_flush(sh->store, m->older_than);
 			route_count_store(sh);
+			fill_flushed(sh);       /* their revokes may be lost too */
 			break;
 		case COH_PURGE_TAG:
 			purge_from_l2(sh, m);

@@ -202,6 +202,38 @@ def stale_if_error_window(c, redis, a, b):
     cb.close()
 
 
+def feed_lost(c, redis, a):
+    """When the invalidation feed breaks, L1 is flushed because a DELETE
+    elsewhere may have been missed; that DELETE would have revoked a lease
+    too, so every lease ends then and the holder's fill is refused.  The
+    lease here is a stale value's refresh lease, this instance's own: its
+    PUT writes through as a plain write, so nothing in Redis would refuse
+    it.  Found by review: the FLUSH left the leases alive."""
+    c.section("a lost invalidation feed ends every lease (as it flushes L1)")
+    key = "feed-k"
+    r = a.request("PUT", "/cache/%s?ttl=1&swr=300" % key, b"old")
+    c.check(r.status in (201, 204) and r.header("X-L2") == "ok", "a: PUT ?ttl=1&swr=300", r)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and a.request("GET", "/cache/" + key).header(
+            "X-Cache") != "STALE":
+        time.sleep(0.05)
+    ca = Conn(a.port)
+    r = lease_get(ca, key)
+    tok = r.header("X-Cache-Lease")
+    c.check(r.status == 200 and r.header("X-Cache") == "STALE" and tok is not None,
+            "a: a lease GET of the stale value gets a refresh lease", r)
+    flushes = stats(a)["l2"]["flushes"]
+    redis.cmd("CLIENT", "KILL", "TYPE", "pubsub")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (stats(a)["l2"]["flushes"] > flushes and
+                                               stats(a)["l2"]["subscribed"] == 1):
+        time.sleep(0.02)
+    c.check(stats(a)["l2"]["flushes"] > flushes, "the feed was lost and is back (FLUSH)")
+    r = put(ca, key, b"computed-before", tok)
+    c.eq(r.status, 409, "the refresh with a lease from before the loss -> 409")
+    ca.close()
+
+
 def main(c, redis):
     a = start_instance(c, redis, "lease-a")
     b = start_instance(c, redis, "lease-b")
@@ -212,6 +244,7 @@ def main(c, redis):
     delete_revokes(c, redis, a, b)
     holder_dies(c, redis, a, b)
     stale_if_error_window(c, redis, a, b)
+    feed_lost(c, redis, a)
     reserved(c, a)
     redis_down(c, redis, a)
 
