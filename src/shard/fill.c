@@ -422,6 +422,16 @@ void fill_note_drop(struct conn *c, const struct cache_req *cr)
 	}
 }
 
+void fill_answered(struct conn *c, const struct cache_req *cr, enum cache_outcome oc,
+		   int status)
+{
+	if (!cr->lease_token.len || cr->op == CACHE_GET || cr->op == CACHE_HEAD)
+		return;
+	if (cr->op == CACHE_PUT && oc == CACHE_FAILED && status != 409)
+		return;
+	fill_note_drop(c, cr);
+}
+
 void fill_conn_gone(struct conn *c)
 {
 	for (struct fill_note *n = c->leases; n; n = n->next)

@@ -128,6 +128,15 @@ void fill_home(struct shard *sh, struct fwd *f);
 /* Origin: the lease noted for a key may end by this request (its token). */
 void fill_note_drop(struct conn *c, const struct cache_req *cr);
 
+/*
+ * Origin, once cr (a request of c's client) is executed with outcome oc and
+ * answer status: forgets the lease cr's token ended (a stored PUT, a
+ * DELETE, a 409).  A PUT refused for its own sake (400, 413, 507) leaves
+ * the lease with its holder, who may try again: still ended if c closes.
+ */
+void fill_answered(struct conn *c, const struct cache_req *cr, enum cache_outcome oc,
+		   int status);
+
 /* Origin: c is ending: its leases end now.  Then fill_conn_free(). */
 void fill_conn_gone(struct conn *c);
 /* Frees c's notes (also at stop, with no thread running: sends nothing). */

@@ -196,6 +196,8 @@ static void arrive_home(struct fwd *f)
 {
 	if (f->lease_granted)
 		fill_home(f->home->sh, f);  /* its connection holds a lease now, or is gone */
+	if (f->conn && !f->parent)
+		fill_answered(f->conn, &f->req, f->outcome, f->r.status);
 	if (f->parent && f->req.op == CACHE_TAG_PURGE) {
 		route_purge_part_home(f, NULL);
 	} else if (f->parent) {
