@@ -201,6 +201,76 @@ def across_lost_subscription(c, redis, relay, a):
 
 # --- deadlines, breaker, a killed Redis ---------------------------------------------
 
+def overtaken_by_tag_purge(c, redis, relay):
+    """A read in flight when a purge of a tag its key carries arrives must
+    not be kept in L1: the purge deleted the key in Redis after the read
+    took it, and no later message names the key.  Found by review: key
+    invalidations supersede reads of their key, a tag: message did not."""
+    c.section("a read overtaken by a tag purge (tag:<tag> message)")
+    a = start(c, relay, "tagp", HOLD_FLAGS)
+    k, j = keys_per_shard("otag-", NSHARDS, 2)[0]
+    c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT), "shard 0 holds its probe key")
+    r = a.request("PUT", "/cache/" + j, b"j", headers=[("X-Cache-Tags", "otag")])
+    c.check(r.status in WRITE_OK, "PUT %s tagged otag (same shard, kept in L1)" % j, show(r))
+    c.check(wait_for(lambda: shard_items(a, 0) == 2, WAIT), "shard 0 holds 2 items")
+    ext = b"\x02\x01\x04otag"
+    frame = b"\0RCV2\n" + bytes([len(ext), 0]) + ext + b"v1"
+
+    def purge():
+        redis.cmd("DEL", PREFIX + k)          # the purge's Redis part
+        redis.cmd("PUBLISH", CHANNEL, "tag:otag")
+        c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT),
+                "the purge reached shard 0 (%s dropped)" % j)
+    redis.cmd("SET", PREFIX + k, frame)
+    cn = held_read(c, relay, a, k)
+    try:
+        purge()
+        relay.release()
+        r = cn.read_response()
+    finally:
+        cn.close()
+        relay.release()
+    c.check(is_hit(r, b"v1", "HIT-L2"), "the read is answered with what it read", show(r))
+    r = get(a, k)
+    c.check(r.status == 404, "but not kept: the next GET -> 404", show(r))
+    a.stop()
+
+
+def lease_read_overtaken(c, redis, relay):
+    """A lease GET reads Redis with one EVAL on the thread's connection, not
+    as a read the key's invalidation can supersede: an invalidation that
+    overtakes its reply must still keep the old value out of L1.  Found by
+    review: the value it read was stored after the invalidation."""
+    c.section("a lease read overtaken by an invalidation of its key")
+    a = start(c, relay, "leaseo", HOLD_FLAGS)
+    k, j = keys_per_shard("olr-", NSHARDS, 2)[0]
+    c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT), "shard 0 holds its probe key")
+    r = a.request("PUT", "/cache/" + j, b"j")
+    c.check(r.status in WRITE_OK, "PUT %s (same shard, kept in L1)" % j, show(r))
+    c.check(wait_for(lambda: shard_items(a, 0) == 2, WAIT), "shard 0 holds 2 items")
+    redis.cmd("SET", PREFIX + k, "v1")
+    relay.hold_replies((PREFIX + "lease:" + k).encode())
+    cn = Conn(a.port)
+    try:
+        cn.send(build_request("GET", "/cache/" + k, headers=[("X-Cache-Fill", "lease")]))
+        c.check(wait_for(lambda: relay.held_replies() >= 1, WAIT),
+                "the lease read was answered by Redis, its reply held")
+        redis.cmd("SET", PREFIX + k, "v2")
+        redis.cmd("PUBLISH", CHANNEL, k)
+        redis.cmd("PUBLISH", CHANNEL, j)
+        c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT),
+                "the invalidations reached shard 0 (%s dropped)" % j)
+        relay.release()
+        r = cn.read_response()
+    finally:
+        cn.close()
+        relay.release()
+    c.check(is_hit(r, b"v1", "HIT-L2"), "the lease read is answered with what it read", show(r))
+    r = get(a, k)
+    c.check(is_hit(r, b"v2", "HIT-L2"), "but not kept: the next GET reads v2 from Redis", show(r))
+    a.stop()
+
+
 def deadline_and_trip(c, redis, relay):
     c.section("replies held past --redis-timeout: timeouts, then the breaker")
     b = start(c, relay, "slow", ["--redis-timeout", "100"])
@@ -269,6 +339,8 @@ def main(c, redis, relay):
     overtaken_by_delete(c, redis, relay, a)
     across_lost_subscription(c, redis, relay, a)
     overtaken_by_invalidation(c, redis, relay)
+    overtaken_by_tag_purge(c, redis, relay)
+    lease_read_overtaken(c, redis, relay)
     deadline_and_trip(c, redis, relay)
     killed_mid_read(c, redis, relay)
 
