@@ -1017,14 +1017,15 @@ void coh_sub_message(struct coh *c, redisReply *r)
 		COH_ADD(c, invalidations_bad, 1);
 		return;
 	}
-	if (id && id_len == c->id_len && !memcmp(id, c->id, id_len)) {
-		COH_ADD(c, invalidations_own, 1);
-		return;
-	}
+	bool own = id && id_len == c->id_len && !memcmp(id, c->id, id_len);
 	size_t tl = sizeof(COH_TAG_PREFIX) - 1;
 	if (key_len > tl && key_len - tl <= COH_TAG_MAX && !memcmp(key, COH_TAG_PREFIX, tl)) {
 		/* "tag:<tag>": a purge, for every shard (no cache key is named so
-		 * with --redis: coh_key_reserved()) */
+		 * with --redis: coh_key_reserved()).  Our own too: its L1 part ran
+		 * beside the Redis part, so a read here may have taken a value
+		 * before Redis deleted it and stored it after; this message, sent
+		 * once Redis is purged, makes each shard drop such reads and purge
+		 * again (cheap: only what came back meanwhile is left). */
 		for (unsigned s = 0; s < c->nshards; s++) {
 			struct coh_msg *pm = coh_msg_create(COH_PURGE_TAG, s, 0, key + tl,
 							    key_len - tl, NULL, 0, 0);
@@ -1034,7 +1035,14 @@ void coh_sub_message(struct coh *c, redisReply *r)
 			}
 			coh_send(c, pm);
 		}
-		COH_ADD(c, purges_received, 1);
+		if (own)
+			COH_ADD(c, invalidations_own, 1);
+		else
+			COH_ADD(c, purges_received, 1);
+		return;
+	}
+	if (own) {
+		COH_ADD(c, invalidations_own, 1);
 		return;
 	}
 	uint64_t h = hash_key(key, key_len);

@@ -25,6 +25,8 @@ decides when a read's reply, or a write, reaches its destination.
 usage: test_l2_read.py [path/to/ringcached]
 """
 
+import json
+
 from harness import (WRITE_OK, Conn, Server, build_request, keys_per_shard, show, stats,
                      stats_delta, wait_for)
 from redis_harness import PREFIX, CHANNEL, run_with_redis, wait_l2_ready
@@ -236,6 +238,45 @@ def overtaken_by_tag_purge(c, redis, relay):
     a.stop()
 
 
+def overtaken_by_own_purge(c, redis, relay):
+    """The same on the instance that purges: its L1 part runs beside the
+    Redis part, so a read that took the value before Redis deleted it lands
+    after the L1 part.  The purge's own tag:<tag> message, published once
+    Redis is purged, must drop it.  Found by review: own messages were
+    skipped, the read's value stayed."""
+    c.section("a read overtaken by this instance's own DELETE /tags/")
+    a = start(c, relay, "tagown", HOLD_FLAGS)
+    k, j = keys_per_shard("oown-", NSHARDS, 2)[0]
+    c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT), "shard 0 holds its probe key")
+    ext = b"\x02\x01\x04oown"
+    redis.cmd("SET", PREFIX + k, b"\0RCV2\n" + bytes([len(ext), 0]) + ext + b"v1")
+    redis.cmd("SADD", PREFIX + "tag:oown", k)
+    r = a.request("PUT", "/cache/" + j, b"j")
+    c.check(r.status in WRITE_OK, "PUT %s (same shard, kept in L1)" % j, show(r))
+    c.check(wait_for(lambda: shard_items(a, 0) == 2, WAIT), "shard 0 holds 2 items")
+    cn = held_read(c, relay, a, k)
+    try:
+        own = l2(a)["invalidations_own"]
+        r = a.request("DELETE", "/tags/oown")
+        c.check(r.status == 200 and json.loads(r.body).get("l2_removed") == 1,
+                "DELETE /tags/oown: deleted in Redis", show(r))
+        c.check(wait_for(lambda: l2(a)["invalidations_own"] > own, WAIT),
+                "its tag:oown message came back")
+        # messages reach a shard in order: once j is gone, so was the purge
+        redis.cmd("PUBLISH", CHANNEL, j)
+        c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT),
+                "shard 0 handled the messages (%s dropped)" % j)
+        relay.release()
+        r = cn.read_response()
+    finally:
+        cn.close()
+        relay.release()
+    c.check(is_hit(r, b"v1", "HIT-L2"), "the read is answered with what it read", show(r))
+    r = get(a, k)
+    c.check(r.status == 404, "but not kept: the next GET -> 404", show(r))
+    a.stop()
+
+
 def lease_read_overtaken(c, redis, relay):
     """A lease GET reads Redis with one EVAL on the thread's connection, not
     as a read the key's invalidation can supersede: an invalidation that
@@ -340,6 +381,7 @@ def main(c, redis, relay):
     across_lost_subscription(c, redis, relay, a)
     overtaken_by_invalidation(c, redis, relay)
     overtaken_by_tag_purge(c, redis, relay)
+    overtaken_by_own_purge(c, redis, relay)
     lease_read_overtaken(c, redis, relay)
     deadline_and_trip(c, redis, relay)
     killed_mid_read(c, redis, relay)
