@@ -134,11 +134,11 @@ def held_read(c, relay, a, key):
     return cn
 
 
-def overtaken(c, redis, relay, a, key, meanwhile):
-    """key = v1 only in Redis; a GET of it on a whose reply (v1) is held
-    while meanwhile() runs, then delivered: the GET must be answered with
-    v1, what it read."""
-    redis.cmd("SET", PREFIX + key, "v1")
+def overtaken(c, redis, relay, a, key, meanwhile, stored=b"v1"):
+    """key = v1 only in Redis (stored as `stored`, a frame of v1); a GET of
+    it on a whose reply (v1) is held while meanwhile() runs, then delivered:
+    the GET must be answered with v1, what it read."""
+    redis.cmd("SET", PREFIX + key, stored)
     cn = held_read(c, relay, a, key)
     try:
         meanwhile()
@@ -162,14 +162,28 @@ def overtaken_by_delete(c, redis, relay, a):
     c.check(r.status == 404, "but not kept: the next GET -> 404", show(r))
 
 
-def overtaken_by_invalidation(c, redis, relay):
-    c.section("a read overtaken by an invalidation from elsewhere")
-    a = start(c, relay, "inval", HOLD_FLAGS)
-    k, j = keys_per_shard("oinv-", NSHARDS, 2)[0]
+def probed(c, relay, iid, prefix, headers=None):
+    """A new instance whose shard 0 holds two items, its probe key and j:
+    once a message that drops j was handled there, so was every message
+    before it.  Returns (instance, k, j), k another key of shard 0."""
+    a = start(c, relay, iid, HOLD_FLAGS)
+    k, j = keys_per_shard(prefix, NSHARDS, 2)[0]
     c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT), "shard 0 holds its probe key")
-    r = a.request("PUT", "/cache/" + j, b"j")
+    r = a.request("PUT", "/cache/" + j, b"j", headers=headers)
     c.check(r.status in WRITE_OK, "PUT %s (same shard, kept in L1)" % j, show(r))
     c.check(wait_for(lambda: shard_items(a, 0) == 2, WAIT), "shard 0 holds 2 items")
+    return a, k, j
+
+
+def tagged(tag, value):
+    """value as an RCV2 frame carrying one tag (docs/coherence.md)."""
+    ext = b"\x02\x01" + bytes([len(tag)]) + tag.encode()
+    return b"\0RCV2\n" + bytes([len(ext), 0]) + ext + value
+
+
+def overtaken_by_invalidation(c, redis, relay):
+    c.section("a read overtaken by an invalidation from elsewhere")
+    a, k, j = probed(c, relay, "inval", "oinv-")
 
     def invalidate():
         redis.cmd("SET", PREFIX + k, "v2")
@@ -201,38 +215,20 @@ def across_lost_subscription(c, redis, relay, a):
             "but not kept (it may have missed an invalidation): the next GET reads again", show(r))
 
 
-# --- deadlines, breaker, a killed Redis ---------------------------------------------
-
 def overtaken_by_tag_purge(c, redis, relay):
     """A read in flight when a purge of a tag its key carries arrives must
     not be kept in L1: the purge deleted the key in Redis after the read
     took it, and no later message names the key.  Found by review: key
     invalidations supersede reads of their key, a tag: message did not."""
     c.section("a read overtaken by a tag purge (tag:<tag> message)")
-    a = start(c, relay, "tagp", HOLD_FLAGS)
-    k, j = keys_per_shard("otag-", NSHARDS, 2)[0]
-    c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT), "shard 0 holds its probe key")
-    r = a.request("PUT", "/cache/" + j, b"j", headers=[("X-Cache-Tags", "otag")])
-    c.check(r.status in WRITE_OK, "PUT %s tagged otag (same shard, kept in L1)" % j, show(r))
-    c.check(wait_for(lambda: shard_items(a, 0) == 2, WAIT), "shard 0 holds 2 items")
-    ext = b"\x02\x01\x04otag"
-    frame = b"\0RCV2\n" + bytes([len(ext), 0]) + ext + b"v1"
+    a, k, j = probed(c, relay, "tagp", "otag-", [("X-Cache-Tags", "otag")])
 
     def purge():
         redis.cmd("DEL", PREFIX + k)          # the purge's Redis part
         redis.cmd("PUBLISH", CHANNEL, "tag:otag")
         c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT),
                 "the purge reached shard 0 (%s dropped)" % j)
-    redis.cmd("SET", PREFIX + k, frame)
-    cn = held_read(c, relay, a, k)
-    try:
-        purge()
-        relay.release()
-        r = cn.read_response()
-    finally:
-        cn.close()
-        relay.release()
-    c.check(is_hit(r, b"v1", "HIT-L2"), "the read is answered with what it read", show(r))
+    overtaken(c, redis, relay, a, k, purge, tagged("otag", b"v1"))
     r = get(a, k)
     c.check(r.status == 404, "but not kept: the next GET -> 404", show(r))
     a.stop()
@@ -245,33 +241,20 @@ def overtaken_by_own_purge(c, redis, relay):
     Redis is purged, must drop it.  Found by review: own messages were
     skipped, the read's value stayed."""
     c.section("a read overtaken by this instance's own DELETE /tags/")
-    a = start(c, relay, "tagown", HOLD_FLAGS)
-    k, j = keys_per_shard("oown-", NSHARDS, 2)[0]
-    c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT), "shard 0 holds its probe key")
-    ext = b"\x02\x01\x04oown"
-    redis.cmd("SET", PREFIX + k, b"\0RCV2\n" + bytes([len(ext), 0]) + ext + b"v1")
-    redis.cmd("SADD", PREFIX + "tag:oown", k)
-    r = a.request("PUT", "/cache/" + j, b"j")
-    c.check(r.status in WRITE_OK, "PUT %s (same shard, kept in L1)" % j, show(r))
-    c.check(wait_for(lambda: shard_items(a, 0) == 2, WAIT), "shard 0 holds 2 items")
-    cn = held_read(c, relay, a, k)
-    try:
+    a, k, j = probed(c, relay, "tagown", "oown-")
+
+    def purge():
+        redis.cmd("SADD", PREFIX + "tag:oown", k)
         own = l2(a)["invalidations_own"]
         r = a.request("DELETE", "/tags/oown")
         c.check(r.status == 200 and json.loads(r.body).get("l2_removed") == 1,
                 "DELETE /tags/oown: deleted in Redis", show(r))
         c.check(wait_for(lambda: l2(a)["invalidations_own"] > own, WAIT),
                 "its tag:oown message came back")
-        # messages reach a shard in order: once j is gone, so was the purge
-        redis.cmd("PUBLISH", CHANNEL, j)
+        redis.cmd("PUBLISH", CHANNEL, j)      # behind it on the shard
         c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT),
                 "shard 0 handled the messages (%s dropped)" % j)
-        relay.release()
-        r = cn.read_response()
-    finally:
-        cn.close()
-        relay.release()
-    c.check(is_hit(r, b"v1", "HIT-L2"), "the read is answered with what it read", show(r))
+    overtaken(c, redis, relay, a, k, purge, tagged("oown", b"v1"))
     r = get(a, k)
     c.check(r.status == 404, "but not kept: the next GET -> 404", show(r))
     a.stop()
@@ -283,12 +266,7 @@ def lease_read_overtaken(c, redis, relay):
     overtakes its reply must still keep the old value out of L1.  Found by
     review: the value it read was stored after the invalidation."""
     c.section("a lease read overtaken by an invalidation of its key")
-    a = start(c, relay, "leaseo", HOLD_FLAGS)
-    k, j = keys_per_shard("olr-", NSHARDS, 2)[0]
-    c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT), "shard 0 holds its probe key")
-    r = a.request("PUT", "/cache/" + j, b"j")
-    c.check(r.status in WRITE_OK, "PUT %s (same shard, kept in L1)" % j, show(r))
-    c.check(wait_for(lambda: shard_items(a, 0) == 2, WAIT), "shard 0 holds 2 items")
+    a, k, j = probed(c, relay, "leaseo", "olr-")
     redis.cmd("SET", PREFIX + k, "v1")
     relay.hold_replies((PREFIX + "lease:" + k).encode())
     cn = Conn(a.port)
@@ -311,6 +289,8 @@ def lease_read_overtaken(c, redis, relay):
     c.check(is_hit(r, b"v2", "HIT-L2"), "but not kept: the next GET reads v2 from Redis", show(r))
     a.stop()
 
+
+# --- deadlines, breaker, a killed Redis ---------------------------------------------
 
 def deadline_and_trip(c, redis, relay):
     c.section("replies held past --redis-timeout: timeouts, then the breaker")
