@@ -96,7 +96,9 @@ enum coh_op {
 	/* fill leases across the fleet (docs/cache-aside.md), shard -> coherence */
 	COH_LEASE_GET,      /* one EVAL: read key as COH_GET does; if absent, take
 			     * <prefix>lease:<key> = lease (NX, PX lease_ttl_ms):
-			     * COH_MISS with COH_F_LEASED or COH_F_LEASE_HELD */
+			     * COH_MISS with COH_F_LEASED or COH_F_LEASE_HELD; a
+			     * value left with its stale-if-error window alone
+			     * takes it too: COH_OK with one of those flags */
 	COH_LEASE_RELEASE,  /* one EVAL: drop <prefix>lease:<key> if it is still
 			     * `lease`, and then publish an invalidation of key */
 	COH_PURGE_TAG,      /* key: a tag: purge the keys carrying it from L1 (another
@@ -119,8 +121,8 @@ enum coh_status {
  */
 #define COH_F_NOCACHE 0x1u
 #define COH_F_EXISTED 0x2u   /* DEL: Redis had the key */
-#define COH_F_LEASED 0x4u    /* LEASE_GET: absent, and the lease is the caller's now */
-#define COH_F_LEASE_HELD 0x8u /* LEASE_GET: absent, another holds its lease */
+#define COH_F_LEASED 0x4u    /* LEASE_GET: absent (or stale-if-error only), and the lease is the caller's now */
+#define COH_F_LEASE_HELD 0x8u /* LEASE_GET: absent (or stale-if-error only), another holds its lease */
 #define COH_F_LEASE_LOST 0x10u /* SET with a lease: not the key's lease, nothing written */
 
 /*

@@ -202,6 +202,13 @@ struct lease_event {
  */
 int lease_tick(struct lease_tab *t, uint64_t now, struct lease_event *ev);
 
+/*
+ * Every lease outstanding is due now: the next lease_tick() ends each as
+ * expired (handed to its oldest waiter, if any).  For when revokes may have
+ * been lost (the invalidation feed broke): a holder's fill is then refused.
+ */
+void lease_expire_all(struct lease_tab *t);
+
 /* Leases outstanding, and waiters, now. */
 /* The earliest time lease_tick() has something to do (a waiter's deadline, a
  * lease's expiry), or UINT64_MAX: how long a loop may sleep. */

@@ -696,8 +696,9 @@ static enum cache_outcome put_from_l2(struct cache *c, const struct cache_req *r
 	struct repr_ext e;
 	struct repr_blob blob;
 
+	/* windows no PUT can give (put_window()) are a damaged frame too */
 	if (r->ext_len > REPR_EXT_MAX || repr_ext_decode(r->ext, r->ext_len, &e) != 0 ||
-	    e.len != r->ext_len)
+	    e.len != r->ext_len || e.swr > CACHE_STALE_MAX || e.sie > CACHE_STALE_MAX)
 		return fail(out, 400, "bad extension header\n");
 	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
 	repr_blob_ext(&blob, r->ext, r->ext_len);

@@ -430,6 +430,13 @@ int lease_tick(struct lease_tab *t, uint64_t now, struct lease_event *ev)
 	return 0;
 }
 
+void lease_expire_all(struct lease_tab *t)
+{
+	/* all equal: the expiry list stays sorted */
+	for (struct lease_entry *e = t->ehead; e; e = e->enext)
+		e->expires = 0;
+}
+
 uint32_t lease_count(const struct lease_tab *t)
 {
 	return t->nleases;

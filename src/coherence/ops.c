@@ -80,14 +80,38 @@ static size_t inval_head(struct coh *c, char *inval)
  *   -> {1, value, pttl}  the value (decoded as a GET's)
  *   -> {2}               absent; the lease is the caller's now
  *   -> {3}               absent; someone else holds the lease
+ *   -> {4, value, pttl}  the value, past its TTL and its stale-while-revalidate
+ *                        window (only its stale-if-error window is left: a miss
+ *                        to a GET that does not ask for stale); the lease is
+ *                        the caller's now
+ *   -> {5, value, pttl}  the same, someone else holds the lease
  * FILL        KEYS: data, lease   ARGV: token, blob, px (0: none), channel, message
  *   -> 1 stored, the lease dropped, the invalidation published; 0 not the lease
  * RELEASE     KEYS: lease         ARGV: token, channel, message
  *   -> 1 dropped and published; 0 not (or no longer) the lease
  */
 static const char lease_get_lua[] =
+	/* whether v, with t ms left, is an RCV2 frame with stale windows
+	 * (docs/coherence.md: ext len u16, then bits, ttl, swr, sie as u32
+	 * LE) left with its stale-if-error window alone: PX was TTL + S + E */
+	"local function sie_only(v, t) "
+	"  if t < 0 or string.sub(v, 1, 5) ~= '\\0RCV2' then return false end "
+	"  local nl = string.find(v, '\\n', 6, true) "
+	"  if not nl or #v < nl + 15 then return false end "
+	"  local p = nl + 3 "
+	"  if string.byte(v, nl + 1) + 256 * string.byte(v, nl + 2) < 13 or "
+	"     string.byte(v, p) % 2 ~= 1 then return false end "
+	"  local e = string.byte(v, p + 9) + 256 * string.byte(v, p + 10) + "
+	"            65536 * string.byte(v, p + 11) + 16777216 * string.byte(v, p + 12) "
+	"  return t <= e * 1000 "
+	"end "
 	"local v = redis.call('GET', KEYS[1]) "
-	"if v then return {1, v, redis.call('PTTL', KEYS[1])} end "
+	"if v then "
+	"  local t = redis.call('PTTL', KEYS[1]) "
+	"  if not sie_only(v, t) then return {1, v, t} end "
+	"  if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {4, v, t} end "
+	"  return {5, v, t} "
+	"end "
 	"if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end "
 	"return {3}";
 static const char fill_lua[] =
@@ -189,7 +213,7 @@ static void lease_reply(struct coh *c, struct coh_pend *p, redisReply *r)
 		reply(c, m, COH_MISS);
 		return;
 	}
-	if (kind != 1 || r->elements != 3) {
+	if ((kind != 1 && kind != 4 && kind != 5) || r->elements != 3) {
 		COH_ADD(c, bad_data, 1);
 		reply(c, m, COH_BAD_DATA);
 		return;
@@ -210,6 +234,8 @@ static void lease_reply(struct coh *c, struct coh_pend *p, redisReply *r)
 		reply(c, m, COH_ERROR);
 		return;
 	}
+	if (kind != 1)
+		m->flags |= kind == 4 ? COH_F_LEASED : COH_F_LEASE_HELD;
 	COH_ADD(c, get_hits, 1);
 	reply(c, m, COH_OK);
 }
@@ -385,10 +411,38 @@ static void drop_kept(struct coh *c, struct coh_msg *m)
 	coh_msg_destroy(m);
 }
 
-/* The commands that add m's key to the set of each of its tags, and keep
- * the set alive as long as its longest-lived member (Redis 7's NX and GT;
- * an older Redis refuses them and the set keeps no expiry).  Replies are
- * ignored: a set is a hint for a purge, which checks each value itself. */
+/*
+ * One EVAL per tag adds m's key to the tag's set and keeps the set alive as
+ * long as its longest-lived member: a set made now takes the member's TTL,
+ * a set with a shorter one is extended, a set without one (a member that
+ * never expires) keeps none, and a member without TTL makes it persist.
+ * (PEXPIRE NX would give a persistent set the next member's TTL: the set
+ * would go first and a purge would miss the member that never expires.)
+ * Replies are ignored: a set is a hint for a purge, which checks each value
+ * itself.
+ *
+ * Members whose keys are gone (expired, deleted) are removed lazily: each
+ * add looks at TAG_SET_SAMPLE random members and drops those whose key no
+ * longer exists.  Without it a tag written on ever new keys keeps its set
+ * alive (each add extends it) and every dead member in it: Redis memory
+ * without bound.  With it, dead members stay about as many as live ones
+ * (an add removes 2 x dead / all of them on average, and adds one).
+ *
+ * KEYS: the set   ARGV: the cache key (unprefixed), its TTL in ms (0: none),
+ * the key prefix
+ */
+#define TAG_SET_SAMPLE "2"
+static const char tag_set_lua[] =
+	"local t = redis.call('PTTL', KEYS[1]) "
+	"for _, k in ipairs(redis.call('SRANDMEMBER', KEYS[1], " TAG_SET_SAMPLE ")) do "
+	"  if redis.call('EXISTS', ARGV[3] .. k) == 0 then redis.call('SREM', KEYS[1], k) end "
+	"end "
+	"redis.call('SADD', KEYS[1], ARGV[1]) "
+	"if ARGV[2] == '0' then redis.call('PERSIST', KEYS[1]) "
+	"elseif t == -2 or (t >= 0 and t < tonumber(ARGV[2])) then "
+	"redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
+	"return 0";
+
 static int send_tag_sets(struct coh *c, struct coh_conn *cn, const struct coh_msg *m,
 			 unsigned *pushes)
 {
@@ -406,27 +460,12 @@ static int send_tag_sets(struct coh *c, struct coh_conn *cn, const struct coh_ms
 		const void *tag = p + 1;
 		size_t n = *p;
 		p += 1 + n;
-		rc |= coh_conn_array(cn, 3);
-		rc |= coh_conn_bulk(cn, "SADD", 4);
+		rc |= eval_head(cn, tag_set_lua, sizeof(tag_set_lua) - 1, 3, 1);
 		rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl, tag, n);
-		rc |= coh_conn_bulk(cn, m->key, m->key_len);    /* the cache key, unprefixed */
-		if (m->ttl) {
-			static const char *const how[] = { "NX", "GT" };
-			for (unsigned k = 0; k < 2; k++) {
-				rc |= coh_conn_array(cn, 4);
-				rc |= coh_conn_bulk(cn, "PEXPIRE", 7);
-				rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl,
-						     tag, n);
-				rc |= coh_conn_bulk_u64(cn, (uint64_t)m->ttl * 1000);
-				rc |= coh_conn_bulk(cn, how[k], 2);
-			}
-			*pushes += 3;
-		} else {
-			rc |= coh_conn_array(cn, 2);
-			rc |= coh_conn_bulk(cn, "PERSIST", 7);
-			rc |= coh_conn_bulk3(cn, c->prefix, c->prefix_len, COH_TAG_PREFIX, tl, tag, n);
-			*pushes += 2;
-		}
+		rc |= coh_conn_bulk(cn, m->key, m->key_len);
+		rc |= coh_conn_bulk_u64(cn, (uint64_t)m->ttl * 1000);
+		rc |= coh_conn_bulk(cn, c->prefix, c->prefix_len);
+		*pushes += 1;
 	}
 	return rc;
 }
@@ -439,7 +478,7 @@ static int send_write(struct coh *c, struct coh_msg *m, uint8_t flags)
 	unsigned tag_pushes = 0;
 	int rc;
 
-	if (coh_conn_reserve(cn, 3 + (m->op == COH_SET ? 3u * m->ntags : 0)))
+	if (coh_conn_reserve(cn, 3 + (m->op == COH_SET ? m->ntags : 0)))
 		return -ENOMEM;
 	bool fill = m->op == COH_SET && m->lease_len;
 	size_t in = inval_head(c, inval);
@@ -642,7 +681,9 @@ static void write_reply(struct coh *c, const struct coh_pend *e, const redisRepl
  * RCV2 frame whose extension header lists the tag (its layout:
  * docs/coherence.md, src/cache/repr.h) and is well formed as L1 checks it
  * (1..8 tags of 1..128 bytes ending the header): nothing is deleted on a
- * guess.  Returns {popped, deleted}.
+ * guess.  A key deleted loses its fill lease too, as a DEL's write does
+ * (send_write): a holder's fill of the purged key is refused.  Returns
+ * {popped, deleted}.
  */
 static const char purge_script[] =
 	"local popped = redis.call('SPOP', KEYS[1], ARGV[2])\n"
@@ -673,7 +714,10 @@ static const char purge_script[] =
 	"for _, k in ipairs(popped) do\n"
 	"  local name = ARGV[1] .. k\n"
 	"  local ok, v = pcall(redis.call, 'GET', name)\n"
-	"  if ok and tagged(v) then redis.call('DEL', name) deleted = deleted + 1 end\n"
+	"  if ok and tagged(v) then\n"
+	"    redis.call('DEL', name, ARGV[1] .. 'lease:' .. k)\n"
+	"    deleted = deleted + 1\n"
+	"  end\n"
 	"end\n"
 	"return {#popped, deleted}\n";
 
@@ -973,14 +1017,15 @@ void coh_sub_message(struct coh *c, redisReply *r)
 		COH_ADD(c, invalidations_bad, 1);
 		return;
 	}
-	if (id && id_len == c->id_len && !memcmp(id, c->id, id_len)) {
-		COH_ADD(c, invalidations_own, 1);
-		return;
-	}
+	bool own = id && id_len == c->id_len && !memcmp(id, c->id, id_len);
 	size_t tl = sizeof(COH_TAG_PREFIX) - 1;
 	if (key_len > tl && key_len - tl <= COH_TAG_MAX && !memcmp(key, COH_TAG_PREFIX, tl)) {
 		/* "tag:<tag>": a purge, for every shard (no cache key is named so
-		 * with --redis: coh_key_reserved()) */
+		 * with --redis: coh_key_reserved()).  Our own too: its L1 part ran
+		 * beside the Redis part, so a read here may have taken a value
+		 * before Redis deleted it and stored it after; this message, sent
+		 * once Redis is purged, makes each shard drop such reads and purge
+		 * again (cheap: only what came back meanwhile is left). */
 		for (unsigned s = 0; s < c->nshards; s++) {
 			struct coh_msg *pm = coh_msg_create(COH_PURGE_TAG, s, 0, key + tl,
 							    key_len - tl, NULL, 0, 0);
@@ -990,7 +1035,14 @@ void coh_sub_message(struct coh *c, redisReply *r)
 			}
 			coh_send(c, pm);
 		}
-		COH_ADD(c, purges_received, 1);
+		if (own)
+			COH_ADD(c, invalidations_own, 1);
+		else
+			COH_ADD(c, purges_received, 1);
+		return;
+	}
+	if (own) {
+		COH_ADD(c, invalidations_own, 1);
 		return;
 	}
 	uint64_t h = hash_key(key, key_len);

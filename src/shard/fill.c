@@ -208,15 +208,27 @@ void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t f
 	char token[LEASE_TOKEN_LEN + 1];
 
 	if (status == COH_OK) {
-		/* someone filled it (maybe on another instance): the value is in
-		 * L1 now, for f and every waiter; the lease this shard made for
-		 * f was never used */
 		f->outcome = (uint8_t)cache_exec(sh->cache, r, &f->r);
-		if (f->r.cache == REPLY_CACHE_HIT)
-			f->r.cache = REPLY_CACHE_HIT_L2;
-		answer_waiters(sh, lease_filled(sh->lease, r->key, r->key_len, r->hash));
-		fwd_answer(sh, f);
-		return;
+		if (f->outcome == CACHE_MISS && (flags & (COH_F_LEASED | COH_F_LEASE_HELD))) {
+			/* Redis keeps the value for its stale-if-error window
+			 * alone, a miss to this GET: the script took (or found)
+			 * the lease, as for an absent key (the value is in L1
+			 * now for a GET that asks for stale) */
+			status = COH_MISS;
+		} else {
+			/* someone filled it (maybe on another instance): the
+			 * value is in L1 now, for f and every waiter; the lease
+			 * this shard made for f was never used, nor the one the
+			 * script took (f asked for stale, or L1's second-rounded
+			 * clock still calls it fresh or within its swr) */
+			if (flags & COH_F_LEASED)
+				l2_lease_release(sh, r->key, r->key_len, r->hash, f->lease_tok);
+			if (f->r.cache == REPLY_CACHE_HIT)
+				f->r.cache = REPLY_CACHE_HIT_L2;
+			answer_waiters(sh, lease_filled(sh->lease, r->key, r->key_len, r->hash));
+			fwd_answer(sh, f);
+			return;
+		}
 	}
 	if (status == COH_MISS && (flags & COH_F_LEASED)) {
 		if (lease_set_fleet(sh->lease, r->key, r->key_len, r->hash, f->lease_tok) == 0) {
@@ -261,6 +273,11 @@ void fill_invalidated(struct shard *sh, const void *key, uint32_t key_len, uint6
 	if (lease_end(sh->lease, key, key_len, hash, NULL, 0, LEASE_END_REVOKED, sh->now_ns, &w,
 		      token) == 0)
 		handed(sh, w, token);
+}
+
+void fill_flushed(struct shard *sh)
+{
+	lease_expire_all(sh->lease);
 }
 
 static void abandon(struct shard *sh, const void *key, uint32_t key_len, uint64_t hash,
@@ -403,6 +420,16 @@ void fill_note_drop(struct conn *c, const struct cache_req *cr)
 			return;
 		}
 	}
+}
+
+void fill_answered(struct conn *c, const struct cache_req *cr, enum cache_outcome oc,
+		   int status)
+{
+	if (!cr->lease_token.len || cr->op == CACHE_GET || cr->op == CACHE_HEAD)
+		return;
+	if (cr->op == CACHE_PUT && oc == CACHE_FAILED && status != 409)
+		return;
+	fill_note_drop(c, cr);
 }
 
 void fill_conn_gone(struct conn *c)

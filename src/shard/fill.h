@@ -110,6 +110,10 @@ void fill_note(struct conn *c, const struct cache_req *cr, const char *token);
 /* Owner: another instance (or a PUBLISH) invalidated the key. */
 void fill_invalidated(struct shard *sh, const void *key, uint32_t key_len, uint64_t hash);
 
+/* The invalidation feed broke (COH_FLUSH): any lease may have missed its
+ * revoke, so every one ends at the next fill_tick() (a holder's fill: 409). */
+void fill_flushed(struct shard *sh);
+
 /* Owner: an abandon fwd arrived (fill_conn_gone on its origin). */
 void fill_exec_abandon(struct shard *sh, struct fwd *f);
 
@@ -123,6 +127,15 @@ void fill_home(struct shard *sh, struct fwd *f);
 
 /* Origin: the lease noted for a key may end by this request (its token). */
 void fill_note_drop(struct conn *c, const struct cache_req *cr);
+
+/*
+ * Origin, once cr (a request of c's client) is executed with outcome oc and
+ * answer status: forgets the lease cr's token ended (a stored PUT, a
+ * DELETE, a 409).  A PUT refused for its own sake (400, 413, 507) leaves
+ * the lease with its holder, who may try again: still ended if c closes.
+ */
+void fill_answered(struct conn *c, const struct cache_req *cr, enum cache_outcome oc,
+		   int status);
 
 /* Origin: c is ending: its leases end now.  Then fill_conn_free(). */
 void fill_conn_gone(struct conn *c);

@@ -196,6 +196,8 @@ static void arrive_home(struct fwd *f)
 {
 	if (f->lease_granted)
 		fill_home(f->home->sh, f);  /* its connection holds a lease now, or is gone */
+	if (f->conn && !f->parent)
+		fill_answered(f->conn, &f->req, f->outcome, f->r.status);
 	if (f->parent && f->req.op == CACHE_TAG_PURGE) {
 		route_purge_part_home(f, NULL);
 	} else if (f->parent) {
@@ -327,6 +329,13 @@ void fwd_purge_begin(struct shard *sh, struct fwd *f)
  * time is used. */
 #define PURGE_KEYS 32u
 
+/* A key the purge removed: its fill lease is revoked as a DELETE's is (a
+ * refresh lease handed out with its stale value must not store it again). */
+static void purge_removed(void *arg, const uint8_t *key, uint32_t key_len, uint64_t hash)
+{
+	fill_invalidated(arg, key, key_len, hash);
+}
+
 /* One slice of the oldest purge queued here: true if there was one. */
 static bool purge_slice(struct shard *sh)
 {
@@ -339,7 +348,7 @@ static bool purge_slice(struct shard *sh)
 	int more;
 	do {
 		more = cache_tag_purge(sh->cache, f->req.key, f->req.key_len, PURGE_KEYS, &removed,
-				       NULL, NULL);
+				       purge_removed, sh);
 	} while (more && clock_mono_ns() - t0 < FWD_PURGE_SLICE_NS);
 	f->sum += (int64_t)removed;
 	if (removed)

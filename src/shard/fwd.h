@@ -73,6 +73,7 @@ struct fwd {
 	bool lease_granted;             /* its answer carries lease_tok: noted at home */
 	bool lease_abandon;             /* not a request: ends lease_tok's lease (fill.h) */
 	char lease_tok[LEASE_TOKEN_LEN + 1];
+	uint64_t l2_gen;                /* l2.c: its lease read's start (l2_state.gen) */
 	struct cache_req req;
 	struct cache_kv kv;             /* RESP: what the command does beyond req.op */
 	uint8_t data[];

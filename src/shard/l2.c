@@ -87,6 +87,8 @@ struct l2_state {
 	uint32_t head, len, cap;
 	bool touched;                   /* submitted since the last flush */
 	struct l2_get *gets;            /* alive: in flight, or detached and in flight */
+	uint64_t gen;                   /* purges and FLUSHes seen: a lease read (which
+					 * is not in `gets`) sent before one is not kept */
 	struct l2_key *keys[L2_KEY_BUCKETS];
 };
 
@@ -146,6 +148,24 @@ static void supersede(struct l2_state *l2, uint64_t hash, const void *key, uint3
 		k->get = NULL;
 		key_put(l2, k);
 	}
+}
+
+/*
+ * A tag purge names no key: every read in flight may be of a key it deleted
+ * in Redis after the read took the value, so none is kept in L1 (each is
+ * still answered with what it read), and later misses read again.
+ */
+static void supersede_all(struct l2_state *l2)
+{
+	for (struct l2_get *g = l2->gets; g; g = g->next) {
+		g->nocache = true;
+		if (g->key) {
+			g->key->get = NULL;
+			key_put(l2, g->key);
+			g->key = NULL;
+		}
+	}
+	l2->gen++;
 }
 
 int l2_setup(struct shard *sh)
@@ -417,6 +437,7 @@ void l2_lease_get(struct shard *sh, struct fwd *f)
 		m->lease_len = LEASE_TOKEN_LEN;
 		m->lease_ttl_ms = sh->cfg->lease_ttl;
 		m->cookie = f;
+		f->l2_gen = sh->l2->gen;
 	}
 	if (!m || !submit(sh->l2, sh->id, m)) {
 		coh_msg_destroy(m);
@@ -462,9 +483,15 @@ static void lease_got(struct shard *sh, struct fwd *f, const struct coh_msg *m)
 	uint32_t key_len = f->req.key_len;
 	uint64_t hash = f->req.hash;
 	memcpy(keybuf, f->req.key, key_len);
+	/* overtaken while in flight: a purge or FLUSH (gen), or a DELETE or an
+	 * invalidation of the key, which ended the lease made for f; what the
+	 * read took may be what they removed */
+	bool overtaken = f->l2_gen != sh->l2->gen ||
+			 !lease_holds(sh->lease, keybuf, key_len, hash, f->lease_tok,
+				      LEASE_TOKEN_LEN);
 
 	fill_fleet_done(sh, f, COH_OK, m->flags);       /* may free f */
-	if (stored && (m->flags & COH_F_NOCACHE) &&
+	if (stored && ((m->flags & COH_F_NOCACHE) || overtaken) &&
 	    store_delete(sh->store, keybuf, key_len, hash) == 0)
 		route_count_store(sh);
 }
@@ -675,8 +702,11 @@ bool l2_drain(struct shard *sh)
 		case COH_FLUSH:
 			store_flush(sh->store, m->older_than);
 			route_count_store(sh);
+			fill_flushed(sh);       /* their revokes may be lost too */
+			sh->l2->gen++;
 			break;
 		case COH_PURGE_TAG:
+			supersede_all(sh->l2);
 			purge_from_l2(sh, m);
 			break;
 		case COH_PURGE:

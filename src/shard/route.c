@@ -245,12 +245,14 @@ void route_exec_local(struct conn *c, const struct cache_req *req, const struct 
 
 	stats_inc(&sh->stats->local_requests);
 	if (fill_refuses(sh, cr, &r)) {
+		fill_answered(c, req, CACHE_FAILED, r.status);
 		conn_answer(c, &r, q);  /* 409: nothing changed */
 		return;
 	}
 	oc = cache_exec(sh->cache, cr, &r);
 	route_count_outcome(sh, oc);
 	fill_after(sh, cr, oc, &r);
+	fill_answered(c, req, oc, r.status);    /* req: cr may have lost its token */
 	char tok[LEASE_TOKEN_LEN + 1];          /* rendered before it goes (conn_answer) */
 	if (fill_stale_wants(cr, oc) && fill_try(sh, cr, tok, &r))
 		fill_note(c, cr, tok);
@@ -330,7 +332,6 @@ static bool fill_headers(struct conn *c, const struct http_request *req, struct 
 		return true;
 	}
 	cr->lease_token = *tok;
-	fill_note_drop(c, cr);  /* it ends (or was not) that lease: nothing to end at close */
 	return false;
 }
 

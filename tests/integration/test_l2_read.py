@@ -25,6 +25,8 @@ decides when a read's reply, or a write, reaches its destination.
 usage: test_l2_read.py [path/to/ringcached]
 """
 
+import json
+
 from harness import (WRITE_OK, Conn, Server, build_request, keys_per_shard, show, stats,
                      stats_delta, wait_for)
 from redis_harness import PREFIX, CHANNEL, run_with_redis, wait_l2_ready
@@ -132,11 +134,11 @@ def held_read(c, relay, a, key):
     return cn
 
 
-def overtaken(c, redis, relay, a, key, meanwhile):
-    """key = v1 only in Redis; a GET of it on a whose reply (v1) is held
-    while meanwhile() runs, then delivered: the GET must be answered with
-    v1, what it read."""
-    redis.cmd("SET", PREFIX + key, "v1")
+def overtaken(c, redis, relay, a, key, meanwhile, stored=b"v1"):
+    """key = v1 only in Redis (stored as `stored`, a frame of v1); a GET of
+    it on a whose reply (v1) is held while meanwhile() runs, then delivered:
+    the GET must be answered with v1, what it read."""
+    redis.cmd("SET", PREFIX + key, stored)
     cn = held_read(c, relay, a, key)
     try:
         meanwhile()
@@ -160,14 +162,28 @@ def overtaken_by_delete(c, redis, relay, a):
     c.check(r.status == 404, "but not kept: the next GET -> 404", show(r))
 
 
-def overtaken_by_invalidation(c, redis, relay):
-    c.section("a read overtaken by an invalidation from elsewhere")
-    a = start(c, relay, "inval", HOLD_FLAGS)
-    k, j = keys_per_shard("oinv-", NSHARDS, 2)[0]
+def probed(c, relay, iid, prefix, headers=None):
+    """A new instance whose shard 0 holds two items, its probe key and j:
+    once a message that drops j was handled there, so was every message
+    before it.  Returns (instance, k, j), k another key of shard 0."""
+    a = start(c, relay, iid, HOLD_FLAGS)
+    k, j = keys_per_shard(prefix, NSHARDS, 2)[0]
     c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT), "shard 0 holds its probe key")
-    r = a.request("PUT", "/cache/" + j, b"j")
+    r = a.request("PUT", "/cache/" + j, b"j", headers=headers)
     c.check(r.status in WRITE_OK, "PUT %s (same shard, kept in L1)" % j, show(r))
     c.check(wait_for(lambda: shard_items(a, 0) == 2, WAIT), "shard 0 holds 2 items")
+    return a, k, j
+
+
+def tagged(tag, value):
+    """value as an RCV2 frame carrying one tag (docs/coherence.md)."""
+    ext = b"\x02\x01" + bytes([len(tag)]) + tag.encode()
+    return b"\0RCV2\n" + bytes([len(ext), 0]) + ext + value
+
+
+def overtaken_by_invalidation(c, redis, relay):
+    c.section("a read overtaken by an invalidation from elsewhere")
+    a, k, j = probed(c, relay, "inval", "oinv-")
 
     def invalidate():
         redis.cmd("SET", PREFIX + k, "v2")
@@ -197,6 +213,81 @@ def across_lost_subscription(c, redis, relay, a):
     r = get(a, k)
     c.check(is_hit(r, b"v1", "HIT-L2"),
             "but not kept (it may have missed an invalidation): the next GET reads again", show(r))
+
+
+def overtaken_by_tag_purge(c, redis, relay):
+    """A read in flight when a purge of a tag its key carries arrives must
+    not be kept in L1: the purge deleted the key in Redis after the read
+    took it, and no later message names the key.  Found by review: key
+    invalidations supersede reads of their key, a tag: message did not."""
+    c.section("a read overtaken by a tag purge (tag:<tag> message)")
+    a, k, j = probed(c, relay, "tagp", "otag-", [("X-Cache-Tags", "otag")])
+
+    def purge():
+        redis.cmd("DEL", PREFIX + k)          # the purge's Redis part
+        redis.cmd("PUBLISH", CHANNEL, "tag:otag")
+        c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT),
+                "the purge reached shard 0 (%s dropped)" % j)
+    overtaken(c, redis, relay, a, k, purge, tagged("otag", b"v1"))
+    r = get(a, k)
+    c.check(r.status == 404, "but not kept: the next GET -> 404", show(r))
+    a.stop()
+
+
+def overtaken_by_own_purge(c, redis, relay):
+    """The same on the instance that purges: its L1 part runs beside the
+    Redis part, so a read that took the value before Redis deleted it lands
+    after the L1 part.  The purge's own tag:<tag> message, published once
+    Redis is purged, must drop it.  Found by review: own messages were
+    skipped, the read's value stayed."""
+    c.section("a read overtaken by this instance's own DELETE /tags/")
+    a, k, j = probed(c, relay, "tagown", "oown-")
+
+    def purge():
+        redis.cmd("SADD", PREFIX + "tag:oown", k)
+        own = l2(a)["invalidations_own"]
+        r = a.request("DELETE", "/tags/oown")
+        c.check(r.status == 200 and json.loads(r.body).get("l2_removed") == 1,
+                "DELETE /tags/oown: deleted in Redis", show(r))
+        c.check(wait_for(lambda: l2(a)["invalidations_own"] > own, WAIT),
+                "its tag:oown message came back")
+        redis.cmd("PUBLISH", CHANNEL, j)      # behind it on the shard
+        c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT),
+                "shard 0 handled the messages (%s dropped)" % j)
+    overtaken(c, redis, relay, a, k, purge, tagged("oown", b"v1"))
+    r = get(a, k)
+    c.check(r.status == 404, "but not kept: the next GET -> 404", show(r))
+    a.stop()
+
+
+def lease_read_overtaken(c, redis, relay):
+    """A lease GET reads Redis with one EVAL on the thread's connection, not
+    as a read the key's invalidation can supersede: an invalidation that
+    overtakes its reply must still keep the old value out of L1.  Found by
+    review: the value it read was stored after the invalidation."""
+    c.section("a lease read overtaken by an invalidation of its key")
+    a, k, j = probed(c, relay, "leaseo", "olr-")
+    redis.cmd("SET", PREFIX + k, "v1")
+    relay.hold_replies((PREFIX + "lease:" + k).encode())
+    cn = Conn(a.port)
+    try:
+        cn.send(build_request("GET", "/cache/" + k, headers=[("X-Cache-Fill", "lease")]))
+        c.check(wait_for(lambda: relay.held_replies() >= 1, WAIT),
+                "the lease read was answered by Redis, its reply held")
+        redis.cmd("SET", PREFIX + k, "v2")
+        redis.cmd("PUBLISH", CHANNEL, k)
+        redis.cmd("PUBLISH", CHANNEL, j)
+        c.check(wait_for(lambda: shard_items(a, 0) == 1, WAIT),
+                "the invalidations reached shard 0 (%s dropped)" % j)
+        relay.release()
+        r = cn.read_response()
+    finally:
+        cn.close()
+        relay.release()
+    c.check(is_hit(r, b"v1", "HIT-L2"), "the lease read is answered with what it read", show(r))
+    r = get(a, k)
+    c.check(is_hit(r, b"v2", "HIT-L2"), "but not kept: the next GET reads v2 from Redis", show(r))
+    a.stop()
 
 
 # --- deadlines, breaker, a killed Redis ---------------------------------------------
@@ -269,6 +360,9 @@ def main(c, redis, relay):
     overtaken_by_delete(c, redis, relay, a)
     across_lost_subscription(c, redis, relay, a)
     overtaken_by_invalidation(c, redis, relay)
+    overtaken_by_tag_purge(c, redis, relay)
+    overtaken_by_own_purge(c, redis, relay)
+    lease_read_overtaken(c, redis, relay)
     deadline_and_trip(c, redis, relay)
     killed_mid_read(c, redis, relay)
 

@@ -298,6 +298,30 @@ def resp_writes(c):
     srv.stop()
 
 
+def holder_dies_after_refused_fill(c):
+    """A fill the server refuses for its own reasons (400 here, also 507)
+    leaves the lease with its holder, who may try again; if the holder
+    then dies, the lease must end at once, as for any holder that dies, not
+    hold its waiters up for --lease-ttl.  Found by review: the connection
+    forgot the lease as soon as it parsed a PUT carrying the token."""
+    c.section("a holder whose fill was refused (400), then dies: the waiter takes over at once")
+    srv = Server(["--shards", "2", "--memory", "32M",
+                  "--lease-ttl", "600000", "--lease-wait", "600000"], checks=c).start()
+    a, b = Conn(srv.port), Conn(srv.port)
+    tok = lease_get(a, "rf").header("X-Cache-Lease")
+    r = a.roundtrip("PUT", "/cache/rf", b"v", headers=[("X-Cache-Lease", tok),
+                                                        ("Cache-Control", "stale-if-error=x")])
+    c.eq(r.status, 400, "the holder's fill has a bad stale-if-error: 400, nothing stored")
+    send_lease_get(b, "rf")
+    wait_for(srv, "lease_waiters", 1, "b waits: the lease is still the holder's", c)
+    a.close()
+    wait_for(srv, "lease_abandoned", 1, "the holder's connection closed: its lease ends", c)
+    r = b.read_response()
+    c.check(is_granted(r), "the waiter is handed a new token", r)
+    b.close()
+    srv.stop()
+
+
 def main(c):
     srv = Server(["--shards", "2", "--memory", "32M"], checks=c).start()
     per = keys_per_shard("lk", 2, 2)
@@ -309,6 +333,7 @@ def main(c):
     give_up_and_revoke(c, srv)
     hostile_tokens(c, srv)
     holder_dies(c, srv)
+    holder_dies_after_refused_fill(c)
     pipelined(c, srv, (per[0][0] + "p", per[1][0] + "p"))
     pipelined(c, srv, (per[1][1] + "q", per[0][1] + "q"))
     head_and_many(c, srv, "many")

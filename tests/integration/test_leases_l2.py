@@ -164,6 +164,76 @@ def reserved(c, a):
     c.eq(r.status, 400, "PUT /cache/lease:x -> 400 (its Redis name is a lease's)")
 
 
+def stale_if_error_window(c, redis, a, b):
+    """A key past its TTL and in its stale-if-error window is a miss to a
+    GET that does not ask for stale, so a lease GET of it must get a lease
+    (or wait), as for an absent key: that is the expired-key stampede
+    leases exist for.  Found by review: Redis still holds the value (its
+    PX covers the window), the lease script answered it as a value, L1
+    then saw a miss, and every lease GET got 404 without a token."""
+    c.section("a key in its stale-if-error window: one lease across the fleet")
+    key = "sie-k"
+    r = a.request("PUT", "/cache/%s?ttl=1&sie=300" % key, b"old")
+    c.check(r.status in (201, 204) and r.header("X-L2") == "ok",
+            "a: PUT ?ttl=1&sie=300 written through", r)
+    deadline = time.monotonic() + 15
+    r = None
+    while time.monotonic() < deadline:
+        r = a.request("GET", "/cache/" + key)
+        if r.status == 404:
+            break
+        time.sleep(0.05)
+    c.eq(r.status, 404, "past its TTL, a GET that does not ask for stale misses")
+    r = a.request("GET", "/cache/" + key, headers=[("Cache-Control", "stale-if-error")])
+    c.check(r.status == 200 and r.header("X-Cache") == "STALE" and r.body == b"old",
+            "a GET with stale-if-error still gets the old value", r)
+    ca, cb = Conn(a.port), Conn(b.port)
+    r = lease_get(ca, key)
+    c.check(granted(r), "a: lease GET in the window -> 404 with a token", r)
+    tok = r.header("X-Cache-Lease")
+    before = tot(b)["lease_waiters"]
+    cb.send(build_request("GET", "/cache/" + key, headers=LEASE))
+    wait_waiters(c, b, before + 1, "b: a lease GET in the window waits for a's fill")
+    r = put(ca, key, b"new", tok)
+    c.check(r.status in (201, 204), "a: the fill with the token stores", r)
+    r = cb.read_response()
+    c.check(r.status == 200 and r.body == b"new", "b's waiter gets the fill", r)
+    ca.close()
+    cb.close()
+
+
+def feed_lost(c, redis, a):
+    """When the invalidation feed breaks, L1 is flushed because a DELETE
+    elsewhere may have been missed; that DELETE would have revoked a lease
+    too, so every lease ends then and the holder's fill is refused.  The
+    lease here is a stale value's refresh lease, this instance's own: its
+    PUT writes through as a plain write, so nothing in Redis would refuse
+    it.  Found by review: the FLUSH left the leases alive."""
+    c.section("a lost invalidation feed ends every lease (as it flushes L1)")
+    key = "feed-k"
+    r = a.request("PUT", "/cache/%s?ttl=1&swr=300" % key, b"old")
+    c.check(r.status in (201, 204) and r.header("X-L2") == "ok", "a: PUT ?ttl=1&swr=300", r)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and a.request("GET", "/cache/" + key).header(
+            "X-Cache") != "STALE":
+        time.sleep(0.05)
+    ca = Conn(a.port)
+    r = lease_get(ca, key)
+    tok = r.header("X-Cache-Lease")
+    c.check(r.status == 200 and r.header("X-Cache") == "STALE" and tok is not None,
+            "a: a lease GET of the stale value gets a refresh lease", r)
+    flushes = stats(a)["l2"]["flushes"]
+    redis.cmd("CLIENT", "KILL", "TYPE", "pubsub")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (stats(a)["l2"]["flushes"] > flushes and
+                                               stats(a)["l2"]["subscribed"] == 1):
+        time.sleep(0.02)
+    c.check(stats(a)["l2"]["flushes"] > flushes, "the feed was lost and is back (FLUSH)")
+    r = put(ca, key, b"computed-before", tok)
+    c.eq(r.status, 409, "the refresh with a lease from before the loss -> 409")
+    ca.close()
+
+
 def main(c, redis):
     a = start_instance(c, redis, "lease-a")
     b = start_instance(c, redis, "lease-b")
@@ -173,6 +243,8 @@ def main(c, redis):
     fill_lands_first(c, redis, a, b)
     delete_revokes(c, redis, a, b)
     holder_dies(c, redis, a, b)
+    stale_if_error_window(c, redis, a, b)
+    feed_lost(c, redis, a)
     reserved(c, a)
     redis_down(c, redis, a)
 

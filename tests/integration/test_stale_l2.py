@@ -129,6 +129,10 @@ def hostile(c, redis, a, b):
         "sl2:bad-ntags": b"\0RCV2\n\x03\x00\x02\x09\x01" + b"value",
         "sl2:bad-ctl": b"\0RCV2a\x01b\n" + struct.pack("<H", len(good)) + good + b"v",
         "sl2:bad-cut": b"\0RCV2\n" + struct.pack("<H", len(good)) + good[:5],
+        # windows no PUT can write (over CACHE_STALE_MAX): served STALE past
+        # any window, with an Age counted from the store clock's 0 (review)
+        "sl2:bad-swr": b"\0RCV2\n\x0d\x00" + ext_windows(2, 0xffffffff, 0) + b"v",
+        "sl2:bad-sie": b"\0RCV2\n\x0d\x00" + ext_windows(2, 0, 31536001) + b"v",
     }
     before = stats(b)
     for k, v in cases.items():

@@ -59,6 +59,12 @@ def sets(c, redis, a, b):
             "the value is an RCV2 frame carrying its tags", frame[:60])
     put_settled(c, redis, a, b, ks[1][2], b"forever", [("X-Cache-Tags", "eternal")])
     c.eq(redis.cmd("PTTL", PREFIX + "tag:eternal"), -1, "a member without TTL: the set has none")
+    # Found by review: PEXPIRE NX gave the set of a member without TTL the
+    # TTL of the next member, so the set went first and a purge then left
+    # the member without TTL in Redis for every instance to read back.
+    put_settled(c, redis, a, b, ks[0][2], b"brief", [("X-Cache-Tags", "eternal")], "?ttl=300")
+    c.eq(redis.cmd("PTTL", PREFIX + "tag:eternal"), -1,
+         "a member with a TTL joins it later: the set still has none (it outlives the first)")
     r = a.request("PUT", "/cache/tag:grp", b"x")
     c.check(r.status == 400 and b"reserved" in r.body,
             "PUT /cache/tag:grp (the set's name) -> 400 reserved", show(r))
@@ -168,6 +174,69 @@ def snapshot(c, redis):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def purge_revokes_fleet_lease(c, redis, a):
+    """A purge deletes the tagged keys from Redis and must revoke their
+    fleet leases there too, as a DELETE does (it deletes <prefix>lease:<key>):
+    a holder whose instance has no copy of the key in L1 (so its L1 purge
+    revokes nothing), or whose tag: message has not arrived yet, would
+    otherwise fill the purged key with what it read before the purge.  Here
+    the holder's instance m takes no copy (its --max-value is smaller than
+    the value), so the outcome does not depend on when messages arrive.
+    Found by review."""
+    c.section("DELETE /tags/ revokes the fleet leases of the keys it deletes from Redis")
+    m = start_instance(c, redis, "m", ["--max-value", "64"])
+    if not c.check(wait_l2_ready(m, "m", READY_TIMEOUT) is not None, "m: L2 ready"):
+        return
+    key, big = "plk", b"o" * 100
+    r = a.request("PUT", "/cache/%s?ttl=1&sie=300" % key, big, headers=[("X-Cache-Tags", "plt")])
+    c.check(r.status in (201, 204) and r.header("X-L2") == "ok",
+            "a: PUT ?ttl=1&sie=300 tagged plt, written through", show(r))
+    c.check(wait_for(lambda: a.request("GET", "/cache/" + key).status == 404, WAIT),
+            "past its TTL a GET that does not ask for stale misses")
+    cm = m.connect()
+    r = cm.roundtrip("GET", "/cache/" + key, headers=[("X-Cache-Fill", "lease")])
+    tok = r.header("X-Cache-Lease")
+    c.check(r.status == 404 and tok is not None and
+            redis.cmd("GET", PREFIX + "lease:" + key) == (tok or "").encode(),
+            "m: a lease GET in the stale-if-error window takes the fleet's lease", show(r))
+    r = a.request("DELETE", "/tags/plt")
+    c.check(r.status == 200 and (body_of(r) or {}).get("l2_removed") == 1,
+            "a: DELETE /tags/plt deletes the key from Redis", show(r))
+    r = cm.roundtrip("PUT", "/cache/" + key, b"read-before-the-purge",
+                     headers=[("X-Cache-Lease", tok or "")])
+    c.eq(r.status, 409, "m: the fill with the purged key's lease -> 409")
+    c.eq(redis.cmd("EXISTS", PREFIX + key), 0, "nothing stored in Redis")
+    cm.close()
+    m.stop()
+
+
+def dead_members_pruned(c, redis, a):
+    """A tag written on ever new keys keeps its set alive (each add extends
+    it), so members whose keys expired must leave it, or the set grows
+    without bound in Redis.  Each add samples two members and drops those
+    whose key is gone: after 20 members die, 200 adds sample 400 times
+    from a set of 20 dead among at most 221, so at least one is dropped
+    unless the pruning is missing (the chance of missing all is ~1e-16).
+    Found by review."""
+    c.section("a tag's set in Redis drops members whose keys are gone")
+    name = PREFIX + "tag:dm"
+    r = a.request("PUT", "/cache/dm-keep?ttl=300", b"v", headers=[("X-Cache-Tags", "dm")])
+    c.check(r.status in (201, 204), "a long-lived member keeps the set alive", show(r))
+    for i in range(20):
+        r = a.request("PUT", "/cache/dm-old-%d?ttl=1" % i, b"v", headers=[("X-Cache-Tags", "dm")])
+        c.check(r.status in (201, 204) and r.header("X-L2") == "ok", "PUT dm-old-%d" % i, show(r))
+    c.eq(redis.cmd("SCARD", name), 21, "21 members")
+    gone = wait_for(lambda: all(redis.cmd("EXISTS", PREFIX + "dm-old-%d" % i) == 0
+                                for i in range(20)), WAIT)
+    c.check(gone, "their keys expired in Redis")
+    for i in range(200):
+        a.request("PUT", "/cache/dm-new-%d?ttl=300" % i, b"v", headers=[("X-Cache-Tags", "dm")])
+    live = sum(redis.cmd("SISMEMBER", name, "dm-new-%d" % i) for i in range(200))
+    c.eq(live, 200, "every live key is a member (a purge finds it)")
+    n = redis.cmd("SCARD", name)
+    c.check(n < 221, "dead members were dropped: SCARD %s < 221" % n, n)
+
+
 def main(c, redis):
     a = start_instance(c, redis, "a")
     b = start_instance(c, redis, "b")
@@ -179,6 +248,8 @@ def main(c, redis):
     purge(c, redis, a, b, keys)
     app_publish(c, redis, a, b)
     hostile(c, redis, a, b)
+    purge_revokes_fleet_lease(c, redis, a)
+    dead_members_pruned(c, redis, a)
     c.check(a.healthy() and b.healthy(), "both healthy")
     snapshot(c, redis)
 

@@ -206,6 +206,36 @@ static void test_stop_returns_everyone(void)
 	lease_tab_destroy(t);
 }
 
+/* lease_expire_all() (the invalidation feed broke): every lease ends at the
+ * next tick, long before its ttl; a waiter is handed a new one, which lasts
+ * a full ttl from then. */
+static void test_expire_all(void)
+{
+	struct lease_tab *t = make(0, 0);
+	struct lease_waiter w[2];
+	struct lease_event ev;
+	char ta[LEASE_TOKEN_LEN + 1], tb[LEASE_TOKEN_LEN + 1], tw[LEASE_TOKEN_LEN + 1];
+
+	CHECK_EQ(lease_miss(t, K("a"), 0, &w[0], ta), LEASE_GRANTED);
+	CHECK_EQ(lease_miss(t, K("b"), 0, &w[0], tb), LEASE_GRANTED);
+	CHECK_EQ(lease_miss(t, K("a"), 10 * MS, &w[1], tw), LEASE_WAIT);
+	lease_expire_all(t);
+	CHECK_EQ(lease_tick(t, 100 * MS, &ev), 1);
+	CHECK_EQ(ev.kind, LEASE_EV_HANDED);
+	CHECK(ev.w == &w[1]);
+	CHECK(!lease_holds(t, K("a"), ta, strlen(ta)));
+	CHECK(lease_holds(t, K("a"), ev.token, strlen(ev.token)));
+	CHECK_EQ(lease_tick(t, 100 * MS, &ev), 0);     /* b: nobody waits, it goes */
+	CHECK(!lease_holds(t, K("b"), tb, strlen(tb)));
+	CHECK_EQ(lease_count(t), 1);
+	CHECK_EQ(get(&st.lease_expired), 2);
+	CHECK_EQ(lease_tick(t, 2099 * MS, &ev), 0);
+	CHECK_EQ(lease_count(t), 1);
+	CHECK_EQ(lease_tick(t, 2100 * MS, &ev), 0);
+	CHECK_EQ(lease_count(t), 0);
+	lease_tab_destroy(t);
+}
+
 /* With a fleet: a lease marked as Redis's; a hand-over starts unmarked and
  * the expiry event says what the expired lease was (the shard releases it
  * in Redis). */
@@ -300,6 +330,7 @@ int main(void)
 	test_revoke_and_give_up();
 	test_time();
 	test_stop_returns_everyone();
+	test_expire_all();
 	test_fleet_marks();
 	test_limits();
 	test_tokens();
