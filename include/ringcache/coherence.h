@@ -163,6 +163,7 @@ struct coh_msg {
 	uint32_t tags_off;
 	uint8_t ntags;
 	uint64_t count;            /* PURGE reply: keys deleted in Redis */
+	uint32_t batches;          /* PURGE: batches sent (bounded: PURGE_BATCHES_MAX) */
 	/* private */
 	void *value_mem;           /* value allocated apart from the message, or NULL */
 	struct coh_msg *next;

@@ -674,6 +674,10 @@ static void write_reply(struct coh *c, const struct coh_pend *e, const redisRepl
 /* Keys popped from a tag's set per EVAL: bounds the time Redis spends in
  * one script (a GET and maybe a DEL per key). */
 #define PURGE_BATCH 500
+/* A purge ends after this many full batches (10M members) even if Redis
+ * keeps answering full ones: a hostile or broken Redis cannot keep a
+ * DELETE /tags/ from being answered (it is answered X-L2: error then). */
+#define PURGE_BATCHES_MAX 20000u
 
 /*
  * KEYS[1] the set; ARGV: the key prefix, the batch size, the tag.  Pops up to
@@ -776,6 +780,7 @@ static void purge_request(struct coh *c, struct coh_msg *m)
 {
 	COH_ADD(c, purges, 1);
 	m->count = 0;
+	m->batches = 0;
 	if (!c->link_up || c->trip) {
 		reply(c, m, COH_SKIPPED);
 		return;
@@ -802,6 +807,11 @@ static void purge_reply(struct coh *c, struct coh_pend *e, const redisReply *r)
 	m->count += (uint64_t)r->element[1]->integer;
 	COH_ADD(c, purged_keys, (uint64_t)r->element[1]->integer);
 	if (r->element[0]->integer >= PURGE_BATCH) {
+		if (++m->batches >= PURGE_BATCHES_MAX) {
+			COH_ADD(c, bad_data, 1);
+			reply(c, m, COH_ERROR);
+			return;
+		}
 		if (send_purge_batch(c, m))
 			reply(c, m, COH_ERROR);
 		return;
