@@ -317,14 +317,15 @@ static bool fill_headers(struct conn *c, const struct http_request *req, struct 
 {
 	const struct http_str *fill = &req->x_cache_fill, *tok = &req->x_cache_lease;
 
-	if (fill->len) {
+	if (fill->p) {          /* present, even empty */
 		if (fill->len != 5 || strncasecmp(fill->p, "lease", 5) != 0) {
 			answer_status(c, req, 400, "bad X-Cache-Fill: only \"lease\" is known\n");
 			return true;
 		}
 		cr->fill_lease = cr->op == CACHE_GET || cr->op == CACHE_HEAD;
 	}
-	if (!tok->len || cr->op == CACHE_GET || cr->op == CACHE_HEAD)
+	/* a token header present but empty is malformed, not absent: 409 */
+	if (!tok->p || cr->op == CACHE_GET || cr->op == CACHE_HEAD)
 		return false;
 	if (!lease_token_valid(tok->p, tok->len)) {
 		stats_inc(&c->sh->stats->lease_conflicts);

@@ -154,6 +154,9 @@ def hostile_tokens(c, srv):
         c.eq(put(a, "ht", b"v", "a" * 5000).status, 409, "PUT with a 5000-char token: 409")
         c.eq(put(a, "ht", b"v", "caf\xe9").status, 409, "PUT with a non-ASCII token: 409")
         c.eq(put(a, "ht", b"v", "a b").status, 409, "PUT with a space in it: 409")
+        c.eq(put(a, "ht", b"v", "").status, 409, "PUT with an empty X-Cache-Lease: 409")
+        r = a.roundtrip("GET", "/cache/ht", headers=[("X-Cache-Fill", "")])
+        c.eq(r.status, 400, "an empty X-Cache-Fill: 400")
     with Conn(srv.port) as a:
         c.eq(put(a, "ht", b"v", "a\x01b").status, 400,
              "PUT with a control char in it: the parser's 400 (connection closes)")
