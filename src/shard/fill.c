@@ -163,6 +163,8 @@ void fill_after(struct shard *sh, const struct cache_req *cr, enum cache_outcome
 	struct lease_waiter *w;
 	char token[LEASE_TOKEN_LEN + 1];
 
+	if (!sh->lease || !lease_count(sh->lease))
+		return;         /* no lease on this shard: nothing to fill or end */
 	if (cr->op == CACHE_PUT && oc == CACHE_STORED) {
 		answer_waiters(sh, lease_filled(sh->lease, cr->key, cr->key_len, cr->hash));
 	} else if (cr->op == CACHE_DELETE) {

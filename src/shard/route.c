@@ -359,7 +359,9 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 			      "key reserved in Redis (instance registry, fill leases, tag sets)\n");
 		return;
 	}
-	qr = http_query_u32(req->query, "ttl", &ttl);
+	qr = qs = qe = 0;
+	if (req->query.len)     /* most requests have none: the hit path skips this */
+		qr = http_query_u32(req->query, "ttl", &ttl);
 	if (qr < 0) {
 		answer_status(c, req, 400, "bad ttl\n");
 		return;
@@ -368,8 +370,10 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		answer_status(c, req, 400, "bad X-Cache-Tags: send one field, tags separated by ','\n");
 		return;
 	}
-	qs = http_query_u32(req->query, "swr", &swr);
-	qe = http_query_u32(req->query, "sie", &sie);
+	if (req->query.len) {
+		qs = http_query_u32(req->query, "swr", &swr);
+		qe = http_query_u32(req->query, "sie", &sie);
+	}
 	if (qs < 0 || (qs == 1 && swr > CACHE_STALE_MAX)) {
 		answer_status(c, req, 400, "bad swr: 0..31536000 seconds\n");
 		return;
