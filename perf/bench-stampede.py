@@ -22,7 +22,13 @@ p50 and p99 (first GET to value in hand), and with leases the waiters'
 (the clients that did not fetch) p50.  Targets (issue 9): executions 5, 1
 and 5 with leases; the waiters' p50 within 2 ms of the 5 ms fetch.
 
-usage: bench-stampede.py [path/to/ringcached] [--redis-server PATH]
+The clients are perf/stampede-round (the same loop in C, next to the
+binary's build: BUILD/perf/stampede-round, built with -Dperf=true) when it
+is there, else the Python event loop below (--client python forces it),
+whose own cost of sending 75 requests at once (1.5-3 ms on the development
+VM) shows in every figure; the header line says which ran.
+
+usage: bench-stampede.py [path/to/ringcached] [--redis-server PATH] [--client PATH|python]
 Starts its own ringcached instances (--shards 2) and redis-server on free
 loopback ports, and stops them.  No verdict: exit 0 unless something fails.
 """
@@ -171,6 +177,38 @@ def run_round(conns, origin, key, lease, query=""):
     return out
 
 
+CLIENT = None      # perf/stampede-round, when built (-Dperf=true): see main()
+
+
+def run_round_c(ports, n, origin, key, lease, query=""):
+    """run_round() by perf/stampede-round: the same clients and loop in C,
+    clients dealt over `ports` in turn, so the figures are the server's
+    rather than this interpreter's."""
+    args = [CLIENT, "-n", str(n), "-k", key, "-f", str(int(FETCH_S * 1e6))]
+    if lease:
+        args.append("-l")
+    if query:
+        args += ["-q", query]
+    out = subprocess.run(args + [str(p) for p in ports], stdout=subprocess.PIPE, check=True,
+                         timeout=60).stdout.decode().split("\n")
+    res = []
+    for line in out:
+        f = line.split()
+        if len(f) == 2 and f[0] == "executions":
+            origin.calls += int(f[1])
+        elif len(f) == 2:
+            res.append((float(f[0]) / 1e6, f[1] == "1"))
+    if len(res) != n:
+        raise RuntimeError("stampede-round answered %d clients of %d" % (len(res), n))
+    return res
+
+
+def round_of(conns, ports, origin, key, lease, query=""):
+    if CLIENT:
+        return run_round_c(ports, len(conns), origin, key, lease, query)
+    return run_round(conns, origin, key, lease, query)
+
+
 class Daemon:
     def __init__(self, binary, extra):
         self.port = free_port()
@@ -253,9 +291,9 @@ def scenario_one(binary, lease):
     res = []
     for rnd in range(5):
         ctl.request("DELETE", "/cache/s1")
-        res += run_round(conns, origin, "s1", lease)
+        res += round_of(conns, [d.port], origin, "s1", lease)
     calls = origin.calls
-    hits = run_round(conns, origin, "s1", lease)        # the key is there now
+    hits = round_of(conns, [d.port], origin, "s1", lease)        # the key is there now
     for c in conns + [ctl]:
         c.close()
     d.stop()
@@ -272,9 +310,9 @@ def scenario_two(binary, redis_exe, lease):
     redis.cmd("DEL", "ringcache:s2")
     origin = Origin()
     conns = [Http(a.port if i % 2 == 0 else b.port) for i in range(60)]
-    res = run_round(conns, origin, "s2", lease)
+    res = round_of(conns, [a.port, b.port], origin, "s2", lease)
     calls = origin.calls
-    hits = run_round(conns, origin, "s2", lease)
+    hits = round_of(conns, [a.port, b.port], origin, "s2", lease)
     for c in conns:
         c.close()
     a.stop()
@@ -294,9 +332,9 @@ def scenario_three(binary, lease):
         # until the key has expired (HEAD without X-Cache-Fill takes no lease)
         while ctl.request("HEAD", "/cache/s3")[0] == 200:
             time.sleep(0.02)
-        res += run_round(conns, origin, "s3", lease, "?ttl=1")
+        res += round_of(conns, [d.port], origin, "s3", lease, "?ttl=1")
     calls = origin.calls
-    hits = run_round(conns, origin, "s3", lease, "?ttl=1")     # within its second
+    hits = round_of(conns, [d.port], origin, "s3", lease, "?ttl=1")     # within its second
     for c in conns + [ctl]:
         c.close()
     d.stop()
@@ -309,7 +347,17 @@ def main():
     ap.add_argument("binary", nargs="?",
                     default=os.path.join(here, "..", "build", "src", "ringcached"))
     ap.add_argument("--redis-server", default=shutil.which("redis-server"))
+    ap.add_argument("--client", default=None,
+                    help="perf/stampede-round (default: next to the binary's build, "
+                         "BUILD/perf/stampede-round; 'python' for the Python loop)")
     args = ap.parse_args()
+    global CLIENT
+    guess = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.binary))),
+                         "perf", "stampede-round")
+    CLIENT = (None if args.client == "python" else args.client or
+              (guess if os.access(guess, os.X_OK) else None))
+    print("clients: %s" % (CLIENT or "the Python event loop (no perf/stampede-round: "
+                           "build with -Dperf=true)"))
     rows = []
     for name, target, fn in (
             ("75 clients x 5 rounds, one instance", 5, lambda l: scenario_one(args.binary, l)),
