@@ -18,7 +18,8 @@ valgrind --tool=callgrind --callgrind-out-file=$out $bin --listen 127.0.0.1:$por
 vp=$!
 for i in $(seq 600); do curl -s -o /dev/null http://127.0.0.1:$port/health && break; sleep 0.1; done
 curl -s -o /dev/null -X PUT --data-binary "$(printf 'x%.0s' $(seq 100))" http://127.0.0.1:$port/cache/bench
-python3 - $port 64 <<'PY'
+gets() {	# N: GETs of the value, 16 per write on one connection, every answer read
+	python3 - "$port" "$1" <<'PY'
 import socket, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 req = b"GET /cache/bench HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -27,16 +28,10 @@ for i in range(0, n, 16):
     s.sendall(req * 16); buf = b""
     while buf.count(b"HTTP/1.1 200") < 16: buf += s.recv(1 << 20)
 PY
+}
+gets 64         # warm-up, not counted
 callgrind_control -z $vp >/dev/null
-python3 - $port $n <<'PY'
-import socket, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-req = b"GET /cache/bench HTTP/1.1\r\nHost: x\r\n\r\n"
-s = socket.create_connection(("127.0.0.1", port))
-for i in range(0, n, 16):
-    s.sendall(req * 16); buf = b""
-    while buf.count(b"HTTP/1.1 200") < 16: buf += s.recv(1 << 20)
-PY
+gets "$n"
 callgrind_control -d $vp >/dev/null
 sleep 1
 kill -9 $vp 2>/dev/null
