@@ -15,7 +15,7 @@ import re
 import time
 
 from harness import (WRITE_OK, Server, build_request, chunked, free_port, keys_per_shard,
-                     run_binary, run_main, show, wait_for)
+                     run_binary, run_main, show, strip_clock, wait_for)
 from content_codings import (SETTLE_TIMEOUT, brotli_cli, decode, json_value, random_value, settle,
                              skewed_value, text_value)
 
@@ -458,13 +458,6 @@ def check_304(c, r, full, tag, vary, ttl, what):
                 "%s: 304 has Cache-Control: max-age" % what, show(r))
     else:
         c.eq(r.header("Cache-Control"), None, "%s: 304 has no Cache-Control (no TTL)" % what)
-
-
-def strip_clock(raw):
-    """A head with the parts that follow the clock blanked: the remaining
-    max-age and the Date line (a GET and its HEAD may straddle a second)."""
-    raw = re.sub(rb"max-age=\d+", b"max-age=N", raw)
-    return re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: D", raw)
 
 
 def head(c, srv):
