@@ -87,13 +87,20 @@ static inline void hist_add_relaxed(_Atomic uint64_t *c, uint64_t n)
 			      memory_order_relaxed);
 }
 
+/* Records the value `ns` n times (answers that left in one send).  Only the
+ * owning thread may call it. */
+static inline void hist_record_n(struct hist *h, uint64_t ns, uint64_t n)
+{
+	hist_add_relaxed(&h->counts[hist_index(ns)], n);
+	hist_add_relaxed(&h->sum, ns * n);
+	if (ns > atomic_load_explicit(&h->max, memory_order_relaxed))
+		atomic_store_explicit(&h->max, ns, memory_order_relaxed);
+}
+
 /* Records one value.  Only the owning thread may call it. */
 static inline void hist_record(struct hist *h, uint64_t ns)
 {
-	hist_add_relaxed(&h->counts[hist_index(ns)], 1);
-	hist_add_relaxed(&h->sum, ns);
-	if (ns > atomic_load_explicit(&h->max, memory_order_relaxed))
-		atomic_store_explicit(&h->max, ns, memory_order_relaxed);
+	hist_record_n(h, ns, 1);
 }
 
 /* Zeroes a snapshot, ready for hist_merge(). */

@@ -41,6 +41,30 @@ static inline char *put_seg(char *p, const struct seg *s)
 	return p + s->len;
 }
 
+/* Shorter pieces in shorter copies: a text longer than its array does not
+ * compile (-Werror). */
+struct seg16 {
+	char s[16];
+	uint32_t len;
+};
+
+struct seg32 {
+	char s[32];
+	uint32_t len;
+};
+
+static inline char *put_seg16(char *p, const struct seg16 *s)
+{
+	memcpy(p, s->s, 16);
+	return p + s->len;
+}
+
+static inline char *put_seg32(char *p, const struct seg32 *s)
+{
+	memcpy(p, s->s, 32);
+	return p + s->len;
+}
+
 static inline char *put(char *p, const void *src, size_t n)
 {
 	memcpy(p, src, n);
@@ -201,29 +225,32 @@ static const struct seg coding_vary_seg[3][2] = {
 };
 
 /* The end of the header block, by conn_tail(). */
-static const struct seg conn_seg[3] = {
+static const struct seg32 conn_seg[3] = {
 	SEG_INIT("\r\n"),
 	SEG_INIT("Connection: keep-alive\r\n\r\n"),
 	SEG_INIT("Connection: close\r\n\r\n"),
 };
 
 static const struct seg length_seg = SEG_INIT("Content-Length: ");
-static const struct seg type_seg = SEG_INIT("\r\nContent-Type: ");
-static const struct seg type_seg_bare = SEG_INIT("Content-Type: ");
+static const struct seg16 type_seg = SEG_INIT("\r\nContent-Type: ");
+static const struct seg16 type_seg_bare = SEG_INIT("Content-Type: ");
 static const struct seg etag_seg = SEG_INIT("ETag: ");
-static const struct seg etag_crlf_seg = SEG_INIT("\r\nETag: ");
-static const struct seg max_age_seg = SEG_INIT("Cache-Control: max-age=");
+static const struct seg16 etag_crlf_seg = SEG_INIT("\r\nETag: ");
+static const struct seg32 max_age_seg = SEG_INIT("Cache-Control: max-age=");
 static const struct seg age_seg = SEG_INIT("Age: ");
 static const struct seg l2_seg = SEG_INIT("X-L2: ");
 static const struct seg lease_seg = SEG_INIT("X-Cache-Lease: ");
 static const struct seg text_type = SEG_INIT("text/plain; charset=utf-8");
 
-/* "Date: ...\r\n", copied whole from its 64-byte line (http_date_line). */
+/* "Date: ...\r\n", copied in one piece of DATE_COPY bytes from its 64-byte
+ * line (http_date_line). */
+#define DATE_COPY 48
+_Static_assert(DATE_COPY >= HTTP_DATE_LEN && DATE_COPY <= HTTP_DATE_LINE, "Date copy size");
 static inline char *put_date(char *p, const struct http_answer_to *to)
 {
 	if (!to->date)
 		return p;
-	memcpy(p, to->date, HTTP_DATE_LINE);
+	memcpy(p, to->date, DATE_COPY);
 	return p + HTTP_DATE_LEN;   /* an IMF-fixdate has one length */
 }
 
@@ -301,11 +328,11 @@ static int render_hit(struct buf *out, const struct reply *r, const struct http_
 	p = put_seg(p, &head_seg[nm ? HS_304 : HS_200][cache_idx(r)]);
 	p = put_u64(p, r->body_len);
 	if (!nm) {
-		p = put_seg(p, &type_seg);
+		p = put_seg16(p, &type_seg);
 		memcpy(p, r->type, SEG);
 		p += r->type_len;
 	}
-	p = put_seg(p, &etag_crlf_seg);
+	p = put_seg16(p, &etag_crlf_seg);
 	memcpy(p, r->etag, REPLY_ETAG_MAX);
 	p += r->etag_len;
 	p = put(p, "\r\n", 2);
@@ -313,12 +340,12 @@ static int render_hit(struct buf *out, const struct reply *r, const struct http_
 	if (coding | r->vary)
 		p = put_seg(p, &coding_vary_seg[coding][r->vary]);
 	if (r->has_max_age) {
-		p = put_seg(p, &max_age_seg);
+		p = put_seg32(p, &max_age_seg);
 		p = put_u64(p, r->max_age);
 		p = put(p, "\r\n", 2);
 	}
 	p = put_date(p, to);
-	p = put_seg(p, &conn_seg[conn_tail(r, to)]);
+	p = put_seg32(p, &conn_seg[conn_tail(r, to)]);
 	if (split) {
 		split->p = body ? r->body : NULL;
 		split->len = body;
@@ -386,7 +413,7 @@ static int render(struct buf *out, const struct reply *r, const struct http_answ
 		p = put_u64(p, r->body_len);
 	if (type) {
 		/* a padded type is copied whole, like a seg: no call into memcpy */
-		p = put_seg(p, length ? &type_seg : &type_seg_bare);
+		p = put_seg16(p, length ? &type_seg : &type_seg_bare);
 		if (padded && type_len <= SEG) {
 			memcpy(p, type, SEG);
 			p += type_len;
@@ -408,7 +435,7 @@ static int render(struct buf *out, const struct reply *r, const struct http_answ
 	if (coding | r->vary)
 		p = put_seg(p, &coding_vary_seg[coding][r->vary]);
 	if (r->has_max_age) {
-		p = put_seg(p, &max_age_seg);
+		p = put_seg32(p, &max_age_seg);
 		p = put_u64(p, r->max_age);
 		p = put(p, "\r\n", 2);
 	}
@@ -434,7 +461,7 @@ static int render(struct buf *out, const struct reply *r, const struct http_answ
 		p = put(p, "\r\n", 2);
 	} else {
 		p = put_date(p, to);
-		p = put_seg(p, &conn_seg[conn_tail(r, to)]);
+		p = put_seg32(p, &conn_seg[conn_tail(r, to)]);
 	}
 	if (split) {
 		split->p = body ? r->body : NULL;

@@ -394,7 +394,7 @@ bool conn_congested(const struct conn *c)
 {
 	return c->pipe.queued >= PEND_MAX || c->pipe.waiting >= INFLIGHT_MAX ||
 	       conn_unsent(c) >= CONN_OUT_MAX || shard_memory_tight(c->sh) ||
-	       head_needs_room(c) || cmd_busy(c);
+	       head_needs_room(c) || (c->resp && cmd_busy(c));
 }
 
 /* After EOF: once buffered requests are parsed (input not paused), what is

@@ -127,6 +127,10 @@ static void count_status(struct pipeline *p, unsigned status)
 {
 	struct stats_shard *st = p->stats;
 
+	if (status - 200u < 100u) {     /* most answers */
+		stats_inc(&st->responses_2xx);
+		return;
+	}
 	switch (status / 100) {
 	case 2: stats_inc(&st->responses_2xx); break;
 	case 3: stats_inc(&st->responses_3xx); break;
@@ -318,9 +322,8 @@ void pipeline_sent(struct pipeline *p, uint64_t now)
 	if (!p->batch_timed)
 		return;
 	uint64_t ns = now - p->batch_t0;
-	for (uint32_t i = 0; i < p->batch_timed; i++)
-		hist_record(&p->stats->lat_local_all, ns);
-	for (uint32_t i = 0; i < p->batch_hits; i++)
-		hist_record(&p->stats->lat_local, ns);
+	hist_record_n(&p->stats->lat_local_all, ns, p->batch_timed);
+	if (p->batch_hits)
+		hist_record_n(&p->stats->lat_local, ns, p->batch_hits);
 	p->batch_timed = p->batch_hits = 0;
 }

@@ -188,8 +188,12 @@ void route_count_outcome(struct shard *sh, enum cache_outcome oc)
 {
 	struct stats_shard *st = sh->stats;
 
+	if (oc == CACHE_HIT) {  /* most of what a cache does */
+		stats_inc(&st->hits);
+		return;
+	}
 	switch (oc) {
-	case CACHE_HIT: stats_inc(&st->hits); break;
+	case CACHE_HIT: break;
 	case CACHE_MISS: stats_inc(&st->misses); break;
 	case CACHE_NOT_MODIFIED: stats_inc(&st->hits); stats_inc(&st->not_modified); break;
 	case CACHE_STORED: stats_inc(&st->sets); break;
@@ -236,14 +240,33 @@ static void exec_local_wait(struct conn *c, const struct cache_req *cr, const st
 		l2_begin(sh, f);
 }
 
-void route_exec_local(struct conn *c, const struct cache_req *req, const struct pipeline_req *q)
+/* After cache_exec(): a stale lease GET may carry a refresh lease; a miss
+ * that continues at Redis or waits for a fill waits in the pipeline; the
+ * rest is answered now. */
+static void exec_local_finish(struct conn *c, const struct cache_req *cr, struct reply *r,
+			      enum cache_outcome oc, const struct pipeline_req *q)
 {
 	struct shard *sh = c->sh;
-	struct cache_req copy = *req, *cr = &copy;      /* fill_refuses() may drop the token */
+	char tok[LEASE_TOKEN_LEN + 1];          /* rendered before it goes (conn_answer) */
+
+	if (fill_stale_wants(cr, oc) && fill_try(sh, cr, tok, r))
+		fill_note(c, cr, tok);
+	if (l2_continues(sh, cr->op, oc) || fill_wants(cr, oc))
+		exec_local_wait(c, cr, r, oc, q);
+	else
+		conn_answer(c, r, q);
+}
+
+/* A PUT or DELETE carrying X-Cache-Lease: its token is checked first (409:
+ * nothing changes), and fill_refuses() may drop it, so it works on a copy. */
+static void exec_local_leased(struct conn *c, const struct cache_req *req,
+			      const struct pipeline_req *q)
+{
+	struct shard *sh = c->sh;
+	struct cache_req copy = *req, *cr = &copy;
 	struct reply r;
 	enum cache_outcome oc;
 
-	stats_inc(&sh->stats->local_requests);
 	if (fill_refuses(sh, cr, &r)) {
 		fill_answered(c, req, CACHE_FAILED, r.status);
 		conn_answer(c, &r, q);  /* 409: nothing changed */
@@ -253,13 +276,25 @@ void route_exec_local(struct conn *c, const struct cache_req *req, const struct 
 	route_count_outcome(sh, oc);
 	fill_after(sh, cr, oc, &r);
 	fill_answered(c, req, oc, r.status);    /* req: cr may have lost its token */
-	char tok[LEASE_TOKEN_LEN + 1];          /* rendered before it goes (conn_answer) */
-	if (fill_stale_wants(cr, oc) && fill_try(sh, cr, tok, &r))
-		fill_note(c, cr, tok);
-	if (l2_continues(sh, cr->op, oc) || fill_wants(cr, oc))
-		exec_local_wait(c, cr, &r, oc, q);
-	else
-		conn_answer(c, &r, q);
+	exec_local_finish(c, cr, &r, oc, q);
+}
+
+void route_exec_local(struct conn *c, const struct cache_req *cr, const struct pipeline_req *q)
+{
+	struct shard *sh = c->sh;
+	struct reply r;
+	enum cache_outcome oc;
+
+	stats_inc(&sh->stats->local_requests);
+	if (cr->lease_token.len) {
+		exec_local_leased(c, cr, q);
+		return;
+	}
+	oc = cache_exec(sh->cache, cr, &r);
+	route_count_outcome(sh, oc);
+	if (cr->op == CACHE_PUT || cr->op == CACHE_DELETE)
+		fill_after(sh, cr, oc, &r);     /* only a write fills or ends a lease */
+	exec_local_finish(c, cr, &r, oc, q);
 }
 
 void route_exec_forwarded(struct shard *sh, struct fwd *f)
