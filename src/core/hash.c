@@ -30,6 +30,24 @@ static inline uint64_t load64(const uint8_t *p)
 	return v;
 }
 
+static inline uint64_t load32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+/* The n < 8 bytes at p as a little-endian number, in at most two loads:
+ * what memcpy(&t, p, n) into a zeroed t gives, without a call.  The two
+ * loads may overlap; their common bytes land in the same places. */
+static inline uint64_t load_tail(const uint8_t *p, size_t n)
+{
+	if (n >= 4)
+		return load32(p) | load32(p + n - 4) << (8 * (n - 4));
+	return (uint64_t)p[0] | (uint64_t)p[n / 2] << (8 * (n / 2)) |
+	       (uint64_t)p[n - 1] << (8 * (n - 1));
+}
+
 uint64_t hash_bytes(const void *data, size_t n, uint64_t seed)
 {
 	const uint8_t *p = data;
@@ -45,11 +63,8 @@ uint64_t hash_bytes(const void *data, size_t n, uint64_t seed)
 		p += 8;
 		n -= 8;
 	}
-	if (n > 0) {
-		uint64_t t = 0;
-		memcpy(&t, p, n);
-		h = fold(t ^ K1 ^ ((uint64_t)n << 56), h ^ K3);
-	}
+	if (n > 0)
+		h = fold(load_tail(p, n) ^ K1 ^ ((uint64_t)n << 56), h ^ K3);
 	return fold(h ^ K0, h ^ K2 ^ (h >> 32));
 }
 
