@@ -123,6 +123,11 @@ int http_chunked_feed(struct http_chunked *c, const char *in, size_t len,
  * length or -400 on a bad escape. */
 int http_decode_key(const char *p, size_t n, uint8_t *out);
 
+/* The key in p[0..n) with http_decode_key()'s result, but *key points into p
+ * itself when nothing in it is escaped (most keys: no copy), else at
+ * scratch, decoded there (room for n bytes). */
+int http_key_view(const char *p, size_t n, uint8_t *scratch, const uint8_t **key);
+
 /* Finds `name` in an application/x-www-form-urlencoded query and parses its
  * value as a decimal u32.  1 found, 0 absent, -400 malformed or too large. */
 int http_query_u32(struct http_str query, const char *name, uint32_t *out);

@@ -44,6 +44,18 @@ int http_decode_key(const char *p, size_t n, uint8_t *out)
 	return (int)(o - out);
 }
 
+int http_key_view(const char *p, size_t n, uint8_t *scratch, const uint8_t **key)
+{
+	if (n > INT_MAX)
+		return -400;
+	if (!memchr(p, '%', n)) {
+		*key = (const uint8_t *)p;
+		return (int)n;
+	}
+	*key = scratch;
+	return http_decode_key(p, n, scratch);
+}
+
 int http_query_u32(struct http_str query, const char *name, uint32_t *out)
 {
 	const char *p = query.p, *e = query.p + query.len;

@@ -377,10 +377,11 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	struct shard *sh = c->sh;
 	const struct http_str *path = &req->path;
 	struct cache_req cr;
+	const uint8_t *key;     /* in the request's bytes, or decoded in key_scratch */
 	uint32_t ttl, swr, sie;
 	int klen, qr, qs, qe;
 
-	klen = http_decode_key(path->p + 7, path->len - 7, sh->key_scratch);
+	klen = http_key_view(path->p + 7, path->len - 7, sh->key_scratch, &key);
 	if (klen <= 0) {
 		answer_status(c, req, 400, "bad key\n");
 		return;
@@ -389,7 +390,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		answer_status(c, req, 414, "key too long\n");
 		return;
 	}
-	if (coh_key_reserved(sh->srv->coh, sh->key_scratch, (size_t)klen)) {
+	if (coh_key_reserved(sh->srv->coh, key, (size_t)klen)) {
 		answer_status(c, req, 400,
 			      "key reserved in Redis (instance registry, fill leases, tag sets)\n");
 		return;
@@ -424,7 +425,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	case HTTP_METHOD_DELETE: cr.op = CACHE_DELETE; break;
 	default: cr.op = CACHE_PUT; break;
 	}
-	cr.key = sh->key_scratch;
+	cr.key = key;
 	cr.key_len = (uint32_t)klen;
 	cr.hash = hash_key(cr.key, cr.key_len);
 	cr.body = body;

@@ -122,7 +122,7 @@ struct shard {
 	bool mem_pause;                 /* just went over: stop reading every connection */
 	bool mem_resume;                /* back under: resume the paused connections */
 
-	uint8_t *key_scratch;           /* decoded key of the request being routed */
+	uint8_t *key_scratch;           /* a routed key or tag with escapes, decoded */
 	char *resp_scratch;             /* an inline RESP command's decoded arguments */
 	struct buf kv_scratch;          /* values a RESP operation builds or copies */
 

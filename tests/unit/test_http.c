@@ -963,6 +963,16 @@ static void test_decode_key(void)
 		CHECK_EQ(rc, cases[i].rc);
 		if (rc >= 0 && cases[i].out)
 			CHECK(memcmp(out, cases[i].out, (size_t)rc) == 0);
+		/* the view: the same key, in place when nothing is escaped */
+		const uint8_t *key = NULL;
+		memset(out, 0, sizeof(out));
+		rc = http_key_view(cases[i].in, strlen(cases[i].in), out, &key);
+		CHECK_EQ(rc, cases[i].rc);
+		if (rc >= 0 && cases[i].out) {
+			bool escaped = strchr(cases[i].in, '%') != NULL;
+			CHECK(key == (escaped ? out : (const uint8_t *)cases[i].in));
+			CHECK(memcmp(key, cases[i].out, (size_t)rc) == 0);
+		}
 	}
 	CHECK_EQ(http_decode_key("%00x", 4, out), 2);
 	CHECK(out[0] == 0 && out[1] == 'x');
