@@ -356,12 +356,10 @@ static int render_hit(struct buf *out, const struct reply *r, const struct http_
 	return 0;
 }
 
-static int render(struct buf *out, const struct reply *r, const struct http_answer_to *to,
-		  struct http_body *split)
+/* Any reply but a plain hit (render_hit). */
+static int render_any(struct buf *out, const struct reply *r, const struct http_answer_to *to,
+		      struct http_body *split)
 {
-	if (is_plain_hit(r))
-		return render_hit(out, r, to, split);
-
 	unsigned st = r->status;
 	bool informational = st < 200;
 	bool length = !informational && st != 204;
@@ -471,6 +469,16 @@ static int render(struct buf *out, const struct reply *r, const struct http_answ
 	}
 	out->len = (size_t)(p - out->data);
 	return 0;
+}
+
+/* The hit's own path is chosen first, so that it does not pay for the
+ * general one's frame. */
+static inline int render(struct buf *out, const struct reply *r, const struct http_answer_to *to,
+			 struct http_body *split)
+{
+	if (is_plain_hit(r))
+		return render_hit(out, r, to, split);
+	return render_any(out, r, to, split);
 }
 
 int http_render(struct buf *out, const struct reply *r, const struct http_answer_to *to)
