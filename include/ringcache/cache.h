@@ -172,26 +172,26 @@ enum cache_op { CACHE_GET, CACHE_HEAD, CACHE_PUT, CACHE_DELETE, CACHE_TAG_PURGE 
 
 struct cache_req {
 	uint8_t op;                     /* enum cache_op; POST arrives as CACHE_PUT */
-	const uint8_t *key;             /* decoded key, 1..STORE_KEY_MAX bytes */
+	bool stale_ok;                  /* GET/HEAD may be answered from a stale window
+					 * (HTTP); false: past its TTL an item is gone (RESP) */
+	bool fill_lease;                /* GET/HEAD with X-Cache-Fill: lease */
 	uint32_t key_len;
+	const uint8_t *key;             /* decoded key, 1..STORE_KEY_MAX bytes */
 	uint64_t hash;                  /* hash_bytes(key, key_len, HASH_KEY_SEED) */
 	const uint8_t *body;            /* PUT value */
 	uint32_t body_len;
+	uint32_t ext_len;
 	int64_t ttl;                    /* from ?ttl=, -1: not given; 0: no expiry */
 	int64_t swr, sie;               /* from ?swr=, ?sie= (<= CACHE_STALE_MAX), -1: not given */
-	bool stale_ok;                  /* GET/HEAD may be answered from a stale window
-					 * (HTTP); false: past its TTL an item is gone (RESP) */
-	struct http_str tags;           /* PUT: X-Cache-Tags (tags.h); len 0: none */
 	const uint8_t *ext;             /* PUT of a value read from L2: its extension
-					 * header (repr.h), kept as is; ttl is then the
-					 * store's whole TTL, windows included */
-	uint32_t ext_len;
+					 * header (repr.h), ext_len bytes, kept as is; ttl
+					 * is then the store's whole TTL, windows included */
+	struct http_str tags;           /* PUT: X-Cache-Tags (tags.h); len 0: none */
 	struct http_str content_type;   /* header values, len 0 when absent */
 	struct http_str accept_encoding;
 	struct http_str if_none_match;
 	struct http_str cache_control;
 	struct http_str lease_token;    /* X-Cache-Lease of a PUT/DELETE (shard's fill.c) */
-	bool fill_lease;                /* GET/HEAD with X-Cache-Fill: lease */
 };
 
 /* What a request did, for the shard's counters. */
