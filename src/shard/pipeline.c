@@ -62,8 +62,8 @@ static int render_resp(struct buf *b, struct outq_ref *ref, const struct reply *
  * store, is left there and described in *ref (pinned); anything else is
  * copied.  0 or -ENOMEM.
  */
-static int render_into(struct buf *b, struct outq_ref *ref, const struct reply *r,
-		       const struct answer_to *to)
+static inline int render_into(struct buf *b, struct outq_ref *ref, const struct reply *r,
+			      const struct answer_to *to)
 {
 	struct http_body body;
 	_Atomic uint32_t *pin;
