@@ -114,8 +114,8 @@ static bool authorized(const struct shard *sh, const struct http_request *req)
  * The table's verdict on a request: 0 and *rt when it may be served, else
  * the refusal in *r (404 unknown path, 405 method, 401 key).
  */
-static int route_check(const struct shard *sh, const struct http_request *req,
-		       const struct route **rt, struct reply *r)
+static inline int route_check(const struct shard *sh, const struct http_request *req,
+			      const struct route **rt, struct reply *r)
 {
 	*rt = route_find(&req->path);
 	if (!*rt) {
@@ -243,8 +243,9 @@ static void exec_local_wait(struct conn *c, const struct cache_req *cr, const st
 /* After cache_exec(): a stale lease GET may carry a refresh lease; a miss
  * that continues at Redis or waits for a fill waits in the pipeline; the
  * rest is answered now. */
-static void exec_local_finish(struct conn *c, const struct cache_req *cr, struct reply *r,
-			      enum cache_outcome oc, const struct pipeline_req *q)
+static inline void exec_local_finish(struct conn *c, const struct cache_req *cr,
+				     struct reply *r, enum cache_outcome oc,
+				     const struct pipeline_req *q)
 {
 	struct shard *sh = c->sh;
 	char tok[LEASE_TOKEN_LEN + 1];          /* rendered before it goes (conn_answer) */
