@@ -280,7 +280,9 @@ static void exec_local_leased(struct conn *c, const struct cache_req *req,
 	exec_local_finish(c, cr, &r, oc, q);
 }
 
-void route_exec_local(struct conn *c, const struct cache_req *cr, const struct pipeline_req *q)
+/* route_exec_local(), inline in serve_cache(): the path of most requests */
+static inline void exec_local(struct conn *c, const struct cache_req *cr,
+			      const struct pipeline_req *q)
 {
 	struct shard *sh = c->sh;
 	struct reply r;
@@ -296,6 +298,11 @@ void route_exec_local(struct conn *c, const struct cache_req *cr, const struct p
 	if (cr->op == CACHE_PUT || cr->op == CACHE_DELETE)
 		fill_after(sh, cr, oc, &r);     /* only a write fills or ends a lease */
 	exec_local_finish(c, cr, &r, oc, q);
+}
+
+void route_exec_local(struct conn *c, const struct cache_req *cr, const struct pipeline_req *q)
+{
+	exec_local(c, cr, q);
 }
 
 void route_exec_forwarded(struct shard *sh, struct fwd *f)
@@ -449,7 +456,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	unsigned owner = hash_shard(cr.hash, sh->srv->nshards);
 	if (owner == sh->id) {
 		q.timing = PIPELINE_LOCAL;
-		route_exec_local(c, &cr, &q);
+		exec_local(c, &cr, &q);
 		return;
 	}
 	q.timing = PIPELINE_REMOTE;
