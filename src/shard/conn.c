@@ -815,8 +815,14 @@ void conn_sweep(struct shard *sh)
 	for (uint32_t i = 0; i < sh->nconns; i++) {
 		struct conn *c = sh->conns[i];
 
-		if (c->flags & C_CLOSED)
+		if (c->flags & C_CLOSED) {
+			/* ended, but its last zero-copy send is still in the
+			 * socket: a peer that reads nothing would keep those
+			 * pages (and the pins) until TCP gives up */
+			if (outq_zc_busy(&c->sending) && sh->now_ns - c->send_ns > idle)
+				outq_zc_drop(c->fd);
 			continue;
+		}
 		if (c->flags & C_LINGER) {
 			if (sh->now_ns > c->linger_until_ns)
 				conn_abort(c);

@@ -218,6 +218,14 @@ void outq_deinit(struct outq *q)
 	buf_deinit(&q->bytes);
 }
 
+int outq_zc_drop(int fd)
+{
+	/* connect(AF_UNSPEC) is TCP's disconnect: it purges the write queue */
+	struct sockaddr sa = { .sa_family = AF_UNSPEC };
+
+	return connect(fd, &sa, sizeof(sa)) == -1 ? -errno : 0;
+}
+
 bool outq_zc_busy(const struct outq *q)
 {
 	return q->held || (q->zc && q->zc->cqes);

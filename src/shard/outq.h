@@ -161,4 +161,13 @@ void *outq_zc_complete(struct outq_zc *z, const struct io_uring_cqe *cqe, int *r
  * notifications to come): its connection must not be freed yet. */
 bool outq_zc_busy(const struct outq *q);
 
+/*
+ * For a connection already ended whose zero-copy bytes are still in its
+ * socket (a peer that stopped reading): drops what the socket holds (a
+ * TCP reset), so the kernel lets go of the pages and notifies.  A peer
+ * that keeps acknowledging zero-window probes would otherwise hold them as
+ * long as it likes.  0 or -errno.
+ */
+int outq_zc_drop(int fd);
+
 #endif

@@ -19,7 +19,8 @@ the kernel reads the store's pages until its notification, so the pins are
 held until then (/stats sends_zc shows the sends were zero-copy).  And a
 client that resets mid-send of a zero-copy value while its key is
 overwritten: its connection and every pin are let go (/stats send_pins
-back to 0; under ASan no leak), and the server answers on.
+back to 0; under ASan no leak), and the server answers on; one that reads
+nothing is let go after --idle-timeout, though it stays connected.
 
 usage: test_large_sends.py [path/to/ringcached]
 """
@@ -130,6 +131,33 @@ def reset_mid_send(c):
         c.eq(r.status, 200, "the server answers on")
 
 
+def never_reads(c):
+    """A client that asks for a value sent zero-copy and then reads nothing
+    (its window shut) but stays connected: after --idle-timeout the server
+    ends the connection, and since the kernel would keep the zero-copy pages
+    for as long as the peer acknowledges its zero-window probes, the server
+    drops what the socket holds; the connection and its pins are let go."""
+    c.section("a client that never reads a zero-copy value: let go after --idle-timeout")
+    flags = ["--shards", "1", "--memory", "96M", "--max-value", "4M", "--idle-timeout", "1"] + ZC
+    with Server(flags, checks=c).start() as srv:
+        c.eq(srv.request("PUT", "/cache/big", os.urandom(VALUE), timeout=30).status, 201,
+             "PUT 4 MiB")
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(build_request("GET", "/cache/big"))
+        c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] > 0, 10),
+                "the value being sent is pinned")
+        def gone():
+            t = stats(srv)["total"]
+            return t["send_pins"] == 0 and t["connections"] == 1    # /stats' own
+        c.check(wait_for(gone, 15), "the connection and its pins are let go while the client "
+                "is still connected", repr({k: stats(srv)["total"][k]
+                                           for k in ("send_pins", "connections", "sends_zc")}))
+        s.close()
+        c.eq(srv.request("GET", "/cache/big", timeout=30).status, 200, "the server answers on")
+
+
 def pin_bound(c):
     """A client that reads nothing cannot hold the store: its answers pin at
     most a quarter of the store's segments (larger ones are copied), so
@@ -197,6 +225,7 @@ def main(c):
     body(c, False)
     body(c, True)
     reset_mid_send(c)
+    never_reads(c)
     pin_bound(c)
 
 
