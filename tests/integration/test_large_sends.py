@@ -29,8 +29,10 @@ import os
 import socket
 
 import struct
+import tempfile
 
-from harness import Server, build_request, keys_per_shard, run_main, stats, wait_for
+from harness import (Server, build_request, keys_per_shard, request, run_main, stats,
+                     wait_for)
 
 NSHARDS = 2
 VALUE = 4 << 20
@@ -131,6 +133,29 @@ def reset_mid_send(c):
         c.eq(r.status, 200, "the server answers on")
 
 
+def unix_copies(c):
+    """A Unix socket cannot send zero-copy (the kernel says EOPNOTSUPP): its
+    clients are sent the same bytes by a copying sendmsg, and that refusal
+    does not turn zero-copy off for the TCP clients."""
+    c.section("--send-zc-min with a Unix socket: its answers copy, TCP's stay zero-copy")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "http.sock")
+        flags = ["--shards", "1", "--memory", "96M", "--max-value", "4M",
+                 "--listen", "unix:" + path] + ZC
+        with Server(flags, checks=c).start() as srv:
+            value = os.urandom(1 << 20)
+            c.eq(srv.request("PUT", "/cache/v", value, timeout=30).status, 201, "PUT 1 MiB")
+            before = stats(srv)["total"]["sends_zc"]
+            r = request(path, "GET", "/cache/v")
+            c.check(r.status == 200 and r.body == value, "the value over the Unix socket",
+                    "%d, %d bytes" % (r.status, len(r.body)))
+            c.eq(stats(srv)["total"]["sends_zc"], before, "sent without zero-copy")
+            r = srv.request("GET", "/cache/v", timeout=30)
+            c.check(r.status == 200 and r.body == value, "the value over TCP")
+            c.eq(stats(srv)["total"]["sends_zc"], before + 1, "sent zero-copy")
+            c.check("send-zc-min" not in srv.log_text(), "nothing refused in the log")
+
+
 def never_reads(c):
     """A client that asks for a value sent zero-copy and then reads nothing
     (its window shut) but stays connected: after --idle-timeout the server
@@ -225,6 +250,7 @@ def main(c):
     body(c, False)
     body(c, True)
     reset_mid_send(c)
+    unix_copies(c)
     never_reads(c)
     pin_bound(c)
 
