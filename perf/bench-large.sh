@@ -7,12 +7,18 @@
 # per request (utime+stime from /proc/PID/stat around the run, over the
 # requests wrk completed), and the ratios.  A benchmark, not a test.
 #
+# ringcached runs twice: copying sendmsg (ringcached) and zero-copy sends
+# (ringcached-zc: $ZC_FLAGS, IORING_OP_SENDMSG_ZC); each is compared with
+# nginx of the same round, and the zero-copy run reports how many of its
+# sends the kernel copied anyway (/stats sends_zc_copied).
+#
 # What loopback hides: the receiver copies anyway (a local TCP peer reads
-# from the sender's socket buffer), and neither server's bytes cross a NIC;
-# zero-copy sends (sendfile from the page cache, or ringcached's sendmsg from
-# its store) save the sender's copy into the socket buffer only.  On a NIC
-# with scatter-gather, sendfile and MSG_ZEROCOPY would also skip that copy:
-# see docs/benchmarks.md.
+# from the sender's socket buffer), and neither server's bytes cross a NIC.
+# sendfile puts page-cache pages in the socket by reference; a zero-copy
+# send does the same with the store's pages, but for a local receiver the
+# kernel copies them when they reach its socket (skb_orphan_frags_rx), so
+# on loopback it pays the copy plus its notification.  On a NIC with
+# scatter-gather both skip the sender's copy: see docs/benchmarks.md.
 #
 # usage: perf/bench-large.sh [path/to/ringcached]
 # environment (defaults in brackets):
@@ -21,7 +27,8 @@
 #   CLIENT_CPU   CPU of wrk                      [first CPU we may use]
 #   WRK_ARGS     wrk load                        [-t1 -c16 -d5s]
 #   SIZES        value sizes, bytes              ["65536 1048576"]
-#   SERVERS      which servers                   ["ringcached nginx"]
+#   SERVERS      which servers                   ["ringcached ringcached-zc nginx"]
+#   ZC_FLAGS     ringcached-zc's flags           [--send-zc-min 16K]
 #   ROUNDS       repetitions; ratios' median     [1]
 #   RC_FLAGS     extra ringcached flags          []
 # Results also go to perf/out/bench-large-<time>.txt.
@@ -32,12 +39,13 @@ bench="bench-large"
 rc_bin=${1:-${RINGCACHED:-$root/build-release/src/ringcached}}
 wrk_args=${WRK_ARGS:--t1 -c16 -d5s}
 sizes=${SIZES:-65536 1048576}
-servers=${SERVERS:-ringcached nginx}
+servers=${SERVERS:-ringcached ringcached-zc nginx}
+zc_flags=${ZC_FLAGS:---send-zc-min 16K}
 rounds=${ROUNDS:-1}
 
 choose_cpus wrk
 need_tools "apt-get install wrk nginx-light util-linux curl python3" wrk nginx taskset curl python3
-case " $servers " in *" ringcached "*) need_ringcached ;; esac
+case " $servers " in *" ringcached"*) need_ringcached ;; esac
 bench_start
 
 declare -A rps cpu_us
@@ -56,15 +64,16 @@ run_wrk() {	# name size url pid
 	rps[$name,$size]=$secs
 	cpu_us[$name,$size]=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" \
 		'BEGIN { printf "%.2f", n ? t / hz / n * 1e6 : 0 }')
-	log "$(printf '%-11s %8s B %12s req/s  %8s us CPU/request  (%s requests, %s CPU ticks)' \
+	log "$(printf '%-13s %8s B %12s req/s  %8s us CPU/request  (%s requests, %s CPU ticks)' \
 		"$name" "$size" "$secs" "${cpu_us[$name,$size]}" "$reqs" "$((after - before))")"
 }
 
-start_rc_large() {	# size: ringcached with the value at /cache/large
+start_rc_large() {	# size [flag...]: ringcached with the value at /cache/large
 	local port size=$1
+	shift
 	port=$(free_port)
 	taskset -c "$server_cpu" "$rc_bin" --listen "127.0.0.1:$port" --shards 1 \
-		--cpuset "$server_cpu" --memory 256M ${RC_FLAGS:-} >"$tmp/ringcached.log" 2>&1 &
+		--cpuset "$server_cpu" --memory 256M ${RC_FLAGS:-} "$@" >"$tmp/ringcached.log" 2>&1 &
 	pids+=($!)
 	rc_pid=$!
 	rc_url=http://127.0.0.1:$port
@@ -133,6 +142,16 @@ for round in $(seq "$rounds"); do
 				run_wrk ringcached "$size" "$rc_url/cache/large" "$rc_pid"
 				stop_pid "$rc_pid"
 				;;
+			ringcached-zc)
+				# shellcheck disable=SC2086  # flags, split on purpose
+				start_rc_large "$size" $zc_flags
+				run_wrk ringcached-zc "$size" "$rc_url/cache/large" "$rc_pid"
+				log "$(curl -s "$rc_url/stats" | python3 -c 'import json, sys
+t = json.load(sys.stdin)["total"]
+print("ringcached-zc: sends_zc %d, of which the kernel copied %d (sends_zc_copied)"
+      % (t["sends_zc"], t["sends_zc_copied"]))')"
+				stop_pid "$rc_pid"
+				;;
 			nginx)
 				start_nginx_static "$size"
 				run_wrk nginx "$size" "$ng_url/cache/large" "$ng_pid"
@@ -141,21 +160,28 @@ for round in $(seq "$rounds"); do
 			*) echo "bench-large: unknown server $srv" >&2; exit 1 ;;
 			esac
 		done
-		r=${rps[ringcached,$size]:-} n=${rps[nginx,$size]:-}
-		if [ -n "$r" ] && [ -n "$n" ]; then
-			ratio_rps[$size]+=" $(awk -v r="$r" -v n="$n" 'BEGIN { printf "%.2f", r / n }')"
-			ratio_cpu[$size]+=" $(awk -v cr="${cpu_us[ringcached,$size]}" -v cn="${cpu_us[nginx,$size]}" \
-				'BEGIN { printf "%.2f", cn ? cr / cn : 0 }')"
-		fi
+		n=${rps[nginx,$size]:-}
+		for rc in ringcached ringcached-zc; do
+			r=${rps[$rc,$size]:-}
+			if [ -n "$r" ] && [ -n "$n" ]; then
+				ratio_rps[$rc,$size]+=" $(awk -v r="$r" -v n="$n" 'BEGIN { printf "%.2f", r / n }')"
+				ratio_cpu[$rc,$size]+=" $(awk -v cr="${cpu_us[$rc,$size]}" -v cn="${cpu_us[nginx,$size]}" \
+					'BEGIN { printf "%.2f", cn ? cr / cn : 0 }')"
+			fi
+		done
+		unset "rps[ringcached,$size]" "rps[ringcached-zc,$size]" "rps[nginx,$size]"
 	done
 done
 
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 log ""
 for size in $sizes; do
-	[ -n "${ratio_rps[$size]:-}" ] || continue
-	log "$(printf '%8s B ringcached/nginx: %sx requests/s, %sx CPU per request (median of:%s |%s)' \
-		"$size" "$(echo "${ratio_rps[$size]}" | median)" "$(echo "${ratio_cpu[$size]}" | median)" \
-		"${ratio_rps[$size]}" "${ratio_cpu[$size]}")"
+	for rc in ringcached ringcached-zc; do
+		[ -n "${ratio_rps[$rc,$size]:-}" ] || continue
+		log "$(printf '%8s B %s/nginx: %sx requests/s, %sx CPU per request (median of:%s |%s)' \
+			"$size" "$rc" "$(echo "${ratio_rps[$rc,$size]}" | median)" \
+			"$(echo "${ratio_cpu[$rc,$size]}" | median)" \
+			"${ratio_rps[$rc,$size]}" "${ratio_cpu[$rc,$size]}")"
+	done
 done
 log "full output: $out"

@@ -76,6 +76,8 @@
 	  "provided receive buffers per shard (power of two)")                     \
 	X("recv-buffer-size", SIZE, recv_buffer_size, "16K", "SIZE",               \
 	  "size of each provided receive buffer")                                  \
+	X("send-zc-min", SIZE, send_zc_min, "0", "SIZE",                          \
+	  "send answers of at least this many bytes zero-copy (IORING_OP_SENDMSG_ZC); 0: off (pays only over a NIC)") \
 	X("compress-min", SIZE, compress_min, "256", "SIZE",                       \
 	  "smallest value stored with br/gzip variants")                           \
 	X("compress-max", SIZE, compress_max, "1M", "SIZE",                        \

@@ -64,6 +64,11 @@
 	X(memory_pauses, COUNTER,                                                  \
 	  "Times this shard stopped taking input: connection memory over its share.") \
 	X(memory_trims, COUNTER, "malloc_trim() calls after connections let go of memory.") \
+	X(send_pins, GAUGE,                                                        \
+	  "Values this shard's sends hold in a store: queued, in flight, or awaiting a zero-copy notification.") \
+	X(sends_zc, COUNTER, "Sends made zero-copy (IORING_OP_SENDMSG_ZC, --send-zc-min).") \
+	X(sends_zc_copied, COUNTER,                                                \
+	  "Zero-copy sends the kernel copied anyway (a local receiver: loopback).") \
 	X(items, GAUGE, "Items in this shard's store.")                           \
 	X(value_bytes, GAUGE, "Bytes of values (all variants) in the store.")     \
 	X(arena_bytes, GAUGE, "Bytes reserved for the store's items and index.")  \

@@ -162,6 +162,7 @@ void conn_create(struct shard *sh, int fd, uint8_t proto, bool tcp)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->sh = sh;
 	c->fd = fd;
+	c->flags = tcp ? C_TCP : 0;
 	c->proto = proto;
 	if (proto == PROTO_RESP && cmd_session_create(c)) {
 		free(c);
@@ -171,6 +172,7 @@ void conn_create(struct shard *sh, int fd, uint8_t proto, bool tcp)
 	c->idx = sh->nconns;
 	c->last_active_ns = sh->now_ns;
 	pipeline_init(&c->pipe, sh->stats, fwd_release, fwd_orphan);
+	c->sending.stats = c->pipe.out.stats = sh->stats;       /* send_pins, sends_zc */
 	sh->conns[sh->nconns++] = c;
 	stats_inc(&sh->stats->connections_accepted);
 	stats_inc(&sh->stats->connections);
@@ -199,7 +201,8 @@ void conn_destroy(struct conn *c)
 /* The kernel holds no operation on c any more: free it. */
 static void conn_maybe_free(struct conn *c)
 {
-	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING | C_POLL))) {
+	if ((c->flags & C_CLOSED) && !(c->flags & (C_RECV | C_SEND | C_CANCELING | C_POLL)) &&
+	    !outq_zc_busy(&c->sending)) {
 		fill_conn_gone(c);      /* the leases its client held end now */
 		conn_destroy(c);
 	}
@@ -207,7 +210,7 @@ static void conn_maybe_free(struct conn *c)
 
 void conn_account(struct conn *c)
 {
-	size_t m = sizeof(*c) + c->in.cap + c->body.cap + c->sending.bytes.cap +
+	size_t m = sizeof(*c) + c->in.cap + c->body.cap + c->sending.bytes.cap + c->sending.held_bytes +
 		   c->pipe.out.bytes.cap + c->pipe.queued_bytes - c->pipe.queued_refs +
 		   c->pipe.reserved;
 
@@ -580,15 +583,18 @@ static void start_send(struct conn *c)
 	if (c->sending.nrefs == 0) {
 		io_uring_prep_send(sqe, c->fd, c->sending.bytes.data + c->sent,
 				   c->sending.bytes.len - c->sent, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, shard_udata(c, OP_SEND));
 	} else {
 		/* heads from the buffer, values from their stores: one sendmsg
-		 * (what does not fit CONN_IOV goes in the next one) */
+		 * (what does not fit CONN_IOV goes in the next one), zero-copy
+		 * from --send-zc-min on */
 		memset(&c->msg, 0, sizeof(c->msg));
 		c->msg.msg_iov = c->iov;
 		c->msg.msg_iovlen = outq_iov(&c->sending, c->sent, c->iov, CONN_IOV);
-		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+		struct outq_zc *z = outq_prep_sendmsg(&c->sending, c, sqe, c->fd, &c->msg,
+						      c->flags & C_TCP);
+		io_uring_sqe_set_data64(sqe, z ? shard_udata(z, OP_SEND_ZC) : shard_udata(c, OP_SEND));
 	}
-	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_SEND));
 	c->flags |= C_SEND;
 }
 
@@ -675,6 +681,21 @@ void conn_on_send(struct conn *c, int res)
 	conn_maybe_resume(c);
 	shard_dirty(sh, c);
 	conn_account(c);
+}
+
+/*
+ * A connection whose queue was sent zero-copy lives until the kernel's last
+ * notification (conn_maybe_free): the hold's owner is still here.
+ */
+void conn_on_send_zc(struct outq_zc *z, struct io_uring_cqe *cqe)
+{
+	int res;
+	struct conn *c = outq_zc_complete(z, cqe, &res);
+
+	if (res != OUTQ_ZC_NOTIF)
+		conn_on_send(c, res);
+	else
+		shard_dirty(c->sh, c);  /* memory let go; a closed one may be freed */
 }
 
 /*
@@ -794,8 +815,14 @@ void conn_sweep(struct shard *sh)
 	for (uint32_t i = 0; i < sh->nconns; i++) {
 		struct conn *c = sh->conns[i];
 
-		if (c->flags & C_CLOSED)
+		if (c->flags & C_CLOSED) {
+			/* ended, but its last zero-copy send is still in the
+			 * socket: a peer that reads nothing would keep those
+			 * pages (and the pins) until TCP gives up */
+			if (outq_zc_busy(&c->sending) && sh->now_ns - c->send_ns > idle)
+				outq_zc_drop(c->fd);
 			continue;
+		}
 		if (c->flags & C_LINGER) {
 			if (sh->now_ns > c->linger_until_ns)
 				conn_abort(c);

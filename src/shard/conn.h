@@ -39,6 +39,7 @@ enum conn_flags {
 	C_CANCELING = 1 << 7,    /* a cancel of the recv is in flight */
 	C_EOF = 1 << 8,          /* the client sent FIN (or the recv failed): no more input */
 	C_POLL = 1 << 9,         /* a poll for a reset is armed (no recv is) */
+	C_TCP = 1 << 10,         /* a TCP socket: it may send zero-copy (outq.h) */
 };
 
 /*
@@ -106,6 +107,9 @@ void conn_destroy(struct conn *c);
 /* io_uring completions, from the shard's loop. */
 void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe);
 void conn_on_send(struct conn *c, int res);
+/* A completion of a zero-copy send (shard.h OP_SEND_ZC): its own, or the
+ * kernel's notification that it no longer reads the bytes. */
+void conn_on_send_zc(struct outq_zc *z, struct io_uring_cqe *cqe);
 void conn_on_cancel(struct conn *c);
 
 /* Once per loop iteration for each connection with new output: send it,

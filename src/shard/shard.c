@@ -35,6 +35,7 @@
 #include "l2.h"
 #include "l2read.h"
 #include "listen.h"
+#include "outq.h"
 #include "route.h"
 #include "shard.h"
 #include "ringcache/cache.h"
@@ -248,6 +249,7 @@ static int setup(struct shard *sh)
 	/* ring first, so a missing io_uring is the first thing reported */
 	if ((rc = setup_ring(sh)) || (rc = setup_buffers(sh)) || (rc = setup_listeners(sh)))
 		return rc;
+	outq_zc_setup(&sh->ring, sh->cfg->send_zc_min);   /* refused: sends copy (logged) */
 	/* the arena is first touched here, by the pinned thread: NUMA-local */
 	return setup_store(sh);
 }
@@ -336,6 +338,10 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 	void *p = (void *)(uintptr_t)(ud & ~(uint64_t)7);
 
 	switch ((enum shard_op)(ud & 7)) {
+	case OP_SEND_ZC:
+		if (p)
+			conn_on_send_zc(p, cqe);
+		break;
 	case OP_ACCEPT:
 		on_accept(sh, cqe, p);
 		break;

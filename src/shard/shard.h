@@ -163,6 +163,7 @@ void shard_dirty(struct shard *sh, struct conn *c);
 
 /* user_data of each SQE: a pointer with the operation in its low 3 bits */
 enum shard_op {
+	OP_SEND_ZC = 0,                 /* on a struct outq_zc (outq.h); NULL: ignored */
 	OP_ACCEPT = 1,                  /* on a struct shard_listener */
 	OP_RECV,
 	OP_SEND,
