@@ -28,6 +28,7 @@
 struct outq_zc {
 	uint32_t cqes;
 	bool retired;
+	bool usage;                     /* its send in flight asked for usage reports */
 	void *owner;
 	struct outq *home;
 	struct outq_zc *prev, *next;    /* on home->held */
@@ -248,7 +249,8 @@ struct outq_zc *outq_prep_sendmsg(struct outq *q, void *owner, struct io_uring_s
 		q->zc->stats = q->stats;
 	}
 	io_uring_prep_sendmsg_zc(sqe, fd, msg, MSG_NOSIGNAL);
-	if (!atomic_load_explicit(&zc_no_usage, memory_order_relaxed))
+	q->zc->usage = !atomic_load_explicit(&zc_no_usage, memory_order_relaxed);
+	if (q->zc->usage)
 		sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
 	q->zc->cqes++;
 	if (q->stats)
@@ -260,14 +262,20 @@ copy:
 }
 
 /*
- * The kernel refused a zero-copy send: without usage reports first (older
- * kernels take no zc flags: -EINVAL), then for good.  Either way the send
- * is made again, and it cannot loop: each refusal turns one thing off.
+ * The kernel refused a zero-copy send: one that asked for usage reports
+ * (older kernels take no zc flags: -EINVAL) is made again without them,
+ * one that did not turns zero-copy off.  Whether the send asked decides,
+ * not whether the reports are still on: sends prepared before the first
+ * refusal came back (other connections, other shards) asked too, and
+ * their -EINVAL says nothing new.  It cannot loop: a send that asked
+ * turns the reports off for good, one that did not, zero-copy.
  */
-static void zc_refused_send(int res)
+static void zc_refused_send(const struct outq_zc *z, int res)
 {
-	if (res == -EINVAL && !atomic_exchange(&zc_no_usage, true))
+	if (res == -EINVAL && z->usage) {
+		atomic_store(&zc_no_usage, true);
 		return;
+	}
 	zc_refuse(res == -EINVAL ? "the kernel refused IORING_OP_SENDMSG_ZC (EINVAL)"
 				 : "the kernel refused IORING_OP_SENDMSG_ZC (EOPNOTSUPP)");
 }
@@ -290,7 +298,7 @@ void *outq_zc_complete(struct outq_zc *z, const struct io_uring_cqe *cqe, int *r
 		z->cqes++;
 	*res = cqe->res;
 	if (cqe->res == -EINVAL || cqe->res == -EOPNOTSUPP) {
-		zc_refused_send(cqe->res);
+		zc_refused_send(z, cqe->res);
 		*res = 0;
 	}
 	return owner;

@@ -9,6 +9,8 @@
  * its pins and its buffer until the kernel's notification, not its send's
  * completion, also when it is emptied or its connection ends in between.
  * The completions are made by hand: what is tested is the bookkeeping.
+ * Refusals (zc_usage_refused_twice, zc_refused): a kernel without usage
+ * reports refuses every send that asks for them, not zero-copy itself.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -236,16 +238,84 @@ static void zc_holds(void)
 	CHECK_EQ(pin_total(), 0);
 	CHECK_EQ(stats_get(&st->send_pins), 0);
 
-	/* 5. small sends copy; a refused send reads as nothing sent, and
-	 * every later one copies (last: it is for the whole process) */
+	free(st);
+}
+
+/*
+ * A kernel without IORING_SEND_ZC_REPORT_USAGE (6.0, 6.1 before the
+ * backport) answers -EINVAL to every send that asks for usage reports.
+ * Sends prepared before the first refusal came back (two connections in
+ * one batch, or two shards) all ask, and all come back -EINVAL: each must
+ * read as "send again without the reports", not the second one as "the
+ * kernel refuses zero-copy sends" (a review found every send copying for
+ * good after two such refusals).
+ */
+static void zc_usage_refused_twice(void)
+{
+	static uint8_t val[100000];
+	struct io_uring_sqe sqe1, sqe2;
+	struct iovec iov1[8], iov2[8];
+	struct msghdr msg1, msg2;
+	struct outq q1, q2;
+	struct io_uring_cqe c;
+	int owner, res;
+
+	memset(&q1, 0, sizeof(q1));
+	memset(&q2, 0, sizeof(q2));
+	zc_fill(&q1, &msg1, iov1, val);
+	zc_fill(&q2, &msg2, iov2, val);
+	struct outq_zc *z1 = outq_prep_sendmsg(&q1, &owner, &sqe1, 3, &msg1, true);
+	struct outq_zc *z2 = outq_prep_sendmsg(&q2, &owner, &sqe2, 4, &msg2, true);
+	CHECK(z1 && z2);
+	CHECK(sqe1.ioprio & (1u << 3));         /* IORING_SEND_ZC_REPORT_USAGE */
+	CHECK(sqe2.ioprio & (1u << 3));
+	c = cqe_of(-EINVAL, 0);
+	outq_zc_complete(z1, &c, &res);
+	CHECK_EQ(res, 0);                       /* nothing sent: send again */
+	outq_zc_complete(z2, &c, &res);
+	CHECK_EQ(res, 0);
+	/* both are sent again zero-copy, without asking for usage reports */
+	CHECK(outq_prep_sendmsg(&q1, &owner, &sqe1, 3, &msg1, true) == z1);
+	CHECK_EQ(sqe1.opcode, IORING_OP_SENDMSG_ZC);
+	CHECK(!(sqe1.ioprio & (1u << 3)));
+	CHECK(outq_prep_sendmsg(&q2, &owner, &sqe2, 4, &msg2, true) == z2);
+	CHECK_EQ(sqe2.opcode, IORING_OP_SENDMSG_ZC);
+	c = cqe_of(4, IORING_CQE_F_MORE);         /* they go now */
+	outq_zc_complete(z1, &c, &res);
+	outq_zc_complete(z2, &c, &res);
+	CHECK_EQ(res, 4);
+	outq_deinit(&q1);
+	outq_deinit(&q2);
+	CHECK_EQ(pin_total(), 0);
+}
+
+/* 5. small sends copy; a refused send reads as nothing sent, and every
+ * later one copies (last: it is for the whole process) */
+static void zc_refused(void)
+{
+	static uint8_t val[100000];
+	struct io_uring_sqe sqe;
+	struct iovec iov[8];
+	struct msghdr msg;
+	struct outq q;
+	int owner, res;
+	struct io_uring_cqe c;
+
 	memset(&q, 0, sizeof(q));
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = iov;
 	CHECK_EQ(outq_append(&q, "x", 1), 0);
 	msg.msg_iovlen = outq_iov(&q, 0, iov, 8);
 	CHECK(outq_prep_sendmsg(&q, &owner, &sqe, 3, &msg, true) == NULL);
 	CHECK_EQ(sqe.opcode, IORING_OP_SENDMSG);
 	outq_deinit(&q);
 	zc_fill(&q, &msg, iov, val);
-	z = outq_prep_sendmsg(&q, &owner, &sqe, 3, &msg, true);
+	struct outq_zc *z = outq_prep_sendmsg(&q, &owner, &sqe, 3, &msg, true);
+	if (!z) {
+		CHECK(!"zero-copy sends still on before the refusal");
+		outq_deinit(&q);
+		return;
+	}
 	c = cqe_of(-EOPNOTSUPP, 0);
 	outq_zc_complete(z, &c, &res);
 	CHECK_EQ(res, 0);
@@ -253,12 +323,13 @@ static void zc_holds(void)
 	CHECK_EQ(sqe.opcode, IORING_OP_SENDMSG);
 	outq_deinit(&q);
 	CHECK_EQ(pin_total(), 0);
-	free(st);
 }
 
 int main(void)
 {
 	layouts();
 	zc_holds();
+	zc_usage_refused_twice();
+	zc_refused();
 	return check_done("outq");
 }
