@@ -2,6 +2,8 @@
  * outq.c - bytes to send, values by reference, zero-copy sends (outq.h).
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>           /* tcp_info with tcpi_bytes_acked (glibc's lacks it) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +227,22 @@ int outq_zc_drop(int fd)
 	struct sockaddr sa = { .sa_family = AF_UNSPEC };
 
 	return connect(fd, &sa, sizeof(sa)) == -1 ? -errno : 0;
+}
+
+bool outq_zc_stalled(struct outq *q, int fd, uint64_t now_ns, uint64_t idle_ns)
+{
+	struct tcp_info ti;
+	socklen_t n = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &n) == -1)
+		ti.tcpi_bytes_acked = q->acked;
+	if (!q->acked_ns || ti.tcpi_bytes_acked != q->acked) {
+		q->acked = ti.tcpi_bytes_acked;
+		q->acked_ns = now_ns;
+		return false;
+	}
+	return now_ns - q->acked_ns > idle_ns;
 }
 
 bool outq_zc_busy(const struct outq *q)

@@ -30,6 +30,7 @@ import socket
 
 import struct
 import tempfile
+import time
 
 from harness import (Server, build_request, keys_per_shard, request, run_main, stats,
                      wait_for)
@@ -184,6 +185,53 @@ def never_reads(c):
                                            for k in ("send_pins", "connections", "sends_zc")}))
         s.close()
         c.eq(srv.request("GET", "/cache/big", timeout=30).status, 200, "the server answers on")
+
+
+def slow_reader_kept(c, close):
+    """A client that reads a zero-copy answer slowly but steadily, taking
+    longer than --idle-timeout for what sits in the server's socket after
+    the last send completed: the connection is ended meanwhile (idle, or
+    "Connection: close" and its linger), but the socket is not reset while
+    the peer is still acknowledging bytes.  Copying sends behave so (a
+    closed socket delivers what it holds), and a review found the sweep's
+    reset cutting such a reader off 1 s after the last send."""
+    c.section("a slow but steady reader of a zero-copy answer gets all of it%s"
+              % (" (Connection: close)" if close else ""))
+    flags = ["--shards", "1", "--memory", "96M", "--max-value", "4M", "--idle-timeout", "1"] + ZC
+    with Server(flags, checks=c).start() as srv:
+        value = os.urandom(VALUE)
+        c.eq(srv.request("PUT", "/cache/big", value, timeout=30).status, 201, "PUT 4 MiB")
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 10)
+        s.connect(("127.0.0.1", srv.port))
+        s.settimeout(30)
+        s.sendall(build_request("GET", "/cache/big",
+                                headers=[("Connection", "close")] if close else None))
+        # ~512 KiB/s: 8 s for the value, so what the socket holds after the
+        # last send (its send buffer, MiBs on loopback) takes seconds
+        got, err = bytearray(), None
+        try:
+            while True:
+                chunk = s.recv(64 << 10)
+                if not chunk:
+                    break
+                got += chunk
+                if len(got) >= VALUE and b"\r\n\r\n" in got and not close:
+                    head = got[:got.index(b"\r\n\r\n") + 4]
+                    if len(got) >= len(head) + VALUE:
+                        break
+                time.sleep(len(chunk) / (512 << 10))
+        except OSError as e:
+            err = e
+        s.close()
+        end = got.find(b"\r\n\r\n")
+        whole = end > 0 and got[end + 4:end + 4 + VALUE] == value
+        c.check(err is None and got.startswith(b"HTTP/1.1 200") and whole,
+                "the whole value arrives, though the connection ended meanwhile",
+                "%s after %d bytes" % (err, len(got)))
+        c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] == 0, 10),
+                "its pins are let go once it has read", "send_pins %d"
+                % stats(srv)["total"]["send_pins"])
 
 
 def pin_bound(c):

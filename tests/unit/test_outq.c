@@ -11,11 +11,17 @@
  * The completions are made by hand: what is tested is the bookkeeping.
  * Refusals (zc_usage_refused_twice, zc_refused): a kernel without usage
  * reports refuses every send that asks for them, not zero-copy itself.
+ * zc_stalled: when an ended connection's peer counts as stalled (its
+ * socket may be dropped), over a real loopback TCP connection.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "ringcache/stats.h"
@@ -325,11 +331,63 @@ static void zc_refused(void)
 	CHECK_EQ(pin_total(), 0);
 }
 
+/*
+ * outq_zc_stalled() over a real loopback TCP connection, on a made-up
+ * clock: a peer that acknowledges nothing is stalled once more than idle
+ * has passed since the first look; one that acknowledged bytes since the
+ * last look is not, and its clock starts again.
+ */
+static void zc_stalled(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0), cl = socket(AF_INET, SOCK_STREAM, 0), sv;
+	const uint64_t idle = 1000;
+	struct outq q;
+	char buf[4096];
+
+	memset(&q, 0, sizeof(q));
+	if (l == -1 || cl == -1 || bind(l, (struct sockaddr *)&a, sizeof(a)) ||
+	    listen(l, 1) || getsockname(l, (struct sockaddr *)&a, &alen) ||
+	    connect(cl, (struct sockaddr *)&a, sizeof(a)) || (sv = accept(l, NULL, NULL)) == -1) {
+		CHECK(!"a loopback TCP connection");
+		return;
+	}
+	CHECK(!outq_zc_stalled(&q, sv, 5000, idle));    /* the first look */
+	CHECK(!outq_zc_stalled(&q, sv, 6000, idle));    /* idle, not more */
+	CHECK(outq_zc_stalled(&q, sv, 6001, idle));
+	/* the peer reads what is sent: the kernel acknowledges it (waited for
+	 * on the socket's own count, not a clock) */
+	memset(buf, 'x', sizeof(buf));
+	CHECK_EQ(send(sv, buf, sizeof(buf), 0), (long long)sizeof(buf));
+	size_t got = 0;
+	while (got < sizeof(buf)) {
+		ssize_t n = recv(cl, buf, sizeof(buf), 0);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	CHECK_EQ(got, sizeof(buf));
+	uint64_t t = 7000;
+	bool moved = false;
+	for (int i = 0; i < 1000000 && !moved; i++)
+		moved = !outq_zc_stalled(&q, sv, t, idle);
+	CHECK(moved);                                   /* progress: not stalled */
+	CHECK(!outq_zc_stalled(&q, sv, t + idle, idle));
+	CHECK(outq_zc_stalled(&q, sv, t + idle + 1, idle));
+	/* a socket it cannot ask counts as making no progress */
+	CHECK(outq_zc_stalled(&q, -1, t + idle + 1, idle));
+	close(cl);
+	close(sv);
+	close(l);
+}
+
 int main(void)
 {
 	layouts();
 	zc_holds();
 	zc_usage_refused_twice();
 	zc_refused();
+	zc_stalled();
 	return check_done("outq");
 }
