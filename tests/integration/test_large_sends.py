@@ -20,7 +20,8 @@ held until then (/stats sends_zc shows the sends were zero-copy).  And a
 client that resets mid-send of a zero-copy value while its key is
 overwritten: its connection and every pin are let go (/stats send_pins
 back to 0; under ASan no leak), and the server answers on; one that reads
-nothing is let go after --idle-timeout, though it stays connected.
+nothing is let go after --idle-timeout, though it stays connected; one that
+reads slowly but steadily gets every byte, though its connection ended.
 
 usage: test_large_sends.py [path/to/ringcached]
 """
@@ -303,6 +304,8 @@ def main(c):
     reset_mid_send(c)
     unix_copies(c)
     never_reads(c)
+    slow_reader_kept(c, False)
+    slow_reader_kept(c, True)
     pin_bound(c)
 
 
