@@ -22,11 +22,14 @@ overwritten: its connection and every pin are let go (/stats send_pins
 back to 0; under ASan no leak), and the server answers on; one that reads
 nothing is let go after --idle-timeout, though it stays connected; one that
 reads slowly but steadily gets every byte, though its connection ended.
+Many clients resetting mid-send give back every pin and byte of
+connection memory; a stop while pages are held is clean (ASan).
 
 usage: test_large_sends.py [path/to/ringcached]
 """
 
 import os
+import signal
 import socket
 
 import struct
@@ -136,6 +139,75 @@ def reset_mid_send(c):
                 "sends_zc %d" % doc["total"]["sends_zc"])
         r = srv.request("GET", "/cache/big", timeout=30)
         c.eq(r.status, 200, "the server answers on")
+
+
+def many_resets(c):
+    """Many clients each ask for zero-copy values (both shards' keys,
+    pipelined), read a little and reset: every connection, pin and byte of
+    connection memory they held is let go (zero-copy holds keep buffers
+    past the sends' completions; /stats conn_memory counts them)."""
+    c.section("many clients reset mid-send of zero-copy values: pins and memory return to 0")
+    flags = ["--shards", str(NSHARDS), "--memory", "96M", "--max-value", "4M"] + ZC
+    with Server(flags, checks=c).start() as srv:
+        keys = keys_per_shard("big-", NSHARDS, 1)
+        for s, ks in keys.items():
+            c.eq(srv.request("PUT", "/cache/" + ks[0], os.urandom(VALUE), timeout=30).status,
+                 201, "PUT 4 MiB at %s (shard %d)" % (ks[0], s))
+        base = stats(srv)["total"]
+        socks = []
+        for i in range(24):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"".join(build_request("GET", "/cache/" + ks[0])
+                               for ks in keys.values()) * 2)
+            socks.append(s)
+        for s in socks:
+            s.settimeout(30)
+            got = 0
+            while got < 32 << 10:
+                got += len(s.recv(16 << 10))
+        held = lambda t: t["send_pins"] > 0 and t["conn_memory"] > base["conn_memory"]
+        c.check(wait_for(lambda: held(stats(srv)["total"]), 10),     # conn_memory: per sweep
+                "the values being sent are pinned, and their connections hold memory",
+                repr({k: stats(srv)["total"][k] for k in ("send_pins", "conn_memory")}))
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+
+        def back():
+            t = stats(srv)["total"]
+            return (t["connections"] == 1 and t["send_pins"] == 0 and
+                    t["conn_memory"] == base["conn_memory"])
+        c.check(wait_for(back, 15), "every connection, pin and byte of connection memory is "
+                "let go", repr({k: (base[k], stats(srv)["total"][k])
+                                for k in ("connections", "send_pins", "conn_memory")}))
+        c.check(stats(srv)["total"]["sends_zc"] > base["sends_zc"], "the sends were zero-copy")
+        c.eq(srv.request("GET", "/cache/" + keys[0][0], timeout=30).status, 200,
+             "the server answers on")
+
+
+def stop_while_held(c):
+    """SIGTERM while a client that reads nothing holds zero-copy sends'
+    pages: the server stops cleanly (its notifications are abandoned with
+    the ring, the holds freed; under ASan nothing leaks or is used after
+    being freed)."""
+    c.section("stop while zero-copy pages are held by a client that reads nothing")
+    flags = ["--shards", "1", "--memory", "96M", "--max-value", "4M"] + ZC
+    with Server(flags, checks=c).start() as srv:
+        c.eq(srv.request("PUT", "/cache/big", os.urandom(VALUE), timeout=30).status, 201,
+             "PUT 4 MiB")
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(build_request("GET", "/cache/big") * 2)
+        c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] > 0, 10),
+                "the value being sent is pinned")
+        rc = srv.stop()
+        c.check(rc in (0, -signal.SIGTERM), "it stops on SIGTERM", "status %s" % rc)
+        c.check(not srv.sanitizer_reports(), "no sanitizer report",
+                "\n".join(srv.sanitizer_reports()[:5]))
+        s.close()
 
 
 def unix_copies(c):
@@ -302,6 +374,8 @@ def main(c):
     body(c, False)
     body(c, True)
     reset_mid_send(c)
+    many_resets(c)
+    stop_while_held(c)
     unix_copies(c)
     never_reads(c)
     slow_reader_kept(c, False)

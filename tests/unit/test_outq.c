@@ -222,6 +222,22 @@ static void zc_holds(void)
 	CHECK_EQ(pin_total(), 0);
 	CHECK(!outq_zc_busy(&q));
 
+	/* 2b. the notification ahead of its own send's completion (the counts
+	 * pass through zero and back): nothing is let go before the send
+	 * completes, and all of it once the queue is emptied */
+	len = zc_fill(&q, &msg, iov, val);
+	z = outq_prep_sendmsg(&q, &owner, &sqe, 3, &msg, true);
+	c = cqe_of(0, IORING_CQE_F_NOTIF);
+	outq_zc_complete(z, &c, &res);
+	CHECK_EQ(pin_total(), 1);
+	c = cqe_of((int)len, IORING_CQE_F_MORE);
+	outq_zc_complete(z, &c, &res);
+	CHECK_EQ(res, (long long)len);
+	CHECK(!outq_zc_busy(&q));               /* both completions are in */
+	outq_clear(&q);
+	CHECK_EQ(pin_total(), 0);
+	CHECK_EQ(q.held_bytes, 0);
+
 	/* 3. a send the kernel completes without a notification to come
 	 * (IORING_CQE_F_MORE clear): let go when the queue is emptied */
 	zc_fill(&q, &msg, iov, val);
