@@ -190,6 +190,16 @@ def many_resets(c):
              "the server answers on")
 
 
+def non_reader(srv, n):
+    """A client that asks for /cache/big n times and reads nothing (a 4 KiB
+    receive window)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", srv.port))
+    s.sendall(build_request("GET", "/cache/big") * n)
+    return s
+
+
 def stop_while_held(c):
     """SIGTERM while a client that reads nothing holds zero-copy sends'
     pages: the server stops cleanly (its notifications are abandoned with
@@ -200,10 +210,7 @@ def stop_while_held(c):
     with Server(flags, checks=c).start() as srv:
         c.eq(srv.request("PUT", "/cache/big", os.urandom(VALUE), timeout=30).status, 201,
              "PUT 4 MiB")
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", srv.port))
-        s.sendall(build_request("GET", "/cache/big") * 2)
+        s = non_reader(srv, 2)
         c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] > 0, 10),
                 "the value being sent is pinned")
         rc = srv.stop()
@@ -247,10 +254,7 @@ def never_reads(c):
     with Server(flags, checks=c).start() as srv:
         c.eq(srv.request("PUT", "/cache/big", os.urandom(VALUE), timeout=30).status, 201,
              "PUT 4 MiB")
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", srv.port))
-        s.sendall(build_request("GET", "/cache/big"))
+        s = non_reader(srv, 1)
         c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] > 0, 10),
                 "the value being sent is pinned")
         def gone():
