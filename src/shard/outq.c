@@ -2,6 +2,8 @@
  * outq.c - bytes to send, values by reference, zero-copy sends (outq.h).
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>           /* tcp_info with tcpi_bytes_acked (glibc's lacks it) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,7 @@
 struct outq_zc {
 	uint32_t cqes;
 	bool retired;
+	bool usage;                     /* its send in flight asked for usage reports */
 	void *owner;
 	struct outq *home;
 	struct outq_zc *prev, *next;    /* on home->held */
@@ -226,6 +229,22 @@ int outq_zc_drop(int fd)
 	return connect(fd, &sa, sizeof(sa)) == -1 ? -errno : 0;
 }
 
+bool outq_zc_stalled(struct outq *q, int fd, uint64_t now_ns, uint64_t idle_ns)
+{
+	struct tcp_info ti;
+	socklen_t n = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &n) == -1)
+		ti.tcpi_bytes_acked = q->acked;
+	if (!q->acked_ns || ti.tcpi_bytes_acked != q->acked) {
+		q->acked = ti.tcpi_bytes_acked;
+		q->acked_ns = now_ns;
+		return false;
+	}
+	return now_ns - q->acked_ns > idle_ns;
+}
+
 bool outq_zc_busy(const struct outq *q)
 {
 	return q->held || (q->zc && q->zc->cqes);
@@ -248,7 +267,8 @@ struct outq_zc *outq_prep_sendmsg(struct outq *q, void *owner, struct io_uring_s
 		q->zc->stats = q->stats;
 	}
 	io_uring_prep_sendmsg_zc(sqe, fd, msg, MSG_NOSIGNAL);
-	if (!atomic_load_explicit(&zc_no_usage, memory_order_relaxed))
+	q->zc->usage = !atomic_load_explicit(&zc_no_usage, memory_order_relaxed);
+	if (q->zc->usage)
 		sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
 	q->zc->cqes++;
 	if (q->stats)
@@ -260,14 +280,20 @@ copy:
 }
 
 /*
- * The kernel refused a zero-copy send: without usage reports first (older
- * kernels take no zc flags: -EINVAL), then for good.  Either way the send
- * is made again, and it cannot loop: each refusal turns one thing off.
+ * The kernel refused a zero-copy send: one that asked for usage reports
+ * (older kernels take no zc flags: -EINVAL) is made again without them,
+ * one that did not turns zero-copy off.  Whether the send asked decides,
+ * not whether the reports are still on: sends prepared before the first
+ * refusal came back (other connections, other shards) asked too, and
+ * their -EINVAL says nothing new.  It cannot loop: a send that asked
+ * turns the reports off for good, one that did not, zero-copy.
  */
-static void zc_refused_send(int res)
+static void zc_refused_send(const struct outq_zc *z, int res)
 {
-	if (res == -EINVAL && !atomic_exchange(&zc_no_usage, true))
+	if (res == -EINVAL && z->usage) {
+		atomic_store(&zc_no_usage, true);
 		return;
+	}
 	zc_refuse(res == -EINVAL ? "the kernel refused IORING_OP_SENDMSG_ZC (EINVAL)"
 				 : "the kernel refused IORING_OP_SENDMSG_ZC (EOPNOTSUPP)");
 }
@@ -290,7 +316,7 @@ void *outq_zc_complete(struct outq_zc *z, const struct io_uring_cqe *cqe, int *r
 		z->cqes++;
 	*res = cqe->res;
 	if (cqe->res == -EINVAL || cqe->res == -EOPNOTSUPP) {
-		zc_refused_send(cqe->res);
+		zc_refused_send(z, cqe->res);
 		*res = 0;
 	}
 	return owner;

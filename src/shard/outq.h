@@ -73,6 +73,7 @@ struct outq {
 	/* Stay in place through outq_swap(): they belong to the connection. */
 	struct outq_zc *held;           /* emptied queues' memory the kernel still reads */
 	size_t held_bytes;              /* the buffers those hold */
+	uint64_t acked, acked_ns;       /* outq_zc_stalled(): the peer's progress, and when */
 	struct stats_shard *stats;      /* send_pins, sends_zc...; NULL: not counted */
 };
 
@@ -113,8 +114,8 @@ void outq_clear(struct outq *q);
  * is done (outq_zc_busy() false), or at exit. */
 void outq_deinit(struct outq *q);
 
-/* Swaps two queues (the filling one and the one being sent); `held` and
- * `stats` stay where they are. */
+/* Swaps two queues (the filling one and the one being sent); `held`,
+ * `acked` and `stats` stay where they are. */
 static inline void outq_swap(struct outq *a, struct outq *b)
 {
 	struct outq t = *a;
@@ -169,5 +170,17 @@ bool outq_zc_busy(const struct outq *q);
  * long as it likes.  0 or -errno.
  */
 int outq_zc_drop(int fd);
+
+/*
+ * Whether the peer on fd (q's, TCP) has acknowledged no byte for more than
+ * idle_ns: the time to drop what its socket holds (outq_zc_drop).  A peer
+ * still reading, however slowly, is not stalled: what an ended
+ * connection's socket holds is delivered, as it is for copying sends.
+ * Progress is what TCP_INFO's tcpi_bytes_acked shows between calls, so the
+ * clock starts at the first call (a sweep of the ended connection); a
+ * socket TCP_INFO fails on counts as making none.  now_ns: the caller's
+ * monotonic clock.
+ */
+bool outq_zc_stalled(struct outq *q, int fd, uint64_t now_ns, uint64_t idle_ns);
 
 #endif

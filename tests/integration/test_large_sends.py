@@ -20,16 +20,22 @@ held until then (/stats sends_zc shows the sends were zero-copy).  And a
 client that resets mid-send of a zero-copy value while its key is
 overwritten: its connection and every pin are let go (/stats send_pins
 back to 0; under ASan no leak), and the server answers on; one that reads
-nothing is let go after --idle-timeout, though it stays connected.
+nothing is let go after --idle-timeout, though it stays connected; one that
+reads slowly but steadily gets every byte, though its connection ended.
+Many clients resetting mid-send give back every pin and byte of
+connection memory; a stop while pages are held is clean (ASan).
 
 usage: test_large_sends.py [path/to/ringcached]
 """
 
+import json
 import os
+import signal
 import socket
 
 import struct
 import tempfile
+import time
 
 from harness import (Server, build_request, keys_per_shard, request, run_main, stats,
                      wait_for)
@@ -136,6 +142,84 @@ def reset_mid_send(c):
         c.eq(r.status, 200, "the server answers on")
 
 
+def many_resets(c):
+    """Many clients each ask for zero-copy values (both shards' keys,
+    pipelined), read a little and reset: every connection, pin and byte of
+    connection memory they held is let go (zero-copy holds keep buffers
+    past the sends' completions; /stats conn_memory counts them)."""
+    c.section("many clients reset mid-send of zero-copy values: pins and memory return to 0")
+    flags = ["--shards", str(NSHARDS), "--memory", "96M", "--max-value", "4M"] + ZC
+    with Server(flags, checks=c).start() as srv:
+        keys = keys_per_shard("big-", NSHARDS, 1)
+        for s, ks in keys.items():
+            c.eq(srv.request("PUT", "/cache/" + ks[0], os.urandom(VALUE), timeout=30).status,
+                 201, "PUT 4 MiB at %s (shard %d)" % (ks[0], s))
+        # conn_memory is published per sweep: the PUTs' connections first go
+        c.check(wait_for(lambda: stats(srv)["total"]["conn_memory"] == 0, 10),
+                "no connection memory held before")
+        base = stats(srv)["total"]
+        socks = []
+        for i in range(24):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"".join(build_request("GET", "/cache/" + ks[0])
+                               for ks in keys.values()) * 2)
+            socks.append(s)
+        for s in socks:
+            s.settimeout(30)
+            got = 0
+            while got < 32 << 10:
+                got += len(s.recv(16 << 10))
+        held = lambda t: t["send_pins"] > 0 and t["conn_memory"] > 0
+        c.check(wait_for(lambda: held(stats(srv)["total"]), 10),     # conn_memory: per sweep
+                "the values being sent are pinned, and their connections hold memory",
+                repr({k: stats(srv)["total"][k] for k in ("send_pins", "conn_memory")}))
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+
+        def back():
+            t = stats(srv)["total"]
+            return t["connections"] == 1 and t["send_pins"] == 0 and t["conn_memory"] == 0
+        c.check(wait_for(back, 15), "every connection, pin and byte of connection memory is "
+                "let go", repr({k: (base[k], stats(srv)["total"][k])
+                                for k in ("connections", "send_pins", "conn_memory")}))
+        c.check(stats(srv)["total"]["sends_zc"] > base["sends_zc"], "the sends were zero-copy")
+        c.eq(srv.request("GET", "/cache/" + keys[0][0], timeout=30).status, 200,
+             "the server answers on")
+
+
+def non_reader(srv, n):
+    """A client that asks for /cache/big n times and reads nothing (a 4 KiB
+    receive window)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", srv.port))
+    s.sendall(build_request("GET", "/cache/big") * n)
+    return s
+
+
+def stop_while_held(c):
+    """SIGTERM while a client that reads nothing holds zero-copy sends'
+    pages: the server stops cleanly (its notifications are abandoned with
+    the ring, the holds freed; under ASan nothing leaks or is used after
+    being freed)."""
+    c.section("stop while zero-copy pages are held by a client that reads nothing")
+    flags = ["--shards", "1", "--memory", "96M", "--max-value", "4M"] + ZC
+    with Server(flags, checks=c).start() as srv:
+        c.eq(srv.request("PUT", "/cache/big", os.urandom(VALUE), timeout=30).status, 201,
+             "PUT 4 MiB")
+        s = non_reader(srv, 2)
+        c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] > 0, 10),
+                "the value being sent is pinned")
+        rc = srv.stop()
+        c.check(rc in (0, -signal.SIGTERM), "it stops on SIGTERM", "status %s" % rc)
+        c.check(not srv.sanitizer_reports(), "no sanitizer report",
+                "\n".join(srv.sanitizer_reports()[:5]))
+        s.close()
+
+
 def unix_copies(c):
     """A Unix socket cannot send zero-copy (the kernel says EOPNOTSUPP): its
     clients are sent the same bytes by a copying sendmsg, and that refusal
@@ -170,10 +254,7 @@ def never_reads(c):
     with Server(flags, checks=c).start() as srv:
         c.eq(srv.request("PUT", "/cache/big", os.urandom(VALUE), timeout=30).status, 201,
              "PUT 4 MiB")
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", srv.port))
-        s.sendall(build_request("GET", "/cache/big"))
+        s = non_reader(srv, 1)
         c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] > 0, 10),
                 "the value being sent is pinned")
         def gone():
@@ -184,6 +265,72 @@ def never_reads(c):
                                            for k in ("send_pins", "connections", "sends_zc")}))
         s.close()
         c.eq(srv.request("GET", "/cache/big", timeout=30).status, 200, "the server answers on")
+
+
+def slow_reader_kept(c, close):
+    """A client that reads a zero-copy answer slowly but steadily, taking
+    longer than --idle-timeout (and the linger after "Connection: close")
+    for what sits in the sockets after the last send completed: the
+    connection is ended meanwhile, but its socket is not reset while the
+    peer is still acknowledging bytes.  Copying sends behave so (a closed
+    socket delivers what it holds), and a review found the sweep's reset
+    cutting such a reader off --idle-timeout after the last send.
+
+    The client reads at full speed until /stats sent_bytes shows the whole
+    answer sent (minus /stats' own answers), so no send is in flight while
+    it reads slowly (the --idle-timeout of a send in flight is another
+    matter), then reads what is left over 4 s."""
+    c.section("a slow but steady reader of a zero-copy answer gets all of it%s"
+              % (" (Connection: close)" if close else ""))
+    flags = ["--shards", "1", "--memory", "96M", "--max-value", "4M", "--idle-timeout", "1"] + ZC
+    with Server(flags, checks=c).start() as srv:
+        value = os.urandom(VALUE)
+        c.eq(srv.request("PUT", "/cache/big", value, timeout=30).status, 201, "PUT 4 MiB")
+        own = [0]
+
+        def sent():
+            # /stats counts the answers sent before this one
+            r = srv.request("GET", "/stats")
+            n = json.loads(r.body.decode())["total"]["sent_bytes"] - own[0]
+            own[0] += len(r.raw_head) + len(r.body)
+            return n
+        base = sent()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 10)
+        s.connect(("127.0.0.1", srv.port))
+        s.settimeout(30)
+        s.sendall(build_request("GET", "/cache/big",
+                                headers=[("Connection", "close")] if close else None))
+        got, err = bytearray(), None
+        head = None
+        try:
+            while head is None or sent() - base < head + VALUE:
+                chunk = s.recv(64 << 10)
+                if not chunk:
+                    break
+                got += chunk
+                if head is None and b"\r\n\r\n" in got:
+                    head = got.index(b"\r\n\r\n") + 4
+            left = (head or 0) + VALUE - len(got)
+            c.check(left > 0, "the answer is all sent while some of it is still to read",
+                    "%d bytes left" % left)
+            pause = 4.0 * (16 << 10) / max(left, 1)
+            while len(got) < (head or 0) + VALUE:
+                chunk = s.recv(16 << 10)
+                if not chunk:
+                    break
+                got += chunk
+                time.sleep(pause)
+        except OSError as e:
+            err = e
+        s.close()
+        whole = head is not None and got[head:head + VALUE] == value
+        c.check(err is None and got.startswith(b"HTTP/1.1 200") and whole,
+                "the whole value arrives, though the connection ended meanwhile",
+                "%s after %d bytes" % (err, len(got)))
+        c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] == 0, 10),
+                "its pins are let go once it has read", "send_pins %d"
+                % stats(srv)["total"]["send_pins"])
 
 
 def pin_bound(c):
@@ -253,8 +400,12 @@ def main(c):
     body(c, False)
     body(c, True)
     reset_mid_send(c)
+    many_resets(c)
+    stop_while_held(c)
     unix_copies(c)
     never_reads(c)
+    slow_reader_kept(c, False)
+    slow_reader_kept(c, True)
     pin_bound(c)
 
 

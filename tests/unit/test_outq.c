@@ -9,11 +9,19 @@
  * its pins and its buffer until the kernel's notification, not its send's
  * completion, also when it is emptied or its connection ends in between.
  * The completions are made by hand: what is tested is the bookkeeping.
+ * Refusals (zc_usage_refused_twice, zc_refused): a kernel without usage
+ * reports refuses every send that asks for them, not zero-copy itself.
+ * zc_stalled: when an ended connection's peer counts as stalled (its
+ * socket may be dropped), over a real loopback TCP connection.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "ringcache/stats.h"
@@ -214,6 +222,22 @@ static void zc_holds(void)
 	CHECK_EQ(pin_total(), 0);
 	CHECK(!outq_zc_busy(&q));
 
+	/* 2b. the notification ahead of its own send's completion (the counts
+	 * pass through zero and back): nothing is let go before the send
+	 * completes, and all of it once the queue is emptied */
+	len = zc_fill(&q, &msg, iov, val);
+	z = outq_prep_sendmsg(&q, &owner, &sqe, 3, &msg, true);
+	c = cqe_of(0, IORING_CQE_F_NOTIF);
+	outq_zc_complete(z, &c, &res);
+	CHECK_EQ(pin_total(), 1);
+	c = cqe_of((int)len, IORING_CQE_F_MORE);
+	outq_zc_complete(z, &c, &res);
+	CHECK_EQ(res, (long long)len);
+	CHECK(!outq_zc_busy(&q));               /* both completions are in */
+	outq_clear(&q);
+	CHECK_EQ(pin_total(), 0);
+	CHECK_EQ(q.held_bytes, 0);
+
 	/* 3. a send the kernel completes without a notification to come
 	 * (IORING_CQE_F_MORE clear): let go when the queue is emptied */
 	zc_fill(&q, &msg, iov, val);
@@ -236,16 +260,84 @@ static void zc_holds(void)
 	CHECK_EQ(pin_total(), 0);
 	CHECK_EQ(stats_get(&st->send_pins), 0);
 
-	/* 5. small sends copy; a refused send reads as nothing sent, and
-	 * every later one copies (last: it is for the whole process) */
+	free(st);
+}
+
+/*
+ * A kernel without IORING_SEND_ZC_REPORT_USAGE (6.0, 6.1 before the
+ * backport) answers -EINVAL to every send that asks for usage reports.
+ * Sends prepared before the first refusal came back (two connections in
+ * one batch, or two shards) all ask, and all come back -EINVAL: each must
+ * read as "send again without the reports", not the second one as "the
+ * kernel refuses zero-copy sends" (a review found every send copying for
+ * good after two such refusals).
+ */
+static void zc_usage_refused_twice(void)
+{
+	static uint8_t val[100000];
+	struct io_uring_sqe sqe1, sqe2;
+	struct iovec iov1[8], iov2[8];
+	struct msghdr msg1, msg2;
+	struct outq q1, q2;
+	struct io_uring_cqe c;
+	int owner, res;
+
+	memset(&q1, 0, sizeof(q1));
+	memset(&q2, 0, sizeof(q2));
+	zc_fill(&q1, &msg1, iov1, val);
+	zc_fill(&q2, &msg2, iov2, val);
+	struct outq_zc *z1 = outq_prep_sendmsg(&q1, &owner, &sqe1, 3, &msg1, true);
+	struct outq_zc *z2 = outq_prep_sendmsg(&q2, &owner, &sqe2, 4, &msg2, true);
+	CHECK(z1 && z2);
+	CHECK(sqe1.ioprio & (1u << 3));         /* IORING_SEND_ZC_REPORT_USAGE */
+	CHECK(sqe2.ioprio & (1u << 3));
+	c = cqe_of(-EINVAL, 0);
+	outq_zc_complete(z1, &c, &res);
+	CHECK_EQ(res, 0);                       /* nothing sent: send again */
+	outq_zc_complete(z2, &c, &res);
+	CHECK_EQ(res, 0);
+	/* both are sent again zero-copy, without asking for usage reports */
+	CHECK(outq_prep_sendmsg(&q1, &owner, &sqe1, 3, &msg1, true) == z1);
+	CHECK_EQ(sqe1.opcode, IORING_OP_SENDMSG_ZC);
+	CHECK(!(sqe1.ioprio & (1u << 3)));
+	CHECK(outq_prep_sendmsg(&q2, &owner, &sqe2, 4, &msg2, true) == z2);
+	CHECK_EQ(sqe2.opcode, IORING_OP_SENDMSG_ZC);
+	c = cqe_of(4, IORING_CQE_F_MORE);         /* they go now */
+	outq_zc_complete(z1, &c, &res);
+	outq_zc_complete(z2, &c, &res);
+	CHECK_EQ(res, 4);
+	outq_deinit(&q1);
+	outq_deinit(&q2);
+	CHECK_EQ(pin_total(), 0);
+}
+
+/* 5. small sends copy; a refused send reads as nothing sent, and every
+ * later one copies (last: it is for the whole process) */
+static void zc_refused(void)
+{
+	static uint8_t val[100000];
+	struct io_uring_sqe sqe;
+	struct iovec iov[8];
+	struct msghdr msg;
+	struct outq q;
+	int owner, res;
+	struct io_uring_cqe c;
+
 	memset(&q, 0, sizeof(q));
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = iov;
 	CHECK_EQ(outq_append(&q, "x", 1), 0);
 	msg.msg_iovlen = outq_iov(&q, 0, iov, 8);
 	CHECK(outq_prep_sendmsg(&q, &owner, &sqe, 3, &msg, true) == NULL);
 	CHECK_EQ(sqe.opcode, IORING_OP_SENDMSG);
 	outq_deinit(&q);
 	zc_fill(&q, &msg, iov, val);
-	z = outq_prep_sendmsg(&q, &owner, &sqe, 3, &msg, true);
+	struct outq_zc *z = outq_prep_sendmsg(&q, &owner, &sqe, 3, &msg, true);
+	if (!z) {
+		CHECK(!"zero-copy sends still on before the refusal");
+		outq_deinit(&q);
+		return;
+	}
 	c = cqe_of(-EOPNOTSUPP, 0);
 	outq_zc_complete(z, &c, &res);
 	CHECK_EQ(res, 0);
@@ -253,12 +345,65 @@ static void zc_holds(void)
 	CHECK_EQ(sqe.opcode, IORING_OP_SENDMSG);
 	outq_deinit(&q);
 	CHECK_EQ(pin_total(), 0);
-	free(st);
+}
+
+/*
+ * outq_zc_stalled() over a real loopback TCP connection, on a made-up
+ * clock: a peer that acknowledges nothing is stalled once more than idle
+ * has passed since the first look; one that acknowledged bytes since the
+ * last look is not, and its clock starts again.
+ */
+static void zc_stalled(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM, 0), cl = socket(AF_INET, SOCK_STREAM, 0), sv;
+	const uint64_t idle = 1000;
+	struct outq q;
+	char buf[4096];
+
+	memset(&q, 0, sizeof(q));
+	if (l == -1 || cl == -1 || bind(l, (struct sockaddr *)&a, sizeof(a)) ||
+	    listen(l, 1) || getsockname(l, (struct sockaddr *)&a, &alen) ||
+	    connect(cl, (struct sockaddr *)&a, sizeof(a)) || (sv = accept(l, NULL, NULL)) == -1) {
+		CHECK(!"a loopback TCP connection");
+		return;
+	}
+	CHECK(!outq_zc_stalled(&q, sv, 5000, idle));    /* the first look */
+	CHECK(!outq_zc_stalled(&q, sv, 6000, idle));    /* idle, not more */
+	CHECK(outq_zc_stalled(&q, sv, 6001, idle));
+	/* the peer reads what is sent: the kernel acknowledges it (waited for
+	 * on the socket's own count, not a clock) */
+	memset(buf, 'x', sizeof(buf));
+	CHECK_EQ(send(sv, buf, sizeof(buf), 0), (long long)sizeof(buf));
+	size_t got = 0;
+	while (got < sizeof(buf)) {
+		ssize_t n = recv(cl, buf, sizeof(buf), 0);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	CHECK_EQ(got, sizeof(buf));
+	uint64_t t = 7000;
+	bool moved = false;
+	for (int i = 0; i < 1000000 && !moved; i++)
+		moved = !outq_zc_stalled(&q, sv, t, idle);
+	CHECK(moved);                                   /* progress: not stalled */
+	CHECK(!outq_zc_stalled(&q, sv, t + idle, idle));
+	CHECK(outq_zc_stalled(&q, sv, t + idle + 1, idle));
+	/* a socket it cannot ask counts as making no progress */
+	CHECK(outq_zc_stalled(&q, -1, t + idle + 1, idle));
+	close(cl);
+	close(sv);
+	close(l);
 }
 
 int main(void)
 {
 	layouts();
 	zc_holds();
+	zc_usage_refused_twice();
+	zc_refused();
+	zc_stalled();
 	return check_done("outq");
 }
