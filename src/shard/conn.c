@@ -818,8 +818,10 @@ void conn_sweep(struct shard *sh)
 		if (c->flags & C_CLOSED) {
 			/* ended, but its last zero-copy send is still in the
 			 * socket: a peer that reads nothing would keep those
-			 * pages (and the pins) until TCP gives up */
-			if (outq_zc_busy(&c->sending) && sh->now_ns - c->send_ns > idle)
+			 * pages (and the pins) until TCP gives up; one still
+			 * reading gets what the socket holds */
+			if (outq_zc_busy(&c->sending) &&
+			    outq_zc_stalled(&c->sending, c->fd, sh->now_ns, idle))
 				outq_zc_drop(c->fd);
 			continue;
 		}
