@@ -821,14 +821,15 @@ void conn_sweep(struct shard *sh)
 			 * pages (and the pins) until TCP gives up; one still
 			 * reading gets what the socket holds */
 			if (outq_zc_busy(&c->sending) &&
-			    outq_zc_stalled(&c->sending, c->fd, sh->now_ns, idle))
+			    outq_stalled(&c->sending, c->fd, sh->now_ns, idle))
 				outq_zc_drop(c->fd);
 			continue;
 		}
 		if (c->flags & C_LINGER) {
 			if (sh->now_ns > c->linger_until_ns)
 				conn_abort(c);
-		} else if ((c->flags & C_SEND) && sh->now_ns - c->send_ns > idle) {
+		} else if ((c->flags & C_SEND) && sh->now_ns - c->send_ns > idle &&
+			   outq_stalled(&c->sending, c->fd, sh->now_ns, idle)) {
 			conn_abort(c); /* the client stopped reading */
 		} else if (c->req_start_ns && sh->now_ns - c->req_start_ns > reqt &&
 			   !c->pipe.close) {

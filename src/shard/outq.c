@@ -229,7 +229,7 @@ int outq_zc_drop(int fd)
 	return connect(fd, &sa, sizeof(sa)) == -1 ? -errno : 0;
 }
 
-bool outq_zc_stalled(struct outq *q, int fd, uint64_t now_ns, uint64_t idle_ns)
+bool outq_stalled(struct outq *q, int fd, uint64_t now_ns, uint64_t idle_ns)
 {
 	struct tcp_info ti;
 	socklen_t n = sizeof(ti);

@@ -73,7 +73,7 @@ struct outq {
 	/* Stay in place through outq_swap(): they belong to the connection. */
 	struct outq_zc *held;           /* emptied queues' memory the kernel still reads */
 	size_t held_bytes;              /* the buffers those hold */
-	uint64_t acked, acked_ns;       /* outq_zc_stalled(): the peer's progress, and when */
+	uint64_t acked, acked_ns;       /* outq_stalled(): the peer's progress, and when */
 	struct stats_shard *stats;      /* send_pins, sends_zc...; NULL: not counted */
 };
 
@@ -173,14 +173,17 @@ int outq_zc_drop(int fd);
 
 /*
  * Whether the peer on fd (q's, TCP) has acknowledged no byte for more than
- * idle_ns: the time to drop what its socket holds (outq_zc_drop).  A peer
- * still reading, however slowly, is not stalled: what an ended
+ * idle_ns: the time to end a connection whose send waits for room, or to
+ * drop what an ended one's socket holds (outq_zc_drop).  A peer still
+ * reading, however slowly, is not stalled (the kernel wakes a send blocked
+ * for room only once much of the send buffer is free, so send completions
+ * alone would cut a steady slow reader off), and what an ended
  * connection's socket holds is delivered, as it is for copying sends.
  * Progress is what TCP_INFO's tcpi_bytes_acked shows between calls, so the
  * clock starts at the first call (a sweep of the ended connection); a
  * socket TCP_INFO fails on counts as making none.  now_ns: the caller's
  * monotonic clock.
  */
-bool outq_zc_stalled(struct outq *q, int fd, uint64_t now_ns, uint64_t idle_ns);
+bool outq_stalled(struct outq *q, int fd, uint64_t now_ns, uint64_t idle_ns);
 
 #endif

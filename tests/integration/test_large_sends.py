@@ -333,6 +333,52 @@ def slow_reader_kept(c, close):
                 % stats(srv)["total"]["send_pins"])
 
 
+def steady_reader_during_send(c):
+    """A client reading a copied 4 MiB answer slowly but steadily, so that
+    one send waits in the kernel for room longer than --idle-timeout (the
+    kernel wakes a blocked send only when a good part of the send buffer is
+    free): it is not cut off while it still acknowledges bytes.  A review
+    found the sweep aborting it --idle-timeout after the last completed
+    send."""
+    c.section("a slow but steady reader while a send waits for room gets all of it")
+    flags = ["--shards", "1", "--memory", "96M", "--max-value", "4M", "--idle-timeout", "1"]
+    with Server(flags, checks=c).start() as srv:
+        value = os.urandom(VALUE)
+        c.eq(srv.request("PUT", "/cache/big", value, timeout=30).status, 201, "PUT 4 MiB")
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+        s.connect(("127.0.0.1", srv.port))
+        s.settimeout(30)
+        s.sendall(build_request("GET", "/cache/big"))
+        got, err = bytearray(), None
+        t0 = time.monotonic()
+        try:
+            while len(got) < VALUE:         # ~6 s for 4 MiB: 32 KiB per 50 ms
+                chunk = s.recv(32 << 10)
+                if not chunk:
+                    break
+                got += chunk
+                time.sleep(0.05)
+        except OSError as e:
+            err = e
+        took = time.monotonic() - t0
+        head = got.find(b"\r\n\r\n") + 4
+        while err is None and 3 < head and len(got) < head + VALUE:
+            try:
+                chunk = s.recv(64 << 10)
+            except OSError as e:
+                err = e
+                break
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        c.check(err is None and got.startswith(b"HTTP/1.1 200") and
+                got[head:head + VALUE] == value,
+                "the whole value arrives though reading it took %.1f s, over --idle-timeout 1"
+                % took, "%s after %d bytes" % (err, len(got)))
+
+
 def pin_bound(c):
     """A client that reads nothing cannot hold the store: its answers pin at
     most a quarter of the store's segments (larger ones are copied), so
@@ -406,6 +452,7 @@ def main(c):
     never_reads(c)
     slow_reader_kept(c, False)
     slow_reader_kept(c, True)
+    steady_reader_during_send(c)
     pin_bound(c)
 
 

@@ -348,7 +348,7 @@ static void zc_refused(void)
 }
 
 /*
- * outq_zc_stalled() over a real loopback TCP connection, on a made-up
+ * outq_stalled() over a real loopback TCP connection, on a made-up
  * clock: a peer that acknowledges nothing is stalled once more than idle
  * has passed since the first look; one that acknowledged bytes since the
  * last look is not, and its clock starts again.
@@ -369,9 +369,9 @@ static void zc_stalled(void)
 		CHECK(!"a loopback TCP connection");
 		return;
 	}
-	CHECK(!outq_zc_stalled(&q, sv, 5000, idle));    /* the first look */
-	CHECK(!outq_zc_stalled(&q, sv, 6000, idle));    /* idle, not more */
-	CHECK(outq_zc_stalled(&q, sv, 6001, idle));
+	CHECK(!outq_stalled(&q, sv, 5000, idle));    /* the first look */
+	CHECK(!outq_stalled(&q, sv, 6000, idle));    /* idle, not more */
+	CHECK(outq_stalled(&q, sv, 6001, idle));
 	/* the peer reads what is sent: the kernel acknowledges it (waited for
 	 * on the socket's own count, not a clock) */
 	memset(buf, 'x', sizeof(buf));
@@ -387,12 +387,12 @@ static void zc_stalled(void)
 	uint64_t t = 7000;
 	bool moved = false;
 	for (int i = 0; i < 1000000 && !moved; i++)
-		moved = !outq_zc_stalled(&q, sv, t, idle);
+		moved = !outq_stalled(&q, sv, t, idle);
 	CHECK(moved);                                   /* progress: not stalled */
-	CHECK(!outq_zc_stalled(&q, sv, t + idle, idle));
-	CHECK(outq_zc_stalled(&q, sv, t + idle + 1, idle));
+	CHECK(!outq_stalled(&q, sv, t + idle, idle));
+	CHECK(outq_stalled(&q, sv, t + idle + 1, idle));
 	/* a socket it cannot ask counts as making no progress */
-	CHECK(outq_zc_stalled(&q, -1, t + idle + 1, idle));
+	CHECK(outq_stalled(&q, -1, t + idle + 1, idle));
 	close(cl);
 	close(sv);
 	close(l);
