@@ -36,7 +36,7 @@ enum conn_flags {
 	C_CLOSED = 1 << 4,       /* shut down; freed when the kernel is done with it */
 	C_PAUSED = 1 << 5,       /* too much queued output: input waits */
 	C_RECV_OFF = 1 << 6,     /* recv cancelled for back-pressure */
-	C_CANCELING = 1 << 7,    /* a cancel of the recv is in flight */
+	C_CANCELING = 1 << 7,    /* a cancel is in flight (of the recv; at an abort, of all) */
 	C_EOF = 1 << 8,          /* the client sent FIN (or the recv failed): no more input */
 	C_POLL = 1 << 9,         /* a poll for a reset is armed (no recv is) */
 };
