@@ -98,8 +98,11 @@ static void arm_recv(struct conn *c)
 /*
  * Without a recv armed (input paused, or the client half-closed) a reset
  * would go unseen until a send failed, and the connection would hold its
- * memory meanwhile: a poll for POLLERR/POLLHUP watches for it.  It stays
- * armed once made; an abort ends it (conn_abort()).
+ * memory meanwhile: a poll for POLLERR/POLLHUP watches for it.  It is
+ * multishot because the kernel adds POLLRDHUP to every poll's mask: a
+ * one-shot poll re-armed after the client's FIN completed at once, for
+ * ever, and spun the shard while the half-closed connection's answers
+ * drained.  It stays armed once made; an abort cancels it (cancel_all).
  */
 static void arm_poll(struct conn *c)
 {
@@ -109,7 +112,7 @@ static void arm_poll(struct conn *c)
 		conn_abort(c);
 		return;
 	}
-	io_uring_prep_poll_add(sqe, c->fd, POLLERR | POLLHUP);
+	io_uring_prep_poll_multishot(sqe, c->fd, POLLERR | POLLHUP);
 	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_POLL));
 	c->flags |= C_POLL;
 }
@@ -122,13 +125,15 @@ static void recv_update(struct conn *c)
 		arm_poll(c);
 }
 
-void conn_on_poll(struct conn *c, int res)
+void conn_on_poll(struct conn *c, int res, bool more)
 {
-	c->flags &= ~C_POLL;
+	if (!more)
+		c->flags &= ~C_POLL;
 	if (res > 0 && (res & (POLLERR | POLLHUP)))
 		conn_abort(c); /* reset (or, lingering, both sides closed) */
-	else
+	else if (!more)
 		recv_update(c);
+	/* POLLRDHUP alone: the client half-closed; the poll stays for a reset */
 	shard_dirty(c->sh, c);
 }
 
