@@ -15,8 +15,9 @@
  * close") sets pipe.close; once the last answer is sent the write side is
  * shut (FIN) and input is discarded until the client closes or a linger
  * timeout passes, so the client reads the response instead of a reset.  An
- * abort shuts both sides, which ends the multishot recv and any send; the
- * connection is freed as soon as the kernel holds no operation on it.
+ * abort shuts both sides and cancels what the kernel still holds on the
+ * socket (recv, poll, send: conn_abort() says why both); the connection is
+ * freed as soon as the kernel holds no operation on it.
  * Answers still outstanding at other shards or at Redis do not keep it: their
  * messages are orphaned and freed where they come back (fwd.c).
  *
@@ -97,8 +98,11 @@ static void arm_recv(struct conn *c)
 /*
  * Without a recv armed (input paused, or the client half-closed) a reset
  * would go unseen until a send failed, and the connection would hold its
- * memory meanwhile: a poll for POLLERR/POLLHUP watches for it.  It stays
- * armed once made; an abort's shutdown() ends it.
+ * memory meanwhile: a poll for POLLERR/POLLHUP watches for it.  It is
+ * multishot because the kernel adds POLLRDHUP to every poll's mask: a
+ * one-shot poll re-armed after the client's FIN completed at once, for
+ * ever, and spun the shard while the half-closed connection's answers
+ * drained.  It stays armed once made; an abort cancels it (cancel_all).
  */
 static void arm_poll(struct conn *c)
 {
@@ -108,7 +112,7 @@ static void arm_poll(struct conn *c)
 		conn_abort(c);
 		return;
 	}
-	io_uring_prep_poll_add(sqe, c->fd, POLLERR | POLLHUP);
+	io_uring_prep_poll_multishot(sqe, c->fd, POLLERR | POLLHUP);
 	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_POLL));
 	c->flags |= C_POLL;
 }
@@ -121,13 +125,15 @@ static void recv_update(struct conn *c)
 		arm_poll(c);
 }
 
-void conn_on_poll(struct conn *c, int res)
+void conn_on_poll(struct conn *c, int res, bool more)
 {
-	c->flags &= ~C_POLL;
+	if (!more)
+		c->flags &= ~C_POLL;
 	if (res > 0 && (res & (POLLERR | POLLHUP)))
 		conn_abort(c); /* reset (or, lingering, both sides closed) */
-	else
+	else if (!more)
 		recv_update(c);
+	/* POLLRDHUP alone: the client half-closed; the poll stays for a reset */
 	shard_dirty(c->sh, c);
 }
 
@@ -218,13 +224,41 @@ void conn_account(struct conn *c)
 	c->mem = m;
 }
 
+/*
+ * Ends every operation the kernel holds on c: its recv, its poll and its
+ * send.  One cancel at a time (C_CANCELING), since its completion names c;
+ * keyed on the descriptor, which stays c's until c is freed, and c is not
+ * freed while the cancel is out.
+ */
+static void cancel_all(struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if ((c->flags & C_CANCELING) || !(c->flags & (C_RECV | C_POLL | C_SEND)))
+		return;
+	if (!(sqe = shard_sqe(c->sh)))
+		return; /* conn_sweep() tries again */
+	io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_CANCEL));
+	c->flags |= C_CANCELING;
+}
+
+/*
+ * shutdown(SHUT_RDWR) ends an armed multishot recv and a send in flight
+ * (close() would not), but not always: after a reset that came while the
+ * recv was taking data, a multishot recv was seen (kernel 6.18) to post no
+ * final completion, even after the shutdown, and the connection waited for
+ * it until the process stopped.  So what is armed is also cancelled, and
+ * conn_sweep() cancels again whatever is still armed a sweep later (a
+ * cancel that was already out when the connection ended may have missed it).
+ */
 void conn_abort(struct conn *c)
 {
 	if (c->flags & C_CLOSED)
 		return;
 	c->flags |= C_CLOSED;
-	/* ends an armed multishot recv and a send in flight (close() would not) */
 	shutdown(c->fd, SHUT_RDWR);
+	cancel_all(c);
 	shard_dirty(c->sh, c);
 }
 
@@ -816,6 +850,7 @@ void conn_sweep(struct shard *sh)
 		struct conn *c = sh->conns[i];
 
 		if (c->flags & C_CLOSED) {
+			cancel_all(c); /* still armed: see conn_abort() */
 			/* ended, but its last zero-copy send is still in the
 			 * socket: a peer that reads nothing would keep those
 			 * pages (and the pins) until TCP gives up; one still

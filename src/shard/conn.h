@@ -36,9 +36,9 @@ enum conn_flags {
 	C_CLOSED = 1 << 4,       /* shut down; freed when the kernel is done with it */
 	C_PAUSED = 1 << 5,       /* too much queued output: input waits */
 	C_RECV_OFF = 1 << 6,     /* recv cancelled for back-pressure */
-	C_CANCELING = 1 << 7,    /* a cancel of the recv is in flight */
+	C_CANCELING = 1 << 7,    /* a cancel is in flight (of the recv; at an abort, of all) */
 	C_EOF = 1 << 8,          /* the client sent FIN (or the recv failed): no more input */
-	C_POLL = 1 << 9,         /* a poll for a reset is armed (no recv is) */
+	C_POLL = 1 << 9,         /* a poll for a reset is armed (multishot) */
 	C_TCP = 1 << 10,         /* a TCP socket: it may send zero-copy (outq.h) */
 };
 
@@ -162,8 +162,8 @@ void conn_pause_all(struct shard *sh);
  * over its share (shard.c, once it is back under). */
 void conn_resume_paused(struct shard *sh);
 
-/* A poll for a reset completed (no recv was armed). */
-void conn_on_poll(struct conn *c, int res);
+/* The poll for a reset completed (more: it stays armed). */
+void conn_on_poll(struct conn *c, int res, bool more);
 
 /* A request of c that went elsewhere came back unanswered: its answer did
  * not fit the room it had (fwd.h).  Sent again once it is at the head of

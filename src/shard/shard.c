@@ -360,7 +360,7 @@ static void handle_cqe(struct shard *sh, struct io_uring_cqe *cqe)
 		conn_on_cancel(p);
 		break;
 	case OP_POLL:
-		conn_on_poll(p, cqe->res);
+		conn_on_poll(p, cqe->res, cqe->flags & IORING_CQE_F_MORE);
 		break;
 	case OP_L2:
 		l2read_on_cqe(p, cqe);
