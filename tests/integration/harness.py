@@ -294,12 +294,15 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def healthy(self):
-        """True when the process runs and answers GET /health with 200."""
+        """True when the process runs and answers GET /health with 200.
+        False, not an exception, when the connection is refused or closed
+        before an answer (over --max-conns while a previous connection is
+        still being freed), so wait_for(srv.healthy, ...) retries."""
         if not self.alive():
             return False
         try:
             return request(self.port, "GET", "/health", timeout=IO_TIMEOUT).status == 200
-        except OSError:
+        except (OSError, ProtocolError):
             return False
 
     def stop(self):
