@@ -297,7 +297,13 @@ def churn(c):
     else:
         left = AFTER_LOAD - (time.monotonic() - end)
         ok = wait_for(lambda: rss(srv) <= bound, max(left, 0), 0.2)
-        c.check(ok, what, "RSS %.1f MiB" % (rss(srv) / MiB))
+        try:            # what still holds memory, for a failure's reader
+            t = stats(srv)["total"]
+            held = "zip_pending %s, conn_memory %s" % (t.get("zip_pending"), t.get("conn_memory"))
+        except ProtocolError as e:
+            held = "no /stats: %s" % e
+        c.check(ok, what, "RSS %.1f MiB %.1f s after the load (%s)"
+                % (rss(srv) / MiB, time.monotonic() - end, held))
     c.check(srv.healthy(), "server healthy after the churn")
     srv.stop()
 
