@@ -530,11 +530,13 @@ static int in_append(struct conn *c, const char *data, size_t n)
  * A paused connection stops reading at once: what it has buffered is at
  * most the request in progress plus what the kernel had already delivered,
  * and the socket's buffers fill until the client stops (back-pressure).
+ * A recv still delivering after its cancel completed (the cancel found it
+ * running: -EALREADY) is cancelled again at its next completion, so C_RECV
+ * rather than C_RECV_OFF decides.
  */
 static void stop_reading_if_paused(struct conn *c)
 {
-	if ((c->flags & C_PAUSED) && (c->flags & C_RECV) &&
-	    !(c->flags & (C_RECV_OFF | C_CANCELING))) {
+	if ((c->flags & C_PAUSED) && (c->flags & C_RECV) && !(c->flags & C_CANCELING)) {
 		c->flags |= C_RECV_OFF;
 		cancel_recv(c);
 	}
