@@ -86,7 +86,8 @@ struct http_request {
  * -status; the result depends on the bytes only, not on how they were split
  * across calls.  A faulty line is refused as soon as it ends (at its LF, or
  * at a bare CR), before the head does: an HTTP/0.9 request line gets 400 at
- * once.  `req` is written only on success.  One empty line before the
+ * once.  `req` is the caller's scratch: it holds the request on success and
+ * anything otherwise.  One empty line before the
  * request line is skipped (RFC 9112 2.2) and counted in the head length.
  * Origin-form and absolute-form targets are accepted (RFC 9112 3.2).  Host
  * is not required.

@@ -746,7 +746,6 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 		       const struct http_limits *lim, struct http_request *req)
 {
 	struct limits l;
-	struct http_request r;
 	size_t start = 0, s = *scanned;
 	int rc;
 
@@ -774,10 +773,8 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 		}
 	}
 
-	rc = parse_head(buf, len, start, &l, &r);
+	rc = parse_head(buf, len, start, &l, req);     /* in place: no copy out */
 	if (rc == HTTP_AGAIN)
 		*scanned = len;
-	else if (rc > 0)
-		memcpy(req, &r, sizeof(r));
 	return rc;
 }
