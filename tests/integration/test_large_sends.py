@@ -200,6 +200,17 @@ def non_reader(srv, n):
     return s
 
 
+def pinned_by_non_reader(c, srv, n):
+    """PUTs a 4 MiB value and returns the socket of a client that asked for
+    it `n` times and reads nothing, once the value being sent is pinned."""
+    c.eq(srv.request("PUT", "/cache/big", os.urandom(VALUE), timeout=30).status, 201,
+         "PUT 4 MiB")
+    s = non_reader(srv, n)
+    c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] > 0, 10),
+            "the value being sent is pinned")
+    return s
+
+
 def stop_while_held(c):
     """SIGTERM while a client that reads nothing holds zero-copy sends'
     pages: the server stops cleanly (its notifications are abandoned with
@@ -208,11 +219,7 @@ def stop_while_held(c):
     c.section("stop while zero-copy pages are held by a client that reads nothing")
     flags = ["--shards", "1", "--memory", "96M", "--max-value", "4M"] + ZC
     with Server(flags, checks=c).start() as srv:
-        c.eq(srv.request("PUT", "/cache/big", os.urandom(VALUE), timeout=30).status, 201,
-             "PUT 4 MiB")
-        s = non_reader(srv, 2)
-        c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] > 0, 10),
-                "the value being sent is pinned")
+        s = pinned_by_non_reader(c, srv, 2)
         rc = srv.stop()
         c.check(rc in (0, -signal.SIGTERM), "it stops on SIGTERM", "status %s" % rc)
         c.check(not srv.sanitizer_reports(), "no sanitizer report",
@@ -252,11 +259,7 @@ def never_reads(c):
     c.section("a client that never reads a zero-copy value: let go after --idle-timeout")
     flags = ["--shards", "1", "--memory", "96M", "--max-value", "4M", "--idle-timeout", "1"] + ZC
     with Server(flags, checks=c).start() as srv:
-        c.eq(srv.request("PUT", "/cache/big", os.urandom(VALUE), timeout=30).status, 201,
-             "PUT 4 MiB")
-        s = non_reader(srv, 1)
-        c.check(wait_for(lambda: stats(srv)["total"]["send_pins"] > 0, 10),
-                "the value being sent is pinned")
+        s = pinned_by_non_reader(c, srv, 1)
         def gone():
             t = stats(srv)["total"]
             return t["send_pins"] == 0 and t["connections"] == 1    # /stats' own
