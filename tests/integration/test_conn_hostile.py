@@ -194,12 +194,18 @@ def quiet(c, srv, what):
             "%.0f%% of a CPU over %.0f s" % (100 * share, CPU_WINDOW))
 
 
-def rounds(c, zc):
+def started(c, title, zc):
+    """A server with BASE flags (+ zc), the values loaded, and round 4's
+    slow readers on it: (its sends' name, the server, their sockets)."""
     mode = "zero-copy" if zc else "copying"
-    c.section("rounds 1-4, %s sends" % mode)
+    c.section(title % mode)
     srv = Server(BASE + zc, checks=c).start()
     load(c, srv)
-    slow = slow_readers_that_stop(srv)
+    return mode, srv, slow_readers_that_stop(srv)
+
+
+def rounds(c, zc):
+    mode, srv, slow = started(c, "rounds 1-4, %s sends", zc)
     # while the half-closed clients (input paused, answers waiting) and the
     # slow readers are held, nothing moves: a poll for a reset that
     # completed at once for ever spun a shard here (7444c82)
@@ -246,11 +252,7 @@ def over_max_conns(c):
 
 
 def sigterm_midway(c, zc):
-    mode = "zero-copy" if zc else "copying"
-    c.section("round 6: SIGTERM in the middle of rounds 1-4, %s sends" % mode)
-    srv = Server(BASE + zc, checks=c).start()
-    load(c, srv)
-    slow = slow_readers_that_stop(srv)
+    mode, srv, slow = started(c, "round 6: SIGTERM in the middle of rounds 1-4, %s sends", zc)
     errors = []
 
     def run(fn):
