@@ -28,6 +28,9 @@ The rounds:
     half with RST while their answers are being sent
  6. SIGTERM in the middle of rounds 1-4 at once: exit 0, and under ASan no
     report (use after free, leak)
+ 7. SIGTERM while clients make connections pause and resume (the recv
+    cancelled and re-armed) and end them, half with a reset: aborts that
+    come while a recv's cancel is out (707ff8c); exit 0, no report
 
 While the clients of round 1 (half-closed, input paused) and 4 wait, and
 once the rounds are over, the server does not spin: under 20% of one CPU
@@ -275,12 +278,63 @@ def sigterm_midway(c, zc):
     # no sanitizer report: checked for every server at the end (harness)
 
 
+def churn(srv, stop, n):
+    """Pipelines GETs of a 4 KiB value past what input may buffer, reads
+    steadily (the recv is cancelled and re-armed over and over), and every
+    0.3 s ends the connection, every other time with a reset."""
+    while not stop.is_set():
+        try:
+            s = client(srv, 64 * KiB)
+            s.setblocking(False)
+            req = b""
+            until = time.monotonic() + 0.3
+            while not stop.is_set() and time.monotonic() < until:
+                req = req or build_request("GET", "/cache/small") * 3000
+                try:
+                    req = req[s.send(req):]
+                except BlockingIOError:
+                    pass
+                try:
+                    s.recv(MiB)
+                except BlockingIOError:
+                    time.sleep(0.001)
+            n += 1
+            if n % 2:
+                reset(s)
+            else:
+                s.close()
+        except OSError:
+            time.sleep(0.01)
+
+
+def sigterm_under_churn(c):
+    """Aborts that come while a paused connection's recv cancel is out
+    (conn_on_cancel() then cancels the rest), SIGTERM among them."""
+    c.section("round 7: SIGTERM while connections pause, resume and end")
+    srv = Server(["--shards", "2", "--memory", "64M", "--max-value", "8K"], checks=c).start()
+    c.check(srv.request("PUT", "/cache/small", os.urandom(4 * KiB)).status == 201,
+            "PUT a 4 KiB value")
+    stop = threading.Event()
+    threads = [threading.Thread(target=churn, args=(srv, stop, k), daemon=True)
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    c.check(wait_for(lambda: totals(srv)["connections_accepted"] > 8, 20),
+            "the clients came and went")
+    rc = srv.stop()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    c.check(rc == 0, "SIGTERM under churn: exit 0", "status %r" % rc)
+
+
 def main(c):
     for zc in ([], ZC):
         rounds(c, zc)
     over_max_conns(c)
     for zc in ([], ZC):
         sigterm_midway(c, zc)
+    sigterm_under_churn(c)
 
 
 if __name__ == "__main__":
