@@ -240,7 +240,7 @@ static void cancel_all(struct conn *c)
 		return; /* conn_sweep() tries again */
 	io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
 	io_uring_sqe_set_data64(sqe, shard_udata(c, OP_CANCEL));
-	c->flags |= C_CANCELING;
+	c->flags |= C_CANCELING | C_CANCEL_ALL;
 }
 
 /*
@@ -248,9 +248,9 @@ static void cancel_all(struct conn *c)
  * (close() would not), but not always: after a reset that came while the
  * recv was taking data, a multishot recv was seen (kernel 6.18) to post no
  * final completion, even after the shutdown, and the connection waited for
- * it until the process stopped.  So what is armed is also cancelled, and
- * conn_sweep() cancels again whatever is still armed a sweep later (a
- * cancel that was already out when the connection ended may have missed it).
+ * it until the process stopped.  So what is armed is also cancelled (once
+ * the recv's own cancel completes, if one is out: conn_on_cancel()), and
+ * conn_sweep() cancels again whatever is still armed a sweep later.
  */
 void conn_abort(struct conn *c)
 {
@@ -599,12 +599,26 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 	conn_account(c);
 }
 
+/*
+ * An abort while the recv's cancel (back-pressure) was in flight could not
+ * send its own (one at a time): it goes now, or the poll for a reset (and a
+ * send) would stay armed until a sweep, and at a stop, which sweeps no more,
+ * the connection held the shard's teardown to its bound.  Only after a
+ * recv's cancel: an abort's that left something armed (the kernel's lost
+ * final completion, conn_abort()) is retried by the sweep, not at once for
+ * ever.
+ */
 void conn_on_cancel(struct conn *c)
 {
-	c->flags &= ~C_CANCELING;
+	bool all = c->flags & C_CANCEL_ALL;
+
+	c->flags &= ~(C_CANCELING | C_CANCEL_ALL);
 	recv_update(c); /* resumed while the cancel was in flight */
-	if (c->flags & C_CLOSED)
+	if (c->flags & C_CLOSED) {
+		if (!all)
+			cancel_all(c);
 		shard_dirty(c->sh, c);
+	}
 }
 
 static void start_send(struct conn *c)

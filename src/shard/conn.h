@@ -40,6 +40,7 @@ enum conn_flags {
 	C_EOF = 1 << 8,          /* the client sent FIN (or the recv failed): no more input */
 	C_POLL = 1 << 9,         /* a poll for a reset is armed (multishot) */
 	C_TCP = 1 << 10,         /* a TCP socket: it may send zero-copy (outq.h) */
+	C_CANCEL_ALL = 1 << 11,  /* the cancel in flight is an abort's, of all (else the recv's) */
 };
 
 /*
