@@ -547,11 +547,11 @@ static void loop(struct shard *sh)
 
 static void teardown(struct shard *sh)
 {
-	bool counted = true;
+	bool counted = true, started = sh->ring.ring_fd > 0;
 
 	sh->stopping = true;
 	close_listeners(sh);
-	if (sh->ring.ring_fd > 0) {
+	if (started) {
 		conn_close_all(sh);
 		for (int i = 0; i < TEARDOWN_ROUNDS; i++) {
 			sh->now_ns = clock_mono_ns();
@@ -575,6 +575,11 @@ static void teardown(struct shard *sh)
 	}
 	if (counted) /* never started, or gave up: others need not wait for us */
 		atomic_fetch_sub_explicit(&sh->srv->closing, 1, memory_order_acq_rel);
+	if (counted && started)  /* said, so a cut-short stop is visible (and testable) */
+		fprintf(stderr, "ringcached: shard %u: stop gave up after %d ms with %u connections "
+			"and %llu messages still out; they are freed without their completions\n",
+			sh->id, TEARDOWN_ROUNDS * 20, sh->nconns,
+			(unsigned long long)fwd_alive(sh));
 }
 
 /* --snapshot: every shard loads its share (and checks it against Redis)
