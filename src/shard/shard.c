@@ -540,10 +540,11 @@ static void loop(struct shard *sh)
  * until its own connections are freed and every message it sent has come
  * back (forwarded requests and Redis operations answered), and every other
  * shard is done too, since their messages may still wait for this shard's
- * store.  Bounded: TEARDOWN_ROUNDS x 20 ms.  What is still out then is
+ * store.  Bounded: TEARDOWN_ROUNDS x TEARDOWN_ROUND_MS.  What is still out then is
  * freed by shard_destroy().
  */
 #define TEARDOWN_ROUNDS 100
+#define TEARDOWN_ROUND_MS 20
 
 static void teardown(struct shard *sh)
 {
@@ -562,7 +563,7 @@ static void teardown(struct shard *sh)
 			}
 			if (!counted && !atomic_load_explicit(&sh->srv->closing, memory_order_acquire))
 				break;
-			struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 20000000 };
+			struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = TEARDOWN_ROUND_MS * 1000000 };
 			struct io_uring_cqe *cqe;
 			io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
 			unsigned head, seen = 0;
@@ -578,7 +579,7 @@ static void teardown(struct shard *sh)
 	if (counted && started)  /* said, so a cut-short stop is visible (and testable) */
 		fprintf(stderr, "ringcached: shard %u: stop gave up after %d ms with %u connections "
 			"and %llu messages still out; they are freed without their completions\n",
-			sh->id, TEARDOWN_ROUNDS * 20, sh->nconns,
+			sh->id, TEARDOWN_ROUNDS * TEARDOWN_ROUND_MS, sh->nconns,
 			(unsigned long long)fwd_alive(sh));
 }
 
