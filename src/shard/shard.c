@@ -563,7 +563,8 @@ static void teardown(struct shard *sh)
 			}
 			if (!counted && !atomic_load_explicit(&sh->srv->closing, memory_order_acquire))
 				break;
-			struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = TEARDOWN_ROUND_MS * 1000000 };
+			struct __kernel_timespec ts = { .tv_sec = 0,
+							.tv_nsec = TEARDOWN_ROUND_MS * 1000000 };
 			struct io_uring_cqe *cqe;
 			io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
 			unsigned head, seen = 0;
