@@ -426,6 +426,24 @@ void l2_begin(struct shard *sh, struct fwd *f)
 
 static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct coh_msg *m);
 
+/*
+ * Whether L1 has a copy of r's key that r is answered from: such a copy is
+ * kept over what Redis returned (it may be a newer write, still on its way
+ * there).  A copy r misses, past its freshness on L1's clock, is not: that
+ * clock counts whole seconds from the write, Redis's PX milliseconds from
+ * the write-through, so Redis may call the value fresh a moment after L1
+ * stopped, and then its expiry wins (else the GET would miss a value the
+ * fleet still serves, and a lease GET would get neither it nor a lease).
+ */
+static bool l1_answers(struct shard *sh, const struct cache_req *r)
+{
+	struct store_item it;
+	struct reply probe;
+
+	return store_get(sh->store, r->key, r->key_len, r->hash, &it) == 0 &&
+	       cache_exec(sh->cache, r, &probe) != CACHE_MISS;
+}
+
 void l2_lease_get(struct shard *sh, struct fwd *f)
 {
 	const struct cache_req *r = &f->req;
@@ -461,20 +479,19 @@ void l2_lease_release(struct shard *sh, const void *key, uint32_t key_len, uint6
 
 /*
  * A COH_LEASE_GET came back.  A value: kept in L1 (as a read's, unless L1
- * has the key already) and served HIT-L2, then fill.c answers the key's
- * other waiters from L1; otherwise fill.c decides (leased, held elsewhere,
+ * answers f from its own copy: l1_answers()) and served HIT-L2, then
+ * fill.c answers the key's other waiters from L1; otherwise fill.c decides (leased, held elsewhere,
  * or Redis unreachable: this instance alone).
  */
 static void lease_got(struct shard *sh, struct fwd *f, const struct coh_msg *m)
 {
-	struct store_item it;
 	bool stored = false;
 
 	if (m->status != COH_OK) {
 		fill_fleet_done(sh, f, m->status, m->flags);
 		return;
 	}
-	if (store_get(sh->store, f->req.key, f->req.key_len, f->req.hash, &it) != 0) {
+	if (!l1_answers(sh, &f->req)) {
 		stored = store_from_l2(sh, f, m);
 		if (!stored)
 			stats_inc(&sh->stats->l2_refused);
@@ -562,9 +579,9 @@ static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct co
 
 /*
  * The read of g's key came back: store the value in L1 (unless L1 got a
- * newer one meanwhile), answer every waiter from L1, then forget the read;
- * a value that may be stale (overtaken here, or COH_F_NOCACHE) is removed
- * again once the waiters are answered.  A value L1 refuses (larger than
+ * newer one meanwhile: l1_answers()), answer every waiter from L1, then
+ * forget the read; a value that may be stale (overtaken here, or
+ * COH_F_NOCACHE) is removed again once the waiters are answered.  A value L1 refuses (larger than
  * --max-value, a Content-Type it cannot keep) is bad data to this instance:
  * counted in l2_refused, answered 404 with X-L2: bad-data.
  */
@@ -574,7 +591,6 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 	const struct cache_req *key = &g->first->req;
 	enum reply_l2 status = l2_status(m->status);
 	bool nocache = g->nocache || (m->flags & COH_F_NOCACHE);
-	struct store_item it;
 	bool served_l2 = false;
 
 	if (g->key) {
@@ -591,8 +607,7 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 		stats_inc(&sh->stats->l2_hits);
 	else if (m->status == COH_MISS)
 		stats_inc(&sh->stats->l2_misses);
-	if (m->status == COH_OK &&
-	    store_get(sh->store, key->key, key->key_len, key->hash, &it) != 0) {
+	if (m->status == COH_OK && !l1_answers(sh, key)) {
 		served_l2 = store_from_l2(sh, g->first, m);
 		if (!served_l2) {
 			stats_inc(&sh->stats->l2_refused);

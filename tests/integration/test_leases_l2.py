@@ -187,6 +187,10 @@ def stale_if_error_window(c, redis, a, b):
     r = a.request("GET", "/cache/" + key, headers=[("Cache-Control", "stale-if-error")])
     c.check(r.status == 200 and r.header("X-Cache") == "STALE" and r.body == b"old",
             "a GET with stale-if-error still gets the old value", r)
+    # L1's clock counts whole seconds, Redis's PX milliseconds from the
+    # write-through: wait until Redis too has only the window left (the
+    # moment between is clock_skew()'s case)
+    redis_past_ttl(c, redis, key, 300)
     ca, cb = Conn(a.port), Conn(b.port)
     r = lease_get(ca, key)
     c.check(granted(r), "a: lease GET in the window -> 404 with a token", r)
@@ -200,6 +204,76 @@ def stale_if_error_window(c, redis, a, b):
     c.check(r.status == 200 and r.body == b"new", "b's waiter gets the fill", r)
     ca.close()
     cb.close()
+
+
+def redis_past_ttl(c, redis, key, sie):
+    """Waits until Redis keeps `key` for its stale-if-error window alone."""
+    deadline = time.monotonic() + 15
+    t = None
+    while time.monotonic() < deadline:
+        t = int(redis.cmd("PTTL", PREFIX + key))
+        if t <= sie * 1000:
+            break
+        time.sleep(0.02)
+    c.check(0 <= t <= sie * 1000, "Redis's PTTL is within the stale-if-error window",
+            "PTTL %s" % t)
+
+
+def clock_skew(c, redis, a, b):
+    """L1 ends an item's freshness on its store clock (whole seconds, ticked
+    once a second), Redis on its PX (milliseconds from the write-through),
+    so for a moment L1 may call a value past its TTL that Redis still calls
+    fresh.  A lease GET in that moment found the value in Redis, no lease
+    taken, and L1's own expired copy a miss: it answered 404 with no token,
+    a miss nobody was asked to fill (CI, stop 14); a plain GET answered 404
+    too.  Redis's expiry wins now: the value is served, and L1 keeps Redis's
+    expiry.  The moment is made wide and certain here: Redis's copies are
+    given 2.5 s more than L1's clock can (L1 keeps a TTL of N seconds at
+    most N + 2 with its tick)."""
+    c.section("L1's clock ends freshness before Redis's: Redis's expiry wins")
+    keys = ("skew-lease", "skew-plain")
+    for k in keys:
+        r = a.request("PUT", "/cache/%s?ttl=1&sie=300" % k, b"old")
+        c.check(r.status in (201, 204) and r.header("X-L2") == "ok",
+                "a: PUT %s?ttl=1&sie=300 written through" % k, r)
+        blob = redis.cmd("GET", PREFIX + k)
+        pttl = int(redis.cmd("PTTL", PREFIX + k))
+        redis.cmd("SET", PREFIX + k, blob, "PX", str(pttl + 2500))
+    # a GET that accepts stale is answered from L1 alone: STALE once L1's
+    # clock calls the value past its TTL (a plain GET would ask Redis)
+    sie = [("Cache-Control", "stale-if-error")]
+    for k in keys:
+        deadline = time.monotonic() + 5
+        r = None
+        while time.monotonic() < deadline:
+            r = a.request("GET", "/cache/" + k, headers=sie)
+            if r.header("X-Cache") != "HIT":
+                break
+            time.sleep(0.01)
+        c.eq((r.status, r.header("X-Cache")), (200, "STALE"), "L1 calls %s past its TTL" % k)
+        left = int(redis.cmd("PTTL", PREFIX + k))
+        c.check(left > 300000, "while Redis still calls it fresh", "PTTL %d" % left)
+    ca = Conn(a.port)
+    r = lease_get(ca, keys[0])
+    c.check(r.status == 200 and r.body == b"old" and r.header("X-Cache") == "HIT-L2",
+            "a: a lease GET then is served Redis's fresh value (HIT-L2)", r)
+    r = a.request("GET", "/cache/" + keys[1])
+    c.check(r.status == 200 and r.body == b"old" and r.header("X-Cache") == "HIT-L2",
+            "a: so is a plain GET", r)
+    for k in keys:
+        r = a.request("GET", "/cache/" + k)
+        c.check(r.status == 200 and r.body == b"old" and r.header("X-Cache") == "HIT",
+                "L1 keeps %s with Redis's expiry: a plain GET hits L1" % k, r)
+    key = keys[0]
+    redis_past_ttl(c, redis, key, 300)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and a.request("GET", "/cache/" + key).status != 404:
+        time.sleep(0.02)
+    r = lease_get(ca, key)
+    c.check(granted(r), "past both expiries a lease GET gets a token", r)
+    r = put(ca, key, b"new", r.header("X-Cache-Lease"))
+    c.check(r.status in (201, 204), "and fills", r)
+    ca.close()
 
 
 def feed_lost(c, redis, a):
@@ -244,6 +318,7 @@ def main(c, redis):
     delete_revokes(c, redis, a, b)
     holder_dies(c, redis, a, b)
     stale_if_error_window(c, redis, a, b)
+    clock_skew(c, redis, a, b)
     feed_lost(c, redis, a)
     reserved(c, a)
     redis_down(c, redis, a)
