@@ -349,6 +349,31 @@ static void test_render(void)
 		CHECK(b.len == strlen(want) && !memcmp(b.data, want, b.len));
 		buf_deinit(&b);
 	}
+	{
+		/* integers, formatted by hand: both ends of int64, every length */
+		static const struct { int64_t v; const char *s; } nums[] = {
+			{ 0, ":0\r\n" }, { 7, ":7\r\n" }, { 10, ":10\r\n" }, { -1, ":-1\r\n" },
+			{ 1234567890123, ":1234567890123\r\n" },
+			{ INT64_MAX, ":9223372036854775807\r\n" },
+			{ INT64_MIN, ":-9223372036854775808\r\n" },
+		};
+		for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+			struct buf b = { 0 };
+			CHECK(resp_add_int(&b, nums[i].v) == 0);
+			CHECK(b.len == strlen(nums[i].s) && !memcmp(b.data, nums[i].s, b.len));
+			buf_deinit(&b);
+		}
+		struct buf b = { 0 };
+		int64_t p10 = 1;
+		for (int d = 1; d <= 18; d++, p10 *= 10) {
+			b.len = 0;
+			CHECK(resp_add_array(&b, (size_t)p10) == 0);
+			char want[24];
+			snprintf(want, sizeof(want), "*%lld\r\n", (long long)p10);
+			CHECK(b.len == strlen(want) && !memcmp(b.data, want, b.len));
+		}
+		buf_deinit(&b);
+	}
 }
 
 int main(void)
