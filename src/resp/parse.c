@@ -225,6 +225,18 @@ static int parse_inline(struct resp_parser *ps, const char *buf, size_t len,
 	return 1;
 }
 
+/* memchr(p, '\r', n), looking at a short line's bytes first: a command's
+ * lines ("*2", "$3") are a few bytes, and memchr's setup costs more. */
+static inline const char *cr_in(const char *p, size_t n)
+{
+	size_t quick = n < 8 ? n : 8;
+
+	for (size_t i = 0; i < quick; i++)
+		if (p[i] == '\r')
+			return p + i;
+	return n > 8 ? memchr(p + 8, '\r', n - 8) : NULL;
+}
+
 /*
  * A length line at buf[at..): its CR within RESP_LINE_MAX bytes, and a byte
  * after it.  Returns the CR's offset, 0 to wait, or -1 when no CR came in
@@ -234,7 +246,7 @@ static long find_cr(const char *buf, size_t len, size_t at)
 {
 	size_t avail = len - at;
 	size_t scan = avail < (size_t)RESP_LINE_MAX + 1 ? avail : (size_t)RESP_LINE_MAX + 1;
-	const char *cr = memchr(buf + at, '\r', scan);
+	const char *cr = cr_in(buf + at, scan);
 
 	if (!cr)
 		return avail > RESP_LINE_MAX ? -1 : 0;
@@ -350,8 +362,8 @@ bool resp_next(const struct resp_cmd *cmd, struct resp_iter *it, struct resp_str
 	const char *f = cmd->frame;
 	size_t pos = it->pos;
 	if (pos == 0)
-		pos = (size_t)((const char *)memchr(f, '\r', cmd->len) - f) + 2;
-	const char *cr = memchr(f + pos, '\r', cmd->len - pos);
+		pos = (size_t)(cr_in(f, cmd->len) - f) + 2;
+	const char *cr = cr_in(f + pos, cmd->len - pos);
 	int64_t n = 0;
 	resp_parse_i64(f + pos + 1, (size_t)(cr - f) - pos - 1, &n);
 	pos = (size_t)(cr - f) + 2;
