@@ -18,7 +18,8 @@ proto=${PROTO:-http}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port); rport=$(free_port)
 out=/tmp/callgrind-hit.$$.out
-valgrind --tool=callgrind --callgrind-out-file=$out $bin --listen 127.0.0.1:$port --resp-listen 127.0.0.1:$rport --shards 1 --memory 64M --spin-us 0 "$@" >/tmp/callgrind-hit.$$.log 2>&1 &
+resp=(); [ "$proto" = resp ] && resp=(--resp-listen "127.0.0.1:$rport")
+valgrind --tool=callgrind --callgrind-out-file=$out $bin --listen 127.0.0.1:$port "${resp[@]}" --shards 1 --memory 64M --spin-us 0 "$@" >/tmp/callgrind-hit.$$.log 2>&1 &
 vp=$!
 for i in $(seq 600); do curl -s -o /dev/null http://127.0.0.1:$port/health && break; sleep 0.1; done
 curl -s -o /dev/null -X PUT --data-binary "$(printf 'x%.0s' $(seq 100))" http://127.0.0.1:$port/cache/bench
