@@ -321,6 +321,17 @@ int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out,
 		   struct cache_ext_tags *tags);
 
 /*
+ * Whether a copy of a value with `ttl` seconds left of its expiry (0:
+ * none) and the extension header ext[0..ext_len) (RCV2, docs/coherence.md),
+ * once stored, would answer r as a hit: fresh, or stale within what r
+ * allows (cache_exec()'s rules).  For a value read back from Redis, which
+ * replaces an L1 copy r misses only when it would answer r (src/shard/l2.c).
+ * False for an extension header put_from_l2 would refuse.
+ */
+bool cache_copy_answers(const struct cache *c, const struct cache_req *r, uint32_t ttl,
+			const uint8_t *ext, uint32_t ext_len);
+
+/*
  * The identity representation of key r->key and its Content-Type, for
  * writing it through to Redis after cache_kv_exec() changed it.  0, or
  * -ENOENT.  The pointers are valid until the store changes.

@@ -708,6 +708,25 @@ static enum cache_outcome put_from_l2(struct cache *c, const struct cache_req *r
 	return put_indexed(c, r, out, ct, ct_len, &blob, (uint32_t)(ttl > room ? room : ttl), &e);
 }
 
+bool cache_copy_answers(const struct cache *c, const struct cache_req *r, uint32_t ttl,
+			const uint8_t *ext, uint32_t ext_len)
+{
+	struct repr_ext e;
+
+	if (!ttl || !ext_len)
+		return true;    /* no expiry, or no windows: fresh for its >= 1 s */
+	if (ext_len > REPR_EXT_MAX || repr_ext_decode(ext, ext_len, &e) != 0)
+		return false;   /* put_from_l2() refuses it */
+	if (!(e.bits & REPR_EXT_WINDOWS))
+		return true;
+	/* as exec_get() would see it, stored now with ttl (put_from_l2()) */
+	uint64_t w = (uint64_t)e.swr + e.sie, expires = (uint64_t)c->now + ttl;
+	uint64_t fresh_until = expires > w ? expires - w : 1;
+	if (fresh_until > c->now)
+		return true;
+	return r->stale_ok && stale_allowed(r, c->now - fresh_until, &e);
+}
+
 int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out,
 		   struct cache_ext_tags *tags)
 {

@@ -427,21 +427,29 @@ void l2_begin(struct shard *sh, struct fwd *f)
 static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct coh_msg *m);
 
 /*
- * Whether L1 has a copy of r's key that r is answered from: such a copy is
- * kept over what Redis returned (it may be a newer write, still on its way
- * there).  A copy r misses, past its freshness on L1's clock, is not: that
- * clock counts whole seconds from the write, Redis's PX milliseconds from
- * the write-through, so Redis may call the value fresh a moment after L1
- * stopped, and then its expiry wins (else the GET would miss a value the
- * fleet still serves, and a lease GET would get neither it nor a lease).
+ * Whether the value Redis returned for r (m) goes into L1.  Always when L1
+ * has no copy.  Over L1's copy only when that copy misses r and Redis's
+ * would answer it: L1's clock counts whole seconds from the write, Redis's
+ * PX milliseconds from the write-through, so for a moment L1 may call a
+ * value past its TTL that Redis still calls fresh, and then Redis's expiry
+ * wins (else the GET would miss a value the fleet still serves, and a
+ * lease GET would get neither it nor a lease).  Otherwise L1's copy stays:
+ * one that answers may be a newer write still on its way to Redis, and
+ * rewriting one as stale as Redis's would change its ETag for nothing.
+ * Nor over a copy when the read was overtaken (nocache): the value is
+ * removed again after the answers, and L1's copy, which a stale-if-error
+ * GET may still want, would go with it.
  */
-static bool l1_answers(struct shard *sh, const struct cache_req *r)
+static bool l2_copy_wanted(struct shard *sh, const struct cache_req *r,
+			   const struct coh_msg *m, bool nocache)
 {
 	struct store_item it;
 	struct reply probe;
 
-	return store_get(sh->store, r->key, r->key_len, r->hash, &it) == 0 &&
-	       cache_exec(sh->cache, r, &probe) != CACHE_MISS;
+	if (store_get(sh->store, r->key, r->key_len, r->hash, &it) != 0)
+		return true;
+	return !nocache && cache_exec(sh->cache, r, &probe) == CACHE_MISS &&
+	       cache_copy_answers(sh->cache, r, m->ttl, (const uint8_t *)m->ext, m->ext_len);
 }
 
 void l2_lease_get(struct shard *sh, struct fwd *f)
@@ -478,10 +486,10 @@ void l2_lease_release(struct shard *sh, const void *key, uint32_t key_len, uint6
 }
 
 /*
- * A COH_LEASE_GET came back.  A value: kept in L1 (as a read's, unless L1
- * answers f from its own copy: l1_answers()) and served HIT-L2, then
- * fill.c answers the key's other waiters from L1; otherwise fill.c decides (leased, held elsewhere,
- * or Redis unreachable: this instance alone).
+ * A COH_LEASE_GET came back.  A value: kept in L1 (as a read's, when
+ * l2_copy_wanted()) and served HIT-L2, then fill.c answers the key's other
+ * waiters from L1; otherwise fill.c decides (leased, held elsewhere, or
+ * Redis unreachable: this instance alone).
  */
 static void lease_got(struct shard *sh, struct fwd *f, const struct coh_msg *m)
 {
@@ -490,11 +498,6 @@ static void lease_got(struct shard *sh, struct fwd *f, const struct coh_msg *m)
 	if (m->status != COH_OK) {
 		fill_fleet_done(sh, f, m->status, m->flags);
 		return;
-	}
-	if (!l1_answers(sh, &f->req)) {
-		stored = store_from_l2(sh, f, m);
-		if (!stored)
-			stats_inc(&sh->stats->l2_refused);
 	}
 	uint8_t keybuf[STORE_KEY_MAX];
 	uint32_t key_len = f->req.key_len;
@@ -506,10 +509,15 @@ static void lease_got(struct shard *sh, struct fwd *f, const struct coh_msg *m)
 	bool overtaken = f->l2_gen != sh->l2->gen ||
 			 !lease_holds(sh->lease, keybuf, key_len, hash, f->lease_tok,
 				      LEASE_TOKEN_LEN);
+	bool nocache = overtaken || (m->flags & COH_F_NOCACHE);
 
+	if (l2_copy_wanted(sh, &f->req, m, nocache)) {
+		stored = store_from_l2(sh, f, m);
+		if (!stored)
+			stats_inc(&sh->stats->l2_refused);
+	}
 	fill_fleet_done(sh, f, COH_OK, m->flags);       /* may free f */
-	if (stored && ((m->flags & COH_F_NOCACHE) || overtaken) &&
-	    store_delete(sh->store, keybuf, key_len, hash) == 0)
+	if (stored && nocache && store_delete(sh->store, keybuf, key_len, hash) == 0)
 		route_count_store(sh);
 }
 
@@ -578,12 +586,13 @@ static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct co
 }
 
 /*
- * The read of g's key came back: store the value in L1 (unless L1 got a
- * newer one meanwhile: l1_answers()), answer every waiter from L1, then
- * forget the read; a value that may be stale (overtaken here, or
- * COH_F_NOCACHE) is removed again once the waiters are answered.  A value L1 refuses (larger than
- * --max-value, a Content-Type it cannot keep) is bad data to this instance:
- * counted in l2_refused, answered 404 with X-L2: bad-data.
+ * The read of g's key came back: store the value in L1 (when
+ * l2_copy_wanted(): not over a newer copy L1 got meanwhile), answer every
+ * waiter from L1, then forget the read; a value that may be stale
+ * (overtaken here, or COH_F_NOCACHE) is removed again once the waiters are
+ * answered.  A value L1 refuses (larger than --max-value, a Content-Type it
+ * cannot keep) is bad data to this instance: counted in l2_refused,
+ * answered 404 with X-L2: bad-data.
  */
 static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg *m)
 {
@@ -607,7 +616,7 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 		stats_inc(&sh->stats->l2_hits);
 	else if (m->status == COH_MISS)
 		stats_inc(&sh->stats->l2_misses);
-	if (m->status == COH_OK && !l1_answers(sh, key)) {
+	if (m->status == COH_OK && l2_copy_wanted(sh, key, m, nocache)) {
 		served_l2 = store_from_l2(sh, g->first, m);
 		if (!served_l2) {
 			stats_inc(&sh->stats->l2_refused);

@@ -104,6 +104,42 @@ def promoted_stale(c, redis, a, b):
     c.check(r.status == 404, "b: max-stale=0 bounds it: a miss", show(r))
 
 
+def stale_copy_kept(c, redis, a):
+    """A read from Redis replaces an L1 copy the GET misses only when
+    Redis's copy would answer it (src/shard/l2.c l2_copy_wanted()).  When
+    both are past their TTL, L1's copy stays as it was: found by review,
+    every plain GET in the stale-if-error window rewrote it from Redis (a
+    new store stamp, so a new ETag and a 200 where a revalidation was 304,
+    and a compression job per GET)."""
+    c.section("a copy as stale as Redis's is not rewritten by the reads that miss it")
+    key = "sl2:kept"
+    sie = "stale-if-error"
+    r = a.request("PUT", "/cache/%s?ttl=1&sie=300" % key, b"s" * 2000,
+                  [("Content-Type", "text/plain")])
+    c.check(r.status in (201, 204) and r.header("X-L2") == "ok", "a: PUT written through",
+            show(r))
+    ok = wait_for(lambda: int(redis.cmd("PTTL", PREFIX + key)) <= 300000 and
+                  get(a, key, sie).header("X-Cache") == "STALE", WAIT)
+    c.check(ok, "past its TTL in L1 and in Redis")
+    r = get(a, key, sie)
+    etag = r.header("ETag")
+    c.check(r.status == 200 and r.header("X-Cache") == "STALE" and etag,
+            "a GET with stale-if-error: STALE with an ETag", show(r))
+    before = stats(a)["total"]
+    for i in range(5):
+        r = get(a, key)
+        c.check(r.status == 404 and r.header("X-Cache") == "MISS",
+                "plain GET %d: a miss (read from Redis, as stale)" % (i + 1), show(r))
+    d = stats_delta(before, stats(a)["total"])
+    c.eq(d["l2_hits"], 5, "each was read from Redis")
+    c.eq(d["zip_queued"], 0, "and none rewrote L1's copy (no compression job)")
+    r = get(a, key, sie)
+    c.eq((r.status, r.header("ETag")), (200, etag), "its ETag is unchanged")
+    r = a.request("GET", "/cache/" + key, headers=[("Cache-Control", sie),
+                                                   ("If-None-Match", etag)])
+    c.eq(r.status, 304, "a revalidation with it is still 304")
+
+
 def old_formats(c, redis, a, b):
     c.section("RCV1 and plain values stay readable")
     redis.cmd("SET", PREFIX + "sl2:rcv1", b"\0RCV1text/plain\nold", "PX", "60000")
@@ -158,6 +194,7 @@ def main(c, redis):
             return
     write_through(c, redis, a, b)
     promoted_stale(c, redis, a, b)
+    stale_copy_kept(c, redis, a)
     old_formats(c, redis, a, b)
     hostile(c, redis, a, b)
 

@@ -1615,6 +1615,64 @@ static void test_stale_if_error(void)
 	resp_free(&rs);
 }
 
+/*
+ * cache_copy_answers() says, before a copy read from Redis is stored, what
+ * storing it and asking would answer: checked against doing exactly that,
+ * for every second of TTL + S + E and a request of every kind.
+ */
+static void test_copy_answers(void)
+{
+	static const struct { uint32_t swr, sie; } windows[] = {
+		{ 0, 0 }, { 5, 0 }, { 0, 7 }, { 3, 4 },
+	};
+	static const struct { bool stale_ok; const char *cc; } asks[] = {
+		{ true, NULL }, { false, NULL }, { true, "stale-if-error" },
+		{ true, "max-stale=2" }, { false, "stale-if-error" },
+	};
+	struct resp rs;
+
+	tick(7000);
+	for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
+		struct repr_ext e = { .bits = REPR_EXT_WINDOWS, .ttl = 10, .swr = windows[w].swr,
+				      .sie = windows[w].sie };
+		uint8_t ext[REPR_EXT_MAX];
+		uint32_t n = repr_ext_encode(ext, &e);
+		for (uint32_t ttl = 1; ttl <= 3 + e.swr + e.sie; ttl++) {
+			for (size_t a = 0; a < sizeof(asks) / sizeof(asks[0]); a++) {
+				struct treq put = mkreq(CACHE_PUT, "copy");
+				put.c.body = (const uint8_t *)"v";
+				put.c.body_len = 1;
+				put.c.ttl = ttl;
+				put.c.ext = ext;
+				put.c.ext_len = n;
+				CHECK_EQ(run(&put, &rs), CACHE_STORED);
+				resp_free(&rs);
+				struct treq get = mkreq(CACHE_GET, "copy");
+				get.c.stale_ok = asks[a].stale_ok;
+				get.c.cache_control = hs(asks[a].cc);
+				bool says = cache_copy_answers(cache, &get.c, ttl, ext, n);
+				enum cache_outcome oc = run(&get, &rs);
+				resp_free(&rs);
+				if (says != (oc != CACHE_MISS)) {
+					fprintf(stderr, "copy_answers: swr %u sie %u ttl %u ask %zu: "
+						"said %d, got outcome %d\n", e.swr, e.sie, ttl, a,
+						says, oc);
+					CHECK(false);
+				}
+			}
+		}
+	}
+	/* no expiry, no windows, and a header put_from_l2() refuses */
+	struct treq get = mkreq(CACHE_GET, "copy");
+	static const uint8_t bad[] = { 0x40, 0, 0 };
+	CHECK(cache_copy_answers(cache, &get.c, 0, NULL, 0));
+	CHECK(cache_copy_answers(cache, &get.c, 1, NULL, 0));
+	CHECK(!cache_copy_answers(cache, &get.c, 5, bad, sizeof(bad)));
+	struct treq d = mkreq(CACHE_DELETE, "copy");
+	CHECK_EQ(run(&d, &rs), CACHE_DELETED);
+	resp_free(&rs);
+}
+
 static void test_stale_bad_windows(void)
 {
 	static const char *const bad[] = {
@@ -1980,6 +2038,7 @@ int main(void)
 	test_unprofitable();
 	test_stale_while_revalidate();
 	test_stale_if_error();
+	test_copy_answers();
 	test_stale_bad_windows();
 	test_stale_with_variants();
 	test_tags();
