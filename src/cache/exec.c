@@ -690,23 +690,15 @@ int cache_tag_purge(struct cache *c, const uint8_t *tag, size_t len, uint32_t ma
  * so the windows, the write's TTL (for Age) and the tags stay those of the
  * original write; r->ttl is what Redis had left of the whole expiry.
  */
-/* The extension header of a value from Redis into *e: 0, or -EINVAL when it
- * is damaged, windows no PUT can give (put_window()) included. */
-static int l2_ext_decode(const uint8_t *ext, uint32_t len, struct repr_ext *e)
-{
-	if (len > REPR_EXT_MAX || repr_ext_decode(ext, len, e) != 0 || e->len != len ||
-	    e->swr > CACHE_STALE_MAX || e->sie > CACHE_STALE_MAX)
-		return -EINVAL;
-	return 0;
-}
-
 static enum cache_outcome put_from_l2(struct cache *c, const struct cache_req *r,
 				      struct reply *out, const char *ct, size_t ct_len)
 {
 	struct repr_ext e;
 	struct repr_blob blob;
 
-	if (l2_ext_decode(r->ext, r->ext_len, &e) != 0)
+	/* windows no PUT can give (put_window()) are a damaged frame too */
+	if (r->ext_len > REPR_EXT_MAX || repr_ext_decode(r->ext, r->ext_len, &e) != 0 ||
+	    e.len != r->ext_len || e.swr > CACHE_STALE_MAX || e.sie > CACHE_STALE_MAX)
 		return fail(out, 400, "bad extension header\n");
 	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
 	repr_blob_ext(&blob, r->ext, r->ext_len);
@@ -723,7 +715,7 @@ bool cache_copy_answers(const struct cache *c, const struct cache_req *r, uint32
 
 	if (!ttl || !ext_len)
 		return true;    /* no expiry, or no windows: fresh for its >= 1 s */
-	if (l2_ext_decode(ext, ext_len, &e) != 0)
+	if (ext_len > REPR_EXT_MAX || repr_ext_decode(ext, ext_len, &e) != 0)
 		return false;   /* put_from_l2() refuses it */
 	if (!(e.bits & REPR_EXT_WINDOWS))
 		return true;

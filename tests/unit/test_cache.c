@@ -1668,11 +1668,6 @@ static void test_copy_answers(void)
 	CHECK(cache_copy_answers(cache, &get.c, 0, NULL, 0));
 	CHECK(cache_copy_answers(cache, &get.c, 1, NULL, 0));
 	CHECK(!cache_copy_answers(cache, &get.c, 5, bad, sizeof(bad)));
-	struct repr_ext wide = { .bits = REPR_EXT_WINDOWS, .ttl = 1, .swr = CACHE_STALE_MAX + 1 };
-	uint8_t wext[REPR_EXT_MAX];
-	uint32_t wn = repr_ext_encode(wext, &wide);
-	CHECK(!cache_copy_answers(cache, &get.c, 5, wext, wn));        /* no PUT gives it */
-	CHECK(!cache_copy_answers(cache, &get.c, 5, wext, wn - 1));    /* cut short */
 	struct treq d = mkreq(CACHE_DELETE, "copy");
 	CHECK_EQ(run(&d, &rs), CACHE_DELETED);
 	resp_free(&rs);
