@@ -326,7 +326,8 @@ int cache_item_ext(struct store *st, const struct cache_req *r, uint8_t *out,
  * once stored, would answer r as a hit: fresh, or stale within what r
  * allows (cache_exec()'s rules).  For a value read back from Redis, which
  * replaces an L1 copy r misses only when it would answer r (src/shard/l2.c).
- * False for an extension header put_from_l2 would refuse.
+ * True for an extension header put_from_l2 refuses, so that the refusal
+ * is counted and answered as bad data whatever L1 holds.
  */
 bool cache_copy_answers(const struct cache *c, const struct cache_req *r, uint32_t ttl,
 			const uint8_t *ext, uint32_t ext_len);

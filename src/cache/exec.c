@@ -684,6 +684,15 @@ int cache_tag_purge(struct cache *c, const uint8_t *tag, size_t len, uint32_t ma
 	return more;
 }
 
+/* Whether the extension header of a value read back from L2 is damaged
+ * (else decoded into *e): windows no PUT can give (put_window()) are a
+ * damaged frame too. */
+static bool l2_ext_bad(const uint8_t *ext, uint32_t len, struct repr_ext *e)
+{
+	return len > REPR_EXT_MAX || repr_ext_decode(ext, len, e) != 0 || e->len != len ||
+	       e->swr > CACHE_STALE_MAX || e->sie > CACHE_STALE_MAX;
+}
+
 /*
  * A value read back from L2 with its extension header (cache_req.ext): the
  * header is checked (it came from Redis: hostile) and kept byte for byte,
@@ -696,9 +705,7 @@ static enum cache_outcome put_from_l2(struct cache *c, const struct cache_req *r
 	struct repr_ext e;
 	struct repr_blob blob;
 
-	/* windows no PUT can give (put_window()) are a damaged frame too */
-	if (r->ext_len > REPR_EXT_MAX || repr_ext_decode(r->ext, r->ext_len, &e) != 0 ||
-	    e.len != r->ext_len || e.swr > CACHE_STALE_MAX || e.sie > CACHE_STALE_MAX)
+	if (l2_ext_bad(r->ext, r->ext_len, &e))
 		return fail(out, 400, "bad extension header\n");
 	repr_build(&blob, r->body, r->body_len, ct, ct_len, NULL, 0, NULL, 0, 0);
 	repr_blob_ext(&blob, r->ext, r->ext_len);
@@ -715,8 +722,10 @@ bool cache_copy_answers(const struct cache *c, const struct cache_req *r, uint32
 
 	if (!ttl || !ext_len)
 		return true;    /* no expiry, or no windows: fresh for its >= 1 s */
-	if (ext_len > REPR_EXT_MAX || repr_ext_decode(ext, ext_len, &e) != 0)
-		return false;   /* put_from_l2() refuses it */
+	/* tried all the same: put_from_l2() refuses it, and the read answers
+	 * bad data (X-L2, l2_refused) whether or not L1 holds a copy */
+	if (l2_ext_bad(ext, ext_len, &e))
+		return true;
 	if (!(e.bits & REPR_EXT_WINDOWS))
 		return true;
 	/* as exec_get() would see it, stored now with ttl (put_from_l2()) */

@@ -138,6 +138,16 @@ def stale_copy_kept(c, redis, a):
     r = a.request("GET", "/cache/" + key, headers=[("Cache-Control", sie),
                                                    ("If-None-Match", etag)])
     c.eq(r.status, 304, "a revalidation with it is still 304")
+    # a damaged header in Redis is bad data with L1's copy as without it
+    # (review: cache_copy_answers() said no, and it went unreported)
+    redis.cmd("SET", PREFIX + key, b"\0RCV2\n\x01\x00\x04value", "PX", "60000")
+    before = stats(a)["total"]
+    r = get(a, key)
+    c.check(r.status == 404 and r.header("X-L2") == "bad-data",
+            "plain GET over a damaged value in Redis: 404 with X-L2: bad-data", show(r))
+    c.eq(stats_delta(before, stats(a)["total"])["l2_refused"], 1, "counted in l2_refused")
+    r = get(a, key, sie)
+    c.eq((r.status, r.header("ETag")), (200, etag), "and L1's stale copy is untouched")
 
 
 def old_formats(c, redis, a, b):

@@ -1667,7 +1667,18 @@ static void test_copy_answers(void)
 	static const uint8_t bad[] = { 0x40, 0, 0 };
 	CHECK(cache_copy_answers(cache, &get.c, 0, NULL, 0));
 	CHECK(cache_copy_answers(cache, &get.c, 1, NULL, 0));
-	CHECK(!cache_copy_answers(cache, &get.c, 5, bad, sizeof(bad)));
+	/* refused headers are tried, so the refusal is reported: undecodable,
+	 * longer than it says, windows no PUT gives (even when stale) */
+	CHECK(cache_copy_answers(cache, &get.c, 5, bad, sizeof(bad)));
+	struct repr_ext be = { .bits = REPR_EXT_WINDOWS, .ttl = 1, .swr = 0,
+			       .sie = CACHE_STALE_MAX + 1 };
+	uint8_t bext[REPR_EXT_MAX + 1];
+	uint32_t bn = repr_ext_encode(bext, &be);
+	CHECK(cache_copy_answers(cache, &get.c, 1, bext, bn));
+	be.sie = 7;
+	bn = repr_ext_encode(bext, &be);
+	bext[bn] = 0;
+	CHECK(cache_copy_answers(cache, &get.c, 1, bext, bn + 1));
 	struct treq d = mkreq(CACHE_DELETE, "copy");
 	CHECK_EQ(run(&d, &rs), CACHE_DELETED);
 	resp_free(&rs);
