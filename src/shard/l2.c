@@ -427,12 +427,14 @@ void l2_begin(struct shard *sh, struct fwd *f)
 static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct coh_msg *m);
 
 /*
- * Whether the value Redis returned for r (m) goes into L1.  Always when L1
- * has no copy.  Over L1's copy only when that copy misses r and Redis's
- * would answer it: L1's clock counts whole seconds from the write, Redis's
- * PX milliseconds from the write-through, so for a moment L1 may call a
- * value past its TTL that Redis still calls fresh, and then Redis's expiry
- * wins (else the GET would miss a value the fleet still serves, and a
+ * Whether the value Redis returned (m) goes into L1, for the requests that
+ * wait for it (first and those behind it on qnext; a lease GET alone).
+ * Always when L1 has no copy.  Over L1's copy only when that copy misses
+ * every one of them and Redis's would answer one: L1's clock counts whole
+ * seconds from the write, Redis's PX milliseconds from the write-through,
+ * so for a moment L1 may call a value past its TTL (or its
+ * stale-while-revalidate window) that Redis does not, and then Redis's
+ * expiry wins (else a GET would miss a value the fleet still serves, and a
  * lease GET would get neither it nor a lease).  Otherwise L1's copy stays:
  * one that answers may be a newer write still on its way to Redis, and
  * rewriting one as stale as Redis's would change its ETag for nothing.
@@ -440,16 +442,25 @@ static bool store_from_l2(struct shard *sh, const struct fwd *f, const struct co
  * removed again after the answers, and L1's copy, which a stale-if-error
  * GET may still want, would go with it.
  */
-static bool l2_copy_wanted(struct shard *sh, const struct cache_req *r,
+static bool l2_copy_wanted(struct shard *sh, const struct fwd *first, bool alone,
 			   const struct coh_msg *m, bool nocache)
 {
+	const struct cache_req *r = &first->req;
 	struct store_item it;
 	struct reply probe;
+	bool answers = false;
 
 	if (store_get(sh->store, r->key, r->key_len, r->hash, &it) != 0)
 		return true;
-	return !nocache && cache_exec(sh->cache, r, &probe) == CACHE_MISS &&
-	       cache_copy_answers(sh->cache, r, m->ttl, (const uint8_t *)m->ext, m->ext_len);
+	if (nocache)
+		return false;
+	for (const struct fwd *f = first; f; f = alone ? NULL : f->qnext) {
+		if (cache_exec(sh->cache, &f->req, &probe) != CACHE_MISS)
+			return false;
+		answers = answers || cache_copy_answers(sh->cache, &f->req, m->ttl,
+							(const uint8_t *)m->ext, m->ext_len);
+	}
+	return answers;
 }
 
 void l2_lease_get(struct shard *sh, struct fwd *f)
@@ -511,7 +522,7 @@ static void lease_got(struct shard *sh, struct fwd *f, const struct coh_msg *m)
 				      LEASE_TOKEN_LEN);
 	bool nocache = overtaken || (m->flags & COH_F_NOCACHE);
 
-	if (l2_copy_wanted(sh, &f->req, m, nocache)) {
+	if (l2_copy_wanted(sh, f, true, m, nocache)) {
 		stored = store_from_l2(sh, f, m);
 		if (!stored)
 			stats_inc(&sh->stats->l2_refused);
@@ -616,7 +627,7 @@ static void finish_get(struct shard *sh, struct l2_get *g, const struct coh_msg 
 		stats_inc(&sh->stats->l2_hits);
 	else if (m->status == COH_MISS)
 		stats_inc(&sh->stats->l2_misses);
-	if (m->status == COH_OK && l2_copy_wanted(sh, key, m, nocache)) {
+	if (m->status == COH_OK && l2_copy_wanted(sh, g->first, false, m, nocache)) {
 		served_l2 = store_from_l2(sh, g->first, m);
 		if (!served_l2) {
 			stats_inc(&sh->stats->l2_refused);

@@ -14,8 +14,9 @@ usage: test_stale_l2.py [path/to/ringcached]
 
 import struct
 
-from harness import show, stats, stats_delta, wait_for
-from redis_harness import PREFIX, put_settled, run_with_redis, start_instance, wait_l2_ready
+from harness import Conn, build_request, free_port, show, stats, stats_delta, wait_for
+from redis_harness import (PREFIX, Resp, put_settled, resp_encode, run_with_redis,
+                           start_instance, wait_l2_ready)
 
 READY_TIMEOUT = 10.0
 WAIT = 15.0
@@ -150,6 +151,55 @@ def stale_copy_kept(c, redis, a):
     c.eq((r.status, r.header("ETag")), (200, etag), "and L1's stale copy is untouched")
 
 
+def mixed_waiters(c, redis):
+    """Requests that wait for one read of a key may differ in what they
+    accept: a RESP GET never takes a stale value, an HTTP GET takes one
+    within stale-while-revalidate.  Redis's copy goes over L1's when it
+    answers any of them (src/shard/l2.c l2_copy_wanted()), not only when
+    it answers the first (found by review: a RESP GET first left the HTTP
+    GET behind it a miss while Redis's copy was within its window).
+    Redis is stopped while the two wait, so they share one read."""
+    c.section("one read for a RESP GET and an HTTP GET: Redis's copy serves the one it answers")
+    rport = free_port()
+    srv = start_instance(c, redis, "mixed", ["--resp-listen", "127.0.0.1:%d" % rport,
+                                             "--redis-timeout", "10000"])
+    if not c.check(wait_l2_ready(srv, "mixed", READY_TIMEOUT) is not None, "L2 ready"):
+        return
+    key = "sl2:mixed"
+    r = srv.request("PUT", "/cache/%s?ttl=1&swr=2&sie=300" % key, b"both")
+    c.check(r.status in (201, 204) and r.header("X-L2") == "ok", "PUT written through", show(r))
+    # Redis's copy 4 s behind L1's: L1 counts it past its swr window (an
+    # Age of 4 or more, at most about 5.25 s after the write) while Redis
+    # is past its TTL but within that window (5-7 s after the write)
+    blob = redis.cmd("GET", PREFIX + key)
+    redis.cmd("SET", PREFIX + key, blob, "PX", str(int(redis.cmd("PTTL", PREFIX + key)) + 4000))
+    sie = "stale-if-error"
+    ok = wait_for(lambda: int(get(srv, key, sie).header("Age") or 0) >= 4 and
+                  int(redis.cmd("PTTL", PREFIX + key)) <= 302000, WAIT)
+    c.check(ok, "L1 past the swr window, Redis past its TTL")
+    left = int(redis.cmd("PTTL", PREFIX + key))
+    c.check(left > 300000, "and Redis still within its swr window", "PTTL %d" % left)
+    before = stats(srv)["total"]
+    rc, hc = Resp(rport), Conn(srv.port)
+    redis.pause()
+    try:
+        rc.sock.sendall(resp_encode("GET", key))
+        hc.send(build_request("GET", "/cache/" + key))
+        # bounded: a and b, sharing this Redis, must not see it stopped for long
+        waiting = wait_for(lambda: stats_delta(before, stats(srv)["total"])["misses"] >= 2, 3)
+    finally:
+        redis.resume()
+    c.check(waiting, "both missed L1 and wait for Redis")
+    c.eq(rc.read(), None, "the RESP GET (first): nil, Redis's copy is stale to it")
+    r = hc.read_response()
+    c.check(r.status == 200 and r.header("X-Cache") == "STALE" and r.body == b"both",
+            "the HTTP GET behind it: Redis's copy, STALE within swr", show(r))
+    c.eq(stats_delta(before, stats(srv)["total"])["l2_hits"], 1, "one read for both")
+    rc.close()
+    hc.close()
+    srv.stop()
+
+
 def old_formats(c, redis, a, b):
     c.section("RCV1 and plain values stay readable")
     redis.cmd("SET", PREFIX + "sl2:rcv1", b"\0RCV1text/plain\nold", "PX", "60000")
@@ -207,6 +257,7 @@ def main(c, redis):
     stale_copy_kept(c, redis, a)
     old_formats(c, redis, a, b)
     hostile(c, redis, a, b)
+    mixed_waiters(c, redis)     # last: it stops Redis for a moment
 
 
 if __name__ == "__main__":
