@@ -58,8 +58,14 @@ struct resp_limits {
 
 /* The parser's state for one command: zero it (resp_parser_init) before the
  * first call and after every complete frame or error. */
+/* Arguments whose place a multibulk frame's parse remembers, so that
+ * resp_next() does not read their lengths again (GET k, SET k v). */
+#define RESP_ARGS_KEPT 4
+
 struct resp_parser {
 	uint64_t pos;                   /* bytes of the frame validated so far */
+	uint64_t arg_at[RESP_ARGS_KEPT];  /* the first arguments' offsets in the frame */
+	uint64_t arg_len[RESP_ARGS_KEPT];
 	int64_t bulk;                   /* length of the bulk being waited for; -1: none */
 	uint32_t argc;                  /* announced (multibulk) or counted (inline) */
 	uint32_t got;                   /* multibulk: arguments complete */
@@ -83,6 +89,8 @@ struct resp_cmd {
 	size_t len;
 	uint32_t argc;
 	bool inline_;
+	uint64_t arg_at[RESP_ARGS_KEPT];  /* multibulk: the first min(argc, */
+	uint64_t arg_len[RESP_ARGS_KEPT]; /* RESP_ARGS_KEPT) arguments */
 };
 
 struct resp_str {

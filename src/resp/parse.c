@@ -299,6 +299,10 @@ int resp_parse(struct resp_parser *ps, const char *buf, size_t len,
 			if (ps->pos + (uint64_t)n + 2 > lim->max_command)
 				return -RESP_E_COMMAND_TOO_BIG;
 			ps->bulk = n;
+			if (ps->got < RESP_ARGS_KEPT) {
+				ps->arg_at[ps->got] = ps->pos;
+				ps->arg_len[ps->got] = (uint64_t)n;
+			}
 		}
 		if (len - ps->pos < (uint64_t)ps->bulk + 2)
 			return RESP_AGAIN;
@@ -310,6 +314,8 @@ int resp_parse(struct resp_parser *ps, const char *buf, size_t len,
 	cmd->len = (size_t)ps->pos;
 	cmd->argc = ps->argc;
 	cmd->inline_ = false;
+	memcpy(cmd->arg_at, ps->arg_at, sizeof(cmd->arg_at));
+	memcpy(cmd->arg_len, ps->arg_len, sizeof(cmd->arg_len));
 	return 1;
 }
 
@@ -361,6 +367,14 @@ bool resp_next(const struct resp_cmd *cmd, struct resp_iter *it, struct resp_str
 	}
 	const char *f = cmd->frame;
 	size_t pos = it->pos;
+	if (it->index < RESP_ARGS_KEPT) {
+		/* where the parse found it */
+		out->p = f + cmd->arg_at[it->index];
+		out->len = (size_t)cmd->arg_len[it->index];
+		it->pos = (size_t)cmd->arg_at[it->index] + out->len + 2;
+		it->index++;
+		return true;
+	}
 	if (pos == 0)
 		pos = (size_t)(cr_in(f, cmd->len) - f) + 2;
 	const char *cr = cr_in(f + pos, cmd->len - pos);

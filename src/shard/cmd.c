@@ -167,11 +167,26 @@ uint8_t cmd_proto(const struct conn *c)
 
 /* --- arguments ------------------------------------------------------------------ */
 
+/* s equals the lowercase name lit[0..n) in any case: command names and
+ * options are short, and strncasecmp()'s locale-aware setup cost more
+ * than the compare (a GET's lookup). */
+static bool eq_lower(const char *s, const char *lit, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if ((unsigned)(ch - 'A') < 26u)
+			ch |= 0x20;
+		if (ch != (unsigned char)lit[i])
+			return false;
+	}
+	return true;
+}
+
 static bool is(struct resp_str s, const char *lit)
 {
 	size_t n = strlen(lit);
 
-	return s.len == n && strncasecmp(s.p, lit, n) == 0;
+	return s.len == n && eq_lower(s.p, lit, n);
 }
 
 /* How Redis prints an argument with %s: up to its first NUL. */
@@ -1165,7 +1180,7 @@ static const struct command *find(const struct command *t, struct resp_str name,
 {
 	for (; t->name; t++) {
 		size_t n = strlen(t->name + skip);
-		if (name.len == n && strncasecmp(name.p, t->name + skip, n) == 0)
+		if (name.len == n && eq_lower(name.p, t->name + skip, n))
 			return t;
 	}
 	return NULL;

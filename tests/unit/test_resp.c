@@ -127,6 +127,12 @@ static void test_multibulk(void)
 	EXPECT_OK("*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n", 14, "PING");
 	/* binary in a bulk string, CRLF included */
 	EXPECT_OK("*2\r\n$4\r\nECHO\r\n$4\r\n\r\n\r\n\r\n", 24, "ECHO|\r\n\r\n");
+	/* past the arguments whose places the parse keeps (RESP_ARGS_KEPT):
+	 * resp_next() reads the later ones' lengths itself */
+	EXPECT_OK("*6\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$4\r\nx\r\ny\r\n"
+		  "$1\r\nc\r\n", 52, "MSET|a|1|b|x\r\ny|c");
+	EXPECT_OK("*5\r\n$3\r\nDEL\r\n$2\r\nk1\r\n$2\r\nk2\r\n$2\r\nk3\r\n$2\r\nk4\r\n", 45,
+		  "DEL|k1|k2|k3|k4");
 	/* empty commands: skipped by the caller */
 	EXPECT_OK("*0\r\n", 4, "");
 	EXPECT_OK("*-1\r\n", 5, "");
