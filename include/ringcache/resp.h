@@ -56,12 +56,12 @@ struct resp_limits {
 	uint64_t max_command;           /* longest command, all its bytes */
 };
 
-/* The parser's state for one command: zero it (resp_parser_init) before the
- * first call and after every complete frame or error. */
 /* Arguments whose place a multibulk frame's parse remembers, so that
  * resp_next() does not read their lengths again (GET k, SET k v). */
 #define RESP_ARGS_KEPT 4
 
+/* The parser's state for one command: zero it (resp_parser_init) before the
+ * first call and after every complete frame or error. */
 struct resp_parser {
 	uint64_t pos;                   /* bytes of the frame validated so far */
 	uint64_t arg_at[RESP_ARGS_KEPT];  /* the first arguments' offsets in the frame */

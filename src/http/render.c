@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ringcache/decimal.h"
 #include "ringcache/http_render.h"
 
 #define SEG 64
@@ -68,46 +69,6 @@ static inline char *put_seg32(char *p, const struct seg32 *s)
 static inline char *put(char *p, const void *src, size_t n)
 {
 	memcpy(p, src, n);
-	return p + n;
-}
-
-/* 10^n, n <= 19 */
-static inline uint64_t d10(unsigned n)
-{
-	uint64_t x = 1;
-	while (n--)
-		x *= 10;
-	return x;
-}
-
-/* Decimal, no padding. */
-static inline char *put_u64(char *p, uint64_t v)
-{
-	static const char d2[201] =
-		"00010203040506070809101112131415161718192021222324252627282930313233343536"
-		"37383940414243444546474849505152535455565758596061626364656667686970717273"
-		"7475767778798081828384858687888990919293949596979899";
-	unsigned n;
-
-	/* comparisons, not divisions, for the digit count of every real length */
-	if (v < 100000)
-		n = v < 10 ? 1 : v < 100 ? 2 : v < 1000 ? 3 : v < 10000 ? 4 : 5;
-	else if (v < 10000000000ull)
-		n = v < 1000000 ? 6 : v < 10000000 ? 7 : v < 100000000 ? 8 : v < 1000000000 ? 9 : 10;
-	else
-		for (n = 11; n < 20 && v >= d10(n); n++)
-			;
-	char *q = p + n;
-	while (v >= 100) {
-		unsigned r = (unsigned)(v % 100);
-		v /= 100;
-		q -= 2;
-		memcpy(q, d2 + 2 * r, 2);
-	}
-	if (v >= 10)
-		memcpy(q - 2, d2 + 2 * v, 2);
-	else
-		q[-1] = (char)('0' + v);
 	return p + n;
 }
 
@@ -326,7 +287,7 @@ static int render_hit(struct buf *out, const struct reply *r, const struct http_
 		return -ENOMEM;
 	char *p = out->data + out->len;
 	p = put_seg(p, &head_seg[nm ? HS_304 : HS_200][cache_idx(r)]);
-	p = put_u64(p, r->body_len);
+	p = decimal_put_u64(p, r->body_len);
 	if (!nm) {
 		p = put_seg16(p, &type_seg);
 		memcpy(p, r->type, SEG);
@@ -341,7 +302,7 @@ static int render_hit(struct buf *out, const struct reply *r, const struct http_
 		p = put_seg(p, &coding_vary_seg[coding][r->vary]);
 	if (r->has_max_age) {
 		p = put_seg32(p, &max_age_seg);
-		p = put_u64(p, r->max_age);
+		p = decimal_put_u64(p, r->max_age);
 		p = put(p, "\r\n", 2);
 	}
 	p = put_date(p, to);
@@ -399,7 +360,7 @@ static int render_any(struct buf *out, const struct reply *r, const struct http_
 		p = put_seg(p, &head_seg[hs][cache_idx(r)]);
 	} else {
 		p = put(p, "HTTP/1.1 ", 9);
-		p = put_u64(p, st);
+		p = decimal_put_u64(p, st);
 		*p++ = ' ';
 		p = put(p, reason, reason_len);
 		p = put(p, "\r\n", 2);
@@ -408,7 +369,7 @@ static int render_any(struct buf *out, const struct reply *r, const struct http_
 			p = put_seg(p, &length_seg);
 	}
 	if (length)
-		p = put_u64(p, r->body_len);
+		p = decimal_put_u64(p, r->body_len);
 	if (type) {
 		/* a padded type is copied whole, like a seg: no call into memcpy */
 		p = put_seg16(p, length ? &type_seg : &type_seg_bare);
@@ -434,12 +395,12 @@ static int render_any(struct buf *out, const struct reply *r, const struct http_
 		p = put_seg(p, &coding_vary_seg[coding][r->vary]);
 	if (r->has_max_age) {
 		p = put_seg32(p, &max_age_seg);
-		p = put_u64(p, r->max_age);
+		p = decimal_put_u64(p, r->max_age);
 		p = put(p, "\r\n", 2);
 	}
 	if (r->has_age) {
 		p = put_seg(p, &age_seg);
-		p = put_u64(p, r->age);
+		p = decimal_put_u64(p, r->age);
 		p = put(p, "\r\n", 2);
 	}
 	if (hdr_len)

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ringcache/decimal.h"
 #include "ringcache/resp.h"
 
 /* Room for a type byte, an int64 and CRLF. */
@@ -30,27 +31,20 @@ static int add(struct buf *out, const void *p, size_t n)
 	return buf_append(out, p, n) ? -ENOMEM : 0;
 }
 
-/* "<type><v>\r\n" at p (at most NUM_MAX bytes); its length.  By hand: a
- * bulk's length is rendered for every GET, and snprintf() cost more than
- * the rest of the answer. */
+/* "<type><v>\r\n" at p (at most NUM_MAX bytes); its length.  No
+ * snprintf(): a bulk's length is rendered for every GET, and it cost more
+ * than the rest of the answer. */
 static size_t fmt_num(char *p, char type, int64_t v)
 {
-	char digits[20];
-	size_t n = 0, len = 0;
-	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	char *q = p;
 
-	do {
-		digits[n++] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
-	p[len++] = type;
+	*q++ = type;
 	if (v < 0)
-		p[len++] = '-';
-	while (n)
-		p[len++] = digits[--n];
-	p[len++] = '\r';
-	p[len++] = '\n';
-	return len;
+		*q++ = '-';
+	q = decimal_put_u64(q, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+	*q++ = '\r';
+	*q++ = '\n';
+	return (size_t)(q - p);
 }
 
 static int add_num(struct buf *out, char type, int64_t v)
