@@ -426,28 +426,32 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		answer_status(c, req, 400, "bad sie: 0..31536000 seconds\n");
 		return;
 	}
-	memset(&cr, 0, sizeof(cr));
+	/* every field set once, none zeroed first: most requests are GETs, and
+	 * a memset of the whole request would cost them more than the fields */
 	switch (req->method) {
 	case HTTP_METHOD_GET: cr.op = CACHE_GET; break;
 	case HTTP_METHOD_HEAD: cr.op = CACHE_HEAD; break;
 	case HTTP_METHOD_DELETE: cr.op = CACHE_DELETE; break;
 	default: cr.op = CACHE_PUT; break;
 	}
+	cr.stale_ok = true;     /* HTTP serves stale windows; RESP does not (cache.h) */
+	cr.fill_lease = false;  /* fill_headers() */
 	cr.key = key;
 	cr.key_len = (uint32_t)klen;
 	cr.hash = hash_key(cr.key, cr.key_len);
 	cr.body = body;
 	cr.body_len = (uint32_t)body_len;
+	cr.ext = NULL;
+	cr.ext_len = 0;
 	cr.ttl = qr == 1 ? (int64_t)ttl : -1;
 	cr.swr = qs == 1 ? (int64_t)swr : -1;
 	cr.sie = qe == 1 ? (int64_t)sie : -1;
-	cr.stale_ok = true;     /* HTTP serves stale windows; RESP does not (cache.h) */
+	cr.tags = cr.op == CACHE_PUT ? req->x_cache_tags : (struct http_str){ 0 };
 	cr.content_type = req->content_type;
 	cr.accept_encoding = req->accept_encoding;
 	cr.if_none_match = req->if_none_match;
 	cr.cache_control = req->cache_control;
-	if (cr.op == CACHE_PUT)
-		cr.tags = req->x_cache_tags;
+	cr.lease_token = (struct http_str){ 0 };        /* fill_headers() */
 	if (fill_headers(c, req, &cr))
 		return;
 
