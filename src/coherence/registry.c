@@ -47,7 +47,12 @@ static const char HB_NAME[] = "instance:";
 
 bool coh_key_reserved(const struct coh *c, const void *key, size_t len)
 {
-	if (!c)
+	if (!c || !len)
+		return false;
+	/* most keys fail at their first byte, the first of none of the names
+	 * below ("instance", "lease:", "tag:") */
+	char k0 = *(const char *)key;
+	if (k0 != REG_HASH[0] && k0 != 'l' && k0 != COH_TAG_PREFIX[0])
 		return false;
 	/* "lease:": the fill leases' names, <prefix>lease:<key> (ops.c); and
 	 * the tag sets' names (issue 9): <prefix>tag:<tag> */

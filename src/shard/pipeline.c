@@ -122,22 +122,23 @@ void pipeline_deinit(struct pipeline *p)
 	outq_deinit(&p->out);
 }
 
-/* The one place an answer's status is counted. */
-static void count_status(struct pipeline *p, unsigned status)
+static void count_status_rare(struct stats_shard *st, unsigned status)
 {
-	struct stats_shard *st = p->stats;
-
-	if (status - 200u < 100u) {     /* most answers */
-		stats_inc(&st->responses_2xx);
-		return;
-	}
 	switch (status / 100) {
-	case 2: stats_inc(&st->responses_2xx); break;
 	case 3: stats_inc(&st->responses_3xx); break;
 	case 4: stats_inc(&st->responses_4xx); stats_inc(&st->errors); break;
 	case 5: stats_inc(&st->responses_5xx); stats_inc(&st->errors); break;
 	default: break;
 	}
+}
+
+/* The one place an answer's status is counted. */
+static inline void count_status(struct pipeline *p, unsigned status)
+{
+	if (status - 200u < 100u)       /* most answers */
+		stats_inc(&p->stats->responses_2xx);
+	else
+		count_status_rare(p->stats, status);
 }
 
 static bool is_hit(const struct reply *r)

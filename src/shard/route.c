@@ -252,7 +252,8 @@ static inline void exec_local_finish(struct conn *c, const struct cache_req *cr,
 
 	if (fill_stale_wants(cr, oc) && fill_try(sh, cr, tok, r))
 		fill_note(c, cr, tok);
-	if (l2_continues(sh, cr->op, oc) || fill_wants(cr, oc))
+	/* a hit never continues (l2_continues, fill_wants): tested first */
+	if (oc != CACHE_HIT && (l2_continues(sh, cr->op, oc) || fill_wants(cr, oc)))
 		exec_local_wait(c, cr, r, oc, q);
 	else
 		conn_answer(c, r, q);
@@ -379,6 +380,23 @@ static bool fill_headers(struct conn *c, const struct http_request *req, struct 
 	return false;
 }
 
+/* ?<name>=<seconds> of a /cache/ request into *out (left as is when absent);
+ * true when it was answered 400 with `text` (not a number, or above max). */
+static bool query_secs(struct conn *c, const struct http_request *req, const char *name,
+		       uint32_t max, int64_t *out, const char *text)
+{
+	uint32_t v;
+	int rc = http_query_u32(req->query, name, &v);
+
+	if (rc < 0 || (rc == 1 && v > max)) {
+		answer_status(c, req, 400, text);
+		return true;
+	}
+	if (rc == 1)
+		*out = v;
+	return false;
+}
+
 static void serve_cache(struct conn *c, const struct http_request *req, const uint8_t *body,
 			size_t body_len)
 {
@@ -386,8 +404,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	const struct http_str *path = &req->path;
 	struct cache_req cr;
 	const uint8_t *key;     /* in the request's bytes, or decoded in key_scratch */
-	uint32_t ttl, swr, sie;
-	int klen, qr, qs, qe;
+	int klen;
 
 	klen = http_key_view(path->p + 7, path->len - 7, sh->key_scratch, &key);
 	if (klen <= 0) {
@@ -403,29 +420,18 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 			      "key reserved in Redis (instance registry, fill leases, tag sets)\n");
 		return;
 	}
-	qr = qs = qe = 0;
-	if (req->query.len)     /* most requests have none: the hit path skips this */
-		qr = http_query_u32(req->query, "ttl", &ttl);
-	if (qr < 0) {
-		answer_status(c, req, 400, "bad ttl\n");
+	cr.ttl = cr.swr = cr.sie = -1;  /* not given */
+	/* most requests have no query: the hit path skips these */
+	if (req->query.len && query_secs(c, req, "ttl", UINT32_MAX, &cr.ttl, "bad ttl\n"))
 		return;
-	}
 	if (req->tags_repeated) {
 		answer_status(c, req, 400, "bad X-Cache-Tags: send one field, tags separated by ','\n");
 		return;
 	}
-	if (req->query.len) {
-		qs = http_query_u32(req->query, "swr", &swr);
-		qe = http_query_u32(req->query, "sie", &sie);
-	}
-	if (qs < 0 || (qs == 1 && swr > CACHE_STALE_MAX)) {
-		answer_status(c, req, 400, "bad swr: 0..31536000 seconds\n");
+	if (req->query.len &&
+	    (query_secs(c, req, "swr", CACHE_STALE_MAX, &cr.swr, "bad swr: 0..31536000 seconds\n") ||
+	     query_secs(c, req, "sie", CACHE_STALE_MAX, &cr.sie, "bad sie: 0..31536000 seconds\n")))
 		return;
-	}
-	if (qe < 0 || (qe == 1 && sie > CACHE_STALE_MAX)) {
-		answer_status(c, req, 400, "bad sie: 0..31536000 seconds\n");
-		return;
-	}
 	/* every field set once, none zeroed first: most requests are GETs, and
 	 * a memset of the whole request would cost them more than the fields */
 	switch (req->method) {
@@ -443,9 +449,6 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	cr.body_len = (uint32_t)body_len;
 	cr.ext = NULL;
 	cr.ext_len = 0;
-	cr.ttl = qr == 1 ? (int64_t)ttl : -1;
-	cr.swr = qs == 1 ? (int64_t)swr : -1;
-	cr.sie = qe == 1 ? (int64_t)sie : -1;
 	cr.tags = cr.op == CACHE_PUT ? req->x_cache_tags : (struct http_str){ 0 };
 	cr.content_type = req->content_type;
 	cr.accept_encoding = req->accept_encoding;
