@@ -132,13 +132,25 @@ static inline int route_check(const struct shard *sh, const struct http_request 
 	return r->status;
 }
 
+/* How req's answer is written, and from when it is timed (pipeline.h):
+ * PIPELINE_UNTIMED for refusals and admin paths. */
+static inline void answer_to(struct pipeline_req *q, const struct conn *c,
+			     const struct http_request *req, enum pipeline_timing timing)
+{
+	q->to.proto = PROTO_HTTP;
+	q->to.http = (struct http_answer_to){ .minor = req->minor, .keep_alive = req->keep_alive,
+					      .head = req->method == HTTP_METHOD_HEAD,
+					      .date = c->sh->date };
+	q->timing = (uint8_t)timing;
+	q->uncounted = false;
+	q->t0 = timing == PIPELINE_UNTIMED ? 0 : c->sh->now_ns;
+}
+
 static struct pipeline_req untimed(const struct conn *c, const struct http_request *req)
 {
-	struct pipeline_req q = {
-		.to = { .proto = PROTO_HTTP,
-			.http = { .minor = req->minor, .keep_alive = req->keep_alive,
-				  .head = req->method == HTTP_METHOD_HEAD, .date = c->sh->date } },
-	};
+	struct pipeline_req q;
+
+	answer_to(&q, c, req, PIPELINE_UNTIMED);
 	return q;
 }
 
@@ -380,6 +392,14 @@ static bool fill_headers(struct conn *c, const struct http_request *req, struct 
 	return false;
 }
 
+/* The store operation of each method the route table lets into
+ * serve_cache(): POST is a PUT. */
+static const uint8_t cache_op_of[] = {
+	[HTTP_METHOD_GET] = CACHE_GET, [HTTP_METHOD_HEAD] = CACHE_HEAD,
+	[HTTP_METHOD_PUT] = CACHE_PUT, [HTTP_METHOD_POST] = CACHE_PUT,
+	[HTTP_METHOD_DELETE] = CACHE_DELETE,
+};
+
 /* ?<name>=<seconds> of a /cache/ request into *out (left as is when absent);
  * true when it was answered 400 with `text` (not a number, or above max). */
 static bool query_secs(struct conn *c, const struct http_request *req, const char *name,
@@ -434,12 +454,7 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 		return;
 	/* every field set once, none zeroed first: most requests are GETs, and
 	 * a memset of the whole request would cost them more than the fields */
-	switch (req->method) {
-	case HTTP_METHOD_GET: cr.op = CACHE_GET; break;
-	case HTTP_METHOD_HEAD: cr.op = CACHE_HEAD; break;
-	case HTTP_METHOD_DELETE: cr.op = CACHE_DELETE; break;
-	default: cr.op = CACHE_PUT; break;
-	}
+	cr.op = cache_op_of[req->method];
 	cr.stale_ok = true;     /* HTTP serves stale windows; RESP does not (cache.h) */
 	cr.fill_lease = false;  /* fill_headers() */
 	cr.key = key;
@@ -458,15 +473,14 @@ static void serve_cache(struct conn *c, const struct http_request *req, const ui
 	if (fill_headers(c, req, &cr))
 		return;
 
-	struct pipeline_req q = untimed(c, req);
-	q.t0 = sh->now_ns;
+	struct pipeline_req q;
 	unsigned owner = hash_shard(cr.hash, sh->srv->nshards);
 	if (owner == sh->id) {
-		q.timing = PIPELINE_LOCAL;
+		answer_to(&q, c, req, PIPELINE_LOCAL);
 		exec_local(c, &cr, &q);
 		return;
 	}
-	q.timing = PIPELINE_REMOTE;
+	answer_to(&q, c, req, PIPELINE_REMOTE);
 	route_forward(c, &cr, &q, owner);
 }
 
