@@ -115,15 +115,22 @@ void store_tick(struct store *st, uint32_t now);
 int store_get(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	      struct store_item *out);
 
+/* What a successful store_set() did, for a caller that asks. */
+struct store_set_info {
+	uint32_t stamp;         /* the write's stamp: what store_get() reports
+				 * until the item moves */
+	bool replaced;          /* the key had a live item when the write landed
+				 * (one evicted to make room for it does not count) */
+};
+
 /*
  * Stores the concatenation of iov[0..iovcnt) as the value of `key`, replacing
  * any previous value.  ttl == 0: never expires (until evicted).  On success,
- * *stamp (unless NULL) is the write's stamp, what store_get() reports until
- * the item moves; it is left alone on failure.
+ * *info (unless NULL) says what it did; it is left alone on failure.
  */
 int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint8_t flags,
-	      uint32_t etag, uint32_t *stamp);
+	      uint32_t etag, struct store_set_info *info);
 
 /* Whether `key` has a live item.  Unlike store_get() it counts no get or
  * hit and does not mark the item as read (eviction's second chance), so a

@@ -449,10 +449,9 @@ static enum cache_outcome store_put(struct cache *c, const struct cache_req *r,
 				    struct reply *out, const char *ct, size_t ct_len,
 				    struct repr_blob *blob, uint32_t store_ttl)
 {
-	bool existed = store_contains(c->st, r->key, r->key_len, r->hash);
-	uint32_t stamp = 0;
+	struct store_set_info set;
 	int rc = store_set(c->st, r->key, r->key_len, r->hash, blob->iov, blob->iovcnt, store_ttl,
-			   blob->flags, blob->etag, &stamp);
+			   blob->flags, blob->etag, &set);
 	switch (rc) {
 	case 0:
 		break;
@@ -466,9 +465,9 @@ static enum cache_outcome store_put(struct cache *c, const struct cache_req *r,
 		return fail(out, 500, "store failure\n");
 	}
 	if (compressible(c, r->body_len, ct, ct_len))
-		queue_variants(c, r, ct, ct_len, blob, stamp);
-	reply_status(out, existed ? 204 : 201, NULL);
-	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob->etag, stamp, REPR_IDENTITY);
+		queue_variants(c, r, ct, ct_len, blob, set.stamp);
+	reply_status(out, set.replaced ? 204 : 201, NULL);
+	out->etag_len = (uint8_t)repr_format_etag(out->etag, blob->etag, set.stamp, REPR_IDENTITY);
 	return CACHE_STORED;
 }
 

@@ -1,10 +1,11 @@
 /*
  * repr.c - packs a value and its variants into one store blob and splits it
- * again (layout in repr.h).  Packing runs once per write, so it may hash
- * and branch freely; unpacking a blob without a header is inline in repr.h
- * and this file only handles the blobs that carry one.
+ * again (layout in repr.h).  Packing runs once per write: it hashes the
+ * value for its ETag, little else; unpacking a blob without a header is
+ * inline in repr.h and this file only handles the blobs that carry one.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "ringcache/hash.h"
@@ -31,6 +32,17 @@ _Static_assert((REPR_F_TYPE | REPR_F_HDR) <= UINT8_MAX,
 static const uint64_t coding_seed[REPR_NCODINGS] = {
 	0, 0x9fb21c651e98df25ull, 0xc2b2ae3d27d4eb4full,
 };
+
+/* The ETag seed of each known type's name, hashed once per process rather
+ * than on every write of a value of that type. */
+static uint64_t type_seeds[sizeof(types) / sizeof(types[0])];
+static pthread_once_t type_seeds_once = PTHREAD_ONCE_INIT;
+
+static void type_seeds_init(void)
+{
+	for (unsigned i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		type_seeds[i] = hash_bytes(types[i].name, types[i].len, ETAG_SEED);
+}
 
 int repr_type_index(const char *ct, size_t len)
 {
@@ -90,7 +102,13 @@ void repr_build(struct repr_blob *b, const void *value, uint32_t len,
 		type_name_len = (uint32_t)ct_len;
 		b->flags = REPR_F_CT;
 	}
-	uint64_t type_seed = hash_bytes(type_name, type_name_len, ETAG_SEED);
+	uint64_t type_seed;
+	if (type >= 0) {
+		pthread_once(&type_seeds_once, type_seeds_init);
+		type_seed = type_seeds[type];
+	} else {
+		type_seed = hash_bytes(type_name, type_name_len, ETAG_SEED);
+	}
 	b->etag = etag_of(value, len, REPR_IDENTITY, type_seed);
 
 	uint8_t *h = b->hdr;

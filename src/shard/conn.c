@@ -220,6 +220,8 @@ void conn_account(struct conn *c)
 		   c->pipe.out.bytes.cap + c->pipe.queued_bytes - c->pipe.queued_refs +
 		   c->pipe.reserved;
 
+	if (m == c->mem)        /* most calls: a request in and out, no buffer changed */
+		return;
 	shard_memory_add(c->sh, (ssize_t)(m - c->mem));
 	c->mem = m;
 }

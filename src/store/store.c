@@ -255,7 +255,7 @@ static void drop_displaced(struct store *st, uint64_t loc)
 
 int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	      const struct iovec *iov, int iovcnt, uint32_t ttl, uint8_t flags,
-	      uint32_t etag, uint32_t *stamp)
+	      uint32_t etag, struct store_set_info *info)
 {
 	uint64_t total = 0, size;
 	uint32_t expires = 0;
@@ -303,11 +303,14 @@ int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
 	seg_add_item(st, (uint64_t)loc, &h);
 
 	slot = index_find(&st->ix, (uint32_t)hash, key, (uint32_t)key_len);
+	bool replaced = false;
 	if (slot) {
 		uint64_t old = index_loc(*slot);
 		struct item_hdr oh;
 
 		item_get_hdr(store_ptr(st, old), &oh);
+		/* live as lookup() sees it: not in a reclaimed segment, not expired */
+		replaced = !seg_is_ghost(st, old) && !store_expired(st, oh.expires);
 		if (seg_drop_item(st, old, &oh) && store_expired(st, oh.expires))
 			st->expirations++;
 		index_relocate(slot, (uint64_t)loc);
@@ -316,8 +319,9 @@ int store_set(struct store *st, const void *key, size_t key_len, uint64_t hash,
 		if (dropped)
 			drop_displaced(st, dropped);
 	}
-	if (stamp)
-		*stamp = store_stamp(st, (uint64_t)loc);
+	if (info)
+		*info = (struct store_set_info){ .stamp = store_stamp(st, (uint64_t)loc),
+						 .replaced = replaced };
 	return 0;
 }
 

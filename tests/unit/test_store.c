@@ -188,6 +188,35 @@ static void test_ttl(void)
 	store_destroy(st);
 }
 
+/*
+ * store_set() says whether it replaced a live item (a PUT answers 204 then,
+ * 201 for a new key): not for a new key, an expired one or a deleted one.
+ */
+static bool replaces(struct store *st, const char *k, uint32_t ttl)
+{
+	struct iovec iov = { (void *)"v", 1 };
+	struct store_set_info set = { .replaced = true };
+
+	CHECK_EQ(store_set(st, k, strlen(k), h(k, strlen(k)), &iov, 1, ttl, 0, 0, &set), 0);
+	return set.replaced;
+}
+
+static void test_replaced(void)
+{
+	struct store *st = mk(8 * MiB, 0);
+
+	store_tick(st, 100);
+	CHECK(!replaces(st, "r", 5));
+	CHECK(replaces(st, "r", 5));
+	CHECK(!replaces(st, "other", 0));
+	store_tick(st, 105);            /* "r" expired, still indexed */
+	CHECK(!replaces(st, "r", 0));
+	CHECK(replaces(st, "r", 0));
+	CHECK_EQ(store_delete(st, "r", 1, h("r", 1)), 0);
+	CHECK(!replaces(st, "r", 0));
+	store_destroy(st);
+}
+
 /* Expired items are reclaimed by store_tick() alone, with no reads. */
 static void test_background_expiry(void)
 {
@@ -390,12 +419,14 @@ static void test_largest_header(void)
 	store_tick(st, 1000);
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		struct iovec iov = { v, sizes[i] };
-		uint32_t etag = 0xdeadbeefu + (uint32_t)i, stamp = 0;
+		uint32_t etag = 0xdeadbeefu + (uint32_t)i;
+		struct store_set_info set = { 0 };
 		int n = snprintf(k, sizeof(k), "large:%zu", i);
 
 		fill(v, sizes[i], 100 + (unsigned)i);
 		CHECK_EQ(store_set(st, k, (size_t)n, h(k, (size_t)n), &iov, 1, 3600, flags[i],
-				   etag, &stamp), 0);
+				   etag, &set), 0);
+		uint32_t stamp = set.stamp;
 		store_stats(st, &ss);
 		CHECK_EQ(ss.items, 1);
 		CHECK_EQ(ss.live_bytes, 15 + (uint64_t)n + sizes[i]);
@@ -425,11 +456,11 @@ static void test_largest_header(void)
 static uint32_t set_stamp(struct store *st, const char *k, const void *v, size_t n)
 {
 	struct iovec iov = { (void *)v, n };
-	uint32_t stamp = 0;
+	struct store_set_info set = { 0 };
 
-	CHECK_EQ(store_set(st, k, strlen(k), h(k, strlen(k)), &iov, 1, 0, 7, 0xabcd1234, &stamp),
+	CHECK_EQ(store_set(st, k, strlen(k), h(k, strlen(k)), &iov, 1, 0, 7, 0xabcd1234, &set),
 		 0);
-	return stamp;
+	return set.stamp;
 }
 
 /* The stamp key's item: where its value is, and its stamp. */
@@ -467,11 +498,12 @@ static void test_stamps(void)
 	p1 = where(st, "k", &s2);
 	CHECK(p1 != NULL);
 	CHECK_EQ(s2, s1);
-	s3 = 0x5a5a5a5a;
+	struct store_set_info left = { .stamp = 0x5a5a5a5a, .replaced = true };
 	memset(big, 0, 2 * MiB + 1);
 	CHECK_EQ(store_set(st, "k", 1, h("k", 1), &(struct iovec){ big, 2 * MiB + 1 }, 1, 0, 0, 0,
-			   &s3), -E2BIG);
-	CHECK_EQ(s3, 0x5a5a5a5a);
+			   &left), -E2BIG);
+	CHECK_EQ(left.stamp, 0x5a5a5a5a);
+	CHECK(left.replaced);
 
 	/* Overwrite with the same bytes and etag: another place, another stamp. */
 	s1 = set_stamp(st, "k", v, 100);
@@ -975,6 +1007,7 @@ int main(void)
 	test_basic();
 	test_key_limits();
 	test_ttl();
+	test_replaced();
 	test_background_expiry();
 	test_flush();
 	test_eviction();

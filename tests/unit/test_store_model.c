@@ -88,6 +88,7 @@ static void model_run(const struct run *r)
 	uint32_t now = 1, version = 0;
 	uint64_t valid_gets = 0, hits = 0, wrong = 0, resurrected = 0;
 	uint64_t stamp_repeated = 0, stamp_moved = 0, stamp_wrong = 0;
+	uint64_t replaced = 0, replaced_dead = 0;
 	struct store_stats ss;
 	struct store *st;
 	char key[48];
@@ -111,16 +112,21 @@ static void model_run(const struct run *r)
 			uint32_t etag = (uint32_t)(rnd() % 4 ? rnd() : 0);
 			struct iovec iov[2];
 			uint32_t cut = len ? (uint32_t)(rnd() % len) : 0;
-			uint32_t stamp = e->stamp;
+			struct store_set_info set = { .stamp = e->stamp };
 			int ret;
 
 			make_value(buf, len, ++version);
 			iov[0] = (struct iovec){ buf, cut };
 			iov[1] = (struct iovec){ buf + cut, len - cut };
-			ret = store_set(st, key, klen, h, iov, 2, ttl, flags, etag, &stamp);
+			ret = store_set(st, key, klen, h, iov, 2, ttl, flags, etag, &set);
+			uint32_t stamp = set.stamp;
 			if (ret == 0) {
 				/* e->version: this key was written before */
 				stamp_repeated += e->version && stamp == e->stamp;
+				/* a live item replaced: the model has one too (the
+				 * store may have evicted one the model still has) */
+				replaced += set.replaced;
+				replaced_dead += set.replaced && !valid;
 				store_stats(st, &ss);
 				*e = (struct ref){ true, version, len, ttl ? now + ttl : 0, now, etag,
 						   stamp, ss.compacted, flags };
@@ -195,6 +201,8 @@ static void model_run(const struct run *r)
 	CHECK_EQ(wrong, 0);
 	CHECK_EQ(resurrected, 0);
 	CHECK_EQ(stamp_repeated, 0);
+	CHECK_EQ(replaced_dead, 0);
+	CHECK(replaced > 0);
 	CHECK_EQ(stamp_wrong, 0);
 	CHECK(ss.live_bytes + ss.index_bytes <= ss.arena_bytes);
 	CHECK(ss.items <= r->nkeys);
