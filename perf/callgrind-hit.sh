@@ -11,7 +11,15 @@
 #
 # With PROTO=resp the GETs are RESP's (`GET bench`, on --resp-listen).
 #
-# usage: [PROTO=http|resp] perf/callgrind-hit.sh BINARY [N] [extra ringcached flags...]
+# With LOAD=redis-benchmark (RESP only), the load is instead issue 12's
+# unpipelined one: `redis-benchmark -t OP -d 100 -c 64 -r 1000 -P 1 -n N`
+# (OP=get, the default, after a SET warm-up of the same keys; or OP=set),
+# so the count includes what one request per receive and per send costs.
+# It varies a few percent from run to run (how many requests each loop turn
+# finds); the pipelined count does not.
+#
+# usage: [PROTO=http|resp] [LOAD=redis-benchmark [OP=get|set]]
+#        perf/callgrind-hit.sh BINARY [N] [extra ringcached flags...]
 # prints: "<binary> <flags> : <instructions>/request (load only, n=N) file=<dump>"
 bin=$1; n=${2:-20000}; shift 2 || shift $#
 proto=${PROTO:-http}
@@ -37,12 +45,24 @@ for i in range(0, n, 16):
     while buf.count(ans) < 16: buf += s.recv(1 << 20)
 PY
 }
-gets 64         # warm-up, not counted
-callgrind_control -z $vp >/dev/null
-gets "$n"
+load=${LOAD:-pipelined}; op=${OP:-get}
+bench() {	# OP N: redis-benchmark's unpipelined load, 64 connections
+	timeout 600 redis-benchmark -p "$rport" -t "$1" -d 100 -c 64 -r 1000 -n "$2" -P 1 -q >/dev/null 2>&1
+}
+if [ "$load" = redis-benchmark ]; then
+	[ "$proto" = resp ] || { echo "LOAD=redis-benchmark needs PROTO=resp" >&2; kill -9 $vp; exit 2; }
+	bench set 5000  # warm-up, not counted: the keys GET reads
+	callgrind_control -z $vp >/dev/null
+	bench "$op" "$n"
+else
+	gets 64         # warm-up, not counted
+	callgrind_control -z $vp >/dev/null
+	gets "$n"
+fi
 callgrind_control -d $vp >/dev/null
 sleep 1
 kill -9 $vp 2>/dev/null
 f=$(ls -t $out.* 2>/dev/null | head -1)
 tot=$(callgrind_annotate $f 2>/dev/null | grep 'PROGRAM TOTALS' | awk '{gsub(",","",$1); print $1}')
-echo "$(basename $bin) $proto $* : $((tot / n)) instructions/request (load only, n=$n) file=$f"
+what=$proto; [ "$load" = redis-benchmark ] && what="$proto redis-benchmark -P1 $op"
+echo "$(basename $bin) $what $* : $((tot / n)) instructions/request (load only, n=$n) file=$f"
