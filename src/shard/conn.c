@@ -556,8 +556,9 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		const char *data = sh->bufs + (size_t)bid * sh->buf_size;
 
-		/* the server-side latency of what this completes starts here */
-		sh->now_ns = clock_mono_ns();
+		/* the server-side latency of what this completes starts at
+		 * sh->now_ns: when this turn of the loop found its completions
+		 * (one clock read per turn, not per completion: shard.h) */
 		c->last_active_ns = sh->now_ns;
 		stats_add(&sh->stats->received_bytes, (uint64_t)res);
 		if (conn_closing(c)) {
@@ -657,8 +658,9 @@ static void send_ready(struct conn *c)
 		outq_swap(&c->sending, &c->pipe.out);
 		c->sent = 0;
 		start_send(c);
-		/* the answers in this send: their server-side latency ends here */
-		pipeline_sent(&c->pipe, clock_mono_ns());
+		/* the answers in this send: their server-side latency ends at
+		 * this turn's flush (conn_flush), which reads no clock itself */
+		pipeline_sent(&c->pipe);
 	}
 }
 
@@ -687,6 +689,10 @@ void conn_flush(struct conn *c)
 				conn_abort(c);
 		}
 	}
+	/* the sends of this turn, here or when their requests came in
+	 * (conn_on_recv), go to the kernel at the next io_uring_enter:
+	 * exchange() read the clock for them just before the flush */
+	pipeline_timed(&c->pipe, sh->now_ns);
 	c->flags &= ~C_DIRTY;
 	if (c->flags & C_CLOSED)
 		conn_maybe_free(c); /* the one place a connection is freed */
@@ -731,8 +737,9 @@ void conn_on_send(struct conn *c, int res)
 	buf_trim(c, &c->sending.bytes); /* becomes `out` at the next send */
 	resend_bounced(c);
 	conn_maybe_resume(c);
+	/* what the send freed is counted when conn_flush() accounts for it, in
+	 * this turn of the loop: later is only stricter (--conn-memory) */
 	shard_dirty(sh, c);
-	conn_account(c);
 }
 
 /*

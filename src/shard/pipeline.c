@@ -318,13 +318,24 @@ void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now)
 	}
 }
 
-void pipeline_sent(struct pipeline *p, uint64_t now)
+void pipeline_sent(struct pipeline *p)
 {
 	if (!p->batch_timed)
 		return;
-	uint64_t ns = now - p->batch_t0;
-	hist_record_n(&p->stats->lat_local_all, ns, p->batch_timed);
-	if (p->batch_hits)
-		hist_record_n(&p->stats->lat_local, ns, p->batch_hits);
+	if (!p->sent_timed || p->batch_t0 < p->sent_t0)
+		p->sent_t0 = p->batch_t0;       /* the earliest answer's start */
+	p->sent_timed += p->batch_timed;
+	p->sent_hits += p->batch_hits;
 	p->batch_timed = p->batch_hits = 0;
+}
+
+void pipeline_timed(struct pipeline *p, uint64_t now)
+{
+	if (!p->sent_timed)
+		return;
+	uint64_t ns = now - p->sent_t0;
+	hist_record_n(&p->stats->lat_local_all, ns, p->sent_timed);
+	if (p->sent_hits)
+		hist_record_n(&p->stats->lat_local, ns, p->sent_hits);
+	p->sent_timed = p->sent_hits = 0;
 }

@@ -96,9 +96,10 @@ struct pipeline {
 	size_t reserved;                /* room reserved for the WAITING slots' answers */
 	bool close;                     /* an answer ends the connection: no more requests */
 	bool broken;                    /* an answer could not be rendered (no memory) */
-	/* answers rendered straight into `out`, timed when it is sent */
-	uint64_t batch_t0;
-	uint32_t batch_timed, batch_hits;
+	/* answers rendered straight into `out`, timed when it is sent: those
+	 * still in `out`, and those handed to a send and not yet timed */
+	uint64_t batch_t0, sent_t0;
+	uint32_t batch_timed, batch_hits, sent_timed, sent_hits;
 	struct stats_shard *stats;
 	void (*release)(struct slot *); /* frees a slot the pipeline did not allocate */
 	void (*orphan)(struct slot *);  /* a WAITING slot whose connection is gone */
@@ -163,10 +164,15 @@ static inline bool pipeline_closes(const struct reply *r, const struct answer_to
 void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now);
 
 /*
- * `out` was handed to a send at `now`: the answers rendered straight into it
- * since the last call are timed now.
+ * `out` was handed to a send: the answers rendered straight into it since
+ * the last call are timed by the next pipeline_timed(), not now, so that the
+ * shard reads the clock once per loop turn rather than once per send.
  */
-void pipeline_sent(struct pipeline *p, uint64_t now);
+void pipeline_sent(struct pipeline *p);
+
+/* The sends since the last call were submitted at `now`: their answers'
+ * latency is recorded. */
+void pipeline_timed(struct pipeline *p, uint64_t now);
 
 /* Bytes of answers not yet sent that the pipeline holds or has promised:
  * `out`, DONE slots, and the room reserved for WAITING ones. */

@@ -489,6 +489,8 @@ static bool exchange(struct shard *sh)
 	}
 	work |= fwd_flush(sh);
 	l2_flush(sh);
+	if (sh->ndirty)         /* the time this turn's sends are timed at (conn_flush) */
+		sh->now_ns = clock_mono_ns();
 	for (uint32_t i = 0; i < sh->ndirty; i++)
 		conn_flush(sh->dirty[i]);
 	work |= sh->ndirty > 0;

@@ -126,7 +126,11 @@ struct shard {
 	char *resp_scratch;             /* an inline RESP command's decoded arguments */
 	struct buf kv_scratch;          /* values a RESP operation builds or copies */
 
-	uint64_t now_ns;                /* taken once per loop iteration */
+	uint64_t now_ns;                /* monotonic ns, read when io_uring_enter
+					 * returns and again before a turn's sends
+					 * (exchange): never per request, since a
+					 * clock read costs as much as a small part
+					 * of a hit (docs/stats.md, Latency) */
 	int64_t date_s;                 /* wall-clock second of `date` */
 	char date[HTTP_DATE_LINE];      /* "Date: ...\r\n" of responses made here */
 	uint32_t now_s;                 /* store clock */

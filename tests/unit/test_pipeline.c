@@ -194,7 +194,7 @@ static void test_timing(void)
 	hist_init(&stats.lat_forwarded_all);
 	pipeline_init(&p, &stats, msg_release, msg_orphan);
 
-	/* two local answers in out: timed when the send is submitted */
+	/* two local answers in out: handed to a send, timed at the turn's flush */
 	struct pipeline_req q = req(PIPELINE_LOCAL, 1000);
 	CHECK_EQ(pipeline_answer(&p, &hit, &q), 0);
 	q.t0 = 1500;
@@ -203,12 +203,26 @@ static void test_timing(void)
 	struct reply health = text(200, "OK\n");
 	CHECK_EQ(pipeline_answer(&p, &health, &admin), 0);
 	CHECK_EQ(hist_count(&stats.lat_local_all), 0);
-	pipeline_sent(&p, 5000);
+	pipeline_sent(&p);
+	CHECK_EQ(hist_count(&stats.lat_local_all), 0);      /* not before the flush */
+	pipeline_timed(&p, 5000);
 	CHECK_EQ(hist_count(&stats.lat_local_all), 2);
 	CHECK_EQ(hist_count(&stats.lat_local), 1);
 	CHECK_EQ(hist_max(&stats.lat_local_all), 4000);     /* from the first answer's t0 */
-	pipeline_sent(&p, 9000);                             /* nothing new: nothing recorded */
+	pipeline_sent(&p);                                   /* nothing new: nothing recorded */
+	pipeline_timed(&p, 9000);
 	CHECK_EQ(hist_count(&stats.lat_local_all), 2);
+	/* two sends before one flush: timed together from the earlier start */
+	q.t0 = 6000;
+	CHECK_EQ(pipeline_answer(&p, &miss, &q), 0);
+	pipeline_sent(&p);
+	q.t0 = 7000;
+	CHECK_EQ(pipeline_answer(&p, &hit, &q), 0);
+	pipeline_sent(&p);
+	pipeline_timed(&p, 20000);
+	CHECK_EQ(hist_count(&stats.lat_local_all), 4);
+	CHECK_EQ(hist_count(&stats.lat_local), 2);
+	CHECK_EQ(hist_max(&stats.lat_local), 14000);        /* from 6000, not 7000 */
 
 	/* a remote hit and a local answer behind it: timed at release */
 	struct pipeline_req rq = req(PIPELINE_REMOTE, 10000);
@@ -220,7 +234,7 @@ static void test_timing(void)
 	CHECK_EQ(hist_count(&stats.lat_forwarded_all), 1);
 	CHECK_EQ(hist_count(&stats.lat_forwarded), 1);
 	CHECK_EQ(hist_max(&stats.lat_forwarded), 20000);
-	CHECK_EQ(hist_count(&stats.lat_local_all), 3);
+	CHECK_EQ(hist_count(&stats.lat_local_all), 5);
 	CHECK_EQ(hist_max(&stats.lat_local), 19000);
 
 	/* HIT-L2 is not an L1 hit */
