@@ -93,6 +93,16 @@ static inline size_t min_sz(size_t a, size_t b)
  * no other tchar onto a letter or '-', so one OR per word does the folding.
  * Names of 8 bytes or more are compared as two overlapping words.
  */
+/* The 8 bytes at p as a word, in memory order: compared with load64() of a
+ * literal, the result does not depend on the byte order. */
+static inline uint64_t load64(const char *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, 8);
+	return w;
+}
+
 static inline bool lower_eq(const char *p, const char *lit, size_t n)
 {
 	if (n >= 8) {
@@ -408,6 +418,13 @@ static int parse_request_line(const char *p, const char *w, struct http_request 
 	r->target.len = (uint32_t)(q - t);
 
 	q++;
+	/* nearly every request says "HTTP/1.1\r\n": one 8-byte compare for
+	 * it; any other version or line end takes the general check below */
+	if (w - q >= 10 && load64(q) == load64("HTTP/1.1") && q[8] == '\r' && q[9] == '\n') {
+		*next = q + 10;
+		r->minor = 1;
+		return 0;
+	}
 	if (w - q < 9 || memcmp(q, "HTTP/", 5) != 0 || q[5] < '0' || q[5] > '9' ||
 	    q[6] != '.' || q[7] < '0' || q[7] > '9')
 		return -400;

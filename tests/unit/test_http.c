@@ -675,6 +675,79 @@ static void test_field_names(void)
 	CHECK(r.chunked);
 }
 
+/*
+ * The common request line is matched a word at a time ("HTTP/1.1\r\n" in
+ * one compare): that fast path and the general check it falls back to give
+ * the same results, at every split point and before a guard page, for the
+ * common shapes and their near misses, also when the window it needs ends
+ * exactly at the request line limit.
+ */
+struct word_case {
+	const char *raw;
+	int rc;                     /* > 0: the whole input */
+	int method, minor;
+	const char *method_name;
+	const struct http_limits *lim;
+};
+
+static const struct http_limits AT14 = { 14, 64, 4 };
+
+static const struct word_case word_cases[] = {
+	{ "GET /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.1\n\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.0\r\n\r\n", 1, HTTP_METHOD_GET, 0, "GET", &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET / HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &AT14 },
+	{ "GET / HTTP/1.1\n\n", 1, HTTP_METHOD_GET, 1, "GET", &AT14 },
+	{ "GET /x HTTP/1.1\r\n\r\n", -414, 0, 0, NULL, &AT14 },
+	{ "GET /x HTTP/1.1\r\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\rX\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1X\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1 \r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x http/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1,1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\x01\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.2\r\n\r\n", -505, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/2.1\r\n\r\n", -505, 0, 0, NULL, &LIM },
+};
+
+static void test_word_compares(void)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	char *map = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(map != MAP_FAILED);
+	if (map == MAP_FAILED)
+		return;
+	CHECK(mprotect(map + pg, (size_t)pg, PROT_NONE) == 0);
+	char *edge = map + pg;
+
+	for (size_t i = 0; i < sizeof(word_cases) / sizeof(word_cases[0]); i++) {
+		const struct word_case *w = &word_cases[i];
+		size_t n = strlen(w->raw);
+		struct http_request r;
+		int want = w->rc > 0 ? (int)n : w->rc;
+		memcpy(edge - n, w->raw, n);
+		int rc = parse_once(edge - n, n, w->lim, &r);
+		CHECK_EQ(rc, want);
+		if (rc != want)
+			fprintf(stderr, "  request: %s\n", w->raw);
+		if (rc > 0 && want > 0) {
+			CHECK_EQ(r.method, w->method);
+			CHECK_EQ(r.minor, w->minor);
+			CHECK(str_is(r.method_name, w->method_name));
+			CHECK_EQ(r.keep_alive, w->minor == 1);
+		}
+		check_splits(w->raw, n, w->lim);
+		for (size_t k = 1; k < n; k++) {
+			memcpy(edge - k, w->raw, k);
+			rc = parse_once(edge - k, k, w->lim, &r);
+			CHECK(rc == HTTP_AGAIN || rc == want);
+		}
+	}
+	munmap(map, (size_t)pg * 2);
+}
+
 /* `scanned` really resumes: the same bytes from a fresh start cost more. */
 static void test_resume(void)
 {
@@ -1024,6 +1097,7 @@ int main(void)
 	test_limits();
 	test_wide_scans();
 	test_field_names();
+	test_word_compares();
 	test_resume();
 	test_guard_page();
 	test_chunked();
