@@ -93,13 +93,21 @@ static inline size_t min_sz(size_t a, size_t b)
  * no other tchar onto a letter or '-', so one OR per word does the folding.
  * Names of 8 bytes or more are compared as two overlapping words.
  */
-/* The 8 bytes at p as a word, in memory order: compared with load64() of a
- * literal, the result does not depend on the byte order. */
+/* The 8 (4) bytes at p as a word, in memory order: compared with the load
+ * of a literal, the result does not depend on the byte order. */
 static inline uint64_t load64(const char *p)
 {
 	uint64_t w;
 
 	memcpy(&w, p, 8);
+	return w;
+}
+
+static inline uint32_t load32(const char *p)
+{
+	uint32_t w;
+
+	memcpy(&w, p, 4);
 	return w;
 }
 
@@ -397,13 +405,27 @@ static __attribute__((noinline)) const char *absolute_form(const char *t, const 
 static int parse_request_line(const char *p, const char *w, struct http_request *r,
 			      const char **next)
 {
-	const char *q = scan_token(p, w);
+	const char *q;
+	uint32_t m4 = 0;
 
-	if (q == p || q == w || *q != ' ')
-		return -400;
+	/* GET and PUT, the methods of most requests, with their SP in one
+	 * 4-byte compare; other methods take the scan and the name switch */
+	if (w - p >= 4)
+		memcpy(&m4, p, 4);
+	if (m4 == load32("GET ")) {
+		q = p + 3;
+		r->method = HTTP_METHOD_GET;
+	} else if (m4 == load32("PUT ")) {
+		q = p + 3;
+		r->method = HTTP_METHOD_PUT;
+	} else {
+		q = scan_token(p, w);
+		if (q == p || q == w || *q != ' ')
+			return -400;
+		r->method = method_of(p, (size_t)(q - p));
+	}
 	r->method_name.p = p;
 	r->method_name.len = (uint32_t)(q - p);
-	r->method = method_of(p, (size_t)(q - p));
 
 	const char *t = ++q;
 	q = path_and_query(t, w, r);

@@ -676,11 +676,11 @@ static void test_field_names(void)
 }
 
 /*
- * The common request line is matched a word at a time ("HTTP/1.1\r\n" in
- * one compare): that fast path and the general check it falls back to give
- * the same results, at every split point and before a guard page, for the
- * common shapes and their near misses, also when the window it needs ends
- * exactly at the request line limit.
+ * The common request line is matched a word at a time ("GET " and
+ * "HTTP/1.1\r\n" in one compare each): those fast paths and the general
+ * checks they fall back to give the same results, at every split point and
+ * before a guard page, for the common shapes and their near misses, also
+ * when the window they need ends exactly at the request line limit.
  */
 struct word_case {
 	const char *raw;
@@ -709,6 +709,18 @@ static const struct word_case word_cases[] = {
 	{ "GET /x HTTP/1.1\x01\r\n\r\n", -400, 0, 0, NULL, &LIM },
 	{ "GET /x HTTP/1.2\r\n\r\n", -505, 0, 0, NULL, &LIM },
 	{ "GET /x HTTP/2.1\r\n\r\n", -505, 0, 0, NULL, &LIM },
+	/* and "GET " / "PUT " in one 4-byte compare, other methods scanned */
+	{ "PUT /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_PUT, 1, "PUT", &LIM },
+	{ "GETS /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_OTHER, 1, "GETS", &LIM },
+	{ "PUTX /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_OTHER, 1, "PUTX", &LIM },
+	{ "GE /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_OTHER, 1, "GE", &LIM },
+	{ "Get /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_OTHER, 1, "Get", &LIM },
+	{ "HEAD /x HTTP/1.0\r\n\r\n", 1, HTTP_METHOD_HEAD, 0, "HEAD", &LIM },
+	{ "DELETE /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_DELETE, 1, "DELETE", &LIM },
+	{ "GET\t/x HTTP/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "PUT\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET  /x HTTP/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET HTTP/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
 };
 
 static void test_word_compares(void)
