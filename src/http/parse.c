@@ -56,16 +56,19 @@ struct limits {
 	size_t fields;
 };
 
-/* Errors detected while parsing fields and decided after the last one. */
-struct fields {
-	bool cl_seen;
-	bool cl_differ;   /* two Content-Length values that differ */
-	bool te_seen;
-	bool te_bad;      /* a coding other than a lone "chunked" */
-	bool expect_bad;
-	bool conn_close;
-	bool conn_keep;
-	bool expect_100;
+/*
+ * What the fields said, for the checks across them after the last one: bits
+ * of one word, so that a head with none of them (most) is told by one test.
+ */
+enum {
+	F_CL_SEEN = 1 << 0,
+	F_CL_DIFFER = 1 << 1,     /* two Content-Length values that differ */
+	F_TE_SEEN = 1 << 2,
+	F_TE_BAD = 1 << 3,        /* a coding other than a lone "chunked" */
+	F_EXPECT_BAD = 1 << 4,
+	F_EXPECT_100 = 1 << 5,
+	F_CONN_CLOSE = 1 << 6,
+	F_CONN_KEEP = 1 << 7,
 };
 
 /*
@@ -463,7 +466,7 @@ static int parse_request_line(const char *p, const char *w, struct http_request 
 }
 
 static int parse_content_length(const char *v, size_t n, struct http_request *r,
-				struct fields *f)
+				unsigned *f)
 {
 	int64_t x = 0;
 
@@ -474,14 +477,14 @@ static int parse_content_length(const char *v, size_t n, struct http_request *r,
 			return -400;
 		x = x * 10 + (v[i] - '0');
 	}
-	if (f->cl_seen && x != r->content_length)
-		f->cl_differ = true;
-	f->cl_seen = true;
+	if ((*f & F_CL_SEEN) && x != r->content_length)
+		*f |= F_CL_DIFFER;
+	*f |= F_CL_SEEN;
 	r->content_length = x;
 	return 0;
 }
 
-static void parse_connection(const char *v, size_t n, struct fields *f)
+static void parse_connection(const char *v, size_t n, unsigned *f)
 {
 	const char *e = v + n;
 
@@ -494,9 +497,9 @@ static void parse_connection(const char *v, size_t n, struct fields *f)
 			te--;
 		size_t tn = (size_t)(te - ts);
 		if (value_eq(ts, tn, "close", 5))
-			f->conn_close = true;
+			*f |= F_CONN_CLOSE;
 		else if (value_eq(ts, tn, "keep-alive", 10))
-			f->conn_keep = true;
+			*f |= F_CONN_KEEP;
 		if (!c)
 			break;
 		v = c + 1;
@@ -521,7 +524,7 @@ static inline void keep_first(struct http_str *s, const char *v, size_t n)
  * it a call, which costs a tenth of a short head's parse.
  */
 static inline __attribute__((always_inline)) int
-parse_field(const char *p, const char *limit, struct http_request *r, struct fields *f,
+parse_field(const char *p, const char *limit, struct http_request *r, unsigned *f,
 	    const char **next)
 {
 	const char *q = scan_token(p, limit);
@@ -560,9 +563,9 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 	case 6:
 		if (lower_eq(p, "expect", 6)) {
 			if (value_eq(v, vn, "100-continue", 12))
-				f->expect_100 = true;
+				*f |= F_EXPECT_100;
 			else
-				f->expect_bad = true;
+				*f |= F_EXPECT_BAD;
 		}
 		break;
 	case 9:
@@ -620,9 +623,9 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 				return -400;
 			/* a second field makes the list "chunked, ...", never
 			 * the lone "chunked" we accept */
-			if (f->te_seen || !value_eq(v, vn, "chunked", 7))
-				f->te_bad = true;
-			f->te_seen = true;
+			if ((*f & F_TE_SEEN) || !value_eq(v, vn, "chunked", 7))
+				*f |= F_TE_BAD;
+			*f |= F_TE_SEEN;
 		}
 		break;
 	}
@@ -630,22 +633,29 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 }
 
 /* Checks across fields, once all are seen; fills the derived flags. */
-static int finish_fields(struct http_request *r, const struct fields *f)
+static int finish_fields(struct http_request *r, unsigned f)
 {
+	/* most heads: nothing to check across fields, the version decides */
+	if (!(f & ~F_CL_SEEN)) {
+		r->chunked = false;
+		r->expect_continue = false;
+		r->keep_alive = r->minor == 1;
+		return 0;
+	}
 	/* two lengths, both framings, or chunked in HTTP/1.0 (RFC 9112 6.1)
 	 * are smuggling shapes: refuse before looking at the coding itself */
-	if (f->cl_differ || (f->te_seen && (f->cl_seen || r->minor == 0)))
+	if ((f & F_CL_DIFFER) || ((f & F_TE_SEEN) && ((f & F_CL_SEEN) || r->minor == 0)))
 		return -400;
-	if (f->te_bad)
+	if (f & F_TE_BAD)
 		return -501;
-	if (f->expect_bad)
+	if (f & F_EXPECT_BAD)
 		return -417;
-	r->chunked = f->te_seen;
+	r->chunked = f & F_TE_SEEN;
 	/* RFC 9110 10.1.1: ignore 100-continue from an HTTP/1.0 client */
-	r->expect_continue = f->expect_100 && r->minor == 1;
-	if (f->conn_close)
+	r->expect_continue = (f & F_EXPECT_100) && r->minor == 1;
+	if (f & F_CONN_CLOSE)
 		r->keep_alive = false;
-	else if (f->conn_keep)
+	else if (f & F_CONN_KEEP)
 		r->keep_alive = true;
 	else
 		r->keep_alive = r->minor == 1;
@@ -691,7 +701,7 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	}
 
 	const char *end = buf + len, *limit = buf + min_sz(len, l->head);
-	struct fields f = { 0 };
+	unsigned f = 0;
 	size_t nfields = 0;
 
 	for (;;) {
@@ -726,7 +736,7 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	size_t head_len = (size_t)(line - buf);
 	if (head_len > l->head || nfields > l->fields)
 		return -431;
-	err = finish_fields(r, &f);
+	err = finish_fields(r, f);
 	if (err)
 		return err;
 	r->head_len = (uint32_t)head_len;
@@ -771,7 +781,7 @@ static int resume(const char *buf, size_t len, size_t start, size_t s, const str
 		 * only its verdict is kept now; what depends on other fields
 		 * is decided after the last one (finish_fields) */
 		struct http_request r = { .content_length = -1 };
-		struct fields f = { 0 };
+		unsigned f = 0;
 		const char *next;
 		int rc = parse_field(ls, limit, &r, &f, &next);
 		if (rc < 0)
