@@ -154,10 +154,13 @@ static inline bool is_ows(char c)
 /*
  * Returns the first byte of [x, limit) that is not a field-value byte.
  * Values are most of a head's bytes, so they go 8 at a time: a word is
- * clean when no byte is below 0x20 or equal to 0x7f (the classic "has a
- * byte less than n" test, exact about presence, and its lowest flagged byte
- * is the first offender on a little-endian load).  HTAB is the one byte
- * below 0x20 that belongs, so it is stepped over.
+ * clean when no byte is below 0x20 or equal to 0x7f.  Each byte is judged
+ * on its low 7 bits plus a constant, which never carries into the next
+ * byte, so the flags are exact per byte and the lowest one is the first
+ * offender on a little-endian load: bit 7 of b7 + 0x60 is clear below
+ * 0x20, bit 7 of b7 + 1 set at 0x7f, and a byte with its own bit 7 set
+ * (obs-text) is never flagged.  HTAB is the one byte below 0x20 that
+ * belongs, so it is stepped over.
  */
 static inline const char *scan_value(const char *x, const char *limit)
 {
@@ -165,10 +168,8 @@ static inline const char *scan_value(const char *x, const char *limit)
 	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
 
 	while (limit - x >= 8) {
-		uint64_t w, d;
-		memcpy(&w, x, 8);
-		d = w ^ (0x7f * ones);
-		uint64_t bad = ((w - 0x20 * ones) & ~w & highs) | ((d - ones) & ~d & highs);
+		uint64_t w = load64(x), w7 = w & (0x7f * ones);
+		uint64_t bad = ~w & (~(w7 + 0x60 * ones) | (w7 + ones)) & highs;
 		if (!bad) {
 			x += 8;
 			continue;
@@ -313,21 +314,21 @@ static inline const char *scan_token(const char *x, const char *limit)
 
 /*
  * Returns the first byte of [x, limit) that cannot be in a path: outside
- * 0x21..0x7e, or '?'.  Eight at a time as in scan_value(); a byte >= 0x7f
- * is caught by its high bit or by the carry of adding 1, which only spills
- * upward and so never hides a lower offender.
+ * 0x21..0x7e, or '?'.  Eight at a time, exact per byte as in scan_value():
+ * a byte with bit 7 set is flagged by it, and on the low 7 bits b7, bit 7
+ * of b7 + 0x5f is clear below 0x21, of b7 + 1 set at 0x7f, and of
+ * (b7 ^ '?') + 0x7f clear at '?'.
  */
 static inline const char *scan_path(const char *x, const char *limit)
 {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	const uint64_t low7 = 0x7f * ones;
 
 	while (limit - x >= 8) {
-		uint64_t w, d;
-		memcpy(&w, x, 8);
-		d = w ^ ('?' * ones);
-		uint64_t bad = ((w - 0x21 * ones) & ~w & highs) | ((w | (w + ones)) & highs) |
-			       ((d - ones) & ~d & highs);
+		uint64_t w = load64(x), w7 = w & low7;
+		uint64_t bad = (w | (w7 + ones) |
+				~((w7 + 0x5f * ones) & ((w7 ^ ('?' * ones)) + low7))) & highs;
 		if (bad)
 			return x + (__builtin_ctzll(bad) >> 3);
 		x += 8;
