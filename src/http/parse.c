@@ -401,12 +401,15 @@ static __attribute__((noinline)) const char *absolute_form(const char *t, const 
 }
 
 /*
- * The request line at p, looked at no further than w.  Returns 0 with
- * *next past its LF, -505 for a well-formed line of another version, or
- * -400 for anything else, including a line that does not end before w:
- * the caller tells those apart (incomplete, 414, 400) on its slow path.
+ * The request line at p, looked at no further than w, which is at most
+ * max + 2 bytes on: max is the longest content allowed, so a line that ends
+ * in CRLF before w fits, and one that ends in a lone LF may be a byte over.
+ * Returns 0 with *next past its LF, -505 for a well-formed line of another
+ * version, or -400 for anything else, including a line that does not end
+ * before w or is longer than max: the caller tells those apart (incomplete,
+ * 414, 400) on its slow path.
  */
-static int parse_request_line(const char *p, const char *w, struct http_request *r,
+static int parse_request_line(const char *p, const char *w, size_t max, struct http_request *r,
 			      const char **next)
 {
 	const char *q;
@@ -454,7 +457,7 @@ static int parse_request_line(const char *p, const char *w, struct http_request 
 	if (w - q < 9 || memcmp(q, "HTTP/", 5) != 0 || q[5] < '0' || q[5] > '9' ||
 	    q[6] != '.' || q[7] < '0' || q[7] > '9')
 		return -400;
-	if (q[8] == '\n')
+	if (q[8] == '\n' && (size_t)(q + 8 - p) <= max)
 		*next = q + 9;
 	else if (q[8] == '\r' && w - q >= 10 && q[9] == '\n')
 		*next = q + 10;
@@ -681,8 +684,8 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	r->x_cache_fill = r->x_cache_lease = (struct http_str){ 0 };
 	r->x_cache_tags = (struct http_str){ 0 };
 	r->tags_repeated = false;
-	int err = parse_request_line(p, p + min_sz(len - start, l->line + 2), r, &line);
-	if (err || (size_t)(line - p) - 1 - (line[-2] == '\r') > l->line) {
+	int err = parse_request_line(p, p + min_sz(len - start, l->line + 2), l->line, r, &line);
+	if (err) {
 		/* the slow path: the line was refused, is incomplete or too long,
 		 * and those are told apart in precedence order; a complete, short
 		 * line failing the early method check failed above too.  A
