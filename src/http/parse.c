@@ -96,13 +96,21 @@ static inline size_t min_sz(size_t a, size_t b)
  * no other tchar onto a letter or '-', so one OR per word does the folding.
  * Names of 8 bytes or more are compared as two overlapping words.
  */
-/* The 8 (4) bytes at p as a word, in memory order: compared with the load
+/* The 8 (4, 2) bytes at p as a word, in memory order: compared with the load
  * of a literal, the result does not depend on the byte order. */
 static inline uint64_t load64(const char *p)
 {
 	uint64_t w;
 
 	memcpy(&w, p, 8);
+	return w;
+}
+
+static inline uint16_t load16(const char *p)
+{
+	uint16_t w;
+
+	memcpy(&w, p, 2);
 	return w;
 }
 
@@ -545,9 +553,12 @@ parse_field(const char *p, const char *limit, struct http_request *r, unsigned *
 	while (v < limit && is_ows(*v))
 		v++;
 	const char *x = scan_value(v, limit);
-	if (x == limit)
+	/* CRLF, the common line end, in one compare */
+	if (limit - x >= 2 && load16(x) == load16("\r\n")) {
+		*next = x + 2;
+	} else if (x == limit) {
 		return HTTP_AGAIN;
-	if (*x == '\n') {
+	} else if (*x == '\n') {
 		*next = x + 1;
 	} else if (*x == '\r') {
 		if (x + 1 == limit)
@@ -711,17 +722,18 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	for (;;) {
 		if (line >= end)
 			return len > l->head ? -431 : HTTP_AGAIN;
-		if (*line == '\n') {
-			line += 1;
-			break;
-		}
-		if (*line == '\r') {
-			if (line + 1 >= end)
-				return len > l->head ? -431 : HTTP_AGAIN;
-			if (line[1] == '\n') {
+		/* a field line starts with a tchar, above '\r': one test for it */
+		if ((uint8_t)*line <= '\r') {
+			if (end - line >= 2 && load16(line) == load16("\r\n")) {
 				line += 2;
 				break;
 			}
+			if (*line == '\n') {
+				line += 1;
+				break;
+			}
+			if (*line == '\r' && line + 1 >= end)
+				return len > l->head ? -431 : HTTP_AGAIN;
 		}
 		nfields++;
 		const char *next;

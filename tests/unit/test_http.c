@@ -676,10 +676,10 @@ static void test_field_names(void)
 }
 
 /*
- * The common request line is matched a word at a time ("GET " and
- * "HTTP/1.1\r\n" in one compare each): those fast paths and the general
+ * The common shapes are matched a word at a time ("GET ", "HTTP/1.1\r\n"
+ * and a CRLF in one compare each): those fast paths and the general
  * checks they fall back to give the same results, at every split point and
- * before a guard page, for the common shapes and their near misses, also
+ * before a guard page, for those shapes and their near misses, also
  * when the window they need ends exactly at the request line limit.
  */
 struct word_case {
@@ -724,6 +724,15 @@ static const struct word_case word_cases[] = {
 	{ "PUT\r\n", -400, 0, 0, NULL, &LIM },
 	{ "GET  /x HTTP/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
 	{ "GET HTTP/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	/* CRLF ending a field line or the head in one 2-byte compare, lone LFs
+	 * and bare CRs by the general checks */
+	{ "GET /x HTTP/1.1\r\nA: 1\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.1\nA: 1\r\nB:\r\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\r\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\rB: 2\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\x01: 2\r\n\r\n", -400, 0, 0, NULL, &LIM },
 };
 
 static void test_word_compares(void)
