@@ -154,9 +154,10 @@ static inline bool value_eq(const char *p, size_t n, const char *lit, size_t lit
 	return true;
 }
 
+/* one table test rather than two compares: values are trimmed at both ends */
 static inline bool is_ows(char c)
 {
-	return c == ' ' || c == '\t';
+	return http_ctab[(uint8_t)c] & C_OWS;
 }
 
 /*
