@@ -696,7 +696,8 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	r->x_cache_fill = r->x_cache_lease = (struct http_str){ 0 };
 	r->x_cache_tags = (struct http_str){ 0 };
 	r->tags_repeated = false;
-	int err = parse_request_line(p, p + min_sz(len - start, l->line + 2), l->line, r, &line);
+	const char *w = p + min_sz(len - start, l->line + 2);
+	int err = parse_request_line(p, w, l->line, r, &line);
 	if (err) {
 		/* the slow path: the line was refused, is incomplete or too long,
 		 * and those are told apart in precedence order; a complete, short
@@ -817,16 +818,19 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 
 	if (len == 0)
 		return HTTP_AGAIN;
-	if (buf[0] == '\n') {
-		start = 1;
-	} else if (buf[0] == '\r') {
-		if (len < 2) {
-			*scanned = len;
-			return HTTP_AGAIN;
+	/* a method starts with a tchar, above '\r': one test for most heads */
+	if ((uint8_t)buf[0] <= '\r') {
+		if (buf[0] == '\n') {
+			start = 1;
+		} else if (buf[0] == '\r') {
+			if (len < 2) {
+				*scanned = len;
+				return HTTP_AGAIN;
+			}
+			if (buf[1] != '\n')
+				return -400;
+			start = 2;
 		}
-		if (buf[1] != '\n')
-			return -400;
-		start = 2;
 	}
 	head_limits(lim, &l);
 
