@@ -458,7 +458,8 @@ static int parse_request_line(const char *p, const char *w, size_t max, struct h
 	q++;
 	/* nearly every request says "HTTP/1.1\r\n": one 8-byte compare for
 	 * it; any other version or line end takes the general check below */
-	if (w - q >= 10 && load64(q) == load64("HTTP/1.1") && q[8] == '\r' && q[9] == '\n') {
+	if (w - q >= 10 && load64(q) == load64("HTTP/1.1") &&
+	    load16(q + 8) == load16("\r\n")) {
 		*next = q + 10;
 		r->minor = 1;
 		return 0;
