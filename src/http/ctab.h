@@ -1,9 +1,9 @@
 /*
  * ctab.h - the byte classes of HTTP/1.1 syntax, one table for the head
  * parser and the chunked decoder's trailer section: tokens (RFC 9110
- * 5.6.2), field values (5.5), request-targets (RFC 9112 3.2) and URI
- * authorities (RFC 3986 3.2).  Static so that every lookup is a plain load
- * from this object file's copy: 256 bytes each in two.
+ * 5.6.2), field values (5.5), request-targets (RFC 9112 3.2), URI
+ * authorities (RFC 3986 3.2) and whitespace.  Static so that every lookup
+ * is a plain load from this object file's copy: 256 bytes each in two.
  */
 #ifndef RINGCACHE_HTTP_CTAB_H
 #define RINGCACHE_HTTP_CTAB_H
@@ -16,6 +16,7 @@ enum {
 	C_VALUE = 4,  /* field value: VCHAR, obs-text, SP, HTAB */
 	C_PATH = 8,   /* request-target before '?' */
 	C_AUTH = 16,  /* URI authority without userinfo (RFC 3986 3.2) */
+	C_OWS = 32,   /* optional whitespace: SP, HTAB (RFC 9110 5.6.3) */
 };
 
 #define T_ (C_TCHAR | C_TARGET | C_VALUE | C_PATH)
@@ -24,7 +25,7 @@ enum {
 #define VA (V_ | C_AUTH)
 
 static const uint8_t http_ctab[256] = {
-	['\t'] = C_VALUE, [' '] = C_VALUE,
+	['\t'] = C_VALUE | C_OWS, [' '] = C_VALUE | C_OWS,
 	['!'] = TA, ['"'] = V_, ['#'] = T_, ['$'] = TA, ['%'] = TA, ['&'] = TA,
 	['\''] = TA, ['('] = VA, [')'] = VA, ['*'] = TA, ['+'] = TA, [','] = VA,
 	['-'] = TA, ['.'] = TA, ['/'] = V_,

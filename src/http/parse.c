@@ -34,7 +34,10 @@
  *
  * Speed: the common head is parsed where it lies, without a separate search
  * for line ends; values and paths, most of a head's bytes, are checked 8 at
- * a time; field names are dispatched on length and compared a word at a time.
+ * a time; field names are dispatched on length and compared a word at a time;
+ * the commonest shapes ("GET ", "PUT ", "HTTP/1.1\r\n", a CRLF) are matched
+ * by one compare each before the general checks, which are their fallback.
+ * perf/bench-http-parse.c counts the instructions per head.
  *
  * Host is not required: the cache serves one origin and a missing Host
  * carries no routing meaning here, so refusing it would only break minimal
@@ -56,16 +59,19 @@ struct limits {
 	size_t fields;
 };
 
-/* Errors detected while parsing fields and decided after the last one. */
-struct fields {
-	bool cl_seen;
-	bool cl_differ;   /* two Content-Length values that differ */
-	bool te_seen;
-	bool te_bad;      /* a coding other than a lone "chunked" */
-	bool expect_bad;
-	bool conn_close;
-	bool conn_keep;
-	bool expect_100;
+/*
+ * What the fields said, for the checks across them after the last one: bits
+ * of one word, so that a head with none of them (most) is told by one test.
+ */
+enum {
+	F_CL_SEEN = 1 << 0,
+	F_CL_DIFFER = 1 << 1,     /* two Content-Length values that differ */
+	F_TE_SEEN = 1 << 2,
+	F_TE_BAD = 1 << 3,        /* a coding other than a lone "chunked" */
+	F_EXPECT_BAD = 1 << 4,
+	F_EXPECT_100 = 1 << 5,
+	F_CONN_CLOSE = 1 << 6,
+	F_CONN_KEEP = 1 << 7,
 };
 
 /*
@@ -93,6 +99,32 @@ static inline size_t min_sz(size_t a, size_t b)
  * no other tchar onto a letter or '-', so one OR per word does the folding.
  * Names of 8 bytes or more are compared as two overlapping words.
  */
+/* The 8 (4, 2) bytes at p as a word, in memory order: compared with the load
+ * of a literal, the result does not depend on the byte order. */
+static inline uint64_t load64(const char *p)
+{
+	uint64_t w;
+
+	memcpy(&w, p, 8);
+	return w;
+}
+
+static inline uint16_t load16(const char *p)
+{
+	uint16_t w;
+
+	memcpy(&w, p, 2);
+	return w;
+}
+
+static inline uint32_t load32(const char *p)
+{
+	uint32_t w;
+
+	memcpy(&w, p, 4);
+	return w;
+}
+
 static inline bool lower_eq(const char *p, const char *lit, size_t n)
 {
 	if (n >= 8) {
@@ -125,18 +157,22 @@ static inline bool value_eq(const char *p, size_t n, const char *lit, size_t lit
 	return true;
 }
 
+/* one table test rather than two compares: values are trimmed at both ends */
 static inline bool is_ows(char c)
 {
-	return c == ' ' || c == '\t';
+	return http_ctab[(uint8_t)c] & C_OWS;
 }
 
 /*
  * Returns the first byte of [x, limit) that is not a field-value byte.
  * Values are most of a head's bytes, so they go 8 at a time: a word is
- * clean when no byte is below 0x20 or equal to 0x7f (the classic "has a
- * byte less than n" test, exact about presence, and its lowest flagged byte
- * is the first offender on a little-endian load).  HTAB is the one byte
- * below 0x20 that belongs, so it is stepped over.
+ * clean when no byte is below 0x20 or equal to 0x7f.  Each byte is judged
+ * on its low 7 bits plus a constant, which never carries into the next
+ * byte, so the flags are exact per byte and the lowest one is the first
+ * offender on a little-endian load: bit 7 of b7 + 0x60 is clear below
+ * 0x20, bit 7 of b7 + 1 set at 0x7f, and a byte with its own bit 7 set
+ * (obs-text) is never flagged.  HTAB is the one byte below 0x20 that
+ * belongs, so it is stepped over.
  */
 static inline const char *scan_value(const char *x, const char *limit)
 {
@@ -144,10 +180,8 @@ static inline const char *scan_value(const char *x, const char *limit)
 	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
 
 	while (limit - x >= 8) {
-		uint64_t w, d;
-		memcpy(&w, x, 8);
-		d = w ^ (0x7f * ones);
-		uint64_t bad = ((w - 0x20 * ones) & ~w & highs) | ((d - ones) & ~d & highs);
+		uint64_t w = load64(x), w7 = w & (0x7f * ones);
+		uint64_t bad = ~w & (~(w7 + 0x60 * ones) | (w7 + ones)) & highs;
 		if (!bad) {
 			x += 8;
 			continue;
@@ -292,21 +326,21 @@ static inline const char *scan_token(const char *x, const char *limit)
 
 /*
  * Returns the first byte of [x, limit) that cannot be in a path: outside
- * 0x21..0x7e, or '?'.  Eight at a time as in scan_value(); a byte >= 0x7f
- * is caught by its high bit or by the carry of adding 1, which only spills
- * upward and so never hides a lower offender.
+ * 0x21..0x7e, or '?'.  Eight at a time, exact per byte as in scan_value():
+ * a byte with bit 7 set is flagged by it, and on the low 7 bits b7, bit 7
+ * of b7 + 0x5f is clear below 0x21, of b7 + 1 set at 0x7f, and of
+ * (b7 ^ '?') + 0x7f clear at '?'.
  */
 static inline const char *scan_path(const char *x, const char *limit)
 {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	const uint64_t low7 = 0x7f * ones;
 
 	while (limit - x >= 8) {
-		uint64_t w, d;
-		memcpy(&w, x, 8);
-		d = w ^ ('?' * ones);
-		uint64_t bad = ((w - 0x21 * ones) & ~w & highs) | ((w | (w + ones)) & highs) |
-			       ((d - ones) & ~d & highs);
+		uint64_t w = load64(x), w7 = w & low7;
+		uint64_t bad = (w | (w7 + ones) |
+				~((w7 + 0x5f * ones) & ((w7 ^ ('?' * ones)) + low7))) & highs;
 		if (bad)
 			return x + (__builtin_ctzll(bad) >> 3);
 		x += 8;
@@ -379,21 +413,38 @@ static __attribute__((noinline)) const char *absolute_form(const char *t, const 
 }
 
 /*
- * The request line at p, looked at no further than w.  Returns 0 with
- * *next past its LF, -505 for a well-formed line of another version, or
- * -400 for anything else, including a line that does not end before w:
- * the caller tells those apart (incomplete, 414, 400) on its slow path.
+ * The request line at p, looked at no further than w, which is at most
+ * max + 2 bytes on: max is the longest content allowed, so a line that ends
+ * in CRLF before w fits, and one that ends in a lone LF may be a byte over.
+ * Returns 0 with *next past its LF, -505 for a well-formed line of another
+ * version, or -400 for anything else, including a line that does not end
+ * before w or is longer than max: the caller tells those apart (incomplete,
+ * 414, 400) on its slow path.
  */
-static int parse_request_line(const char *p, const char *w, struct http_request *r,
+static int parse_request_line(const char *p, const char *w, size_t max, struct http_request *r,
 			      const char **next)
 {
-	const char *q = scan_token(p, w);
+	const char *q;
+	uint32_t m4 = 0;
 
-	if (q == p || q == w || *q != ' ')
-		return -400;
+	/* GET and PUT, the methods of most requests, with their SP in one
+	 * 4-byte compare; other methods take the scan and the name switch */
+	if (w - p >= 4)
+		memcpy(&m4, p, 4);
+	if (m4 == load32("GET ")) {
+		q = p + 3;
+		r->method = HTTP_METHOD_GET;
+	} else if (m4 == load32("PUT ")) {
+		q = p + 3;
+		r->method = HTTP_METHOD_PUT;
+	} else {
+		q = scan_token(p, w);
+		if (q == p || q == w || *q != ' ')
+			return -400;
+		r->method = method_of(p, (size_t)(q - p));
+	}
 	r->method_name.p = p;
 	r->method_name.len = (uint32_t)(q - p);
-	r->method = method_of(p, (size_t)(q - p));
 
 	const char *t = ++q;
 	q = path_and_query(t, w, r);
@@ -408,10 +459,18 @@ static int parse_request_line(const char *p, const char *w, struct http_request 
 	r->target.len = (uint32_t)(q - t);
 
 	q++;
+	/* nearly every request says "HTTP/1.1\r\n": one 8-byte compare for
+	 * it; any other version or line end takes the general check below */
+	if (w - q >= 10 && load64(q) == load64("HTTP/1.1") &&
+	    load16(q + 8) == load16("\r\n")) {
+		*next = q + 10;
+		r->minor = 1;
+		return 0;
+	}
 	if (w - q < 9 || memcmp(q, "HTTP/", 5) != 0 || q[5] < '0' || q[5] > '9' ||
 	    q[6] != '.' || q[7] < '0' || q[7] > '9')
 		return -400;
-	if (q[8] == '\n')
+	if (q[8] == '\n' && (size_t)(q + 8 - p) <= max)
 		*next = q + 9;
 	else if (q[8] == '\r' && w - q >= 10 && q[9] == '\n')
 		*next = q + 10;
@@ -424,7 +483,7 @@ static int parse_request_line(const char *p, const char *w, struct http_request 
 }
 
 static int parse_content_length(const char *v, size_t n, struct http_request *r,
-				struct fields *f)
+				unsigned *f)
 {
 	int64_t x = 0;
 
@@ -435,14 +494,14 @@ static int parse_content_length(const char *v, size_t n, struct http_request *r,
 			return -400;
 		x = x * 10 + (v[i] - '0');
 	}
-	if (f->cl_seen && x != r->content_length)
-		f->cl_differ = true;
-	f->cl_seen = true;
+	if ((*f & F_CL_SEEN) && x != r->content_length)
+		*f |= F_CL_DIFFER;
+	*f |= F_CL_SEEN;
 	r->content_length = x;
 	return 0;
 }
 
-static void parse_connection(const char *v, size_t n, struct fields *f)
+static void parse_connection(const char *v, size_t n, unsigned *f)
 {
 	const char *e = v + n;
 
@@ -455,9 +514,9 @@ static void parse_connection(const char *v, size_t n, struct fields *f)
 			te--;
 		size_t tn = (size_t)(te - ts);
 		if (value_eq(ts, tn, "close", 5))
-			f->conn_close = true;
+			*f |= F_CONN_CLOSE;
 		else if (value_eq(ts, tn, "keep-alive", 10))
-			f->conn_keep = true;
+			*f |= F_CONN_KEEP;
 		if (!c)
 			break;
 		v = c + 1;
@@ -482,7 +541,7 @@ static inline void keep_first(struct http_str *s, const char *v, size_t n)
  * it a call, which costs a tenth of a short head's parse.
  */
 static inline __attribute__((always_inline)) int
-parse_field(const char *p, const char *limit, struct http_request *r, struct fields *f,
+parse_field(const char *p, const char *limit, struct http_request *r, unsigned *f,
 	    const char **next)
 {
 	const char *q = scan_token(p, limit);
@@ -499,9 +558,12 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 	while (v < limit && is_ows(*v))
 		v++;
 	const char *x = scan_value(v, limit);
-	if (x == limit)
+	/* CRLF, the common line end, in one compare */
+	if (limit - x >= 2 && load16(x) == load16("\r\n")) {
+		*next = x + 2;
+	} else if (x == limit) {
 		return HTTP_AGAIN;
-	if (*x == '\n') {
+	} else if (*x == '\n') {
 		*next = x + 1;
 	} else if (*x == '\r') {
 		if (x + 1 == limit)
@@ -521,9 +583,9 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 	case 6:
 		if (lower_eq(p, "expect", 6)) {
 			if (value_eq(v, vn, "100-continue", 12))
-				f->expect_100 = true;
+				*f |= F_EXPECT_100;
 			else
-				f->expect_bad = true;
+				*f |= F_EXPECT_BAD;
 		}
 		break;
 	case 9:
@@ -581,9 +643,9 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 				return -400;
 			/* a second field makes the list "chunked, ...", never
 			 * the lone "chunked" we accept */
-			if (f->te_seen || !value_eq(v, vn, "chunked", 7))
-				f->te_bad = true;
-			f->te_seen = true;
+			if ((*f & F_TE_SEEN) || !value_eq(v, vn, "chunked", 7))
+				*f |= F_TE_BAD;
+			*f |= F_TE_SEEN;
 		}
 		break;
 	}
@@ -591,26 +653,60 @@ parse_field(const char *p, const char *limit, struct http_request *r, struct fie
 }
 
 /* Checks across fields, once all are seen; fills the derived flags. */
-static int finish_fields(struct http_request *r, const struct fields *f)
+static int finish_fields(struct http_request *r, unsigned f)
 {
+	/* most heads: nothing to check across fields, the version decides */
+	if (!(f & ~F_CL_SEEN)) {
+		r->chunked = false;
+		r->expect_continue = false;
+		r->keep_alive = r->minor == 1;
+		return 0;
+	}
 	/* two lengths, both framings, or chunked in HTTP/1.0 (RFC 9112 6.1)
 	 * are smuggling shapes: refuse before looking at the coding itself */
-	if (f->cl_differ || (f->te_seen && (f->cl_seen || r->minor == 0)))
+	if ((f & F_CL_DIFFER) || ((f & F_TE_SEEN) && ((f & F_CL_SEEN) || r->minor == 0)))
 		return -400;
-	if (f->te_bad)
+	if (f & F_TE_BAD)
 		return -501;
-	if (f->expect_bad)
+	if (f & F_EXPECT_BAD)
 		return -417;
-	r->chunked = f->te_seen;
+	r->chunked = f & F_TE_SEEN;
 	/* RFC 9110 10.1.1: ignore 100-continue from an HTTP/1.0 client */
-	r->expect_continue = f->expect_100 && r->minor == 1;
-	if (f->conn_close)
+	r->expect_continue = (f & F_EXPECT_100) && r->minor == 1;
+	if (f & F_CONN_CLOSE)
 		r->keep_alive = false;
-	else if (f->conn_keep)
+	else if (f & F_CONN_KEEP)
 		r->keep_alive = true;
 	else
 		r->keep_alive = r->minor == 1;
 	return 0;
+}
+
+/*
+ * The slow path of parse_head(), for a request line that parse_request_line()
+ * refused with `err`: it is refused, incomplete or too long, and those are
+ * told apart in precedence order; a complete, short line failing the early
+ * method check failed there too.  A complete line is judged at once,
+ * whatever follows it: an HTTP/0.9 client sends nothing after its request
+ * line.  Out of line: inlined, it made the common path spill registers
+ * (9 instructions a head).
+ */
+static __attribute__((noinline)) int request_line_refused(const char *buf, size_t len,
+							   size_t start,
+							   const struct limits *l, int err)
+{
+	bool complete;
+	size_t rl = request_line_len(buf, len, start, l, &complete);
+	int early = method_early(buf, len, start, l);
+
+	if (early)
+		return early;
+	if (rl > l->line)
+		return -414;
+	if (!complete)
+		return head_incomplete(buf, len, start, 0, l);
+	/* err is set: a complete line over the limit was caught as 414 */
+	return err;
 }
 
 /*
@@ -631,44 +727,30 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	r->x_cache_fill = r->x_cache_lease = (struct http_str){ 0 };
 	r->x_cache_tags = (struct http_str){ 0 };
 	r->tags_repeated = false;
-	int err = parse_request_line(p, p + min_sz(len - start, l->line + 2), r, &line);
-	if (err || (size_t)(line - p) - 1 - (line[-2] == '\r') > l->line) {
-		/* the slow path: the line was refused, is incomplete or too long,
-		 * and those are told apart in precedence order; a complete, short
-		 * line failing the early method check failed above too.  A
-		 * complete line is judged at once, whatever follows it: an
-		 * HTTP/0.9 client sends nothing after its request line */
-		bool complete;
-		size_t rl = request_line_len(buf, len, start, l, &complete);
-		int early = method_early(buf, len, start, l);
-		if (early)
-			return early;
-		if (rl > l->line)
-			return -414;
-		if (!complete)
-			return head_incomplete(buf, len, start, 0, l);
-		/* err is set: a complete line over the limit was caught as 414 */
-		return err;
-	}
+	const char *w = p + min_sz(len - start, l->line + 2);
+	int err = parse_request_line(p, w, l->line, r, &line);
+	if (err)
+		return request_line_refused(buf, len, start, l, err);
 
 	const char *end = buf + len, *limit = buf + min_sz(len, l->head);
-	struct fields f = { 0 };
+	unsigned f = 0;
 	size_t nfields = 0;
 
 	for (;;) {
 		if (line >= end)
 			return len > l->head ? -431 : HTTP_AGAIN;
-		if (*line == '\n') {
-			line += 1;
-			break;
-		}
-		if (*line == '\r') {
-			if (line + 1 >= end)
-				return len > l->head ? -431 : HTTP_AGAIN;
-			if (line[1] == '\n') {
+		/* a field line starts with a tchar, above '\r': one test for it */
+		if ((uint8_t)*line <= '\r') {
+			if (end - line >= 2 && load16(line) == load16("\r\n")) {
 				line += 2;
 				break;
 			}
+			if (*line == '\n') {
+				line += 1;
+				break;
+			}
+			if (*line == '\r' && line + 1 >= end)
+				return len > l->head ? -431 : HTTP_AGAIN;
 		}
 		nfields++;
 		const char *next;
@@ -687,7 +769,7 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	size_t head_len = (size_t)(line - buf);
 	if (head_len > l->head || nfields > l->fields)
 		return -431;
-	err = finish_fields(r, &f);
+	err = finish_fields(r, f);
 	if (err)
 		return err;
 	r->head_len = (uint32_t)head_len;
@@ -732,7 +814,7 @@ static int resume(const char *buf, size_t len, size_t start, size_t s, const str
 		 * only its verdict is kept now; what depends on other fields
 		 * is decided after the last one (finish_fields) */
 		struct http_request r = { .content_length = -1 };
-		struct fields f = { 0 };
+		unsigned f = 0;
 		const char *next;
 		int rc = parse_field(ls, limit, &r, &f, &next);
 		if (rc < 0)
@@ -751,16 +833,19 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 
 	if (len == 0)
 		return HTTP_AGAIN;
-	if (buf[0] == '\n') {
-		start = 1;
-	} else if (buf[0] == '\r') {
-		if (len < 2) {
-			*scanned = len;
-			return HTTP_AGAIN;
+	/* a method starts with a tchar, above '\r': one test for most heads */
+	if ((uint8_t)buf[0] <= '\r') {
+		if (buf[0] == '\n') {
+			start = 1;
+		} else if (buf[0] == '\r') {
+			if (len < 2) {
+				*scanned = len;
+				return HTTP_AGAIN;
+			}
+			if (buf[1] != '\n')
+				return -400;
+			start = 2;
 		}
-		if (buf[1] != '\n')
-			return -400;
-		start = 2;
 	}
 	head_limits(lim, &l);
 

@@ -675,6 +675,89 @@ static void test_field_names(void)
 	CHECK(r.chunked);
 }
 
+/*
+ * The common shapes are matched a word at a time ("GET ", "HTTP/1.1\r\n"
+ * and a CRLF in one compare each): those fast paths and the general
+ * checks they fall back to give the same results, at every split point and
+ * before a guard page, for those shapes and their near misses, also
+ * when the window they need ends exactly at the request line limit.
+ */
+struct word_case {
+	const char *raw;
+	int rc;                     /* > 0: the whole input */
+	int method, minor;
+	const char *method_name;
+	const struct http_limits *lim;
+};
+
+static const struct http_limits AT14 = { 14, 64, 4 };
+
+static const struct word_case word_cases[] = {
+	{ "GET /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.1\n\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.0\r\n\r\n", 1, HTTP_METHOD_GET, 0, "GET", &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET / HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &AT14 },
+	{ "GET / HTTP/1.1\n\n", 1, HTTP_METHOD_GET, 1, "GET", &AT14 },
+	{ "GET /x HTTP/1.1\r\n\r\n", -414, 0, 0, NULL, &AT14 },
+	{ "GET /x HTTP/1.1\n\n", -414, 0, 0, NULL, &AT14 },
+	{ "GET /x HTTP/1.0\n\n", -414, 0, 0, NULL, &AT14 },
+	{ "GET /x HTTP/2.0\n\n", -414, 0, 0, NULL, &AT14 },
+	{ "GET /x HTTP/1.1\r\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\rX\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1X\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1 \r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x http/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1,1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\x01\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.2\r\n\r\n", -505, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/2.1\r\n\r\n", -505, 0, 0, NULL, &LIM },
+	/* and "GET " / "PUT " in one 4-byte compare, other methods scanned */
+	{ "PUT /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_PUT, 1, "PUT", &LIM },
+	{ "GETS /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_OTHER, 1, "GETS", &LIM },
+	{ "PUTX /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_OTHER, 1, "PUTX", &LIM },
+	{ "GE /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_OTHER, 1, "GE", &LIM },
+	{ "Get /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_OTHER, 1, "Get", &LIM },
+	{ "HEAD /x HTTP/1.0\r\n\r\n", 1, HTTP_METHOD_HEAD, 0, "HEAD", &LIM },
+	{ "DELETE /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_DELETE, 1, "DELETE", &LIM },
+	{ "GET\t/x HTTP/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "PUT\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET  /x HTTP/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET HTTP/1.1\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	/* CRLF ending a field line or the head in one 2-byte compare, lone LFs
+	 * and bare CRs by the general checks */
+	{ "GET /x HTTP/1.1\r\nA: 1\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.1\nA: 1\r\nB:\r\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\r\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\rB: 2\r\n\r\n", -400, 0, 0, NULL, &LIM },
+	{ "GET /x HTTP/1.1\r\nA: 1\r\n\x01: 2\r\n\r\n", -400, 0, 0, NULL, &LIM },
+};
+
+static void test_word_compares(void)
+{
+	for (size_t i = 0; i < sizeof(word_cases) / sizeof(word_cases[0]); i++) {
+		const struct word_case *w = &word_cases[i];
+		size_t n = strlen(w->raw);
+		char *b = copy(w->raw, n);
+		struct http_request r;
+		int want = w->rc > 0 ? (int)n : w->rc;
+		int rc = parse_once(b, n, w->lim, &r);
+		CHECK_EQ(rc, want);
+		if (rc != want)
+			fprintf(stderr, "  request: %s\n", w->raw);
+		if (rc > 0 && want > 0) {
+			CHECK_EQ(r.method, w->method);
+			CHECK_EQ(r.minor, w->minor);
+			CHECK(str_is(r.method_name, w->method_name));
+			CHECK_EQ(r.keep_alive, w->minor == 1);
+		}
+		free(b);
+		check_splits(w->raw, n, w->lim);
+	}
+}
+
 /* `scanned` really resumes: the same bytes from a fresh start cost more. */
 static void test_resume(void)
 {
@@ -692,7 +775,8 @@ static void test_resume(void)
 	CHECK_EQ(http_parse_request(req, 0, &scanned, &LIM, &r), HTTP_AGAIN);
 }
 
-/* Every prefix of every valid request, ending right before a PROT_NONE page. */
+/* Every prefix of every valid request (and of the refused ones and the word
+ * compares' cases), ending right before a PROT_NONE page. */
 static void test_guard_page(void)
 {
 	long pg = sysconf(_SC_PAGESIZE);
@@ -727,6 +811,18 @@ static void test_guard_page(void)
 			memcpy(edge - k, raw, k);
 			int rc = parse_once(edge - k, k, refused[i].lim, &r);
 			CHECK(rc == HTTP_AGAIN || rc < 0);
+		}
+	}
+	/* the word compares' near misses end anywhere, too */
+	for (size_t i = 0; i < sizeof(word_cases) / sizeof(word_cases[0]); i++) {
+		const char *raw = word_cases[i].raw;
+		size_t n = strlen(raw);
+		int want = word_cases[i].rc > 0 ? (int)n : word_cases[i].rc;
+		struct http_request r;
+		for (size_t k = 1; k <= n; k++) {
+			memcpy(edge - k, raw, k);
+			int rc = parse_once(edge - k, k, word_cases[i].lim, &r);
+			CHECK(rc == HTTP_AGAIN || rc == want);
 		}
 	}
 
@@ -1024,6 +1120,7 @@ int main(void)
 	test_limits();
 	test_wide_scans();
 	test_field_names();
+	test_word_compares();
 	test_resume();
 	test_guard_page();
 	test_chunked();
