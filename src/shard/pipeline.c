@@ -172,47 +172,62 @@ static void enqueue(struct pipeline *p, struct slot *s)
 	p->queued++;
 }
 
+/* An answer rendered into `out` whose value stays in its store: the value
+ * goes at ref->at, and what was rendered after that point (RESP's CRLF)
+ * stays in the buffer, after it.  `at`: the buffer's length before. */
+static __attribute__((noinline)) int add_ref(struct pipeline *p, const struct outq_ref *ref, size_t at)
+{
+	size_t tail = p->out.bytes.len - ref->at;
+
+	p->out.bytes.len = ref->at;
+	if (outq_add_ref(&p->out, ref->p, ref->len, ref->pin)) {
+		p->out.bytes.len = at;
+		return -ENOMEM;
+	}
+	p->out.bytes.len += tail;
+	return 0;
+}
+
+/* An answer behind one still outstanding: kept in its own slot. */
+static __attribute__((noinline)) int answer_behind(struct pipeline *p, const struct reply *r, const struct pipeline_req *q)
+{
+	struct slot *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->own = true;
+	s->state = SLOT_DONE;
+	s->timing = q->timing;
+	s->t0 = q->t0;
+	s->hit = is_hit(r);
+	s->status = r->status;
+	if (render_into(&s->bytes, &s->ref, r, &q->to)) {
+		free(s);
+		return -ENOMEM;
+	}
+	enqueue(p, s);
+	p->queued_bytes += s->bytes.len + s->ref.len;
+	p->queued_refs += s->ref.len;
+	return 0;
+}
+
 int pipeline_answer(struct pipeline *p, const struct reply *r, const struct pipeline_req *q)
 {
-	if (!p->head) {
+	if (__builtin_expect(p->head != NULL, 0)) {
+		if (answer_behind(p, r, q))
+			return -ENOMEM;
+	} else {
+		/* most answers: straight into `out` */
 		struct outq_ref ref = { 0 };
 		size_t at = p->out.bytes.len;
-		if (render_into(&p->out.bytes, &ref, r, &q->to))
+		if (render_into(&p->out.bytes, &ref, r, &q->to) || (ref.pin && add_ref(p, &ref, at)))
 			return -ENOMEM;
-		if (ref.pin) {
-			/* the value goes at ref.at: what was rendered after that
-			 * point (RESP's CRLF) stays in the buffer, after it */
-			size_t tail = p->out.bytes.len - ref.at;
-			p->out.bytes.len = ref.at;
-			if (outq_add_ref(&p->out, ref.p, ref.len, ref.pin)) {
-				p->out.bytes.len = at;
-				return -ENOMEM;
-			}
-			p->out.bytes.len += tail;
-		}
 		if (q->timing != PIPELINE_UNTIMED) {
 			/* timed with the send that carries it (pipeline_sent) */
 			if (p->batch_timed++ == 0)
 				p->batch_t0 = q->t0;
 			p->batch_hits += is_hit(r);
 		}
-	} else {
-		struct slot *s = calloc(1, sizeof(*s));
-		if (!s)
-			return -ENOMEM;
-		s->own = true;
-		s->state = SLOT_DONE;
-		s->timing = q->timing;
-		s->t0 = q->t0;
-		s->hit = is_hit(r);
-		s->status = r->status;
-		if (render_into(&s->bytes, &s->ref, r, &q->to)) {
-			free(s);
-			return -ENOMEM;
-		}
-		enqueue(p, s);
-		p->queued_bytes += s->bytes.len + s->ref.len;
-		p->queued_refs += s->ref.len;
 	}
 	if (!q->uncounted)
 		count_status(p, r->status);
