@@ -127,6 +127,14 @@ struct resp_iter {
 bool resp_next(const struct resp_cmd *cmd, struct resp_iter *it, struct resp_str *out,
 	       char *scratch);
 
+/*
+ * The first min(cmd->argc, max) arguments of a complete frame into v, as
+ * resp_next() from the first would give them (scratch as there); returns
+ * how many.  A command's usual few arguments are read where the parse
+ * found them, without a call per argument.
+ */
+uint32_t resp_args(const struct resp_cmd *cmd, struct resp_str *v, uint32_t max, char *scratch);
+
 /* --- replies ---------------------------------------------------------------- */
 
 /*

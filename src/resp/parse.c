@@ -387,3 +387,24 @@ bool resp_next(const struct resp_cmd *cmd, struct resp_iter *it, struct resp_str
 	it->index++;
 	return true;
 }
+
+uint32_t resp_args(const struct resp_cmd *cmd, struct resp_str *v, uint32_t max, char *scratch)
+{
+	uint32_t n = cmd->argc < max ? cmd->argc : max, i = 0;
+	struct resp_iter it = { 0 };
+
+	if (!cmd->inline_) {
+		uint32_t kept = n < RESP_ARGS_KEPT ? n : RESP_ARGS_KEPT;
+		for (; i < kept; i++) {
+			v[i].p = cmd->frame + cmd->arg_at[i];
+			v[i].len = (size_t)cmd->arg_len[i];
+		}
+		if (i == n)
+			return n;
+		it.pos = (size_t)cmd->arg_at[i - 1] + v[i - 1].len + 2;
+		it.index = i;
+	}
+	for (; i < n && resp_next(cmd, &it, &v[i], scratch); i++)
+		;
+	return i;
+}

@@ -62,16 +62,26 @@ static int parse_fed(const char *s, size_t n, size_t first, struct resp_cmd *cmd
 	return rc;
 }
 
-/* Joins the arguments as "a|b|c" for comparison. */
+/* Joins the arguments as "a|b|c" for comparison; resp_args() must give the
+ * first of them as resp_next() does (its own scratch: an inline argument is
+ * decoded there). */
 static void join_args(const struct resp_cmd *cmd, char *out, size_t n)
 {
+	enum { MAX = 5 };       /* past RESP_ARGS_KEPT: resp_args() walks on */
 	struct resp_iter it = { 0 };
-	struct resp_str a;
-	char *scratch = malloc(cmd->len + 1);
+	struct resp_str a, v[MAX];
+	char *scratch = malloc(cmd->len + 1), *scratch2 = malloc(cmd->len + 1);
+	uint32_t got = resp_args(cmd, v, MAX, scratch2);
 	size_t k = 0;
 
+	CHECK_EQ(got, cmd->argc < MAX ? cmd->argc : MAX);
 	out[0] = '\0';
 	while (resp_next(cmd, &it, &a, scratch)) {
+		uint32_t j = it.index - 1;
+		if (j < got && (v[j].len != a.len || memcmp(v[j].p, a.p, a.len) != 0)) {
+			fprintf(stderr, "resp_args: argument %u differs\n", j);
+			CHECK(0);
+		}
 		if (it.index > 1 && k + 1 < n)
 			out[k++] = '|';
 		for (size_t i = 0; i < a.len && k + 1 < n; i++)
@@ -79,6 +89,7 @@ static void join_args(const struct resp_cmd *cmd, char *out, size_t n)
 		out[k] = '\0';
 	}
 	free(scratch);
+	free(scratch2);
 }
 
 /*
