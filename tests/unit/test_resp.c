@@ -113,7 +113,7 @@ static void expect(const char *s, size_t n, int want, size_t frame_len, const ch
 			return;
 		}
 		if (rc == 1) {
-			char got[512];
+			char got[2048];
 			join_args(&cmd, got, sizeof(got));
 			if (cmd.len != frame_len || strcmp(got, args) != 0) {
 				fprintf(stderr, "split %zu of %.*s: len %zu args '%s', want %zu '%s'\n",
@@ -151,8 +151,30 @@ static void test_multibulk(void)
 	EXPECT_OK("*1\r\n$4\r\nPINGxy", 14, "PING");
 	/* a CR not followed by LF still ends a length line, as in Redis */
 	EXPECT_OK("*1\rX$4\rXPINGxy", 14, "PING");
+	/* lengths of 1, 2, 3 and 4 digits: a whole frame of short lines is read
+	 * in one pass (parse.c, parse_whole), any other by the general path,
+	 * with one result */
+	EXPECT_OK("*3\r\n$3\r\nSET\r\n$10\r\n0123456789\r\n$100\r\n"
+		  "0123456789012345678901234567890123456789012345678901234567890123456789"
+		  "012345678901234567890123456789\r\n", 138,
+		  "SET|0123456789|0123456789012345678901234567890123456789012345678901234567890123456789"
+		  "012345678901234567890123456789");
+	{
+		static char big[1100], want[1100];
+		size_t n = (size_t)sprintf(big, "*2\r\n$4\r\nECHO\r\n$1000\r\n");
+		memset(big + n, 'v', 1000);
+		memcpy(big + n + 1000, "\r\n", 2);
+		memcpy(want, "ECHO|", 5);
+		memset(want + 5, 'v', 1000);
+		expect(big, n + 1002, 1, n + 1002, want);
+	}
+	/* an empty command followed by more bytes, and a frame ending exactly
+	 * at the bytes given with a short last line */
+	EXPECT_OK("*0\r\n*1\r\n", 4, "");
+	EXPECT_OK("*1\r\n$0\r\n\r\n", 10, "");
 	/* incomplete: more is needed */
 	EXPECT_RC("*2\r\n$3\r\nGET\r\n$1\r\nk", RESP_AGAIN);
+	EXPECT_RC("*2\r\n$3\r\nGET\r\n$100\r\nk\r\n", RESP_AGAIN);
 	EXPECT_RC("*", RESP_AGAIN);
 }
 
@@ -170,6 +192,28 @@ static void test_multibulk_errors(void)
 	EXPECT_RC("*1\r\n$x\r\n", -RESP_E_BULK_LEN);
 	EXPECT_RC("*1\r\n$1025\r\n", -RESP_E_BULK_LEN);        /* over max_bulk */
 	EXPECT_RC("*1\r\n:1\r\n", -RESP_E_EXPECTED_DOLLAR);
+	/* leading zeros and signs in a short line, with the whole frame there */
+	EXPECT_RC("*1\r\n$01\r\nx\r\n", -RESP_E_BULK_LEN);
+	EXPECT_RC("*1\r\n$00\r\n\r\n", -RESP_E_BULK_LEN);
+	EXPECT_RC("*1\r\n$+1\r\nx\r\n", -RESP_E_BULK_LEN);
+	EXPECT_RC("*01\r\n$1\r\nx\r\n", -RESP_E_MBULK_LEN);
+	EXPECT_RC("*1\r\n$1x\r\nx\r\n", -RESP_E_BULK_LEN);
+	/* the limits hold for a whole frame read in one pass too */
+	{
+		static const struct resp_limits small = { .max_bulk = 5, .max_command = 22 };
+		static const char bulk6[] = "*1\r\n$6\r\nabcdef\r\n";
+		static const char cmd23[] = "*2\r\n$3\r\nabc\r\n$4\r\nabcd\r\n";
+		static const char cmd22[] = "*2\r\n$3\r\nabc\r\n$3\r\nabc\r\n";
+		struct resp_cmd cmd;
+		resp_parser_init(&ps);
+		CHECK_EQ(resp_parse(&ps, bulk6, sizeof(bulk6) - 1, &small, &cmd), -RESP_E_BULK_LEN);
+		resp_parser_init(&ps);
+		CHECK_EQ(resp_parse(&ps, cmd23, sizeof(cmd23) - 1, &small, &cmd),
+			 -RESP_E_COMMAND_TOO_BIG);
+		resp_parser_init(&ps);
+		CHECK_EQ(resp_parse(&ps, cmd22, sizeof(cmd22) - 1, &small, &cmd), 1);
+		CHECK_EQ(cmd.len, 22);
+	}
 	/* 4 bulks of 1000 bytes: over max_command before the bytes come */
 	EXPECT_RC("*4\r\n$1000\r\n", RESP_AGAIN);
 	{
