@@ -217,6 +217,40 @@ static char *scratch_of(const struct conn *c)
 	return c->sh->resp_scratch;
 }
 
+/*
+ * A command's arguments in order from one of them: from v[] while they are
+ * there, then read from the frame (a list of options past ARGV_MAX).
+ */
+struct arg_walk {
+	struct cmd_args *a;
+	uint32_t i;             /* the next argument's index */
+	struct resp_iter it;    /* past ARGV_MAX: where the frame is read */
+};
+
+static struct arg_walk walk_from(struct cmd_args *a, uint32_t from)
+{
+	struct arg_walk w = { .a = a, .i = from };
+
+	return w;
+}
+
+static bool walk_next(struct arg_walk *w, struct resp_str *o)
+{
+	struct cmd_args *a = w->a;
+
+	if (w->i >= a->argc)
+		return false;
+	if (w->i < ARGV_MAX) {
+		*o = a->v[w->i++];
+		return true;
+	}
+	if (w->it.index == 0)   /* the first past v[]: the frame is read up to it */
+		while (w->it.index < w->i && resp_next(a->cmd, &w->it, o, scratch_of(a->c)))
+			;
+	w->i++;
+	return resp_next(a->cmd, &w->it, o, scratch_of(a->c));
+}
+
 /* --- keys --------------------------------------------------------------------------- */
 
 /* NULL when k can be a key here, else the error that says why not. */
@@ -327,15 +361,12 @@ enum { O_NX = 1, O_XX = 2, O_GET = 4, O_KEEPTTL = 8, O_PERSIST = 16, O_EX = 32, 
 
 static int string_options(struct cmd_args *a, bool set, struct resp_str *exp)
 {
-	struct resp_iter it = { 0 };
+	struct arg_walk w = walk_from(a, set ? 3 : 2);
 	struct resp_str o, next;
 	int f = 0;
-	uint32_t first = set ? 3 : 2;
 
-	for (uint32_t j = 0; j < first; j++)
-		resp_next(a->cmd, &it, &o, scratch_of(a->c));
-	while (resp_next(a->cmd, &it, &o, scratch_of(a->c))) {
-		bool more = it.index < a->argc;
+	while (walk_next(&w, &o)) {
+		bool more = w.i < a->argc;
 		if (is(o, "nx") && !(f & O_XX) && set) {
 			f |= O_NX;
 		} else if (is(o, "xx") && !(f & O_NX) && set) {
@@ -351,7 +382,7 @@ static int string_options(struct cmd_args *a, bool set, struct resp_str *exp)
 				    (is(o, "exat") && !(f & (O_KEEPTTL | O_PERSIST | O_EX | O_PX | O_PXAT))) ||
 				    (is(o, "pxat") && !(f & (O_KEEPTTL | O_PERSIST | O_EX | O_EXAT | O_PX))))) {
 			f |= is(o, "ex") ? O_EX : is(o, "px") ? O_PX : is(o, "exat") ? O_EXAT : O_PXAT;
-			resp_next(a->cmd, &it, &next, scratch_of(a->c));
+			walk_next(&w, &next);
 			*exp = next;
 		} else {
 			answer_error(a, err_syntax);
@@ -379,14 +410,7 @@ static void cmd_set(struct cmd_args *a)
 			return;
 		}
 	}
-	/* the arguments are read again: string_options() may have decoded an
-	 * inline one over them */
-	struct resp_iter it = { 0 };
-	struct resp_str key, val;
-	resp_next(a->cmd, &it, &key, scratch_of(a->c));
-	resp_next(a->cmd, &it, &key, scratch_of(a->c));
-	resp_next(a->cmd, &it, &val, scratch_of(a->c));
-	a->v[1] = key;
+	struct resp_str val = a->v[2];
 	if (!one_key(a, &k, CACHE_PUT, RESP_FORM_REPLY))
 		return;
 	k.req.body = (const uint8_t *)val.p;
@@ -428,9 +452,6 @@ static void cmd_getex(struct cmd_args *a)
 	if (f & O_EXPIRY)
 		err = expiry_arg(exp, f & (O_EX | O_EXAT), f & (O_EX | O_PX), "getex", &at, buf,
 				 sizeof(buf));
-	struct resp_iter it = { 0 };
-	resp_next(a->cmd, &it, &a->v[1], scratch_of(a->c));
-	resp_next(a->cmd, &it, &a->v[1], scratch_of(a->c));
 	if (err) {
 		/* Redis looks the key up first: a missing key is nil, whatever
 		 * the expiry says.  The error waits for the owner's lookup. */
@@ -506,12 +527,10 @@ static void cmd_expire(struct cmd_args *a)
 	bool relative = !(name.len > 2 && (name.p[name.len - 1] == 't' || name.p[name.len - 1] == 'T'));
 	int nx = 0, xx = 0, gt = 0, lt = 0;
 	uint8_t flags = 0;
-	struct resp_iter it = { 0 };
+	struct arg_walk w = walk_from(a, 3);
 	struct resp_str o;
 
-	for (int j = 0; j < 3; j++)
-		resp_next(a->cmd, &it, &o, scratch_of(a->c));
-	while (resp_next(a->cmd, &it, &o, scratch_of(a->c))) {
+	while (walk_next(&w, &o)) {
 		if (is(o, "nx")) {
 			flags |= CACHE_KV_NX;
 			nx = 1;
@@ -537,11 +556,7 @@ static void cmd_expire(struct cmd_args *a)
 		answer_error(a, "ERR GT and LT options at the same time are not compatible");
 		return;
 	}
-	it = (struct resp_iter){ 0 };
-	struct resp_str key, when_s;
-	resp_next(a->cmd, &it, &key, scratch_of(a->c));
-	resp_next(a->cmd, &it, &key, scratch_of(a->c));
-	resp_next(a->cmd, &it, &when_s, scratch_of(a->c));
+	struct resp_str when_s = a->v[2];
 	int64_t when, base = relative ? (int64_t)wall_ms() : 0;
 	if (!arg_i64(when_s, &when)) {
 		answer_error(a, err_not_int);
@@ -555,7 +570,6 @@ static void cmd_expire(struct cmd_args *a)
 	if (when > INT64_MAX - base)
 		goto bad;
 	when += base;
-	a->v[1] = key;
 	struct keys_req k;
 	if (!one_key(a, &k, CACHE_GET, RESP_FORM_REPLY))
 		return;
