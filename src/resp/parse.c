@@ -200,8 +200,8 @@ static size_t inline_end(const char *frame, size_t line)
 	return nul ? (size_t)(nul - frame) : line;
 }
 
-static int parse_inline(struct resp_parser *ps, const char *buf, size_t len,
-			struct resp_cmd *cmd)
+static __attribute__((noinline)) int parse_inline(struct resp_parser *ps, const char *buf,
+						  size_t len, struct resp_cmd *cmd)
 {
 	size_t limit = len < (size_t)RESP_LINE_MAX + 1 ? len : (size_t)RESP_LINE_MAX + 1;
 	size_t from = ps->pos < limit ? (size_t)ps->pos : limit;
@@ -330,19 +330,12 @@ static int parse_whole(const char *buf, size_t len, const struct resp_limits *li
 	return 1;
 }
 
-int resp_parse(struct resp_parser *ps, const char *buf, size_t len,
-	       const struct resp_limits *lim, struct resp_cmd *cmd)
+/* The general multibulk path, as the bytes arrive.  Out of line: inlined,
+ * its registers would be saved and restored around every one-pass parse. */
+static __attribute__((noinline)) int parse_multibulk(struct resp_parser *ps, const char *buf,
+						     size_t len, const struct resp_limits *lim,
+						     struct resp_cmd *cmd)
 {
-	if (ps->kind == KIND_NONE) {
-		if (len == 0)
-			return RESP_AGAIN;
-		if (buf[0] == '*' && parse_whole(buf, len, lim, cmd))
-			return 1;
-		ps->kind = buf[0] == '*' ? KIND_MULTIBULK : KIND_INLINE;
-	}
-	if (ps->kind == KIND_INLINE)
-		return parse_inline(ps, buf, len, cmd);
-
 	if (ps->pos == 0) {
 		long cr = find_cr(buf, len, 0);
 		int64_t n;
@@ -394,6 +387,21 @@ int resp_parse(struct resp_parser *ps, const char *buf, size_t len,
 	memcpy(cmd->arg_at, ps->arg_at, sizeof(cmd->arg_at));
 	memcpy(cmd->arg_len, ps->arg_len, sizeof(cmd->arg_len));
 	return 1;
+}
+
+int resp_parse(struct resp_parser *ps, const char *buf, size_t len,
+	       const struct resp_limits *lim, struct resp_cmd *cmd)
+{
+	if (ps->kind == KIND_NONE) {
+		if (len == 0)
+			return RESP_AGAIN;
+		if (buf[0] == '*' && parse_whole(buf, len, lim, cmd))
+			return 1;
+		ps->kind = buf[0] == '*' ? KIND_MULTIBULK : KIND_INLINE;
+	}
+	if (ps->kind == KIND_INLINE)
+		return parse_inline(ps, buf, len, cmd);
+	return parse_multibulk(ps, buf, len, lim, cmd);
 }
 
 const char *resp_error_text(int rc, const struct resp_parser *ps, char *out, size_t n)
