@@ -67,7 +67,8 @@ static int add_num(struct buf *out, char type, int64_t v)
  * after it when `then` (the caller copies them in without a check of its
  * own); room for the line alone otherwise.
  */
-static int add_bulk_head(struct buf *out, size_t n, bool then)
+static inline __attribute__((always_inline)) int
+add_bulk_head(struct buf *out, size_t n, bool then)
 {
 	if (room(out, NUM_MAX + (then ? n + 2 : 0)))
 		return -ENOMEM;
@@ -251,10 +252,13 @@ static bool repr_as(const struct reply *r, unsigned form, uint8_t *kind, int64_t
 
 /*
  * resp_render_head(); `copy`: the caller copies a bulk body in after the
- * head, and room for it is reserved with the head's.
+ * head, and room for it is reserved with the head's.  Inlined into both
+ * callers: a GET's answer passed through *body and a call cost more than
+ * the head.
  */
-static int render_head(struct buf *out, const struct reply *r, const struct resp_answer_to *to,
-		       const void **body, size_t *body_len, bool copy)
+static inline __attribute__((always_inline)) int
+render_head(struct buf *out, const struct reply *r, const struct resp_answer_to *to,
+	    const void **body, size_t *body_len, bool copy)
 {
 	uint8_t kind = r->kind;
 	int64_t num = r->num;

@@ -435,6 +435,39 @@ static void test_render(void)
 		}
 		buf_deinit(&b);
 	}
+	{
+		/* values of every length to 600 after one another in one buffer,
+		 * as a GET's answer (REPR, form VALUE) and as resp_add_bulk():
+		 * the length line, value and CRLF go into room reserved at once,
+		 * and the buffer grows at every kind of place in them */
+		static char val[600];
+		struct resp_answer_to to = { .proto = 2, .form = RESP_FORM_VALUE };
+		struct buf b = { 0 };
+		size_t at = 0;
+		int bad = 0;
+		for (size_t i = 0; i < sizeof(val); i++)
+			val[i] = (char)('a' + i % 26);
+		for (size_t n = 0; n <= sizeof(val); n++) {
+			struct reply rv;
+			char head[16];
+			int h = snprintf(head, sizeof(head), "$%zu\r\n", n);
+			reply_status(&rv, 200, NULL);
+			rv.kind = REPLY_REPR;
+			rv.body = val;
+			rv.body_len = n;
+			for (int twice = 0; twice < 2; twice++) {
+				if ((twice ? resp_add_bulk(&b, val, n) : resp_render(&b, &rv, &to)) != 0 ||
+				    b.len != at + (size_t)h + n + 2 ||
+				    memcmp(b.data + at, head, (size_t)h) != 0 ||
+				    memcmp(b.data + at + h, val, n) != 0 ||
+				    memcmp(b.data + at + h + n, "\r\n", 2) != 0)
+					bad++;
+				at = b.len;
+			}
+		}
+		CHECK_EQ(bad, 0);
+		buf_deinit(&b);
+	}
 }
 
 int main(void)
