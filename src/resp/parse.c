@@ -473,7 +473,8 @@ bool resp_next(const struct resp_cmd *cmd, struct resp_iter *it, struct resp_str
 	return true;
 }
 
-uint32_t resp_args(const struct resp_cmd *cmd, struct resp_str *v, uint32_t max, char *scratch)
+uint32_t resp_args_walk(const struct resp_cmd *cmd, struct resp_str *v, uint32_t max,
+			char *scratch)
 {
 	uint32_t n = cmd->argc < max ? cmd->argc : max, i = 0;
 	struct resp_iter it = { 0 };

@@ -74,7 +74,13 @@ static void join_args(const struct resp_cmd *cmd, char *out, size_t n)
 	uint32_t got = resp_args(cmd, v, MAX, scratch2);
 	size_t k = 0;
 
+	struct resp_str two[2];
+	uint32_t got2 = resp_args(cmd, two, 2, scratch2);
+
 	CHECK_EQ(got, cmd->argc < MAX ? cmd->argc : MAX);
+	CHECK_EQ(got2, cmd->argc < 2 ? cmd->argc : 2);
+	for (uint32_t j = 0; j < got2; j++)
+		CHECK(two[j].p == v[j].p && two[j].len == v[j].len);
 	out[0] = '\0';
 	while (resp_next(cmd, &it, &a, scratch)) {
 		uint32_t j = it.index - 1;
