@@ -161,11 +161,6 @@ void cmd_protocol_error(struct conn *c, const char *text)
 	conn_answer(c, &r, &q);
 }
 
-uint8_t cmd_proto(const struct conn *c)
-{
-	return c->resp->proto;
-}
-
 /* --- arguments ------------------------------------------------------------------ */
 
 /* s equals the lowercase name lit[0..n) in any case: command names and
