@@ -229,7 +229,7 @@ static struct arg_walk walk_from(struct cmd_args *a, uint32_t from)
 	return w;
 }
 
-static bool walk_next(struct arg_walk *w, struct resp_str *o)
+static inline bool walk_next(struct arg_walk *w, struct resp_str *o)
 {
 	struct cmd_args *a = w->a;
 
@@ -421,7 +421,8 @@ static void cmd_set(struct cmd_args *a)
 	struct keys_req k;
 	char buf[64];
 	int64_t at = 0;
-	int f = string_options(a, true, &exp);
+	/* a plain SET has no options: not called for none */
+	int f = a->argc > 3 ? string_options(a, true, &exp) : 0;
 
 	if (f < 0)
 		return;
