@@ -258,8 +258,9 @@ static const char *key_refused(const struct shard *sh, struct resp_str k)
 	return NULL;
 }
 
-/* key_req() sets every field by name: a field added to either struct
- * changes its size, and must be set there too. */
+/* key_req() sets every field by name, as serve_cache() does (cache.h): a
+ * field added to either struct must be set there too.  Their sizes (LP64)
+ * stop the build here when one is added, unless it fits in padding. */
 _Static_assert(sizeof(struct cache_req) == 168 && sizeof(struct keys_req) == 200,
 	       "a field added to cache_req or keys_req: set it in key_req()");
 
