@@ -127,6 +127,30 @@ struct resp_iter {
 bool resp_next(const struct resp_cmd *cmd, struct resp_iter *it, struct resp_str *out,
 	       char *scratch);
 
+/* resp_args() for any frame (inline, or past the kept arguments). */
+uint32_t resp_args_walk(const struct resp_cmd *cmd, struct resp_str *v, uint32_t max,
+			char *scratch);
+
+/*
+ * The first min(cmd->argc, max) arguments of a complete frame into v, as
+ * resp_next() from the first would give them (scratch as there); returns
+ * how many.  A command's usual few arguments are read where the parse
+ * found them, here, without a call.
+ */
+static inline uint32_t resp_args(const struct resp_cmd *cmd, struct resp_str *v, uint32_t max,
+				 char *scratch)
+{
+	uint32_t n = cmd->argc;
+
+	if (cmd->inline_ || n > RESP_ARGS_KEPT || n > max)
+		return resp_args_walk(cmd, v, max, scratch);
+	for (uint32_t i = 0; i < n; i++) {
+		v[i].p = cmd->frame + cmd->arg_at[i];
+		v[i].len = (size_t)cmd->arg_len[i];
+	}
+	return n;
+}
+
 /* --- replies ---------------------------------------------------------------- */
 
 /*

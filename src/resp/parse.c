@@ -16,6 +16,11 @@
  *
  * Nothing is allocated: the state is a few offsets into the frame, which the
  * caller keeps at the start of its buffer between calls.
+ *
+ * A frame whose bytes have all come with the first call, its lengths of 1 to
+ * 3 digits (a client's GET or SET), is read in one pass with no state kept
+ * (parse_whole); anything else, and anything it doubts, goes the general way
+ * above from the frame's start, which decides every error.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -195,8 +200,8 @@ static size_t inline_end(const char *frame, size_t line)
 	return nul ? (size_t)(nul - frame) : line;
 }
 
-static int parse_inline(struct resp_parser *ps, const char *buf, size_t len,
-			struct resp_cmd *cmd)
+static __attribute__((noinline)) int parse_inline(struct resp_parser *ps, const char *buf,
+						  size_t len, struct resp_cmd *cmd)
 {
 	size_t limit = len < (size_t)RESP_LINE_MAX + 1 ? len : (size_t)RESP_LINE_MAX + 1;
 	size_t from = ps->pos < limit ? (size_t)ps->pos : limit;
@@ -255,17 +260,82 @@ static long find_cr(const char *buf, size_t len, size_t at)
 	return cr - buf;
 }
 
-int resp_parse(struct resp_parser *ps, const char *buf, size_t len,
-	       const struct resp_limits *lim, struct resp_cmd *cmd)
+/*
+ * A short length line at buf[at..): `type`, 1 to 3 digits with no leading
+ * zero (or "0"), CR, and a byte after it, all before len.  Sets *n and
+ * returns the offset after the line; 0: not so simple, the general path
+ * decides (errors included).  Nearly every line of a command is this.
+ */
+static inline size_t short_line(const char *buf, size_t len, size_t at, char type, uint32_t *n)
 {
-	if (ps->kind == KIND_NONE) {
-		if (len == 0)
-			return RESP_AGAIN;
-		ps->kind = buf[0] == '*' ? KIND_MULTIBULK : KIND_INLINE;
-	}
-	if (ps->kind == KIND_INLINE)
-		return parse_inline(ps, buf, len, cmd);
+	const unsigned char *p = (const unsigned char *)buf + at;
+	unsigned d0, d1, d2;
 
+	/* the longest such line, "$999\r\n", is 6 bytes: reading that many
+	 * needs no check per byte; a shorter line this near the end is the
+	 * general path's */
+	if (len - at < 6 || p[0] != (unsigned char)type)
+		return 0;
+	d0 = (unsigned)p[1] - '0';
+	if (d0 > 9)
+		return 0;
+	if (p[2] == '\r') {
+		*n = d0;
+		return at + 4;
+	}
+	d1 = (unsigned)p[2] - '0';
+	if (d0 == 0 || d1 > 9)
+		return 0;
+	if (p[3] == '\r') {
+		*n = d0 * 10 + d1;
+		return at + 5;
+	}
+	d2 = (unsigned)p[3] - '0';
+	if (d2 > 9 || p[4] != '\r')
+		return 0;
+	*n = d0 * 100 + d1 * 10 + d2;
+	return at + 6;
+}
+
+/*
+ * A whole multibulk frame in one pass, when every length line is short and
+ * every byte has come (a client's usual command, read whole): fills *cmd and
+ * returns 1, or returns 0 having changed nothing the general path reads,
+ * which then parses the frame from its start.  It accepts only what the
+ * general path accepts, with the same frame and arguments.
+ */
+static int parse_whole(const char *buf, size_t len, const struct resp_limits *lim,
+		       struct resp_cmd *cmd)
+{
+	uint32_t argc, n;
+	size_t pos = short_line(buf, len, 0, '*', &argc);
+
+	if (!pos)
+		return 0;
+	for (uint32_t i = 0; i < argc; i++) {
+		size_t at = short_line(buf, len, pos, '$', &n);
+		if (!at || n > lim->max_bulk || (uint64_t)at + n + 2 > lim->max_command ||
+		    len - at < (size_t)n + 2)
+			return 0;
+		if (i < RESP_ARGS_KEPT) {
+			cmd->arg_at[i] = at;
+			cmd->arg_len[i] = n;
+		}
+		pos = at + n + 2;
+	}
+	cmd->frame = buf;
+	cmd->len = pos;
+	cmd->argc = argc;
+	cmd->inline_ = false;
+	return 1;
+}
+
+/* The general multibulk path, as the bytes arrive.  Out of line: inlined,
+ * its registers would be saved and restored around every one-pass parse. */
+static __attribute__((noinline)) int parse_multibulk(struct resp_parser *ps, const char *buf,
+						     size_t len, const struct resp_limits *lim,
+						     struct resp_cmd *cmd)
+{
 	if (ps->pos == 0) {
 		long cr = find_cr(buf, len, 0);
 		int64_t n;
@@ -317,6 +387,21 @@ int resp_parse(struct resp_parser *ps, const char *buf, size_t len,
 	memcpy(cmd->arg_at, ps->arg_at, sizeof(cmd->arg_at));
 	memcpy(cmd->arg_len, ps->arg_len, sizeof(cmd->arg_len));
 	return 1;
+}
+
+int resp_parse(struct resp_parser *ps, const char *buf, size_t len,
+	       const struct resp_limits *lim, struct resp_cmd *cmd)
+{
+	if (ps->kind == KIND_NONE) {
+		if (len == 0)
+			return RESP_AGAIN;
+		if (buf[0] == '*' && parse_whole(buf, len, lim, cmd))
+			return 1;
+		ps->kind = buf[0] == '*' ? KIND_MULTIBULK : KIND_INLINE;
+	}
+	if (ps->kind == KIND_INLINE)
+		return parse_inline(ps, buf, len, cmd);
+	return parse_multibulk(ps, buf, len, lim, cmd);
 }
 
 const char *resp_error_text(int rc, const struct resp_parser *ps, char *out, size_t n)
@@ -386,4 +471,26 @@ bool resp_next(const struct resp_cmd *cmd, struct resp_iter *it, struct resp_str
 	it->pos = pos + (size_t)n + 2;
 	it->index++;
 	return true;
+}
+
+uint32_t resp_args_walk(const struct resp_cmd *cmd, struct resp_str *v, uint32_t max,
+			char *scratch)
+{
+	uint32_t n = cmd->argc < max ? cmd->argc : max, i = 0;
+	struct resp_iter it = { 0 };
+
+	if (!cmd->inline_) {
+		uint32_t kept = n < RESP_ARGS_KEPT ? n : RESP_ARGS_KEPT;
+		for (; i < kept; i++) {
+			v[i].p = cmd->frame + cmd->arg_at[i];
+			v[i].len = (size_t)cmd->arg_len[i];
+		}
+		if (i == n)
+			return n;
+		it.pos = (size_t)cmd->arg_at[i - 1] + v[i - 1].len + 2;
+		it.index = i;
+	}
+	for (; i < n && resp_next(cmd, &it, &v[i], scratch); i++)
+		;
+	return i;
 }

@@ -47,11 +47,46 @@ static size_t fmt_num(char *p, char type, int64_t v)
 	return (size_t)(q - p);
 }
 
+/* Room for `more` bytes past out->len: 0 or -ENOMEM. */
+static inline int room(struct buf *out, size_t more)
+{
+	return out->cap - out->len < more && buf_reserve(out, more) ? -ENOMEM : 0;
+}
+
+/* A number line written in place: no copy through a temporary. */
 static int add_num(struct buf *out, char type, int64_t v)
 {
-	char tmp[NUM_MAX];
+	if (room(out, NUM_MAX))
+		return -ENOMEM;
+	out->len += fmt_num(out->data + out->len, type, v);
+	return 0;
+}
 
-	return add(out, tmp, fmt_num(tmp, type, v));
+/*
+ * A bulk string's length line, with room reserved for its n bytes and CRLF
+ * after it when `then` (the caller copies them in without a check of its
+ * own); room for the line alone otherwise.
+ */
+static inline __attribute__((always_inline)) int
+add_bulk_head(struct buf *out, size_t n, bool then)
+{
+	if (room(out, NUM_MAX + (then ? n + 2 : 0)))
+		return -ENOMEM;
+	out->len += fmt_num(out->data + out->len, '$', (int64_t)n);
+	return 0;
+}
+
+/* The n bytes of a bulk string and its CRLF, into room add_bulk_head()
+ * reserved. */
+static void put_bulk_body(struct buf *out, const void *p, size_t n)
+{
+	char *q = out->data + out->len;
+
+	if (n)
+		memcpy(q, p, n);
+	q[n] = '\r';
+	q[n + 1] = '\n';
+	out->len += n + 2;
 }
 
 int resp_add_int(struct buf *out, int64_t v)
@@ -81,12 +116,9 @@ int resp_add_nil(struct buf *out, unsigned proto)
 
 int resp_add_bulk(struct buf *out, const void *p, size_t n)
 {
-	size_t at = out->len;
-
-	if (add_num(out, '$', (int64_t)n) || add(out, p, n) || add(out, "\r\n", 2)) {
-		out->len = at;
+	if (add_bulk_head(out, n, true))
 		return -ENOMEM;
-	}
+	put_bulk_body(out, p, n);
 	return 0;
 }
 
@@ -218,8 +250,15 @@ static bool repr_as(const struct reply *r, unsigned form, uint8_t *kind, int64_t
 	return false;
 }
 
-int resp_render_head(struct buf *out, const struct reply *r, const struct resp_answer_to *to,
-		     const void **body, size_t *body_len)
+/*
+ * resp_render_head(); `copy`: the caller copies a bulk body in after the
+ * head, and room for it is reserved with the head's.  Inlined into both
+ * callers: a GET's answer passed through *body and a call cost more than
+ * the head.
+ */
+static inline __attribute__((always_inline)) int
+render_head(struct buf *out, const struct reply *r, const struct resp_answer_to *to,
+	    const void **body, size_t *body_len, bool copy)
 {
 	uint8_t kind = r->kind;
 	int64_t num = r->num;
@@ -235,7 +274,7 @@ int resp_render_head(struct buf *out, const struct reply *r, const struct resp_a
 	case REPLY_NIL: return resp_add_nil(out, to->proto);
 	case REPLY_OK: return add(out, "+OK\r\n", 5);
 	case REPLY_BULK:
-		if (add_num(out, '$', (int64_t)r->body_len))
+		if (add_bulk_head(out, r->body_len, copy))
 			return -ENOMEM;
 		*body = r->body;
 		*body_len = r->body_len;
@@ -254,17 +293,21 @@ int resp_render_head(struct buf *out, const struct reply *r, const struct resp_a
 	}
 }
 
+int resp_render_head(struct buf *out, const struct reply *r, const struct resp_answer_to *to,
+		     const void **body, size_t *body_len)
+{
+	return render_head(out, r, to, body, body_len, false);
+}
+
 int resp_render(struct buf *out, const struct reply *r, const struct resp_answer_to *to)
 {
 	const void *body;
-	size_t n, at = out->len;
+	size_t n;
 
-	if (resp_render_head(out, r, to, &body, &n))
+	if (render_head(out, r, to, &body, &n, true))
 		return -ENOMEM;
-	if (body && (add(out, body, n) || add(out, "\r\n", 2))) {
-		out->len = at;
-		return -ENOMEM;
-	}
+	if (body)
+		put_bulk_body(out, body, n);
 	return 0;
 }
 

@@ -59,7 +59,4 @@ bool cmd_busy(const struct conn *c);
  * timeout): an error, and the connection closes. */
 void cmd_protocol_error(struct conn *c, const char *text);
 
-/* The RESP version c speaks (2 or 3). */
-uint8_t cmd_proto(const struct conn *c);
-
 #endif

@@ -75,7 +75,7 @@ static struct pipeline_req resp_req(const struct conn *c, const struct keys_req 
 {
 	struct pipeline_req q = {
 		.to = { .proto = PROTO_RESP,
-			.resp = { .proto = cmd_proto(c), .form = k->form } },
+			.resp = { .proto = c->resp->proto, .form = k->form } },
 		.uncounted = k->uncounted,
 		.t0 = c->sh->now_ns,
 	};

@@ -1,11 +1,13 @@
 /*
  * fuzz_resp.c - libFuzzer target for the RESP command parser (src/resp/).
  *
- * Properties, each aborting when it fails: the input parsed in one call, a
- * byte at a time and in two parts gives one result (the same frame length
- * and argument count); a frame lies inside the input; its arguments, walked
- * with resp_next(), are exactly argc, lie inside the frame (multibulk) or
- * the scratch (inline), and their bytes add up to at most the frame; every
+ * Properties, each aborting when it fails: the input parsed in one call
+ * (a whole frame may take parse.c's one-pass path), a byte at a time and in
+ * two parts gives one result (the same frame length, argument count and
+ * kept argument places); a frame lies inside the input; its arguments,
+ * walked with resp_next(), are exactly argc (resp_args() gives the first of
+ * them alike), lie inside the frame (multibulk) or the scratch (inline), and
+ * their bytes add up to at most the frame; every
  * frame after the first is parsed the same way until the input ends or an
  * error.  tests/fuzz/replay.c runs the saved corpus through this function
  * in the normal build.
@@ -48,8 +50,17 @@ static void check_args(const struct resp_cmd *cmd)
 	size_t total = 0;
 	uint32_t n = 0;
 
-	FUZZ_ASSERT(scratch != NULL);
+	enum { MAX = 6 };       /* past RESP_ARGS_KEPT */
+	struct resp_str v[MAX];
+	char *scratch2 = malloc(cmd->len ? cmd->len : 1);
+	uint32_t got;
+
+	FUZZ_ASSERT(scratch != NULL && scratch2 != NULL);
+	got = resp_args(cmd, v, MAX, scratch2);
+	FUZZ_ASSERT(got == (cmd->argc < MAX ? cmd->argc : MAX));
 	while (resp_next(cmd, &it, &a, scratch)) {
+		if (n < got)
+			FUZZ_ASSERT(v[n].len == a.len && memcmp(v[n].p, a.p, a.len) == 0);
 		n++;
 		total += a.len;
 		if (cmd->inline_)
@@ -59,6 +70,7 @@ static void check_args(const struct resp_cmd *cmd)
 	}
 	FUZZ_ASSERT(n == cmd->argc && total <= cmd->len);
 	free(scratch);
+	free(scratch2);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -78,6 +90,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_ASSERT(one.len > 0 && one.len <= n && one.frame == p);
 			FUZZ_ASSERT(bw.len == one.len && bw.argc == one.argc);
 			FUZZ_ASSERT(two.len == one.len && two.argc == one.argc);
+			/* a whole frame may take a one-pass path (parse.c): the
+			 * arguments it keeps are those the bytewise parse kept */
+			if (!one.inline_)
+				for (uint32_t i = 0; i < one.argc && i < RESP_ARGS_KEPT; i++)
+					FUZZ_ASSERT(bw.arg_at[i] == one.arg_at[i] &&
+						    bw.arg_len[i] == one.arg_len[i]);
 			check_args(&one);
 			off += one.len;
 		}

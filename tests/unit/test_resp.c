@@ -62,16 +62,32 @@ static int parse_fed(const char *s, size_t n, size_t first, struct resp_cmd *cmd
 	return rc;
 }
 
-/* Joins the arguments as "a|b|c" for comparison. */
+/* Joins the arguments as "a|b|c" for comparison; resp_args() must give the
+ * first of them as resp_next() does (its own scratch: an inline argument is
+ * decoded there). */
 static void join_args(const struct resp_cmd *cmd, char *out, size_t n)
 {
+	enum { MAX = 5 };       /* past RESP_ARGS_KEPT: resp_args() walks on */
 	struct resp_iter it = { 0 };
-	struct resp_str a;
-	char *scratch = malloc(cmd->len + 1);
+	struct resp_str a, v[MAX];
+	char *scratch = malloc(cmd->len + 1), *scratch2 = malloc(cmd->len + 1);
+	uint32_t got = resp_args(cmd, v, MAX, scratch2);
 	size_t k = 0;
 
+	struct resp_str two[2];
+	uint32_t got2 = resp_args(cmd, two, 2, scratch2);
+
+	CHECK_EQ(got, cmd->argc < MAX ? cmd->argc : MAX);
+	CHECK_EQ(got2, cmd->argc < 2 ? cmd->argc : 2);
+	for (uint32_t j = 0; j < got2; j++)
+		CHECK(two[j].p == v[j].p && two[j].len == v[j].len);
 	out[0] = '\0';
 	while (resp_next(cmd, &it, &a, scratch)) {
+		uint32_t j = it.index - 1;
+		if (j < got && (v[j].len != a.len || memcmp(v[j].p, a.p, a.len) != 0)) {
+			fprintf(stderr, "resp_args: argument %u differs\n", j);
+			CHECK(0);
+		}
 		if (it.index > 1 && k + 1 < n)
 			out[k++] = '|';
 		for (size_t i = 0; i < a.len && k + 1 < n; i++)
@@ -79,6 +95,7 @@ static void join_args(const struct resp_cmd *cmd, char *out, size_t n)
 		out[k] = '\0';
 	}
 	free(scratch);
+	free(scratch2);
 }
 
 /*
@@ -102,7 +119,7 @@ static void expect(const char *s, size_t n, int want, size_t frame_len, const ch
 			return;
 		}
 		if (rc == 1) {
-			char got[512];
+			char got[2048];
 			join_args(&cmd, got, sizeof(got));
 			if (cmd.len != frame_len || strcmp(got, args) != 0) {
 				fprintf(stderr, "split %zu of %.*s: len %zu args '%s', want %zu '%s'\n",
@@ -140,8 +157,30 @@ static void test_multibulk(void)
 	EXPECT_OK("*1\r\n$4\r\nPINGxy", 14, "PING");
 	/* a CR not followed by LF still ends a length line, as in Redis */
 	EXPECT_OK("*1\rX$4\rXPINGxy", 14, "PING");
+	/* lengths of 1, 2, 3 and 4 digits: a whole frame of short lines is read
+	 * in one pass (parse.c, parse_whole), any other by the general path,
+	 * with one result */
+	EXPECT_OK("*3\r\n$3\r\nSET\r\n$10\r\n0123456789\r\n$100\r\n"
+		  "0123456789012345678901234567890123456789012345678901234567890123456789"
+		  "012345678901234567890123456789\r\n", 138,
+		  "SET|0123456789|0123456789012345678901234567890123456789012345678901234567890123456789"
+		  "012345678901234567890123456789");
+	{
+		static char big[1100], want[1100];
+		size_t n = (size_t)sprintf(big, "*2\r\n$4\r\nECHO\r\n$1000\r\n");
+		memset(big + n, 'v', 1000);
+		memcpy(big + n + 1000, "\r\n", 2);
+		memcpy(want, "ECHO|", 5);
+		memset(want + 5, 'v', 1000);
+		expect(big, n + 1002, 1, n + 1002, want);
+	}
+	/* an empty command followed by more bytes, and a frame ending exactly
+	 * at the bytes given with a short last line */
+	EXPECT_OK("*0\r\n*1\r\n", 4, "");
+	EXPECT_OK("*1\r\n$0\r\n\r\n", 10, "");
 	/* incomplete: more is needed */
 	EXPECT_RC("*2\r\n$3\r\nGET\r\n$1\r\nk", RESP_AGAIN);
+	EXPECT_RC("*2\r\n$3\r\nGET\r\n$100\r\nk\r\n", RESP_AGAIN);
 	EXPECT_RC("*", RESP_AGAIN);
 }
 
@@ -159,6 +198,28 @@ static void test_multibulk_errors(void)
 	EXPECT_RC("*1\r\n$x\r\n", -RESP_E_BULK_LEN);
 	EXPECT_RC("*1\r\n$1025\r\n", -RESP_E_BULK_LEN);        /* over max_bulk */
 	EXPECT_RC("*1\r\n:1\r\n", -RESP_E_EXPECTED_DOLLAR);
+	/* leading zeros and signs in a short line, with the whole frame there */
+	EXPECT_RC("*1\r\n$01\r\nx\r\n", -RESP_E_BULK_LEN);
+	EXPECT_RC("*1\r\n$00\r\n\r\n", -RESP_E_BULK_LEN);
+	EXPECT_RC("*1\r\n$+1\r\nx\r\n", -RESP_E_BULK_LEN);
+	EXPECT_RC("*01\r\n$1\r\nx\r\n", -RESP_E_MBULK_LEN);
+	EXPECT_RC("*1\r\n$1x\r\nx\r\n", -RESP_E_BULK_LEN);
+	/* the limits hold for a whole frame read in one pass too */
+	{
+		static const struct resp_limits small = { .max_bulk = 5, .max_command = 22 };
+		static const char bulk6[] = "*1\r\n$6\r\nabcdef\r\n";
+		static const char cmd23[] = "*2\r\n$3\r\nabc\r\n$4\r\nabcd\r\n";
+		static const char cmd22[] = "*2\r\n$3\r\nabc\r\n$3\r\nabc\r\n";
+		struct resp_cmd cmd;
+		resp_parser_init(&ps);
+		CHECK_EQ(resp_parse(&ps, bulk6, sizeof(bulk6) - 1, &small, &cmd), -RESP_E_BULK_LEN);
+		resp_parser_init(&ps);
+		CHECK_EQ(resp_parse(&ps, cmd23, sizeof(cmd23) - 1, &small, &cmd),
+			 -RESP_E_COMMAND_TOO_BIG);
+		resp_parser_init(&ps);
+		CHECK_EQ(resp_parse(&ps, cmd22, sizeof(cmd22) - 1, &small, &cmd), 1);
+		CHECK_EQ(cmd.len, 22);
+	}
 	/* 4 bulks of 1000 bytes: over max_command before the bytes come */
 	EXPECT_RC("*4\r\n$1000\r\n", RESP_AGAIN);
 	{
@@ -378,6 +439,39 @@ static void test_render(void)
 			snprintf(want, sizeof(want), "*%lld\r\n", (long long)p10);
 			CHECK(b.len == strlen(want) && !memcmp(b.data, want, b.len));
 		}
+		buf_deinit(&b);
+	}
+	{
+		/* values of every length to 600 after one another in one buffer,
+		 * as a GET's answer (REPR, form VALUE) and as resp_add_bulk():
+		 * the length line, value and CRLF go into room reserved at once,
+		 * and the buffer grows at every kind of place in them */
+		static char val[600];
+		struct resp_answer_to to = { .proto = 2, .form = RESP_FORM_VALUE };
+		struct buf b = { 0 };
+		size_t at = 0;
+		int bad = 0;
+		for (size_t i = 0; i < sizeof(val); i++)
+			val[i] = (char)('a' + i % 26);
+		for (size_t n = 0; n <= sizeof(val); n++) {
+			struct reply rv;
+			char head[16];
+			int h = snprintf(head, sizeof(head), "$%zu\r\n", n);
+			reply_status(&rv, 200, NULL);
+			rv.kind = REPLY_REPR;
+			rv.body = val;
+			rv.body_len = n;
+			for (int twice = 0; twice < 2; twice++) {
+				if ((twice ? resp_add_bulk(&b, val, n) : resp_render(&b, &rv, &to)) != 0 ||
+				    b.len != at + (size_t)h + n + 2 ||
+				    memcmp(b.data + at, head, (size_t)h) != 0 ||
+				    memcmp(b.data + at + h, val, n) != 0 ||
+				    memcmp(b.data + at + h + n, "\r\n", 2) != 0)
+					bad++;
+				at = b.len;
+			}
+		}
+		CHECK_EQ(bad, 0);
 		buf_deinit(&b);
 	}
 }
