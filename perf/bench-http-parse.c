@@ -35,7 +35,7 @@ static const struct {
 	{ "absolute-get", "GET http://127.0.0.1:8080/cache/key HTTP/1.1\r\nHost: x\r\n\r\n" },
 };
 
-static const struct http_limits lim = { 8192, 16384, 100 };
+static const struct http_limits lim = HTTP_LIMITS(8192, 16384, 100);
 
 static double now(void)
 {

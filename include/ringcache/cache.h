@@ -170,8 +170,9 @@ size_t cache_blob_max(size_t max_value);
 
 enum cache_op { CACHE_GET, CACHE_HEAD, CACHE_PUT, CACHE_DELETE, CACHE_TAG_PURGE };
 
-/* serve_cache() (src/shard/route.c) sets every field by name, with no memset
- * first: a field added here is added there too. */
+/* serve_cache() (src/shard/route.c) and key_req() (src/shard/cmd.c) set
+ * every field by name, with no memset first: a field added here is added
+ * there too. */
 struct cache_req {
 	uint8_t op;                     /* enum cache_op; POST arrives as CACHE_PUT */
 	bool stale_ok;                  /* GET/HEAD may be answered from a stale window

@@ -47,11 +47,31 @@ struct http_str {
 	uint32_t len;
 };
 
+/* Made by HTTP_LIMITS(), which also derives the last two fields once, not
+ * per request. */
 struct http_limits {
 	uint32_t max_request_line;  /* bytes, CRLF excluded: over it -> -414 */
 	uint32_t max_head;          /* request line + headers: over it -> -431 */
 	uint32_t max_headers;       /* header fields: over it -> -431 */
+	uint32_t head;              /* max_head, at most INT32_MAX */
+	uint32_t line;              /* the request line's bound: max_request_line,
+				     * at most head - 3 (parse.c: 414 before 431) */
 };
+
+#define HTTP_LIMITS_HEAD_(h) ((h) < INT32_MAX ? (uint32_t)(h) : (uint32_t)INT32_MAX)
+#define HTTP_LIMITS_LINE_(rl, h)                                                   \
+	((uint32_t)(rl) < (HTTP_LIMITS_HEAD_(h) > 3 ? HTTP_LIMITS_HEAD_(h) - 3 : 0)  \
+		 ? (uint32_t)(rl)                                                   \
+		 : (HTTP_LIMITS_HEAD_(h) > 3 ? HTTP_LIMITS_HEAD_(h) - 3 : 0))
+/* The limits of a parser, as an initializer (a constant one when the
+ * arguments are; `(struct http_limits)HTTP_LIMITS(...)` to assign).  A
+ * request line longer than max_head - 3 cannot belong to a head that fits
+ * (up to 2 bytes of leading empty line, then at least one LF), so `line`
+ * refuses it as 414: that keeps 414 ahead of 431 on every prefix. */
+#define HTTP_LIMITS(request_line, head_, headers)                                \
+	{ .max_request_line = (uint32_t)(request_line), .max_head = (uint32_t)(head_), \
+	  .max_headers = (uint32_t)(headers), .head = HTTP_LIMITS_HEAD_(head_),        \
+	  .line = HTTP_LIMITS_LINE_(request_line, head_) }
 
 struct http_request {
 	uint8_t method;             /* enum http_method */

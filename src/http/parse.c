@@ -28,7 +28,7 @@
  * All but the last are decided as soon as the bytes prove them, the method
  * check on every call, cheaply, so that a TLS handshake or other binary junk
  * is turned away at once; the order still holds because a request line that
- * cannot fit in max_head is refused with 414 (see head_limits), and because
+ * cannot fit in max_head is refused with 414 (see HTTP_LIMITS in http.h), and because
  * the method check looks at a fixed window.  The field count is left to the
  * end because resume() does not keep it; max_head bounds the wait.
  *
@@ -53,12 +53,6 @@
 #include "ringcache/http.h"
 #include "ctab.h"
 
-struct limits {
-	size_t line;    /* effective max request line */
-	size_t head;
-	size_t fields;
-};
-
 /*
  * What the fields said, for the checks across them after the last one: bits
  * of one word, so that a head with none of them (most) is told by one test.
@@ -73,20 +67,6 @@ enum {
 	F_CONN_CLOSE = 1 << 6,
 	F_CONN_KEEP = 1 << 7,
 };
-
-/*
- * A request line longer than max_head - 3 cannot belong to a head that fits
- * (up to 2 bytes of leading empty line, then at least one LF), so it is
- * refused as 414: that keeps 414 ahead of 431 on every prefix.
- */
-static void head_limits(const struct http_limits *lim, struct limits *l)
-{
-	l->head = lim->max_head < INT32_MAX ? lim->max_head : INT32_MAX;
-	l->line = l->head > 3 ? l->head - 3 : 0;
-	if (lim->max_request_line < l->line)
-		l->line = lim->max_request_line;
-	l->fields = lim->max_headers;
-}
 
 static inline size_t min_sz(size_t a, size_t b)
 {
@@ -230,7 +210,7 @@ static const char *line_end(const char *p, const char *limit)
  * *complete says whether its end (see line_end) was found.
  */
 static size_t request_line_len(const char *buf, size_t len, size_t start,
-			       const struct limits *l, bool *complete)
+			       const struct http_limits *l, bool *complete)
 {
 	const char *p = buf + start;
 	const char *e = line_end(p, p + min_sz(len - start, l->line + 2));
@@ -250,7 +230,7 @@ static size_t request_line_len(const char *buf, size_t len, size_t start,
  * (this keeps the look at the request line to at most two calls).
  */
 static int head_incomplete(const char *buf, size_t len, size_t start, size_t s,
-			   const struct limits *l)
+			   const struct http_limits *l)
 {
 	bool complete;
 
@@ -270,7 +250,7 @@ static int head_incomplete(const char *buf, size_t len, size_t start, size_t s,
  */
 #define METHOD_WINDOW 16
 
-static int method_early(const char *buf, size_t len, size_t start, const struct limits *l)
+static int method_early(const char *buf, size_t len, size_t start, const struct http_limits *l)
 {
 	size_t w = min_sz(METHOD_WINDOW, l->line);
 	size_t e = min_sz(len, start + w);
@@ -693,7 +673,7 @@ static int finish_fields(struct http_request *r, unsigned f)
  */
 static __attribute__((noinline)) int request_line_refused(const char *buf, size_t len,
 							   size_t start,
-							   const struct limits *l, int err)
+							   const struct http_limits *l, int err)
 {
 	bool complete;
 	size_t rl = request_line_len(buf, len, start, l, &complete);
@@ -714,7 +694,7 @@ static __attribute__((noinline)) int request_line_refused(const char *buf, size_
  * `start` (after a skipped empty line).  Returns the head length, HTTP_AGAIN
  * or -status; fills *r only in part on failure.
  */
-static int parse_head(const char *buf, size_t len, size_t start, const struct limits *l,
+static int parse_head(const char *buf, size_t len, size_t start, const struct http_limits *l,
 		      struct http_request *r)
 {
 	const char *p = buf + start, *line = NULL;
@@ -767,7 +747,7 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
 	}
 
 	size_t head_len = (size_t)(line - buf);
-	if (head_len > l->head || nfields > l->fields)
+	if (head_len > l->head || nfields > l->max_headers)
 		return -431;
 	err = finish_fields(r, f);
 	if (err)
@@ -788,7 +768,7 @@ static int parse_head(const char *buf, size_t len, size_t start, const struct li
  * (which decides it) or of the head needs the whole head: REPARSE.
  * Otherwise returns what head_incomplete() says.
  */
-static int resume(const char *buf, size_t len, size_t start, size_t s, const struct limits *l)
+static int resume(const char *buf, size_t len, size_t start, size_t s, const struct http_limits *l)
 {
 	const char *first = buf + start, *limit = buf + min_sz(len, l->head);
 	const char *p, *e;
@@ -827,7 +807,7 @@ static int resume(const char *buf, size_t len, size_t start, size_t s, const str
 int http_parse_request(const char *buf, size_t len, size_t *scanned,
 		       const struct http_limits *lim, struct http_request *req)
 {
-	struct limits l;
+	const struct http_limits *l = lim;
 	size_t start = 0, s = *scanned;
 	int rc;
 
@@ -847,10 +827,9 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 			start = 2;
 		}
 	}
-	head_limits(lim, &l);
 
 	if (s > start) {
-		rc = resume(buf, len, start, s, &l);
+		rc = resume(buf, len, start, s, l);
 		if (rc != REPARSE) {
 			if (rc == HTTP_AGAIN)
 				*scanned = len;
@@ -858,7 +837,7 @@ int http_parse_request(const char *buf, size_t len, size_t *scanned,
 		}
 	}
 
-	rc = parse_head(buf, len, start, &l, req);     /* in place: no copy out */
+	rc = parse_head(buf, len, start, l, req);     /* in place: no copy out */
 	if (rc == HTTP_AGAIN)
 		*scanned = len;
 	return rc;

@@ -431,6 +431,10 @@ static bool head_needs_room(const struct conn *c)
  */
 bool conn_congested(const struct conn *c)
 {
+	/* most calls: no slot, so no queue or in-flight bound, no bounced head */
+	if (!c->pipe.head)
+		return conn_unsent(c) >= CONN_OUT_MAX || shard_memory_tight(c->sh) ||
+		       (c->resp && cmd_busy(c));
 	return c->pipe.queued >= PEND_MAX || c->pipe.waiting >= INFLIGHT_MAX ||
 	       conn_unsent(c) >= CONN_OUT_MAX || shard_memory_tight(c->sh) ||
 	       head_needs_room(c) || (c->resp && cmd_busy(c));

@@ -221,9 +221,7 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 	srv->conn_memory = conn_memory;
 	srv->cfg = cfg;
 	srv->nshards = n;
-	srv->limits.max_request_line = (uint32_t)cfg->max_request_line;
-	srv->limits.max_head = (uint32_t)cfg->max_head;
-	srv->limits.max_headers = cfg->max_headers;
+	srv->limits = (struct http_limits)HTTP_LIMITS(cfg->max_request_line, cfg->max_head, cfg->max_headers);
 	/* a RESP command is bounded as an HTTP request is (conn.h B): one value,
 	 * plus what a head may take for the rest */
 	srv->resp_limits.max_bulk = cfg->max_value;

@@ -28,8 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 		}                                                                   \
 	} while (0)
 
-static const struct http_limits LIM = { 8192, 16384, 64 };
-static const struct http_limits SMALL = { 40, 120, 3 };
+static const struct http_limits LIM = HTTP_LIMITS(8192, 16384, 64);
+static const struct http_limits SMALL = HTTP_LIMITS(40, 120, 3);
 
 /* Prefixes are parsed from exact-size copies up to this length, so that a
  * read past `len` is caught by ASan; longer inputs reuse the input. */

@@ -14,8 +14,8 @@
 #include "check.h"
 #include "ringcache/http.h"
 
-static const struct http_limits LIM = { 8192, 16384, 64 };
-static const struct http_limits SMALL = { 64, 256, 4 };
+static const struct http_limits LIM = HTTP_LIMITS(8192, 16384, 64);
+static const struct http_limits SMALL = HTTP_LIMITS(64, 256, 4);
 
 /* ---- valid requests ---------------------------------------------------- */
 
@@ -544,7 +544,7 @@ static void test_limits(void)
 	CHECK_EQ(http_parse_request(b, 66, &scanned, &SMALL, &r), -414);
 
 	/* a request line limit above max_head still ends in 414, not 431 */
-	struct http_limits wide = { 1000, 64, 10 };
+	struct http_limits wide = HTTP_LIMITS(1000, 64, 10);
 	fill(b, 200, 'a');
 	memcpy(b, "GET /", 5);
 	CHECK_EQ(parse_once(b, 200, &wide, &r), -414);
@@ -690,7 +690,7 @@ struct word_case {
 	const struct http_limits *lim;
 };
 
-static const struct http_limits AT14 = { 14, 64, 4 };
+static const struct http_limits AT14 = HTTP_LIMITS(14, 64, 4);
 
 static const struct word_case word_cases[] = {
 	{ "GET /x HTTP/1.1\r\n\r\n", 1, HTTP_METHOD_GET, 1, "GET", &LIM },

@@ -52,7 +52,7 @@ static void setup(void)
 	srv.cfg = &cfg;
 	srv.nshards = 1;
 	srv.stats = &stats;
-	srv.limits = (struct http_limits){ 8192, 32768, 100 };
+	srv.limits = (struct http_limits)HTTP_LIMITS(8192, 32768, 100);
 	sh = shard_create(&srv, 0, -1);
 	CHECK(sh != NULL);
 	srv.shards = &sh;
