@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <string.h>
 
+#include "ringcache/bytes.h"
 #include "ringcache/http.h"
 
 static inline int hexval(uint8_t c)
@@ -48,7 +49,7 @@ int http_key_view(const char *p, size_t n, uint8_t *scratch, const uint8_t **key
 {
 	if (n > INT_MAX)
 		return -400;
-	if (!memchr(p, '%', n)) {
+	if (!bytes_has(p, n, '%')) {
 		*key = (const uint8_t *)p;
 		return (int)n;
 	}

@@ -18,6 +18,7 @@
 
 #include "index.h"
 #include "item.h"
+#include "ringcache/bytes.h"
 
 /* A bijection of 32-bit words (lowbias32), and its inverse: the second
  * choice is mix(h), and a second-choice entry recovers h as unmix(x). */
@@ -84,7 +85,7 @@ static inline bool key_at(const struct index *ix, uint64_t slot, const void *key
 {
 	const uint8_t *it = ix->base + index_loc(slot);
 
-	return item_key_len(it) == key_len && memcmp(item_key(it), key, key_len) == 0;
+	return item_key_len(it) == key_len && bytes_equal(item_key(it), key, key_len);
 }
 
 uint64_t *index_find(struct index *ix, uint32_t h, const void *key, uint32_t key_len)
