@@ -27,6 +27,26 @@ static inline char *decimal_put_u64(char *p, uint64_t v)
 		"7475767778798081828384858687888990919293949596979899";
 	unsigned n;
 
+	/* most lengths: up to four digits, one division */
+	if (v < 10000) {
+		if (v < 10) {
+			*p = (char)('0' + v);
+			return p + 1;
+		}
+		if (v < 100) {
+			memcpy(p, d2 + 2 * v, 2);
+			return p + 2;
+		}
+		unsigned hi = (unsigned)v / 100, lo = (unsigned)v % 100;
+		if (hi < 10) {
+			*p = (char)('0' + hi);
+			memcpy(p + 1, d2 + 2 * lo, 2);
+			return p + 3;
+		}
+		memcpy(p, d2 + 2 * hi, 2);
+		memcpy(p + 2, d2 + 2 * lo, 2);
+		return p + 4;
+	}
 	/* comparisons, not divisions, for the digit count of every real length */
 	if (v < 100000)
 		n = v < 10 ? 1 : v < 100 ? 2 : v < 1000 ? 3 : v < 10000 ? 4 : 5;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "ringcache/decimal.h"
 #include "ringcache/http_render.h"
 
 static char text[4096];
@@ -241,8 +242,36 @@ static void test_date(void)
 	buf_deinit(&b);
 }
 
+/* decimal.h, the digits of every length both renderers write: against
+ * printf at every value below 10^6 and at each power of ten and its
+ * neighbours up to UINT64_MAX. */
+static void test_decimal(void)
+{
+	char want[32], got[32];
+	unsigned wrong = 0;
+
+	for (uint64_t v = 0; v < 1000000; v++) {
+		int n = snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
+		char *e = decimal_put_u64(got, v);
+		wrong += e - got != n || memcmp(got, want, (size_t)n) != 0;
+	}
+	for (uint64_t p = 10; ; p *= 10) {
+		for (uint64_t v = p - 1; v <= p + 1; v++) {
+			int n = snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
+			char *e = decimal_put_u64(got, v);
+			wrong += e - got != n || memcmp(got, want, (size_t)n) != 0;
+		}
+		if (p > UINT64_MAX / 10)
+			break;
+	}
+	char *e = decimal_put_u64(got, UINT64_MAX);
+	wrong += e - got != 20 || memcmp(got, "18446744073709551615", 20) != 0;
+	CHECK_EQ(wrong, 0);
+}
+
 int main(void)
 {
+	test_decimal();
 	test_date();
 	test_status();
 	test_hit_paths();
