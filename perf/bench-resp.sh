@@ -18,6 +18,7 @@
 #   CLIENT_CPU   CPU of the load generator            [first CPU we may use]
 #   PIPELINES    redis-benchmark -P values            ["1 16 64"]
 #   REQUESTS     requests per test at -P 1 / 16 / 64  ["300000 3000000 6000000"]
+#                (by -P value: -P above 16 takes the third)
 #   SERVERS      which servers                        ["ringcached redis memcached"]
 #   RC_FLAGS     extra ringcached flags               []
 #   ROUNDS       repetitions; the ratios' median      [1]
@@ -118,10 +119,10 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print NR %
 declare -A ratio_rps ratio_cpu
 for round in $(seq "$rounds"); do
 	[ "$rounds" -gt 1 ] && log "== round $round"
-	i=0
 	for p in $pipelines; do
-		n=${requests[$i]:-${requests[-1]}}
-		i=$((i + 1))
+		# REQUESTS names the counts for -P 1, 16 and 64, whichever run
+		case $p in 1) n=${requests[0]} ;; 16) n=${requests[1]:-${requests[-1]}} ;;
+		*) n=${requests[2]:-${requests[-1]}} ;; esac
 		for srv in $servers; do
 			case $srv in
 			ringcached) start_rc ;;
