@@ -49,17 +49,17 @@ bool coh_key_reserved(const struct coh *c, const void *key, size_t len)
 {
 	if (!c || !len)
 		return false;
-	/* most keys fail at their first byte, the first of none of the names
-	 * below ("instance", "lease:", "tag:") */
-	char k0 = *(const char *)key;
-	if (k0 != REG_HASH[0] && k0 != 'l' && k0 != COH_TAG_PREFIX[0])
-		return false;
 	/* "lease:": the fill leases' names, <prefix>lease:<key> (ops.c); and
-	 * the tag sets' names (issue 9): <prefix>tag:<tag> */
+	 * the tag sets' names (issue 9): <prefix>tag:<tag>.  Most keys fail at
+	 * their first byte, the first of none of these names. */
+	static const char lease[] = "lease:";
+	char k0 = *(const char *)key;
+	if (k0 != REG_HASH[0] && k0 != HB_NAME[0] && k0 != lease[0] && k0 != COH_TAG_PREFIX[0])
+		return false;
 	size_t tl = sizeof(COH_TAG_PREFIX) - 1;
 	return (len == REG_HASH_LEN && memcmp(key, REG_HASH, REG_HASH_LEN) == 0) ||
 	       (len >= HB_NAME_LEN && memcmp(key, HB_NAME, HB_NAME_LEN) == 0) ||
-	       (len >= 6 && memcmp(key, "lease:", 6) == 0) ||
+	       (len >= sizeof(lease) - 1 && memcmp(key, lease, sizeof(lease) - 1) == 0) ||
 	       (len >= tl && memcmp(key, COH_TAG_PREFIX, tl) == 0);
 }
 

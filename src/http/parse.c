@@ -73,12 +73,6 @@ static inline size_t min_sz(size_t a, size_t b)
 	return a < b ? a : b;
 }
 
-/*
- * Compares a field name with a literal of lowercase letters and '-', for
- * bytes already known to be tchars: setting bit 5 folds a letter and maps
- * no other tchar onto a letter or '-', so one OR per word does the folding.
- * Names of 8 bytes or more are compared as two overlapping words.
- */
 /* The 8 (4, 2) bytes at p as a word, in memory order: compared with the load
  * of a literal, the result does not depend on the byte order. */
 static inline uint64_t load64(const char *p)
@@ -105,6 +99,12 @@ static inline uint32_t load32(const char *p)
 	return w;
 }
 
+/*
+ * Compares a field name with a literal of lowercase letters and '-', for
+ * bytes already known to be tchars: setting bit 5 folds a letter and maps
+ * no other tchar onto a letter or '-', so one OR per word does the folding.
+ * Names of 8 bytes or more are compared as two overlapping words.
+ */
 static inline bool lower_eq(const char *p, const char *lit, size_t n)
 {
 	if (n >= 8) {

@@ -741,9 +741,10 @@ void conn_on_send(struct conn *c, int res)
 	buf_trim(c, &c->sending.bytes); /* becomes `out` at the next send */
 	resend_bounced(c);
 	conn_maybe_resume(c);
-	/* what the send freed is counted when conn_flush() accounts for it, in
-	 * this turn of the loop: later is only stricter (--conn-memory) */
 	shard_dirty(sh, c);
+	/* now, not at the flush: a resumed connection may have grown, and the
+	 * next completion of this turn must see it (--conn-memory) */
+	conn_account(c);
 }
 
 /*

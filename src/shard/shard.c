@@ -506,10 +506,11 @@ static void loop(struct shard *sh)
 	sh->now_ns = clock_mono_ns();
 	sh->last_work_ns = sh->now_ns;
 	while (!atomic_load_explicit(&sh->srv->stop, memory_order_relaxed)) {
+		uint64_t turn_ns = sh->now_ns;  /* exchange() reads the clock again for its sends */
 		bool work = exchange(sh);
 		if (work) {
 			sh->last_work_ns = sh->now_ns;
-			busy_from = busy_from ? busy_from : sh->now_ns;
+			busy_from = busy_from ? busy_from : turn_ns;
 		}
 		if (busy_from) {
 			hist_record(&sh->stats->loop_busy, clock_mono_ns() - busy_from);

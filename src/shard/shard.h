@@ -128,9 +128,11 @@ struct shard {
 
 	uint64_t now_ns;                /* monotonic ns, read when io_uring_enter
 					 * returns and again before a turn's sends
-					 * (exchange): never per request, since a
-					 * clock read costs as much as a small part
-					 * of a hit (docs/stats.md, Latency) */
+					 * (exchange): not per request on the hit
+					 * path, since a clock read costs as much as
+					 * a small part of a hit (docs/stats.md,
+					 * Latency); an L2 read's completion reads
+					 * it (l2read.c) */
 	int64_t date_s;                 /* wall-clock second of `date` */
 	char date[HTTP_DATE_LINE];      /* "Date: ...\r\n" of responses made here */
 	uint32_t now_s;                 /* store clock */
