@@ -1,8 +1,9 @@
 /*
- * bytes.h - comparisons of short byte strings (keys: most are 4 to 16
- * bytes) in two overlapping word loads each, inside [p, p + n) only, where
- * a call to memcmp() or memchr() would cost more than the work; longer or
- * shorter strings go to those.
+ * bytes.h - unaligned word loads in memory order (the HTTP parser's word
+ * compares use them too), and comparisons of short byte strings (keys: most
+ * are 4 to 16 bytes) in two overlapping word loads each, inside [p, p + n)
+ * only, where a call to memcmp() or memchr() would cost more than the work;
+ * longer or shorter strings go to those.
  */
 #ifndef RINGCACHE_BYTES_H
 #define RINGCACHE_BYTES_H
@@ -25,6 +26,14 @@ static inline uint32_t bytes_load32(const uint8_t *p)
 	uint32_t v;
 
 	memcpy(&v, p, 4);
+	return v;
+}
+
+static inline uint16_t bytes_load16(const uint8_t *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, 2);
 	return v;
 }
 

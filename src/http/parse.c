@@ -50,6 +50,7 @@
  */
 #include <string.h>
 
+#include "ringcache/bytes.h"
 #include "ringcache/http.h"
 #include "ctab.h"
 
@@ -77,26 +78,17 @@ static inline size_t min_sz(size_t a, size_t b)
  * of a literal, the result does not depend on the byte order. */
 static inline uint64_t load64(const char *p)
 {
-	uint64_t w;
-
-	memcpy(&w, p, 8);
-	return w;
+	return bytes_load64((const uint8_t *)p);
 }
 
 static inline uint16_t load16(const char *p)
 {
-	uint16_t w;
-
-	memcpy(&w, p, 2);
-	return w;
+	return bytes_load16((const uint8_t *)p);
 }
 
 static inline uint32_t load32(const char *p)
 {
-	uint32_t w;
-
-	memcpy(&w, p, 4);
-	return w;
+	return bytes_load32((const uint8_t *)p);
 }
 
 /*
