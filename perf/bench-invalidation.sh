@@ -30,7 +30,9 @@ redis_server=${REDIS_SERVER:-redis-server}
 
 need_tools "" "$redis_server" curl python3
 need_ringcached
-"$rc_bin" --help 2>&1 | grep -q -- '--redis' ||
+# grep reads all of --help: with -q it could exit at the match while the
+# daemon still writes, and pipefail would then report the daemon's SIGPIPE
+"$rc_bin" --help 2>&1 | grep -- '--redis' >/dev/null ||
 	{ echo "bench-invalidation: $rc_bin has no --redis flag" >&2; exit 1; }
 
 bench_start
