@@ -811,15 +811,15 @@ static enum cache_outcome exec_put(struct cache *c, const struct cache_req *r,
  * the item with the blob [header | value | br | gzip], keeping its absolute
  * expiry, Content-Type (flags and header) and content hash; the header
  * carries the write's stamp, so its ETags do not change (repr.h).  Returns
- * the bytes it copied into the store.
+ * the bytes it copied into the store.  The job stays counted in zip_pending
+ * until install() has counted its outcome.
  */
-static size_t install(struct cache *c, const struct zip_job *j)
+static size_t install_job(struct cache *c, const struct zip_job *j)
 {
 	const struct cache_counters *ctr = &c->cfg.counters;
 	const uint8_t *key = zip_job_key(j);
 	struct store_item it;
 
-	count(ctr->zip_pending, -1);
 	if (!j->blob_len) {
 		count(ctr->zip_unprofitable, 1);
 		return 0;
@@ -853,6 +853,19 @@ static size_t install(struct cache *c, const struct zip_job *j)
 	store_set(c->st, key, j->key_len, j->w.hash, b.iov, b.iovcnt, ttl, b.flags, b.etag, NULL);
 	count(ctr->zip_refused, 1);
 	return j->value_len;
+}
+
+static size_t install(struct cache *c, const struct zip_job *j)
+{
+	size_t n = install_job(c, j);
+
+	/* after the outcome's counter (installed, stale, unprofitable,
+	 * refused), not before the 64 KB copy of an install: a /stats that
+	 * finds nothing pending then shows every outcome (the counters have
+	 * one writer, this shard; a later /stats request is ordered after it
+	 * by its own round trip) */
+	count(c->cfg.counters.zip_pending, -1);
+	return n;
 }
 
 bool cache_zip_poll(struct cache *c)
