@@ -175,7 +175,7 @@ static void enqueue(struct pipeline *p, struct slot *s)
 /* An answer rendered into `out` whose value stays in its store: the value
  * goes at ref->at, and what was rendered after that point (RESP's CRLF)
  * stays in the buffer, after it.  `at`: the buffer's length before. */
-static __attribute__((noinline)) int add_ref(struct pipeline *p, const struct outq_ref *ref, size_t at)
+static int add_ref(struct pipeline *p, const struct outq_ref *ref, size_t at)
 {
 	size_t tail = p->out.bytes.len - ref->at;
 
@@ -189,7 +189,7 @@ static __attribute__((noinline)) int add_ref(struct pipeline *p, const struct ou
 }
 
 /* An answer behind one still outstanding: kept in its own slot. */
-static __attribute__((noinline)) int answer_behind(struct pipeline *p, const struct reply *r, const struct pipeline_req *q)
+static int answer_behind(struct pipeline *p, const struct reply *r, const struct pipeline_req *q)
 {
 	struct slot *s = calloc(1, sizeof(*s));
 

@@ -196,16 +196,12 @@ bool route_refuse_early(struct conn *c, const struct http_request *req)
 
 /* --- /cache/ ------------------------------------------------------------- */
 
-void route_count_outcome(struct shard *sh, enum cache_outcome oc)
+static void count_other(struct shard *sh, enum cache_outcome oc)
 {
 	struct stats_shard *st = sh->stats;
 
-	if (oc == CACHE_HIT) {  /* most of what a cache does */
-		stats_inc(&st->hits);
-		return;
-	}
 	switch (oc) {
-	case CACHE_HIT: break;
+	case CACHE_HIT: break;  /* count_outcome() counts it */
 	case CACHE_MISS: stats_inc(&st->misses); break;
 	case CACHE_NOT_MODIFIED: stats_inc(&st->hits); stats_inc(&st->not_modified); break;
 	case CACHE_STORED: stats_inc(&st->sets); break;
@@ -216,6 +212,21 @@ void route_count_outcome(struct shard *sh, enum cache_outcome oc)
 	}
 	if (oc == CACHE_STORED || oc == CACHE_DELETED || oc == CACHE_FAILED)
 		route_count_store(sh);  /* a failed write may have evicted */
+}
+
+/* route_count_outcome(), with a hit (most of what a cache does) counted
+ * inline on this file's paths */
+static inline void count_outcome(struct shard *sh, enum cache_outcome oc)
+{
+	if (oc == CACHE_HIT)
+		stats_inc(&sh->stats->hits);
+	else
+		count_other(sh, oc);
+}
+
+void route_count_outcome(struct shard *sh, enum cache_outcome oc)
+{
+	count_outcome(sh, oc);
 }
 
 void route_count_store(struct shard *sh)
@@ -287,7 +298,7 @@ static void exec_local_leased(struct conn *c, const struct cache_req *req,
 		return;
 	}
 	oc = cache_exec(sh->cache, cr, &r);
-	route_count_outcome(sh, oc);
+	count_outcome(sh, oc);
 	fill_after(sh, cr, oc, &r);
 	fill_answered(c, req, oc, r.status);    /* req: cr may have lost its token */
 	exec_local_finish(c, cr, &r, oc, q);
@@ -307,10 +318,7 @@ static inline void exec_local(struct conn *c, const struct cache_req *cr,
 		return;
 	}
 	oc = cache_exec(sh->cache, cr, &r);
-	if (oc == CACHE_HIT)            /* route_count_outcome()'s first case, inline */
-		stats_inc(&sh->stats->hits);
-	else
-		route_count_outcome(sh, oc);
+	count_outcome(sh, oc);
 	if (cr->op == CACHE_PUT || cr->op == CACHE_DELETE)
 		fill_after(sh, cr, oc, &r);     /* only a write fills or ends a lease */
 	exec_local_finish(c, cr, &r, oc, q);
@@ -357,7 +365,7 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 	if (!f->resent) {
 		/* counted once, not again when it comes back for room (fwd.h) */
 		stats_inc(f->remote ? &sh->stats->forwarded_requests : &sh->stats->local_requests);
-		route_count_outcome(sh, oc);
+		count_outcome(sh, oc);
 	}
 	if (fill_wants(&f->req, oc))
 		fill_missed(sh, f);     /* with --redis: the read and the lease in one step */
