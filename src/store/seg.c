@@ -731,14 +731,20 @@ bool seg_grow_index(struct store *st)
 }
 
 /* The pinned segments, counted exactly again (their last unpins happened
- * on other threads since). */
+ * on other threads since); a group unpinned now is counted again by its
+ * next store_pin().  A group reused since it was counted was reset
+ * (seg_reset clears pin_counted) and is left out here. */
 static void recount_pins(struct store *st)
 {
 	uint32_t n = 0;
 
-	for (uint32_t j = st->index_segs; j < st->nsegs; j++)
-		if (st->segs[j].state != SEG_TAIL && seg_pinned(st, (int32_t)j))
-			n += st->segs[j].nsegs;
+	for (uint32_t j = st->index_segs; j < st->nsegs; j++) {
+		struct seg *s = &st->segs[j];
+		bool pinned = s->state != SEG_TAIL && seg_pinned(st, (int32_t)j);
+
+		s->pin_counted = pinned;
+		n += pinned ? s->nsegs : 0;
+	}
 	st->pinned_segs = n;
 }
 

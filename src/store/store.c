@@ -393,12 +393,20 @@ _Atomic uint32_t *store_pin(struct store *st, const void *value)
 
 	if (st->segs[j].state == SEG_TAIL)
 		j = st->segs[j].cprev;   /* a large item: its group's first segment */
-	uint32_t n = st->segs[j].nsegs;
-	if (atomic_load_explicit(&st->pins[j], memory_order_relaxed) == 0) {
-		/* a segment not pinned yet: within the bound, or the caller copies */
-		if (st->pinned_segs + n > st->pin_max)
+	struct seg *s = &st->segs[j];
+	/*
+	 * A group is counted once until seg_tick() recounts: its last unpin
+	 * may come from another thread, unseen here, so counting again at
+	 * every pin from 0 would add the same group up to the bound between
+	 * two ticks (it did: under 16 readers of one 1 MB value most answers
+	 * were copied).  A group not counted yet: within the bound, or the
+	 * caller copies.
+	 */
+	if (!s->pin_counted) {
+		if (st->pinned_segs + s->nsegs > st->pin_max)
 			return NULL;
-		st->pinned_segs += n;
+		st->pinned_segs += s->nsegs;
+		s->pin_counted = 1;
 	}
 	atomic_fetch_add_explicit(&st->pins[j], 1, memory_order_relaxed);
 	return &st->pins[j];

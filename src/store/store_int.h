@@ -83,6 +83,7 @@ struct seg {
 	uint32_t gen;         /* bumped each time the segment is opened; see stamps */
 	uint8_t state;
 	uint8_t cls;
+	uint8_t pin_counted;  /* group head: its nsegs are in pinned_segs (store_pin) */
 };
 
 /* One segment, one 64-byte line: the stamp's `gen` is read beside `state`,
