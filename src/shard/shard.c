@@ -121,6 +121,15 @@ static int setup_buffers(struct shard *sh)
 		sh->bufs = NULL;
 		return fail(sh, -errno, "receive buffers%s: %s", "");
 	}
+	/*
+	 * The kernel fills the buffers in ring order, so consecutive receives
+	 * land 16 KiB apart across all 16 MiB: with 4 KiB pages each one is a
+	 * TLB miss in the kernel's copy (_copy_to_iter: 2.2% of a -P 1 RESP
+	 * profile, 1.2% with transparent huge pages).  Advice only: without THP,
+	 * or under --hugepages off, the buffers keep small pages.
+	 */
+	if (cfg->hugepages != CONFIG_HUGEPAGES_OFF)
+		(void)madvise(sh->bufs, (size_t)sh->nbufs * sh->buf_size, MADV_HUGEPAGE);
 	memset(&reg, 0, sizeof(reg));
 	reg.ring_addr = (unsigned long)(uintptr_t)sh->br;
 	reg.ring_entries = sh->nbufs;
