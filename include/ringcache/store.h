@@ -173,6 +173,14 @@ static inline void store_unpin(_Atomic uint32_t *pin)
 }
 
 /*
+ * store_unpin() by the owner thread of `own`: when `pin` is one of own's and
+ * this was its group's last pin, the group leaves the pin bound at once
+ * instead of at the next store_tick() (which is when the last unpins of
+ * other threads are seen).  Pins of other stores, or own NULL: store_unpin().
+ */
+void store_unpin_own(struct store *own, _Atomic uint32_t *pin);
+
+/*
  * Grows the index now to what `items` entries will need, as store_set()
  * would one bucket at a time (taking segments from the top of the arena,
  * evicting what they hold, at most half the arena).  For a loader that

@@ -179,6 +179,7 @@ void conn_create(struct shard *sh, int fd, uint8_t proto, bool tcp)
 	c->last_active_ns = sh->now_ns;
 	pipeline_init(&c->pipe, sh->stats, fwd_release, fwd_orphan);
 	c->sending.stats = c->pipe.out.stats = sh->stats;       /* send_pins, sends_zc */
+	c->sending.store = c->pipe.out.store = sh->store;       /* store_unpin_own() */
 	sh->conns[sh->nconns++] = c;
 	stats_inc(&sh->stats->connections_accepted);
 	stats_inc(&sh->stats->connections);

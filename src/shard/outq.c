@@ -38,6 +38,7 @@ struct outq_zc {
 	struct outq_ref *refs;
 	uint32_t from, nrefs;
 	struct stats_shard *stats;
+	struct store *store;
 };
 
 /*
@@ -83,7 +84,7 @@ int outq_add_ref(struct outq *q, const uint8_t *p, size_t len, _Atomic uint32_t 
 		uint32_t cap = q->cap ? q->cap * 2 : 8;
 		struct outq_ref *r = realloc(q->refs, cap * sizeof(*r));
 		if (!r) {
-			store_unpin(pin);
+			store_unpin_own(q->store, pin);
 			return -ENOMEM;
 		}
 		q->refs = r;
@@ -133,18 +134,18 @@ void outq_release_sent(struct outq *q, size_t sent)
 		const struct outq_ref *r = &q->refs[q->released];
 		if (r->at + q->released_bytes + r->len > sent)
 			break;
-		store_unpin(r->pin);
+		store_unpin_own(q->store, r->pin);
 		pins_add(q->stats, -1);
 		q->released_bytes += r->len;
 		q->released++;
 	}
 }
 
-static void unpin_range(struct stats_shard *st, const struct outq_ref *refs, uint32_t from,
-			uint32_t to)
+static void unpin_range(struct stats_shard *st, struct store *own, const struct outq_ref *refs,
+			uint32_t from, uint32_t to)
 {
 	for (uint32_t i = from; i < to; i++)
-		store_unpin(refs[i].pin);
+		store_unpin_own(own, refs[i].pin);
 	pins_add(st, -(int64_t)(to - from));
 }
 
@@ -158,7 +159,7 @@ static void zc_free(struct outq_zc *z)
 {
 	struct outq *home = z->home;
 
-	unpin_range(z->stats, z->refs, z->from, z->nrefs);
+	unpin_range(z->stats, z->store, z->refs, z->from, z->nrefs);
 	if (z->prev)
 		z->prev->next = z->next;
 	else
@@ -204,7 +205,7 @@ void outq_clear(struct outq *q)
 	if (q->zc)
 		zc_retire(q);
 	else
-		unpin_range(q->stats, q->refs, q->released, q->nrefs);
+		unpin_range(q->stats, q->store, q->refs, q->released, q->nrefs);
 	q->nrefs = q->released = 0;
 	q->ref_bytes = q->released_bytes = 0;
 	q->bytes.len = 0;
@@ -265,6 +266,7 @@ struct outq_zc *outq_prep_sendmsg(struct outq *q, void *owner, struct io_uring_s
 			goto copy;
 		q->zc->owner = owner;
 		q->zc->stats = q->stats;
+		q->zc->store = q->store;
 	}
 	io_uring_prep_sendmsg_zc(sqe, fd, msg, MSG_NOSIGNAL);
 	q->zc->usage = !atomic_load_explicit(&zc_no_usage, memory_order_relaxed);

@@ -75,6 +75,7 @@ struct outq {
 	size_t held_bytes;              /* the buffers those hold */
 	uint64_t acked, acked_ns;       /* outq_stalled(): the peer's progress, and when */
 	struct stats_shard *stats;      /* send_pins, sends_zc...; NULL: not counted */
+	struct store *store;            /* the shard's own: store_unpin_own(); NULL: none */
 };
 
 /* Everything to send: bytes and referenced values. */
@@ -115,7 +116,7 @@ void outq_clear(struct outq *q);
 void outq_deinit(struct outq *q);
 
 /* Swaps two queues (the filling one and the one being sent); `held`,
- * `acked` and `stats` stay where they are. */
+ * `acked`, `stats` and `store` stay where they are. */
 static inline void outq_swap(struct outq *a, struct outq *b)
 {
 	struct outq t = *a;

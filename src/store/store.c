@@ -386,6 +386,24 @@ void store_counts(const struct store *st, struct store_counts *out)
 	out->evictions = st->evictions;
 }
 
+void store_unpin_own(struct store *own, _Atomic uint32_t *pin)
+{
+	uintptr_t a = (uintptr_t)pin, lo = own ? (uintptr_t)own->pins : 0;
+
+	if (!own || a < lo || a >= lo + own->nsegs * sizeof(*pin)) {
+		store_unpin(pin);
+		return;
+	}
+	if (atomic_fetch_sub_explicit(pin, 1, memory_order_release) != 1)
+		return;
+	/* a pinned group is never reset, so its nsegs are those counted */
+	struct seg *s = &own->segs[(a - lo) / sizeof(*pin)];
+	if (s->pin_counted) {
+		s->pin_counted = 0;
+		own->pinned_segs -= s->nsegs;
+	}
+}
+
 _Atomic uint32_t *store_pin(struct store *st, const void *value)
 {
 	uint64_t loc = (uint64_t)((const uint8_t *)value - st->arena.base);

@@ -992,8 +992,30 @@ static void test_pins(void)
 	}
 	CHECK(refused > 0);
 	CHECK(got_pins > 0 && got_pins <= 16);   /* the hot group's 3 still counted */
+	/* unpinned by their owner: they leave the bound at once, no tick
+	 * needed; a pin of another store passed to it is a plain unpin */
+	struct store *other = mk(8 * MiB, 1 * MiB);
+	CHECK_EQ(set(other, "o", big, 100 << 10, 0), 0);
+	CHECK_EQ(get(other, "o", &it), 0);
+	_Atomic uint32_t *foreign = store_pin(other, it.value);
+	CHECK(foreign != NULL);
+	store_unpin_own(st, foreign);
+	CHECK_EQ(atomic_load(foreign), 0);
+	store_destroy(other);
 	for (unsigned k = 0; k < got_pins; k++)
-		store_unpin(many[k]);
+		store_unpin_own(st, many[k]);
+	unsigned again_pins = 0;
+	for (unsigned i = 0; i < 128; i++) {     /* new values, in groups not counted */
+		snprintf(key, sizeof(key), "s:%u", i);
+		CHECK_EQ(set(st, key, big, 100 << 10, 0), 0);
+		CHECK_EQ(get(st, key, &it), 0);
+		_Atomic uint32_t *pp = store_pin(st, it.value);
+		if (pp)
+			many[again_pins++] = pp;
+	}
+	CHECK(again_pins + 1 >= got_pins);   /* the room they took is back */
+	for (unsigned k = 0; k < again_pins; k++)
+		store_unpin_own(st, many[k]);
 	store_destroy(st);
 
 	/* everything pinnable pinned: a write fails, nothing pinned is overwritten */
