@@ -830,6 +830,26 @@ static void test_backing(void)
 	CHECK_EQ(store_create(&st, &cfg), -EINVAL);
 }
 
+/* Writes `count` new values of n bytes under prefix:i and pins each; the
+ * pins it got go to out[], their number is returned (the rest refused). */
+static unsigned pin_new_values(struct store *st, const char *prefix, const uint8_t *v, size_t n,
+			       unsigned count, _Atomic uint32_t **out)
+{
+	struct store_item it;
+	char key[32];
+	unsigned got = 0;
+
+	for (unsigned i = 0; i < count; i++) {
+		snprintf(key, sizeof(key), "%s:%u", prefix, i);
+		CHECK_EQ(set(st, key, v, n, 0), 0);
+		CHECK_EQ(get(st, key, &it), 0);
+		_Atomic uint32_t *pp = store_pin(st, it.value);
+		if (pp)
+			out[got++] = pp;
+	}
+	return got;
+}
+
 /*
  * Pins (store_pin): a pinned value's bytes stay put, unchanged, through an
  * overwrite, a delete, eviction of its segment under pressure and a flush;
@@ -938,24 +958,15 @@ static void test_pins(void)
 	/* at most a quarter of the segments pinned: past it store_pin() says
 	 * no; after the unpins and a tick it says yes again */
 	st = mk(8 * MiB, 1 * MiB);
-	unsigned got_pins = 0, refused = 0;
 	_Atomic uint32_t *many[128];
-	for (unsigned i = 0; i < 128; i++) {
-		snprintf(key, sizeof(key), "q:%u", i);
-		CHECK_EQ(set(st, key, big, 100 << 10, 0), 0);  /* about one per 128K segment */
-		CHECK_EQ(get(st, key, &it), 0);
-		_Atomic uint32_t *pp = store_pin(st, it.value);
-		if (pp)
-			many[got_pins++] = pp;
-		else
-			refused++;
-	}
-	CHECK(refused > 0);
+	/* about one value per 128K segment */
+	unsigned got_pins = pin_new_values(st, "q", big, 100 << 10, 128, many);
+	CHECK(got_pins < 128);
 	CHECK(got_pins > 0 && got_pins <= 16 + 1);   /* 64 segments: 16, a few values may share one */
 	for (unsigned k = 0; k < got_pins; k++)
 		store_unpin(many[k]);
 	store_tick(st, 3);
-	CHECK_EQ(get(st, key, &it), 0);
+	CHECK_EQ(get(st, "q:127", &it), 0);
 	_Atomic uint32_t *again = store_pin(st, it.value);
 	CHECK(again != NULL);
 	if (again)
@@ -979,18 +990,8 @@ static void test_pins(void)
 	}
 	CHECK_EQ(hot_refused, 0);
 	/* and the bound still holds for the others */
-	refused = got_pins = 0;
-	for (unsigned i = 0; i < 128; i++) {
-		snprintf(key, sizeof(key), "r:%u", i);
-		CHECK_EQ(set(st, key, big, 100 << 10, 0), 0);
-		CHECK_EQ(get(st, key, &it), 0);
-		_Atomic uint32_t *pp = store_pin(st, it.value);
-		if (pp)
-			many[got_pins++] = pp;
-		else
-			refused++;
-	}
-	CHECK(refused > 0);
+	got_pins = pin_new_values(st, "r", big, 100 << 10, 128, many);
+	CHECK(got_pins < 128);
 	CHECK(got_pins > 0 && got_pins <= 16);   /* the hot group's 3 still counted */
 	/* unpinned by their owner: they leave the bound at once, no tick
 	 * needed; a pin of another store passed to it is a plain unpin */
@@ -1004,15 +1005,8 @@ static void test_pins(void)
 	store_destroy(other);
 	for (unsigned k = 0; k < got_pins; k++)
 		store_unpin_own(st, many[k]);
-	unsigned again_pins = 0;
-	for (unsigned i = 0; i < 128; i++) {     /* new values, in groups not counted */
-		snprintf(key, sizeof(key), "s:%u", i);
-		CHECK_EQ(set(st, key, big, 100 << 10, 0), 0);
-		CHECK_EQ(get(st, key, &it), 0);
-		_Atomic uint32_t *pp = store_pin(st, it.value);
-		if (pp)
-			many[again_pins++] = pp;
-	}
+	/* new values, in groups not counted */
+	unsigned again_pins = pin_new_values(st, "s", big, 100 << 10, 128, many);
 	CHECK(again_pins + 1 >= got_pins);   /* the room they took is back */
 	for (unsigned k = 0; k < again_pins; k++)
 		store_unpin_own(st, many[k]);
