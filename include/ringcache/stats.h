@@ -69,6 +69,8 @@
 	X(sends_zc, COUNTER, "Sends made zero-copy (IORING_OP_SENDMSG_ZC, --send-zc-min).") \
 	X(sends_zc_copied, COUNTER,                                                \
 	  "Zero-copy sends the kernel copied anyway (a local receiver: loopback).") \
+	X(pins_refused, COUNTER,                                                   \
+	  "Values of 16 KiB or more copied, not sent from this store: a quarter of it was pinned.") \
 	X(items, GAUGE, "Items in this shard's store.")                           \
 	X(value_bytes, GAUGE, "Bytes of values (all variants) in the store.")     \
 	X(arena_bytes, GAUGE, "Bytes reserved for the store's items and index.")  \

@@ -101,6 +101,7 @@ struct store_stats {
 	uint64_t segments;         /* segments for items (excluding the index's) */
 	uint64_t segments_free;
 	uint64_t segments_pinned;  /* released, waiting for sends that read them */
+	uint64_t pins_refused;     /* store_pin() calls refused at its bound */
 	uint64_t page_size;        /* of the backing */
 };
 

@@ -143,6 +143,7 @@ void stats_store_update(struct stats_shard *s, const struct store_stats *ss)
 	stats_set(&s->arena_bytes, ss->arena_bytes);
 	stats_set(&s->evictions, ss->evictions);
 	stats_set(&s->expirations, ss->expirations);
+	stats_set(&s->pins_refused, ss->pins_refused);
 }
 
 void stats_store_counts(struct stats_shard *s, const struct store_counts *sc)

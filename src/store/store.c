@@ -376,6 +376,7 @@ void store_stats(const struct store *st, struct store_stats *out)
 	out->segments = st->nsegs - st->index_segs;
 	out->segments_free = nfree;
 	out->segments_pinned = st->pinned.n;
+	out->pins_refused = st->pins_refused;
 	out->page_size = st->arena.page_size;
 }
 
@@ -421,8 +422,10 @@ _Atomic uint32_t *store_pin(struct store *st, const void *value)
 	 * caller copies.
 	 */
 	if (!s->pin_counted) {
-		if (st->pinned_segs + s->nsegs > st->pin_max)
+		if (st->pinned_segs + s->nsegs > st->pin_max) {
+			st->pins_refused++;
 			return NULL;
+		}
 		st->pinned_segs += s->nsegs;
 		s->pin_counted = 1;
 	}

@@ -131,6 +131,7 @@ struct store {
 	 * never reads cannot hold more than that much of the store. */
 	uint32_t pinned_segs;
 	uint32_t pin_max;
+	uint64_t pins_refused;      /* store_stats() */
 	struct seg_list cls[STORE_CLASSES];
 	int32_t head[STORE_CLASSES];
 	uint64_t reclaim_off;  /* scan cursor in reclaim.head */

@@ -963,6 +963,8 @@ static void test_pins(void)
 	unsigned got_pins = pin_new_values(st, "q", big, 100 << 10, 128, many);
 	CHECK(got_pins < 128);
 	CHECK(got_pins > 0 && got_pins <= 16 + 1);   /* 64 segments: 16, a few values may share one */
+	store_stats(st, &ss);
+	CHECK_EQ(ss.pins_refused, 128 - got_pins);   /* each refusal counted */
 	for (unsigned k = 0; k < got_pins; k++)
 		store_unpin(many[k]);
 	store_tick(st, 3);
