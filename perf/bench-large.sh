@@ -10,7 +10,8 @@
 # ringcached runs twice: copying sendmsg (ringcached) and zero-copy sends
 # (ringcached-zc: $ZC_FLAGS, IORING_OP_SENDMSG_ZC); each is compared with
 # nginx of the same round, and the zero-copy run reports how many of its
-# sends the kernel copied anyway (/stats sends_zc_copied).
+# sends the kernel copied anyway (/stats sends_zc_copied).  Both report
+# /stats pins_refused: answers copied because the store's pin bound was full.
 #
 # What loopback hides: the receiver copies anyway (a local TCP peer reads
 # from the sender's socket buffer), and neither server's bytes cross a NIC.
@@ -83,6 +84,17 @@ start_rc_large() {	# size [flag...]: ringcached with the value at /cache/large
 		{ echo "$bench: could not preload /cache/large ($size bytes)" >&2; exit 1; }
 }
 
+# How the run's answers went out: pins_refused counts values copied into the
+# connection's buffer because a quarter of the store was pinned (it should
+# stay 0 here: one value); sends_zc_copied, zero-copy sends the kernel copied.
+rc_sends_report() {	# name
+	sleep 0.3	# pins_refused is published at the shard's sweep (250 ms)
+	log "$(curl -s "$rc_url/stats" | python3 -c 'import json, sys
+t = json.load(sys.stdin)["total"]
+print("%s: pins_refused %d; sends_zc %d, of which the kernel copied %d (sends_zc_copied)"
+      % (sys.argv[1], t["pins_refused"], t["sends_zc"], t["sends_zc_copied"]))' "$1")"
+}
+
 start_nginx_static() {	# size: nginx serving the same bytes from a file, sendfile on
 	local port size=$1
 	port=$(free_port)
@@ -140,16 +152,14 @@ for round in $(seq "$rounds"); do
 			ringcached)
 				start_rc_large "$size"
 				run_wrk ringcached "$size" "$rc_url/cache/large" "$rc_pid"
+				rc_sends_report ringcached
 				stop_pid "$rc_pid"
 				;;
 			ringcached-zc)
 				# shellcheck disable=SC2086  # flags, split on purpose
 				start_rc_large "$size" $zc_flags
 				run_wrk ringcached-zc "$size" "$rc_url/cache/large" "$rc_pid"
-				log "$(curl -s "$rc_url/stats" | python3 -c 'import json, sys
-t = json.load(sys.stdin)["total"]
-print("ringcached-zc: sends_zc %d, of which the kernel copied %d (sends_zc_copied)"
-      % (t["sends_zc"], t["sends_zc_copied"]))')"
+				rc_sends_report ringcached-zc
 				stop_pid "$rc_pid"
 				;;
 			nginx)
