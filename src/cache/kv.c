@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ringcache/cache.h"
@@ -184,11 +185,25 @@ static int retime(const struct cache_kv_ctx *ctx, const struct cache_req *r,
 	} else if (t > room) {
 		t = room;
 	}
+	/*
+	 * The write reads the value where it is, so it is pinned there; with
+	 * the pin bound full (clients that do not read hold a quarter of the
+	 * store) the write reads a copy instead.
+	 */
 	_Atomic uint32_t *pin = store_pin(ctx->st, x->it.value);
+	void *copy = NULL;
+	if (!pin) {
+		copy = malloc(iov[1].iov_len ? iov[1].iov_len : 1);
+		if (!copy)
+			return -ENOMEM;
+		iov[1].iov_base = memcpy(copy, iov[1].iov_base, iov[1].iov_len);
+	}
 	int rc = store_set(ctx->st, r->key, r->key_len, r->hash, iov[0].iov_len ? iov : iov + 1,
 			   iov[0].iov_len ? 2 : 1, (uint32_t)t, x->it.flags, x->it.etag, NULL);
 
-	store_unpin(pin);
+	if (pin)
+		store_unpin_own(ctx->st, pin);
+	free(copy);
 	return rc;
 }
 
