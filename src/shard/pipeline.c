@@ -38,15 +38,15 @@ static int render_resp(struct buf *b, struct outq_ref *ref, const struct reply *
 	    !(pin = store_pin(r->body_store, r->body)))
 		return resp_render(b, r, to);   /* small, or pins at their bound: copied */
 	if (resp_render_head(b, r, to, &p, &n)) {
-		store_unpin(pin);
+		store_unpin_own(r->body_store, pin);
 		return -ENOMEM;
 	}
 	if (!p) {
-		store_unpin(pin);
+		store_unpin_own(r->body_store, pin);
 		return 0;
 	}
 	if (buf_append(b, "\r\n", 2)) {
-		store_unpin(pin);
+		store_unpin_own(r->body_store, pin);
 		b->len = at;
 		return -ENOMEM;
 	}
@@ -74,11 +74,11 @@ static inline int render_into(struct buf *b, struct outq_ref *ref, const struct 
 	    !(pin = store_pin(r->body_store, r->body)))
 		return http_render(b, r, &to->http); /* small, no body sent, or pins at their bound */
 	if (http_render_head(b, r, &to->http, &body)) {
-		store_unpin(pin);
+		store_unpin_own(r->body_store, pin);
 		return -ENOMEM;
 	}
 	if (!body.p) {
-		store_unpin(pin);
+		store_unpin_own(r->body_store, pin);
 		return 0;
 	}
 	ref->at = b->len;

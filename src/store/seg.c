@@ -190,6 +190,8 @@ static void release(struct store *st, int32_t j)
 		l_append(st, &st->pinned, j, false);
 		return;
 	}
+	if (st->segs[j].pin_counted)    /* its last unpin was another thread's */
+		st->pinned_segs -= n;
 	for (uint32_t k = 0; k < n; k++) {
 		seg_reset(&st->segs[j + (int32_t)k], SEG_FREE);
 		l_push(st, &st->free, j + (int32_t)k, false);
