@@ -59,6 +59,7 @@ enum coh_pend_kind {
 
 #define COH_PF_SHARD 0x1u      /* p is a shard's message still waiting for its reply */
 #define COH_PF_EXPIRED 0x2u    /* deadline passed and handled; reply arrives late */
+#define COH_PF_REPLAY 0x4u     /* a replayed write, counted in replay_inflight */
 
 struct coh_pend {
 	uint8_t kind;

@@ -587,24 +587,63 @@ static void replay_add(struct coh *c, struct coh_msg *m)
 	COH_SET(c, replay_pending, c->replay_len);
 }
 
-void coh_replay_start(struct coh *c)
-{
-	struct coh_replay *r = c->replay, *next;
+/*
+ * Replayed writes in flight at once.  The whole queue (up to replay_max,
+ * 10,000) sent in one burst made its last writes, and every command queued
+ * behind them, wait for the burst longer than --redis-timeout on a slow
+ * host: they timed out, the breaker opened, the link came up again and
+ * replayed the whole queue again, and so on (CI saw a million timeouts in
+ * 15 s and the queue never drained).  A window keeps each write's wait to
+ * the window's worth of Redis work.
+ */
+#define REPLAY_WINDOW 256
 
-	c->replay = NULL;
-	c->replay_tail = &c->replay;
-	c->replay_len = 0;
-	for (; r; r = next) {
-		next = r->next;
-		coh_kt_remove(&c->replay_tab, &r->node);
+/* Sends queued writes while the window has room. */
+static void replay_more(struct coh *c)
+{
+	while (c->replay && c->link_up && !c->trip && c->replay_inflight < REPLAY_WINDOW) {
+		struct coh_replay *r = c->replay;
 		struct coh_msg *m = r->m;
+
+		c->replay = r->next;
+		if (!c->replay)
+			c->replay_tail = &c->replay;
+		c->replay_len--;
+		if (m)
+			coh_kt_remove(&c->replay_tab, &r->node);
 		free(r);
-		if (c->trip || send_write(c, m, 0))
-			replay_add(c, m);    /* the link is going down: keep it */
-		else
-			COH_ADD(c, replayed, 1);
+		if (!m)
+			continue;       /* superseded by a newer write, sent already */
+		if (send_write(c, m, COH_PF_REPLAY)) {
+			replay_add(c, m);    /* no room to send: kept, tried again */
+			break;
+		}
+		c->replay_inflight++;
+		COH_ADD(c, replayed, 1);
 	}
 	COH_SET(c, replay_pending, c->replay_len);
+}
+
+void coh_replay_start(struct coh *c)
+{
+	c->replay_inflight = 0;     /* the link was down: nothing is in flight */
+	replay_more(c);
+}
+
+/*
+ * A write of a key sent while an older write of it still waits in the
+ * replay queue: the queued one must not reach Redis after it.
+ */
+static void replay_supersede(struct coh *c, const struct coh_msg *m)
+{
+	struct coh_kt_node *n = coh_kt_find(&c->replay_tab, m->hash, m->key, m->key_len);
+
+	if (!n)
+		return;
+	struct coh_replay *r = coh_container_of(n, struct coh_replay, node);
+	coh_kt_remove(&c->replay_tab, n);
+	drop_kept(c, r->m);
+	r->m = NULL;                /* left in the queue; replay_more() skips it */
 }
 
 void coh_replay_drop_all(struct coh *c)
@@ -613,7 +652,8 @@ void coh_replay_drop_all(struct coh *c)
 
 	for (; r; r = next) {
 		next = r->next;
-		drop_kept(c, r->m);
+		if (r->m)
+			drop_kept(c, r->m);
 		free(r);
 	}
 	c->replay = NULL;
@@ -640,9 +680,11 @@ static void write_request(struct coh *c, struct coh_msg *m)
 	}
 	if (send_write(c, m, COH_PF_SHARD))
 		reply(c, m, COH_ERROR);
+	else
+		replay_supersede(c, m);
 }
 
-static void write_reply(struct coh *c, const struct coh_pend *e, const redisReply *r)
+static void write_answered(struct coh *c, const struct coh_pend *e, const redisReply *r)
 {
 	struct coh_msg *m = e->p;
 	bool ok = r->type != REDIS_REPLY_ERROR;
@@ -666,6 +708,15 @@ static void write_reply(struct coh *c, const struct coh_pend *e, const redisRepl
 		if (!ok)
 			COH_ADD(c, errors, 1);
 		drop_kept(c, m);
+	}
+}
+
+static void write_reply(struct coh *c, const struct coh_pend *e, const redisReply *r)
+{
+	write_answered(c, e, r);
+	if ((e->flags & COH_PF_REPLAY) && c->replay_inflight) {
+		c->replay_inflight--;
+		replay_more(c);     /* the window has room for the next */
 	}
 }
 

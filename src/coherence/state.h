@@ -98,7 +98,7 @@ struct coh_read {
 /* A write kept for replay; at most one per key (the latest). */
 struct coh_replay {
 	struct coh_kt_node node;            /* key points into m */
-	struct coh_msg *m;                  /* internal copy, op SET or DEL */
+	struct coh_msg *m;                  /* internal copy, op SET or DEL; NULL: superseded */
 	struct coh_replay *next;
 };
 
@@ -173,6 +173,7 @@ struct coh {
 	struct coh_kt replay_tab;           /* struct coh_replay by key */
 	struct coh_replay *replay, **replay_tail;
 	uint32_t replay_len;
+	uint32_t replay_inflight;           /* replayed writes awaiting Redis (ops.c) */
 	uint64_t backlog_total;
 };
 

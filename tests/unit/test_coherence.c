@@ -1802,6 +1802,15 @@ static void test_sigstop(struct tinst *a)
 	CHECK_EQ(t_do(a, msg(COH_SET, "during", "text/x", "second", 0), NULL), COH_SKIPPED);
 	CHECK_EQ(t_do(a, msg(COH_DEL, "gone", NULL, NULL, 0), NULL), COH_SKIPPED);
 	CHECK_EQ(stats_of(a).replay_pending, 2);
+	/* more than the replay window (256): replayed a window at a time,
+	 * each answer letting the next write go */
+	enum { WIDE = 600 };
+	for (int i = 0; i < WIDE; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "w%d", i);
+		CHECK_EQ(t_do(a, msg(COH_SET, key, "text/x", "v", 0), NULL), COH_SKIPPED);
+	}
+	CHECK_EQ(stats_of(a).replay_pending, 2 + WIDE);
 
 	/* the subscription's PING goes unanswered: it counts as lost */
 	uint64_t sub = WAIT_STAT(a, subscribed, == 0);
@@ -1819,9 +1828,11 @@ static void test_sigstop(struct tinst *a)
 		}
 	}
 	CHECK_EQ(stats_of(a).flushes, flushes + 1);
-	uint64_t replayed = WAIT_STAT(a, replayed, >= 2);
-	CHECK(replayed >= 2);
+	uint64_t replayed = WAIT_STAT(a, replayed, >= 2 + WIDE);
+	CHECK(replayed >= 2 + WIDE);
 	wait_up(a);
+	CHECK_EQ(cmd_int("EXISTS ringcache:w0"), 1);
+	CHECK_EQ(cmd_int("EXISTS ringcache:w%d", WIDE - 1), 1);
 	/* the replayed writes are in Redis (acknowledged by now: a GET round trip follows them) */
 	CHECK_EQ(t_do(a, msg(COH_GET, "during", NULL, NULL, 0), &r), COH_OK);
 	if (r) {
