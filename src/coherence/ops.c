@@ -636,6 +636,8 @@ void coh_replay_start(struct coh *c)
  */
 static void replay_supersede(struct coh *c, const struct coh_msg *m)
 {
+	if (!c->replay)
+		return;         /* nothing queued: the common case, no lookup */
 	struct coh_kt_node *n = coh_kt_find(&c->replay_tab, m->hash, m->key, m->key_len);
 
 	if (!n)
