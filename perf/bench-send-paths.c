@@ -1,0 +1,244 @@
+/*
+ * bench-send-paths.c - what a large answer costs the sender, by how its
+ * bytes reach the socket (issue 8, docs/benchmarks.md "Sending large values
+ * by page reference").
+ *
+ * One TCP connection on loopback, a reader thread draining it, and the
+ * sender pushing the same SIZE-byte value COUNT times by each of:
+ *
+ *   write       write() from anonymous memory: the kernel copies the value
+ *               into the socket (what ringcached's copying sends do);
+ *   shmem       sendfile() from a memfd (shmem, small pages): the socket
+ *               takes page references, no copy;
+ *   shmem-thp   the same memfd region advised MADV_HUGEPAGE: huge pages only
+ *               when /sys/kernel/mm/transparent_hugepage/shmem_enabled is
+ *               `advise`, `within_size` or `always` (reported);
+ *   hugetlb     sendfile() from a MFD_HUGETLB memfd (needs vm.nr_hugepages).
+ *
+ * The figure is the sending thread's CPU time (CLOCK_THREAD_CPUTIME_ID) per
+ * MiB, the median of ROUNDS rounds that run the modes in turn, so the
+ * machine's drift hits them alike.  On loopback the receiver's copy is the
+ * reader thread's, not the sender's: the figures compare what a server pays.
+ * A benchmark, not a test: it passes no verdict.
+ *
+ * usage: bench-send-paths [SIZE_KIB [COUNT [ROUNDS]]]   (1024 2000 5)
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum mode { M_WRITE, M_SHMEM, M_SHMEM_THP, M_HUGETLB, M_COUNT };
+static const char *const mode_name[M_COUNT] = { "write", "shmem", "shmem-thp", "hugetlb" };
+
+#define MAX_ROUNDS 64
+#define HUGE_2M (2ul << 20)
+
+struct source {
+	int fd;                 /* memfd; -1 for anonymous memory */
+	uint8_t *p;
+	size_t map_len;
+	const char *error;      /* why this mode cannot run; NULL: it can */
+};
+
+/* kB of shmem this process maps with huge pages (PMDs) now. */
+static long shmem_pmd_kb(void)
+{
+	char line[256];
+	long kb = 0;
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "ShmemPmdMapped: %ld kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+static double thread_cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *drain(void *arg)
+{
+	int fd = *(int *)arg;
+	size_t cap = 1u << 20;
+	char *b = malloc(cap);
+
+	while (b && read(fd, b, cap) > 0)
+		;
+	free(b);
+	return NULL;
+}
+
+static int connected_pair(int *tx, int *rx)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t n = sizeof(sa);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (l < 0 || bind(l, (struct sockaddr *)&sa, n) || listen(l, 1) ||
+	    getsockname(l, (struct sockaddr *)&sa, &n))
+		return -1;
+	*tx = socket(AF_INET, SOCK_STREAM, 0);
+	if (*tx < 0 || connect(*tx, (struct sockaddr *)&sa, n))
+		return -1;
+	*rx = accept(l, NULL, NULL);
+	close(l);
+	return *rx < 0 ? -1 : 0;
+}
+
+static void source_open(struct source *s, enum mode m, size_t size)
+{
+	memset(s, 0, sizeof(*s));
+	s->fd = -1;
+	/* whole 2 MiB pages: a huge page must fit in the region */
+	s->map_len = m == M_HUGETLB || m == M_SHMEM_THP ? (size + HUGE_2M - 1) / HUGE_2M * HUGE_2M
+							: size;
+	if (m == M_WRITE) {
+		s->p = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	} else {
+		s->fd = memfd_create("bench-send-paths", m == M_HUGETLB ? MFD_HUGETLB : 0);
+		if (s->fd < 0 || ftruncate(s->fd, (off_t)s->map_len)) {
+			s->error = strerror(errno);
+			return;
+		}
+		s->p = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+	}
+	if (s->p == MAP_FAILED) {
+		s->p = NULL;
+		s->error = strerror(errno);
+		return;
+	}
+	if (m == M_SHMEM_THP)
+		madvise(s->p, s->map_len, MADV_HUGEPAGE);
+	memset(s->p, 'v', size);
+}
+
+static void source_close(struct source *s)
+{
+	if (s->p)
+		munmap(s->p, s->map_len);
+	if (s->fd >= 0)
+		close(s->fd);
+}
+
+/* Sends the value `count` times; the sender's CPU seconds, or -1 (errno). */
+static double send_all(int tx, const struct source *s, size_t size, unsigned count)
+{
+	double t0 = thread_cpu_s();
+
+	for (unsigned i = 0; i < count; i++) {
+		off_t off = 0;
+		for (size_t left = size; left;) {
+			ssize_t r = s->fd < 0 ? write(tx, s->p + (size - left), left)
+					      : sendfile(tx, s->fd, &off, left);
+			if (r <= 0)
+				return -1;
+			left -= (size_t)r;
+		}
+	}
+	return thread_cpu_s() - t0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void print_thp_setting(void)
+{
+	char buf[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
+
+	if (f) {
+		if (!fgets(buf, sizeof(buf), f))
+			buf[0] = 0;
+		fclose(f);
+	}
+	buf[strcspn(buf, "\n")] = 0;
+	printf("shmem_enabled: %s\n", buf[0] ? buf : "(unreadable)");
+}
+
+int main(int argc, char **argv)
+{
+	size_t size = (argc > 1 ? strtoul(argv[1], NULL, 10) : 1024) << 10;
+	unsigned count = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 10) : 2000;
+	unsigned rounds = argc > 3 ? (unsigned)strtoul(argv[3], NULL, 10) : 5;
+	double us[M_COUNT][MAX_ROUNDS];
+	const char *error[M_COUNT] = { 0 };
+	long thp_kb = 0;
+	int tx, rx;
+	pthread_t reader;
+
+	if (!size || !count || !rounds || rounds > MAX_ROUNDS) {
+		fprintf(stderr, "usage: bench-send-paths [SIZE_KIB [COUNT [ROUNDS<=%d]]]\n",
+			MAX_ROUNDS);
+		return 2;
+	}
+	if (connected_pair(&tx, &rx) || pthread_create(&reader, NULL, drain, &rx)) {
+		perror("bench-send-paths: loopback connection");
+		return 1;
+	}
+	print_thp_setting();
+	for (unsigned r = 0; r < rounds; r++)
+		for (int m = 0; m < M_COUNT; m++) {
+			struct source s;
+			source_open(&s, (enum mode)m, size);
+			if (m == M_SHMEM_THP && !s.error)
+				thp_kb = shmem_pmd_kb();
+			double t = s.error ? -1 : send_all(tx, &s, size, count);
+			if (t < 0 && !s.error)
+				s.error = strerror(errno);
+			if (s.error)
+				error[m] = s.error;  /* static strings from strerror's table */
+			us[m][r] = t < 0 ? 0 : t * 1e6 / ((double)count * (double)size / (1 << 20));
+			source_close(&s);
+		}
+	double median[M_COUNT];
+	for (int m = 0; m < M_COUNT; m++) {
+		double sorted[MAX_ROUNDS];
+		memcpy(sorted, us[m], rounds * sizeof(double));
+		qsort(sorted, rounds, sizeof(double), cmp_double);
+		median[m] = sorted[rounds / 2];
+	}
+	printf("%zu KiB x %u, %u rounds: sender CPU per MiB sent, median (rounds)\n",
+	       size >> 10, count, rounds);
+	for (int m = 0; m < M_COUNT; m++) {
+		if (error[m]) {
+			printf("  %-10s  not measured: %s\n", mode_name[m], error[m]);
+			continue;
+		}
+		printf("  %-10s  %7.1f us", mode_name[m], median[m]);
+		if (m == M_SHMEM_THP)
+			printf("  huge pages: %s", thp_kb ? "yes" : "no");
+		if (!error[M_WRITE] && median[M_WRITE] > 0)
+			printf("  %.2fx write's", median[m] / median[M_WRITE]);
+		printf("  (");
+		for (unsigned r = 0; r < rounds; r++)
+			printf("%s%.0f", r ? " " : "", us[m][r]);
+		printf(")\n");
+	}
+	shutdown(tx, SHUT_WR);
+	pthread_join(reader, NULL);
+	return 0;
+}
