@@ -12,8 +12,14 @@ running ringcached instances (A, B) that share one Redis.
    plain value, time a direct GET of <prefix><key> from Redis (RESP over a
    socket, the way redis-cli would), then B's GET /cache/<key> (an L1 miss
    answered from Redis, X-Cache: HIT-L2), then B's GET again (an L1 hit).
-   Both clients are the same few lines of Python on keep-alive sockets, so
-   their own overhead cancels out in the comparison.
+   The HTTP client parses more than the RESP one (a status line and a header
+   dict against one bulk reply), so its own overhead does not quite cancel
+   out; hence
+
+3. the same over RESP, with --b-resp (B's --resp-listen): a direct GET from
+   Redis, B's GET of the same key (an L1 miss answered from Redis: B's
+   l2_hits counts each one), B's GET again (an L1 hit), all three by one
+   RESP client class, so the client's share is the same in each.
 
 Used by perf/bench-invalidation.sh; prints a report, passes no verdict
 (exit 3 if the instances do not write through to Redis at all).
@@ -136,6 +142,7 @@ def main():
     ap.add_argument("--prefix", default="ringcache:")
     ap.add_argument("--keys", type=int, default=1000)
     ap.add_argument("--poll-limit-ms", type=float, default=2000.0)
+    ap.add_argument("--b-resp", help="HOST:PORT of B's --resp-listen: also measure over RESP")
     args = ap.parse_args()
 
     a, b, r = Http(args.a), Http(args.b), Resp(args.redis)
@@ -203,11 +210,51 @@ def main():
     print(summary("GET on B, L1 miss -> L2 hit", via_l2))
     print(summary("GET on B, L1 hit", l1_hit))
     print("  L2 reads not answered 200 + X-Cache: HIT-L2 with the right body: %d" % not_l2)
-    d50, l50 = pct(direct, 50), pct(via_l2, 50)
-    if d50 == d50 and d50 > 0:
-        print("  L2 miss path vs direct Redis GET, p50: +%.1f us (x%.2f)"
-              % ((l50 - d50) / 1000.0, l50 / d50))
+    ratio("L2 miss path vs direct Redis GET", direct, via_l2)
+    if args.b_resp:
+        resp_leg(args, b, r, prefix, run)
     return 0
+
+
+def ratio(what, direct, other):
+    d50, o50 = pct(direct, 50), pct(other, 50)
+    if d50 == d50 and d50 > 0:
+        print("  %s, p50: +%.1f us (x%.2f)" % (what, (o50 - d50) / 1000.0, o50 / d50))
+
+
+def l2_hits(http):
+    import json
+    st, _, body = http.request("GET", "/stats")
+    return json.loads(body)["total"]["l2_hits"] if st == 200 else -1
+
+
+def resp_leg(args, b, r, prefix, run):
+    """Part 3: direct GET, B's L1 miss -> L2 hit, B's L1 hit, all over RESP."""
+    br = Resp(args.b_resp)
+    direct, via_l2, l1_hit, wrong = [], [], [], 0
+    hits0 = l2_hits(b)
+    for i in range(args.keys):
+        k = b"resp-%s-%d" % (run.encode(), i)
+        r.command("SET", prefix + k, BODY)
+        t0 = time.perf_counter_ns()
+        v = r.command("GET", prefix + k)
+        t1 = time.perf_counter_ns()
+        v1 = br.command("GET", k)
+        t2 = time.perf_counter_ns()
+        v2 = br.command("GET", k)
+        t3 = time.perf_counter_ns()
+        wrong += (v, v1, v2) != (BODY, BODY, BODY)
+        direct.append(t1 - t0)
+        via_l2.append(t2 - t1)
+        l1_hit.append(t3 - t2)
+    hits = l2_hits(b) - hits0
+    print("over RESP (B's --resp-listen), one client class for all three:")
+    print(summary("direct Redis GET", direct))
+    print(summary("GET on B, L1 miss -> L2 hit", via_l2))
+    print(summary("GET on B, L1 hit", l1_hit))
+    print("  B's l2_hits grew by %d for %d first reads; wrong values: %d" % (hits, args.keys, wrong))
+    ratio("L2 miss path vs direct Redis GET", direct, via_l2)
+    ratio("L1 hit vs direct Redis GET", direct, l1_hit)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 #   - invalidation propagation: time from a DELETE's response on A to B
 #     answering 404, p50/p99 over KEYS keys;
 #   - miss latency through L2 (B's L1 miss answered from Redis) next to a
-#     direct GET of the same key from Redis, in the same run;
+#     direct GET of the same key from Redis, in the same run, over HTTP and
+#     again over RESP (B's --resp-listen: the same client code for both);
 #   - idle CPU: B's utime+stime over IDLE_SECONDS with nothing to do but
 #     keep its Redis connections (issue 8: no spinning when idle).
 # The measuring is done by perf/bench-invalidation.py.  A benchmark, not a
@@ -60,15 +61,17 @@ redis_port=$(free_port)
 pids+=($!)
 wait_redis "$redis_port" || { cat "$tmp/redis.log" >&2; exit 1; }
 
-start_instance() {	# name: starts it, sets port_<name>
-	local name=$1 port
+start_instance() {	# name: starts it, sets port_<name>, resp_<name> and pid_<name>
+	local name=$1 port resp
 	port=$(free_port)
+	resp=$(free_port)
 	# shellcheck disable=SC2086
-	"$rc_bin" --listen "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port" \
+	"$rc_bin" --listen "127.0.0.1:$port" --resp-listen "127.0.0.1:$resp" \
+		--redis "redis://127.0.0.1:$redis_port" \
 		--instance-id "bench-$name" $rc_flags >"$tmp/$name.log" 2>&1 &
 	pids+=($!)
 	wait_http "http://127.0.0.1:$port/health" || { cat "$tmp/$name.log" >&2; exit 1; }
-	eval "port_$name=$port pid_$name=$!"
+	eval "port_$name=$port resp_$name=$resp pid_$name=$!"
 }
 start_instance a
 start_instance b
@@ -83,7 +86,7 @@ done
 log "bench-invalidation: $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, $keys keys"
 log "ringcached $("$rc_bin" --version 2>&1 | head -1), flags: $rc_flags; $("$redis_server" --version | cut -d' ' -f1-3)"
 python3 "$here/bench-invalidation.py" --a "127.0.0.1:$port_a" --b "127.0.0.1:$port_b" \
-	--redis "127.0.0.1:$redis_port" --keys "$keys" | tee -a "$out"
+	--redis "127.0.0.1:$redis_port" --keys "$keys" --b-resp "127.0.0.1:$resp_b" | tee -a "$out"
 
 run_ns() {	# pid: time its threads have run, in ns (schedstat: finer than ticks)
 	cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ t += $1 } END { printf "%d", t }'
