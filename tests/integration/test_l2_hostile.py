@@ -11,8 +11,8 @@ answers a GET of a key given a behaviour with hostile bytes instead:
 malformed lengths (-5, 2^63, not a number), nesting 1000 deep, the wrong
 type (an array, a status, an integer, an error where a bulk string is
 due), RESP3 types, a reply too many, a reply sent a byte at a time, a
-value far over --max-value, no answer at all, a close in the middle of a
-reply.  It can also push anything down the
+value far over --max-value, an error line that never ends, no answer at
+all, a close in the middle of a reply.  It can also push anything down the
 subscription, answer on a connection where nothing was asked, and accept
 connections without ever answering.
 
@@ -25,6 +25,12 @@ number of file descriptors must come back to where it was.
 
 A real redis-server then holds values of exactly --max-value bytes (served
 HIT-L2) and one byte more (404, X-L2: bad-data, l2_refused).
+
+Regression (defect found here): an error line that never ended, sent in
+pieces, was scanned again from its start by hiredis at every receive, so a
+shard's loop spent seconds per iteration once some tens of MiB had come and
+its L1 hits waited behind it, long before the 512 MiB reply bound; the
+shard's read connection now refuses a line over 64 KiB (read.c).
 
 usage: test_l2_hostile.py [path/to/ringcached]
 """
@@ -70,6 +76,7 @@ class _FConn:
         self.mute = mute        # reads and drops, answers nothing
         self.swallow = 0        # commands whose replies were already sent
         self.closed = False
+        self.stream = None      # ("closed" | "sent", bytes) of a stream
         self.late_sent = False  # a "late" reply went out
 
     def send(self, data):
@@ -130,6 +137,9 @@ class FakeRedis:
                            connection closed;
       ("late", (s, bytes)) those bytes after s seconds (what the connection
                            is sent meanwhile waits behind them);
+      ("stream", (head, total))  head, then `total` bytes of "E" in 64 KiB
+                           sends; the connection's `stream` says how it
+                           ended (closed by the peer, or all sent).
 
     mute_new: connections accepted from now on are never answered.
     refuse_subscribe: SUBSCRIBE is answered with an error.
@@ -260,6 +270,18 @@ class FakeRedis:
         elif kind == "late":
             time.sleep(h[1][0])
             fc.late_sent = fc.send(h[1][1])
+        elif kind == "stream":
+            threading.Thread(target=self._stream, args=(fc,) + h[1], daemon=True).start()
+
+    @staticmethod
+    def _stream(fc, head, total):
+        block = b"E" * (1 << 16)
+        sent = 0
+        ok = fc.send(head)
+        while ok and sent < total:
+            ok = fc.send(block)
+            sent += len(block) if ok else 0
+        fc.stream = ("sent" if ok else "closed", sent)
 
     def publish_raw(self, data):
         subs = self.live("sub")
@@ -501,6 +523,32 @@ def unasked_replies(c, srv, fake, keys):
         serves_again(c, srv, fake, keys, shard, "after replies to nothing")
 
 
+def endless_line(c, srv, fake, keys):
+    """Regression: an error line that never ends, streamed.  hiredis looks
+    for a line's end from its start at every receive, so before the fix the
+    shard's loop scanned tens of MiB per 16 KiB received (its L1 hits waited
+    seconds) and the connection stayed until 512 MiB had come.  Now the read
+    connection refuses a line over 64 KiB: it is closed while the fake has
+    sent at most that plus what the sockets' buffers hold."""
+    total = 64 << 20
+    for shard in range(NSHARDS):
+        k = keys.next(shard)
+        fake.hostile[P + k.encode()] = ("stream", (b"-ERR ", total))
+        r = get(srv, k)
+        c.check(r.status == 404 and r.header("X-L2") in ("error", "timeout"),
+                "shard %d: an endless error line -> 404, X-L2 error or timeout: %s"
+                % (shard, answered(r)), show(r))
+        conns = served_by(fake, k)
+        ended = wait_for(lambda: all(fc.stream for fc in conns), 20.0, 0.05)
+        how = [fc.stream for fc in conns]
+        c.check(ended and conns and all(s[0] == "closed" and s[1] < total for s in how),
+                "shard %d: ringcached closed the connection before %d MiB of the line came"
+                % (shard, total >> 20), "streams: %r (ended within 20 s: %s)" % (how, ended))
+        fake.close_where(lambda fc: fc in conns)
+        settle(c, srv, fake, NSHARDS)
+        serves_again(c, srv, fake, keys, shard, "after an endless line")
+
+
 # --- the subscription ----------------------------------------------------------
 
 def subscription(c, srv, fake, keys):
@@ -651,6 +699,7 @@ def main(c, redis, fake):
     good_in_pieces(c, srv, fake, keys)
     late_and_in_flight(c, srv, fake, keys)
     unasked_replies(c, srv, fake, keys)
+    endless_line(c, srv, fake, keys)
 
     c.section("the coherence thread's command connection")
     fake.no_shard_reads = True
