@@ -10,18 +10,23 @@ registry's commands as Redis does, keeps SET values, forwards PUBLISH, and
 answers a GET of a key given a behaviour with hostile bytes instead:
 malformed lengths (-5, 2^63, not a number), nesting 1000 deep, the wrong
 type (an array, a status, an integer, an error where a bulk string is
-due), RESP3 types, a reply too many, a reply sent a byte at a time, a
-value far over --max-value, an error line that never ends, no answer at
-all, a close in the middle of a reply.  It can also push anything down the
-subscription, answer on a connection where nothing was asked, and accept
-connections without ever answering.
+due), RESP3 types, a reply too many, a reply sent a byte at a time or after
+the deadline, a value far over --max-value, an error line that never ends,
+no answer at all, a close in the middle of a reply.  Each is met on both
+shards' read connections and, through a pipelined DELETE + GET (the GET
+then goes behind the DEL, l2.c), on the coherence thread's command
+connection.  The fake also pushes anything down the subscription, answers
+where nothing was asked, refuses SUBSCRIBE, and accepts connections
+without ever answering.
 
 For each, ringcached must answer the request that met it (a miss, 404 with
 X-L2 saying why, never a 200 made of garbage; within the deadline), keep
 serving, drop the connection where the docs say so, and reconnect and
-serve again once the fake behaves.  The checks at the end of run_main look
-for sanitizer reports (ASan/UBSan/LSan builds) and a clean stop; the
-number of file descriptors must come back to where it was.
+serve again once the fake behaves: reads in flight on a connection that
+fails are all answered, a client gone mid-read costs nothing, writes made
+while Redis was mute are replayed, a stop with a read out is clean, and no
+file descriptor or connection is left behind.  run_main's checks at the end
+look for sanitizer reports (ASan/UBSan/LSan builds) and a clean stop.
 
 A real redis-server then holds values of exactly --max-value bytes (served
 HIT-L2) and one byte more (404, X-L2: bad-data, l2_refused).
@@ -37,6 +42,7 @@ usage: test_l2_hostile.py [path/to/ringcached]
 
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -143,10 +149,7 @@ class FakeRedis:
 
     mute_new: connections accepted from now on are never answered.
     refuse_subscribe: SUBSCRIBE is answered with an error.
-    no_shard_reads: a handshake PING on a connection other than the
-    command connection is answered with an error, so the shards' read
-    connections stay down and every read goes through the coherence
-    thread.  log: (connection, key) of every GET answered."""
+    log: (connection, key) of every GET answered."""
 
     def __init__(self):
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -159,7 +162,6 @@ class FakeRedis:
         self.data = {}
         self.hostile = {}
         self.mute_new = False
-        self.no_shard_reads = False
         self.refuse_subscribe = False
         self.log = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -218,8 +220,6 @@ class FakeRedis:
         elif name == b"PING":
             if fc.role == "sub":
                 fc.send(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
-            elif self.no_shard_reads and fc.role is None and self.live("cmd"):
-                fc.send(b"-ERR not for shards today\r\n")
             else:
                 fc.send(b"+PONG\r\n")
         elif name == b"SUBSCRIBE" and self.refuse_subscribe:
@@ -331,6 +331,16 @@ def fd_count(srv):
         return -1
 
 
+def fd_floor(srv, looks=5):
+    """The fewest file descriptors srv holds over a few looks 50 ms apart:
+    a client connection of ours may still be closing at one of them."""
+    seen = []
+    for _ in range(looks):
+        seen.append(fd_count(srv))
+        time.sleep(0.05)
+    return min(seen)
+
+
 def get(srv, key):
     return srv.request("GET", "/cache/" + key, timeout=REQ_TIMEOUT)
 
@@ -347,17 +357,26 @@ def serves_again(c, srv, fake, keys, shard, what):
     return c.check(ok, "%s: shard %d serves a value from L2 again" % (what, shard))
 
 
-def settle(c, srv, fake, shard_conns):
-    """Waits for the link (breaker closed) and the given number of shard
-    read connections; with no_shard_reads, drops the shards' connections
-    that got through while the command connection was reconnecting."""
+def settle(c, srv):
+    """Waits for the link (breaker closed) and both shards' read
+    connections."""
     def ok():
-        if fake.no_shard_reads and fake.live("cmd"):
-            fake.close_where(lambda fc: fc.role is None)
         s = l2(srv)
-        return s["breaker_open"] == 0 and s["shard_conns"] == shard_conns
-    return c.check(wait_for(ok, WAIT), "link up with %d shard read connection(s)" % shard_conns,
+        return s["breaker_open"] == 0 and s["shard_conns"] == NSHARDS
+    return c.check(wait_for(ok, WAIT), "link up, both shards' read connections ready",
                    repr(l2(srv)))
+
+
+def get_via_thread(srv, key):
+    """A miss read through the coherence thread: a DELETE and a GET of the
+    key pipelined, so the GET finds the key's DEL in flight and goes to the
+    thread, behind the DEL on its command connection (l2.c).  Returns the
+    GET's answer."""
+    with srv.connect(REQ_TIMEOUT) as conn:
+        conn.send(b"DELETE /cache/%s HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /cache/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (key.encode(), key.encode()))
+        conn.read_response()
+        return conn.read_response()
 
 
 # --- hostile replies to a read -----------------------------------------------
@@ -420,7 +439,7 @@ def read_cases(c, srv, fake, keys, thread):
         where = "thread" if thread else "shard %d" % shard
         k = keys.next(shard)
         fake.hostile[P + k.encode()] = beh
-        r = get(srv, k)
+        r = get_via_thread(srv, k) if thread else get(srv, k)
         via = served_by(fake, k)
         c.check(r.status == 404 and r.header("X-Cache") == "MISS" and r.header("X-L2") in allowed
                 and len(via) == 1 and via[0].role == want_role,
@@ -431,7 +450,7 @@ def read_cases(c, srv, fake, keys, thread):
             c.check(wait_for(lambda: via[0].closed, WAIT),
                     "%s (%s): ringcached dropped that connection" % (name, where))
         fake.close_where(lambda fc: fc in via)
-        settle(c, srv, fake, 0 if thread else NSHARDS)
+        settle(c, srv)
         serves_again(c, srv, fake, keys, shard, "after %s (%s)" % (name, where))
 
 
@@ -457,7 +476,7 @@ def good_in_pieces(c, srv, fake, keys):
         c.check(wait_for(lambda: stats_delta(before, l2(srv)).get("connects", 0) >= 1, WAIT),
                 "shard %d: ... and the connection was dropped and made again" % shard,
                 repr(stats_delta(before, l2(srv))))
-        settle(c, srv, fake, NSHARDS)
+        settle(c, srv)
 
 
 def late_and_in_flight(c, srv, fake, keys):
@@ -497,8 +516,56 @@ def late_and_in_flight(c, srv, fake, keys):
         c.check(all(r.status == 404 and r.header("X-L2") == "error" for r in rs),
                 "shard %d: 4 reads in flight on a connection closed mid-reply: all 404, "
                 "X-L2: error" % shard, "; ".join(answered(r) for r in rs))
-        settle(c, srv, fake, NSHARDS)
+        settle(c, srv)
         serves_again(c, srv, fake, keys, shard, "after reads in flight lost")
+
+
+def completed(before, after):
+    d = stats_delta(before, after)
+    return sum(d.get(k, 0) for k in ("get_hits", "get_misses", "timeouts", "errors"))
+
+
+def gone_and_coalesced(c, srv, fake, keys):
+    """A client that resets its connection while its read is out: the read
+    still completes (late value, close, deadline) and the daemon is none
+    the worse.  20 clients missing one key whose reply never comes: one
+    read, 20 answers at its deadline."""
+    for i, (beh, thread) in enumerate([
+            (("late", (0.3, bulk(b"v" * 1000) + b":-1\r\n")), False),
+            (("close", b"$100\r\nabc", 0.3), True),
+            (("stall",), False)]):
+        shard = i % NSHARDS
+        k = keys.next(shard)
+        fake.hostile[P + k.encode()] = beh
+        before = l2(srv)
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=REQ_TIMEOUT)
+        get_k = b"GET /cache/%s HTTP/1.1\r\nHost: x\r\n\r\n" % k.encode()
+        s.sendall((b"DELETE /cache/%s HTTP/1.1\r\nHost: x\r\n\r\n" % k.encode() + get_k)
+                  if thread else get_k)
+        wait_for(lambda: served_by(fake, k), WAIT, 0.01)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()       # a reset
+        c.check(wait_for(lambda: completed(before, l2(srv)) >= 1, WAIT),
+                "a client gone while its read (%s, %s) was out: the read completed"
+                % (beh[0], "thread" if thread else "shard %d" % shard),
+                repr(stats_delta(before, l2(srv))))
+        fake.close_where(lambda fc: fc in served_by(fake, k))
+        settle(c, srv)
+        serves_again(c, srv, fake, keys, shard, "after a client gone mid-read")
+    k = keys.next(0)
+    fake.hostile[P + k.encode()] = ("stall",)
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(answered(get(srv, k))))
+               for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(REQ_TIMEOUT + 1)
+    c.check(out == ["404 MISS X-L2: timeout"] * 20 and len(served_by(fake, k)) == 1,
+            "20 misses of a key whose reply never comes: one read, 20 timeouts",
+            "%r, %d reads" % (out, len(served_by(fake, k))))
+    fake.close_where(lambda fc: fc.mute)
+    settle(c, srv)
 
 
 def unasked_replies(c, srv, fake, keys):
@@ -511,14 +578,14 @@ def unasked_replies(c, srv, fake, keys):
     c.check(wait_for(lambda: stats_delta(before, l2(srv)).get("connects", 0) >= NSHARDS, WAIT),
             "a reply to nothing on each idle read connection: both made again",
             repr(stats_delta(before, l2(srv))))
-    settle(c, srv, fake, NSHARDS)
+    settle(c, srv)
     before = l2(srv)
     for fc in fake.live("cmd"):
         fc.send(b"$3\r\nabc\r\n")
     c.check(wait_for(lambda: stats_delta(before, l2(srv)).get("breaker_opens", 0) >= 1, WAIT),
             "a reply to nothing on the command connection: dropped (breaker opened)",
             repr(stats_delta(before, l2(srv))))
-    settle(c, srv, fake, NSHARDS)
+    settle(c, srv)
     for shard in range(NSHARDS):
         serves_again(c, srv, fake, keys, shard, "after replies to nothing")
 
@@ -545,7 +612,7 @@ def endless_line(c, srv, fake, keys):
                 "shard %d: ringcached closed the connection before %d MiB of the line came"
                 % (shard, total >> 20), "streams: %r (ended within 20 s: %s)" % (how, ended))
         fake.close_where(lambda fc: fc in conns)
-        settle(c, srv, fake, NSHARDS)
+        settle(c, srv)
         serves_again(c, srv, fake, keys, shard, "after an endless line")
 
 
@@ -575,13 +642,13 @@ def subscription(c, srv, fake, keys):
         ("a bulk of length -5", b"$-5\r\n", {"flushes": 1}),
     ]
     for name, data, moved in cases:
-        settle(c, srv, fake, NSHARDS)
+        settle(c, srv)
         before = l2(srv)
         c.check(fake.publish_raw(data) == 1, "%s: sent on the subscription" % name)
         key, want = next(iter(moved.items()))
         c.check(wait_for(lambda: stats_delta(before, l2(srv)).get(key, 0) >= want, WAIT),
                 "subscription, %s: %s" % (name, key), repr(stats_delta(before, l2(srv))))
-        settle(c, srv, fake, NSHARDS)
+        settle(c, srv)
         # an invalidation still arrives: a key read into L1, changed, published
         k = keys.next(len(name) % NSHARDS)
         fake.data[P + k.encode()] = b"v1"
@@ -620,7 +687,7 @@ def mute(c, srv, fake, keys):
             repr(stats_delta(before, l2(srv))))
     fake.mute_new = False
     fake.close_where(lambda fc: True)
-    settle(c, srv, fake, NSHARDS)
+    settle(c, srv)
     c.check(wait_for(lambda: l2(srv)["replay_pending"] == 0
                      and all(w in fake.data for w in writes), WAIT),
             "Redis answering again: the writes made meanwhile were replayed to it")
@@ -641,7 +708,7 @@ def subscribe_refused(c, srv, fake, keys):
     c.check(r.status == 404 and r.header("X-L2") == "skipped",
             "SUBSCRIBE refused: a miss -> 404, X-L2: skipped", show(r))
     fake.refuse_subscribe = False
-    settle(c, srv, fake, NSHARDS)
+    settle(c, srv)
     c.check(stats_delta(before, l2(srv)).get("flushes", 0) == 1,
             "SUBSCRIBE taken again: one FLUSH for the subscription lost",
             repr(stats_delta(before, l2(srv))))
@@ -693,20 +760,17 @@ def main(c, redis, fake):
     srv = Server(FLAGS + ["--redis", fake.url(), "--instance-id", "hostile"], checks=c).start()
     keys = Keys("hostile-")
     c.section("the shards' read connections")
-    settle(c, srv, fake, NSHARDS)
-    fds = fd_count(srv)
+    settle(c, srv)
+    fds = fd_floor(srv)
     read_cases(c, srv, fake, keys, thread=False)
     good_in_pieces(c, srv, fake, keys)
     late_and_in_flight(c, srv, fake, keys)
+    gone_and_coalesced(c, srv, fake, keys)
     unasked_replies(c, srv, fake, keys)
     endless_line(c, srv, fake, keys)
 
     c.section("the coherence thread's command connection")
-    fake.no_shard_reads = True
-    fake.close_where(lambda fc: fc.role is None)
-    settle(c, srv, fake, 0)
     read_cases(c, srv, fake, keys, thread=True)
-    fake.no_shard_reads = False
 
     c.section("the subscription")
     subscription(c, srv, fake, keys)
@@ -716,13 +780,26 @@ def main(c, redis, fake):
     c.section("a Redis that accepts and never answers")
     mute(c, srv, fake, keys)
 
-    settle(c, srv, fake, NSHARDS)
-    c.check(wait_for(lambda: fd_count(srv) == fds, WAIT),
+    settle(c, srv)
+    c.check(wait_for(lambda: 0 < fd_count(srv) <= fds, WAIT),
             "file descriptors back to %d (no connection left behind)" % fds,
             "now %d" % fd_count(srv))
+    c.check(wait_for(lambda: len(fake.live()) == 2 + NSHARDS, WAIT),
+            "the fake Redis holds %d connections: command, subscription, one per shard"
+            % (2 + NSHARDS), "%r" % [fc.role for fc in fake.live()])
     s = l2(srv)
     c.check(s["backlog"] == 0 and s["replay_pending"] == 0, "nothing left queued", repr(s))
-    srv.stop()
+
+    # SIGTERM while a client waits for a read Redis never answers: the
+    # daemon stops (run_main checks how), the client is not left hanging
+    k = keys.next(1)
+    fake.hostile[P + k.encode()] = ("stall",)
+    with srv.connect(REQ_TIMEOUT) as conn:
+        conn.send(b"GET /cache/%s HTTP/1.1\r\nHost: x\r\n\r\n" % k.encode())
+        c.check(wait_for(lambda: served_by(fake, k), WAIT, 0.01), "a read left unanswered")
+        srv.stop()
+        c.check(conn.closed_by_peer(REQ_TIMEOUT) or conn.read_response().status == 404,
+                "stopped with that read out: its client answered 404 or closed")
 
     c.section("values of --max-value through a real redis-server")
     real_max_value(c, redis)
