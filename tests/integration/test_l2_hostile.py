@@ -144,8 +144,9 @@ class FakeRedis:
       ("late", (s, bytes)) those bytes after s seconds (what the connection
                            is sent meanwhile waits behind them);
       ("stream", (head, total))  head, then `total` bytes of "E" in 64 KiB
-                           sends; the connection's `stream` says how it
-                           ended (closed by the peer, or all sent).
+                           sends, and nothing else on that connection; its
+                           `stream` says how it ended (closed by the peer,
+                           or all sent).
 
     mute_new: connections accepted from now on are never answered.
     refuse_subscribe: SUBSCRIBE is answered with an error.
@@ -271,6 +272,7 @@ class FakeRedis:
             time.sleep(h[1][0])
             fc.late_sent = fc.send(h[1][1])
         elif kind == "stream":
+            fc.mute = True      # nothing else may end the line
             threading.Thread(target=self._stream, args=(fc,) + h[1], daemon=True).start()
 
     @staticmethod
