@@ -300,6 +300,36 @@ int coh_conn_feed(struct coh_conn *cn, const char *p, size_t n)
 	return 0;
 }
 
+/*
+ * hiredis looks for the end of a line (a status, an error, an integer, the
+ * length of a bulk string or an array) from the line's start each time
+ * bytes arrive.  A line that does not end is scanned whole at every
+ * receive (16 KiB at a time on a shard's read connection, READ_CHUNK on the
+ * coherence thread's): a Redis that sent an endless error line kept a
+ * shard's loop busy for seconds per iteration once a few tens of MiB had
+ * come (its L1 hits waited behind it, /stats timed out), and the
+ * coherence thread reading 174 MB in 20 s, long before the reply bound
+ * (COH_REPLY_MAX) ended it.  No reply to anything ringcached sends has a
+ * line near this long (Redis' own error messages are short; values are
+ * bulk strings, whose length line ends within 22 bytes), so a longer one
+ * is a protocol error.
+ */
+#define READ_LINE_MAX 65536
+
+/*
+ * Whether the item the reader waits on is a line longer than READ_LINE_MAX.
+ * What the reader holds from `pos` on is that item after its type byte: a
+ * line, or a length followed by the first bytes of a bulk string (its end
+ * of line within the first 22 bytes).  So at most READ_LINE_MAX + 2 bytes
+ * are looked at, and only once that many wait.
+ */
+static bool line_over(const redisReader *rd)
+{
+	if (!rd || rd->len - rd->pos < READ_LINE_MAX + 2)
+		return false;
+	return !memmem(rd->buf + rd->pos, READ_LINE_MAX + 2, "\r\n", 2);
+}
+
 int coh_conn_reply(struct coh_conn *cn, redisReply **out)
 {
 	void *r = NULL;
@@ -309,7 +339,7 @@ int coh_conn_reply(struct coh_conn *cn, redisReply **out)
 	if (redisReaderGetReply(cn->reader, &r) != REDIS_OK)
 		return -EPROTO;
 	if (!r)
-		return cn->reply_bytes > cn->reply_max ? -EPROTO : 0;
+		return cn->reply_bytes > cn->reply_max || line_over(cn->reader) ? -EPROTO : 0;
 	/* what is left in the reader belongs to the replies after this one */
 	size_t left = cn->reader->len - cn->reader->pos;
 	size_t size = cn->reply_bytes - left;

@@ -273,33 +273,6 @@ done:
 	return gone;
 }
 
-/*
- * hiredis looks for the end of a line (a status, an error, an integer, the
- * length of a bulk string or an array) from the line's start each time
- * bytes arrive.  A line that does not end is scanned whole at every
- * receive, 16 KiB at a time here: a Redis that sent an endless error line
- * kept the shard's loop busy for seconds per iteration once a few tens of
- * MiB had come (its L1 hits waited behind it, /stats timed out), long
- * before the reply bound (COH_REPLY_MAX) ended it.  No reply to what this
- * connection sends (AUTH, SELECT, PING, GET, PTTL) has a line near this
- * long, so a longer one is a protocol error.
- */
-#define READ_LINE_MAX 65536
-
-/*
- * Whether the item the reader waits on is a line longer than READ_LINE_MAX.
- * What the reader holds from `pos` on is that item after its type byte: a
- * line, or a length followed by the first bytes of a bulk string (its end
- * of line within the first 22 bytes).  So at most READ_LINE_MAX + 2 bytes
- * are looked at, and only once that many wait.
- */
-static bool line_over(const redisReader *rd)
-{
-	if (!rd || rd->len - rd->pos < READ_LINE_MAX + 2)
-		return false;
-	return !memmem(rd->buf + rd->pos, READ_LINE_MAX + 2, "\r\n", 2);
-}
-
 int coh_read_input(struct coh_read *r, const char *p, size_t n, uint64_t now)
 {
 	redisReply *rep;
@@ -351,8 +324,6 @@ int coh_read_input(struct coh_read *r, const char *p, size_t n, uint64_t now)
 			return -EPROTO;
 		}
 	}
-	if (rc == 0 && line_over(r->cn.reader))
-		return -EPROTO;
 	return rc < 0 ? rc : 0;
 }
 

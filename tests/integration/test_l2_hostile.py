@@ -592,30 +592,34 @@ def unasked_replies(c, srv, fake, keys):
         serves_again(c, srv, fake, keys, shard, "after replies to nothing")
 
 
-def endless_line(c, srv, fake, keys):
+def endless_line(c, srv, fake, keys, thread):
     """Regression: an error line that never ends, streamed.  hiredis looks
     for a line's end from its start at every receive, so before the fix the
     shard's loop scanned tens of MiB per 16 KiB received (its L1 hits waited
-    seconds) and the connection stayed until 512 MiB had come.  Now the read
-    connection refuses a line over 64 KiB: it is closed while the fake has
-    sent at most that plus what the sockets' buffers hold."""
+    seconds) and the connection stayed until 512 MiB had come; the
+    coherence thread read 174 MB in 20 s before its breaker tripped.  Now a
+    connection refuses a line over 64 KiB (conn.c): it is closed while the
+    fake has sent at most that plus what the sockets' buffers hold.  On the
+    shards' read connections (thread False), or on the coherence thread's
+    command connection (thread True: the read goes behind a DELETE)."""
     total = 64 << 20
-    for shard in range(NSHARDS):
+    for shard in range(1 if thread else NSHARDS):
+        where = "thread" if thread else "shard %d" % shard
         k = keys.next(shard)
         fake.hostile[P + k.encode()] = ("stream", (b"-ERR ", total))
-        r = get(srv, k)
+        r = get_via_thread(srv, k) if thread else get(srv, k)
         c.check(r.status == 404 and r.header("X-L2") in ("error", "timeout"),
-                "shard %d: an endless error line -> 404, X-L2 error or timeout: %s"
-                % (shard, answered(r)), show(r))
+                "%s: an endless error line -> 404, X-L2 error or timeout: %s"
+                % (where, answered(r)), show(r))
         conns = served_by(fake, k)
         ended = wait_for(lambda: all(fc.stream for fc in conns), 20.0, 0.05)
         how = [fc.stream for fc in conns]
         c.check(ended and conns and all(s[0] == "closed" and s[1] < total for s in how),
-                "shard %d: ringcached closed the connection before %d MiB of the line came"
-                % (shard, total >> 20), "streams: %r (ended within 20 s: %s)" % (how, ended))
+                "%s: ringcached closed the connection before %d MiB of the line came"
+                % (where, total >> 20), "streams: %r (ended within 20 s: %s)" % (how, ended))
         fake.close_where(lambda fc: fc in conns)
         settle(c, srv)
-        serves_again(c, srv, fake, keys, shard, "after an endless line")
+        serves_again(c, srv, fake, keys, shard, "after an endless line (%s)" % where)
 
 
 # --- the subscription ----------------------------------------------------------
@@ -769,10 +773,11 @@ def main(c, redis, fake):
     late_and_in_flight(c, srv, fake, keys)
     gone_and_coalesced(c, srv, fake, keys)
     unasked_replies(c, srv, fake, keys)
-    endless_line(c, srv, fake, keys)
+    endless_line(c, srv, fake, keys, thread=False)
 
     c.section("the coherence thread's command connection")
     read_cases(c, srv, fake, keys, thread=True)
+    endless_line(c, srv, fake, keys, thread=True)
 
     c.section("the subscription")
     subscription(c, srv, fake, keys)
