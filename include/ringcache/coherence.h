@@ -365,6 +365,7 @@ struct coh_msg *coh_read_done(struct coh_read *r);
 	X(purged_keys, COUNTER, "keys deleted from Redis by tag purges")           \
 	X(purges_received, COUNTER, "tag purge messages delivered to shards")     \
 	X(flushes, COUNTER, "subscription losses answered with FLUSH")              \
+	X(sub_overflows, COUNTER, "subscriptions dropped: invalidations came faster than shards took them") \
 	X(connects, COUNTER, "successful connections (command and subscription)")   \
 	X(connect_failures, COUNTER, "failed connection attempts")                  \
 	X(breaker_opens, COUNTER, "times the circuit breaker opened")               \

@@ -72,6 +72,7 @@ void coh_send(struct coh *c, struct coh_msg *m)
 		sh->backlog_tail = m;
 		sh->backlog_len++;
 		c->backlog_total++;
+		c->backlog_unsol += coh_unsolicited(m);
 	}
 	sh->dirty = true;
 }
@@ -82,6 +83,7 @@ static void publish(struct coh *c)
 	for (unsigned s = 0; s < c->nshards; s++) {
 		struct coh_shard *sh = &c->shards[s];
 		while (sh->backlog && ring_push(sh->out, sh->backlog)) {
+			c->backlog_unsol -= coh_unsolicited(sh->backlog);
 			sh->backlog = sh->backlog->next;
 			sh->backlog_len--;
 			c->backlog_total--;

@@ -242,6 +242,13 @@ static void sub_replies(struct coh *c)
 	int rc = 0;
 
 	while (c->sub.fd != -1 && (rc = coh_conn_reply(&c->sub, &r)) > 0) {
+		if (is_message(r) && c->backlog_unsol >= COH_BACKLOG_UNSOL_MAX) {
+			/* a flood the shards cannot keep up with (state.h) */
+			freeReplyObject(r);
+			COH_ADD(c, sub_overflows, 1);
+			coh_sub_lost(c);
+			return;
+		}
 		if (is_message(r)) {
 			if (c->sub.state == COH_CONN_READY)
 				coh_sub_message(c, r);

@@ -175,6 +175,7 @@ struct coh {
 	uint32_t replay_len;
 	uint32_t replay_inflight;           /* replayed writes awaiting Redis (ops.c) */
 	uint64_t backlog_total;
+	uint64_t backlog_unsol;             /* of them, invalidations and purges (coh_unsolicited) */
 };
 
 #define COH_GATE_OPEN 1u
@@ -188,6 +189,25 @@ static_assert(offsetof(struct coh, st) % RING_LINE == 0 &&
 /* coh.c: hands m to m->shard's out ring (or its backlog); the thread's only
  * way to give a message back to a shard. */
 void coh_send(struct coh *c, struct coh_msg *m);
+
+/*
+ * Invalidations and tag purges waiting in the shards' backlogs at most.
+ * They come from the subscription, as fast as anyone who may PUBLISH on
+ * the Redis sends them, and the shards drain them only so fast (a fake
+ * Redis pushed 600,000 a second against 220,000 drained: 1.85 million
+ * queued, 460 MB, growing with the flood).  Past the bound the
+ * subscription is dropped (link.c), which is a subscription loss: the
+ * shards are FLUSHed once it is back, so nothing dropped can leave a stale
+ * entry, and what waits is bounded by this many messages of at most a
+ * 1024-byte key each.
+ */
+#define COH_BACKLOG_UNSOL_MAX 65536u
+
+/* Whether m is one the subscription brought (counted in backlog_unsol). */
+static inline bool coh_unsolicited(const struct coh_msg *m)
+{
+	return m->op == COH_INVALIDATE || m->op == COH_PURGE_TAG;
+}
 
 /* link.c: stores the gate from sub_epoch and link_up (seq_cst). */
 void coh_gate_publish(struct coh *c);

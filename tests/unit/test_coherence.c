@@ -1560,6 +1560,75 @@ static void test_backlog(void)
 	t_destroy(&t);
 }
 
+/*
+ * Invalidations published faster than the shards take them (here: shards
+ * that do not poll): once COH_BACKLOG_UNSOL_MAX wait in the backlogs the
+ * subscription is dropped, so the backlog stops there instead of growing
+ * with the flood, and once it is back every shard gets a FLUSH.
+ */
+static void test_flood(void)
+{
+	struct tinst t;
+	/* rings of 4096: the backlog moves into them a ring's worth at a time */
+	struct coh_config cfg = { .ring_size = 4096 };
+	enum { N = COH_BACKLOG_UNSOL_MAX + 3 * 4096 };
+
+	CHECK_EQ(t_create(&t, "flood", &cfg), 0);
+	wait_up(&t);
+	uint32_t before = clock_store_now();
+	uint64_t flushes = stats_of(&t).flushes;
+	for (unsigned i = 0; i < N; i++)
+		redisAppendCommand(direct, "PUBLISH ringcache:invalidate flood-%u", i);
+	unsigned published = 0;
+	for (unsigned i = 0; i < N; i++) {
+		void *r = NULL;
+		if (redisGetReply(direct, &r) == REDIS_OK && r)
+			published++;
+		if (r)
+			freeReplyObject(r);
+	}
+	CHECK_EQ(published, N);
+	/*
+	 * The subscription is dropped at the bound (sub_overflows), or before
+	 * it when the coherence thread reads so slowly (sanitizers) that its
+	 * PING's answer, behind the flood, misses its period: either way the
+	 * backlog stops growing and the shards are FLUSHed.
+	 */
+	uint64_t deadline = now_ms() + WAIT_MS;
+	struct coh_stats st = stats_of(&t);
+	while (!st.sub_overflows && st.flushes == flushes && now_ms() < deadline) {
+		sleep_ms(5);
+		st = stats_of(&t);
+	}
+	CHECK(st.sub_overflows == 1 || st.flushes > flushes);
+	CHECK(st.backlog <= COH_BACKLOG_UNSOL_MAX);
+	if (st.sub_overflows)   /* the message at the bound, at least, was dropped */
+		CHECK(st.invalidations_received < N);
+
+	/* the shards take what waits, then a FLUSH newer than the flood */
+	for (unsigned s = 0; s < NSHARDS; s++) {
+		bool flushed = false;
+		struct coh_msg *m;
+		while (!flushed && (m = t_await(&t.sh[s], WAIT_MS))) {
+			flushed = m->op == COH_FLUSH && m->older_than > before;
+			coh_msg_destroy(m);
+		}
+		CHECK(flushed);
+	}
+	CHECK(stats_of(&t).flushes >= flushes + 1);
+	uint64_t bl = WAIT_STAT(&t, backlog, == 0);
+	CHECK_EQ(bl, 0);
+	/* subscribed again: an invalidation comes through */
+	uint64_t sub = WAIT_STAT(&t, subscribed, == 1);
+	CHECK_EQ(sub, 1);
+	cmd_ok("PUBLISH ringcache:invalidate after-flood");
+	struct coh_msg *m = t_unsolicited(&t.sh[shard_of("after-flood")], COH_INVALIDATE,
+					  "after-flood", WAIT_MS);
+	CHECK(m != NULL);
+	coh_msg_destroy(m);
+	t_destroy(&t);
+}
+
 static bool hexists(const char *field)
 {
 	return cmd_int("HEXISTS ringcache:instances %s", field) == 1;
@@ -1919,6 +1988,7 @@ int main(void)
 	/* before instances A and B exist: these pause Redis on their own */
 	test_coalescing();
 	test_backlog();
+	test_flood();
 
 	/* heartbeat 300 ms: the subscription is declared lost 300-600 ms into a
 	 * hang, long after the 50 ms deadline of a GET sent at its start */
