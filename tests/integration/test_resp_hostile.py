@@ -2,6 +2,9 @@
 """The RESP front end against hostile clients (docs/resp.md): regression
 tests for what such clients found, each named after what it guards.
 
+  - a value answered by the command that deletes it (GETDEL, GETEX with a
+    past expiry), sent to a client that reads slowly while other keys are
+    written: the answer is the value, not the bytes of later writes
   - an empty value answered from a shard that had built none before (SET
     ... GET, GETDEL): its bulk string ends with CRLF, the next reply intact
 
@@ -54,8 +57,65 @@ def received(r, n, timeout=2.0):
     return out
 
 
+def slow_reader(port):
+    """A connection whose receive buffer is as small as the kernel allows:
+    an answer of megabytes stays in the server's send for as long as this
+    client does not read."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def recv_exact(s, n):
+    out = bytearray()
+    while len(out) < n:
+        d = s.recv(min(1 << 20, n - len(out)))
+        if not d:
+            break
+        out += d
+    return bytes(out)
+
+
+def deleted_value_to_slow_reader(c, srv):
+    c.section("a value answered by the command that deletes it, to a slow reader")
+    # 8 MB: more than the server's socket send buffer (4 MB at most here)
+    # and the client's receive buffer together, so most of the answer is
+    # still read from where the value was when the writes below land
+    size = 8 << 20
+    victim_of = keys_per_shard("victim-", NSHARDS, 2)
+    others = keys_per_shard("overwriter-", NSHARDS, 6)
+    for shard in range(NSHARDS):
+        for op, victim in zip(("GETDEL", "GETEX PXAT 1"), victim_of[shard]):
+            with srv.client() as w:
+                w.cmd("SET", victim, b"A" * size)
+                s = slow_reader(srv.resp_port)
+                try:
+                    s.sendall(encode(*(op.split()[:1] + [victim] + op.split()[1:])))
+                    gone = wait_for(lambda: w.cmd("EXISTS", victim) == 0, 10)
+                    c.check(gone, "shard %d: %s deleted the key" % (shard, op))
+                    # the store's room goes to other keys of the same shard
+                    # (32 MB each): the deleted value's segments are reused
+                    for k in others[shard]:
+                        w.cmd("SET", k, b"B" * size)
+                    head = b"$%d\r\n" % size
+                    got = recv_exact(s, len(head) + size + 2)
+                finally:
+                    s.close()
+                body = got[len(head):len(head) + size]
+                c.check(got.startswith(head) and body == b"A" * size and got.endswith(b"\r\n"),
+                        "shard %d: %s answered the value as it was, to a client that read "
+                        "it after other keys were written" % (shard, op),
+                        "%d of %d bytes received, %d of them not the value's"
+                        % (len(got), len(head) + size + 2,
+                           sum(1 for x in body if x != 0x41)))
+
+
 def body(c):
     empty_values_on_fresh_shards(c)
+    srv = RespServer(checks=c).start()
+    deleted_value_to_slow_reader(c, srv)
 
 
 if __name__ == "__main__":
