@@ -1312,6 +1312,24 @@ static const struct command *named(struct resp_str name)
 	return find(t->subs, sub, base.len + 1);
 }
 
+/*
+ * COMMAND INFO and DOCS answer for every name asked, repeats included: a
+ * command of a million names ("client", 12 bytes each) would be answered
+ * with most of a gigabyte, past every bound a connection has.  Their
+ * answer is held to --max-value, the largest any other command gives (a
+ * value): past it, the answer built so far is dropped and an error
+ * answered instead.  True when that happened.
+ */
+static bool answer_over_max(struct cmd_args *a, struct buf *b)
+{
+	if (b->len <= a->c->sh->cfg->max_value)
+		return false;
+	buf_deinit(b);
+	answer_errorf(a, "ERR the answer of '%s' is larger than --max-value: ask for fewer "
+		      "commands", a->def->name);
+	return true;
+}
+
 static void cmd_command_info(struct cmd_args *a)
 {
 	struct buf b = { 0 };
@@ -1330,6 +1348,8 @@ static void cmd_command_info(struct cmd_args *a)
 	while (!rc && resp_next(a->cmd, &it, &s, scratch_of(a->c))) {
 		const struct command *t = named(s);
 		rc = t ? add_info(&b, t, proto) : resp_add_nil(&b, proto);
+		if (!rc && answer_over_max(a, &b))
+			return;
 	}
 	answer_raw(a, &b, rc);
 }
@@ -1379,6 +1399,8 @@ static void cmd_command_docs(struct cmd_args *a)
 			const struct command *t = named(s);
 			if (t)
 				rc = add_doc(&b, t, proto);
+			if (!rc && answer_over_max(a, &b))
+				return;
 		}
 	}
 	answer_raw(a, &b, rc);

@@ -7,6 +7,9 @@ tests for what such clients found, each named after what it guards.
     written: the answer is the value, not the bytes of later writes
   - an empty value answered from a shard that had built none before (SET
     ... GET, GETDEL): its bulk string ends with CRLF, the next reply intact
+  - COMMAND INFO / COMMAND DOCS of the same name many times: an answer of
+    up to --max-value, then an error, not one of a hundred times the
+    command's size
 
 Every server here runs with two shards, so keys live on both and commands
 travel between them.
@@ -112,8 +115,30 @@ def deleted_value_to_slow_reader(c, srv):
                            sum(1 for x in body if x != 0x41)))
 
 
+def command_answers_bounded(c):
+    c.section("COMMAND INFO and DOCS of many names: the answer held to --max-value")
+    # "client" costs 12 bytes to ask and about 700 (INFO) or 1,000 (DOCS)
+    # bytes to answer: 80,000 of them fit a command under --max-value 1M and
+    # would be answered with 60-80 MB
+    n = 80000
+    with RespServer(["--shards", str(NSHARDS), "--memory", "64M", "--max-value", "1M"],
+                    checks=c) as srv:
+        for sub in ("INFO", "DOCS"):
+            with srv.client(timeout=20) as r:
+                c.check(isinstance(r.cmd("COMMAND", sub, "get", "client"), (list, dict)),
+                        "COMMAND %s of two names: answered" % sub)
+                r.send(encode("COMMAND", sub, *(["client"] * n)))
+                first = r._line()
+                c.eq(first, b"-ERR the answer of 'command|%s' is larger than --max-value: "
+                     b"ask for fewer commands" % sub.lower().encode(),
+                     "COMMAND %s of 'client' x %d: an error, not a 60 MB answer" % (sub, n))
+                if first.startswith(b"-"):
+                    c.eq(r.cmd("PING"), b"PONG", "the connection still serves after it")
+
+
 def body(c):
     empty_values_on_fresh_shards(c)
+    command_answers_bounded(c)
     srv = RespServer(checks=c).start()
     deleted_value_to_slow_reader(c, srv)
 
