@@ -821,16 +821,16 @@ static bool keys_required(const struct conn *c)
 }
 
 /* AUTH's check (ACLAuthenticateUser): the user "default" with a key of
- * --api-keys-file as its password; with no keys, "default" needs none. */
-static bool authenticate(struct conn *c, struct resp_str user, struct resp_str pass)
+ * --api-keys-file as its password; with no keys, "default" needs none.
+ * It changes nothing: a connection that fails it stays as it was,
+ * authenticated or not, as in Redis. */
+static bool password_ok(const struct conn *c, struct resp_str user, struct resp_str pass)
 {
 	const struct auth *keys = atomic_load_explicit(&c->sh->srv->auth, memory_order_seq_cst);
 
 	if (!(user.len == 7 && memcmp(user.p, "default", 7) == 0))
 		return false;
-	if (!keys || auth_check(keys, pass.p, pass.len, NULL, 0))
-		c->resp->authed = true;
-	return c->resp->authed;
+	return !keys || auth_check(keys, pass.p, pass.len, NULL, 0);
 }
 
 static void cmd_auth(struct cmd_args *a)
@@ -848,20 +848,26 @@ static void cmd_auth(struct cmd_args *a)
 	}
 	if (a->argc == 3)
 		user = a->v[1];
-	if (authenticate(a->c, user, a->v[a->argc - 1]))
+	if (password_ok(a->c, user, a->v[a->argc - 1])) {
+		a->c->resp->authed = true;
 		answer_ok(a);
-	else
+	} else {
 		answer_error(a, err_wrongpass);
+	}
 }
 
-/* CLIENT SETNAME's rule: no byte outside '!'..'~'; empty unsets. */
-static bool set_name(struct conn *c, struct resp_str name)
+/* CLIENT SETNAME's rule: no byte outside '!'..'~', at most NAME_MAX_LEN. */
+static bool name_ok(struct resp_str name)
 {
 	for (size_t i = 0; i < name.len; i++)
 		if (name.p[i] < '!' || name.p[i] > '~')
 			return false;
-	if (name.len > NAME_MAX_LEN)
-		return false;
+	return name.len <= NAME_MAX_LEN;
+}
+
+/* Sets a name name_ok() accepted; empty unsets. */
+static void set_name(struct conn *c, struct resp_str name)
+{
 	free(c->resp->name);
 	c->resp->name = NULL;
 	if (name.len) {
@@ -871,20 +877,24 @@ static bool set_name(struct conn *c, struct resp_str name)
 			c->resp->name[name.len] = '\0';
 		}
 	}
-	return true;
 }
 
 static const char err_name[] = "ERR Client names cannot contain spaces, newlines or special "
 			       "characters.";
 
+/*
+ * HELLO as Redis 7.0's helloCommand: its options in order, each applied as
+ * it is read (an AUTH that passes authenticates even if a later option is
+ * refused), then the connection must be authenticated.
+ */
 static void cmd_hello(struct cmd_args *a)
 {
 	struct cmd_session *s = a->c->resp;
+	struct resp_str o, user, pass, name;
 	int64_t ver = 0;
-	uint32_t j = 1;
+	struct arg_walk w = walk_from(a, a->argc >= 2 ? 2 : 1);
 
 	if (a->argc >= 2) {
-		j = 2;
 		if (!arg_i64(a->v[1], &ver)) {
 			answer_error(a, "ERR Protocol version is not an integer or out of range");
 			return;
@@ -894,23 +904,26 @@ static void cmd_hello(struct cmd_args *a)
 			return;
 		}
 	}
-	for (; j < a->argc && j < ARGV_MAX; j++) {
-		uint32_t more = a->argc - 1 - j;
-		if (is(a->v[j], "auth") && more >= 2 && j + 2 < ARGV_MAX) {
-			if (!authenticate(a->c, a->v[j + 1], a->v[j + 2])) {
+	while (walk_next(&w, &o)) {
+		uint32_t more = a->argc - w.i;  /* arguments after this option */
+		if (is(o, "auth") && more >= 2) {
+			walk_next(&w, &user);
+			walk_next(&w, &pass);
+			if (!password_ok(a->c, user, pass)) {
 				answer_error(a, err_wrongpass);
 				return;
 			}
-			j += 2;
-		} else if (is(a->v[j], "setname") && more && j + 1 < ARGV_MAX) {
-			if (!set_name(a->c, a->v[j + 1])) {
+			s->authed = true;
+		} else if (is(o, "setname") && more) {
+			walk_next(&w, &name);
+			if (!name_ok(name)) {
 				answer_error(a, err_name);
 				return;
 			}
-			j++;
+			set_name(a->c, name);
 		} else {
-			answer_errorf(a, "ERR Syntax error in HELLO option '%.*s'",
-				      cstr_len(a->v[j], 512), a->v[j].p);
+			answer_errorf(a, "ERR Syntax error in HELLO option '%.*s'", cstr_len(o, 512),
+				      o.p);
 			return;
 		}
 	}
@@ -937,10 +950,12 @@ static void cmd_hello(struct cmd_args *a)
 
 static void cmd_client_setname(struct cmd_args *a)
 {
-	if (set_name(a->c, a->v[2]))
+	if (name_ok(a->v[2])) {
+		set_name(a->c, a->v[2]);
 		answer_ok(a);
-	else
+	} else {
 		answer_error(a, err_name);
+	}
 }
 
 static void cmd_client_getname(struct cmd_args *a)
@@ -1119,15 +1134,15 @@ static void cmd_command_help(struct cmd_args *a);
 #define FAST F_FAST
 
 static const struct command client_subs[] = {
-	{ "client|getname", 2, F_NOAUTH, 0, 0, 0, cmd_client_getname, NULL, "connection",
+	{ "client|getname", 2, 0, 0, 0, 0, cmd_client_getname, NULL, "connection",
 	  "Returns the name of the connection." },
-	{ "client|help", 2, F_NOAUTH, 0, 0, 0, cmd_client_help, NULL, "connection",
+	{ "client|help", 2, 0, 0, 0, 0, cmd_client_help, NULL, "connection",
 	  "Returns helpful text about the different subcommands." },
-	{ "client|id", 2, F_NOAUTH, 0, 0, 0, cmd_client_id, NULL, "connection",
+	{ "client|id", 2, 0, 0, 0, 0, cmd_client_id, NULL, "connection",
 	  "Returns the unique client ID of the connection." },
-	{ "client|setinfo", 4, F_NOAUTH, 0, 0, 0, cmd_client_setinfo, NULL, "connection",
+	{ "client|setinfo", 4, 0, 0, 0, 0, cmd_client_setinfo, NULL, "connection",
 	  "Sets information specific to the client or connection." },
-	{ "client|setname", 3, F_NOAUTH, 0, 0, 0, cmd_client_setname, NULL, "connection",
+	{ "client|setname", 3, 0, 0, 0, 0, cmd_client_setname, NULL, "connection",
 	  "Sets the connection name." },
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL },
 };

@@ -7,6 +7,10 @@ tests for what such clients found, each named after what it guards.
     written: the answer is the value, not the bytes of later writes
   - an empty value answered from a shard that had built none before (SET
     ... GET, GETDEL): its bulk string ends with CRLF, the next reply intact
+  - AUTH with --api-keys-file: a wrong password is refused also on a
+    connection that has authenticated before (AUTH, HELLO ... AUTH), and
+    nothing but AUTH, HELLO and QUIT works before it (CLIENT included)
+  - HELLO's options past the 16th are read like the first ones
   - COMMAND INFO / COMMAND DOCS of the same name many times: an answer of
     up to --max-value, then an error, not one of a hundred times the
     command's size
@@ -17,10 +21,12 @@ travel between them.
 Usage: test_resp_hostile.py [path/to/ringcached]
 """
 
+import os
 import socket
+import tempfile
 
 from harness import keys_per_shard, run_main, wait_for
-from resp_harness import RespServer, encode
+from resp_harness import RespError, RespServer, encode
 
 NSHARDS = 2
 
@@ -115,6 +121,49 @@ def deleted_value_to_slow_reader(c, srv):
                            sum(1 for x in body if x != 0x41)))
 
 
+WRONGPASS = RespError("WRONGPASS invalid username-password pair or user is disabled.")
+NOAUTH = RespError("NOAUTH Authentication required.")
+
+
+def auth_refusals(c):
+    c.section("AUTH: a wrong password is refused whatever came before")
+    fd, path = tempfile.mkstemp(prefix="ringcache-keys-")
+    os.write(fd, b"hostile-key-1\n")
+    os.close(fd)
+    os.chmod(path, 0o600)
+    try:
+        with RespServer(["--shards", str(NSHARDS), "--memory", "64M", "--api-keys-file", path],
+                        checks=c) as srv:
+            with srv.client() as r:
+                for sub in (("SETNAME", "x"), ("GETNAME",), ("ID",), ("HELP",),
+                            ("SETINFO", "LIB-NAME", "x")):
+                    c.eq(r.cmd("CLIENT", *sub), NOAUTH, "CLIENT %s before AUTH: NOAUTH" % sub[0])
+                c.eq(r.cmd("AUTH", "hostile-key-1"), b"OK", "AUTH with the key")
+                c.eq(r.cmd("AUTH", "wrong"), WRONGPASS, "then AUTH with a wrong key: WRONGPASS")
+                c.eq(r.cmd("AUTH", "default", "wrong"), WRONGPASS,
+                     "AUTH default <wrong key>: WRONGPASS")
+                c.eq(r.cmd("GET", "k"), None, "the connection stays authenticated (as in Redis)")
+            with srv.client() as r:
+                c.eq(r.cmd("HELLO", "3", "AUTH", "default", "hostile-key-1", "AUTH", "default",
+                           "wrong"), WRONGPASS, "HELLO 3 AUTH <key> AUTH <wrong key>: WRONGPASS")
+                r.send(encode("GET", "k"))
+                c.eq(r.read_raw(), b"$-1\r\n", "and the protocol stays RESP2")
+                c.eq(r.cmd("CLIENT", "SETNAME", "n1"), b"OK", "CLIENT after HELLO ... AUTH")
+    finally:
+        os.unlink(path)
+
+
+def hello_options(c, srv):
+    c.section("HELLO: every option read, the 17th as the first")
+    with srv.client() as r:
+        c.eq(r.cmd("HELLO", "2", *(["SETNAME", "a"] * 8), "FOO"),
+             RespError("ERR Syntax error in HELLO option 'FOO'"),
+             "HELLO 2, 8 SETNAMEs, then FOO: a syntax error")
+        c.check(isinstance(r.cmd("HELLO", "2", *(["SETNAME", "a"] * 8), "SETNAME", "last"), list),
+                "HELLO 2 with 9 SETNAMEs: answered")
+        c.eq(r.cmd("CLIENT", "GETNAME"), b"last", "the 9th SETNAME (argument 19) set the name")
+
+
 def command_answers_bounded(c):
     c.section("COMMAND INFO and DOCS of many names: the answer held to --max-value")
     # "client" costs 12 bytes to ask and about 700 (INFO) or 1,000 (DOCS)
@@ -138,8 +187,10 @@ def command_answers_bounded(c):
 
 def body(c):
     empty_values_on_fresh_shards(c)
+    auth_refusals(c)
     command_answers_bounded(c)
     srv = RespServer(checks=c).start()
+    hello_options(c, srv)
     deleted_value_to_slow_reader(c, srv)
 
 
