@@ -1507,11 +1507,60 @@ static bool dispatch(struct conn *c, const struct resp_cmd *cmd)
 	return !a.paused;
 }
 
+/*
+ * Redis's bounds on a client that must authenticate and has not yet
+ * (processMultibulkBuffer, authRequired): a multibulk command of at most 10
+ * arguments, bulk strings of at most 16 KiB.  Without them a client with no
+ * key made its connection hold a whole command's input (--max-head +
+ * --max-value) until --request-timeout, and a few dozen such connections
+ * took the shards' --conn-memory, which pauses every connection, the
+ * authenticated ones too.
+ */
+#define NOAUTH_ARGS_MAX 10u
+#define NOAUTH_BULK_MAX 16384u
+
+/*
+ * resp_parse() under those bounds.  A refusal sets *why to Redis's words
+ * and returns -1; the parser's own errors come first where Redis's do (a
+ * length that is not one at all).
+ */
+static int parse_unauthenticated(struct cmd_session *s, const char *p, size_t n,
+				 const struct resp_limits *lim, struct resp_cmd *cmd,
+				 const char **why)
+{
+	struct resp_limits tight = {
+		.max_bulk = lim->max_bulk < NOAUTH_BULK_MAX ? lim->max_bulk : NOAUTH_BULK_MAX,
+		.max_command = lim->max_command,
+	};
+	struct resp_parser before = s->ps;
+	int rc = resp_parse(&s->ps, p, n, &tight, cmd);
+
+	*why = NULL;
+	if (n == 0 || p[0] != '*')
+		return rc;      /* inline: its one line is bounded already */
+	/* the count, once its line has been read (else 0) */
+	uint32_t argc = rc == 1 ? cmd->argc : s->ps.argc;
+	if (argc > NOAUTH_ARGS_MAX && rc != -RESP_E_MBULK_LEN) {
+		*why = "Protocol error: unauthenticated multibulk length";
+		return -1;
+	}
+	if (rc == -RESP_E_BULK_LEN) {
+		/* refused by the tight bound, or a bad length whatever the bound */
+		struct resp_cmd whole;
+		if (resp_parse(&before, p, n, lim, &whole) != -RESP_E_BULK_LEN) {
+			*why = "Protocol error: unauthenticated bulk length";
+			return -1;
+		}
+	}
+	return rc;
+}
+
 size_t cmd_handle(struct conn *c, const char *p, size_t n)
 {
 	struct shard *sh = c->sh;
 	struct cmd_session *s = c->resp;
 	struct resp_cmd cmd;
+	const char *why = NULL;
 	int rc;
 
 	if (s->busy) {
@@ -1521,13 +1570,16 @@ size_t cmd_handle(struct conn *c, const char *p, size_t n)
 	}
 	if (!c->req_start_ns)
 		c->req_start_ns = sh->now_ns;
-	rc = resp_parse(&s->ps, p, n, &sh->srv->resp_limits, &cmd);
+	if (__builtin_expect(s->authed, 1))
+		rc = resp_parse(&s->ps, p, n, &sh->srv->resp_limits, &cmd);
+	else
+		rc = parse_unauthenticated(s, p, n, &sh->srv->resp_limits, &cmd, &why);
 	if (rc == RESP_AGAIN)
 		return 0;
 	c->req_start_ns = 0;
 	if (rc < 0) {
 		char text[96];
-		cmd_protocol_error(c, resp_error_text(rc, &s->ps, text, sizeof(text)));
+		cmd_protocol_error(c, why ? why : resp_error_text(rc, &s->ps, text, sizeof(text)));
 		return n;
 	}
 	resp_parser_init(&s->ps);

@@ -10,6 +10,10 @@ tests for what such clients found, each named after what it guards.
   - AUTH with --api-keys-file: a wrong password is refused also on a
     connection that has authenticated before (AUTH, HELLO ... AUTH), and
     nothing but AUTH, HELLO and QUIT works before it (CLIENT included)
+  - before AUTH, Redis's bounds on a command (10 arguments, bulk strings
+    of 16 KiB): a client without a key cannot make its connection hold a
+    command's worth of input (--max-value), nor a few dozen of them the
+    --conn-memory that every client shares
   - HELLO's options past the 16th are read like the first ones
   - COMMAND INFO / COMMAND DOCS of the same name many times: an answer of
     up to --max-value, then an error, not one of a hundred times the
@@ -149,8 +153,43 @@ def auth_refusals(c):
                 r.send(encode("GET", "k"))
                 c.eq(r.read_raw(), b"$-1\r\n", "and the protocol stays RESP2")
                 c.eq(r.cmd("CLIENT", "SETNAME", "n1"), b"OK", "CLIENT after HELLO ... AUTH")
+            unauthenticated_bounds(c, srv)
     finally:
         os.unlink(path)
+
+
+def unauthenticated_bounds(c, srv):
+    c.section("before AUTH: at most 10 arguments, bulk strings of at most 16 KiB")
+    refusals = [
+        ("11 arguments", encode(*["GET"] * 11),
+         b"-ERR Protocol error: unauthenticated multibulk length\r\n"),
+        ("*11 alone, its arguments still to come", b"*11\r\n",
+         b"-ERR Protocol error: unauthenticated multibulk length\r\n"),
+        ("a bulk string of 16,385 bytes announced, none sent",
+         b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16385\r\n",
+         b"-ERR Protocol error: unauthenticated bulk length\r\n"),
+        ("a SET of 8 MB announced, 100 KB of it sent",
+         b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$8388608\r\n" + b"v" * 100000,
+         b"-ERR Protocol error: unauthenticated bulk length\r\n"),
+        ("a length that is none: Redis's error for it first", b"*2\r\n$3\r\nGET\r\n$abc\r\n",
+         b"-ERR Protocol error: invalid bulk length\r\n"),
+    ]
+    for what, data, want in refusals:
+        with srv.client() as r:
+            try:
+                r.send(data)
+            except OSError:
+                pass    # closed while the rest was being sent: read what came
+            c.eq(received(r, len(want)), want, "%s: refused" % what)
+            c.check(r.closed_by_server(), "%s: the connection closed" % what)
+    with srv.client() as r:
+        c.eq(r.cmd("MGET", *["k%d" % i for i in range(9)]), NOAUTH,
+             "10 arguments: within the bound (NOAUTH)")
+        c.eq(r.cmd("ECHO", "e" * 16384), NOAUTH, "a bulk string of 16 KiB: within it (NOAUTH)")
+        c.eq(r.cmd("AUTH", "hostile-key-1"), b"OK", "AUTH")
+        c.eq(r.cmd("ECHO", "e" * 100000), b"e" * 100000, "then 100 KB bulk strings pass")
+        c.eq(r.cmd("MGET", *["k%d" % i for i in range(20)]), [None] * 20,
+             "and commands of 21 arguments")
 
 
 def hello_options(c, srv):
