@@ -15,6 +15,9 @@ tests for what such clients found, each named after what it guards.
     command's worth of input (--max-value), nor a few dozen of them the
     --conn-memory that every client shares
   - HELLO's options past the 16th are read like the first ones
+  - commands of hundreds of keys on both shards (MGET, DEL, EXISTS, MSET)
+    cut short by clients that reset the connection mid-answer: every
+    connection and the memory it held are freed
   - COMMAND INFO / COMMAND DOCS of the same name many times: an answer of
     up to --max-value, then an error, not one of a hundred times the
     command's size
@@ -27,9 +30,10 @@ Usage: test_resp_hostile.py [path/to/ringcached]
 
 import os
 import socket
+import struct
 import tempfile
 
-from harness import keys_per_shard, run_main, wait_for
+from harness import keys_per_shard, run_main, stats, wait_for
 from resp_harness import RespError, RespServer, encode
 
 NSHARDS = 2
@@ -224,12 +228,46 @@ def command_answers_bounded(c):
                     c.eq(r.cmd("PING"), b"PONG", "the connection still serves after it")
 
 
+def reset(sock):
+    """Closes with a reset (SO_LINGER 0), as a client that crashes would."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def fan_outs_cut_short(c, srv):
+    c.section("commands of many keys on both shards, reset mid-answer: all freed")
+    keys = ["fan-%d" % i for i in range(300)]
+    big = b"f" * 20000     # sent from the store, pinned while the answer is out
+    with srv.client() as r:
+        c.eq(r.cmd("MSET", *[x for k in keys for x in (k, big)]), b"OK", "MSET of 300 keys")
+    for i in range(30):
+        r = srv.client()
+        part = keys[i:] + keys[:i]
+        r.send(encode("MGET", *part) + encode("EXISTS", *part) + encode("DEL", *part[:100]) +
+               encode("MSET", *[x for k in part[:100] for x in (k, big)]) + encode("MGET", *part))
+        if i % 3:
+            r.sock.recv(1000 * i + 1)   # part of the first answer read
+        reset(r.sock)
+
+    def settled():
+        t = stats(srv)["total"]
+        return t["connections"] == 1 and t["conn_memory"] == 0   # the /stats request's own
+    c.check(wait_for(settled, 20), "every connection freed, no connection memory held",
+            stats(srv)["total"])
+    with srv.client() as r:
+        got = r.cmd("MGET", *keys)
+        c.check(isinstance(got, list) and len(got) == 300 and
+                all(v is None or v == big for v in got),
+                "MGET of the 300 keys afterwards: each the value or nil")
+
+
 def body(c):
     empty_values_on_fresh_shards(c)
     auth_refusals(c)
     command_answers_bounded(c)
     srv = RespServer(checks=c).start()
     hello_options(c, srv)
+    fan_outs_cut_short(c, srv)
     deleted_value_to_slow_reader(c, srv)
 
 
