@@ -226,6 +226,24 @@ static enum cache_outcome retime_failed(struct reply *out, int rc)
 	return CACHE_FAILED;
 }
 
+/*
+ * The value of x as the answer of an operation that deletes it (GETDEL,
+ * GETEX with a past expiry), copied: the delete frees the item's segment at
+ * once when it held its last live item, and a pin taken afterwards, when
+ * the answer is rendered, no longer stops the next write from reusing those
+ * bytes while a send that a slow reader holds still reads them (the client
+ * got other keys' bytes).  0, or -ENOMEM with *out unchanged.
+ */
+static int reply_before_delete(const struct cache_kv_ctx *ctx, const struct item *x,
+			       struct reply *out)
+{
+	ctx->scratch->len = 0;
+	if (buf_append(ctx->scratch, identity(x)->p, identity(x)->len))
+		return -ENOMEM;
+	reply_bulk(out, ctx->scratch->data, identity(x)->len, NULL);
+	return 0;
+}
+
 static enum cache_outcome kv_set(const struct cache_kv_ctx *ctx, const struct cache_req *r,
 				 const struct cache_kv *kv, const struct item *x, bool found,
 				 struct reply *out, enum cache_kv_effect *effect)
@@ -354,8 +372,8 @@ static enum cache_outcome kv_getex(const struct cache_kv_ctx *ctx, const struct 
 	if (kv->flags & CACHE_KV_EXPIRY) {
 		ttl = ttl_until(ctx, kv->at_ms);
 		if (ttl == 0) {
-			/* the value is answered from the item just deleted: its
-			 * bytes stay until the next write, after the rendering */
+			if (reply_before_delete(ctx, x, out))
+				return retime_failed(out, -ENOMEM);
 			store_delete(ctx->st, r->key, r->key_len, r->hash);
 			*effect = CACHE_KV_DELETED;
 			return CACHE_HIT;
@@ -435,7 +453,8 @@ enum cache_outcome cache_kv_exec(const struct cache_kv_ctx *ctx, const struct ca
 			reply_kind(out, REPLY_NIL);
 			return CACHE_MISS;
 		}
-		reply_bulk(out, identity(&x)->p, identity(&x)->len, ctx->st);
+		if (reply_before_delete(ctx, &x, out))
+			return retime_failed(out, -ENOMEM);
 		store_delete(ctx->st, r->key, r->key_len, r->hash);
 		*effect = CACHE_KV_DELETED;
 		return CACHE_DELETED;

@@ -276,7 +276,10 @@ render_head(struct buf *out, const struct reply *r, const struct resp_answer_to 
 	case REPLY_BULK:
 		if (add_bulk_head(out, r->body_len, copy))
 			return -ENOMEM;
-		*body = r->body;
+		/* an empty value may have no address (an empty buffer's data is
+		 * NULL): its CRLF still follows, or the client reads the next
+		 * reply as its bytes */
+		*body = r->body ? r->body : "";
 		*body_len = r->body_len;
 		return 0;
 	case REPLY_SIMPLE: {

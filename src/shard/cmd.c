@@ -821,16 +821,16 @@ static bool keys_required(const struct conn *c)
 }
 
 /* AUTH's check (ACLAuthenticateUser): the user "default" with a key of
- * --api-keys-file as its password; with no keys, "default" needs none. */
-static bool authenticate(struct conn *c, struct resp_str user, struct resp_str pass)
+ * --api-keys-file as its password; with no keys, "default" needs none.
+ * It changes nothing: a connection that fails it stays as it was,
+ * authenticated or not, as in Redis. */
+static bool password_ok(const struct conn *c, struct resp_str user, struct resp_str pass)
 {
 	const struct auth *keys = atomic_load_explicit(&c->sh->srv->auth, memory_order_seq_cst);
 
 	if (!(user.len == 7 && memcmp(user.p, "default", 7) == 0))
 		return false;
-	if (!keys || auth_check(keys, pass.p, pass.len, NULL, 0))
-		c->resp->authed = true;
-	return c->resp->authed;
+	return !keys || auth_check(keys, pass.p, pass.len, NULL, 0);
 }
 
 static void cmd_auth(struct cmd_args *a)
@@ -848,20 +848,26 @@ static void cmd_auth(struct cmd_args *a)
 	}
 	if (a->argc == 3)
 		user = a->v[1];
-	if (authenticate(a->c, user, a->v[a->argc - 1]))
+	if (password_ok(a->c, user, a->v[a->argc - 1])) {
+		a->c->resp->authed = true;
 		answer_ok(a);
-	else
+	} else {
 		answer_error(a, err_wrongpass);
+	}
 }
 
-/* CLIENT SETNAME's rule: no byte outside '!'..'~'; empty unsets. */
-static bool set_name(struct conn *c, struct resp_str name)
+/* CLIENT SETNAME's rule: no byte outside '!'..'~', at most NAME_MAX_LEN. */
+static bool name_ok(struct resp_str name)
 {
 	for (size_t i = 0; i < name.len; i++)
 		if (name.p[i] < '!' || name.p[i] > '~')
 			return false;
-	if (name.len > NAME_MAX_LEN)
-		return false;
+	return name.len <= NAME_MAX_LEN;
+}
+
+/* Sets a name name_ok() accepted; empty unsets. */
+static void set_name(struct conn *c, struct resp_str name)
+{
 	free(c->resp->name);
 	c->resp->name = NULL;
 	if (name.len) {
@@ -871,20 +877,24 @@ static bool set_name(struct conn *c, struct resp_str name)
 			c->resp->name[name.len] = '\0';
 		}
 	}
-	return true;
 }
 
 static const char err_name[] = "ERR Client names cannot contain spaces, newlines or special "
 			       "characters.";
 
+/*
+ * HELLO as Redis 7.0's helloCommand: its options in order, each applied as
+ * it is read (an AUTH that passes authenticates even if a later option is
+ * refused), then the connection must be authenticated.
+ */
 static void cmd_hello(struct cmd_args *a)
 {
 	struct cmd_session *s = a->c->resp;
+	struct resp_str o, user, pass, name;
 	int64_t ver = 0;
-	uint32_t j = 1;
+	struct arg_walk w = walk_from(a, a->argc >= 2 ? 2 : 1);
 
 	if (a->argc >= 2) {
-		j = 2;
 		if (!arg_i64(a->v[1], &ver)) {
 			answer_error(a, "ERR Protocol version is not an integer or out of range");
 			return;
@@ -894,23 +904,26 @@ static void cmd_hello(struct cmd_args *a)
 			return;
 		}
 	}
-	for (; j < a->argc && j < ARGV_MAX; j++) {
-		uint32_t more = a->argc - 1 - j;
-		if (is(a->v[j], "auth") && more >= 2 && j + 2 < ARGV_MAX) {
-			if (!authenticate(a->c, a->v[j + 1], a->v[j + 2])) {
+	while (walk_next(&w, &o)) {
+		uint32_t more = a->argc - w.i;  /* arguments after this option */
+		if (is(o, "auth") && more >= 2) {
+			walk_next(&w, &user);
+			walk_next(&w, &pass);
+			if (!password_ok(a->c, user, pass)) {
 				answer_error(a, err_wrongpass);
 				return;
 			}
-			j += 2;
-		} else if (is(a->v[j], "setname") && more && j + 1 < ARGV_MAX) {
-			if (!set_name(a->c, a->v[j + 1])) {
+			s->authed = true;
+		} else if (is(o, "setname") && more) {
+			walk_next(&w, &name);
+			if (!name_ok(name)) {
 				answer_error(a, err_name);
 				return;
 			}
-			j++;
+			set_name(a->c, name);
 		} else {
-			answer_errorf(a, "ERR Syntax error in HELLO option '%.*s'",
-				      cstr_len(a->v[j], 512), a->v[j].p);
+			answer_errorf(a, "ERR Syntax error in HELLO option '%.*s'", cstr_len(o, 512),
+				      o.p);
 			return;
 		}
 	}
@@ -937,10 +950,12 @@ static void cmd_hello(struct cmd_args *a)
 
 static void cmd_client_setname(struct cmd_args *a)
 {
-	if (set_name(a->c, a->v[2]))
+	if (name_ok(a->v[2])) {
+		set_name(a->c, a->v[2]);
 		answer_ok(a);
-	else
+	} else {
 		answer_error(a, err_name);
+	}
 }
 
 static void cmd_client_getname(struct cmd_args *a)
@@ -1119,15 +1134,15 @@ static void cmd_command_help(struct cmd_args *a);
 #define FAST F_FAST
 
 static const struct command client_subs[] = {
-	{ "client|getname", 2, F_NOAUTH, 0, 0, 0, cmd_client_getname, NULL, "connection",
+	{ "client|getname", 2, 0, 0, 0, 0, cmd_client_getname, NULL, "connection",
 	  "Returns the name of the connection." },
-	{ "client|help", 2, F_NOAUTH, 0, 0, 0, cmd_client_help, NULL, "connection",
+	{ "client|help", 2, 0, 0, 0, 0, cmd_client_help, NULL, "connection",
 	  "Returns helpful text about the different subcommands." },
-	{ "client|id", 2, F_NOAUTH, 0, 0, 0, cmd_client_id, NULL, "connection",
+	{ "client|id", 2, 0, 0, 0, 0, cmd_client_id, NULL, "connection",
 	  "Returns the unique client ID of the connection." },
-	{ "client|setinfo", 4, F_NOAUTH, 0, 0, 0, cmd_client_setinfo, NULL, "connection",
+	{ "client|setinfo", 4, 0, 0, 0, 0, cmd_client_setinfo, NULL, "connection",
 	  "Sets information specific to the client or connection." },
-	{ "client|setname", 3, F_NOAUTH, 0, 0, 0, cmd_client_setname, NULL, "connection",
+	{ "client|setname", 3, 0, 0, 0, 0, cmd_client_setname, NULL, "connection",
 	  "Sets the connection name." },
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL },
 };
@@ -1312,6 +1327,24 @@ static const struct command *named(struct resp_str name)
 	return find(t->subs, sub, base.len + 1);
 }
 
+/*
+ * COMMAND INFO and DOCS answer for every name asked, repeats included: a
+ * command of a million names ("client", 12 bytes each) would be answered
+ * with most of a gigabyte, past every bound a connection has.  Their
+ * answer is held to --max-value, the largest any other command gives (a
+ * value): past it, the answer built so far is dropped and an error
+ * answered instead.  True when that happened.
+ */
+static bool answer_over_max(struct cmd_args *a, struct buf *b)
+{
+	if (b->len <= a->c->sh->cfg->max_value)
+		return false;
+	buf_deinit(b);
+	answer_errorf(a, "ERR the answer of '%s' is larger than --max-value: ask for fewer "
+		      "commands", a->def->name);
+	return true;
+}
+
 static void cmd_command_info(struct cmd_args *a)
 {
 	struct buf b = { 0 };
@@ -1330,6 +1363,8 @@ static void cmd_command_info(struct cmd_args *a)
 	while (!rc && resp_next(a->cmd, &it, &s, scratch_of(a->c))) {
 		const struct command *t = named(s);
 		rc = t ? add_info(&b, t, proto) : resp_add_nil(&b, proto);
+		if (!rc && answer_over_max(a, &b))
+			return;
 	}
 	answer_raw(a, &b, rc);
 }
@@ -1379,6 +1414,8 @@ static void cmd_command_docs(struct cmd_args *a)
 			const struct command *t = named(s);
 			if (t)
 				rc = add_doc(&b, t, proto);
+			if (!rc && answer_over_max(a, &b))
+				return;
 		}
 	}
 	answer_raw(a, &b, rc);
@@ -1470,11 +1507,60 @@ static bool dispatch(struct conn *c, const struct resp_cmd *cmd)
 	return !a.paused;
 }
 
+/*
+ * Redis's bounds on a client that must authenticate and has not yet
+ * (processMultibulkBuffer, authRequired): a multibulk command of at most 10
+ * arguments, bulk strings of at most 16 KiB.  Without them a client with no
+ * key made its connection hold a whole command's input (--max-head +
+ * --max-value) until --request-timeout, and a few dozen such connections
+ * took the shards' --conn-memory, which pauses every connection, the
+ * authenticated ones too.
+ */
+#define NOAUTH_ARGS_MAX 10u
+#define NOAUTH_BULK_MAX 16384u
+
+/*
+ * resp_parse() under those bounds.  A refusal sets *why to Redis's words
+ * and returns -1; the parser's own errors come first where Redis's do (a
+ * length that is not one at all).
+ */
+static int parse_unauthenticated(struct cmd_session *s, const char *p, size_t n,
+				 const struct resp_limits *lim, struct resp_cmd *cmd,
+				 const char **why)
+{
+	struct resp_limits tight = {
+		.max_bulk = lim->max_bulk < NOAUTH_BULK_MAX ? lim->max_bulk : NOAUTH_BULK_MAX,
+		.max_command = lim->max_command,
+	};
+	struct resp_parser before = s->ps;
+	int rc = resp_parse(&s->ps, p, n, &tight, cmd);
+
+	*why = NULL;
+	if (n == 0 || p[0] != '*')
+		return rc;      /* inline: its one line is bounded already */
+	/* the count, once its line has been read (else 0) */
+	uint32_t argc = rc == 1 ? cmd->argc : s->ps.argc;
+	if (argc > NOAUTH_ARGS_MAX && rc != -RESP_E_MBULK_LEN) {
+		*why = "Protocol error: unauthenticated multibulk length";
+		return -1;
+	}
+	if (rc == -RESP_E_BULK_LEN) {
+		/* refused by the tight bound, or a bad length whatever the bound */
+		struct resp_cmd whole;
+		if (resp_parse(&before, p, n, lim, &whole) != -RESP_E_BULK_LEN) {
+			*why = "Protocol error: unauthenticated bulk length";
+			return -1;
+		}
+	}
+	return rc;
+}
+
 size_t cmd_handle(struct conn *c, const char *p, size_t n)
 {
 	struct shard *sh = c->sh;
 	struct cmd_session *s = c->resp;
 	struct resp_cmd cmd;
+	const char *why = NULL;
 	int rc;
 
 	if (s->busy) {
@@ -1484,13 +1570,16 @@ size_t cmd_handle(struct conn *c, const char *p, size_t n)
 	}
 	if (!c->req_start_ns)
 		c->req_start_ns = sh->now_ns;
-	rc = resp_parse(&s->ps, p, n, &sh->srv->resp_limits, &cmd);
+	if (__builtin_expect(s->authed, 1))
+		rc = resp_parse(&s->ps, p, n, &sh->srv->resp_limits, &cmd);
+	else
+		rc = parse_unauthenticated(s, p, n, &sh->srv->resp_limits, &cmd, &why);
 	if (rc == RESP_AGAIN)
 		return 0;
 	c->req_start_ns = 0;
 	if (rc < 0) {
 		char text[96];
-		cmd_protocol_error(c, resp_error_text(rc, &s->ps, text, sizeof(text)));
+		cmd_protocol_error(c, why ? why : resp_error_text(rc, &s->ps, text, sizeof(text)));
 		return n;
 	}
 	resp_parser_init(&s->ps);
