@@ -163,7 +163,9 @@ void store_counts(const struct store *st, struct store_counts *out);
  * reads a value after the store has moved on.  Owner thread only; returns
  * the counter to hand to store_unpin(), or NULL when pinning it would put
  * more than a quarter of the store's segments under pins (the caller then
- * copies the value): readers that do not read cannot hold the store.
+ * copies the value): readers that do not read cannot hold the store.  NULL
+ * too for a value whose segment was freed already (its item deleted as its
+ * segment's last): pin before deleting, or copy at once.
  */
 _Atomic uint32_t *store_pin(struct store *st, const void *value);
 

@@ -414,6 +414,14 @@ _Atomic uint32_t *store_pin(struct store *st, const void *value)
 		j = st->segs[j].cprev;   /* a large item: its group's first segment */
 	struct seg *s = &st->segs[j];
 	/*
+	 * The item is gone and its segment with it (it was the last live one):
+	 * the next write may take these bytes, so they are not pinned.  Its
+	 * caller reads them now, copying, or should have pinned before the
+	 * delete (kv.c's GETDEL once sent other keys' bytes this way).
+	 */
+	if (s->state == SEG_FREE)
+		return NULL;
+	/*
 	 * A group is counted once until seg_tick() recounts: its last unpin
 	 * may come from another thread, unseen here, so counting again at
 	 * every pin from 0 would add the same group up to the bound between
