@@ -758,7 +758,7 @@ static void every_shard(struct cmd_args *a, uint8_t kvop, enum keys_sum sum)
 		return;
 	for (unsigned i = 0; i < a->c->sh->srv->nshards; i++)
 		if (!keys_gather_part(a->c, p, &k, (int)i))
-			return;
+			break;  /* c is aborted; p still ends, as send_keys() ends its parent */
 	keys_gather_end(p);
 }
 
