@@ -12,6 +12,7 @@ Binary: argv[1], else $RINGCACHED, else build/src/ringcached.
 """
 
 import collections
+import contextlib
 import errno
 import json
 import os
@@ -200,6 +201,20 @@ def run_main(name, body, helpers=()):
         for h in helpers:
             h.cleanup()
     c.exit()
+
+
+@contextlib.contextmanager
+def api_keys_file(*keys):
+    """A --api-keys-file holding these keys, one per line, mode 0600 (the
+    daemon refuses a file others can read); removed on the way out."""
+    fd, path = tempfile.mkstemp(prefix="ringcache-keys-")
+    try:
+        os.write(fd, b"".join(_b(k) + b"\n" for k in keys))
+        os.close(fd)
+        os.chmod(path, 0o600)
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def run_binary(args, timeout=RUN_TIMEOUT):

@@ -9,10 +9,9 @@ Usage: test_resp.py [path/to/ringcached]
 
 import os
 import socket
-import tempfile
 import time
 
-from harness import keys_per_shard, run_main, stats, wait_for
+from harness import api_keys_file, keys_per_shard, run_main, stats, wait_for
 from resp_harness import Client, RespError, RespServer, Verbatim, encode
 
 NSHARDS = 2
@@ -258,11 +257,7 @@ def resp3(c, srv):
 
 def auth(c):
     c.section("AUTH with --api-keys-file")
-    fd, path = tempfile.mkstemp(prefix="ringcache-keys-")
-    os.write(fd, b"sekrit-key-1\n")
-    os.close(fd)
-    os.chmod(path, 0o600)
-    try:
+    with api_keys_file("sekrit-key-1") as path:
         srv = RespServer(["--shards", "2", "--memory", "64M", "--api-keys-file", path],
                          checks=c).start()
         with srv.client() as r:
@@ -282,8 +277,6 @@ def auth(c):
         with srv.client() as r:
             c.eq(r.cmd("QUIT"), b"OK", "QUIT before AUTH")
         srv.stop()
-    finally:
-        os.unlink(path)
 
 
 def stats_counted(c, srv):

@@ -28,12 +28,10 @@ travel between them.
 Usage: test_resp_hostile.py [path/to/ringcached]
 """
 
-import os
 import socket
 import struct
-import tempfile
 
-from harness import keys_per_shard, run_main, stats, wait_for
+from harness import api_keys_file, keys_per_shard, run_main, stats, wait_for
 from resp_harness import RespError, RespServer, encode
 
 NSHARDS = 2
@@ -135,11 +133,7 @@ NOAUTH = RespError("NOAUTH Authentication required.")
 
 def auth_refusals(c):
     c.section("AUTH: a wrong password is refused whatever came before")
-    fd, path = tempfile.mkstemp(prefix="ringcache-keys-")
-    os.write(fd, b"hostile-key-1\n")
-    os.close(fd)
-    os.chmod(path, 0o600)
-    try:
+    with api_keys_file("hostile-key-1") as path:
         with RespServer(["--shards", str(NSHARDS), "--memory", "64M", "--api-keys-file", path],
                         checks=c) as srv:
             with srv.client() as r:
@@ -158,8 +152,6 @@ def auth_refusals(c):
                 c.eq(r.read_raw(), b"$-1\r\n", "and the protocol stays RESP2")
                 c.eq(r.cmd("CLIENT", "SETNAME", "n1"), b"OK", "CLIENT after HELLO ... AUTH")
             unauthenticated_bounds(c, srv)
-    finally:
-        os.unlink(path)
 
 
 def unauthenticated_bounds(c, srv):
