@@ -242,17 +242,17 @@ static void sub_replies(struct coh *c)
 	int rc = 0;
 
 	while (c->sub.fd != -1 && (rc = coh_conn_reply(&c->sub, &r)) > 0) {
-		if (is_message(r) && c->backlog_unsol >= COH_BACKLOG_UNSOL_MAX) {
-			/* a flood the shards cannot keep up with (state.h) */
-			freeReplyObject(r);
-			COH_ADD(c, sub_overflows, 1);
-			coh_sub_lost(c);
-			return;
-		}
 		if (is_message(r)) {
-			if (c->sub.state == COH_CONN_READY)
+			bool flood = c->backlog_unsol >= COH_BACKLOG_UNSOL_MAX;
+			if (!flood && c->sub.state == COH_CONN_READY)
 				coh_sub_message(c, r);
 			freeReplyObject(r);
+			if (flood) {
+				/* faster than the shards take them (state.h) */
+				COH_ADD(c, sub_overflows, 1);
+				coh_sub_lost(c);
+				return;
+			}
 			continue;
 		}
 		struct coh_pend *p = coh_conn_front(&c->sub);
