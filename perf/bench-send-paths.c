@@ -13,7 +13,16 @@
  *   shmem-thp   the same memfd region advised MADV_HUGEPAGE: huge pages only
  *               when /sys/kernel/mm/transparent_hugepage/shmem_enabled is
  *               `advise`, `within_size` or `always` (reported);
- *   hugetlb     sendfile() from a MFD_HUGETLB memfd (needs vm.nr_hugepages).
+ *   hugetlb     sendfile() from a MFD_HUGETLB memfd (needs vm.nr_hugepages);
+ *   vmsplice    vmsplice() of anonymous memory into a pipe, then splice() to
+ *               the socket: page references to ordinary memory, no file;
+ *   vmsplice-huge  the same from MAP_HUGETLB memory, what the store's arenas
+ *               are (needs vm.nr_hugepages).
+ *
+ * The vmsplice modes answer whether the store's own pages could be handed
+ * to the socket without moving values into a file first.  They would need
+ * the pages kept unchanged until the receiver has read them (vmsplice
+ * without SPLICE_F_GIFT shares them); here nothing writes them.
  *
  * The figure is the sending thread's CPU time (CLOCK_THREAD_CPUTIME_ID) per
  * MiB, the median of ROUNDS rounds that run the modes in turn, so the
@@ -28,19 +37,23 @@
 #endif
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
-enum mode { M_WRITE, M_SHMEM, M_SHMEM_THP, M_HUGETLB, M_COUNT };
-static const char *const mode_name[M_COUNT] = { "write", "shmem", "shmem-thp", "hugetlb" };
+enum mode { M_WRITE, M_SHMEM, M_SHMEM_THP, M_HUGETLB, M_VMSPLICE, M_VMSPLICE_HUGE, M_COUNT };
+static const char *const mode_name[M_COUNT] = { "write",   "shmem",    "shmem-thp",
+						"hugetlb", "vmsplice", "vmsplice-huge" };
 
 #define MAX_ROUNDS 64
 #define HUGE_2M (2ul << 20)
@@ -49,6 +62,7 @@ struct source {
 	int fd;                 /* memfd; -1 for anonymous memory */
 	uint8_t *p;
 	size_t map_len;
+	int pipe[2];            /* vmsplice modes: the pipe; else -1 */
 	const char *error;      /* why this mode cannot run; NULL: it can */
 };
 
@@ -107,13 +121,22 @@ static int connected_pair(int *tx, int *rx)
 static void source_open(struct source *s, enum mode m, size_t size)
 {
 	memset(s, 0, sizeof(*s));
-	s->fd = -1;
+	s->fd = s->pipe[0] = s->pipe[1] = -1;
+	bool huge = m == M_HUGETLB || m == M_SHMEM_THP || m == M_VMSPLICE_HUGE;
 	/* whole 2 MiB pages: a huge page must fit in the region */
-	s->map_len = m == M_HUGETLB || m == M_SHMEM_THP ? (size + HUGE_2M - 1) / HUGE_2M * HUGE_2M
-							: size;
-	if (m == M_WRITE) {
+	s->map_len = huge ? (size + HUGE_2M - 1) / HUGE_2M * HUGE_2M : size;
+	if (m == M_VMSPLICE || m == M_VMSPLICE_HUGE) {
+		/* a pipe as large as the value (or pipe-max-size): fewer round trips */
+		if (pipe2(s->pipe, O_CLOEXEC)) {
+			s->error = strerror(errno);
+			return;
+		}
+		fcntl(s->pipe[1], F_SETPIPE_SZ, (int)(size < (1u << 20) ? size : 1u << 20));
+	}
+	if (m == M_WRITE || m == M_VMSPLICE || m == M_VMSPLICE_HUGE) {
 		s->p = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			    MAP_PRIVATE | MAP_ANONYMOUS | (m == M_VMSPLICE_HUGE ? MAP_HUGETLB : 0),
+			    -1, 0);
 	} else {
 		s->fd = memfd_create("bench-send-paths", m == M_HUGETLB ? MFD_HUGETLB : 0);
 		if (s->fd < 0 || ftruncate(s->fd, (off_t)s->map_len)) {
@@ -138,6 +161,27 @@ static void source_close(struct source *s)
 		munmap(s->p, s->map_len);
 	if (s->fd >= 0)
 		close(s->fd);
+	for (int i = 0; i < 2; i++)
+		if (s->pipe[i] >= 0)
+			close(s->pipe[i]);
+}
+
+/* Part of the value into the pipe by reference, then all of the pipe into
+ * the socket; the bytes moved, or -1. */
+static ssize_t vmsplice_some(int tx, const struct source *s, const uint8_t *p, size_t len)
+{
+	struct iovec iov = { .iov_base = (void *)p, .iov_len = len };
+	ssize_t in = vmsplice(s->pipe[1], &iov, 1, 0);
+
+	if (in <= 0)
+		return -1;
+	for (ssize_t left = in; left;) {
+		ssize_t out = splice(s->pipe[0], NULL, tx, NULL, (size_t)left, SPLICE_F_MORE);
+		if (out <= 0)
+			return -1;
+		left -= out;
+	}
+	return in;
 }
 
 /* Sends the value `count` times; the sender's CPU seconds, or -1 (errno). */
@@ -148,8 +192,10 @@ static double send_all(int tx, const struct source *s, size_t size, unsigned cou
 	for (unsigned i = 0; i < count; i++) {
 		off_t off = 0;
 		for (size_t left = size; left;) {
-			ssize_t r = s->fd < 0 ? write(tx, s->p + (size - left), left)
-					      : sendfile(tx, s->fd, &off, left);
+			const uint8_t *p = s->p + (size - left);
+			ssize_t r = s->pipe[0] >= 0 ? vmsplice_some(tx, s, p, left)
+				    : s->fd < 0    ? write(tx, p, left)
+						   : sendfile(tx, s->fd, &off, left);
 			if (r <= 0)
 				return -1;
 			left -= (size_t)r;
