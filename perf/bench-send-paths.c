@@ -17,7 +17,11 @@
  *   vmsplice    vmsplice() of anonymous memory into a pipe, then splice() to
  *               the socket: page references to ordinary memory, no file;
  *   vmsplice-huge  the same from MAP_HUGETLB memory, what the store's arenas
- *               are (needs vm.nr_hugepages).
+ *               are (needs vm.nr_hugepages);
+ *   file        sendfile() from a regular file in $TMPDIR (default /var/tmp),
+ *               written first, so its bytes are in the page cache: what nginx
+ *               sends a static file from (ext4 and xfs cache files in large
+ *               folios since Linux 6.16).
  *
  * The vmsplice modes answer whether the store's own pages could be handed
  * to the socket without moving values into a file first.  They would need
@@ -30,6 +34,15 @@
  * reader thread's, not the sender's: the figures compare what a server pays.
  * A benchmark, not a test: it passes no verdict.
  *
+ * With NONBLOCK=1 in the environment the socket is non-blocking and the
+ * sender waits in poll() when it is full, as an event-loop server does
+ * (nginx; ringcached's io_uring sends wait likewise): blocking calls sleep
+ * inside the kernel's send path instead, which may cost differently.
+ *
+ * SEND_CPU and READ_CPU pin the sending and the reading thread (as
+ * perf/bench-large.sh pins the server and wrk); unset, the scheduler places
+ * them.
+ *
  * usage: bench-send-paths [SIZE_KIB [COUNT [ROUNDS]]]   (1024 2000 5)
  */
 #ifndef _GNU_SOURCE
@@ -39,7 +52,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,9 +66,11 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { M_WRITE, M_SHMEM, M_SHMEM_THP, M_HUGETLB, M_VMSPLICE, M_VMSPLICE_HUGE, M_COUNT };
-static const char *const mode_name[M_COUNT] = { "write",   "shmem",    "shmem-thp",
-						"hugetlb", "vmsplice", "vmsplice-huge" };
+enum mode {
+	M_WRITE, M_SHMEM, M_SHMEM_THP, M_HUGETLB, M_VMSPLICE, M_VMSPLICE_HUGE, M_FILE, M_COUNT
+};
+static const char *const mode_name[M_COUNT] = { "write",    "shmem",         "shmem-thp", "hugetlb",
+						"vmsplice", "vmsplice-huge", "file" };
 
 #define MAX_ROUNDS 64
 #define HUGE_2M (2ul << 20)
@@ -89,9 +106,25 @@ static double thread_cpu_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Pins the calling thread to the CPU the environment variable names, if set. */
+static void pin_from_env(const char *var)
+{
+	const char *v = getenv(var);
+	cpu_set_t set;
+
+	if (!v || !*v)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET((int)strtol(v, NULL, 10), &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set))
+		fprintf(stderr, "bench-send-paths: %s=%s: cannot pin\n", var, v);
+}
+
 static void *drain(void *arg)
 {
 	int fd = *(int *)arg;
+
+	pin_from_env("READ_CPU");
 	size_t cap = 1u << 20;
 	char *b = malloc(cap);
 
@@ -133,6 +166,32 @@ static void source_open(struct source *s, enum mode m, size_t size)
 		}
 		fcntl(s->pipe[1], F_SETPIPE_SZ, (int)(size < (1u << 20) ? size : 1u << 20));
 	}
+	if (m == M_FILE) {
+		const char *dir = getenv("TMPDIR");
+		char path[512];
+		snprintf(path, sizeof(path), "%s/bench-send-paths.XXXXXX", dir && *dir ? dir : "/var/tmp");
+		s->fd = mkstemp(path);
+		if (s->fd < 0) {
+			s->error = strerror(errno);
+			return;
+		}
+		unlink(path);
+		s->p = malloc(size);
+		if (!s->p) {
+			s->error = strerror(ENOMEM);
+			return;
+		}
+		memset(s->p, 'v', size);
+		for (size_t done = 0; done < size;) {
+			ssize_t w = write(s->fd, s->p + done, size - done);
+			if (w <= 0) {
+				s->error = strerror(errno);
+				return;
+			}
+			done += (size_t)w;
+		}
+		return;         /* s->p stays for source_close() to free */
+	}
 	if (m == M_WRITE || m == M_VMSPLICE || m == M_VMSPLICE_HUGE) {
 		s->p = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS | (m == M_VMSPLICE_HUGE ? MAP_HUGETLB : 0),
@@ -155,9 +214,11 @@ static void source_open(struct source *s, enum mode m, size_t size)
 	memset(s->p, 'v', size);
 }
 
-static void source_close(struct source *s)
+static void source_close(struct source *s, enum mode m)
 {
-	if (s->p)
+	if (s->p && m == M_FILE)
+		free(s->p);
+	else if (s->p)
 		munmap(s->p, s->map_len);
 	if (s->fd >= 0)
 		close(s->fd);
@@ -177,6 +238,12 @@ static ssize_t vmsplice_some(int tx, const struct source *s, const uint8_t *p, s
 		return -1;
 	for (ssize_t left = in; left;) {
 		ssize_t out = splice(s->pipe[0], NULL, tx, NULL, (size_t)left, SPLICE_F_MORE);
+		if (out < 0 && errno == EAGAIN) {
+			struct pollfd pfd = { .fd = tx, .events = POLLOUT };
+			if (poll(&pfd, 1, -1) < 0)
+				return -1;
+			continue;
+		}
 		if (out <= 0)
 			return -1;
 		left -= out;
@@ -196,6 +263,12 @@ static double send_all(int tx, const struct source *s, size_t size, unsigned cou
 			ssize_t r = s->pipe[0] >= 0 ? vmsplice_some(tx, s, p, left)
 				    : s->fd < 0    ? write(tx, p, left)
 						   : sendfile(tx, s->fd, &off, left);
+			if (r < 0 && errno == EAGAIN) {
+				struct pollfd pfd = { .fd = tx, .events = POLLOUT };
+				if (poll(&pfd, 1, -1) < 0)
+					return -1;
+				continue;
+			}
 			if (r <= 0)
 				return -1;
 			left -= (size_t)r;
@@ -245,6 +318,12 @@ int main(int argc, char **argv)
 		perror("bench-send-paths: loopback connection");
 		return 1;
 	}
+	pin_from_env("SEND_CPU");
+	const char *nb = getenv("NONBLOCK");
+	bool nonblock = nb && *nb == '1';
+	if (nonblock)
+		fcntl(tx, F_SETFL, fcntl(tx, F_GETFL) | O_NONBLOCK);
+	printf("sends: %s\n", nonblock ? "non-blocking, poll() when full" : "blocking");
 	print_thp_setting();
 	for (unsigned r = 0; r < rounds; r++)
 		for (int m = 0; m < M_COUNT; m++) {
@@ -258,7 +337,7 @@ int main(int argc, char **argv)
 			if (s.error)
 				error[m] = s.error;  /* static strings from strerror's table */
 			us[m][r] = t < 0 ? 0 : t * 1e6 / ((double)count * (double)size / (1 << 20));
-			source_close(&s);
+			source_close(&s, (enum mode)m);
 		}
 	double median[M_COUNT];
 	for (int m = 0; m < M_COUNT; m++) {
