@@ -18,6 +18,8 @@
 #   KEYS         keys per figure                 [1000]
 #   RC_FLAGS     extra flags for both instances  [--shards 1 --memory 64M --hugepages off]
 #   REDIS_SERVER redis-server binary             [redis-server]
+#   REDIS_CPU    pin redis-server to this CPU    [unset: not pinned]
+#                (with RC_FLAGS' --cpuset: Redis beside or away from B's shard)
 #   IDLE_SECONDS how long the idle CPU is measured [10]
 # Results also go to perf/out/bench-invalidation-<time>.txt.
 set -euo pipefail
@@ -56,7 +58,7 @@ wait_redis() {	# port: until it answers PING, at most 10 s
 }
 
 redis_port=$(free_port)
-"$redis_server" --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+${REDIS_CPU:+taskset -c "$REDIS_CPU"} "$redis_server" --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
 	>"$tmp/redis.log" 2>&1 &
 pids+=($!)
 wait_redis "$redis_port" || { cat "$tmp/redis.log" >&2; exit 1; }
@@ -84,7 +86,7 @@ for _ in $(seq 100); do
 done
 
 log "bench-invalidation: $(date -u +%FT%TZ) $(uname -srm), $(nproc) CPUs, $keys keys"
-log "ringcached $("$rc_bin" --version 2>&1 | head -1), flags: $rc_flags; $("$redis_server" --version | cut -d' ' -f1-3)"
+log "ringcached $("$rc_bin" --version 2>&1 | head -1), flags: $rc_flags; $("$redis_server" --version | cut -d' ' -f1-3)${REDIS_CPU:+, pinned to CPU $REDIS_CPU}"
 python3 "$here/bench-invalidation.py" --a "127.0.0.1:$port_a" --b "127.0.0.1:$port_b" \
 	--redis "127.0.0.1:$redis_port" --keys "$keys" --b-resp "127.0.0.1:$resp_b" | tee -a "$out"
 
