@@ -1041,13 +1041,17 @@ static uint64_t rss_bytes(void)
 	return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+/* Whether INFO's arguments (all of them, as Redis reads them) name section. */
 static bool want(struct cmd_args *a, const char *section, bool dflt)
 {
+	struct arg_walk w = walk_from(a, 1);
+	struct resp_str s;
+
 	if (a->argc == 1)
 		return dflt;
-	for (uint32_t i = 1; i < a->argc && i < ARGV_MAX; i++)
-		if (is(a->v[i], section) || is(a->v[i], "all") || is(a->v[i], "everything") ||
-		    (dflt && is(a->v[i], "default")))
+	while (walk_next(&w, &s))
+		if (is(s, section) || is(s, "all") || is(s, "everything") ||
+		    (dflt && is(s, "default")))
 			return true;
 	return false;
 }

@@ -90,6 +90,10 @@ def basics(c, srv):
         c.eq(r.cmd("SET", "a", "b", "EX", 0),
              RespError("ERR invalid expire time in 'set' command"), "SET EX 0")
         c.check(b"redis_version:" in r.cmd("INFO"), "INFO has redis_version")
+        # every argument names a section, as in Redis: keyspace as the 20th
+        info = r.cmd("INFO", *(["nosuch"] * 19 + ["keyspace"]))
+        c.check(b"# Keyspace" in info and b"# Server" not in info,
+                "INFO with keyspace as its 20th argument: that section alone", info[:80])
         c.check(isinstance(r.cmd("COMMAND", "COUNT"), int), "COMMAND COUNT")
         docs = r.cmd("COMMAND", "DOCS", "get")
         c.check(isinstance(docs, list) and docs[:1] == [b"get"], "COMMAND DOCS get", docs)
