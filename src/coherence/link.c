@@ -171,6 +171,15 @@ static bool is_message(const redisReply *r)
 	       coh_reply_is(r->element[0], "message");
 }
 
+/* Whether a message's channel is the one we subscribed to (names are
+ * case-sensitive in Redis). */
+static bool our_channel(const struct coh *c, const redisReply *ch)
+{
+	size_t n = strlen(c->channel);
+
+	return ch->type == REDIS_REPLY_STRING && ch->len == n && !memcmp(ch->str, c->channel, n);
+}
+
 /* The command connection is ready: the shards' read connections may use the
  * address it reached (they resolve no names of their own). */
 static void publish_address(struct coh *c)
@@ -244,8 +253,12 @@ static void sub_replies(struct coh *c)
 	while (c->sub.fd != -1 && (rc = coh_conn_reply(&c->sub, &r)) > 0) {
 		if (is_message(r)) {
 			bool flood = c->backlog_unsol >= COH_BACKLOG_UNSOL_MAX;
-			if (!flood && c->sub.state == COH_CONN_READY)
-				coh_sub_message(c, r);
+			if (!flood && c->sub.state == COH_CONN_READY) {
+				if (our_channel(c, r->element[1]))
+					coh_sub_message(c, r);
+				else    /* not subscribed to: nothing we may act on */
+					COH_ADD(c, invalidations_bad, 1);
+			}
 			freeReplyObject(r);
 			if (flood) {
 				/* faster than the shards take them (state.h) */

@@ -666,6 +666,26 @@ def subscription(c, srv, fake, keys):
                 "after %s: an invalidation still drops the key" % name)
 
 
+    # A well-formed invalidation on a channel we did not subscribe to (or
+    # ours in other case) is not ours to act on: counted, the key stays.
+    for chan in (b"other", (P + b"invalidate").upper()):
+        settle(c, srv)
+        k = keys.next(len(chan) % NSHARDS)
+        fake.data[P + k.encode()] = b"v1"
+        c.check(wait_for(lambda: get(srv, k).header("X-Cache") == "HIT", WAIT, 0.02),
+                "channel %r: a value read into L1" % chan)
+        fake.data[P + k.encode()] = b"v2"
+        before = l2(srv)
+        c.check(fake.publish_raw(message(chan, k.encode())) == 1,
+                "channel %r: an invalidation sent on it" % chan)
+        c.check(wait_for(lambda: stats_delta(before, l2(srv)).get("invalidations_bad", 0) >= 1,
+                         WAIT), "channel %r: counted in invalidations_bad" % chan,
+                repr(stats_delta(before, l2(srv))))
+        r = get(srv, k)
+        c.check(r.header("X-Cache") == "HIT" and r.body == b"v1",
+                "channel %r: the key stays in L1" % chan, show(r))
+
+
 # --- a Redis that accepts and never answers -------------------------------------
 
 def mute(c, srv, fake, keys):
