@@ -253,8 +253,11 @@ static const char *key_refused(const struct shard *sh, struct resp_str k)
 {
 	if (k.len == 0 || k.len > STORE_KEY_MAX)
 		return "ERR key length out of range: ringcached keys are 1 to 1024 bytes";
+	/* coh_key_reserved() covers the tag sets too (issue 9): say so, as
+	 * HTTP's 400 does, so a refused tag:... key is not a puzzle */
 	if (coh_key_reserved(sh->srv->coh, k.p, k.len))
-		return "ERR key reserved for ringcached's own use in Redis (registry, fill leases)";
+		return "ERR key reserved for ringcached's own use in Redis (registry, fill leases, "
+		       "tag sets)";
 	return NULL;
 }
 

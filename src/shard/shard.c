@@ -186,8 +186,17 @@ static void close_listeners(struct shard *sh)
 			io_uring_prep_cancel64(sqe, shard_udata(l, OP_ACCEPT), 0);
 			io_uring_sqe_set_data64(sqe, 0);        /* its own completion: ignored */
 		}
-		if (l->own && l->fd >= 0)
+		/*
+		 * close() alone leaves the socket listening while the armed
+		 * accept holds it, and the ring lets go of that only in its
+		 * teardown, which the kernel finishes after the process has
+		 * exited: a start right after this stop (systemctl restart)
+		 * found the port in use.  shutdown() stops the listening now.
+		 */
+		if (l->own && l->fd >= 0) {
+			shutdown(l->fd, SHUT_RDWR);
 			close(l->fd);
+		}
 		l->fd = -1;
 	}
 }

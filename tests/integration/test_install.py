@@ -84,8 +84,9 @@ def body(c):
             "the man page": d(os.path.join(mandir, "man8", "ringcached.8")),
             "the example config file": d(os.path.join(docdir, "ringcached.conf.example")),
         }
-        for doc in ("README.md", "operations.md", "architecture.md", "stats.md",
-                    "coherence.md", "benchmarks.md"):
+        # every page of docs/: the installed README and pages point at each other
+        src_docs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs")
+        for doc in ["README.md"] + sorted(f for f in os.listdir(src_docs) if f.endswith(".md")):
             want["docs: " + doc] = d(os.path.join(docdir, doc))
         # operations.md shows the dashboard's picture by a relative link
         want["docs: img/dashboard.png"] = d(os.path.join(docdir, "img", "dashboard.png"))

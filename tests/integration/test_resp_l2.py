@@ -86,6 +86,13 @@ def body(c, redis):
          "a: MGET promotes them")
     c.eq(ra.cmd("EXISTS", "m1", "m2", "m4"), 2, "a: EXISTS")
 
+    c.section("the names ringcached keeps in Redis are refused as keys, saying which")
+    reserved = RespError("ERR key reserved for ringcached's own use in Redis (registry, fill "
+                         "leases, tag sets)")
+    for key in ("instances", "instance:x", "lease:k", "tag:t"):
+        c.eq(ra.cmd("SET", key, "v"), reserved, "SET %s -> the reserved-key error" % key)
+    c.eq(redis.cmd("EXISTS", PREFIX + "tag:t"), 0, "nothing written to the tag set's name")
+
     c.section("without Redis, a read-modify-write of a key L1 lacks is refused")
     redis.pause()
     try:
