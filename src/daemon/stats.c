@@ -8,9 +8,9 @@
  * document's totals always equal the sum of the per-shard numbers it shows,
  * even while the shards keep counting.
  *
- * Prometheus gets one histogram per kind summed over all shards (labels
- * kind="local"|"forwarded" only) to keep the number of series independent
- * of the shard count; JSON has per-shard percentiles for finding a hot
+ * Prometheus gets one histogram per kind summed over all shards (a `kind`
+ * label per STATS_HISTS entry, no shard label) to keep the number of series
+ * independent of the shard count; JSON has per-shard percentiles for finding a hot
  * shard.  Its buckets are cumulative counts from hist_count_le(), so a
  * value is counted at its log-linear bucket's upper bound (<= 6.25% late).
  */
