@@ -65,8 +65,10 @@ static inline bool fill_stale_wants(const struct cache_req *cr, enum cache_outco
  * Owner, before executing a PUT or DELETE that carries X-Cache-Lease: true,
  * and a 409 in *r, when that token is not the key's lease (nothing must
  * change then).  A PUT whose lease is this instance's alone (taken while
- * Redis was unreachable) loses its token here: it writes through as a plain
- * PUT, not as a fill that Redis would refuse.
+ * Redis was unreachable, or without --redis) loses its token here: it
+ * writes through as a plain PUT, not as a fill that Redis would refuse (a
+ * forwarded one tells its origin, f->lease_dropped, which must still forget
+ * the lease it filled: fill_answered()).
  */
 bool fill_refuses(struct shard *sh, struct cache_req *cr, struct reply *r);
 

@@ -72,6 +72,9 @@ struct fwd {
 	struct lease_waiter lw;         /* owner: waiting for a fill (fill.h) */
 	bool lease_granted;             /* its answer carries lease_tok: noted at home */
 	bool lease_abandon;             /* not a request: ends lease_tok's lease (fill.h) */
+	bool lease_dropped;             /* owner: fill_refuses() dropped req's token (the
+					 * lease was this instance's alone); its origin
+					 * gives it back to fill_answered() */
 	char lease_tok[LEASE_TOKEN_LEN + 1];
 	uint64_t l2_gen;                /* l2.c: its lease read's start (l2_state.gen) */
 	struct cache_req req;

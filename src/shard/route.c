@@ -349,11 +349,13 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		fwd_purge_begin(sh, f); /* this shard's part of DELETE /tags/ */
 		return;
 	}
+	uint32_t tok_len = f->req.lease_token.len;
 	if (fill_refuses(sh, &f->req, &f->r)) {
 		f->outcome = CACHE_FAILED;
 		fwd_answer(sh, f);      /* 409: nothing changed */
 		return;
 	}
+	f->lease_dropped = tok_len && !f->req.lease_token.len;
 	enum cache_outcome oc = cache_exec(sh->cache, &f->req, &f->r);
 
 	f->outcome = (uint8_t)oc;
