@@ -387,6 +387,23 @@ bool fill_try(struct shard *sh, const struct cache_req *cr, char token[LEASE_TOK
 	return true;
 }
 
+void fill_try_fwd(struct shard *sh, struct fwd *f)
+{
+	const struct cache_req *cr = &f->req;
+
+	/* an answer too large for its room went home unrendered, its lease
+	 * noted there (fwd.h, "bounce"); made again, it finds the lease taken
+	 * (its own), and without this the client would never learn the token */
+	if (f->resent && lease_holds(sh->lease, cr->key, cr->key_len, cr->hash, f->lease_tok,
+				     LEASE_TOKEN_LEN)) {
+		f->r.lease = f->lease_tok;
+		f->r.lease_len = LEASE_TOKEN_LEN;
+		return;
+	}
+	if (fill_try(sh, cr, f->lease_tok, &f->r))
+		f->lease_granted = true;
+}
+
 void fill_note(struct conn *c, const struct cache_req *cr, const char *token)
 {
 	struct fill_note *n = malloc(sizeof(*n) + cr->key_len);

@@ -106,6 +106,14 @@ void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t f
 bool fill_try(struct shard *sh, const struct cache_req *cr, char token[LEASE_TOKEN_LEN + 1],
 	      struct reply *r);
 
+/*
+ * Owner: fill_try() for f, a forwarded lease GET answered stale (f->r):
+ * f->lease_granted when it took the lease.  f made again for room
+ * (fwd_resend) took its lease the first time, noted at home already: its
+ * answer carries that token again.
+ */
+void fill_try_fwd(struct shard *sh, struct fwd *f);
+
 /* Connection's shard: c's client was handed the lease `token` of cr's key. */
 void fill_note(struct conn *c, const struct cache_req *cr, const char *token);
 

@@ -360,8 +360,8 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 
 	f->outcome = (uint8_t)oc;
 	fill_after(sh, &f->req, oc, &f->r);
-	if (fill_stale_wants(&f->req, oc) && fill_try(sh, &f->req, f->lease_tok, &f->r))
-		f->lease_granted = true;        /* noted on its connection at home */
+	if (fill_stale_wants(&f->req, oc))
+		fill_try_fwd(sh, f);    /* noted on its connection at home */
 	if (f->via_l2 && f->r.cache == REPLY_CACHE_HIT)
 		f->r.cache = REPLY_CACHE_HIT_L2;   /* made again for room: still Redis' answer */
 	if (!f->resent) {
