@@ -136,6 +136,7 @@ static void answer_waiters(struct shard *sh, struct lease_waiter *w)
 		f->outcome = (uint8_t)cache_exec(sh->cache, &f->req, &f->r);
 		if (f->r.cache == REPLY_CACHE_HIT)
 			f->r.cache = REPLY_CACHE_HIT_FILL;
+		f->via_fill = true;     /* an answer made again for room says so too */
 		fwd_answer(sh, f);
 	}
 }

@@ -57,6 +57,7 @@ struct fwd {
 	bool needs_room;                /* origin: came back bounced, waits to be sent again */
 	bool resent;                    /* sent again after a bounce */
 	bool via_l2;                    /* its L1 miss was answered by promoting from Redis */
+	bool via_fill;                  /* it waited for a fill lease and was answered by the fill */
 	uint8_t outcome;                /* enum cache_outcome, set by the executor */
 	uint8_t stage;                  /* keys.c: a RESP command's steps with Redis */
 	bool wide_write;                /* a gathered write of many keys (keys.c) */

@@ -364,6 +364,8 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		fill_try_fwd(sh, f);    /* noted on its connection at home */
 	if (f->via_l2 && f->r.cache == REPLY_CACHE_HIT)
 		f->r.cache = REPLY_CACHE_HIT_L2;   /* made again for room: still Redis' answer */
+	if (f->via_fill && f->r.cache == REPLY_CACHE_HIT)
+		f->r.cache = REPLY_CACHE_HIT_FILL; /* made again for room: still the fill's */
 	if (!f->resent) {
 		/* counted once, not again when it comes back for room (fwd.h) */
 		stats_inc(f->remote ? &sh->stats->forwarded_requests : &sh->stats->local_requests);
