@@ -337,8 +337,14 @@ def waiters_reset(c, srv):
     for w in ws:
         reset(w)
     c.eq(poll(srv, "connections", 2), 2, "all 30 reset and freed")
-    c.eq(tot(srv)["lease_waiters"], 30, "they stay counted as waiters until the fill (their "
+    t = tot(srv)
+    c.eq(t["lease_waiters"], 30, "they stay counted as waiters until the fill (their "
          "requests are parked on the owner)")
+    # conn_memory is published 4 times a second (docs/stats.md): polled
+    c.check(wait_for(lambda: base_mem < tot(srv)["conn_memory"] < base_mem + 30 * 8 * KiB,
+                     IO_TIMEOUT, 0.02),
+            "the parked requests count in conn_memory, their answers' room (64 KiB each) "
+            "no more", "conn_memory %d, at the start %d" % (tot(srv)["conn_memory"], base_mem))
     c.eq(put(h, key, b"late", tok).status, 201, "the fill")
     h.close()
     settled(c, srv, base_mem, "orphaned waiters")
