@@ -262,6 +262,13 @@ void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t f
 	f->r.l2 = (uint8_t)(status == COH_TIMEOUT ? REPLY_L2_TIMEOUT :
 			    status == COH_SKIPPED ? REPLY_L2_SKIPPED :
 			    status == COH_BAD_DATA ? REPLY_L2_BAD_DATA : REPLY_L2_ERROR);
+	/* A script sent may have run all the same (its reply late, or not
+	 * understood) and taken the lease in Redis, for nobody: every
+	 * instance's next lease GET of the key would wait --lease-ttl for it.
+	 * Released if it is that token; the invalidation that follows is our
+	 * own, which this instance ignores: the lease made here stands. */
+	if (status != COH_SKIPPED)
+		l2_lease_release(sh, r->key, r->key_len, r->hash, f->lease_tok);
 	if (lease_holds(sh->lease, r->key, r->key_len, r->hash, f->lease_tok, LEASE_TOKEN_LEN))
 		grant(sh, f, f->lease_tok);
 	else
