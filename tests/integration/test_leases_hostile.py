@@ -30,6 +30,10 @@ and test_tags*.py do not already cover.
     a large answer under way: a clean exit, no sanitizer report
 10. with --redis: the same remembered-lease rule, waiters past 1024 (read
     from Redis as plain GETs), waiters reset while a fill crosses instances
+11. with --redis through a relay (redis_harness.Relay): a lease GET whose
+    read of Redis times out after Redis took the lease there (regression:
+    that lease was left in Redis for nobody, and the key's next lease GET
+    on any instance waited --lease-ttl for it)
 
 Every wait is bounded (a socket timeout or a /stats poll); no timing
 thresholds.
@@ -44,8 +48,7 @@ import time
 
 from harness import (IO_TIMEOUT, Conn, ProtocolError, Server, build_request, key_shard,
                      keys_per_shard, pct, stats, wait_for)
-from redis_harness import start_instance, wait_l2_ready
-from redis_harness import run_with_redis
+from redis_harness import PREFIX, run_with_redis, start_instance, wait_l2_ready
 from resp_harness import RespServer
 
 LEASE = [("X-Cache-Fill", "lease")]
@@ -654,7 +657,45 @@ def with_redis(c, redis):
     settled(c, b, base_mem, "b")
 
 
-def main(c, redis):
+def timed_out_read(c, redis, relay):
+    """Regression: a lease GET's read of Redis (one EVAL: read, or take the
+    lease) that times out after Redis ran it.  The shard then grants a
+    lease of its own instance (X-L2: timeout), but the script had taken
+    <prefix>lease:<key> in Redis, for nobody: when the client went without
+    filling, every instance's next lease GET of the key found it held and
+    waited --lease-ttl for a fill that could not come."""
+    c.section("--redis: a lease GET whose read of Redis times out after Redis took the lease")
+    t = Server(["--shards", "2", "--memory", "32M", "--redis", relay.url(), "--instance-id",
+                "lh-t", "--redis-timeout", "100"] + LONG, checks=c).start()
+    c.check(wait_l2_ready(t, "lh-t", 10) is not None, "t (through a relay): L2 ready")
+    key = "lh-timeout"
+    relay.hold_replies(key.encode())
+    w = Conn(t.port)
+    r = lease_get(w, key)
+    c.check(granted(r) and r.header("X-L2") == "timeout",
+            "Redis' answer held past --redis-timeout: a lease of this instance alone "
+            "(X-L2: timeout)", r)
+    c.check(relay.holding(), "the EVAL reached Redis (its reply was held)")
+    relay.release()
+    lease_key = PREFIX + "lease:" + key
+    c.check(wait_for(lambda: redis.cmd("GET", lease_key) is None, IO_TIMEOUT, 0.02),
+            "what the script took in Redis is released, not left for --lease-ttl",
+            redis.cmd("GET", lease_key))
+    reset(w)
+    c.eq(poll(t, "leases", 0), 0, "the client resets: its lease ends")
+    b = Conn(t.port)
+    b.send(build_request("GET", "/cache/" + key, headers=LEASE))
+    r = read_or_none(b)
+    c.check(r is not None and granted(r),
+            "the next lease GET takes the key's lease at once (no wait for a dead one)", r)
+    if r is not None and granted(r):
+        c.eq(redis.cmd("GET", lease_key), r.header("X-Cache-Lease").encode(),
+             "in Redis: the fleet's lease again")
+        c.eq(put(b, key, b"v", r.header("X-Cache-Lease")).status, 201, "and it fills")
+    b.close()
+
+
+def main(c, redis, relay):
     srv = Server(["--shards", "2", "--memory", "64M", "--conn-memory", "512M",
                   "--max-value", "2M"] + LONG, checks=c).start()
     base_mem = tot(srv)["conn_memory"]
@@ -674,7 +715,8 @@ def main(c, redis):
     extremes(c)
     sigterm(c)
     with_redis(c, redis)
+    timed_out_read(c, redis, relay)
 
 
 if __name__ == "__main__":
-    run_with_redis("test_leases_hostile", main)
+    run_with_redis("test_leases_hostile", main, relay=True)
