@@ -228,6 +228,7 @@ void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t f
 				l2_lease_release(sh, r->key, r->key_len, r->hash, f->lease_tok);
 			if (f->r.cache == REPLY_CACHE_HIT)
 				f->r.cache = REPLY_CACHE_HIT_L2;
+			f->via_l2 = true;       /* an answer made again for room says so too */
 			answer_waiters(sh, lease_filled(sh->lease, r->key, r->key_len, r->hash));
 			fwd_answer(sh, f);
 			return;
