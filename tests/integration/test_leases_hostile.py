@@ -19,6 +19,7 @@ and test_tags*.py do not already cover.
     on, freed when the fill comes
  5. a fill larger than a waiter's room (64 KiB): every waiter gets the
     whole value (made again for room), also while other waiters reset
+    (regression: made again, the answer said HIT, not HIT-FILL)
  6. a stale value larger than that room, asked with X-Cache-Fill from
     another shard: its answer carries the refresh lease it took
     (regression: the answer made again for room had lost its token)
@@ -30,6 +31,8 @@ and test_tags*.py do not already cover.
     a large answer under way: a clean exit, no sanitizer report
 10. with --redis: the same remembered-lease rule, waiters past 1024 (read
     from Redis as plain GETs), waiters reset while a fill crosses instances
+    and values of 200 KiB from Redis to a lease GET and to waiters
+    (regression: such an answer, made again for room, said HIT, not HIT-L2)
 11. with --redis through a relay (redis_harness.Relay): a lease GET whose
     read of Redis times out after Redis took the lease there (regression:
     that lease was left in Redis for nobody, and the key's next lease GET
@@ -655,6 +658,40 @@ def with_redis(c, redis):
     for w in ws + [h]:
         w.close()
     settled(c, b, base_mem, "b")
+    big_from_redis(c, a, b)
+
+
+def big_from_redis(c, a, b):
+    """Regression: a lease GET answered from Redis (HIT-L2) with a value
+    larger than its request's room (64 KiB) is made again with room
+    (fwd.h, bounce), and made again it said HIT, where a plain GET says
+    HIT-L2 all the same (via_l2)."""
+    c.section("--redis: 200 KiB values from Redis to lease GETs and to waiters on b")
+    value = bytes(range(256)) * 800
+    per = keys_per_shard("l2big-", NSHARDS, 2)
+    for key in (per[0][0], per[1][0]):
+        c.eq(a.request("PUT", "/cache/" + key, value).status, 201, "a writes %s" % key)
+        r = b.request("GET", "/cache/" + key, headers=LEASE)
+        c.check(r.status == 200 and r.header("X-Cache") == "HIT-L2" and r.body == value and
+                r.header("X-Cache-Lease") is None,
+                "b: a lease GET of %s, read from Redis: 200 HIT-L2, the whole value" % key, r)
+    for key in (per[0][1], per[1][1]):
+        h = Conn(a.port)
+        r = lease_get(h, key)
+        c.check(granted(r), "a holds the lease of %s" % key, r)
+        ws = [Conn(b.port) for _ in range(3)]
+        for w in ws:
+            send_lease_get(w, key)
+        c.eq(poll(b, "lease_waiters", 3), 3, "3 waiters on b")
+        c.eq(put(h, key, value, r.header("X-Cache-Lease")).status, 201, "a fills")
+        got = [read_or_none(w) for w in ws]
+        c.check(all(x is not None and x.status == 200 and x.body == value for x in got),
+                "b's waiters get the whole value", got)
+        c.eq(sorted(x.header("X-Cache") for x in got if x is not None),
+             ["HIT-FILL", "HIT-FILL", "HIT-L2"],
+             "one read it from Redis (HIT-L2), the others were answered by that read (HIT-FILL)")
+        for w in ws + [h]:
+            w.close()
 
 
 def timed_out_read(c, redis, relay):
