@@ -731,6 +731,26 @@ def timed_out_read(c, redis, relay):
         c.eq(put(b, key, b"v", r.header("X-Cache-Lease")).status, 201, "and it fills")
     b.close()
 
+    c.section("--redis: a purge whose client resets while Redis' part is out")
+    base_mem = tot(t)["conn_memory"]
+    for i in range(200):
+        t.request("PUT", "/cache/prst-%d" % i, b"x", headers=[("X-Cache-Tags", "prst")])
+    c.eq(redis.cmd("SCARD", PREFIX + "tag:prst"), 200, "200 keys in the tag's set in Redis")
+    relay.hold_replies(b"prst")
+    p = Conn(t.port)
+    p.send(build_request("DELETE", "/tags/prst"))
+    c.check(wait_for(relay.holding, IO_TIMEOUT, 0.01), "the purge reached Redis")
+    reset(p)
+    c.eq(poll(t, "connections", 1), 1, "its client is gone")
+    relay.release()
+    c.check(wait_for(lambda: redis.cmd("EXISTS", PREFIX + "tag:prst") == 0 and
+                     redis.cmd("EXISTS", PREFIX + "prst-7") == 0, IO_TIMEOUT, 0.02),
+            "the purge ran to its end in Redis")
+    c.check(wait_for(lambda: tot(t)["tag_index_entries"] == 0, IO_TIMEOUT, 0.02),
+            "and in L1", tot(t)["tag_index_entries"])
+    c.eq(t.request("GET", "/cache/prst-7").status, 404, "its keys are gone")
+    mem_back(c, t, base_mem, "t")
+
 
 def main(c, redis, relay):
     srv = Server(["--shards", "2", "--memory", "64M", "--conn-memory", "512M",
