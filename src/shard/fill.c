@@ -136,6 +136,7 @@ static void answer_waiters(struct shard *sh, struct lease_waiter *w)
 		f->outcome = (uint8_t)cache_exec(sh->cache, &f->req, &f->r);
 		if (f->r.cache == REPLY_CACHE_HIT)
 			f->r.cache = REPLY_CACHE_HIT_FILL;
+		f->via_fill = true;     /* an answer made again for room says so too */
 		fwd_answer(sh, f);
 	}
 }
@@ -227,6 +228,7 @@ void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t f
 				l2_lease_release(sh, r->key, r->key_len, r->hash, f->lease_tok);
 			if (f->r.cache == REPLY_CACHE_HIT)
 				f->r.cache = REPLY_CACHE_HIT_L2;
+			f->via_l2 = true;       /* an answer made again for room says so too */
 			answer_waiters(sh, lease_filled(sh->lease, r->key, r->key_len, r->hash));
 			fwd_answer(sh, f);
 			return;
@@ -261,6 +263,13 @@ void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t f
 	f->r.l2 = (uint8_t)(status == COH_TIMEOUT ? REPLY_L2_TIMEOUT :
 			    status == COH_SKIPPED ? REPLY_L2_SKIPPED :
 			    status == COH_BAD_DATA ? REPLY_L2_BAD_DATA : REPLY_L2_ERROR);
+	/* A script sent may have run all the same (its reply late, or not
+	 * understood) and taken the lease in Redis, for nobody: every
+	 * instance's next lease GET of the key would wait --lease-ttl for it.
+	 * Released if it is that token; the invalidation that follows is our
+	 * own, which this instance ignores: the lease made here stands. */
+	if (status != COH_SKIPPED)
+		l2_lease_release(sh, r->key, r->key_len, r->hash, f->lease_tok);
 	if (lease_holds(sh->lease, r->key, r->key_len, r->hash, f->lease_tok, LEASE_TOKEN_LEN))
 		grant(sh, f, f->lease_tok);
 	else
@@ -385,6 +394,23 @@ bool fill_try(struct shard *sh, const struct cache_req *cr, char token[LEASE_TOK
 	r->lease = token;
 	r->lease_len = LEASE_TOKEN_LEN;
 	return true;
+}
+
+void fill_try_fwd(struct shard *sh, struct fwd *f)
+{
+	const struct cache_req *cr = &f->req;
+
+	/* an answer too large for its room went home unrendered, its lease
+	 * noted there (fwd.h, "bounce"); made again, it finds the lease taken
+	 * (its own), and without this the client would never learn the token */
+	if (f->resent && lease_holds(sh->lease, cr->key, cr->key_len, cr->hash, f->lease_tok,
+				     LEASE_TOKEN_LEN)) {
+		f->r.lease = f->lease_tok;
+		f->r.lease_len = LEASE_TOKEN_LEN;
+		return;
+	}
+	if (fill_try(sh, cr, f->lease_tok, &f->r))
+		f->lease_granted = true;
 }
 
 void fill_note(struct conn *c, const struct cache_req *cr, const char *token)

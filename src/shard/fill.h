@@ -65,8 +65,10 @@ static inline bool fill_stale_wants(const struct cache_req *cr, enum cache_outco
  * Owner, before executing a PUT or DELETE that carries X-Cache-Lease: true,
  * and a 409 in *r, when that token is not the key's lease (nothing must
  * change then).  A PUT whose lease is this instance's alone (taken while
- * Redis was unreachable) loses its token here: it writes through as a plain
- * PUT, not as a fill that Redis would refuse.
+ * Redis was unreachable, or without --redis) loses its token here: it
+ * writes through as a plain PUT, not as a fill that Redis would refuse (a
+ * forwarded one tells its origin, f->lease_dropped, which must still forget
+ * the lease it filled: fill_answered()).
  */
 bool fill_refuses(struct shard *sh, struct cache_req *cr, struct reply *r);
 
@@ -103,6 +105,14 @@ void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t f
  */
 bool fill_try(struct shard *sh, const struct cache_req *cr, char token[LEASE_TOKEN_LEN + 1],
 	      struct reply *r);
+
+/*
+ * Owner: fill_try() for f, a forwarded lease GET answered stale (f->r):
+ * f->lease_granted when it took the lease.  f made again for room
+ * (fwd_resend) took its lease the first time, noted at home already: its
+ * answer carries that token again.
+ */
+void fill_try_fwd(struct shard *sh, struct fwd *f);
 
 /* Connection's shard: c's client was handed the lease `token` of cr's key. */
 void fill_note(struct conn *c, const struct cache_req *cr, const char *token);

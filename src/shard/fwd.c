@@ -196,8 +196,17 @@ static void arrive_home(struct fwd *f)
 {
 	if (f->lease_granted)
 		fill_home(f->home->sh, f);  /* its connection holds a lease now, or is gone */
-	if (f->conn && !f->parent)
+	if (f->conn && !f->parent) {
+		/* the token its fill ended, which the owner dropped from req
+		 * (exec_local_leased() works on a copy instead; only a token
+		 * that was the lease is dropped, so it had LEASE_TOKEN_LEN
+		 * chars): without it the connection would go on remembering
+		 * that lease, in place of one its client still holds (fill.h,
+		 * FILL_NOTES_MAX) */
+		if (f->lease_dropped)
+			f->req.lease_token.len = LEASE_TOKEN_LEN;
 		fill_answered(f->conn, &f->req, f->outcome, f->r.status);
+	}
 	if (f->parent && f->req.op == CACHE_TAG_PURGE) {
 		route_purge_part_home(f, NULL);
 	} else if (f->parent) {

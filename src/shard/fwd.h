@@ -57,6 +57,7 @@ struct fwd {
 	bool needs_room;                /* origin: came back bounced, waits to be sent again */
 	bool resent;                    /* sent again after a bounce */
 	bool via_l2;                    /* its L1 miss was answered by promoting from Redis */
+	bool via_fill;                  /* it waited for a fill lease and was answered by the fill */
 	uint8_t outcome;                /* enum cache_outcome, set by the executor */
 	uint8_t stage;                  /* keys.c: a RESP command's steps with Redis */
 	bool wide_write;                /* a gathered write of many keys (keys.c) */
@@ -72,6 +73,9 @@ struct fwd {
 	struct lease_waiter lw;         /* owner: waiting for a fill (fill.h) */
 	bool lease_granted;             /* its answer carries lease_tok: noted at home */
 	bool lease_abandon;             /* not a request: ends lease_tok's lease (fill.h) */
+	bool lease_dropped;             /* owner: fill_refuses() dropped req's token (the
+					 * lease was this instance's alone); its origin
+					 * gives it back to fill_answered() */
 	char lease_tok[LEASE_TOKEN_LEN + 1];
 	uint64_t l2_gen;                /* l2.c: its lease read's start (l2_state.gen) */
 	struct cache_req req;

@@ -349,19 +349,23 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		fwd_purge_begin(sh, f); /* this shard's part of DELETE /tags/ */
 		return;
 	}
+	uint32_t tok_len = f->req.lease_token.len;
 	if (fill_refuses(sh, &f->req, &f->r)) {
 		f->outcome = CACHE_FAILED;
 		fwd_answer(sh, f);      /* 409: nothing changed */
 		return;
 	}
+	f->lease_dropped = tok_len && !f->req.lease_token.len;
 	enum cache_outcome oc = cache_exec(sh->cache, &f->req, &f->r);
 
 	f->outcome = (uint8_t)oc;
 	fill_after(sh, &f->req, oc, &f->r);
-	if (fill_stale_wants(&f->req, oc) && fill_try(sh, &f->req, f->lease_tok, &f->r))
-		f->lease_granted = true;        /* noted on its connection at home */
+	if (fill_stale_wants(&f->req, oc))
+		fill_try_fwd(sh, f);    /* noted on its connection at home */
 	if (f->via_l2 && f->r.cache == REPLY_CACHE_HIT)
 		f->r.cache = REPLY_CACHE_HIT_L2;   /* made again for room: still Redis' answer */
+	if (f->via_fill && f->r.cache == REPLY_CACHE_HIT)
+		f->r.cache = REPLY_CACHE_HIT_FILL; /* made again for room: still the fill's */
 	if (!f->resent) {
 		/* counted once, not again when it comes back for room (fwd.h) */
 		stats_inc(f->remote ? &sh->stats->forwarded_requests : &sh->stats->local_requests);
