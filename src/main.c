@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -420,6 +421,15 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	compress_tune_malloc();
+	/*
+	 * glibc's allocator is set up here, in this thread.  Under a sanitizer
+	 * that replaces malloc (ASan) nothing else calls into it, and the first
+	 * malloc_trim() of an idle shard (shard.c) set it up instead: two shards
+	 * trimming first at once each took the main arena as their own, counted
+	 * once, and glibc aborted at the second one's exit, at the stop
+	 * ("malloc assertion failure in __malloc_arena_thread_freeres").
+	 */
+	malloc_trim(0);
 	/* Every thread inherits this mask; only main takes the signals. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);

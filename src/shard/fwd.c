@@ -26,6 +26,9 @@
 #include "route.h"
 #include "shard.h"
 
+/* conn.h B counts a request's copy as its bytes plus CONN_ANSWER_HEAD */
+_Static_assert(sizeof(struct fwd) <= CONN_ANSWER_HEAD, "struct fwd outgrew conn.h's bound B");
+
 /* A FIFO of messages waiting for room in a ring to one peer. */
 struct fwd_queue {
 	struct fwd *head, *tail;
@@ -95,6 +98,11 @@ struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req 
 	f->room = SIZE_MAX;
 	f->size = sizeof(*f) + extra;
 	shard_memory_add(sh, (ssize_t)f->size);
+	/* counted against its connection's CONN_OUT_MAX while its slot is in the
+	 * pipeline: a PUT's body stays here until its answer leaves, so PUTs
+	 * done behind an answer still being made (a lease wait, Redis) would
+	 * otherwise pile up up to PEND_MAX bodies, not the bound of conn.h */
+	f->slot.held = f->size;
 	f->to = *to;
 	f->req = *r;
 

@@ -118,7 +118,7 @@ void pipeline_deinit(struct pipeline *p)
 	}
 	p->head = p->tail = NULL;
 	p->queued = p->waiting = 0;
-	p->queued_bytes = p->queued_refs = p->reserved = 0;
+	p->queued_bytes = p->queued_refs = p->reserved = p->held = 0;
 	outq_deinit(&p->out);
 }
 
@@ -261,6 +261,7 @@ void pipeline_wait(struct pipeline *p, struct slot *s, const struct pipeline_req
 	s->t0 = q->t0;
 	s->room = room;
 	p->reserved += room;
+	p->held += s->held;
 	enqueue(p, s);
 	p->waiting++;
 }
@@ -317,6 +318,7 @@ void pipeline_complete(struct pipeline *p, struct slot *s, uint64_t now)
 		p->queued--;
 		p->queued_bytes -= h->bytes.len + h->ref.len;
 		p->queued_refs -= h->ref.len;
+		p->held -= h->held;
 		size_t cut = h->ref.pin ? h->ref.at : h->bytes.len;
 		if (h->failed || outq_append(&p->out, h->bytes.data, cut)) {
 			p->broken = true;       /* an answer is lost: nothing after it may go */

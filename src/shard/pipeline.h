@@ -81,6 +81,8 @@ struct slot {
 	bool uncounted;         /* not counted in the status counters (pipeline_req) */
 	uint16_t status;        /* for the status counters */
 	size_t room;            /* WAITING: bytes reserved for its answer (pipeline_wait) */
+	size_t held;            /* not own: bytes its owner holds until it is released (a
+				 * fwd's copy of its request), set before pipeline_wait */
 	uint64_t t0;
 	struct buf bytes;       /* the rendered answer */
 	struct outq_ref ref;    /* and its value, left in its store (pin NULL: none) */
@@ -94,6 +96,7 @@ struct pipeline {
 	size_t queued_bytes;            /* bytes of the answers in DONE slots */
 	size_t queued_refs;             /* of which values left in their stores */
 	size_t reserved;                /* room reserved for the WAITING slots' answers */
+	size_t held;                    /* `held` of the slots in the FIFO, WAITING or DONE */
 	bool close;                     /* an answer ends the connection: no more requests */
 	bool broken;                    /* an answer could not be rendered (no memory) */
 	/* answers rendered straight into `out`, timed when it is sent: those
@@ -133,7 +136,8 @@ int pipeline_interim(struct pipeline *p, const char *bytes, size_t n);
 /*
  * The next answer will come later: s (zeroed by its owner, not own) waits in
  * the FIFO until pipeline_complete(p, s).  `room` bytes are reserved for its
- * answer (pipeline_bytes() counts them) until it completes.
+ * answer (pipeline_bytes() counts them) until it completes, and s->held
+ * until it leaves the FIFO.
  */
 void pipeline_wait(struct pipeline *p, struct slot *s, const struct pipeline_req *q, size_t room);
 
@@ -175,10 +179,11 @@ void pipeline_sent(struct pipeline *p);
 void pipeline_timed(struct pipeline *p, uint64_t now);
 
 /* Bytes of answers not yet sent that the pipeline holds or has promised:
- * `out`, DONE slots, and the room reserved for WAITING ones. */
+ * `out`, DONE slots, and the room reserved for WAITING ones; and what the
+ * owners of its slots hold until they are released (`held`). */
 static inline size_t pipeline_bytes(const struct pipeline *p)
 {
-	return outq_len(&p->out) + p->queued_bytes + p->reserved;
+	return outq_len(&p->out) + p->queued_bytes + p->reserved + p->held;
 }
 
 /* Nothing to send and nothing outstanding. */

@@ -170,7 +170,8 @@ static int conn_memory_share(const struct config *cfg, unsigned n, size_t *out, 
 	uint64_t total = cfg->conn_memory != CONFIG_SIZE_AUTO ? cfg->conn_memory
 							       : host_memory() / 4;
 	uint64_t bound = cfg->max_head + cfg->max_value + cfg->recv_buffer_size + CONN_OUT_MAX +
-			 2 * (cfg->max_value + CONN_ANSWER_HEAD);
+			 (cfg->max_head + cfg->max_value + CONN_ROOM + CONN_ANSWER_HEAD) +
+			 (cfg->max_value + CONN_ANSWER_HEAD);
 
 	if (total / n < 2 * bound) {
 		snprintf(err, errlen,

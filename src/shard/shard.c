@@ -578,11 +578,35 @@ static void loop(struct shard *sh)
  * until its own connections are freed and every message it sent has come
  * back (forwarded requests and Redis operations answered), and every other
  * shard is done too, since their messages may still wait for this shard's
- * store.  Bounded: TEARDOWN_ROUNDS x TEARDOWN_ROUND_MS.  What is still out then is
- * freed by shard_destroy().
+ * store.  Bounded: TEARDOWN_MS.  What is still out then is freed by
+ * shard_destroy().
  */
-#define TEARDOWN_ROUNDS 100
-#define TEARDOWN_ROUND_MS 20
+#define TEARDOWN_MS 2000
+#define TEARDOWN_WAIT_MS 20
+
+/*
+ * Between two rounds of the teardown: waits up to TEARDOWN_WAIT_MS for a
+ * completion or a peer's message, parked as enter() parks, so that a peer's
+ * flush rings the doorbell; not at all while input or a backlog waits.  A
+ * plain timed wait, woken by no peer, let one ring's worth of messages cross
+ * per wait: the lease waiters a stop answers all at once, coming home from
+ * another shard, were more than 100 rings' worth, and the stop gave up with
+ * them still out.
+ */
+static void teardown_wait(struct shard *sh)
+{
+	struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = TEARDOWN_WAIT_MS * 1000000 };
+	struct io_uring_cqe *cqe;
+
+	if (!sh->event_armed)
+		arm_event(sh);  /* not re-armed by its completion while stopping */
+	atomic_store_explicit(&sh->parked, 1, memory_order_seq_cst);
+	if (fwd_pending(sh) || l2_pending(sh) || fwd_backlogged(sh) || l2_backlogged(sh))
+		io_uring_submit_and_get_events(&sh->ring);
+	else
+		io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
+	atomic_store_explicit(&sh->parked, 0, memory_order_relaxed);
+}
 
 static void teardown(struct shard *sh)
 {
@@ -591,8 +615,11 @@ static void teardown(struct shard *sh)
 	sh->stopping = true;
 	close_listeners(sh);
 	if (started) {
+		/* a deadline, not a count of rounds: a round ends as soon as a
+		 * peer's message comes */
+		uint64_t until = clock_mono_ns() + TEARDOWN_MS * 1000000ull;
 		conn_close_all(sh);
-		for (int i = 0; i < TEARDOWN_ROUNDS; i++) {
+		for (;;) {
 			sh->now_ns = clock_mono_ns();
 			exchange(sh);
 			if (counted && !sh->nconns && fwd_alive(sh) == 0) {
@@ -601,10 +628,10 @@ static void teardown(struct shard *sh)
 			}
 			if (!counted && !atomic_load_explicit(&sh->srv->closing, memory_order_acquire))
 				break;
-			struct __kernel_timespec ts = { .tv_sec = 0,
-							.tv_nsec = TEARDOWN_ROUND_MS * 1000000 };
+			if (sh->now_ns >= until)
+				break;
+			teardown_wait(sh);
 			struct io_uring_cqe *cqe;
-			io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
 			unsigned head, seen = 0;
 			io_uring_for_each_cqe(&sh->ring, head, cqe) {
 				handle_cqe(sh, cqe);
@@ -618,8 +645,7 @@ static void teardown(struct shard *sh)
 	if (counted && started)  /* said, so a cut-short stop is visible (and testable) */
 		fprintf(stderr, "ringcached: shard %u: stop gave up after %d ms with %u connections "
 			"and %llu messages still out; they are freed without their completions\n",
-			sh->id, TEARDOWN_ROUNDS * TEARDOWN_ROUND_MS, sh->nconns,
-			(unsigned long long)fwd_alive(sh));
+			sh->id, TEARDOWN_MS, sh->nconns, (unsigned long long)fwd_alive(sh));
 }
 
 /* --snapshot: every shard loads its share (and checks it against Redis)

@@ -89,6 +89,7 @@ STALL_GETS = 8           # GETs of the 1 MiB value per round and shard
 # The per-connection constants of src/shard/conn.c that the bound uses.
 OUT_MAX = 8 * MiB        # answers queued per connection before input waits
 ANSWER_HEAD = 1024       # most bytes of an answer besides its value
+ROOM = 64 * 1024         # the room an answer made elsewhere holds
 
 
 def conn_bound(max_head, max_value, recv_buffer_size):
@@ -96,9 +97,11 @@ def conn_bound(max_head, max_value, recv_buffer_size):
     (README "Memory per connection", src/shard/conn.h): buffered input up to
     one request plus one receive buffer, OUT_MAX of everything produced for it
     and not yet sent (answers, the send in flight, the room reserved for
-    answers being made elsewhere), the last answer parsed past OUT_MAX, and
+    answers being made elsewhere, the copies of requests sent there), the
+    last request parsed past OUT_MAX (its copy and room, or its answer), and
     one answer made again for room."""
-    return (max_head + max_value + recv_buffer_size) + OUT_MAX + 2 * (max_value + ANSWER_HEAD)
+    return ((max_head + max_value + recv_buffer_size) + OUT_MAX
+            + (max_head + max_value + ROOM + ANSWER_HEAD) + (max_value + ANSWER_HEAD))
 
 
 # --- observing the server -------------------------------------------------------

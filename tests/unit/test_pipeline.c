@@ -271,6 +271,49 @@ static void test_orphan(void)
 	CHECK(p.head == NULL && p.out.bytes.data == NULL);
 }
 
+/*
+ * What a slot's owner holds until the slot leaves the FIFO (a fwd's copy of
+ * its request: a PUT's body) counts in pipeline_bytes(), which stops the
+ * parsing of more requests, from pipeline_wait() until the slot is released,
+ * also while it waits DONE behind an answer still outstanding.
+ */
+static void test_held(void)
+{
+	struct pipeline p;
+	struct msg w1, w2;
+	struct pipeline_req q = req(PIPELINE_UNTIMED, 0);
+	struct reply r = text(201, NULL);
+
+	memset(&w1, 0, sizeof(w1));
+	memset(&w2, 0, sizeof(w2));
+	pipeline_init(&p, &stats, msg_release, msg_orphan);
+	w1.slot.held = 100;
+	w2.slot.held = 1u << 20;
+	pipeline_wait(&p, &w1.slot, &q, 64);
+	pipeline_wait(&p, &w2.slot, &q, 64);
+	CHECK_EQ(pipeline_bytes(&p), 128 + 100 + (1u << 20));
+	pipeline_render(&w2.slot, &r, &q.to);
+	pipeline_complete(&p, &w2.slot, 0);                  /* DONE behind w1: still held */
+	CHECK_EQ(w2.released, 0);
+	CHECK_EQ(pipeline_bytes(&p), 64 + p.queued_bytes + 100 + (1u << 20));
+	pipeline_render(&w1.slot, &r, &q.to);
+	pipeline_complete(&p, &w1.slot, 0);                  /* both released */
+	CHECK_EQ(w1.released + w2.released, 2);
+	CHECK_EQ(p.held, 0);
+	CHECK_EQ(pipeline_bytes(&p), p.out.bytes.len);
+	pipeline_deinit(&p);
+
+	/* orphaned with the pipeline: nothing left counted */
+	memset(&w1, 0, sizeof(w1));
+	pipeline_init(&p, &stats, msg_release, msg_orphan);
+	w1.slot.held = 4096;
+	pipeline_wait(&p, &w1.slot, &q, 0);
+	CHECK_EQ(p.held, 4096);
+	pipeline_deinit(&p);
+	CHECK_EQ(w1.orphaned, 1);
+	CHECK_EQ(p.held, 0);
+}
+
 static void test_head_and_304(void)
 {
 	struct pipeline p;
@@ -336,6 +379,7 @@ int main(void)
 	test_close();
 	test_timing();
 	test_orphan();
+	test_held();
 	test_head_and_304();
 	test_render_failure();
 	return check_done("pipeline");
