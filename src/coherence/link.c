@@ -130,6 +130,18 @@ void coh_sub_lost(struct coh *c)
 		 */
 		c->sub_epoch++;
 		coh_gate_publish(c);
+		/*
+		 * A full fence between that store and the clock read below.
+		 * The seq_cst store alone is an STLR on ARM64, which lets later
+		 * plain loads (the vDSO's read of the coarse clock) be satisfied
+		 * before the store is visible to the shards: a shard could then
+		 * read the next second on its store clock and still load the
+		 * old gate, storing at a time not covered by lost_at.  (x86's
+		 * seq_cst store is an XCHG, a full barrier already.  On the
+		 * shard's side its clock read is ordered before its gate load
+		 * by the seq_cst store of `turns` between them, shard.c.)
+		 */
+		atomic_thread_fence(memory_order_seq_cst);
 		if (!c->sub_lost) {
 			c->sub_lost = true;
 			c->lost_at = clock_store_now() + 1;
