@@ -88,7 +88,17 @@ static void link_check(struct coh *c)
 
 void coh_gate_publish(struct coh *c)
 {
-	uint64_t g = c->sub_epoch << 1 | (c->link_up ? 0 : COH_GATE_OPEN);
+	/*
+	 * Open too while the subscription is not READY, though link_up may
+	 * still say up: coh_sub_lost() publishes its new epoch before
+	 * link_check() takes the link down.  Published closed in between, the
+	 * new epoch let a shard send a read during the outage (read.c), and
+	 * that read, still in flight when the link came back up, found the
+	 * same gate value at its reply (epoch unchanged, closed again: ABA)
+	 * and was cached, though an invalidation may have been missed.
+	 */
+	bool open = !c->link_up || c->sub.state != COH_CONN_READY;
+	uint64_t g = c->sub_epoch << 1 | (open ? COH_GATE_OPEN : 0);
 
 	atomic_store_explicit(&c->gate, g, memory_order_seq_cst);
 }
