@@ -88,7 +88,17 @@ static void link_check(struct coh *c)
 
 void coh_gate_publish(struct coh *c)
 {
-	uint64_t g = c->sub_epoch << 1 | (c->link_up ? 0 : COH_GATE_OPEN);
+	/*
+	 * Open too while the subscription is not READY, though link_up may
+	 * still say up: coh_sub_lost() publishes its new epoch before
+	 * link_check() takes the link down.  Published closed in between, the
+	 * new epoch let a shard send a read during the outage (read.c), and
+	 * that read, still in flight when the link came back up, found the
+	 * same gate value at its reply (epoch unchanged, closed again: ABA)
+	 * and was cached, though an invalidation may have been missed.
+	 */
+	bool open = !c->link_up || c->sub.state != COH_CONN_READY;
+	uint64_t g = c->sub_epoch << 1 | (open ? COH_GATE_OPEN : 0);
 
 	atomic_store_explicit(&c->gate, g, memory_order_seq_cst);
 }
@@ -130,6 +140,18 @@ void coh_sub_lost(struct coh *c)
 		 */
 		c->sub_epoch++;
 		coh_gate_publish(c);
+		/*
+		 * A full fence between that store and the clock read below.
+		 * The seq_cst store alone is an STLR on ARM64, which lets later
+		 * plain loads (the vDSO's read of the coarse clock) be satisfied
+		 * before the store is visible to the shards: a shard could then
+		 * read the next second on its store clock and still load the
+		 * old gate, storing at a time not covered by lost_at.  (x86's
+		 * seq_cst store is an XCHG, a full barrier already.  On the
+		 * shard's side its clock read is ordered before its gate load
+		 * by the seq_cst store of `turns` between them, shard.c.)
+		 */
+		atomic_thread_fence(memory_order_seq_cst);
 		if (!c->sub_lost) {
 			c->sub_lost = true;
 			c->lost_at = clock_store_now() + 1;
