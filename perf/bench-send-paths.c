@@ -227,6 +227,14 @@ static void source_close(struct source *s, enum mode m)
 			close(s->pipe[i]);
 }
 
+/* NONBLOCK=1: the socket is full; waits until it takes more.  0 or -1. */
+static int wait_writable(int tx)
+{
+	struct pollfd pfd = { .fd = tx, .events = POLLOUT };
+
+	return poll(&pfd, 1, -1) < 0 ? -1 : 0;
+}
+
 /* Part of the value into the pipe by reference, then all of the pipe into
  * the socket; the bytes moved, or -1. */
 static ssize_t vmsplice_some(int tx, const struct source *s, const uint8_t *p, size_t len)
@@ -239,8 +247,7 @@ static ssize_t vmsplice_some(int tx, const struct source *s, const uint8_t *p, s
 	for (ssize_t left = in; left;) {
 		ssize_t out = splice(s->pipe[0], NULL, tx, NULL, (size_t)left, SPLICE_F_MORE);
 		if (out < 0 && errno == EAGAIN) {
-			struct pollfd pfd = { .fd = tx, .events = POLLOUT };
-			if (poll(&pfd, 1, -1) < 0)
+			if (wait_writable(tx))
 				return -1;
 			continue;
 		}
@@ -264,8 +271,7 @@ static double send_all(int tx, const struct source *s, size_t size, unsigned cou
 				    : s->fd < 0    ? write(tx, p, left)
 						   : sendfile(tx, s->fd, &off, left);
 			if (r < 0 && errno == EAGAIN) {
-				struct pollfd pfd = { .fd = tx, .events = POLLOUT };
-				if (poll(&pfd, 1, -1) < 0)
+				if (wait_writable(tx))
 					return -1;
 				continue;
 			}

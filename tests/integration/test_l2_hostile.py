@@ -624,6 +624,15 @@ def endless_line(c, srv, fake, keys, thread):
 
 # --- the subscription ----------------------------------------------------------
 
+def read_into_l1(c, srv, fake, k, what):
+    """k read from the fake into L1 as v1, then changed to v2 there: L1
+    keeps v1 until an invalidation drops it."""
+    fake.data[P + k.encode()] = b"v1"
+    c.check(wait_for(lambda: get(srv, k).header("X-Cache") == "HIT", WAIT, 0.02),
+            "%s: a value read into L1" % what)
+    fake.data[P + k.encode()] = b"v2"
+
+
 def subscription(c, srv, fake, keys):
     """Hostile messages on the subscription: ignored and counted, or (a
     protocol error, a reply to nothing) the subscription is dropped, made
@@ -657,24 +666,17 @@ def subscription(c, srv, fake, keys):
         settle(c, srv)
         # an invalidation still arrives: a key read into L1, changed, published
         k = keys.next(len(name) % NSHARDS)
-        fake.data[P + k.encode()] = b"v1"
-        c.check(wait_for(lambda: get(srv, k).header("X-Cache") == "HIT", WAIT, 0.02),
-                "after %s: a value read into L1" % name)
-        fake.data[P + k.encode()] = b"v2"
+        read_into_l1(c, srv, fake, k, "after %s" % name)
         fake.publish_raw(message(P + b"invalidate", k.encode()))
         c.check(wait_for(lambda: get(srv, k).body == b"v2", WAIT, 0.02),
                 "after %s: an invalidation still drops the key" % name)
-
 
     # A well-formed invalidation on a channel we did not subscribe to (or
     # ours in other case) is not ours to act on: counted, the key stays.
     for chan in (b"other", (P + b"invalidate").upper()):
         settle(c, srv)
         k = keys.next(len(chan) % NSHARDS)
-        fake.data[P + k.encode()] = b"v1"
-        c.check(wait_for(lambda: get(srv, k).header("X-Cache") == "HIT", WAIT, 0.02),
-                "channel %r: a value read into L1" % chan)
-        fake.data[P + k.encode()] = b"v2"
+        read_into_l1(c, srv, fake, k, "channel %r" % chan)
         before = l2(srv)
         c.check(fake.publish_raw(message(chan, k.encode())) == 1,
                 "channel %r: an invalidation sent on it" % chan)
