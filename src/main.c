@@ -321,9 +321,9 @@ static void reload_keys(struct daemon *d)
 		d->retired_turns[i] = atomic_load_explicit(&srv->shards[i]->turns, memory_order_seq_cst);
 	fprintf(stderr, "ringcached: SIGHUP: reloaded --api-keys-file %s: %u keys\n",
 		cfg->api_keys_file, info.keys);
-	if (info.group_or_other_readable)
-		fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by group or "
-				"others\n", cfg->api_keys_file);
+	if (info.other_readable)
+		fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by others\n",
+			cfg->api_keys_file);
 	retire_poll(d);
 done:
 	notify(d, "READY=1\nSTATUS=%s", d->status);

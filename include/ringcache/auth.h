@@ -32,7 +32,8 @@ struct auth;
 struct auth_info {
 	unsigned keys;      /* keys loaded */
 	unsigned line;      /* 1-based line of the first bad line; 0: none */
-	bool group_or_other_readable; /* mode lets group/other read it: warn */
+	bool other_readable;    /* mode lets others read it: warn (group: the unit's
+				 * SupplementaryGroups=ringcached, docs/operations.md) */
 };
 
 /*

@@ -151,7 +151,7 @@ int auth_create(struct auth **out, const char *path, struct auth_info *info)
 		close(fd);
 		return err;
 	}
-	info->group_or_other_readable = (st.st_mode & (S_IRGRP | S_IROTH)) != 0;
+	info->other_readable = (st.st_mode & S_IROTH) != 0;
 	f = fdopen(fd, "r");
 	if (!f) {
 		err = -errno;

@@ -254,9 +254,9 @@ int server_create(struct server **out, const struct config *cfg, char *err, size
 			return -EINVAL; /* a bad flag value: exit status 2, as for the rest */
 		}
 		atomic_store_explicit(&srv->auth, keys, memory_order_relaxed); /* before the threads */
-		if (info.group_or_other_readable)
-			fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by "
-					"group or others\n", cfg->api_keys_file);
+		if (info.other_readable)
+			fprintf(stderr, "ringcached: warning: --api-keys-file %s is readable by others\n",
+				cfg->api_keys_file);
 	}
 	if (cfg->redis && *cfg->redis) {
 		int rc = setup_coherence(srv, &cpus, err, errlen);

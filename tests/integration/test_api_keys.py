@@ -56,7 +56,7 @@ def auth(c, tmp):
     srv = Server(FLAGS + ["--api-keys-file", path], checks=c).start()
     c.check(k1 not in srv.log_text() and k2 not in srv.log_text(),
             "the startup log does not show the keys")
-    c.check("readable" not in srv.log_text(), "no 'readable by group or others' warning at 0600",
+    c.check("readable" not in srv.log_text(), "no 'readable by others' warning at 0600",
             srv.log_text()[-300:])
 
     value = b"secret value"
@@ -213,9 +213,18 @@ def auth(c, tmp):
     c.eq(srv.request("GET", "/cache/x", headers=[("X-API-Key", k1)]).status, 404,
          "mode 0644: the daemon starts and the key works")
     log = srv.log_text()
-    c.check("--api-keys-file" in log and "readable" in log,
-            "mode 0644: the log warns that the key file is readable by group or others",
+    c.check("--api-keys-file" in log and "readable by others" in log,
+            "mode 0644: the log warns that the key file is readable by others",
             repr(log[-300:]))
+    srv.stop()
+
+    c.section("a key file its group may read (the unit's SupplementaryGroups=ringcached)")
+    path = tmp.file("keys-group", "%s\n" % k1, 0o640)
+    srv = Server(FLAGS + ["--api-keys-file", path], checks=c).start()
+    c.eq(srv.request("GET", "/cache/x", headers=[("X-API-Key", k1)]).status, 404,
+         "mode 0640: the daemon starts and the key works")
+    c.check("readable" not in srv.log_text(), "mode 0640: no warning",
+            repr(srv.log_text()[-300:]))
     srv.stop()
 
 

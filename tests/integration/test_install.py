@@ -80,6 +80,7 @@ def body(c):
         want = {
             "the binary": binary,
             "the unit": d(os.path.join(unitdir, "ringcached.service")),
+            "the sysusers.d file": d(os.path.join(prefix, "lib", "sysusers.d", "ringcached.conf")),
             "the defaults file": d(os.path.join(sysconfdir, "default", "ringcached")),
             "the man page": d(os.path.join(mandir, "man8", "ringcached.8")),
             "the example config file": d(os.path.join(docdir, "ringcached.conf.example")),
@@ -117,6 +118,12 @@ def body(c):
         c.check(files and all(os.path.isfile(d(f)) for f in files),
                 "Documentation= file:// links are installed files", docs)
         c.check("man:ringcached(8)" in docs, "Documentation= names ringcached(8)", docs)
+        # the group the unit runs in is the one the sysusers.d file declares
+        with open(want["the sysusers.d file"]) as f:
+            groups = [ln.split()[1] for ln in f if ln.split()[:1] == ["g"]]
+        c.eq(unit_values(unit, "SupplementaryGroups"), ["ringcached"],
+             "SupplementaryGroups=ringcached: secrets can be mode 0640 root:ringcached")
+        c.eq(groups, ["ringcached"], "sysusers.d/ringcached.conf declares that group")
 
         c.section("the man page and --help come from one table")
         with open(want["the man page"]) as f:

@@ -52,7 +52,7 @@ static void test_single(void)
 	CHECK_EQ(auth_create(&a, keys_str("s3cr3t-key-0123456789\n"), &info), 0);
 	CHECK_EQ(info.keys, 1);
 	CHECK_EQ(info.line, 0);
-	CHECK(!info.group_or_other_readable);
+	CHECK(!info.other_readable);
 
 	CHECK(xkey(a, "s3cr3t-key-0123456789"));
 	CHECK(bearer(a, "Bearer s3cr3t-key-0123456789"));
@@ -189,11 +189,13 @@ static void test_bad_files(void)
 	CHECK(auth_create(&a, dir, NULL) < 0); /* a directory */
 	CHECK(a == sentinel);                   /* untouched on failure */
 
-	/* A key file others can read still loads; the flag says so. */
+	/* A key file others can read still loads; the flag says so.  Its group
+	 * may read it (the unit's SupplementaryGroups=ringcached): no flag. */
 	CHECK_EQ(auth_create(&a, keyfile("k\n", 2, 0644), &info), 0);
-	CHECK(info.group_or_other_readable);
+	CHECK(info.other_readable);
 	auth_destroy(a);
-	CHECK_EQ(auth_create(&a, keyfile("k", 1, 0640), NULL), 0); /* no final newline */
+	CHECK_EQ(auth_create(&a, keyfile("k", 1, 0640), &info), 0); /* no final newline */
+	CHECK(!info.other_readable);
 	CHECK(xkey(a, "k"));
 	auth_destroy(a);
 }
