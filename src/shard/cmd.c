@@ -1598,7 +1598,7 @@ size_t cmd_handle(struct conn *c, const char *p, size_t n)
 
 bool cmd_busy(const struct conn *c)
 {
-	return c->resp && c->resp->parent && keys_gather_busy(c->resp->parent);
+	return c->resp && keys_gather_busy(c);
 }
 
 int cmd_session_create(struct conn *c)

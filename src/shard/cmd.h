@@ -9,7 +9,7 @@
  *
  * A command of many keys (MGET, and those keys.h gathers) is sent a key at
  * a time while the connection is not congested (conn.h's bounds, and at
- * most KEYS_PARTS_MAX parts of a gathered command out); otherwise the
+ * most KEYS_PARTS_MAX parts of its gathered commands out); otherwise the
  * connection pauses with the command's frame kept at the start of its input
  * and resumes where it stopped.
  */
@@ -36,6 +36,7 @@ struct cmd_session {
 	struct resp_cmd cmd;    /* its frame (re-pointed at each resume) */
 	struct resp_iter it;    /* the next key */
 	struct fwd *parent;     /* a gathered command's parent */
+	uint32_t parts_out;     /* parts of its gathered commands not home yet (keys.c) */
 };
 
 /* Sets up c (accepted on --resp-listen) as a RESP connection.  0 or -ENOMEM. */
@@ -52,7 +53,8 @@ void cmd_session_destroy(struct conn *c);
  */
 size_t cmd_handle(struct conn *c, const char *p, size_t n);
 
-/* Whether sending the keys of c's command must wait (its parts out). */
+/* Whether c must wait for parts of its gathered commands to come home
+ * before it sends or reads more. */
 bool cmd_busy(const struct conn *c);
 
 /* The answer to a request that cannot be answered in kind (conn.c: a

@@ -46,17 +46,19 @@ enum conn_flags {
 /*
  * Per connection, the answers not yet sent (in flight, in `out`, in DONE
  * slots, and the room reserved for outstanding ones) and the copies of its
- * requests that travel (a fwd's, kept until its answer leaves the pipeline:
- * pipeline.h `held`) stop the parsing of more requests at CONN_OUT_MAX; an
- * outstanding answer gets CONN_ROOM of room, and one that needs more comes
- * back and is made again when it is the next to go and what is ahead of it
- * leaves room for it, or nothing is (fwd.h, "bounce"; parsing waits
- * meanwhile).  So a connection holds at most CONN_OUT_MAX of these, plus the
- * last request parsed (its answer, at most A = --max-value +
- * CONN_ANSWER_HEAD, or its copy and room: at most F = --max-head +
- * --max-value + CONN_ROOM + CONN_ANSWER_HEAD, the struct fwd included), plus
- * one answer made again (A): with the request in progress (at most
- * --max-head + --max-value, plus one receive buffer the kernel had
+ * requests that travel (a fwd's, kept until its answer leaves the pipeline,
+ * and each part of a RESP command of many keys until it is home: pipeline.h
+ * `held`, keys.h) stop the parsing of more requests, and the sending of more
+ * parts, at CONN_OUT_MAX; an outstanding answer gets CONN_ROOM of room, and
+ * one that needs more comes back and is made again when it is the next to go
+ * and what is ahead of it leaves room for it, or nothing is (fwd.h, "bounce";
+ * parsing waits meanwhile).  So a connection holds at most CONN_OUT_MAX of
+ * these, plus the last request parsed or part sent (its answer, at most A =
+ * --max-value + CONN_ANSWER_HEAD, or its copy and room: at most F =
+ * --max-head + --max-value + CONN_ROOM + CONN_ANSWER_HEAD, the struct fwd
+ * included; a part's key and value are within its command's --max-head +
+ * --max-value), plus one answer made again (A): with the request in progress
+ * (at most --max-head + --max-value, plus one receive buffer the kernel had
  * delivered) a connection holds at most
  *
  *   B = --max-head + --max-value + --recv-buffer-size + CONN_OUT_MAX + F + A

@@ -247,6 +247,12 @@ bool keys_gather_part(struct conn *c, struct fwd *p, const struct keys_req *k, i
 	f->owner = (uint16_t)owner;
 	f->room = CONN_ROOM;
 	p->pending++;
+	/* Counted against c until it is home (keys_part_home): it never enters
+	 * the pipeline, and behind a slow write (Redis) the parts of every
+	 * MSET a client pipelines would otherwise pile up, their values
+	 * counted nowhere per connection (conn.h's bound B) */
+	pipeline_hold(&c->pipe, &p->slot, f->size);
+	c->resp->parts_out++;
 	if (owner != sh->id) {
 		f->remote = true;
 		fwd_send(sh, owner, f);
@@ -256,9 +262,9 @@ bool keys_gather_part(struct conn *c, struct fwd *p, const struct keys_req *k, i
 	return true;
 }
 
-bool keys_gather_busy(const struct fwd *p)
+bool keys_gather_busy(const struct conn *c)
 {
-	return p->pending >= KEYS_PARTS_MAX;
+	return c->resp->parts_out >= KEYS_PARTS_MAX;
 }
 
 /* The parts are all home: p's answer goes to its connection. */
@@ -314,14 +320,17 @@ static void part_add(struct fwd *p, const struct fwd *f)
 void keys_part_home(struct fwd *f)
 {
 	struct fwd *p = f->parent;
+	struct conn *c = p->conn;       /* NULL: it has ended, its counts with it */
 
 	part_add(p, f);
+	if (c) {
+		pipeline_unhold(&c->pipe, &p->slot, f->size);
+		c->resp->parts_out--;
+	}
 	fwd_destroy(f);
 	p->pending--;
-	if (p->issuing) {
-		if (p->conn)
-			conn_maybe_resume(p->conn);     /* it may send more parts now */
-	} else if (!p->pending) {
+	if (!p->issuing && !p->pending)
 		gather_done(p);
-	}
+	else if (c && !(c->flags & C_CLOSED))
+		conn_maybe_resume(c);   /* it may send more parts, or read, now */
 }

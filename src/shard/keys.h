@@ -22,9 +22,12 @@
  * FLUSHALL): a parent fwd waits in the pipeline, never leaving its shard;
  * one part per key (per shard for DBSIZE/FLUSHALL) goes to its owner and
  * comes home to the parent, which adds up the parts and is answered when the
- * last is home.  Parts are sent a few at a time (cmd.c stops issuing while
- * KEYS_PARTS_MAX are out), so a command of a million keys holds a bounded
- * number of them.
+ * last is home.  Parts are sent a few at a time (cmd.c stops issuing, and
+ * reading the connection, while KEYS_PARTS_MAX of its parts are out, of
+ * whichever commands), so a command of a million keys, or many commands
+ * pipelined, hold a bounded number of them; and a part's copy of its key
+ * (an MSET's value) counts against its connection's CONN_OUT_MAX as its
+ * parent's (pipeline_hold) until it is home.
  */
 #ifndef RINGCACHE_KEYS_H
 #define RINGCACHE_KEYS_H
@@ -39,7 +42,7 @@ struct conn;
 struct fwd;
 struct shard;
 
-#define KEYS_PARTS_MAX 64       /* parts of one gathered command out at once */
+#define KEYS_PARTS_MAX 64       /* parts of a connection's gathered commands out at once */
 
 /* One key command as cmd.c parsed it. */
 struct keys_req {
@@ -73,8 +76,8 @@ bool keys_gather_part(struct conn *c, struct fwd *p, const struct keys_req *k, i
 /* Every part of p has been sent: p is answered once they are home. */
 void keys_gather_end(struct fwd *p);
 
-/* Whether c's parent being issued has KEYS_PARTS_MAX parts out. */
-bool keys_gather_busy(const struct fwd *p);
+/* Whether c has KEYS_PARTS_MAX parts out: no more may be sent. */
+bool keys_gather_busy(const struct conn *c);
 
 /* A connection that ends while issuing p: p is freed once its parts are
  * home (its slot was orphaned with the pipeline). */

@@ -82,7 +82,8 @@ struct slot {
 	uint16_t status;        /* for the status counters */
 	size_t room;            /* WAITING: bytes reserved for its answer (pipeline_wait) */
 	size_t held;            /* not own: bytes its owner holds until it is released (a
-				 * fwd's copy of its request), set before pipeline_wait */
+				 * fwd's copy of its request), set before pipeline_wait;
+				 * more meanwhile with pipeline_hold() */
 	uint64_t t0;
 	struct buf bytes;       /* the rendered answer */
 	struct outq_ref ref;    /* and its value, left in its store (pin NULL: none) */
@@ -184,6 +185,21 @@ void pipeline_timed(struct pipeline *p, uint64_t now);
 static inline size_t pipeline_bytes(const struct pipeline *p)
 {
 	return outq_len(&p->out) + p->queued_bytes + p->reserved + p->held;
+}
+
+/* s's owner holds n bytes more (hold) or fewer (unhold) for it than it
+ * declared at pipeline_wait(), while s is in the FIFO: a gathered command's
+ * parts out (keys.c).  Counted as `held` is. */
+static inline void pipeline_hold(struct pipeline *p, struct slot *s, size_t n)
+{
+	s->held += n;
+	p->held += n;
+}
+
+static inline void pipeline_unhold(struct pipeline *p, struct slot *s, size_t n)
+{
+	s->held -= n;
+	p->held -= n;
 }
 
 /* Nothing to send and nothing outstanding. */

@@ -312,6 +312,22 @@ static void test_held(void)
 	pipeline_deinit(&p);
 	CHECK_EQ(w1.orphaned, 1);
 	CHECK_EQ(p.held, 0);
+
+	/* more held while it waits (a gathered command's parts out), then
+	 * given back: counted meanwhile, and nothing is left once it leaves */
+	memset(&w1, 0, sizeof(w1));
+	pipeline_init(&p, &stats, msg_release, msg_orphan);
+	w1.slot.held = 100;
+	pipeline_wait(&p, &w1.slot, &q, 64);
+	pipeline_hold(&p, &w1.slot, 1u << 20);
+	CHECK_EQ(pipeline_bytes(&p), 64 + 100 + (1u << 20));
+	pipeline_unhold(&p, &w1.slot, 1u << 20);
+	CHECK_EQ(pipeline_bytes(&p), 64 + 100);
+	pipeline_render(&w1.slot, &r, &q.to);
+	pipeline_complete(&p, &w1.slot, 0);
+	CHECK_EQ(w1.released, 1);
+	CHECK_EQ(p.held, 0);
+	pipeline_deinit(&p);
 }
 
 static void test_head_and_304(void)
