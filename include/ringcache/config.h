@@ -97,7 +97,7 @@
 	X("snapshot", STR, snapshot, "", "PATH",                                   \
 	  "warm restarts: L1 saved here at SIGTERM, loaded (then removed) at start") \
 	X("redis", URL, redis, "", "URL",                                          \
-	  "redis://[user:password@]HOST:PORT[/DB] to use as L2")                   \
+	  "redis://[user:password@]HOST[:PORT][/DB] to use as L2")                   \
 	X("redis-prefix", STR, redis_prefix, "ringcache:", "PREFIX",               \
 	  "prefix of every Redis key and channel")                                 \
 	X("redis-timeout", U32, redis_timeout, "50", "MILLISECONDS",               \
