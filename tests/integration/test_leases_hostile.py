@@ -36,7 +36,9 @@ and test_tags*.py do not already cover.
 11. with --redis through a relay (redis_harness.Relay): a lease GET whose
     read of Redis times out after Redis took the lease there (regression:
     that lease was left in Redis for nobody, and the key's next lease GET
-    on any instance waited --lease-ttl for it)
+    on any instance waited --lease-ttl for it), and lease GETs whose
+    clients reset while their reads are at Redis, answered "held
+    elsewhere" (regression: parked for nobody until --lease-wait)
 12. a client that parks 64 lease GETs with 28 KiB heads (keys of both
     shards, leased by an accomplice) and resets, 12 times over: each time
     all 64 leave at once, conn_memory comes back, no shard pauses, the
@@ -857,6 +859,52 @@ def all_left(srv, admin, nconns):
     return t["connections"] == nconns and t["lease_waiters"] == 0
 
 
+def reset_at_redis(c, redis, relay):
+    """Regression: a lease GET whose client resets while its read (the EVAL
+    that reads the key or takes its lease) is at Redis, and whose answer
+    then says the lease is held by another instance: it was parked as a
+    waiter for nobody until --lease-wait, since what told its owner that
+    the connection had ended (the connection's end on the owner itself, or
+    the sweep from the other shard) had come while it was out."""
+    c.section("--redis: lease GETs whose clients reset while their reads are at Redis")
+    t = Server(["--shards", "2", "--memory", "32M", "--redis", relay.url(), "--instance-id",
+                "lh-r", "--redis-timeout", "10000"] + LONG, checks=c).start()
+    c.check(wait_l2_ready(t, "lh-r", 10) is not None, "r (through a relay): L2 ready")
+    a = start_instance(c, redis, "lh-ra", LONG)
+    c.check(wait_l2_ready(a, "lh-ra", 10) is not None, "ra: L2 ready")
+    per = keys_per_shard("lhr-", NSHARDS, 2)
+    for owner in (0, 1):
+        key, probe = per[owner]
+        what = "%s (shard %d's, %s)" % (key, owner, "local" if owner == 0 else "remote")
+        h = Conn(a.port)
+        r = lease_get(h, key)
+        htok = r.header("X-Cache-Lease")
+        c.check(granted(r), "%s: another instance holds the fleet's lease" % what, r)
+        w = conn_on(t, 0)
+        relay.hold_replies(key.encode())
+        send_lease_get(w, key)
+        c.check(wait_for(relay.holding, IO_TIMEOUT, 0.01), "%s: its read is at Redis, "
+                "the answer held" % what)
+        reset(w)
+        c.eq(poll(t, "connections", 1), 1, "%s: the client reset" % what)
+        relay.release()
+        # the same shard's next read goes after it on the same connection:
+        # once that one is answered, the held answer was handled
+        p = Conn(t.port)
+        r = lease_get(p, probe)
+        c.check(granted(r), "%s: a lease GET of another key of the shard, read after it" % what,
+                r)
+        c.eq(tot(t)["lease_waiters"], 0, "%s: the answer said 'held elsewhere': the request "
+             "whose client reset is not parked to wait for it" % what)
+        if granted(r):
+            c.eq(put(p, probe, b"p", r.header("X-Cache-Lease")).status, 201,
+                 "%s: the other key filled" % what)
+        c.eq(put(h, key, b"v", htok).status, 201, "%s: the holder fills" % what)
+        c.eq(poll(t, "leases", 0), 0, "%s: no lease left on r" % what)
+        for x in (h, p):
+            x.close()
+
+
 def main(c, redis, relay):
     srv = Server(["--shards", "2", "--memory", "64M", "--conn-memory", "512M",
                   "--max-value", "2M"] + LONG, checks=c).start()
@@ -879,6 +927,7 @@ def main(c, redis, relay):
     sigterm(c)
     with_redis(c, redis)
     timed_out_read(c, redis, relay)
+    reset_at_redis(c, redis, relay)
 
 
 if __name__ == "__main__":
