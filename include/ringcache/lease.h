@@ -72,6 +72,8 @@
 	  "Writes or deletes whose X-Cache-Lease was not the key's lease: 409, nothing changed.") \
 	X(lease_waiters_answered, COUNTER, "Waiters answered by a fill (X-Cache: HIT-FILL).") \
 	X(lease_waiters_timed_out, COUNTER, "Waiters answered 404 after --lease-wait.") \
+	X(lease_waiters_gone, COUNTER,                                              \
+	  "Waiters taken out unanswered because their client's connection ended.") \
 	X(leases, GAUGE, "Leases outstanding on this shard.")                     \
 	X(lease_waiters, GAUGE, "Requests waiting for a fill on this shard.")
 
@@ -94,8 +96,8 @@ struct lease_entry;
 
 /* A waiting request, embedded in the caller's object; the table's fields. */
 struct lease_waiter {
-	struct lease_waiter *next;              /* its key's FIFO */
-	struct lease_entry *entry;              /* its key's entry */
+	struct lease_waiter *next, *prev;       /* its key's FIFO */
+	struct lease_entry *entry;              /* its key's entry; NULL once out */
 	struct lease_waiter *tprev, *tnext;     /* the table's list by deadline */
 	uint64_t deadline;
 };
@@ -176,6 +178,28 @@ enum lease_end {
 int lease_end(struct lease_tab *t, const void *key, uint32_t key_len, uint64_t hash,
 	      const char *tok, size_t len, enum lease_end why, uint64_t now,
 	      struct lease_waiter **handed, char token[LEASE_TOKEN_LEN + 1]);
+
+/* Whether w waits in a table: queued by lease_miss() (WAIT) and not
+ * returned by any call since (w zeroed before its first lease_miss()). */
+static inline bool lease_waits(const struct lease_waiter *w)
+{
+	return w->entry != NULL;
+}
+
+/*
+ * The key's waiters, oldest first (chained through next), or NULL: for a
+ * caller that looks for ones to take out with lease_leave() (reading next
+ * before it does).
+ */
+struct lease_waiter *lease_waiters_of(const struct lease_tab *t, const void *key,
+				      uint32_t key_len, uint64_t hash);
+
+/*
+ * w, waiting (lease_waits()), leaves its key's FIFO without an answer: the
+ * request is gone (its client's connection ended).  O(1); the key's lease
+ * stays as it is.  Counted in lease_waiters_gone.
+ */
+void lease_leave(struct lease_tab *t, struct lease_waiter *w);
 
 /* What time did (lease_tick). */
 enum lease_event_kind {

@@ -210,6 +210,25 @@ static void waiter_unlink(struct lease_tab *t, struct lease_waiter *w)
 	t->nwaiting--;
 }
 
+/* Takes w out of its key's FIFO and the deadline list: it waits no more. */
+static void waiter_remove(struct lease_tab *t, struct lease_waiter *w)
+{
+	struct lease_entry *e = w->entry;
+
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		e->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		e->tail = w->prev;
+	e->nwait--;
+	w->next = w->prev = NULL;
+	w->entry = NULL;
+	waiter_unlink(t, w);
+}
+
 /* Removes the entry at *pp (no waiters left) and frees it. */
 static void entry_free(struct lease_tab *t, struct lease_entry **pp)
 {
@@ -236,6 +255,7 @@ enum lease_verdict lease_miss(struct lease_tab *t, const void *key, uint32_t key
 			return LEASE_REFUSED;
 		}
 		w->next = NULL;
+		w->prev = e->tail;
 		w->entry = e;
 		if (e->tail)
 			e->tail->next = w;
@@ -311,8 +331,11 @@ static struct lease_waiter *take_waiters(struct lease_tab *t, struct lease_entry
 {
 	struct lease_waiter *all = e->head;
 
-	for (struct lease_waiter *w = all; w; w = w->next)
+	for (struct lease_waiter *w = all; w; w = w->next) {
+		w->prev = NULL;
+		w->entry = NULL;
 		waiter_unlink(t, w);
+	}
 	e->head = e->tail = NULL;
 	e->nwait = 0;
 	return all;
@@ -343,12 +366,7 @@ static struct lease_waiter *hand_over(struct lease_tab *t, struct lease_entry **
 		entry_free(t, pp);
 		return NULL;
 	}
-	e->head = w->next;
-	if (!e->head)
-		e->tail = NULL;
-	e->nwait--;
-	w->next = NULL;
-	waiter_unlink(t, w);
+	waiter_remove(t, w);
 	e->fleet = false;
 	make_token(t, e->token);
 	memcpy(token, e->token, LEASE_TOKEN_LEN + 1);
@@ -392,20 +410,7 @@ int lease_tick(struct lease_tab *t, uint64_t now, struct lease_event *ev)
 	struct lease_waiter *w = t->whead;
 
 	if (w && w->deadline <= now) {
-		/* deadlines grow with arrival, so the oldest waiter of all is
-		 * the head of its key's FIFO; the walk is for safety only */
-		struct lease_entry *e = w->entry;
-		struct lease_waiter **wp = &e->head, *prev = NULL;
-		while (*wp != w) {
-			prev = *wp;
-			wp = &(*wp)->next;
-		}
-		*wp = w->next;
-		if (e->tail == w)
-			e->tail = prev;
-		e->nwait--;
-		w->next = NULL;
-		waiter_unlink(t, w);
+		waiter_remove(t, w);
 		count(t->cnt.lease_waiters_timed_out, 1);
 		gauges(t);
 		ev->kind = LEASE_EV_TIMED_OUT;
@@ -428,6 +433,21 @@ int lease_tick(struct lease_tab *t, uint64_t now, struct lease_event *ev)
 		}
 	}
 	return 0;
+}
+
+struct lease_waiter *lease_waiters_of(const struct lease_tab *t, const void *key,
+				      uint32_t key_len, uint64_t hash)
+{
+	const struct lease_entry *e = *slot_of(t, hash, key, key_len);
+
+	return e ? e->head : NULL;
+}
+
+void lease_leave(struct lease_tab *t, struct lease_waiter *w)
+{
+	waiter_remove(t, w);
+	count(t->cnt.lease_waiters_gone, 1);
+	gauges(t);
 }
 
 void lease_expire_all(struct lease_tab *t)

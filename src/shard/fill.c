@@ -60,6 +60,25 @@ static struct fwd *fwd_of_waiter(struct lease_waiter *w)
 	return (struct fwd *)(void *)((char *)w - offsetof(struct fwd, lw));
 }
 
+/*
+ * Whether f's client's connection has ended (fwd_orphan() sets it on the
+ * origin).  Relaxed, a hint on the owner, except after the sweep fwd its
+ * origin sent for f (fill_orphaned): that came on the ring after the store,
+ * so from then on this shard reads true (ring.h: release/acquire).
+ */
+static inline bool client_gone(const struct fwd *f)
+{
+	return atomic_load_explicit(&f->cancelled, memory_order_relaxed);
+}
+
+/* f, waiting, is not waited for any more: it leaves its key's queue
+ * unanswered and goes home, where its origin frees it (fwd.h). */
+static void leave(struct shard *sh, struct fwd *f)
+{
+	lease_leave(sh->lease, &f->lw);
+	fwd_home(sh, f);
+}
+
 /* f's answer: its 404 miss with a new lease's token. */
 static void grant(struct shard *sh, struct fwd *f, const char *token)
 {
@@ -90,14 +109,13 @@ static void try_fleet(struct shard *sh, struct fwd *f, const char *token)
 
 /*
  * A lease that ended unfilled went to waiter w.  If w's connection is gone
- * (cancelled: read relaxed, as route_exec_forwarded does), nobody would
- * fill: it ends again and goes on to the next.
+ * (client_gone()), nobody would fill: it ends again and goes on to the next.
  */
 static void handed(struct shard *sh, struct lease_waiter *w, char *token)
 {
 	while (w) {
 		struct fwd *f = fwd_of_waiter(w);
-		if (!atomic_load_explicit(&f->cancelled, memory_order_relaxed)) {
+		if (!client_gone(f)) {
 			if (!fleet(sh)) {
 				grant(sh, f, token);
 				return;
@@ -244,6 +262,12 @@ void fill_fleet_done(struct shard *sh, struct fwd *f, uint8_t status, uint16_t f
 		flags = COH_F_LEASE_HELD;
 	}
 	if (status == COH_MISS && (flags & COH_F_LEASE_HELD)) {
+		if (client_gone(f)) {
+			/* its sweep (fill_orphaned) may have come while it was
+			 * out at Redis: parked now, it would wait for nobody */
+			fwd_home(sh, f);
+			return;
+		}
 		/* another instance fills: wait here for its invalidation (or this
 		 * shard's lease expiring, which tries again) */
 		switch (lease_miss(sh->lease, r->key, r->key_len, r->hash, sh->now_ns, &f->lw,
@@ -328,7 +352,7 @@ void fill_tick(struct shard *sh)
 		if (!sh->lease_next)
 			sh->lease_last = NULL;
 		w->next = NULL;
-		if (!atomic_load_explicit(&f->cancelled, memory_order_relaxed)) {
+		if (!client_gone(f)) {
 			l2_lease_get(sh, f);
 			continue;
 		}
@@ -349,6 +373,53 @@ void fill_tick(struct shard *sh)
 			fwd_answer(sh, fwd_of_waiter(ev.w)); /* its 404, without a token */
 		}
 	}
+}
+
+void fill_orphaned(struct shard *sh, struct fwd *f)
+{
+	if (sh->stopping)
+		return;
+	if (!f->remote) {
+		/* this shard owns its key: a waiter leaves now; one out at Redis
+		 * is not parked when it comes back (fill_fleet_done) */
+		if (lease_waits(&f->lw))
+			leave(sh, f);
+		return;
+	}
+	/*
+	 * f is the owner's until it comes home: this shard must not touch
+	 * its lease fields.  The sweep follows f on the same ring (or
+	 * backlog), so the owner has taken f in by then, and reads f
+	 * cancelled; wherever f is, what the sweep finds, it finds gone.
+	 */
+	struct cache_req cr = { .op = CACHE_GET, .key = f->req.key, .key_len = f->req.key_len,
+				.hash = f->req.hash };
+	struct answer_to to = { 0 };
+	struct fwd *s = fwd_create(sh, NULL, &cr, &to);
+	if (!s)
+		return; /* f leaves by --lease-wait instead */
+	s->lease_sweep = true;
+	s->remote = true;
+	s->owner = f->owner;
+	fwd_send(sh, s->owner, s);
+}
+
+void fill_exec_sweep(struct shard *sh, struct fwd *f)
+{
+	struct lease_waiter *w = lease_waiters_of(sh->lease, f->req.key, f->req.key_len,
+						  f->req.hash);
+
+	/* at most LEASE_MAX_WAITERS: the key's whole queue is looked at, since
+	 * the waiter the sweep was sent for cannot be named safely (it may be
+	 * home and freed already, and its memory another fwd's) */
+	while (w) {
+		struct lease_waiter *next = w->next;
+		struct fwd *g = fwd_of_waiter(w);
+		if (client_gone(g))
+			leave(sh, g);
+		w = next;
+	}
+	fwd_home(sh, f);
 }
 
 /* --- a connection's leases (its own shard) ------------------------------- */

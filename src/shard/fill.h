@@ -20,6 +20,15 @@
  *   time (fill_tick, every loop iteration): waiters past --lease-wait get
  *       404 without token; leases past --lease-ttl go to the oldest waiter
  *
+ * A waiter whose client's connection ends leaves at once (fill_orphaned):
+ * parked on its own shard, it is taken out and freed there; parked on
+ * another, that shard is sent a "sweep" fwd for its key, behind the waiter
+ * on the same ring, and sends home every waiter of the key it finds
+ * cancelled.  Otherwise its copy of the request would stay counted in its
+ * origin's conn_memory for up to --lease-wait (10 minutes at most): a
+ * client resetting connections full of lease GETs could hold a shard's
+ * --conn-memory share, and so pause every connection of that shard.
+ *
  * A connection remembers the leases its client was handed (at most
  * FILL_NOTES_MAX, oldest forgotten first: those end by --lease-ttl), so that
  * when it ends its leases end at once: fill_conn_gone() sends each to its
@@ -126,6 +135,19 @@ void fill_flushed(struct shard *sh);
 
 /* Owner: an abandon fwd arrived (fill_conn_gone on its origin). */
 void fill_exec_abandon(struct shard *sh, struct fwd *f);
+
+/*
+ * Origin: f, a lease GET whose connection ended while it waited for its
+ * answer (fwd_orphan(), f->cancelled just set): if it waits for a fill
+ * here it leaves and is freed now; if it went to another shard, that shard
+ * is told to look (fill_exec_sweep).  Not at stop: every waiter is answered
+ * then (fill_tick), and after it no ring may be used.  f may be freed.
+ */
+void fill_orphaned(struct shard *sh, struct fwd *f);
+
+/* Owner: a sweep fwd arrived (fill_orphaned on its origin): the waiters of
+ * its key whose connections ended leave, and go home to be freed. */
+void fill_exec_sweep(struct shard *sh, struct fwd *f);
 
 /* The loop, every iteration: what --lease-wait and --lease-ttl did; at stop
  * every waiter is answered. */

@@ -105,6 +105,7 @@ struct fwd *fwd_create(struct shard *sh, struct conn *c, const struct cache_req 
 	f->slot.held = f->size;
 	f->to = *to;
 	f->req = *r;
+	f->lease_get = r->fill_lease;
 
 	uint8_t *p = f->data;
 	if (r->key_len)
@@ -167,6 +168,8 @@ void fwd_orphan(struct slot *s)
 	/* read by the owner before it begins (relaxed: a late look only costs
 	 * the work it would have skipped) */
 	atomic_store_explicit(&f->cancelled, true, memory_order_relaxed);
+	if (f->lease_get)
+		fill_orphaned(f->home->sh, f);  /* a waiter leaves now; may free f */
 }
 
 uint64_t fwd_alive(const struct shard *sh)

@@ -14,7 +14,8 @@
  * origin's list, so nothing leaks when a stop cuts its journey short.  The
  * pipeline frees it after its answer is released.  If the connection ends
  * first, the slot is orphaned (f->conn = NULL) and the fwd is freed where it
- * comes back to the origin.  The owner reads what the origin wrote before
+ * comes back to the origin; a lease GET waiting for a fill is sent back at
+ * once, by its owner when a sweep fwd tells it (fill_orphaned).  The owner reads what the origin wrote before
  * sending (the ring's release/acquire orders it) and writes only the slot's
  * answer, `r` and `outcome`; it never reads `conn`, which the origin may clear
  * meanwhile.
@@ -73,6 +74,10 @@ struct fwd {
 	struct lease_waiter lw;         /* owner: waiting for a fill (fill.h) */
 	bool lease_granted;             /* its answer carries lease_tok: noted at home */
 	bool lease_abandon;             /* not a request: ends lease_tok's lease (fill.h) */
+	bool lease_sweep;               /* not a request: its key's waiters whose
+					 * connections ended leave (fill_orphaned) */
+	bool lease_get;                 /* origin: made from a lease GET (req.fill_lease,
+					 * which the owner may clear) */
 	bool lease_dropped;             /* owner: fill_refuses() dropped req's token (the
 					 * lease was this instance's alone); its origin
 					 * gives it back to fill_answered() */

@@ -335,6 +335,10 @@ void route_exec_forwarded(struct shard *sh, struct fwd *f)
 		fill_exec_abandon(sh, f);       /* its client's connection ended */
 		return;
 	}
+	if (f->lease_sweep) {
+		fill_exec_sweep(sh, f);         /* a waiter's connection ended */
+		return;
+	}
 	if (atomic_load_explicit(&f->cancelled, memory_order_relaxed)) {
 		/* nobody waits for it: not executed (its client never learns
 		 * whether a write of it was applied, and now it was not) */

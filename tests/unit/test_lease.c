@@ -206,6 +206,66 @@ static void test_stop_returns_everyone(void)
 	lease_tab_destroy(t);
 }
 
+/* lease_leave(): a waiter whose request is gone (its client's connection
+ * ended) leaves from anywhere in its key's queue, off the deadline list,
+ * counted, the lease untouched; the others keep their order. */
+static void test_leave(void)
+{
+	struct lease_tab *t = make(0, 0);
+	struct lease_waiter w[5], *h;
+	struct lease_event ev;
+	char tok[LEASE_TOKEN_LEN + 1], t1[LEASE_TOKEN_LEN + 1];
+
+	memset(w, 0, sizeof(w));
+	CHECK(lease_waiters_of(t, K("k")) == NULL);
+	CHECK_EQ(lease_miss(t, K("k"), 0, NULL, tok), LEASE_GRANTED);
+	CHECK(lease_waiters_of(t, K("k")) == NULL);
+	for (unsigned i = 0; i < 5; i++) {
+		CHECK(!lease_waits(&w[i]));
+		CHECK_EQ(lease_miss(t, K("k"), (1 + i) * MS, &w[i], t1), LEASE_WAIT);
+		CHECK(lease_waits(&w[i]));
+	}
+	/* the middle, then the oldest and the newest */
+	lease_leave(t, &w[2]);
+	CHECK(!lease_waits(&w[2]));
+	CHECK_EQ(lease_waiting(t), 4);
+	CHECK_EQ(get(&st.lease_waiters), 4);
+	lease_leave(t, &w[0]);
+	lease_leave(t, &w[4]);
+	h = lease_waiters_of(t, K("k"));
+	CHECK(h == &w[1] && h->next == &w[3] && w[3].next == NULL);
+	CHECK_EQ(lease_waiting(t), 2);
+	CHECK_EQ(get(&st.lease_waiters), 2);
+	CHECK_EQ(get(&st.lease_waiters_gone), 3);
+	CHECK_EQ(lease_count(t), 1);
+	CHECK(lease_holds(t, K("k"), tok, strlen(tok)));
+	/* the deadline list lost them: w[1] (due 1002 ms) times out, then
+	 * nothing until w[3] at 1004 ms, not w[2]'s 1003 */
+	CHECK_EQ(lease_next_due(t), 1002 * MS);
+	CHECK_EQ(lease_tick(t, 1003 * MS, &ev), 1);
+	CHECK(ev.w == &w[1] && ev.kind == LEASE_EV_TIMED_OUT);
+	CHECK(!lease_waits(&w[1]));
+	CHECK_EQ(lease_tick(t, 1003 * MS, &ev), 0);
+	CHECK_EQ(lease_next_due(t), 1004 * MS);
+	/* the lease ends: handed to the one still there */
+	CHECK_EQ(lease_end(t, K("k"), tok, strlen(tok), LEASE_END_ABANDONED, 1003 * MS, &h, t1),
+		 0);
+	CHECK(h == &w[3]);
+	CHECK(!lease_waits(&w[3]));
+	CHECK(lease_waiters_of(t, K("k")) == NULL);
+	/* a waiter that joins and leaves again: a fill finds nobody */
+	CHECK_EQ(lease_miss(t, K("k"), 1004 * MS, &w[0], tok), LEASE_WAIT);
+	lease_leave(t, &w[0]);
+	CHECK(lease_filled(t, K("k")) == NULL);
+	CHECK_EQ(lease_count(t), 0);
+	CHECK_EQ(lease_waiting(t), 0);
+	CHECK_EQ(lease_next_due(t), UINT64_MAX);
+	CHECK_EQ(get(&st.lease_waiters_gone), 4);
+	CHECK_EQ(get(&st.lease_waiters_answered), 0);
+	CHECK_EQ(get(&st.lease_waiters_timed_out), 1);
+	lease_tab_destroy(t);
+}
+
 /* lease_expire_all() (the invalidation feed broke): every lease ends at the
  * next tick, long before its ttl; a waiter is handed a new one, which lasts
  * a full ttl from then. */
@@ -330,6 +390,7 @@ int main(void)
 	test_revoke_and_give_up();
 	test_time();
 	test_stop_returns_everyone();
+	test_leave();
 	test_expire_all();
 	test_fleet_marks();
 	test_limits();
