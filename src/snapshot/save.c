@@ -18,7 +18,7 @@
  * with writev straight from the store (the store does not change any more:
  * the shard's loop has ended).  A crash at any point leaves PATH as it was
  * (the old snapshot, or nothing) and at worst a PATH.tmp, which the next
- * save truncates.
+ * save removes before it creates its own.
  *
  * Expiry: the store's (monotonic) expiry of each item is written as the
  * wall-clock instant it stops being served, with the clocks read once by
@@ -285,7 +285,17 @@ int snap_save_begin(struct snap *s, char *msg, size_t len)
 				   "left as it is", s->path);
 		return -EEXIST;
 	}
-	s->save_fd = open(s->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/*
+	 * A new file, never one found at PATH.tmp: opened with O_TRUNC, a
+	 * symlink left there would have the snapshot written through it into
+	 * its target, a hard link would truncate its other name, a file left
+	 * by someone else would keep its mode (the snapshot holds every
+	 * cached value: 0600), and a FIFO would block the stop for good.  A
+	 * leftover of ours is simply removed; what cannot be (a directory)
+	 * makes O_EXCL fail, and nothing is saved.
+	 */
+	(void)unlink(s->tmp);
+	s->save_fd = open(s->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (s->save_fd == -1) {
 		int err = errno;
 		snprintf(msg, len, "snapshot: not saved: %s: %s", s->tmp, strerror(err));
