@@ -15,6 +15,9 @@
  *   anything else        refuse it, start empty, and never replace it: a
  *   (no magic, not a     mistyped --snapshot must not cost someone's file
  *   regular file)
+ *   a snapshot in a      refuse it, start empty: it could not be removed
+ *   directory it cannot  once loaded, so every later start would load it
+ *   write to             again (snap_open)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -197,7 +200,26 @@ static void check_writable(const struct snap *s, char *msg, size_t len)
 enum snap_state snap_open(struct snap *s, char *msg, size_t len)
 {
 	enum snap_state st = snap_open_file(s, msg, len);
+	char *copy;
 
+	/*
+	 * A snapshot is used once: removed once loaded, and replaced by the
+	 * save at stop.  Where it can be neither (a directory the daemon cannot
+	 * write to: a read-only file system), loading it would have every
+	 * later start, clean stops included, serve it again with what was
+	 * deleted or changed since.  So it is not loaded.
+	 */
+	if (st == SNAP_READY && (copy = strdup(s->path)) != NULL) {
+		const char *dir = dirname(copy);
+		char why[200];
+
+		if (access(dir, W_OK | X_OK) == -1) {
+			snprintf(why, sizeof(why), "it could not be removed once loaded: cannot write "
+				 "in %s: %s", dir, strerror(errno));
+			st = refuse(s, SNAP_REFUSED, msg, len, why);
+		}
+		free(copy);
+	}
 	if (st != SNAP_FOREIGN)
 		check_writable(s, msg, len);
 	return st;
