@@ -7,8 +7,8 @@ truncated, corrupt or outdated file as if it were whole (a cold start with
 a line that says why is right), and a failed save never destroys the file
 at PATH.
 
-- PATH.tmp is the save's own file: whatever is found there (a symlink to
-  someone's file, a file of another mode, a FIFO, a directory) is never
+- PATH.tmp is the save's own file: whatever is found there (a symlink or a
+  hard link to someone's file, a file of another mode, a FIFO, a directory) is never
   written through or waited on; the snapshot is a new 0600 file;
 - PATH a symlink (to a snapshot, or dangling) or a directory;
 - the disk fills during the save (a 2 MiB tmpfs), at several points of the
@@ -183,6 +183,16 @@ def test_tmp_leftovers(c, d):
             b.log_text()[-1500:])
     c.check(not served(b, items), "symlink at PATH.tmp: every value comes back")
     stop(c, b, "after the symlink")
+
+    # a hard link to someone's file: the save must not truncate it
+    clear(path, tmp)
+    os.link(victim, tmp)
+    victim_img = read(victim)
+    a = start(c, path)
+    put_all(c, a, items, "hard link at PATH.tmp")
+    stop(c, a, "hard link at PATH.tmp")
+    c.eq(read(victim), victim_img, "a hard link at PATH.tmp: its other name keeps its data")
+    saved_fresh(c, path, "a hard link at PATH.tmp")
 
     # a leftover readable by all: the snapshot still gets 0600
     clear(path, tmp)
