@@ -10,7 +10,8 @@ at PATH.
 - PATH.tmp is the save's own file: whatever is found there (a symlink or a
   hard link to someone's file, a file of another mode, a FIFO, a directory) is never
   written through or waited on; the snapshot is a new 0600 file;
-- PATH a symlink (to a snapshot, or dangling) or a directory;
+- PATH a symlink (to a snapshot, or dangling), a directory, or a file the
+  daemon (run as nobody) cannot open: never replaced;
 - the disk fills during the save (a 2 MiB tmpfs), at several points of the
   save (blocks, table, header): "not saved", PATH left as it was (an older
   snapshot put there meanwhile is loaded whole by the next start), no
@@ -295,6 +296,36 @@ def test_path_kinds(c, d):
             not os.path.lexists(path + ".tmp"),
             "PATH a directory: not saved, left as it was", log[-1500:])
     os.rmdir(path)
+
+
+def as_nobody():
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def test_unreadable(c, d):
+    c.section("a file at PATH the daemon cannot open is not known to be ours: never replaced")
+    state = os.path.join(d, "nobody")
+    os.mkdir(state)
+    os.chmod(d, 0o755)
+    os.chown(state, 65534, 65534)
+    path = os.path.join(state, "l1.snap")
+    with open(path, "wb") as f:
+        f.write(b"root's file\n")
+    os.chmod(path, 0o600)
+    s = Server(["--shards", "1", "--memory", "16M", "--snapshot", path], checks=c,
+               preexec_fn=as_nobody, hash_seed="random").start()
+    c.check(loads_line(s, "cannot open it: Permission denied"),
+            "unreadable PATH (daemon as nobody): the start says it cannot open it",
+            s.log_text()[-1500:])
+    put(s, "x", b"y")
+    log = stop(c, s, "daemon as nobody, PATH unreadable")
+    c.check(snap_line(log, "not saved") is not None, "unreadable PATH: not saved, said",
+            log[-1500:])
+    c.eq(read(path), b"root's file\n", "unreadable PATH: the file is left as it was")
+    c.check(not os.path.lexists(path + ".tmp"), "unreadable PATH: no PATH.tmp left")
+    shutil.rmtree(state)
 
 
 # --- a full disk -------------------------------------------------------------------
@@ -594,6 +625,7 @@ def main(c):
     try:
         test_tmp_leftovers(c, d)
         test_path_kinds(c, d)
+        test_unreadable(c, d)
         test_disk_full(c, d)
         test_read_only(c, d)
         test_signals(c, d)
