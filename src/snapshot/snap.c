@@ -14,7 +14,8 @@
  *   another version
  *   anything else        refuse it, start empty, and never replace it: a
  *   (no magic, not a     mistyped --snapshot must not cost someone's file
- *   regular file)
+ *   regular file, a file
+ *   it cannot open)
  *   a snapshot in a      refuse it, start empty: it could not be removed
  *   directory it cannot  once loaded, so every later start would load it
  *   write to             again (snap_open)
@@ -240,8 +241,11 @@ static enum snap_state snap_open_file(struct snap *s, char *msg, size_t len)
 			snprintf(msg, len, "snapshot %s: none yet: starting empty", s->path);
 			return SNAP_NONE;
 		}
+		/* a file it cannot read (EACCES: another user's) may not be a
+		 * snapshot at all: like any file not known to be ours, it is never
+		 * replaced */
 		snprintf(why, sizeof(why), "cannot open it: %s", strerror(errno));
-		return refuse(s, SNAP_REFUSED, msg, len, why);
+		return refuse(s, SNAP_FOREIGN, msg, len, why);
 	}
 	if (fstat(s->fd, &stb) == -1 || !S_ISREG(stb.st_mode))
 		return refuse(s, SNAP_FOREIGN, msg, len, "not a regular file");
