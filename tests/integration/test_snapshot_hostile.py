@@ -576,6 +576,8 @@ def test_racing_writes(c, d):
             bad.append((k, r.status, got, low, ver))
     c.check(not bad, "%d keys: each holds a whole value it was sent, no older than the last "
             "acknowledged one" % len(sent), bad[:5])
+    c.note("%d keys had a write unacknowledged at the stop" %
+           sum(1 for k in sent if sent[k] != acked.get(k)))
     stop(c, b, "daemon after the racing writes")
     os.unlink(path)
 
@@ -616,6 +618,9 @@ def test_settings(c, d):
     wrong = [k for k, v in many.items()
              if (lambda r: r.status != 404 and (r.status != 200 or r.body != v))(get(b, k))]
     c.check(not wrong, "--memory 16M: every key served holds its own value", wrong[:5])
+    # Not checked: "keeps the newest items" (docs/operations.md).  With 2
+    # shards some of the last 40 written are missing in about half the runs
+    # (reported, not fixed here).
     stop(c, b, "daemon with --memory 16M")
     os.unlink(path)
 
