@@ -10,7 +10,7 @@
  *     one atomic add on the shared end offset; write it (up to WRITES_MAX
  *     blocks in flight, so packing and writing overlap); note (offset,
  *     length, records) in its own list
- *   main: the block table (every shard's list, by offset) at the end, the
+ *   main: the block table (the shards' lists merged by age) at the end, the
  *     header at 0, fdatasync, rename PATH.tmp -> PATH, fsync the directory
  *
  * No shard waits for another: the only shared thing is the end offset.  A
@@ -315,13 +315,6 @@ int snap_save_begin(struct snap *s, char *msg, size_t len)
 	return 0;
 }
 
-static int by_offset(const void *a, const void *b)
-{
-	const struct snap_block_ent *x = a, *y = b;
-
-	return x->off < y->off ? -1 : x->off > y->off;
-}
-
 static int write_all(int fd, const void *p, size_t n, uint64_t off)
 {
 	while (n) {
@@ -367,6 +360,7 @@ static int seal(struct snap *s, uint64_t *items, uint64_t *bytes, uint64_t *sync
 	uint8_t hdr[SNAP_HDR_LEN];
 	uint8_t *table;
 	struct snap_block_ent *all;
+	uint32_t *next;         /* per shard: its next block to list */
 	uint64_t t;
 	int rc = 0;
 
@@ -388,12 +382,33 @@ static int seal(struct snap *s, uint64_t *items, uint64_t *bytes, uint64_t *sync
 		free(table);
 		return -ENOMEM;
 	}
-	nblocks = 0;
-	for (unsigned i = 0; i < s->nshards; i++)
-		for (uint32_t k = 0; k < s->sh[i].nents; k++)
-			all[nblocks++] = s->sh[i].ents[k];
-	/* by offset: the loader then claims them in file order */
-	qsort(all, nblocks, sizeof(*all), by_offset);
+	/*
+	 * The table in age order across the shards, not in file order: each
+	 * shard's blocks are oldest first, but the shards claimed their places
+	 * in the file as they went, so one shard's newest block can lie before
+	 * another's oldest.  The loader claims blocks in table order, and a
+	 * smaller --memory keeps what it stored last; so the shards' lists are
+	 * merged by relative position (block k of a shard's n at (k + 1/2) / n)
+	 * and every shard's newest blocks come last.
+	 */
+	next = calloc(s->nshards, sizeof(*next));
+	if (!next) {
+		free(all);
+		free(table);
+		return -ENOMEM;
+	}
+	for (uint32_t k = 0; k < nblocks; k++) {
+		unsigned best = s->nshards;
+
+		for (unsigned i = 0; i < s->nshards; i++)
+			if (next[i] < s->sh[i].nents &&
+			    (best == s->nshards ||
+			     (2ull * next[i] + 1) * s->sh[best].nents <
+			     (2ull * next[best] + 1) * s->sh[i].nents))
+				best = i;
+		all[k] = s->sh[best].ents[next[best]++];
+	}
+	free(next);
 	for (uint32_t k = 0; k < nblocks; k++)
 		snap_table_put(table + (size_t)k * SNAP_TABLE_ENT, &all[k]);
 	h.shards = s->nshards;
