@@ -25,7 +25,8 @@ at PATH.
   holds a value that was written, whole, no older than its last
   acknowledged write;
 - another --max-value (larger values skipped, counted) and a smaller
-  --memory (no wrong value; the log and /stats agree on what is held).
+  --memory (no wrong value; the log and /stats agree on what is held; the
+  newest items are the ones kept).
 
 Needs root (mount): exits 77 (skipped) otherwise.
 
