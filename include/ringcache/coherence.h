@@ -86,7 +86,8 @@ enum coh_op {
 	COH_GET = 1,        /* read key from L2 */
 	COH_SET,            /* write value+ctype with ttl, then publish an invalidation */
 	COH_DEL,            /* delete key, then publish an invalidation */
-	COH_CLUSTER,        /* live instances as JSON in value (no key) */
+	COH_CLUSTER,        /* live instances as JSON in value (no key), at most
+			     * COH_CLUSTER_MAX bytes */
 	COH_PURGE,          /* key: a tag.  Delete the keys of <prefix>tag:<tag> whose
 			     * values still carry it, in bounded batches, then
 			     * publish "tag:<tag>"; count: keys deleted in Redis */
@@ -104,6 +105,15 @@ enum coh_op {
 	COH_PURGE_TAG,      /* key: a tag: purge the keys carrying it from L1 (another
 			     * instance or an application purged it) */
 };
+
+/*
+ * The longest COH_CLUSTER answer.  The registry is anyone's to write, and a
+ * shard reserves this much room on its connection for each /cluster it
+ * asks (route.c), so that a client pipelining /cluster holds no more than
+ * any other client; entries past it are left out and counted in the
+ * answer's "left_out".  About 7000 instances' entries.
+ */
+#define COH_CLUSTER_MAX ((size_t)1 << 20)
 
 enum coh_status {
 	COH_OK = 0,         /* GET: value, ctype, ttl filled; SET/DEL: Redis acknowledged */

@@ -268,7 +268,10 @@ static bool jnumber(struct jp *j)
 {
 	if (j->p < j->end && *j->p == '-')
 		j->p++;
-	if (!digits(j))
+	/* RFC 8259: no leading zeros ("01" is no number).  /cluster passes a
+	 * value on as it is, so it must be JSON to every client's parser. */
+	const char *first = j->p;
+	if (!digits(j) || (*first == '0' && j->p - first > 1))
 		return false;
 	if (j->p < j->end && *j->p == '.') {
 		j->p++;

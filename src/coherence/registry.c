@@ -302,7 +302,10 @@ static int cmp_field(const void *a, const void *b)
 
 /*
  * {"self":"<id>","instances":[<value>,...]} with the values as stored, in
- * id order; a value that is not a JSON object is left out and counted.
+ * id order; a value that is not a JSON object is left out and counted.  At
+ * most COH_CLUSTER_MAX bytes: a value that would pass it is skipped (the
+ * next, smaller ones may fit: one huge junk entry hides only itself) and
+ * counted in "left_out", present only when not 0.
  */
 void coh_cluster_reply(struct coh *c, struct coh_msg *m, redisReply *r)
 {
@@ -312,11 +315,15 @@ void coh_cluster_reply(struct coh *c, struct coh_msg *m, redisReply *r)
 	int rc = 0;
 
 	if (r->type != REDIS_REPLY_ARRAY) {
-		if (r->type == REDIS_REPLY_ERROR) {
+		/* WRONGTYPE: the hash's name holds another type, which any client
+		 * of the Redis may write; bad data, as for a GET (msg.c), and no
+		 * failure of Redis: /cluster must not open the breaker */
+		if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "WRONGTYPE", 9) != 0) {
 			coh_fail(c);
 			m->status = COH_ERROR;
 			COH_ADD(c, errors, 1);
 		} else {
+			coh_succeed(c);         /* Redis answered */
 			m->status = COH_BAD_DATA;
 			COH_ADD(c, bad_data, 1);
 		}
@@ -341,12 +348,25 @@ void coh_cluster_reply(struct coh *c, struct coh_msg *m, redisReply *r)
 	rc |= buf_append(&b, "{\"self\":", 8);
 	rc |= coh_json_str(&b, c->id, c->id_len);
 	rc |= buf_append(&b, ",\"instances\":[", 14);
+	/* room kept for the end: "],\"left_out\":<20 digits>}" */
+	size_t left_out = 0, listed = 0, limit = COH_CLUSTER_MAX - 40;
 	for (size_t i = 0; !rc && i < n; i += 2) {
-		if (i)
+		size_t len = pairs[i + 1]->len;
+		if (b.len + 1 + len > limit) {
+			left_out++;
+			continue;
+		}
+		if (listed++)
 			rc |= buf_append(&b, ",", 1);
-		rc |= buf_append(&b, pairs[i + 1]->str, pairs[i + 1]->len);
+		rc |= buf_append(&b, pairs[i + 1]->str, len);
 	}
-	rc |= buf_append(&b, "]}", 2);
+	if (left_out) {
+		char num[48];
+		int k = snprintf(num, sizeof(num), "],\"left_out\":%zu}", left_out);
+		rc |= buf_append(&b, num, (size_t)k);
+	} else {
+		rc |= buf_append(&b, "]}", 2);
+	}
 	free(pairs);
 	if (rc) {
 		buf_deinit(&b);

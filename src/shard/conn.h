@@ -49,7 +49,9 @@ enum conn_flags {
  * requests that travel (a fwd's, kept until its answer leaves the pipeline,
  * and each part of a RESP command of many keys until it is home: pipeline.h
  * `held`, keys.h) stop the parsing of more requests, and the sending of more
- * parts, at CONN_OUT_MAX; an outstanding answer gets CONN_ROOM of room, and
+ * parts, at CONN_OUT_MAX; an outstanding answer gets CONN_ROOM of room (a
+ * /cluster COH_CLUSTER_MAX + CONN_ANSWER_HEAD, within F below unless
+ * --max-head + --max-value is under 1 MiB), and
  * one that needs more comes back and is made again when it is the next to go
  * and what is ahead of it leaves room for it, or nothing is (fwd.h, "bounce";
  * parsing waits meanwhile).  So a connection holds at most CONN_OUT_MAX of

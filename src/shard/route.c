@@ -699,7 +699,10 @@ static void serve_cluster(struct conn *c, const struct http_request *req, const 
 		conn_abort(c);
 		return;
 	}
-	conn_wait(c, &f->slot, &q, 0);  /* the list is small, its room is not counted */
+	/* the registry is anyone's to write: its answer may be as large as
+	 * COH_CLUSTER_MAX, and that room is held, so that a client pipelining
+	 * /cluster is stopped by CONN_OUT_MAX like any other (conn.h) */
+	conn_wait(c, &f->slot, &q, COH_CLUSTER_MAX + CONN_ANSWER_HEAD);
 	l2_cluster(sh, f);
 }
 

@@ -571,6 +571,11 @@ static void test_formats(void)
 	CHECK(!JV("{\"a\":\"\x01\"}"));
 	CHECK(!JV("{\"a\":1"));
 	CHECK(!JV("{\"a\":01x}"));
+	/* no leading zeros (RFC 8259): /cluster passes values on as they are */
+	CHECK(!JV("{\"a\":01}"));
+	CHECK(!JV("{\"a\":-00.5}"));
+	CHECK(!JV("{\"a\":[00]}"));
+	CHECK(JV("{\"a\":[0,-0,0.01,-0.5e-07,10,0e1]}"));
 	CHECK(!JV("{\"a\":\"\\q\"}"));
 	/* JSON text is UTF-8 (RFC 8259): /cluster must not pass on other bytes */
 	CHECK(JV("{\"a\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf\"}"));
