@@ -50,15 +50,15 @@ enum conn_flags {
  * and each part of a RESP command of many keys until it is home: pipeline.h
  * `held`, keys.h) stop the parsing of more requests, and the sending of more
  * parts, at CONN_OUT_MAX; an outstanding answer gets CONN_ROOM of room (a
- * /cluster COH_CLUSTER_MAX + CONN_ANSWER_HEAD, within F below unless
- * --max-head + --max-value is under 1 MiB), and
+ * /cluster COH_CLUSTER_MAX + CONN_ANSWER_HEAD: F below is at least that), and
  * one that needs more comes back and is made again when it is the next to go
  * and what is ahead of it leaves room for it, or nothing is (fwd.h, "bounce";
  * parsing waits meanwhile).  So a connection holds at most CONN_OUT_MAX of
  * these, plus the last request parsed or part sent (its answer, at most A =
  * --max-value + CONN_ANSWER_HEAD, or its copy and room: at most F =
  * --max-head + --max-value + CONN_ROOM + CONN_ANSWER_HEAD, the struct fwd
- * included; a part's key and value are within its command's --max-head +
+ * included, or a /cluster's room, COH_CLUSTER_MAX + CONN_ANSWER_HEAD, if
+ * larger; a part's key and value are within its command's --max-head +
  * --max-value), plus one answer made again (A): with the request in progress
  * (at most --max-head + --max-value, plus one receive buffer the kernel had
  * delivered) a connection holds at most
