@@ -57,8 +57,8 @@ enum conn_flags {
  * these, plus the last request parsed or part sent (its answer, at most A =
  * --max-value + CONN_ANSWER_HEAD, or its copy and room: at most F =
  * --max-head + --max-value + CONN_ROOM + CONN_ANSWER_HEAD, the struct fwd
- * included, or a /cluster's room, COH_CLUSTER_MAX + CONN_ANSWER_HEAD, if
- * larger; a part's key and value are within its command's --max-head +
+ * included, or with --redis a /cluster's room, COH_CLUSTER_MAX +
+ * CONN_ANSWER_HEAD, if larger; a part's key and value are within its command's --max-head +
  * --max-value), plus one answer made again (A): with the request in progress
  * (at most --max-head + --max-value, plus one receive buffer the kernel had
  * delivered) a connection holds at most

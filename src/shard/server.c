@@ -169,9 +169,9 @@ static int conn_memory_share(const struct config *cfg, unsigned n, size_t *out, 
 {
 	uint64_t total = cfg->conn_memory != CONFIG_SIZE_AUTO ? cfg->conn_memory
 							       : host_memory() / 4;
-	/* conn.h's B; F at least a /cluster answer's room */
+	/* conn.h's B; with --redis, F at least a /cluster answer's room */
 	uint64_t f = cfg->max_head + cfg->max_value + CONN_ROOM + CONN_ANSWER_HEAD;
-	if (f < COH_CLUSTER_MAX + CONN_ANSWER_HEAD)
+	if (cfg->redis && *cfg->redis && f < COH_CLUSTER_MAX + CONN_ANSWER_HEAD)
 		f = COH_CLUSTER_MAX + CONN_ANSWER_HEAD;
 	uint64_t bound = cfg->max_head + cfg->max_value + cfg->recv_buffer_size + CONN_OUT_MAX + f +
 			 (cfg->max_value + CONN_ANSWER_HEAD);

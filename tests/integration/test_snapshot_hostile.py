@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 
-from harness import (WRITE_OK, Conn, ProtocolError, Server, run_main, show, stats,
+from harness import (WRITE_OK, Conn, ProtocolError, Server, binary_path, run_main, show, stats,
                      wait_for)
 
 MAGIC = b"\x89RCSNAP\n"
@@ -315,8 +315,15 @@ def test_unreadable(c, d):
     with open(path, "wb") as f:
         f.write(b"root's file\n")
     os.chmod(path, 0o600)
+    # nobody may not reach the build's binary (a checkout under a 0700
+    # directory, as a CI's fresh clone in mktemp -d): a copy it can run
+    bindir = os.path.join(d, "bin")
+    os.mkdir(bindir, 0o755)
+    binary = os.path.join(bindir, "ringcached")
+    shutil.copy2(binary_path(), binary)
+    os.chmod(binary, 0o755)
     s = Server(["--shards", "1", "--memory", "16M", "--snapshot", path], checks=c,
-               preexec_fn=as_nobody, hash_seed="random").start()
+               binary=binary, preexec_fn=as_nobody, hash_seed="random").start()
     c.check(loads_line(s, "cannot open it: Permission denied"),
             "unreadable PATH (daemon as nobody): the start says it cannot open it",
             s.log_text()[-1500:])
@@ -327,6 +334,7 @@ def test_unreadable(c, d):
     c.eq(read(path), b"root's file\n", "unreadable PATH: the file is left as it was")
     c.check(not os.path.lexists(path + ".tmp"), "unreadable PATH: no PATH.tmp left")
     shutil.rmtree(state)
+    shutil.rmtree(bindir)
 
 
 # --- a full disk -------------------------------------------------------------------
