@@ -423,7 +423,34 @@ class _Link:
         self.closed = False
 
 
-class Relay:
+class LoopbackHelper:
+    """What Relay and a test's fake Redis share: a listener on a free
+    loopback port (self.port) and the helper protocol of run_with_redis
+    (dump_log, cleanup).  A subclass accepts on self.lsock and closes its
+    own connections in close_conns()."""
+
+    def __init__(self):
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+
+    def dump_log(self):
+        pass
+
+    def close_conns(self):
+        pass
+
+    def cleanup(self):
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        self.close_conns()
+
+
+class Relay(LoopbackHelper):
     """A TCP relay on a free loopback port in front of a Redis: ringcached
     is pointed at it, so a test can decide when a command reaches Redis or
     when a reply reaches ringcached.  Every byte is the real redis-server's;
@@ -443,12 +470,8 @@ class Relay:
     dozen bytes on loopback does)."""
 
     def __init__(self, redis):
+        super().__init__()
         self.redis = redis
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
         self.lock = threading.Lock()
         self.links = []
         self.want_down = self.want_up = None
@@ -552,13 +575,6 @@ class Relay:
             link.held_up, link.held_down = bytearray(), bytearray()
             link.hold_up = link.hold_down = False
 
-    def dump_log(self):
-        pass
-
-    def cleanup(self):
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
+    def close_conns(self):
         for link in list(self.links):
             self._close(link)

@@ -47,7 +47,7 @@ import threading
 import time
 
 from harness import Server, keys_per_shard, run_main, show, stats, stats_delta, wait_for
-from redis_harness import PREFIX, Redis
+from redis_harness import PREFIX, LoopbackHelper, Redis
 
 NSHARDS = 2
 MAX_VALUE = 65536
@@ -131,7 +131,7 @@ def parse_commands(buf):
     return out, off
 
 
-class FakeRedis:
+class FakeRedis(LoopbackHelper):
     """A Redis on a free loopback port that plays by the rules until told
     otherwise.  hostile[key] = (kind, payload) makes a GET of key (the
     read's GET + PTTL pair) answered by:
@@ -153,11 +153,7 @@ class FakeRedis:
     log: (connection, key) of every GET answered."""
 
     def __init__(self):
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
+        super().__init__()
         self.lock = threading.Lock()
         self.conns = []
         self.data = {}
@@ -296,14 +292,7 @@ class FakeRedis:
             if pred(c):
                 c.close()
 
-    def dump_log(self):
-        pass
-
-    def cleanup(self):
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
+    def close_conns(self):
         self.close_where(lambda c: True)
 
 
